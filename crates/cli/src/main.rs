@@ -1,0 +1,3 @@
+//! The `meshguard` binary: the gateway (`serve`) and the admin commands.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! MeshGuard policy engine: parse, lint, compile and evaluate agent policies.

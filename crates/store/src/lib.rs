@@ -1,0 +1,1 @@
+//! MeshGuard storage: agents, tokens, policies, approvals and the hash-chained audit trail.

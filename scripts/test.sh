@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The one test command: every Rust suite (unit, integration, conformance, doc tests), then every
+# Python suite in its own virtualenv. CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+echo "== Rust: build =="
+# Build every test binary and the release gateway once; the suites below reuse them.
+cargo build --workspace --all-targets --locked
+
+echo "== Rust: tests =="
+if command -v cargo-nextest >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+cargo test --workspace --locked --doc
+
+if [ -x scripts/test-python.sh ]; then
+  echo "== Python =="
+  scripts/test-python.sh
+fi
