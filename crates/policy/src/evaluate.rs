@@ -1,0 +1,368 @@
+//! Where a decision is made: SPEC 3's evaluation steps 1–7, in order.
+//!
+//! Policies are visited in name order and every "first" below means first in that order, so a
+//! decision never depends on load order. The engine fails closed: a path that escapes its root,
+//! no applicable policy, or nothing that allows are all denials.
+
+use std::borrow::Cow;
+
+use serde_json::{Map, Value};
+
+use crate::limits::{Admission, LimitCharge, LimitKey, RateLimitOracle, Window};
+use crate::model::{AgentProfile, ApprovalNeed, CheckRequest, Code, Decision, TrustTier};
+use crate::normalise::{Escape, normalise_action, normalise_path};
+use crate::pattern::Pattern;
+use crate::policy::{Policy, RateLimits, Rule, RuleEffect};
+use crate::set::PolicySet;
+
+/// A request with its action and resource normalised, ready for matching.
+pub(crate) struct Prepared<'r> {
+    pub action: Cow<'r, str>,
+    pub resource: Cow<'r, str>,
+    /// `action + "/" + resource`, when the resource is not `*`.
+    pub qualified: Option<String>,
+    pub context: &'r Map<String, Value>,
+}
+
+impl<'r> Prepared<'r> {
+    pub fn new(req: &CheckRequest<'r>) -> Result<Prepared<'r>, Escape> {
+        let action = normalise_action(req.action)?;
+        let resource = normalise_path(req.resource)?;
+        let qualified = (req.resource != "*").then(|| format!("{action}/{resource}"));
+        Ok(Prepared {
+            action,
+            resource,
+            qualified,
+            context: req.context,
+        })
+    }
+
+    pub fn verb(&self) -> Option<&str> {
+        self.action.split_once(':').map(|(verb, _)| verb)
+    }
+
+    /// Whether `pattern` matches the action or the qualified action.
+    pub fn action_matches(&self, pattern: &Pattern) -> bool {
+        pattern.matches(&self.action)
+            || self
+                .qualified
+                .as_deref()
+                .is_some_and(|qualified| pattern.matches(qualified))
+    }
+}
+
+/// Why a rule did or did not match; shared by `decide` and `explain` so both agree.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RuleCheck<'p> {
+    Matched(&'p Pattern),
+    NoActionMatch,
+    ResourcePattern,
+    Sandbox { required: bool },
+    MinTrust { required: TrustTier },
+    Context { key: &'p str, expected: &'p Value },
+}
+
+pub(crate) fn check_rule<'p>(
+    rule: &'p Rule,
+    req: &Prepared<'_>,
+    agent: &AgentProfile,
+) -> RuleCheck<'p> {
+    let Some(pattern) = rule.actions.iter().find(|p| req.action_matches(p)) else {
+        return RuleCheck::NoActionMatch;
+    };
+    let conditions = &rule.conditions;
+    if let Some(patterns) = &conditions.resource_pattern
+        && !patterns.iter().any(|p| p.matches(&req.resource))
+    {
+        return RuleCheck::ResourcePattern;
+    }
+    if let Some(required) = conditions.sandbox {
+        let actual = req.context.get("sandbox").unwrap_or(&Value::Bool(false));
+        if actual != &Value::Bool(required) {
+            return RuleCheck::Sandbox { required };
+        }
+    }
+    if let Some(required) = conditions.min_trust
+        && agent.trust < required
+    {
+        return RuleCheck::MinTrust { required };
+    }
+    if let Some(expected) = &conditions.context {
+        for (key, value) in expected {
+            if !req
+                .context
+                .get(key)
+                .is_some_and(|actual| json_eq(actual, value))
+            {
+                return RuleCheck::Context {
+                    key,
+                    expected: value,
+                };
+            }
+        }
+    }
+    RuleCheck::Matched(pattern)
+}
+
+/// JSON equality where numbers compare by value (`1` equals `1.0`), as YAML and JSON authors
+/// expect.
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            x == y || matches!((x.as_f64(), y.as_f64()), (Some(p), Some(q)) if p == q)
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// The first matching rule of a policy: its verdict (step 3).
+fn first_match<'s>(
+    set: &'s PolicySet,
+    position: usize,
+    req: &Prepared<'_>,
+    agent: &AgentProfile,
+) -> Option<&'s Rule> {
+    let indexed = set.inner.policies.get(position)?;
+    indexed
+        .candidate_rules(req.verb())
+        .filter_map(|i| indexed.policy.rules.get(i))
+        .find(|rule| matches!(check_rule(rule, req, agent), RuleCheck::Matched(_)))
+}
+
+pub(crate) fn push_charges(charges: &mut Vec<LimitCharge>, key: LimitKey, limits: &RateLimits) {
+    let windows = [
+        (Window::Minute, limits.requests_per_minute),
+        (Window::Hour, limits.requests_per_hour),
+    ];
+    for (window, max) in windows {
+        if let Some(max) = max {
+            charges.push(LimitCharge {
+                key: key.clone(),
+                max,
+                window,
+            });
+        }
+    }
+}
+
+pub(crate) fn approval_matches<'p>(policy: &'p Policy, req: &Prepared<'_>) -> Option<&'p Pattern> {
+    policy
+        .approval_patterns()
+        .iter()
+        .find(|p| req.action_matches(p))
+}
+
+impl PolicySet {
+    /// Decides one check (SPEC 3 steps 1–7). Calls `limits` once with every charge that
+    /// applies; pass an oracle that only peeks for dry runs (admin `decide`, `policy test`).
+    pub fn decide(
+        &self,
+        agent: &AgentProfile,
+        req: &CheckRequest<'_>,
+        limits: &mut dyn RateLimitOracle,
+    ) -> Decision {
+        let Ok(prepared) = Prepared::new(req) else {
+            return Decision::new(
+                Code::InvalidResource,
+                format!(
+                    "Action '{}' denied: the action or resource '{}' escapes its root with `..`",
+                    req.action, req.resource
+                ),
+            );
+        };
+        let action = req.action;
+
+        // Step 1: applicable policies, in name order.
+        let applicable = self.applicable(agent);
+        if applicable.is_empty() {
+            return Decision::new(
+                Code::NoPolicy,
+                format!(
+                    "Action '{action}' denied: no policy applies to agent '{}'",
+                    agent.name
+                ),
+            );
+        }
+
+        // Steps 2 and 3: every policy's limits and its first matching rule.
+        let mut charges = Vec::new();
+        let mut first_deny: Option<(&Policy, &Rule)> = None;
+        let mut first_allow: Option<(&Policy, &Rule)> = None;
+        let mut first_default_deny: Option<&Policy> = None;
+        for &position in &applicable {
+            let Some(indexed) = self.inner.policies.get(position) else {
+                continue;
+            };
+            let policy = &indexed.policy;
+            if let Some(limits) = &policy.rate_limits {
+                let key = LimitKey {
+                    policy: policy.name.clone(),
+                    rule: None,
+                };
+                push_charges(&mut charges, key, limits);
+            }
+            if let Some(rule) = first_match(self, position, &prepared, agent) {
+                if let Some(limits) = &rule.conditions.rate_limit {
+                    let key = LimitKey {
+                        policy: policy.name.clone(),
+                        rule: Some(rule.name.clone()),
+                    };
+                    push_charges(&mut charges, key, limits);
+                }
+                let slot = match rule.effect {
+                    RuleEffect::Deny => &mut first_deny,
+                    RuleEffect::Allow => &mut first_allow,
+                };
+                slot.get_or_insert((policy, rule));
+            }
+            if policy.default_effect == RuleEffect::Deny {
+                first_default_deny.get_or_insert(policy);
+            }
+        }
+        // Every check counts against its limits, denied or not, so the oracle is asked first.
+        let admission = if charges.is_empty() {
+            Admission::Admitted
+        } else {
+            limits.admit(&charges)
+        };
+
+        // Step 4: an explicit deny anywhere wins, then an exhausted limit.
+        if let Some((policy, rule)) = first_deny {
+            let mut reason = format!(
+                "Action '{action}' denied by rule '{}' of policy '{}'",
+                rule.name, policy.name
+            );
+            if let Some(text) = &rule.reason {
+                reason.push_str(": ");
+                reason.push_str(text);
+            }
+            let mut decision = Decision::new(Code::DeniedByRule, reason);
+            decision.policy = Some(policy.name.clone());
+            decision.rule = Some(rule.name.clone());
+            return decision;
+        }
+        if let Admission::Exhausted {
+            charge,
+            retry_after_secs,
+        } = admission
+        {
+            return rate_limited(action, charges.get(charge), retry_after_secs);
+        }
+
+        // Step 5: a matching approval entry sends the action to a human.
+        let mut approval: Option<(&Policy, Option<u64>)> = None;
+        for &position in &applicable {
+            let Some(policy) = self.inner.policies.get(position).map(|p| &p.policy) else {
+                continue;
+            };
+            if approval_matches(policy, &prepared).is_none() {
+                continue;
+            }
+            let timeout = policy
+                .human_in_the_loop
+                .as_ref()
+                .and_then(|h| h.timeout_seconds);
+            approval = Some(match approval {
+                None => (policy, timeout),
+                Some((first, smallest)) => (first, min_timeout(smallest, timeout)),
+            });
+        }
+        if let Some((policy, timeout_secs)) = approval {
+            let mut decision = Decision::new(
+                Code::ApprovalRequired,
+                format!(
+                    "Action '{action}' requires human approval (policy '{}')",
+                    policy.name
+                ),
+            );
+            decision.policy = Some(policy.name.clone());
+            decision.approval = Some(ApprovalNeed {
+                action: prepared.action.clone().into_owned(),
+                resource: prepared.resource.clone().into_owned(),
+                timeout_secs,
+            });
+            return decision;
+        }
+
+        // Step 6: an explicit allow anywhere beats every weak default.
+        if let Some((policy, rule)) = first_allow {
+            let mut decision = Decision::new(
+                Code::Allowed,
+                format!(
+                    "Action '{action}' allowed by rule '{}' of policy '{}'",
+                    rule.name, policy.name
+                ),
+            );
+            decision.policy = Some(policy.name.clone());
+            decision.rule = Some(rule.name.clone());
+            return decision;
+        }
+
+        // Step 7: weak defaults; allow only if every applicable policy says so.
+        match first_default_deny {
+            Some(policy) => {
+                let mut decision = Decision::new(
+                    Code::DefaultDeny,
+                    format!(
+                        "Action '{action}' denied by default: no rule allows it and policy '{}' defaults to deny",
+                        policy.name
+                    ),
+                );
+                decision.policy = Some(policy.name.clone());
+                decision
+            }
+            None => {
+                let first = applicable
+                    .first()
+                    .and_then(|&i| self.inner.policies.get(i))
+                    .map(|p| p.policy.name.clone());
+                let mut decision = Decision::new(
+                    Code::Allowed,
+                    format!(
+                        "Action '{action}' allowed by default: every applicable policy defaults to allow"
+                    ),
+                );
+                decision.policy = first;
+                decision
+            }
+        }
+    }
+}
+
+fn min_timeout(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+fn rate_limited(action: &str, charge: Option<&LimitCharge>, retry_after_secs: u64) -> Decision {
+    let what = charge.map_or_else(
+        || "a rate limit".to_owned(),
+        |c| {
+            format!(
+                "the rate limit of {} requests per {} of {}",
+                c.max,
+                c.window.unit(),
+                c.key
+            )
+        },
+    );
+    let mut decision = Decision::new(
+        Code::RateLimited,
+        format!("Action '{action}' denied: {what} is exhausted; retry in {retry_after_secs} s"),
+    );
+    decision.policy = charge.map(|c| c.key.policy.clone());
+    decision.rule = charge.and_then(|c| c.key.rule.clone());
+    decision.retry_after_secs = Some(retry_after_secs);
+    decision
+}

@@ -1,0 +1,466 @@
+//! YAML text → [`Policy`]: a typed walk over the positioned tree, so every error names the
+//! file, line, column and field path.
+
+use std::collections::HashMap;
+
+use crate::error::{Loc, PolicyError};
+use crate::model::TrustTier;
+use crate::pattern::Pattern;
+use crate::policy::{
+    AppliesTo, Conditions, HumanInTheLoop, Policy, PolicyPositions, RateLimits, Rule, RuleEffect,
+};
+use crate::yaml::{Node, NodeKind, ScalarType, parse_document, parse_int};
+
+/// Parses and compiles one policy. `origin` (usually the file name) prefixes every error.
+/// JSON is accepted too: it is YAML.
+pub fn parse_policy(origin: &str, text: &str) -> Result<Policy, PolicyError> {
+    let root = parse_document(origin, text)?;
+    Walker { origin }.policy(&root, text)
+}
+
+/// Whether `name` follows the agent-name syntax `[a-z0-9][a-z0-9._-]{0,63}`, which policy
+/// names share so they are safe in URLs, file names and CLI arguments.
+pub fn is_valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let lower_or_digit = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    match bytes.split_first() {
+        Some((first, rest)) => {
+            lower_or_digit(first)
+                && rest.len() <= 63
+                && rest
+                    .iter()
+                    .all(|b| lower_or_digit(b) || matches!(b, b'.' | b'_' | b'-'))
+        }
+        None => false,
+    }
+}
+
+struct Walker<'a> {
+    origin: &'a str,
+}
+
+/// The entries of a mapping, checked against the keys a field allows.
+struct Fields<'n> {
+    node: &'n Node,
+    entries: HashMap<&'n str, &'n Node>,
+}
+
+impl<'n> Fields<'n> {
+    /// The value of `key`, treating an explicit `null` as absent.
+    fn optional(&self, key: &str) -> Option<&'n Node> {
+        self.entries.get(key).copied().filter(|n| !n.is_null())
+    }
+}
+
+fn child(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+impl Walker<'_> {
+    fn error(&self, loc: Loc, path: &str, message: impl Into<String>) -> PolicyError {
+        PolicyError::new(self.origin, loc, path, message)
+    }
+
+    fn wrong_type(&self, node: &Node, path: &str, expected: &str) -> PolicyError {
+        self.error(
+            node.loc,
+            path,
+            format!("expected {expected}, got {}", node.describe()),
+        )
+    }
+
+    fn fields<'n>(
+        &self,
+        node: &'n Node,
+        path: &str,
+        allowed: &[&str],
+    ) -> Result<Fields<'n>, PolicyError> {
+        let NodeKind::Map(entries) = &node.kind else {
+            return Err(self.wrong_type(node, path, "a mapping"));
+        };
+        let mut map = HashMap::new();
+        for (key, value) in entries {
+            let name = key.scalar_text().unwrap_or_default();
+            if !allowed.contains(&name) {
+                let expected = allowed
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(self.error(
+                    key.loc,
+                    &child(path, name),
+                    format!("unknown key `{name}`; expected one of {expected}"),
+                ));
+            }
+            map.insert(name, value);
+        }
+        Ok(Fields { node, entries: map })
+    }
+
+    fn required<'n>(
+        &self,
+        fields: &Fields<'n>,
+        path: &str,
+        key: &str,
+    ) -> Result<&'n Node, PolicyError> {
+        match fields.entries.get(key) {
+            Some(node) => Ok(node),
+            None => Err(self.error(
+                fields.node.loc,
+                &child(path, key),
+                format!("missing required field `{key}`"),
+            )),
+        }
+    }
+
+    fn string(&self, node: &Node, path: &str) -> Result<String, PolicyError> {
+        match (node.scalar_type(), node.scalar_text()) {
+            (Some(ScalarType::Str), Some(text)) => Ok(text.to_owned()),
+            _ => Err(self.wrong_type(node, path, "a string")),
+        }
+    }
+
+    fn list<'n>(&self, node: &'n Node, path: &str, what: &str) -> Result<&'n [Node], PolicyError> {
+        match &node.kind {
+            NodeKind::Seq(items) => Ok(items),
+            _ => Err(self.wrong_type(node, path, &format!("a list of {what}"))),
+        }
+    }
+
+    fn string_list(&self, node: &Node, path: &str) -> Result<Vec<String>, PolicyError> {
+        self.list(node, path, "strings")?
+            .iter()
+            .enumerate()
+            .map(|(i, item)| self.string(item, &format!("{path}[{i}]")))
+            .collect()
+    }
+
+    fn boolean(&self, node: &Node, path: &str) -> Result<bool, PolicyError> {
+        match node.scalar_type() {
+            Some(ScalarType::Bool(b)) => Ok(b),
+            _ => Err(self.wrong_type(node, path, "`true` or `false`")),
+        }
+    }
+
+    fn positive(&self, node: &Node, path: &str) -> Result<u64, PolicyError> {
+        let value = match (node.scalar_type(), node.scalar_text()) {
+            (Some(ScalarType::Int), Some(text)) => parse_int(text),
+            _ => None,
+        };
+        match value.and_then(|v| u64::try_from(v).ok()) {
+            Some(v) if v > 0 => Ok(v),
+            _ => Err(self.wrong_type(node, path, "a positive whole number")),
+        }
+    }
+
+    fn pattern(&self, node: &Node, path: &str) -> Result<Pattern, PolicyError> {
+        let text = self.string(node, path)?;
+        Pattern::compile(&text, node.loc).map_err(|message| self.error(node.loc, path, message))
+    }
+
+    fn patterns(&self, node: &Node, path: &str) -> Result<Vec<Pattern>, PolicyError> {
+        let items = self.list(node, path, "patterns")?;
+        if items.is_empty() {
+            return Err(self.error(node.loc, path, "expected at least one pattern"));
+        }
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| self.pattern(item, &format!("{path}[{i}]")))
+            .collect()
+    }
+
+    fn tier(&self, node: &Node, path: &str) -> Result<TrustTier, PolicyError> {
+        let text = self.string(node, path)?;
+        text.parse().map_err(|err: crate::model::UnknownTrustTier| {
+            self.error(node.loc, path, err.to_string())
+        })
+    }
+
+    fn effect(&self, node: &Node, path: &str) -> Result<RuleEffect, PolicyError> {
+        match node.scalar_text() {
+            Some("allow") if node.scalar_type() == Some(ScalarType::Str) => Ok(RuleEffect::Allow),
+            Some("deny") if node.scalar_type() == Some(ScalarType::Str) => Ok(RuleEffect::Deny),
+            Some(other) if node.scalar_type() == Some(ScalarType::Str) => Err(self.error(
+                node.loc,
+                path,
+                format!("expected \"allow\" or \"deny\", got \"{other}\""),
+            )),
+            _ => Err(self.wrong_type(node, path, "\"allow\" or \"deny\"")),
+        }
+    }
+
+    fn policy(&self, root: &Node, text: &str) -> Result<Policy, PolicyError> {
+        let fields = self.fields(
+            root,
+            "",
+            &[
+                "name",
+                "version",
+                "description",
+                "appliesTo",
+                "rules",
+                "defaultEffect",
+                "rateLimits",
+                "humanInTheLoop",
+            ],
+        )?;
+        let name_node = self.required(&fields, "", "name")?;
+        let name = self.string(name_node, "name")?;
+        if !is_valid_name(&name) {
+            return Err(self.error(
+                name_node.loc,
+                "name",
+                format!(
+                    "invalid policy name \"{name}\": use 1 to 64 of `a-z`, `0-9`, `.`, `_`, `-`, starting with a letter or digit"
+                ),
+            ));
+        }
+        let version_node = self.required(&fields, "", "version")?;
+        let (version, version_is_number) =
+            match (version_node.scalar_type(), version_node.scalar_text()) {
+                (Some(ScalarType::Str), Some(v)) => (v.to_owned(), false),
+                (Some(ScalarType::Int | ScalarType::Float), Some(v)) => (v.to_owned(), true),
+                _ => {
+                    return Err(self.wrong_type(
+                        version_node,
+                        "version",
+                        "a string such as \"1.0\"",
+                    ));
+                }
+            };
+        if version.is_empty() {
+            return Err(self.error(version_node.loc, "version", "the version cannot be empty"));
+        }
+        let description = fields
+            .optional("description")
+            .map(|n| self.string(n, "description"))
+            .transpose()?;
+        let applies_to = fields
+            .optional("appliesTo")
+            .map(|n| self.applies_to(n))
+            .transpose()?;
+        let rules = match fields.optional("rules") {
+            Some(node) => self.rules(node)?,
+            None => Vec::new(),
+        };
+        let default_effect = fields
+            .optional("defaultEffect")
+            .map(|n| self.effect(n, "defaultEffect"))
+            .transpose()?
+            .unwrap_or(RuleEffect::Deny);
+        let rate_limits = fields
+            .optional("rateLimits")
+            .map(|n| self.rate_limits(n, "rateLimits"))
+            .transpose()?;
+        let human_in_the_loop = fields
+            .optional("humanInTheLoop")
+            .map(|n| self.human_in_the_loop(n))
+            .transpose()?;
+        Ok(Policy {
+            name,
+            version,
+            description,
+            applies_to,
+            rules,
+            default_effect,
+            rate_limits,
+            human_in_the_loop,
+            origin: self.origin.to_owned(),
+            source: text.to_owned(),
+            positions: PolicyPositions {
+                name: name_node.loc,
+                version: version_node.loc,
+                version_is_number,
+                default_effect: fields.optional("defaultEffect").map(|n| n.loc),
+            },
+        })
+    }
+
+    fn applies_to(&self, node: &Node) -> Result<AppliesTo, PolicyError> {
+        let path = "appliesTo";
+        let fields = self.fields(node, path, &["tags", "trustTiers", "agentIds"])?;
+        let tags = fields
+            .optional("tags")
+            .map(|n| self.string_list(n, "appliesTo.tags"))
+            .transpose()?;
+        let trust_tiers = fields
+            .optional("trustTiers")
+            .map(|n| {
+                self.list(n, "appliesTo.trustTiers", "trust tiers")?
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| self.tier(item, &format!("appliesTo.trustTiers[{i}]")))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let agent_ids = fields
+            .optional("agentIds")
+            .map(|n| self.string_list(n, "appliesTo.agentIds"))
+            .transpose()?;
+        Ok(AppliesTo {
+            tags,
+            trust_tiers,
+            agent_ids,
+        })
+    }
+
+    fn rules(&self, node: &Node) -> Result<Vec<Rule>, PolicyError> {
+        let items = self.list(node, "rules", "rules")?;
+        let mut rules: Vec<Rule> = Vec::with_capacity(items.len());
+        let mut names: HashMap<String, (usize, Loc)> = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("rules[{i}]");
+            let rule = self.rule(item, &path, i)?;
+            if let Some((first, _)) = names.get(&rule.name) {
+                return Err(self.error(
+                    rule.loc,
+                    &child(&path, "name"),
+                    format!(
+                        "duplicate rule name \"{}\" (also rules[{first}]); every rule needs its own name",
+                        rule.name
+                    ),
+                ));
+            }
+            names.insert(rule.name.clone(), (i, rule.loc));
+            rules.push(rule);
+        }
+        Ok(rules)
+    }
+
+    fn rule(&self, node: &Node, path: &str, index: usize) -> Result<Rule, PolicyError> {
+        let fields = self.fields(
+            node,
+            path,
+            &["name", "effect", "actions", "conditions", "reason"],
+        )?;
+        let name = fields
+            .optional("name")
+            .map(|n| {
+                let name = self.string(n, &child(path, "name"))?;
+                if name.is_empty() {
+                    return Err(self.error(
+                        n.loc,
+                        &child(path, "name"),
+                        "a rule name cannot be empty",
+                    ));
+                }
+                Ok(name)
+            })
+            .transpose()?;
+        let effect_path = child(path, "effect");
+        let effect = self.effect(self.required(&fields, path, "effect")?, &effect_path)?;
+        let actions_path = child(path, "actions");
+        let actions = self.patterns(self.required(&fields, path, "actions")?, &actions_path)?;
+        let conditions = match fields.optional("conditions") {
+            Some(n) => self.conditions(n, &child(path, "conditions"))?,
+            None => Conditions::default(),
+        };
+        let reason = fields
+            .optional("reason")
+            .map(|n| self.string(n, &child(path, "reason")))
+            .transpose()?;
+        Ok(Rule {
+            name: name.unwrap_or_else(|| format!("rule-{}", index + 1)),
+            effect,
+            actions,
+            conditions,
+            reason,
+            loc: node.loc,
+        })
+    }
+
+    fn conditions(&self, node: &Node, path: &str) -> Result<Conditions, PolicyError> {
+        let fields = self.fields(
+            node,
+            path,
+            &[
+                "resourcePattern",
+                "sandbox",
+                "minTrust",
+                "context",
+                "rateLimit",
+            ],
+        )?;
+        let resource_pattern = fields
+            .optional("resourcePattern")
+            .map(|n| {
+                let p = child(path, "resourcePattern");
+                match n.kind {
+                    NodeKind::Seq(_) => self.patterns(n, &p),
+                    _ => self.pattern(n, &p).map(|pattern| vec![pattern]),
+                }
+            })
+            .transpose()?;
+        let sandbox = fields
+            .optional("sandbox")
+            .map(|n| self.boolean(n, &child(path, "sandbox")))
+            .transpose()?;
+        let min_trust = fields
+            .optional("minTrust")
+            .map(|n| self.tier(n, &child(path, "minTrust")))
+            .transpose()?;
+        let context = fields
+            .optional("context")
+            .map(|n| match n.to_json() {
+                serde_json::Value::Object(map) if matches!(n.kind, NodeKind::Map(_)) => Ok(map),
+                _ => {
+                    Err(self.wrong_type(n, &child(path, "context"), "a mapping of keys to values"))
+                }
+            })
+            .transpose()?;
+        let rate_limit = fields
+            .optional("rateLimit")
+            .map(|n| self.rate_limits(n, &child(path, "rateLimit")))
+            .transpose()?;
+        Ok(Conditions {
+            resource_pattern,
+            sandbox,
+            min_trust,
+            context,
+            rate_limit,
+        })
+    }
+
+    fn rate_limits(&self, node: &Node, path: &str) -> Result<RateLimits, PolicyError> {
+        let fields = self.fields(node, path, &["requestsPerMinute", "requestsPerHour"])?;
+        let count = |key: &str| -> Result<Option<u32>, PolicyError> {
+            fields
+                .optional(key)
+                .map(|n| {
+                    let p = child(path, key);
+                    let value = self.positive(n, &p)?;
+                    u32::try_from(value)
+                        .map_err(|_| self.error(n.loc, &p, "the limit is too large"))
+                })
+                .transpose()
+        };
+        Ok(RateLimits {
+            requests_per_minute: count("requestsPerMinute")?,
+            requests_per_hour: count("requestsPerHour")?,
+        })
+    }
+
+    fn human_in_the_loop(&self, node: &Node) -> Result<HumanInTheLoop, PolicyError> {
+        let path = "humanInTheLoop";
+        let fields = self.fields(node, path, &["requireApproval", "timeoutSeconds"])?;
+        let require_approval = fields
+            .optional("requireApproval")
+            .map(|n| self.patterns(n, "humanInTheLoop.requireApproval"))
+            .transpose()?
+            .unwrap_or_default();
+        let timeout_seconds = fields
+            .optional("timeoutSeconds")
+            .map(|n| self.positive(n, "humanInTheLoop.timeoutSeconds"))
+            .transpose()?;
+        Ok(HumanInTheLoop {
+            require_approval,
+            timeout_seconds,
+        })
+    }
+}

@@ -1,0 +1,261 @@
+//! A parsed and compiled policy (SPEC 3). Fields mirror the YAML; serialising gives the YAML's
+//! camelCase keys back, for the admin API.
+
+use serde::Serialize;
+
+use crate::error::Loc;
+use crate::model::{AgentProfile, TrustTier};
+use crate::pattern::Pattern;
+
+/// One policy document, compiled: patterns are matchers and limits typed specs, so nothing is
+/// parsed on the request path.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Policy {
+    pub(crate) name: String,
+    pub(crate) version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) applies_to: Option<AppliesTo>,
+    pub(crate) rules: Vec<Rule>,
+    pub(crate) default_effect: RuleEffect,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rate_limits: Option<RateLimits>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) human_in_the_loop: Option<HumanInTheLoop>,
+    #[serde(skip)]
+    pub(crate) origin: String,
+    #[serde(skip)]
+    pub(crate) source: String,
+    #[serde(skip)]
+    pub(crate) positions: PolicyPositions,
+}
+
+/// Where the top-level parts of a policy were written, for lints.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PolicyPositions {
+    pub name: Loc,
+    pub version: Loc,
+    pub version_is_number: bool,
+    pub default_effect: Option<Loc>,
+}
+
+/// Which agents a policy is for: every given key must match (AND), any value within a key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliesTo {
+    /// The agent has one of these tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// The agent's tier is one of these.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust_tiers: Option<Vec<TrustTier>>,
+    /// The agent's id or name is one of these.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_ids: Option<Vec<String>>,
+}
+
+impl AppliesTo {
+    /// Whether an agent is selected.
+    pub fn matches(&self, agent: &AgentProfile) -> bool {
+        self.tags
+            .as_ref()
+            .is_none_or(|tags| tags.iter().any(|tag| agent.tags.contains(tag)))
+            && self
+                .trust_tiers
+                .as_ref()
+                .is_none_or(|tiers| tiers.contains(&agent.trust))
+            && self
+                .agent_ids
+                .as_ref()
+                .is_none_or(|ids| ids.iter().any(|id| *id == agent.id || *id == agent.name))
+    }
+}
+
+/// What a rule (or a policy's default) says when it decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleEffect {
+    /// Allow the action.
+    Allow,
+    /// Deny the action.
+    Deny,
+}
+
+impl RuleEffect {
+    /// The YAML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleEffect::Allow => "allow",
+            RuleEffect::Deny => "deny",
+        }
+    }
+}
+
+/// One rule; the first rule of a policy whose patterns and conditions match is its verdict.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rule {
+    /// The name reported as `rule`; `rule-N` (N from 1) when the YAML gives none.
+    pub(crate) name: String,
+    pub(crate) effect: RuleEffect,
+    pub(crate) actions: Vec<Pattern>,
+    #[serde(skip_serializing_if = "Conditions::is_empty")]
+    pub(crate) conditions: Conditions,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
+    #[serde(skip)]
+    pub(crate) loc: Loc,
+}
+
+impl Rule {
+    /// The reported name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Allow or deny.
+    pub fn effect(&self) -> RuleEffect {
+        self.effect
+    }
+
+    /// The action patterns (any may match).
+    pub fn actions(&self) -> &[Pattern] {
+        &self.actions
+    }
+
+    /// The conditions (all must hold).
+    pub fn conditions(&self) -> &Conditions {
+        &self.conditions
+    }
+
+    /// The author's text for denials.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+}
+
+/// A rule's conditions; `rate_limit` is not a match condition but a limit charged when the
+/// rule is its policy's verdict.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Conditions {
+    /// The (normalised) resource matches one of these.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_pattern: Option<Vec<Pattern>>,
+    /// The context's `sandbox` equals this (absent counts as false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<bool>,
+    /// The agent's tier is at least this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_trust: Option<TrustTier>,
+    /// The context holds these values (JSON equality).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Limits charged when this rule decides for its policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimits>,
+}
+
+impl Conditions {
+    /// No condition at all.
+    pub fn is_empty(&self) -> bool {
+        self == &Conditions::default()
+    }
+
+    /// No condition that can make the rule not match (a rate limit does not).
+    pub fn is_unconditional(&self) -> bool {
+        self.resource_pattern.is_none()
+            && self.sandbox.is_none()
+            && self.min_trust.is_none()
+            && self.context.is_none()
+    }
+}
+
+/// At most N checks per rolling minute and/or hour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimits {
+    /// Checks per rolling minute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u32>,
+    /// Checks per rolling hour.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_hour: Option<u32>,
+}
+
+/// Actions a human must approve.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HumanInTheLoop {
+    /// Patterns of actions needing approval (matched like rule actions).
+    pub require_approval: Vec<Pattern>,
+    /// How long an approval stays valid; `None` means the gateway's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
+
+impl Policy {
+    /// The unique name (agent-name syntax).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The author's version label, as written.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The optional description.
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    /// The YAML text the policy was parsed from, for storage and display.
+    pub fn source_text(&self) -> &str {
+        &self.source
+    }
+
+    /// The file name (or other origin) given at parse time.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Which agents it is for; `None` means every agent.
+    pub fn applies_to(&self) -> Option<&AppliesTo> {
+        self.applies_to.as_ref()
+    }
+
+    /// The rules, top to bottom.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The weak default used when no rule matches.
+    pub fn default_effect(&self) -> RuleEffect {
+        self.default_effect
+    }
+
+    /// Policy-level limits, per agent.
+    pub fn rate_limits(&self) -> Option<&RateLimits> {
+        self.rate_limits.as_ref()
+    }
+
+    /// Approval settings.
+    pub fn human_in_the_loop(&self) -> Option<&HumanInTheLoop> {
+        self.human_in_the_loop.as_ref()
+    }
+
+    /// Whether the policy applies to `agent`.
+    pub fn applies(&self, agent: &AgentProfile) -> bool {
+        self.applies_to.as_ref().is_none_or(|a| a.matches(agent))
+    }
+
+    /// Approval patterns, empty when there are none.
+    pub(crate) fn approval_patterns(&self) -> &[Pattern] {
+        self.human_in_the_loop
+            .as_ref()
+            .map_or(&[][..], |h| h.require_approval.as_slice())
+    }
+}

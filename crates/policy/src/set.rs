@@ -1,0 +1,257 @@
+//! An immutable, indexed set of policies: the value the gateway swaps atomically on reload.
+//!
+//! Two indexes keep a decision's cost independent of unrelated policies and rules:
+//! policies are bucketed by one `appliesTo` key (agent id/name, else tag, else tier, else
+//! "every agent"), and each policy's rules are bucketed by the verb of their action patterns
+//! (the literal text before `:`), with patterns that start with a wildcard kept in a small
+//! bucket checked for every action.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::error::PolicySetError;
+use crate::model::{AgentProfile, TrustTier};
+use crate::pattern::Pattern;
+use crate::policy::{Policy, Rule};
+
+/// Policies ordered by name (byte-wise), indexed for fast decisions. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PolicySet {
+    pub(crate) inner: Arc<SetInner>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct SetInner {
+    pub policies: Vec<IndexedPolicy>,
+    by_name: HashMap<String, usize>,
+    by_agent: HashMap<String, Vec<usize>>,
+    by_tag: HashMap<String, Vec<usize>>,
+    by_tier: [Vec<usize>; 4],
+    everyone: Vec<usize>,
+}
+
+#[derive(Debug)]
+pub(crate) struct IndexedPolicy {
+    pub policy: Policy,
+    rules: RuleIndex,
+}
+
+/// Rule positions by verb, each list ascending so the first match is found in rule order.
+#[derive(Debug, Default)]
+struct RuleIndex {
+    by_verb: HashMap<String, Vec<usize>>,
+    /// Rules with a pattern whose literal prefix does not reach a `:` (e.g. `*` or `re?d:x`).
+    unkeyed: Vec<usize>,
+}
+
+/// The verb a pattern commits to, if its literal prefix reaches the first `:`.
+fn pattern_verb(pattern: &Pattern) -> Option<&str> {
+    pattern
+        .literal_prefix()
+        .split_once(':')
+        .map(|(verb, _)| verb)
+}
+
+impl RuleIndex {
+    fn build(rules: &[Rule]) -> RuleIndex {
+        let mut index = RuleIndex::default();
+        for (position, rule) in rules.iter().enumerate() {
+            let verbs: Option<Vec<&str>> = rule.actions.iter().map(pattern_verb).collect();
+            match verbs {
+                Some(mut verbs) => {
+                    verbs.sort_unstable();
+                    verbs.dedup();
+                    for verb in verbs {
+                        index
+                            .by_verb
+                            .entry(verb.to_owned())
+                            .or_default()
+                            .push(position);
+                    }
+                }
+                None => index.unkeyed.push(position),
+            }
+        }
+        index
+    }
+}
+
+impl IndexedPolicy {
+    /// Rule positions that may match an action with this verb, in rule order. An action
+    /// without `:` can only be matched by unkeyed rules; it gets every rule to stay simple.
+    pub(crate) fn candidate_rules(&self, verb: Option<&str>) -> impl Iterator<Item = usize> + '_ {
+        let all = self.policy.rules.len();
+        let (keyed, unkeyed): (&[usize], &[usize]) = match verb {
+            Some(verb) => (
+                self.rules.by_verb.get(verb).map_or(&[][..], Vec::as_slice),
+                &self.rules.unkeyed,
+            ),
+            None => (&[], &[]),
+        };
+        let everything = verb.is_none();
+        MergeAscending {
+            a: keyed,
+            b: unkeyed,
+        }
+        .chain((0..all).filter(move |_| everything))
+    }
+}
+
+/// Merges two ascending lists of rule positions.
+struct MergeAscending<'a> {
+    a: &'a [usize],
+    b: &'a [usize],
+}
+
+impl Iterator for MergeAscending<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        let (a, b) = (self.a.first().copied(), self.b.first().copied());
+        let take_a = match (a, b) {
+            (Some(x), Some(y)) => x <= y,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return None,
+        };
+        if take_a {
+            self.a = self.a.get(1..).unwrap_or(&[]);
+            a
+        } else {
+            self.b = self.b.get(1..).unwrap_or(&[]);
+            b
+        }
+    }
+}
+
+impl PolicySet {
+    /// Builds the set; two policies with one name are an error naming both origins.
+    pub fn new(policies: Vec<Policy>) -> Result<PolicySet, PolicySetError> {
+        let mut policies = policies;
+        policies.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        for pair in policies.windows(2) {
+            if let [first, second] = pair
+                && first.name == second.name
+            {
+                return Err(PolicySetError::DuplicateName {
+                    name: second.name.clone(),
+                    first_origin: first.origin.clone(),
+                    first_loc: first.positions.name,
+                    second_origin: second.origin.clone(),
+                    second_loc: second.positions.name,
+                });
+            }
+        }
+        let mut inner = SetInner::default();
+        for (position, policy) in policies.into_iter().enumerate() {
+            inner.by_name.insert(policy.name.clone(), position);
+            if let Some(applies_to) = &policy.applies_to {
+                if let Some(ids) = &applies_to.agent_ids {
+                    for id in ids {
+                        push_unique(inner.by_agent.entry(id.clone()).or_default(), position);
+                    }
+                } else if let Some(tags) = &applies_to.tags {
+                    for tag in tags {
+                        push_unique(inner.by_tag.entry(tag.clone()).or_default(), position);
+                    }
+                } else if let Some(tiers) = &applies_to.trust_tiers {
+                    for tier in tiers {
+                        if let Some(slot) = inner.by_tier.get_mut(tier.slot()) {
+                            push_unique(slot, position);
+                        }
+                    }
+                } else {
+                    inner.everyone.push(position);
+                }
+            } else {
+                inner.everyone.push(position);
+            }
+            let rules = RuleIndex::build(&policy.rules);
+            inner.policies.push(IndexedPolicy { policy, rules });
+        }
+        Ok(PolicySet {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// A set with no policies: every check is denied `no_policy`.
+    pub fn empty() -> PolicySet {
+        PolicySet {
+            inner: Arc::new(SetInner::default()),
+        }
+    }
+
+    /// Parses every `(origin, text)` pair and builds the set: handy for tests and benchmarks
+    /// that generate thousands of policies.
+    pub fn from_sources<'a>(
+        sources: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<PolicySet, crate::LoadError> {
+        let policies = sources
+            .into_iter()
+            .map(|(origin, text)| crate::parse_policy(origin, text))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(PolicySet::new(policies)?)
+    }
+
+    /// The policies, ordered by name.
+    pub fn policies(&self) -> impl Iterator<Item = &Policy> {
+        self.inner.policies.iter().map(|p| &p.policy)
+    }
+
+    /// The policy named `name`.
+    pub fn get(&self, name: &str) -> Option<&Policy> {
+        self.inner
+            .by_name
+            .get(name)
+            .and_then(|&i| self.inner.policies.get(i))
+            .map(|p| &p.policy)
+    }
+
+    /// How many policies the set holds.
+    pub fn len(&self) -> usize {
+        self.inner.policies.len()
+    }
+
+    /// Whether the set holds no policy.
+    pub fn is_empty(&self) -> bool {
+        self.inner.policies.is_empty()
+    }
+
+    /// Positions of the policies that apply to `agent`, ascending (that is, by name).
+    pub(crate) fn applicable(&self, agent: &AgentProfile) -> Vec<usize> {
+        let inner = &*self.inner;
+        let mut candidates: Vec<usize> = inner.everyone.clone();
+        for key in [&agent.id, &agent.name] {
+            if let Some(found) = inner.by_agent.get(key.as_str()) {
+                candidates.extend_from_slice(found);
+            }
+        }
+        for tag in &agent.tags {
+            if let Some(found) = inner.by_tag.get(tag.as_str()) {
+                candidates.extend_from_slice(found);
+            }
+        }
+        if let Some(found) = inner.by_tier.get(tier_slot(agent.trust)) {
+            candidates.extend_from_slice(found);
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        candidates.retain(|&i| {
+            inner
+                .policies
+                .get(i)
+                .is_some_and(|p| p.policy.applies(agent))
+        });
+        candidates
+    }
+}
+
+fn tier_slot(tier: TrustTier) -> usize {
+    tier.slot()
+}
+
+fn push_unique(list: &mut Vec<usize>, position: usize) {
+    if list.last() != Some(&position) {
+        list.push(position);
+    }
+}
