@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+# PostgreSQL and Redis for the shared-store suites (started when installed but stopped).
+eval "$(bash scripts/services.sh)"
+
 echo "== Rust: build =="
 # Build every test binary and the release gateway once; the suites below reuse them.
 cargo build --workspace --all-targets --locked
