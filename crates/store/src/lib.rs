@@ -1,1 +1,50 @@
 //! MeshGuard storage: agents, tokens, policies, approvals and the hash-chained audit trail.
+//!
+//! The model: one object-safe [`Store`] trait, held by the gateway as `Arc<dyn Store>`, and one
+//! SQL implementation that speaks two dialects — SQLite (the default, a WAL file at
+//! `<data-dir>/meshguard.db`) and PostgreSQL (several gateways sharing one database). Each
+//! dialect has its own versioned migrations (`migrations/sqlite/`, `migrations/postgres/`),
+//! applied by [`open`]. No database type crosses this crate's boundary: callers see records,
+//! [`StoreError`] and `time::OffsetDateTime`.
+//!
+//! The audit trail is a hash chain per gateway instance; [`chain`] defines the canonical JSON and
+//! hash, and docs/architecture/audit-chain.md explains what `verify` proves.
+//!
+//! ```
+//! # async fn demo() -> Result<(), meshguard_store::StoreError> {
+//! use meshguard_store::{NewAgent, StoreLocation};
+//!
+//! let dir = tempfile::tempdir().map_err(|e| meshguard_store::StoreError::Unavailable(e.to_string()))?;
+//! let store = meshguard_store::open(&StoreLocation::in_data_dir(dir.path())).await?;
+//! let agent = store
+//!     .create_agent(NewAgent { name: "autogpt".into(), trust: "verified".into(), ..NewAgent::default() })
+//!     .await?;
+//! assert_eq!(store.get_agent("autogpt").await?.id, agent.id);
+//! # Ok(()) }
+//! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+//! ```
+
+pub mod chain;
+mod error;
+mod export;
+mod location;
+mod records;
+mod sql;
+mod store;
+
+use std::sync::Arc;
+
+pub use error::StoreError;
+pub use export::export_audit;
+pub use location::{SQLITE_FILE_NAME, StoreLocation};
+pub use records::*;
+pub use store::Store;
+
+/// Opens (creating if needed) the store at `location` and brings its schema up to date.
+///
+/// Fails with `Unavailable` when the database cannot be reached, and with `Corrupt` when its
+/// migration history does not match this build (a database from a newer MeshGuard).
+pub async fn open(location: &StoreLocation) -> Result<Arc<dyn Store>, StoreError> {
+    let store = sql::SqlStore::open(location).await?;
+    Ok(Arc::new(store))
+}

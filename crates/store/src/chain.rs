@@ -1,0 +1,235 @@
+//! The audit hash chain: the canonical JSON of an event and its hash.
+//!
+//! The definition lives here, in one place, and is spelled out for auditors in
+//! docs/architecture/audit-chain.md. Changing anything in this file changes every hash: existing
+//! chains would no longer verify.
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::AuditEvent;
+
+/// `prev_hash` of the first event of a chain: 64 zeros.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Hex SHA-256 (lowercase) of the canonical JSON of every field of `event` except `hash`.
+pub fn event_hash(event: &AuditEvent) -> String {
+    hex::encode(Sha256::digest(
+        canonical_json(&chained_fields(event)).as_bytes(),
+    ))
+}
+
+/// The object the hash covers: the event's JSON form without `hash`.
+fn chained_fields(event: &AuditEvent) -> Value {
+    json!({
+        "id": event.id,
+        "seq": event.seq,
+        "ts": timestamp::format(event.ts),
+        "kind": event.kind.as_str(),
+        "agent": event.agent.as_ref().map(|agent| json!({"id": agent.id, "name": agent.name})),
+        "action": event.action,
+        "resource": event.resource,
+        "decision": event.decision,
+        "code": event.code,
+        "reason": event.reason,
+        "policy": event.policy,
+        "rule": event.rule,
+        "trace_id": event.trace_id,
+        "approval_id": event.approval_id,
+        "status": event.status,
+        "result": event.result,
+        "context": event.context,
+        "latency_us": event.latency_us,
+        "gateway": event.gateway,
+        "prev_hash": event.prev_hash,
+    })
+}
+
+/// Canonical JSON: object keys sorted by their UTF-8 bytes, no whitespace, strings escaped only
+/// where JSON requires it (`"`, `\`, control characters; `\b \f \n \r \t` short forms, others as
+/// `\u00xx`), every other character written as UTF-8, numbers as serde_json prints them.
+///
+/// Hand-written rather than `serde_json::to_string` because that function's key order depends on
+/// a cargo feature (`preserve_order`) that any crate in a build can switch on.
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_value(value, &mut out);
+    out
+}
+
+fn write_value(value: &Value, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        Value::Number(number) => out.push_str(&number.to_string()),
+        Value::String(text) => write_string(text, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                write_value(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push('{');
+            for (index, (key, item)) in entries.into_iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                write_string(key, out);
+                out.push(':');
+                write_value(item, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn write_string(text: &str, out: &mut String) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Audit timestamps: UTC, exactly six fractional digits (`2026-03-01T12:00:00.123456Z`), the
+/// form stored, hashed and serialised, so the JSON of an event is the hashed text.
+pub mod timestamp {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _, ser::Error as _};
+    use time::format_description::well_known::Rfc3339;
+    use time::macros::format_description;
+    use time::{OffsetDateTime, UtcOffset};
+
+    /// Formats `ts` in the canonical form; `None` outside years 0000–9999.
+    pub fn format(ts: OffsetDateTime) -> Option<String> {
+        let format = format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+        );
+        ts.to_offset(UtcOffset::UTC).format(format).ok()
+    }
+
+    /// `ts` in UTC with its nanoseconds cut to microseconds, the precision stored.
+    pub fn truncate(ts: OffsetDateTime) -> OffsetDateTime {
+        let utc = ts.to_offset(UtcOffset::UTC);
+        let micros_only = utc.nanosecond() / 1_000 * 1_000;
+        utc.replace_nanosecond(micros_only).unwrap_or(utc)
+    }
+
+    /// Serde `serialize_with`.
+    pub fn serialize<S: Serializer>(ts: &OffsetDateTime, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = format(*ts).ok_or_else(|| S::Error::custom("timestamp out of range"))?;
+        serializer.serialize_str(&text)
+    }
+
+    /// Serde `deserialize_with`: any RFC 3339 time, brought to UTC microseconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<OffsetDateTime, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        OffsetDateTime::parse(&text, &Rfc3339)
+            .map(truncate)
+            .map_err(|err| D::Error::custom(format!("`{text}` is not an RFC 3339 time: {err}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AuditAgent, AuditKind};
+    use time::macros::datetime;
+
+    fn sample_event() -> AuditEvent {
+        let mut context = serde_json::Map::new();
+        context.insert("sandbox".into(), json!(true));
+        context.insert("a".into(), json!({"z": 1, "b": [1.5, null, "x\ny"]}));
+        AuditEvent {
+            id: "0192f0c6-0000-7000-8000-000000000001".into(),
+            seq: 1,
+            ts: datetime!(2026-03-01 12:00:00.123456 UTC),
+            kind: AuditKind::Check,
+            agent: Some(AuditAgent {
+                id: "agent_0123".into(),
+                name: "autogpt".into(),
+            }),
+            action: "execute:shell".into(),
+            resource: Some("ls -la".into()),
+            decision: Some("deny".into()),
+            code: Some("denied_by_rule".into()),
+            reason: Some("Action 'execute:shell' denied".into()),
+            policy: Some("autogpt-policy".into()),
+            rule: Some("rule-4".into()),
+            trace_id: Some("t-1".into()),
+            approval_id: None,
+            status: None,
+            result: None,
+            context,
+            latency_us: Some(42),
+            gateway: "gw-1".into(),
+            prev_hash: GENESIS_HASH.into(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_and_drops_whitespace() {
+        let value = json!({"b": 1, "a": {"d": [true, null], "c": "é\"\\\u{1}\t"}, "B": 2.5});
+        assert_eq!(
+            canonical_json(&value),
+            r#"{"B":2.5,"a":{"c":"é\"\\\u0001\t","d":[true,null]},"b":1}"#
+        );
+    }
+
+    #[test]
+    fn the_serialised_event_is_the_hashed_object_plus_hash() {
+        let mut event = sample_event();
+        event.hash = event_hash(&event);
+        let mut serialised = serde_json::to_value(&event).unwrap();
+        let hash = serialised.as_object_mut().unwrap().remove("hash").unwrap();
+        assert_eq!(serialised, chained_fields(&event));
+        let recomputed = hex::encode(Sha256::digest(canonical_json(&serialised).as_bytes()));
+        assert_eq!(hash, json!(recomputed));
+    }
+
+    #[test]
+    fn every_field_is_covered_by_the_hash() {
+        let base = sample_event();
+        let original = event_hash(&base);
+        let mut changed = base.clone();
+        changed.latency_us = Some(43);
+        assert_ne!(event_hash(&changed), original);
+        let mut changed = base.clone();
+        changed.prev_hash = "1".repeat(64);
+        assert_ne!(event_hash(&changed), original);
+        let mut changed = base;
+        changed.context.insert("sandbox".into(), json!(false));
+        assert_ne!(event_hash(&changed), original);
+    }
+
+    #[test]
+    fn timestamps_have_six_fractional_digits_in_utc() {
+        let ts = datetime!(2026-03-01 14:00:00.5 +02:00);
+        assert_eq!(
+            timestamp::format(ts).unwrap(),
+            "2026-03-01T12:00:00.500000Z"
+        );
+        let truncated = timestamp::truncate(datetime!(2026-03-01 12:00:00.123456789 UTC));
+        assert_eq!(truncated, datetime!(2026-03-01 12:00:00.123456 UTC));
+    }
+}

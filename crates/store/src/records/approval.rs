@@ -1,0 +1,120 @@
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Where an approval stands (SPEC 3, "Approvals").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalStatus {
+    /// Waiting for a human.
+    Pending,
+    /// A human said yes; one request may use it.
+    Approved,
+    /// A human said no.
+    Denied,
+    /// Nobody decided in time, or an approval ran out unused.
+    Expired,
+    /// The approved request went through; a new request needs a new approval.
+    Used,
+}
+
+impl ApprovalStatus {
+    /// The stored and serialised spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Expired => "expired",
+            Self::Used => "used",
+        }
+    }
+
+    /// Reads the stored spelling (also what `?status=` carries).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pending" => Some(Self::Pending),
+            "approved" => Some(Self::Approved),
+            "denied" => Some(Self::Denied),
+            "expired" => Some(Self::Expired),
+            "used" => Some(Self::Used),
+            _ => None,
+        }
+    }
+}
+
+/// One human decision on one (agent, normalised action, normalised resource).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalRecord {
+    /// `apr_` + 20 random hex digits.
+    pub id: String,
+    /// The agent that asked.
+    pub agent_id: String,
+    /// Normalised action.
+    pub action: String,
+    /// Normalised resource.
+    pub resource: String,
+    /// Where it stands.
+    pub status: ApprovalStatus,
+    /// Seconds a pending approval waits, and an approved or denied one stays in force.
+    pub timeout_secs: u64,
+    /// When it was asked for.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When the current status runs out: `created_at + timeout` while pending, `decided_at +
+    /// timeout` once decided.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// When a human decided.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub decided_at: Option<OffsetDateTime>,
+    /// Who decided (from the admin request).
+    pub decided_by: Option<String>,
+    /// The decider's reason.
+    pub reason: Option<String>,
+    /// When the approved request went through.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub used_at: Option<OffsetDateTime>,
+    /// Trace of the request that asked, to find it in the audit trail.
+    pub trace_id: Option<String>,
+}
+
+/// A request for a human decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewApproval {
+    /// The agent that asks; must exist.
+    pub agent_id: String,
+    /// Normalised action.
+    pub action: String,
+    /// Normalised resource.
+    pub resource: String,
+    /// How long it waits, then how long the decision holds.
+    pub timeout_secs: u64,
+    /// Trace of the asking request.
+    pub trace_id: Option<String>,
+    /// When it was asked for (the gateway's clock).
+    pub created_at: OffsetDateTime,
+}
+
+/// Yes or no.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalVerdict {
+    /// Let one request through.
+    Approve,
+    /// Refuse it until the timeout runs out.
+    Deny,
+}
+
+/// A human's decision on a pending approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalDecision {
+    /// Yes or no.
+    pub verdict: ApprovalVerdict,
+    /// Who decided.
+    pub decided_by: String,
+    /// Why (shown to the agent).
+    pub reason: Option<String>,
+    /// When (the gateway's clock).
+    pub decided_at: OffsetDateTime,
+}

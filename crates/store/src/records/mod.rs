@@ -1,0 +1,22 @@
+//! The records the store keeps, as the rest of MeshGuard sees them.
+//!
+//! Agent, token, policy and approval records serialise in camelCase, the shape of the admin API;
+//! audit events serialise in the snake_case shape that the hash chain covers (see `chain`).
+
+pub(crate) mod agent;
+pub(crate) mod approval;
+pub(crate) mod audit;
+pub(crate) mod policy;
+pub(crate) mod token;
+
+pub use agent::{AgentPatch, AgentRecord, AgentStatus, NewAgent, TRUST_TIERS, validate_name};
+pub use approval::{
+    ApprovalDecision, ApprovalRecord, ApprovalStatus, ApprovalVerdict, NewApproval,
+};
+pub use audit::{
+    ActionCount, AuditAgent, AuditEvent, AuditFilter, AuditKind, AuditOrder, AuditPage, AuditStats,
+    ChainAnchor, ChainBreak, ChainReport, HourlyBucket, MAX_RESULT_BYTES, NewAuditEvent,
+    RetentionReport, StatsQuery, VerifyReport,
+};
+pub use policy::{NewPolicy, PolicyOrigin, PolicyRevision, PolicyUpsert, StoredPolicy};
+pub use token::{NewToken, TokenRecord};

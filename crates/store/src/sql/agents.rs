@@ -1,0 +1,164 @@
+//! Agents: create, look up by id or name, update, revoke/restore, purge.
+
+use std::collections::BTreeSet;
+
+use sqlx::any::AnyRow;
+use time::OffsetDateTime;
+
+use super::{SqlStore, column, db_error, is_unique_violation, micros, random_id, time_column};
+use crate::records::agent::{canonical_trust, validate_tags};
+use crate::{AgentPatch, AgentRecord, AgentStatus, NewAgent, StoreError, validate_name};
+
+const COLUMNS: &str = "id, name, trust, tags, status, description, created_at, updated_at";
+
+fn from_row(row: &AnyRow) -> Result<AgentRecord, StoreError> {
+    let id: String = column(row, "id")?;
+    let tags: String = column(row, "tags")?;
+    let tags: BTreeSet<String> = serde_json::from_str(&tags)
+        .map_err(|err| StoreError::Corrupt(format!("tags of agent `{id}`: {err}")))?;
+    let status: String = column(row, "status")?;
+    let status = AgentStatus::parse(&status)
+        .ok_or_else(|| StoreError::Corrupt(format!("agent `{id}` has status `{status}`")))?;
+    Ok(AgentRecord {
+        name: column(row, "name")?,
+        trust: column(row, "trust")?,
+        tags,
+        status,
+        description: column(row, "description")?,
+        created_at: time_column(row, "created_at")?,
+        updated_at: time_column(row, "updated_at")?,
+        id,
+    })
+}
+
+fn tags_json(tags: &BTreeSet<String>) -> String {
+    // A set of strings always serialises; the fallback is never taken.
+    serde_json::to_string(tags).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn not_found(id_or_name: &str) -> StoreError {
+    StoreError::not_found(format!("agent `{id_or_name}`"))
+}
+
+pub(super) async fn create(store: &SqlStore, agent: NewAgent) -> Result<AgentRecord, StoreError> {
+    validate_name("name", &agent.name)?;
+    let trust = canonical_trust(&agent.trust)?;
+    validate_tags(&agent.tags)?;
+    let now = micros(OffsetDateTime::now_utc());
+    let sql = format!(
+        "INSERT INTO agents ({COLUMNS}) VALUES ($1, $2, $3, $4, 'active', $5, $6, $6) \
+         RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(random_id("agent_"))
+        .bind(&agent.name)
+        .bind(trust)
+        .bind(tags_json(&agent.tags))
+        .bind(&agent.description)
+        .bind(now)
+        .fetch_one(&store.pool)
+        .await
+        .map_err(|err| {
+            if is_unique_violation(&err) {
+                StoreError::conflict(format!("agent `{}`", agent.name), "the name is taken")
+            } else {
+                db_error(err)
+            }
+        })?;
+    from_row(&row)
+}
+
+pub(super) async fn get(store: &SqlStore, id_or_name: &str) -> Result<AgentRecord, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM agents WHERE id = $1 OR name = $1");
+    let row = sqlx::query(&sql)
+        .bind(id_or_name)
+        .fetch_optional(&store.pool)
+        .await
+        .map_err(db_error)?;
+    row.as_ref()
+        .map(from_row)
+        .transpose()?
+        .ok_or_else(|| not_found(id_or_name))
+}
+
+pub(super) async fn list(store: &SqlStore) -> Result<Vec<AgentRecord>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM agents ORDER BY name");
+    let rows = sqlx::query(&sql)
+        .fetch_all(&store.pool)
+        .await
+        .map_err(db_error)?;
+    rows.iter().map(from_row).collect()
+}
+
+pub(super) async fn update(
+    store: &SqlStore,
+    id_or_name: &str,
+    patch: AgentPatch,
+) -> Result<AgentRecord, StoreError> {
+    let trust = patch.trust.as_deref().map(canonical_trust).transpose()?;
+    if let Some(tags) = &patch.tags {
+        validate_tags(tags)?;
+    }
+    // Unset fields keep their value through COALESCE; the description needs a flag because
+    // clearing it (NULL) is a legitimate change.
+    let (set_description, description) = match patch.description {
+        Some(description) => (1_i64, description),
+        None => (0_i64, None),
+    };
+    let sql = format!(
+        "UPDATE agents SET trust = COALESCE($2, trust), tags = COALESCE($3, tags), \
+         description = CASE WHEN $4 = 1 THEN $5 ELSE description END, updated_at = $6 \
+         WHERE id = $1 OR name = $1 RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(id_or_name)
+        .bind(trust)
+        .bind(patch.tags.as_ref().map(tags_json))
+        .bind(set_description)
+        .bind(description)
+        .bind(micros(OffsetDateTime::now_utc()))
+        .fetch_optional(&store.pool)
+        .await
+        .map_err(db_error)?;
+    row.as_ref()
+        .map(from_row)
+        .transpose()?
+        .ok_or_else(|| not_found(id_or_name))
+}
+
+pub(super) async fn set_status(
+    store: &SqlStore,
+    id_or_name: &str,
+    status: AgentStatus,
+) -> Result<AgentRecord, StoreError> {
+    let sql = format!(
+        "UPDATE agents SET status = $2, updated_at = $3 WHERE id = $1 OR name = $1 \
+         RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(id_or_name)
+        .bind(status.as_str())
+        .bind(micros(OffsetDateTime::now_utc()))
+        .fetch_optional(&store.pool)
+        .await
+        .map_err(db_error)?;
+    row.as_ref()
+        .map(from_row)
+        .transpose()?
+        .ok_or_else(|| not_found(id_or_name))
+}
+
+pub(super) async fn purge(store: &SqlStore, id_or_name: &str) -> Result<AgentRecord, StoreError> {
+    // Tokens and approvals go with the agent (ON DELETE CASCADE); audit events keep the id and
+    // name they were written with.
+    let sql = format!("DELETE FROM agents WHERE id = $1 OR name = $1 RETURNING {COLUMNS}");
+    let row = sqlx::query(&sql)
+        .bind(id_or_name)
+        .fetch_optional(&store.pool)
+        .await
+        .map_err(db_error)?;
+    row.as_ref()
+        .map(from_row)
+        .transpose()?
+        .ok_or_else(|| not_found(id_or_name))
+}

@@ -1,0 +1,232 @@
+//! Approvals: one human decision on one (agent, action, resource).
+
+use sqlx::any::AnyRow;
+use time::OffsetDateTime;
+
+use super::{
+    SqlStore, column, db_error, is_foreign_key_violation, micros, random_id, signed, time_column,
+    time_column_opt, unsigned,
+};
+use crate::{
+    ApprovalDecision, ApprovalRecord, ApprovalStatus, ApprovalVerdict, NewApproval, StoreError,
+};
+
+const COLUMNS: &str = "id, agent_id, action, resource, status, timeout_secs, created_at, \
+                       expires_at, decided_at, decided_by, reason, used_at, trace_id";
+
+fn from_row(row: &AnyRow) -> Result<ApprovalRecord, StoreError> {
+    let id: String = column(row, "id")?;
+    let status: String = column(row, "status")?;
+    let status = ApprovalStatus::parse(&status)
+        .ok_or_else(|| StoreError::Corrupt(format!("approval `{id}` has status `{status}`")))?;
+    Ok(ApprovalRecord {
+        agent_id: column(row, "agent_id")?,
+        action: column(row, "action")?,
+        resource: column(row, "resource")?,
+        status,
+        timeout_secs: unsigned(row, "timeout_secs")?,
+        created_at: time_column(row, "created_at")?,
+        expires_at: time_column(row, "expires_at")?,
+        decided_at: time_column_opt(row, "decided_at")?,
+        decided_by: column(row, "decided_by")?,
+        reason: column(row, "reason")?,
+        used_at: time_column_opt(row, "used_at")?,
+        trace_id: column(row, "trace_id")?,
+        id,
+    })
+}
+
+fn not_found(id: &str) -> StoreError {
+    StoreError::not_found(format!("approval `{id}`"))
+}
+
+/// `at` plus a timeout, in stored microseconds.
+fn deadline(at: OffsetDateTime, timeout_secs: i64) -> i64 {
+    micros(at).saturating_add(timeout_secs.saturating_mul(1_000_000))
+}
+
+pub(super) async fn create(
+    store: &SqlStore,
+    approval: NewApproval,
+) -> Result<ApprovalRecord, StoreError> {
+    if approval.timeout_secs == 0 {
+        return Err(StoreError::invalid(
+            "timeoutSeconds",
+            "an approval timeout must be at least one second",
+        ));
+    }
+    let timeout = signed("timeoutSeconds", approval.timeout_secs)?;
+    let sql = format!(
+        "INSERT INTO approvals ({COLUMNS}) \
+         VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, NULL, NULL, NULL, NULL, $8) \
+         RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(random_id("apr_"))
+        .bind(&approval.agent_id)
+        .bind(&approval.action)
+        .bind(&approval.resource)
+        .bind(timeout)
+        .bind(micros(approval.created_at))
+        .bind(deadline(approval.created_at, timeout))
+        .bind(&approval.trace_id)
+        .fetch_one(&store.pool)
+        .await
+        .map_err(|err| {
+            if is_foreign_key_violation(&err) {
+                StoreError::not_found(format!("agent `{}`", approval.agent_id))
+            } else {
+                db_error(err)
+            }
+        })?;
+    from_row(&row)
+}
+
+pub(super) async fn get(store: &SqlStore, id: &str) -> Result<ApprovalRecord, StoreError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM approvals WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&store.pool)
+        .await
+        .map_err(db_error)?;
+    row.as_ref()
+        .map(from_row)
+        .transpose()?
+        .ok_or_else(|| not_found(id))
+}
+
+pub(super) async fn latest(
+    store: &SqlStore,
+    agent_id: &str,
+    action: &str,
+    resource: &str,
+) -> Result<Option<ApprovalRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM approvals WHERE agent_id = $1 AND action = $2 AND resource = $3 \
+         ORDER BY created_at DESC, id DESC LIMIT 1"
+    );
+    let row = sqlx::query(&sql)
+        .bind(agent_id)
+        .bind(action)
+        .bind(resource)
+        .fetch_optional(&store.pool)
+        .await
+        .map_err(db_error)?;
+    row.as_ref().map(from_row).transpose()
+}
+
+pub(super) async fn list(
+    store: &SqlStore,
+    status: Option<ApprovalStatus>,
+) -> Result<Vec<ApprovalRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM approvals WHERE ($1 IS NULL OR status = $1) \
+         ORDER BY created_at DESC, id DESC"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(status.map(ApprovalStatus::as_str))
+        .fetch_all(&store.pool)
+        .await
+        .map_err(db_error)?;
+    rows.iter().map(from_row).collect()
+}
+
+pub(super) async fn decide(
+    store: &SqlStore,
+    id: &str,
+    decision: ApprovalDecision,
+) -> Result<ApprovalRecord, StoreError> {
+    let mut tx = store.begin_write().await?;
+    let sql = format!(
+        "SELECT {COLUMNS} FROM approvals WHERE id = $1{}",
+        store.dialect.lock_row()
+    );
+    let current = sqlx::query(&sql)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .as_ref()
+        .map(from_row)
+        .transpose()?
+        .ok_or_else(|| not_found(id))?;
+    if current.status != ApprovalStatus::Pending {
+        return Err(StoreError::conflict(
+            format!("approval `{id}`"),
+            format!("it is already {}", current.status.as_str()),
+        ));
+    }
+    if current.expires_at <= decision.decided_at {
+        sqlx::query("UPDATE approvals SET status = 'expired' WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        return Err(StoreError::conflict(
+            format!("approval `{id}`"),
+            "it expired before it was decided",
+        ));
+    }
+    let status = match decision.verdict {
+        ApprovalVerdict::Approve => ApprovalStatus::Approved,
+        ApprovalVerdict::Deny => ApprovalStatus::Denied,
+    };
+    let timeout = signed("timeoutSeconds", current.timeout_secs)?;
+    let sql = format!(
+        "UPDATE approvals SET status = $2, decided_at = $3, decided_by = $4, reason = $5, \
+         expires_at = $6 WHERE id = $1 RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(id)
+        .bind(status.as_str())
+        .bind(micros(decision.decided_at))
+        .bind(&decision.decided_by)
+        .bind(&decision.reason)
+        .bind(deadline(decision.decided_at, timeout))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    let decided = from_row(&row)?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(decided)
+}
+
+pub(super) async fn mark_used(
+    store: &SqlStore,
+    id: &str,
+    at: OffsetDateTime,
+) -> Result<ApprovalRecord, StoreError> {
+    // One conditional UPDATE: of two requests racing for the same approval only one matches.
+    let sql = format!(
+        "UPDATE approvals SET status = 'used', used_at = $2 \
+         WHERE id = $1 AND status = 'approved' AND expires_at > $2 RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(id)
+        .bind(micros(at))
+        .fetch_optional(&store.pool)
+        .await
+        .map_err(db_error)?;
+    if let Some(row) = row {
+        return from_row(&row);
+    }
+    let current = get(store, id).await?;
+    let reason = if current.status == ApprovalStatus::Approved {
+        "its approval ran out".to_owned()
+    } else {
+        format!("it is {}, not approved", current.status.as_str())
+    };
+    Err(StoreError::conflict(format!("approval `{id}`"), reason))
+}
+
+pub(super) async fn expire(store: &SqlStore, now: OffsetDateTime) -> Result<u64, StoreError> {
+    let result = sqlx::query(
+        "UPDATE approvals SET status = 'expired' \
+         WHERE status IN ('pending', 'approved') AND expires_at <= $1",
+    )
+    .bind(micros(now))
+    .execute(&store.pool)
+    .await
+    .map_err(db_error)?;
+    Ok(result.rows_affected())
+}

@@ -1,0 +1,216 @@
+//! Appending a batch: one transaction, gap-free `seq` and linked hashes per gateway chain.
+
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+
+use sqlx::{Any, Transaction};
+
+use super::COLUMNS;
+use crate::chain::{GENESIS_HASH, canonical_json, event_hash, timestamp};
+use crate::sql::{
+    Dialect, SqlStore, column, db_error, is_unique_violation, micros, signed, unsigned,
+};
+use crate::{AuditEvent, MAX_RESULT_BYTES, NewAuditEvent, StoreError};
+
+/// The last committed event of a chain.
+struct Head {
+    seq: u64,
+    hash: String,
+}
+
+pub(crate) async fn append(
+    store: &SqlStore,
+    batch: &[NewAuditEvent],
+) -> Result<Vec<AuditEvent>, StoreError> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    for event in batch {
+        validate(event)?;
+    }
+    let _one_append_at_a_time = store.append_lock.lock().await;
+    let mut tx = store.begin_write().await?;
+    // Heads are read inside the write transaction, never cached across batches: a second process
+    // (or a second gateway with the same instance id) appending to the same chain then
+    // continues it instead of forking it. The cost is one primary-key read per chain per batch.
+    let mut heads: BTreeMap<&str, Head> = BTreeMap::new();
+    let mut committed = Vec::with_capacity(batch.len());
+    for new in batch {
+        let head = match heads.entry(new.gateway.as_str()) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let head = load_head(&mut tx, store.dialect, &new.gateway).await?;
+                entry.insert(head)
+            }
+        };
+        let mut event = chained(new, head.seq.saturating_add(1), &head.hash);
+        event.hash = event_hash(&event);
+        insert(&mut tx, &event).await?;
+        head.seq = event.seq;
+        head.hash.clone_from(&event.hash);
+        committed.push(event);
+    }
+    for (gateway, head) in &heads {
+        sqlx::query("UPDATE audit_chains SET head_seq = $2, head_hash = $3 WHERE gateway = $1")
+            .bind(*gateway)
+            .bind(signed("seq", head.seq)?)
+            .bind(&head.hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+    }
+    tx.commit().await.map_err(db_error)?;
+    Ok(committed)
+}
+
+fn validate(event: &NewAuditEvent) -> Result<(), StoreError> {
+    if event.id.is_empty() {
+        return Err(StoreError::invalid("id", "an audit event needs an id"));
+    }
+    if event.gateway.is_empty() {
+        return Err(StoreError::invalid(
+            "gateway",
+            "an audit event needs the gateway instance id that names its chain",
+        ));
+    }
+    if timestamp::format(event.ts).is_none() {
+        return Err(StoreError::invalid(
+            "ts",
+            format!("{} is outside the years 0000 to 9999", event.ts),
+        ));
+    }
+    if let Some(latency) = event.latency_us {
+        signed("latency_us", latency)?;
+    }
+    Ok(())
+}
+
+/// The committed form of `new`: timestamp at stored precision, result cut to size.
+fn chained(new: &NewAuditEvent, seq: u64, prev_hash: &str) -> AuditEvent {
+    AuditEvent {
+        id: new.id.clone(),
+        seq,
+        ts: timestamp::truncate(new.ts),
+        kind: new.kind,
+        agent: new.agent.clone(),
+        action: new.action.clone(),
+        resource: new.resource.clone(),
+        decision: new.decision.clone(),
+        code: new.code.clone(),
+        reason: new.reason.clone(),
+        policy: new.policy.clone(),
+        rule: new.rule.clone(),
+        trace_id: new.trace_id.clone(),
+        approval_id: new.approval_id.clone(),
+        status: new.status.clone(),
+        result: new.result.as_deref().map(truncate_result),
+        context: new.context.clone(),
+        latency_us: new.latency_us,
+        gateway: new.gateway.clone(),
+        prev_hash: prev_hash.to_owned(),
+        hash: String::new(),
+    }
+}
+
+/// Cuts `result` to at most [`MAX_RESULT_BYTES`] bytes, on a character boundary.
+fn truncate_result(result: &str) -> String {
+    let mut end = result.len().min(MAX_RESULT_BYTES);
+    while !result.is_char_boundary(end) {
+        end -= 1;
+    }
+    result.get(..end).unwrap_or_default().to_owned()
+}
+
+async fn load_head(
+    tx: &mut Transaction<'static, Any>,
+    dialect: Dialect,
+    gateway: &str,
+) -> Result<Head, StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_chains (gateway, head_seq, head_hash, anchor_seq, anchor_hash) \
+         VALUES ($1, 0, $2, 0, $2) ON CONFLICT (gateway) DO NOTHING",
+    )
+    .bind(gateway)
+    .bind(GENESIS_HASH)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    let sql = format!(
+        "SELECT head_seq, head_hash FROM audit_chains WHERE gateway = $1{}",
+        dialect.lock_row()
+    );
+    let row = sqlx::query(&sql)
+        .bind(gateway)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    Ok(Head {
+        seq: unsigned(&row, "head_seq")?,
+        hash: column(&row, "head_hash")?,
+    })
+}
+
+async fn insert(tx: &mut Transaction<'static, Any>, event: &AuditEvent) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO audit_events ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+         $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
+    );
+    let context = canonical_json(&serde_json::Value::Object(event.context.clone()));
+    sqlx::query(&sql)
+        .bind(&event.id)
+        .bind(&event.gateway)
+        .bind(signed("seq", event.seq)?)
+        .bind(micros(event.ts))
+        .bind(event.kind.as_str())
+        .bind(event.agent.as_ref().map(|agent| agent.id.as_str()))
+        .bind(event.agent.as_ref().map(|agent| agent.name.as_str()))
+        .bind(&event.action)
+        .bind(&event.resource)
+        .bind(&event.decision)
+        .bind(&event.code)
+        .bind(&event.reason)
+        .bind(&event.policy)
+        .bind(&event.rule)
+        .bind(&event.trace_id)
+        .bind(&event.approval_id)
+        .bind(&event.status)
+        .bind(&event.result)
+        .bind(context)
+        .bind(
+            event
+                .latency_us
+                .map(|us| signed("latency_us", us))
+                .transpose()?,
+        )
+        .bind(&event.prev_hash)
+        .bind(&event.hash)
+        .execute(&mut **tx)
+        .await
+        .map_err(|err| {
+            if is_unique_violation(&err) {
+                StoreError::conflict(
+                    format!("audit event `{}`", event.id),
+                    "an event with this id is already stored",
+                )
+            } else {
+                db_error(err)
+            }
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_are_cut_on_a_character_boundary() {
+        let long = "é".repeat(MAX_RESULT_BYTES);
+        let cut = truncate_result(&long);
+        assert!(cut.len() <= MAX_RESULT_BYTES);
+        assert_eq!(cut.len(), MAX_RESULT_BYTES);
+        assert_eq!(truncate_result("short"), "short");
+        let odd = format!("a{}", "é".repeat(MAX_RESULT_BYTES));
+        assert_eq!(truncate_result(&odd).len(), MAX_RESULT_BYTES - 1);
+    }
+}

@@ -1,0 +1,63 @@
+//! The audit trail: append (hash chain), query, stats, verify, retention.
+
+mod append;
+mod query;
+mod retention;
+mod stats;
+mod verify;
+
+pub(super) use append::append;
+pub(super) use query::query;
+pub(super) use retention::retain;
+pub(super) use stats::stats;
+pub(super) use verify::verify;
+
+use sqlx::any::AnyRow;
+
+use super::{column, time_column, unsigned, unsigned_opt};
+use crate::{AuditAgent, AuditEvent, AuditKind, StoreError};
+
+const COLUMNS: &str = "id, gateway, seq, ts, kind, agent_id, agent_name, action, resource, \
+                       decision, code, reason, policy, rule, trace_id, approval_id, status, \
+                       result, context, latency_us, prev_hash, hash";
+
+fn from_row(row: &AnyRow) -> Result<AuditEvent, StoreError> {
+    let id: String = column(row, "id")?;
+    let kind: String = column(row, "kind")?;
+    let kind = AuditKind::parse(&kind)
+        .ok_or_else(|| StoreError::Corrupt(format!("audit event `{id}` has kind `{kind}`")))?;
+    let agent_id: Option<String> = column(row, "agent_id")?;
+    let agent_name: Option<String> = column(row, "agent_name")?;
+    let context: String = column(row, "context")?;
+    let context = serde_json::from_str(&context).map_err(|err| {
+        StoreError::Corrupt(format!(
+            "context of audit event `{id}` is not a JSON object: {err}"
+        ))
+    })?;
+    Ok(AuditEvent {
+        seq: unsigned(row, "seq")?,
+        ts: time_column(row, "ts")?,
+        kind,
+        agent: agent_id.map(|id| AuditAgent {
+            id,
+            name: agent_name.unwrap_or_default(),
+        }),
+        action: column(row, "action")?,
+        resource: column(row, "resource")?,
+        decision: column(row, "decision")?,
+        code: column(row, "code")?,
+        reason: column(row, "reason")?,
+        policy: column(row, "policy")?,
+        rule: column(row, "rule")?,
+        trace_id: column(row, "trace_id")?,
+        approval_id: column(row, "approval_id")?,
+        status: column(row, "status")?,
+        result: column(row, "result")?,
+        context,
+        latency_us: unsigned_opt(row, "latency_us")?,
+        gateway: column(row, "gateway")?,
+        prev_hash: column(row, "prev_hash")?,
+        hash: column(row, "hash")?,
+        id,
+    })
+}

@@ -1,0 +1,212 @@
+//! Listing events with filters and an opaque cursor.
+
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+
+use super::{COLUMNS, from_row};
+use crate::sql::{Dialect, SqlStore, column, db_error, micros};
+use crate::{AuditFilter, AuditOrder, AuditPage, StoreError};
+
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1000;
+
+/// A value bound to a `$n` placeholder of a query built at run time.
+pub(super) enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// A `WHERE` clause under construction, numbering its placeholders.
+#[derive(Default)]
+pub(super) struct Conditions {
+    sql: String,
+    args: Vec<Arg>,
+}
+
+impl Conditions {
+    /// Binds `arg` and returns its placeholder.
+    pub(super) fn bind(&mut self, arg: Arg) -> String {
+        self.args.push(arg);
+        format!("${}", self.args.len())
+    }
+
+    /// Adds `AND <condition>`.
+    pub(super) fn and(&mut self, condition: &str) {
+        self.sql.push_str(" AND ");
+        self.sql.push_str(condition);
+    }
+
+    pub(super) fn where_clause(&self) -> String {
+        format!("WHERE 1 = 1{}", self.sql)
+    }
+
+    pub(super) fn query<'q>(self, sql: &'q str) -> Query<'q, sqlx::Any, AnyArguments<'q>> {
+        self.args
+            .into_iter()
+            .fold(sqlx::query(sql), |query, arg| match arg {
+                Arg::Text(text) => query.bind(text),
+                Arg::Int(number) => query.bind(number),
+            })
+    }
+
+    /// `agent_id` or `agent_name` equal to `agent`.
+    pub(super) fn agent(&mut self, agent: &str) {
+        let p = self.bind(Arg::Text(agent.to_owned()));
+        self.and(&format!("(agent_id = {p} OR agent_name = {p})"));
+    }
+}
+
+/// `column` matches `pattern`, where `*` is any run of characters and `?` one character and
+/// everything else is literal and case-sensitive (the policy pattern rules).
+fn glob(dialect: Dialect, conditions: &mut Conditions, column: &str, pattern: &str) {
+    match dialect {
+        Dialect::Sqlite => {
+            // GLOB is case-sensitive and knows `*` and `?`; only `[` needs escaping.
+            let p = conditions.bind(Arg::Text(pattern.replace('[', "[[]")));
+            conditions.and(&format!("{column} GLOB {p}"));
+        }
+        Dialect::Postgres => {
+            let mut like = String::with_capacity(pattern.len());
+            for c in pattern.chars() {
+                match c {
+                    '\\' | '%' | '_' => {
+                        like.push('\\');
+                        like.push(c);
+                    }
+                    '*' => like.push('%'),
+                    '?' => like.push('_'),
+                    c => like.push(c),
+                }
+            }
+            let p = conditions.bind(Arg::Text(like));
+            conditions.and(&format!("{column} LIKE {p} ESCAPE '\\'"));
+        }
+    }
+}
+
+pub(crate) async fn query(store: &SqlStore, filter: &AuditFilter) -> Result<AuditPage, StoreError> {
+    let limit = match filter.limit {
+        0 => DEFAULT_LIMIT,
+        n => n.min(MAX_LIMIT),
+    };
+    let mut conditions = Conditions::default();
+    if let Some(decision) = &filter.decision {
+        let p = conditions.bind(Arg::Text(decision.clone()));
+        conditions.and(&format!("decision = {p}"));
+    }
+    if let Some(agent) = &filter.agent {
+        conditions.agent(agent);
+    }
+    if let Some(action) = &filter.action {
+        if action.contains(['*', '?']) {
+            glob(store.dialect, &mut conditions, "action", action);
+        } else {
+            let p = conditions.bind(Arg::Text(action.clone()));
+            conditions.and(&format!("action = {p}"));
+        }
+    }
+    if let Some(trace_id) = &filter.trace_id {
+        let p = conditions.bind(Arg::Text(trace_id.clone()));
+        conditions.and(&format!("trace_id = {p}"));
+    }
+    if let Some(kind) = filter.kind {
+        let p = conditions.bind(Arg::Text(kind.as_str().to_owned()));
+        conditions.and(&format!("kind = {p}"));
+    }
+    if let Some(gateway) = &filter.gateway {
+        let p = conditions.bind(Arg::Text(gateway.clone()));
+        conditions.and(&format!("gateway = {p}"));
+    }
+    if let Some(from) = filter.from {
+        let p = conditions.bind(Arg::Int(micros(from)));
+        conditions.and(&format!("ts >= {p}"));
+    }
+    if let Some(to) = filter.to {
+        let p = conditions.bind(Arg::Int(micros(to)));
+        conditions.and(&format!("ts < {p}"));
+    }
+    if let Some(cursor) = &filter.cursor {
+        let position = decode_cursor(cursor, filter.order)?;
+        let p = conditions.bind(Arg::Int(position));
+        match filter.order {
+            AuditOrder::NewestFirst => conditions.and(&format!("pos < {p}")),
+            AuditOrder::OldestFirst => conditions.and(&format!("pos > {p}")),
+        }
+    }
+    let direction = match filter.order {
+        AuditOrder::NewestFirst => "DESC",
+        AuditOrder::OldestFirst => "ASC",
+    };
+    let where_clause = conditions.where_clause();
+    let fetch = conditions.bind(Arg::Int(i64::from(limit) + 1));
+    let sql = format!(
+        "SELECT pos, {COLUMNS} FROM audit_events {where_clause} ORDER BY pos {direction} \
+         LIMIT {fetch}"
+    );
+    let rows = conditions
+        .query(&sql)
+        .fetch_all(&store.pool)
+        .await
+        .map_err(db_error)?;
+    let more = rows.len() > limit as usize;
+    let page = rows.iter().take(limit as usize);
+    let mut entries = Vec::with_capacity(rows.len());
+    let mut last_position = None;
+    for row in page {
+        entries.push(from_row(row)?);
+        last_position = Some(column::<i64>(row, "pos")?);
+    }
+    let next_cursor = match (more, last_position) {
+        (true, Some(position)) => Some(encode_cursor(position, filter.order)),
+        _ => None,
+    };
+    Ok(AuditPage {
+        entries,
+        next_cursor,
+    })
+}
+
+/// Cursors name the commit position of the last event of a page and the order they belong to;
+/// clients treat them as opaque.
+fn encode_cursor(position: i64, order: AuditOrder) -> String {
+    let prefix = match order {
+        AuditOrder::NewestFirst => 'n',
+        AuditOrder::OldestFirst => 'o',
+    };
+    format!("{prefix}{position:x}")
+}
+
+fn decode_cursor(cursor: &str, order: AuditOrder) -> Result<i64, StoreError> {
+    let invalid = || {
+        StoreError::invalid(
+            "cursor",
+            format!("`{cursor}` is not a cursor returned by this listing"),
+        )
+    };
+    let expected = match order {
+        AuditOrder::NewestFirst => "n",
+        AuditOrder::OldestFirst => "o",
+    };
+    let digits = cursor.strip_prefix(expected).ok_or_else(invalid)?;
+    i64::from_str_radix(digits, 16)
+        .ok()
+        .filter(|position| *position >= 0)
+        .ok_or_else(invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_the_other_order() {
+        let cursor = encode_cursor(1234, AuditOrder::NewestFirst);
+        assert_eq!(
+            decode_cursor(&cursor, AuditOrder::NewestFirst).unwrap(),
+            1234
+        );
+        assert!(decode_cursor(&cursor, AuditOrder::OldestFirst).is_err());
+        assert!(decode_cursor("nzz", AuditOrder::NewestFirst).is_err());
+        assert!(decode_cursor("", AuditOrder::NewestFirst).is_err());
+    }
+}

@@ -1,0 +1,425 @@
+//! The SQL implementation of [`Store`], one code path for SQLite and PostgreSQL.
+//!
+//! Queries are written once in the SQL both dialects share (`$1` placeholders, `RETURNING`,
+//! `ON CONFLICT`), run through sqlx's `Any` driver; the few places where the dialects differ
+//! (write-transaction start, row locks, glob matching) ask [`Dialect`]. Timestamps are stored as
+//! integer microseconds since the Unix epoch: exact, sortable, and bucketable by integer division
+//! in both dialects.
+
+mod agents;
+mod approvals;
+mod audit;
+mod policies;
+mod tokens;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::{AnyPool, Row};
+use time::OffsetDateTime;
+
+use crate::{
+    AgentPatch, AgentRecord, AgentStatus, ApprovalDecision, ApprovalRecord, ApprovalStatus,
+    AuditEvent, AuditFilter, AuditPage, AuditStats, NewAgent, NewApproval, NewAuditEvent,
+    NewPolicy, NewToken, PolicyRevision, PolicyUpsert, RetentionReport, StatsQuery, Store,
+    StoreError, StoreLocation, StoredPolicy, TokenRecord, VerifyReport,
+};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Set on every SQLite connection: enforce foreign keys (purge cascades), wait up to 5 s for
+/// another writer instead of failing, and flush each commit to disk (an audit event is not
+/// acknowledged before it is durable).
+const SQLITE_CONNECTION_PRAGMAS: [&str; 3] = [
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA busy_timeout = 5000",
+    "PRAGMA synchronous = FULL",
+];
+
+/// How long a caller waits for a pooled connection before the store counts as unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The SQL dialect in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// Starts a transaction that will write. SQLite's `IMMEDIATE` takes the write lock up front,
+    /// so a read-then-write transaction (the audit append) cannot be overtaken by another
+    /// process between its read and its write.
+    fn begin_write(self) -> &'static str {
+        match self {
+            Self::Sqlite => "BEGIN IMMEDIATE",
+            Self::Postgres => "BEGIN",
+        }
+    }
+
+    /// Suffix of a `SELECT` that reads a row the transaction will update. SQLite needs none: its
+    /// write lock is database-wide.
+    fn lock_row(self) -> &'static str {
+        match self {
+            Self::Sqlite => "",
+            Self::Postgres => " FOR UPDATE",
+        }
+    }
+}
+
+/// [`Store`] over a pool of SQLite or PostgreSQL connections.
+pub(crate) struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+    /// One audit append at a time in this process: the group-commit writer is the only caller
+    /// in practice, and queuing here is cheaper than SQLite busy-waiting on its write lock.
+    append_lock: tokio::sync::Mutex<()>,
+}
+
+impl SqlStore {
+    pub(crate) async fn open(location: &StoreLocation) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (pool, dialect) = match location {
+            StoreLocation::Sqlite { path } => {
+                if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|err| {
+                        StoreError::Unavailable(format!(
+                            "cannot create the data directory `{}`: {err}",
+                            dir.display()
+                        ))
+                    })?;
+                }
+                let url = sqlite_url(path)?;
+                let pool = AnyPoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            for pragma in SQLITE_CONNECTION_PRAGMAS {
+                                sqlx::query(pragma).execute(&mut *conn).await?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await
+                    .map_err(|err| unavailable(location, &err))?;
+                // WAL is a property of the file: set once, it holds for every connection.
+                sqlx::raw_sql("PRAGMA journal_mode = WAL;")
+                    .execute(&pool)
+                    .await
+                    .map_err(|err| unavailable(location, &err))?;
+                (pool, Dialect::Sqlite)
+            }
+            StoreLocation::Postgres { url } => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect(url)
+                    .await
+                    .map_err(|err| unavailable(location, &err))?;
+                (pool, Dialect::Postgres)
+            }
+        };
+        let migrator = match dialect {
+            Dialect::Sqlite => &SQLITE_MIGRATIONS,
+            Dialect::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&pool).await.map_err(migration_error)?;
+        tracing::debug!(store = %location, "store opened and migrated");
+        Ok(Self {
+            pool,
+            dialect,
+            append_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        self.pool
+            .begin_with(self.dialect.begin_write())
+            .await
+            .map_err(db_error)
+    }
+}
+
+/// `sqlite://` URL of a file, created if missing. `%`, `?` and `#` are escaped so that any
+/// UTF-8 path works.
+fn sqlite_url(path: &std::path::Path) -> Result<String, StoreError> {
+    let text = path.to_str().ok_or_else(|| {
+        StoreError::invalid(
+            "data_dir",
+            format!("`{}` is not valid UTF-8", path.display()),
+        )
+    })?;
+    let escaped = text
+        .replace('%', "%25")
+        .replace('?', "%3F")
+        .replace('#', "%23");
+    Ok(format!("sqlite://{escaped}?mode=rwc"))
+}
+
+fn unavailable(location: &StoreLocation, err: &sqlx::Error) -> StoreError {
+    StoreError::Unavailable(format!("cannot open {location}: {err}"))
+}
+
+fn migration_error(err: MigrateError) -> StoreError {
+    match err {
+        MigrateError::VersionMissing(version) => StoreError::Corrupt(format!(
+            "the database has migration {version}, which this MeshGuard does not know: it was \
+             written by a newer version"
+        )),
+        MigrateError::VersionMismatch(version) => StoreError::Corrupt(format!(
+            "migration {version} applied to the database differs from this MeshGuard's"
+        )),
+        other => StoreError::Unavailable(format!("schema migration failed: {other}")),
+    }
+}
+
+/// Maps a database error that the caller did not expect to handle.
+pub(crate) fn db_error(err: sqlx::Error) -> StoreError {
+    match err {
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(err.to_string()),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+pub(crate) fn is_foreign_key_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_foreign_key_violation())
+}
+
+/// Reads a column, mapping a type mismatch to `Corrupt`.
+pub(crate) fn column<'r, T>(row: &'r AnyRow, name: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    row.try_get(name).map_err(db_error)
+}
+
+/// Reads a non-negative integer column (seq, revision, counts).
+pub(crate) fn unsigned(row: &AnyRow, name: &str) -> Result<u64, StoreError> {
+    let value: i64 = column(row, name)?;
+    u64::try_from(value)
+        .map_err(|_| StoreError::Corrupt(format!("column `{name}` holds negative {value}")))
+}
+
+/// Reads a nullable non-negative integer column.
+pub(crate) fn unsigned_opt(row: &AnyRow, name: &str) -> Result<Option<u64>, StoreError> {
+    let value: Option<i64> = column(row, name)?;
+    value
+        .map(|v| {
+            u64::try_from(v)
+                .map_err(|_| StoreError::Corrupt(format!("column `{name}` holds negative {v}")))
+        })
+        .transpose()
+}
+
+/// Binds a `u64` the caller gave (databases store signed 64-bit integers).
+pub(crate) fn signed(field: &'static str, value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::invalid(field, format!("{value} is too large")))
+}
+
+/// Microseconds since the Unix epoch, the stored form of every timestamp.
+pub(crate) fn micros(ts: OffsetDateTime) -> i64 {
+    i64::try_from(ts.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
+}
+
+/// Reads a timestamp column.
+pub(crate) fn time_column(row: &AnyRow, name: &str) -> Result<OffsetDateTime, StoreError> {
+    from_micros(column(row, name)?)
+}
+
+/// Reads a nullable timestamp column.
+pub(crate) fn time_column_opt(
+    row: &AnyRow,
+    name: &str,
+) -> Result<Option<OffsetDateTime>, StoreError> {
+    let value: Option<i64> = column(row, name)?;
+    value.map(from_micros).transpose()
+}
+
+pub(crate) fn from_micros(us: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
+        .map_err(|_| StoreError::Corrupt(format!("timestamp {us} is out of range")))
+}
+
+/// `prefix` + 20 hex digits (80 random bits) taken from the random bytes of a UUIDv4.
+pub(crate) fn random_id(prefix: &str) -> String {
+    let uuid = uuid::Uuid::new_v4();
+    let bytes = uuid.as_bytes();
+    // Bytes 6 and 8 carry the UUID version and variant; 0..6 and 9..13 are all random.
+    let random = [bytes.get(0..6), bytes.get(9..13)];
+    let mut id = String::from(prefix);
+    for part in random.into_iter().flatten() {
+        id.push_str(&hex::encode(part));
+    }
+    id
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(db_error)
+    }
+
+    async fn create_agent(&self, agent: NewAgent) -> Result<AgentRecord, StoreError> {
+        agents::create(self, agent).await
+    }
+
+    async fn get_agent(&self, id_or_name: &str) -> Result<AgentRecord, StoreError> {
+        agents::get(self, id_or_name).await
+    }
+
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        agents::list(self).await
+    }
+
+    async fn update_agent(
+        &self,
+        id_or_name: &str,
+        patch: AgentPatch,
+    ) -> Result<AgentRecord, StoreError> {
+        agents::update(self, id_or_name, patch).await
+    }
+
+    async fn set_agent_status(
+        &self,
+        id_or_name: &str,
+        status: AgentStatus,
+    ) -> Result<AgentRecord, StoreError> {
+        agents::set_status(self, id_or_name, status).await
+    }
+
+    async fn purge_agent(&self, id_or_name: &str) -> Result<AgentRecord, StoreError> {
+        agents::purge(self, id_or_name).await
+    }
+
+    async fn insert_token(&self, token: NewToken) -> Result<TokenRecord, StoreError> {
+        tokens::insert(self, token).await
+    }
+
+    async fn active_token(
+        &self,
+        jti: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        tokens::active(self, jti, now).await
+    }
+
+    async fn list_tokens(&self, agent_id: &str) -> Result<Vec<TokenRecord>, StoreError> {
+        tokens::list(self, agent_id).await
+    }
+
+    async fn revoke_tokens(
+        &self,
+        agent_id: &str,
+        keep_jti: Option<&str>,
+        at: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        tokens::revoke_all(self, agent_id, keep_jti, at).await
+    }
+
+    async fn upsert_policy(&self, policy: NewPolicy) -> Result<PolicyUpsert, StoreError> {
+        policies::upsert(self, policy).await
+    }
+
+    async fn list_policies(&self) -> Result<Vec<StoredPolicy>, StoreError> {
+        policies::list(self).await
+    }
+
+    async fn get_policy(&self, name: &str) -> Result<StoredPolicy, StoreError> {
+        policies::get(self, name).await
+    }
+
+    async fn delete_policy(&self, name: &str) -> Result<StoredPolicy, StoreError> {
+        policies::delete(self, name).await
+    }
+
+    async fn policy_revisions(&self, name: &str) -> Result<Vec<PolicyRevision>, StoreError> {
+        policies::revisions(self, name).await
+    }
+
+    async fn create_approval(&self, approval: NewApproval) -> Result<ApprovalRecord, StoreError> {
+        approvals::create(self, approval).await
+    }
+
+    async fn get_approval(&self, id: &str) -> Result<ApprovalRecord, StoreError> {
+        approvals::get(self, id).await
+    }
+
+    async fn latest_approval(
+        &self,
+        agent_id: &str,
+        action: &str,
+        resource: &str,
+    ) -> Result<Option<ApprovalRecord>, StoreError> {
+        approvals::latest(self, agent_id, action, resource).await
+    }
+
+    async fn list_approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+    ) -> Result<Vec<ApprovalRecord>, StoreError> {
+        approvals::list(self, status).await
+    }
+
+    async fn decide_approval(
+        &self,
+        id: &str,
+        decision: ApprovalDecision,
+    ) -> Result<ApprovalRecord, StoreError> {
+        approvals::decide(self, id, decision).await
+    }
+
+    async fn mark_approval_used(
+        &self,
+        id: &str,
+        at: OffsetDateTime,
+    ) -> Result<ApprovalRecord, StoreError> {
+        approvals::mark_used(self, id, at).await
+    }
+
+    async fn expire_approvals(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        approvals::expire(self, now).await
+    }
+
+    async fn append_audit(&self, batch: &[NewAuditEvent]) -> Result<Vec<AuditEvent>, StoreError> {
+        audit::append(self, batch).await
+    }
+
+    async fn query_audit(&self, filter: &AuditFilter) -> Result<AuditPage, StoreError> {
+        audit::query(self, filter).await
+    }
+
+    async fn audit_stats(&self, query: &StatsQuery) -> Result<AuditStats, StoreError> {
+        audit::stats(self, query).await
+    }
+
+    async fn verify_audit(&self) -> Result<VerifyReport, StoreError> {
+        audit::verify(self).await
+    }
+
+    async fn apply_retention(&self, cutoff: OffsetDateTime) -> Result<RetentionReport, StoreError> {
+        audit::retain(self, cutoff).await
+    }
+}

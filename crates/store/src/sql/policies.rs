@@ -1,0 +1,184 @@
+//! Policies: upsert by name with revisions, list, get, delete.
+
+use sqlx::any::AnyRow;
+use time::OffsetDateTime;
+
+use super::{SqlStore, column, db_error, micros, time_column, unsigned};
+use crate::{
+    NewPolicy, PolicyOrigin, PolicyRevision, PolicyUpsert, StoreError, StoredPolicy, validate_name,
+};
+
+const COLUMNS: &str = "name, revision, version, origin, source, created_at, updated_at";
+const REVISION_COLUMNS: &str = "name, revision, version, origin, source, created_at";
+
+fn from_row(row: &AnyRow) -> Result<StoredPolicy, StoreError> {
+    Ok(StoredPolicy {
+        name: column(row, "name")?,
+        revision: unsigned(row, "revision")?,
+        version: column(row, "version")?,
+        origin: PolicyOrigin::from_stored(column(row, "origin")?),
+        source: column(row, "source")?,
+        created_at: time_column(row, "created_at")?,
+        updated_at: time_column(row, "updated_at")?,
+    })
+}
+
+fn revision_from_row(row: &AnyRow) -> Result<PolicyRevision, StoreError> {
+    Ok(PolicyRevision {
+        name: column(row, "name")?,
+        revision: unsigned(row, "revision")?,
+        version: column(row, "version")?,
+        origin: PolicyOrigin::from_stored(column(row, "origin")?),
+        source: column(row, "source")?,
+        created_at: time_column(row, "created_at")?,
+    })
+}
+
+fn not_found(name: &str) -> StoreError {
+    StoreError::not_found(format!("policy `{name}`"))
+}
+
+pub(super) async fn upsert(
+    store: &SqlStore,
+    policy: NewPolicy,
+) -> Result<PolicyUpsert, StoreError> {
+    validate_name("name", &policy.name)?;
+    let now = micros(OffsetDateTime::now_utc());
+    let mut tx = store.begin_write().await?;
+    let current_sql = format!(
+        "SELECT {COLUMNS} FROM policies WHERE name = $1{}",
+        store.dialect.lock_row()
+    );
+    let current = sqlx::query(&current_sql)
+        .bind(&policy.name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .as_ref()
+        .map(from_row)
+        .transpose()?;
+
+    if let Some(current) = &current
+        && current.source == policy.source
+    {
+        // Same body: no new revision. The origin may still move (a file taking over a
+        // policy first applied through the API, or the reverse).
+        let sql = format!(
+            "UPDATE policies SET origin = $2, updated_at = CASE WHEN origin = $2 \
+             THEN updated_at ELSE $3 END WHERE name = $1 RETURNING {COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(&policy.name)
+            .bind(policy.origin.as_str())
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let stored = from_row(&row)?;
+        tx.commit().await.map_err(db_error)?;
+        return Ok(PolicyUpsert {
+            revision: stored.revision,
+            policy: stored,
+            changed: false,
+        });
+    }
+
+    // Numbering continues over deletions: revisions outlive the policy.
+    let last: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(revision) FROM policy_revisions WHERE name = $1")
+            .bind(&policy.name)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+    let revision = last.unwrap_or(0).saturating_add(1);
+    sqlx::query(&format!(
+        "INSERT INTO policy_revisions ({REVISION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+    ))
+    .bind(&policy.name)
+    .bind(revision)
+    .bind(&policy.version)
+    .bind(policy.origin.as_str())
+    .bind(&policy.source)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(db_error)?;
+    let sql = format!(
+        "INSERT INTO policies ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $6) \
+         ON CONFLICT (name) DO UPDATE SET revision = excluded.revision, \
+         version = excluded.version, origin = excluded.origin, source = excluded.source, \
+         updated_at = excluded.updated_at \
+         RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(&policy.name)
+        .bind(revision)
+        .bind(&policy.version)
+        .bind(policy.origin.as_str())
+        .bind(&policy.source)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    let stored = from_row(&row)?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(PolicyUpsert {
+        revision: stored.revision,
+        policy: stored,
+        changed: true,
+    })
+}
+
+pub(super) async fn list(store: &SqlStore) -> Result<Vec<StoredPolicy>, StoreError> {
+    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM policies"))
+        .fetch_all(&store.pool)
+        .await
+        .map_err(db_error)?;
+    let mut policies = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    // Byte-wise by name, whatever the database's collation says.
+    policies.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    Ok(policies)
+}
+
+pub(super) async fn get(store: &SqlStore, name: &str) -> Result<StoredPolicy, StoreError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM policies WHERE name = $1"))
+        .bind(name)
+        .fetch_optional(&store.pool)
+        .await
+        .map_err(db_error)?;
+    row.as_ref()
+        .map(from_row)
+        .transpose()?
+        .ok_or_else(|| not_found(name))
+}
+
+pub(super) async fn delete(store: &SqlStore, name: &str) -> Result<StoredPolicy, StoreError> {
+    let row = sqlx::query(&format!(
+        "DELETE FROM policies WHERE name = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(name)
+    .fetch_optional(&store.pool)
+    .await
+    .map_err(db_error)?;
+    row.as_ref()
+        .map(from_row)
+        .transpose()?
+        .ok_or_else(|| not_found(name))
+}
+
+pub(super) async fn revisions(
+    store: &SqlStore,
+    name: &str,
+) -> Result<Vec<PolicyRevision>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {REVISION_COLUMNS} FROM policy_revisions WHERE name = $1 ORDER BY revision"
+    ))
+    .bind(name)
+    .fetch_all(&store.pool)
+    .await
+    .map_err(db_error)?;
+    if rows.is_empty() {
+        return Err(not_found(name));
+    }
+    rows.iter().map(revision_from_row).collect()
+}

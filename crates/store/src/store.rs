@@ -1,0 +1,160 @@
+//! The `Store` trait: everything MeshGuard persists, behind one object-safe interface.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::{
+    AgentPatch, AgentRecord, AgentStatus, ApprovalDecision, ApprovalRecord, ApprovalStatus,
+    AuditEvent, AuditFilter, AuditPage, AuditStats, NewAgent, NewApproval, NewAuditEvent,
+    NewPolicy, NewToken, PolicyRevision, PolicyUpsert, RetentionReport, StatsQuery, StoreError,
+    StoredPolicy, TokenRecord, VerifyReport,
+};
+
+/// Everything MeshGuard persists. The gateway holds it as `Arc<dyn Store>`; [`crate::open`]
+/// picks the backend (SQLite or PostgreSQL) from a [`crate::StoreLocation`].
+///
+/// Agents are named by id or name wherever `agent` appears (`id_or_name`): ids start with
+/// `agent_`, which no name can, so the two never collide.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`, for `/health` and logs.
+    fn backend(&self) -> &'static str;
+
+    /// Round trip to the database, for `/health`; fails when the store is unreachable.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    // ----- agents -----
+
+    /// Creates an active agent; a taken name is a `Conflict`.
+    async fn create_agent(&self, agent: NewAgent) -> Result<AgentRecord, StoreError>;
+
+    /// Looks an agent up by id or name.
+    async fn get_agent(&self, id_or_name: &str) -> Result<AgentRecord, StoreError>;
+
+    /// Every agent, ordered by name.
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
+
+    /// Changes trust, tags or description.
+    async fn update_agent(
+        &self,
+        id_or_name: &str,
+        patch: AgentPatch,
+    ) -> Result<AgentRecord, StoreError>;
+
+    /// Revokes or restores an agent.
+    async fn set_agent_status(
+        &self,
+        id_or_name: &str,
+        status: AgentStatus,
+    ) -> Result<AgentRecord, StoreError>;
+
+    /// Deletes an agent with its tokens and approvals; its audit events stay. Returns what was
+    /// deleted.
+    async fn purge_agent(&self, id_or_name: &str) -> Result<AgentRecord, StoreError>;
+
+    // ----- tokens -----
+
+    /// Remembers an issued token id; the agent must exist.
+    async fn insert_token(&self, token: NewToken) -> Result<TokenRecord, StoreError>;
+
+    /// The token with this id if it is honoured at `now` (not revoked, not expired).
+    async fn active_token(
+        &self,
+        jti: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Every token id of an agent, newest first.
+    async fn list_tokens(&self, agent_id: &str) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Revokes every unrevoked token of an agent except `keep_jti` (`token --rotate` keeps the
+    /// new one). Returns how many were revoked.
+    async fn revoke_tokens(
+        &self,
+        agent_id: &str,
+        keep_jti: Option<&str>,
+        at: OffsetDateTime,
+    ) -> Result<u64, StoreError>;
+
+    // ----- policies -----
+
+    /// Stores a policy by name; a new revision only when the source text differs from the
+    /// current one.
+    async fn upsert_policy(&self, policy: NewPolicy) -> Result<PolicyUpsert, StoreError>;
+
+    /// The current revision of every policy, ordered by name (byte-wise).
+    async fn list_policies(&self) -> Result<Vec<StoredPolicy>, StoreError>;
+
+    /// The current revision of one policy.
+    async fn get_policy(&self, name: &str) -> Result<StoredPolicy, StoreError>;
+
+    /// Removes a policy from force; its revisions stay, and re-applying it continues their
+    /// numbering. Returns what was deleted.
+    async fn delete_policy(&self, name: &str) -> Result<StoredPolicy, StoreError>;
+
+    /// Every stored revision of a policy, oldest first; `NotFound` when there is none.
+    async fn policy_revisions(&self, name: &str) -> Result<Vec<PolicyRevision>, StoreError>;
+
+    // ----- approvals -----
+
+    /// Creates a pending approval; the agent must exist.
+    async fn create_approval(&self, approval: NewApproval) -> Result<ApprovalRecord, StoreError>;
+
+    /// One approval by id.
+    async fn get_approval(&self, id: &str) -> Result<ApprovalRecord, StoreError>;
+
+    /// The most recent approval for (agent, normalised action, normalised resource), whatever
+    /// its status: the gateway applies the approval table to it.
+    async fn latest_approval(
+        &self,
+        agent_id: &str,
+        action: &str,
+        resource: &str,
+    ) -> Result<Option<ApprovalRecord>, StoreError>;
+
+    /// Approvals with this status (all when `None`), newest first.
+    async fn list_approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+    ) -> Result<Vec<ApprovalRecord>, StoreError>;
+
+    /// Records a human's decision on a pending approval; deciding twice, or after it expired,
+    /// is a `Conflict`. The decision holds for the approval's timeout from now on.
+    async fn decide_approval(
+        &self,
+        id: &str,
+        decision: ApprovalDecision,
+    ) -> Result<ApprovalRecord, StoreError>;
+
+    /// Consumes an approved approval (single use). Only one caller can succeed: the others get
+    /// a `Conflict`, so an approval never lets two requests through.
+    async fn mark_approval_used(
+        &self,
+        id: &str,
+        at: OffsetDateTime,
+    ) -> Result<ApprovalRecord, StoreError>;
+
+    /// Marks pending and approved approvals whose time ran out as expired; returns how many.
+    async fn expire_approvals(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+
+    // ----- audit -----
+
+    /// Appends events in one transaction, each joining the chain of its `gateway`: assigns the
+    /// next gap-free `seq`, links `prev_hash` and computes `hash`. All or nothing; returns the
+    /// events as committed, in the order given.
+    async fn append_audit(&self, batch: &[NewAuditEvent]) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// One page of events matching a filter.
+    async fn query_audit(&self, filter: &AuditFilter) -> Result<AuditPage, StoreError>;
+
+    /// Counts of checks (kind `check`) in a period.
+    async fn audit_stats(&self, query: &StatsQuery) -> Result<AuditStats, StoreError>;
+
+    /// Walks every chain from its anchor, recomputing every hash; names the first broken `seq`
+    /// of each chain.
+    async fn verify_audit(&self) -> Result<VerifyReport, StoreError>;
+
+    /// Deletes events older than `cutoff`, keeping each chain verifiable: a chain loses only a
+    /// prefix, and its last deleted `seq` and `hash` become its anchor.
+    async fn apply_retention(&self, cutoff: OffsetDateTime) -> Result<RetentionReport, StoreError>;
+}
