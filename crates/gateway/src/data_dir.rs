@@ -1,0 +1,214 @@
+//! The data directory, created on first start: signing key pair, admin token, instance id.
+//!
+//! Secrets are written with mode 0600 through `create_new`, so a second gateway starting at the
+//! same moment cannot overwrite the first one's key; it reads it instead.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
+
+use crate::config::Secret;
+use crate::token::TokenKeys;
+
+/// File names inside the data directory.
+pub const SIGNING_KEY_FILE: &str = "signing-key.pem";
+/// The public half, for operators and other verifiers.
+pub const PUBLIC_KEY_FILE: &str = "signing-key.pub.pem";
+/// The generated admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// The persisted gateway instance id, which names this gateway's audit chain.
+pub const INSTANCE_ID_FILE: &str = "gateway.id";
+/// The default SQLite database.
+pub const DATABASE_FILE: &str = "meshguard.db";
+
+/// What the gateway reads from its data directory at start.
+#[derive(Debug)]
+pub struct DataDir {
+    /// The directory.
+    pub path: PathBuf,
+    /// Keys for agent tokens.
+    pub keys: TokenKeys,
+    /// The admin token (from the config, or the generated file).
+    pub admin_token: Secret,
+    /// This gateway's instance id.
+    pub instance_id: String,
+}
+
+/// A data directory that cannot be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file exists but its content is not what MeshGuard wrote.
+    #[error("{path}: {message}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
+    move |source| DataDirError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl DataDir {
+    /// Opens `path`, creating it and any missing file. `configured_admin` (from
+    /// `MESHGUARD_ADMIN_TOKEN` or the config) takes the place of `admin.token`.
+    pub fn open(path: &Path, configured_admin: Option<&Secret>) -> Result<DataDir, DataDirError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(io(path))?;
+        let keys = load_or_create_keys(path)?;
+        let admin_token = match configured_admin {
+            Some(token) => token.clone(),
+            None => Secret::new(read_or_create(&path.join(ADMIN_TOKEN_FILE), || {
+                format!("mga_{}", random_hex(32))
+            })?),
+        };
+        let instance_id = read_or_create(&path.join(INSTANCE_ID_FILE), || {
+            format!("gw_{}", random_hex(8))
+        })?;
+        Ok(DataDir {
+            path: path.to_path_buf(),
+            keys,
+            admin_token,
+            instance_id,
+        })
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
+}
+
+/// Writes a new secret file with mode 0600, or reads the existing one.
+fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, DataDirError> {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut file) => {
+            let value = make();
+            file.write_all(format!("{value}\n").as_bytes())
+                .map_err(io(path))?;
+            Ok(value)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text = std::fs::read_to_string(path).map_err(io(path))?;
+            let value = text.trim().to_owned();
+            if value.is_empty() {
+                return Err(DataDirError::Corrupt {
+                    path: path.to_path_buf(),
+                    message: "file is empty; delete it to generate a new one".into(),
+                });
+            }
+            Ok(value)
+        }
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
+fn load_or_create_keys(dir: &Path) -> Result<TokenKeys, DataDirError> {
+    let private_path = dir.join(SIGNING_KEY_FILE);
+    let corrupt = |message: String| DataDirError::Corrupt {
+        path: private_path.clone(),
+        message,
+    };
+    let generated = read_or_create(&private_path, || {
+        let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+        key.to_pkcs8_pem(LineEnding::LF)
+            .map(|pem| pem.trim_end().to_owned())
+            .unwrap_or_default()
+    })?;
+    let key = SigningKey::from_pkcs8_pem(&generated)
+        .map_err(|e| corrupt(format!("not an Ed25519 PKCS#8 key: {e}")))?;
+    let private_pem = key
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| corrupt(e.to_string()))?;
+    let public_pem = key
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .map_err(|e| corrupt(e.to_string()))?;
+    // The public half is derived from the private key every start, so the two never disagree.
+    let public_path = dir.join(PUBLIC_KEY_FILE);
+    std::fs::write(&public_path, &public_pem).map_err(io(&public_path))?;
+    std::fs::set_permissions(&public_path, std::fs::Permissions::from_mode(0o644))
+        .map_err(io(&public_path))?;
+    TokenKeys::from_pem(private_pem.as_bytes(), public_pem.as_bytes())
+        .map_err(|e| corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::{AgentClaims, ISSUER};
+
+    #[test]
+    fn first_start_creates_secrets_with_mode_0600_and_second_start_reuses_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("home");
+        let first = DataDir::open(&dir, None).unwrap();
+        for file in [SIGNING_KEY_FILE, ADMIN_TOKEN_FILE, INSTANCE_ID_FILE] {
+            let mode = std::fs::metadata(dir.join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
+        let pem = std::fs::read_to_string(dir.join(SIGNING_KEY_FILE)).unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+
+        let claims = AgentClaims {
+            iss: ISSUER.into(),
+            sub: "agent_1".into(),
+            name: "dev".into(),
+            jti: "tok_1".into(),
+            iat: 0,
+            exp: None,
+        };
+        let token = first.keys.sign(&claims).unwrap();
+
+        let second = DataDir::open(&dir, None).unwrap();
+        assert_eq!(first.admin_token, second.admin_token);
+        assert_eq!(first.instance_id, second.instance_id);
+        assert_eq!(second.keys.verify(&token).unwrap(), claims);
+    }
+
+    #[test]
+    fn a_configured_admin_token_replaces_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let token = Secret::new("configured-admin-token");
+        let dir = DataDir::open(tmp.path(), Some(&token)).unwrap();
+        assert_eq!(dir.admin_token, token);
+        assert!(!tmp.path().join(ADMIN_TOKEN_FILE).exists());
+    }
+
+    #[test]
+    fn a_corrupt_key_is_reported_with_its_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join(SIGNING_KEY_FILE), "garbage").unwrap();
+        let err = DataDir::open(tmp.path(), None).unwrap_err();
+        assert!(err.to_string().contains(SIGNING_KEY_FILE), "{err}");
+    }
+}

@@ -1,0 +1,82 @@
+//! Every error an HTTP handler can return, and the one exhaustive `match` that turns it into a
+//! status and a body. A 5xx tells the client only "internal error" (or "store unavailable"); the
+//! cause is logged here, once.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An error answered by the gateway, in MeshGuard's shape `{"error": code, "message": …}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 401: no credentials, wrong credentials, or credentials of the wrong kind.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// 400: the body or a parameter is malformed; the message names the field.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// 413: the body is over the configured limit.
+    #[error("payload too large (limit {limit} bytes)")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// 404: the named agent, policy or event does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// 409: the change conflicts with existing state (a taken name, a file-owned policy).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// 422: a policy that does not validate; `errors` lists each problem with its position.
+    #[error("invalid policy: {message}")]
+    InvalidPolicy {
+        /// One line summary.
+        message: String,
+        /// Every error, `file:line:col: path: message`.
+        errors: Vec<String>,
+    },
+    /// 503: the store cannot be reached; nothing is allowed meanwhile.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// 500: a bug or a broken invariant; the cause is logged, never sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match self {
+            ApiError::Unauthorized(message) => (StatusCode::UNAUTHORIZED, "unauthorized", message),
+            ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, "bad_request", message),
+            ApiError::PayloadTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body is larger than the limit of {limit} bytes"),
+            ),
+            ApiError::NotFound(message) => (StatusCode::NOT_FOUND, "not_found", message),
+            ApiError::Conflict(message) => (StatusCode::CONFLICT, "conflict", message),
+            ApiError::InvalidPolicy { message, errors } => {
+                let body = json!({"error": "invalid_policy", "message": message, "errors": errors});
+                return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
+            }
+            ApiError::Unavailable(cause) => {
+                tracing::error!(%cause, "store unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "store unavailable".to_owned(),
+                )
+            }
+            ApiError::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error".to_owned(),
+                )
+            }
+        };
+        (status, Json(json!({"error": code, "message": message}))).into_response()
+    }
+}

@@ -1,0 +1,355 @@
+//! In-memory rate limits: exact sliding windows, charged all-or-nothing.
+//!
+//! Each counter (agent + policy, or agent + policy + rule, per window length) keeps the instants
+//! of the checks it admitted within the last window, oldest first. A check is admitted when every
+//! counter it is charged to holds fewer than `max` instants after dropping the expired ones; then
+//! all of them record it. This is exact ("at most N admitted checks in any rolling window"), which
+//! neither a token bucket (bursts of 2N) nor a two-window weighted estimate (up to 1.5N after a
+//! burst at a window's end) guarantees. The cost is 8 bytes per admitted check still in its
+//! window. See docs/architecture/rate-limits.md.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use meshguard_policy::{Admission, LimitCharge, RateLimitOracle, Window};
+
+/// A monotonic clock in milliseconds, injected so tests drive time without sleeping.
+pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since an arbitrary fixed origin; never goes backwards.
+    fn now_millis(&self) -> u64;
+}
+
+/// The real monotonic clock.
+#[derive(Debug)]
+pub struct SystemClock {
+    origin: Instant,
+}
+
+impl SystemClock {
+    /// A clock whose origin is now.
+    pub fn new() -> SystemClock {
+        SystemClock {
+            origin: Instant::now(),
+        }
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        SystemClock::new()
+    }
+}
+
+impl Clock for SystemClock {
+    fn now_millis(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// A clock that moves only when told to: for tests and simulations of rate limits.
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    now: AtomicU64,
+}
+
+impl ManualClock {
+    /// A clock at time zero.
+    pub fn new() -> ManualClock {
+        ManualClock::default()
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: std::time::Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.now.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_millis(&self) -> u64 {
+        self.now.load(Ordering::SeqCst)
+    }
+}
+
+/// One counter: agent id, policy, optional rule, window length.
+type CounterKey = (String, String, Option<String>, Window);
+
+/// Every counter of this gateway; shared by all requests.
+#[derive(Clone)]
+pub struct RateLimiter {
+    clock: Arc<dyn Clock>,
+    counters: Arc<Mutex<Counters>>,
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RateLimiter { .. }")
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    admitted: HashMap<CounterKey, VecDeque<u64>>,
+    /// Admissions since the last sweep of idle counters.
+    since_sweep: u32,
+}
+
+/// How many admissions pass between sweeps that drop counters whose window emptied.
+const SWEEP_EVERY: u32 = 4096;
+
+impl RateLimiter {
+    /// An empty limiter reading `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> RateLimiter {
+        RateLimiter {
+            clock,
+            counters: Arc::new(Mutex::new(Counters::default())),
+        }
+    }
+
+    /// The oracle for one check by `agent_id`: it charges on admission.
+    pub fn charging<'a>(&'a self, agent_id: &'a str) -> AgentLimits<'a> {
+        AgentLimits {
+            limiter: self,
+            agent_id,
+            charge: true,
+        }
+    }
+
+    /// The oracle for the admin `decide`: it reports what a check would get, charging nothing.
+    pub fn peeking<'a>(&'a self, agent_id: &'a str) -> AgentLimits<'a> {
+        AgentLimits {
+            limiter: self,
+            agent_id,
+            charge: false,
+        }
+    }
+
+    fn admit(&self, agent_id: &str, charges: &[LimitCharge], charge: bool) -> Admission {
+        let now = self.clock.now_millis();
+        // A poisoned lock only means another request panicked mid-update; the deques stay
+        // well-formed (every mutation is a single push or pop), so keep serving.
+        let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        let keys: Vec<CounterKey> = charges
+            .iter()
+            .map(|c| {
+                (
+                    agent_id.to_owned(),
+                    c.key.policy.clone(),
+                    c.key.rule.clone(),
+                    c.window,
+                )
+            })
+            .collect();
+        for (index, (key, limit)) in keys.iter().zip(charges).enumerate() {
+            let window_ms = limit.window.seconds().saturating_mul(1000);
+            let Some(ring) = counters.admitted.get_mut(key) else {
+                if limit.max == 0 {
+                    return exhausted(index, window_ms);
+                }
+                continue;
+            };
+            while ring
+                .front()
+                .is_some_and(|&t| t.saturating_add(window_ms) <= now)
+            {
+                ring.pop_front();
+            }
+            let max = usize::try_from(limit.max).unwrap_or(usize::MAX);
+            if ring.len() >= max {
+                // One more check fits once the oldest instant that keeps the ring full expires.
+                let blocking = ring.len() - max;
+                let wait_ms = ring.get(blocking).map_or(window_ms, |&t| {
+                    t.saturating_add(window_ms).saturating_sub(now)
+                });
+                return exhausted(index, wait_ms);
+            }
+        }
+        if charge {
+            for (key, limit) in keys.into_iter().zip(charges) {
+                let ring = counters.admitted.entry(key).or_default();
+                ring.push_back(now);
+                // Only the newest `max` instants can ever matter.
+                let max = usize::try_from(limit.max).unwrap_or(usize::MAX);
+                while ring.len() > max {
+                    ring.pop_front();
+                }
+            }
+            counters.since_sweep += 1;
+            if counters.since_sweep >= SWEEP_EVERY {
+                counters.since_sweep = 0;
+                counters.admitted.retain(|(.., window), ring| {
+                    let window_ms = window.seconds().saturating_mul(1000);
+                    ring.back()
+                        .is_some_and(|&t| t.saturating_add(window_ms) > now)
+                });
+            }
+        }
+        Admission::Admitted
+    }
+}
+
+fn exhausted(index: usize, wait_ms: u64) -> Admission {
+    Admission::Exhausted {
+        charge: index,
+        retry_after_secs: wait_ms.div_ceil(1000).max(1),
+    }
+}
+
+/// The [`RateLimitOracle`] the policy engine talks to during one decision.
+pub struct AgentLimits<'a> {
+    limiter: &'a RateLimiter,
+    agent_id: &'a str,
+    charge: bool,
+}
+
+impl RateLimitOracle for AgentLimits<'_> {
+    fn admit(&mut self, charges: &[LimitCharge]) -> Admission {
+        self.limiter.admit(self.agent_id, charges, self.charge)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use meshguard_policy::LimitKey;
+
+    use super::*;
+
+    fn charge(policy: &str, rule: Option<&str>, max: u32, window: Window) -> LimitCharge {
+        LimitCharge {
+            key: LimitKey {
+                policy: policy.into(),
+                rule: rule.map(str::to_owned),
+            },
+            max,
+            window,
+        }
+    }
+
+    fn setup() -> (Arc<ManualClock>, RateLimiter) {
+        let clock = Arc::new(ManualClock::new());
+        (clock.clone(), RateLimiter::new(clock))
+    }
+
+    #[test]
+    fn admits_n_then_denies_with_retry_after_until_the_oldest_expires() {
+        let (clock, limiter) = setup();
+        let limits = [charge("p", None, 3, Window::Minute)];
+        for _ in 0..3 {
+            assert_eq!(limiter.charging("a").admit(&limits), Admission::Admitted);
+            clock.advance(Duration::from_secs(10));
+        }
+        // Checks at 0 s, 10 s, 20 s; now 30 s: the first expires at 60 s.
+        assert_eq!(
+            limiter.charging("a").admit(&limits),
+            Admission::Exhausted {
+                charge: 0,
+                retry_after_secs: 30
+            }
+        );
+        clock.advance(Duration::from_millis(29_500));
+        assert_eq!(
+            limiter.charging("a").admit(&limits),
+            Admission::Exhausted {
+                charge: 0,
+                retry_after_secs: 1
+            }
+        );
+        clock.advance(Duration::from_millis(500));
+        assert_eq!(limiter.charging("a").admit(&limits), Admission::Admitted);
+        // The window slides: the 10 s check expires at 70 s, not at a fixed boundary.
+        assert!(matches!(
+            limiter.charging("a").admit(&limits),
+            Admission::Exhausted {
+                retry_after_secs: 10,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn never_more_than_n_in_any_rolling_window() {
+        let (clock, limiter) = setup();
+        let limits = [charge("p", None, 10, Window::Minute)];
+        let mut admitted_at = Vec::new();
+        // One attempt every 700 ms for ten minutes, bursts included.
+        for step in 0..900u64 {
+            if limiter.charging("a").admit(&limits) == Admission::Admitted {
+                admitted_at.push(step * 700);
+            }
+            clock.advance(Duration::from_millis(700));
+        }
+        for (i, &t) in admitted_at.iter().enumerate() {
+            let in_window = admitted_at[i..]
+                .iter()
+                .take_while(|&&u| u < t + 60_000)
+                .count();
+            assert!(
+                in_window <= 10,
+                "{in_window} admitted in the minute from {t} ms"
+            );
+        }
+        // And the limit is used, not starved: about 10 per minute over ten minutes.
+        assert!(admitted_at.len() >= 100, "{}", admitted_at.len());
+    }
+
+    #[test]
+    fn all_or_nothing_charges_none_when_one_is_exhausted() {
+        let (_clock, limiter) = setup();
+        let policy = charge("p", None, 5, Window::Minute);
+        let rule = charge("p", Some("r"), 1, Window::Minute);
+        assert_eq!(
+            limiter.charging("a").admit(&[policy.clone(), rule.clone()]),
+            Admission::Admitted
+        );
+        for _ in 0..3 {
+            assert!(matches!(
+                limiter.charging("a").admit(&[policy.clone(), rule.clone()]),
+                Admission::Exhausted { charge: 1, .. }
+            ));
+        }
+        // The rejected checks charged nothing on the policy counter: 4 more fit.
+        for _ in 0..4 {
+            assert_eq!(
+                limiter.charging("a").admit(std::slice::from_ref(&policy)),
+                Admission::Admitted
+            );
+        }
+        assert!(matches!(
+            limiter.charging("a").admit(std::slice::from_ref(&policy)),
+            Admission::Exhausted { charge: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn counters_are_per_agent_and_peeking_charges_nothing() {
+        let (_clock, limiter) = setup();
+        let limits = [charge("p", None, 1, Window::Hour)];
+        for _ in 0..5 {
+            assert_eq!(limiter.peeking("a").admit(&limits), Admission::Admitted);
+        }
+        assert_eq!(limiter.charging("a").admit(&limits), Admission::Admitted);
+        assert!(matches!(
+            limiter.peeking("a").admit(&limits),
+            Admission::Exhausted {
+                retry_after_secs: 3600,
+                ..
+            }
+        ));
+        assert_eq!(limiter.charging("b").admit(&limits), Admission::Admitted);
+    }
+
+    #[test]
+    fn a_zero_limit_admits_nothing() {
+        let (_clock, limiter) = setup();
+        assert!(matches!(
+            limiter
+                .charging("a")
+                .admit(&[charge("p", None, 0, Window::Minute)]),
+            Admission::Exhausted { .. }
+        ));
+    }
+}
