@@ -60,6 +60,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod corpus;
 mod error;
 mod evaluate;
 mod explain;

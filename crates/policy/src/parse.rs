@@ -35,24 +35,30 @@ pub fn is_valid_name(name: &str) -> bool {
     }
 }
 
-struct Walker<'a> {
-    origin: &'a str,
+/// Typed access to the positioned tree; shared with the corpus reader.
+pub(crate) struct Walker<'a> {
+    pub origin: &'a str,
 }
 
 /// The entries of a mapping, checked against the keys a field allows.
-struct Fields<'n> {
+pub(crate) struct Fields<'n> {
     node: &'n Node,
     entries: HashMap<&'n str, &'n Node>,
 }
 
 impl<'n> Fields<'n> {
     /// The value of `key`, treating an explicit `null` as absent.
-    fn optional(&self, key: &str) -> Option<&'n Node> {
+    pub fn optional(&self, key: &str) -> Option<&'n Node> {
         self.entries.get(key).copied().filter(|n| !n.is_null())
+    }
+
+    /// The value of `key`, an explicit `null` included.
+    pub fn entries_get(&self, key: &str) -> Option<&'n Node> {
+        self.entries.get(key).copied()
     }
 }
 
-fn child(path: &str, key: &str) -> String {
+pub(crate) fn child(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_owned()
     } else {
@@ -61,11 +67,11 @@ fn child(path: &str, key: &str) -> String {
 }
 
 impl Walker<'_> {
-    fn error(&self, loc: Loc, path: &str, message: impl Into<String>) -> PolicyError {
+    pub fn error(&self, loc: Loc, path: &str, message: impl Into<String>) -> PolicyError {
         PolicyError::new(self.origin, loc, path, message)
     }
 
-    fn wrong_type(&self, node: &Node, path: &str, expected: &str) -> PolicyError {
+    pub fn wrong_type(&self, node: &Node, path: &str, expected: &str) -> PolicyError {
         self.error(
             node.loc,
             path,
@@ -73,7 +79,7 @@ impl Walker<'_> {
         )
     }
 
-    fn fields<'n>(
+    pub fn fields<'n>(
         &self,
         node: &'n Node,
         path: &str,
@@ -102,7 +108,7 @@ impl Walker<'_> {
         Ok(Fields { node, entries: map })
     }
 
-    fn required<'n>(
+    pub fn required<'n>(
         &self,
         fields: &Fields<'n>,
         path: &str,
@@ -118,21 +124,26 @@ impl Walker<'_> {
         }
     }
 
-    fn string(&self, node: &Node, path: &str) -> Result<String, PolicyError> {
+    pub fn string(&self, node: &Node, path: &str) -> Result<String, PolicyError> {
         match (node.scalar_type(), node.scalar_text()) {
             (Some(ScalarType::Str), Some(text)) => Ok(text.to_owned()),
             _ => Err(self.wrong_type(node, path, "a string")),
         }
     }
 
-    fn list<'n>(&self, node: &'n Node, path: &str, what: &str) -> Result<&'n [Node], PolicyError> {
+    pub fn list<'n>(
+        &self,
+        node: &'n Node,
+        path: &str,
+        what: &str,
+    ) -> Result<&'n [Node], PolicyError> {
         match &node.kind {
             NodeKind::Seq(items) => Ok(items),
             _ => Err(self.wrong_type(node, path, &format!("a list of {what}"))),
         }
     }
 
-    fn string_list(&self, node: &Node, path: &str) -> Result<Vec<String>, PolicyError> {
+    pub fn string_list(&self, node: &Node, path: &str) -> Result<Vec<String>, PolicyError> {
         self.list(node, path, "strings")?
             .iter()
             .enumerate()
@@ -140,7 +151,7 @@ impl Walker<'_> {
             .collect()
     }
 
-    fn boolean(&self, node: &Node, path: &str) -> Result<bool, PolicyError> {
+    pub fn boolean(&self, node: &Node, path: &str) -> Result<bool, PolicyError> {
         match node.scalar_type() {
             Some(ScalarType::Bool(b)) => Ok(b),
             _ => Err(self.wrong_type(node, path, "`true` or `false`")),
@@ -175,14 +186,14 @@ impl Walker<'_> {
             .collect()
     }
 
-    fn tier(&self, node: &Node, path: &str) -> Result<TrustTier, PolicyError> {
+    pub fn tier(&self, node: &Node, path: &str) -> Result<TrustTier, PolicyError> {
         let text = self.string(node, path)?;
         text.parse().map_err(|err: crate::model::UnknownTrustTier| {
             self.error(node.loc, path, err.to_string())
         })
     }
 
-    fn effect(&self, node: &Node, path: &str) -> Result<RuleEffect, PolicyError> {
+    pub fn effect(&self, node: &Node, path: &str) -> Result<RuleEffect, PolicyError> {
         match node.scalar_text() {
             Some("allow") if node.scalar_type() == Some(ScalarType::Str) => Ok(RuleEffect::Allow),
             Some("deny") if node.scalar_type() == Some(ScalarType::Str) => Ok(RuleEffect::Deny),
