@@ -203,3 +203,52 @@ def test_approval_wait_lets_the_command_run_once_approved(
     arguments = {"recipient": "ops@example.com"}
     assert plugin.pre_command("send_email", arguments) == ("send_email", arguments)
     human.join(timeout=30)
+
+
+def test_the_zip_works_where_the_sdk_is_not_installed(tmp_path: Path) -> None:
+    """Only the template and httpx on the path (python -S: no site-packages): the zip suffices."""
+    import shutil
+
+    import abstract_singleton
+    import auto_gpt_plugin_template
+    import certifi
+    import h11
+    import httpcore
+    import httpx
+    import idna
+    import sniffio
+
+    lib = tmp_path / "lib"
+    for module in (
+        auto_gpt_plugin_template,
+        abstract_singleton,
+        httpx,
+        httpcore,
+        h11,
+        sniffio,
+        idna,
+        certifi,
+    ):
+        source = Path(str(module.__file__)).parent
+        shutil.copytree(source, lib / source.name)
+    archive = build_zip(tmp_path / "plugins")
+    probe = (
+        f"import sys; sys.path[:0] = [{str(lib)!r}]\n"
+        "from zipimport import zipimporter\n"
+        f"module = zipimporter({str(archive)!r}).load_module('meshguard_autogpt_plugin')\n"
+        "import meshguard\n"
+        "print(meshguard.__file__)\n"
+        "print(module.MeshGuardPlugin().pre_command('read_file', {'filename': 'a'})[0])\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-S", "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": os.environ.get("PATH", "")},
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert lines[0].startswith(str(archive))
+    assert lines[-1] == DENIAL_COMMAND  # no token configured: denied, not crashed

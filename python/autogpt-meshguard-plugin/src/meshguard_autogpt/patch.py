@@ -108,7 +108,7 @@ def _patch_agent_loop(governor: CommandGovernor) -> bool:
         )
 
     setattr(governed_execute_command, PATCH_MARK, True)
-    agent_module.execute_command = governed_execute_command
+    setattr(agent_module, "execute_command", governed_execute_command)  # noqa: B010
     return True
 
 

@@ -13,6 +13,6 @@ def make_dependencies_importable() -> None:
     """Appends this plugin's zip to ``sys.path`` when the SDK is not installed."""
     if importlib.util.find_spec("meshguard") and importlib.util.find_spec("meshguard_autogpt"):
         return
-    archive = getattr(__loader__, "archive", None)  # set by zipimporter only
+    archive = getattr(__spec__.loader, "archive", None)  # set by zipimporter only
     if archive and archive not in sys.path:
         sys.path.append(archive)

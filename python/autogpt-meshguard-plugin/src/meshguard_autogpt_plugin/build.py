@@ -8,6 +8,7 @@ and then carries the packages it imports, so that it works even where they are n
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import zipfile
 from pathlib import Path
@@ -19,7 +20,9 @@ BUNDLED_PACKAGES = ("meshguard_autogpt_plugin", "meshguard_autogpt", "meshguard"
 
 
 def _package_dir(name: str) -> Path:
-    module = __import__(name)
+    module = importlib.import_module(name)
+    if module.__file__ is None:
+        raise RuntimeError(f"package {name} has no files to bundle")
     return Path(module.__file__).resolve().parent
 
 

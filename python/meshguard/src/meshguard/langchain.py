@@ -122,7 +122,7 @@ def create_governed_agent(
 ) -> Any:
     """A LangChain agent whose tools are all governed (needs ``pip install langchain``)."""
     try:
-        from langchain.agents import AgentType, initialize_agent
+        from langchain.agents import AgentType, initialize_agent  # type: ignore[import-not-found]
     except ImportError as missing:
         raise ImportError(
             "LangChain is required for this feature. Install it with: pip install langchain"
