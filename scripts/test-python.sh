@@ -5,7 +5,7 @@
 # Works on a machine with nothing but python3.11 (and pip). Environment:
 #   PYTHON=python3.11   interpreter for the virtualenvs
 #   MESHGUARD_BIN=...   gateway binary (default target/debug/meshguard, built when missing)
-#   PYTEST_ARGS=...     extra pytest arguments (e.g. "-k docs_page -x")
+# Arguments are passed to pytest: scripts/test-python.sh -k "docs_page or plugin" -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
@@ -19,7 +19,13 @@ ensure_venv() { # DIR STAMP INSTALL-FUNCTION
   fi
   echo "-- preparing $dir"
   rm -rf "$dir"
-  "$python" -m venv "$dir"
+  if ! "$python" -m venv "$dir" 2>/dev/null; then
+    # Debian ships python3.11 without ensurepip unless python3.11-venv is installed: make the
+    # virtualenv bare and let the interpreter's own pip install pip into it.
+    rm -rf "$dir"
+    "$python" -m venv --without-pip "$dir"
+    "$python" -m pip --python "$dir/bin/python" install --quiet "pip==26.3"
+  fi
   "$dir/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "pip==26.3"
   "$install" "$dir"
   echo "$stamp" > "$dir/.meshguard-stamp"
@@ -57,17 +63,16 @@ echo "-- ruff"
 echo "-- pytest"
 workers="$("$python" -c 'import os; print(max(2, min(4, os.cpu_count() or 2)))')"
 status=0
-# shellcheck disable=SC2086 # PYTEST_ARGS is a list of words
 (
   cd python
   PATH="$root/.venv/bin:$PATH" MESHGUARD_BIN="$binary" \
     MESHGUARD_SDK012_PYTHON="$root/.venv-sdk012/bin/python" \
-    "$root/.venv/bin/pytest" -n "$workers" ${PYTEST_ARGS:-}
+    "$root/.venv/bin/pytest" -n "$workers" "$@"
 ) || status=$?
 if [ "$status" -eq 5 ]; then
-  # 5 = no test collected: fine when PYTEST_ARGS filtered everything out, a broken setup if not.
-  if [ -n "${PYTEST_ARGS:-}" ]; then
-    echo "-- no test matched PYTEST_ARGS=${PYTEST_ARGS}"
+  # 5 = no test collected: fine when the arguments filtered everything out, a broken setup if not.
+  if [ "$#" -gt 0 ]; then
+    echo "-- no test matched: $*"
     exit 0
   fi
   echo "pytest collected no tests: the suites are missing" >&2

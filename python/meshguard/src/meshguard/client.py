@@ -19,7 +19,7 @@ import httpx
 
 from ._connection import error_message, json_object
 from .admin import AdminCalls
-from .decision import Approval, PolicyDecision
+from .decision import Agent, Approval, PolicyDecision
 from .exceptions import (
     ApprovalRequiredError,
     AuthenticationError,
@@ -30,6 +30,9 @@ from .exceptions import (
 )
 
 logger = logging.getLogger("meshguard")
+
+# 0.1.x code imports these from meshguard.client.
+__all__ = ["Agent", "GovernedContext", "MeshGuardClient", "PolicyDecision", "denial_error"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
