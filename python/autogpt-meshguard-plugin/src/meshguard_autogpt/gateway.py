@@ -27,6 +27,8 @@ _inside_governed: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 RESULT_LIMIT = 4096
+# An agent waits this long for a decision before the command is denied as unreachable.
+CHECK_TIMEOUT = 10.0
 
 
 class Blocked(Dict[str, Any]):
@@ -71,7 +73,7 @@ class MeshGuardGateway:
         """The SDK client, created from ``MESHGUARD_URL``/``MESHGUARD_TOKEN``/… on first use."""
         with self._lock:
             if self._client is None:
-                self._client = MeshGuardClient(trace_id=self._trace_id)
+                self._client = MeshGuardClient(trace_id=self._trace_id, timeout=CHECK_TIMEOUT)
             return self._client
 
     def configure(
@@ -79,7 +81,7 @@ class MeshGuardGateway:
         gateway_url: Optional[str] = None,
         agent_token: Optional[str] = None,
         trace_id: Optional[str] = None,
-        timeout: float = 10.0,
+        timeout: float = CHECK_TIMEOUT,
     ) -> None:
         """Replaces the client; values not given are read from the environment again."""
         with self._lock:
