@@ -50,7 +50,8 @@ pub struct RuleTrace {
     pub rule: String,
     /// Its effect.
     pub effect: RuleEffect,
-    /// What happened when it was tried.
+    /// What happened when it was tried (flattened into the rule's JSON object).
+    #[serde(flatten)]
     pub outcome: RuleOutcome,
 }
 
