@@ -196,12 +196,15 @@ def test_agent_loop_is_governed_and_revocation_stops_it(
         ("record", "execute:shell", None, "blocked"),
         ("check", "read:workspace", "allow", None),
         ("record", "read:workspace", None, "success"),
-        # revoked: each later request is refused (401) and audited by the gateway as a denial;
-        # the plugin's record of the refusal is refused too
+        # revoked: each later check is refused (401) and audited by the gateway as a denial
+        # (with no record: the gateway would refuse that too)
         ("check", "write:workspace", "deny", None),
         ("check", "read:workspace", "deny", None),
     ]
-    checks = [e for e in events if event_field(e, "kind") == "check"]
+    checks = sorted(
+        (e for e in events if event_field(e, "kind") == "check"),
+        key=lambda e: int(event_field(e, "seq")),
+    )
     assert [event_field(e, "resource") for e in checks[:3]] == [
         "workspace/notes.txt",
         f"touch {marker}",

@@ -12,6 +12,7 @@ from .commands import UNGOVERNED_COMMANDS, GovernedCommand, governed_command
 from .gateway import Blocked, MeshGuardGateway, blocked
 
 APPROVAL_WAIT_ENV = "MESHGUARD_APPROVAL_WAIT"
+NO_DECISION_CODES = frozenset({"unauthorized", "unavailable"})
 
 
 def approval_wait_from_env() -> Optional[float]:
@@ -69,7 +70,13 @@ class CommandGovernor:
         return Admission(command=command, decision=decision)
 
     def finish(self, admission: Admission, result: Any) -> None:
-        """Records the command's result (``blocked`` when it was refused), best effort."""
+        """Records the command's result (``blocked`` when it was refused), best effort.
+
+        Nothing is sent when the gateway gave no decision (token refused, gateway unreachable):
+        it would refuse the record for the same reason.
+        """
+        if admission.decision.get("code") in NO_DECISION_CODES:
+            return
         text = str(result)
         if not admission.allowed:
             status = "blocked"
