@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -29,15 +30,22 @@ from gateway_process import REPO_ROOT
     ],
 )
 def test_wheel_builds_with_the_pep517_backend(tmp_path: Path, project: str, expected: set) -> None:
+    # a copy: setuptools stages files in build/, which must not collect in the source tree
+    source = tmp_path / "source"
+    shutil.copytree(
+        REPO_ROOT / "python" / project,
+        source,
+        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "tests"),
+    )
     completed = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
-        + ["--wheel-dir", str(tmp_path), str(REPO_ROOT / "python" / project)],
+        + ["--wheel-dir", str(tmp_path / "dist"), str(source)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    (wheel,) = tmp_path.glob("*.whl")
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
     with zipfile.ZipFile(wheel) as opened:
         names = set(opened.namelist())
         assert expected <= names

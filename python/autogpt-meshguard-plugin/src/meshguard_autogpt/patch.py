@@ -75,7 +75,7 @@ def _run_command(
         return run()
     if not admission.allowed:
         refusal = admission.refusal()
-        print(f"MeshGuard: {refusal}", flush=True)
+        print(refusal, flush=True)
         governor.finish(admission, refusal)
         return str(refusal)
     print(f"MeshGuard: allowed {name}", flush=True)

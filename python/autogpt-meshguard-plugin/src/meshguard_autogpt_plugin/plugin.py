@@ -74,7 +74,7 @@ class MeshGuardPlugin(AutoGPTPluginTemplate):  # type: ignore[misc]
                 print(f"MeshGuard: allowed {command_name}", flush=True)
             return command_name, arguments
         refusal = admission.refusal()
-        print(f"MeshGuard: {refusal}", flush=True)
+        print(refusal, flush=True)
         return DENIAL_COMMAND, {"reason": str(refusal)}
 
     def can_handle_post_command(self) -> bool:
