@@ -80,3 +80,40 @@ impl IntoResponse for ApiError {
         (status, Json(json!({"error": code, "message": message}))).into_response()
     }
 }
+
+impl From<meshguard_store::StoreError> for ApiError {
+    fn from(err: meshguard_store::StoreError) -> ApiError {
+        use meshguard_store::StoreError;
+        // StoreError is #[non_exhaustive], so the compiler demands the last arm: a variant added
+        // later is an internal error until it is mapped here.
+        match err {
+            StoreError::NotFound { what } => ApiError::NotFound(format!("{what} not found")),
+            StoreError::Conflict { what, reason } => {
+                ApiError::Conflict(format!("{what}: {reason}"))
+            }
+            StoreError::Invalid { field, message } => {
+                ApiError::BadRequest(format!("{field}: {message}"))
+            }
+            StoreError::Unavailable(cause) => ApiError::Unavailable(cause),
+            StoreError::Corrupt(cause) => {
+                ApiError::Internal(format!("corrupt store data: {cause}"))
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::policies::PolicyChangeError> for ApiError {
+    fn from(err: crate::policies::PolicyChangeError) -> ApiError {
+        use crate::policies::PolicyChangeError;
+        match err {
+            PolicyChangeError::Invalid(err) => ApiError::InvalidPolicy {
+                message: err.to_string(),
+                errors: vec![err.to_string()],
+            },
+            PolicyChangeError::Set(err) => ApiError::Conflict(err.to_string()),
+            err @ PolicyChangeError::FileOwned { .. } => ApiError::Conflict(err.to_string()),
+            PolicyChangeError::Store(err) => err.into(),
+        }
+    }
+}

@@ -72,6 +72,33 @@ where
     }
 }
 
+/// Query parameters deserialized into `T`; a bad parameter is a 400 in our error shape.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e| {
+                let text = e.body_text();
+                let detail = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
+                ApiError::BadRequest(format!("query: {detail}"))
+            })
+    }
+}
+
 /// Deserializes `bytes`, naming the field that failed: `action: invalid type: integer `5`,
 /// expected a string`. An empty body reads as `{}` so that all-optional bodies may be omitted.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

@@ -1,0 +1,249 @@
+//! Group commit for the audit trail: one writer task, one transaction per batch.
+//!
+//! A request hands its event to the writer and (with `sync` durability) waits for the commit.
+//! The writer takes every event that arrived while the previous transaction was committing and
+//! appends them all in one `append_audit` call, then answers each waiter. Under load, batches
+//! grow by themselves and the cost of a commit is shared; at rest a lone event commits at once.
+//! See docs/architecture/group-commit.md.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use meshguard_store::{AuditEvent, NewAuditEvent, Store};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::config::AuditDurability;
+use crate::metrics::GatewayMetrics;
+
+/// The most events one transaction carries; more wait for the next one.
+pub const MAX_BATCH: usize = 1024;
+/// Events that may wait for the writer before appenders are slowed down.
+const QUEUE_DEPTH: usize = 16 * 1024;
+/// Committed events kept for slow stream followers.
+const FOLLOWER_BUFFER: usize = 4096;
+
+/// An event could not be committed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    /// The store refused or could not be reached.
+    #[error("audit commit failed: {0}")]
+    Store(String),
+    /// The writer has shut down (the gateway is stopping).
+    #[error("audit writer stopped")]
+    Stopped,
+}
+
+enum Message {
+    Event {
+        event: Box<NewAuditEvent>,
+        done: Option<oneshot::Sender<Result<(), AuditError>>>,
+    },
+    Stop(oneshot::Sender<()>),
+}
+
+/// The handle requests use to append events; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AuditWriter {
+    tx: mpsc::Sender<Message>,
+    durability: AuditDurability,
+    committed: broadcast::Sender<AuditEvent>,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Message::Event { event, .. } => write!(f, "Event({})", event.id),
+            Message::Stop(_) => f.write_str("Stop"),
+        }
+    }
+}
+
+impl AuditWriter {
+    /// Starts the writer task.
+    pub fn start(
+        store: Arc<dyn Store>,
+        metrics: GatewayMetrics,
+        gateway: String,
+        durability: AuditDurability,
+    ) -> (AuditWriter, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let (committed, _) = broadcast::channel(FOLLOWER_BUFFER);
+        let task = tokio::spawn(run(rx, store, metrics, gateway, committed.clone()));
+        (
+            AuditWriter {
+                tx,
+                durability,
+                committed,
+            },
+            task,
+        )
+    }
+
+    /// Appends one event. With `sync` durability this returns once the event is committed; with
+    /// `async` it returns once the event is queued (a crash may lose queued events).
+    pub async fn append(&self, event: NewAuditEvent) -> Result<(), AuditError> {
+        match self.durability {
+            AuditDurability::Sync => self.append_committed(event).await,
+            AuditDurability::Async => self
+                .tx
+                .send(Message::Event {
+                    event: Box::new(event),
+                    done: None,
+                })
+                .await
+                .map_err(|_| AuditError::Stopped),
+        }
+    }
+
+    /// Appends one event and waits for its commit, whatever the durability setting (admin
+    /// changes are rare and always durable).
+    pub async fn append_committed(&self, event: NewAuditEvent) -> Result<(), AuditError> {
+        let (done, committed) = oneshot::channel();
+        self.tx
+            .send(Message::Event {
+                event: Box::new(event),
+                done: Some(done),
+            })
+            .await
+            .map_err(|_| AuditError::Stopped)?;
+        committed.await.map_err(|_| AuditError::Stopped)?
+    }
+
+    /// Every event committed from now on, for `GET /admin/audit/stream`. A follower that falls
+    /// more than a buffer behind is told how many it missed (and can re-read them by query).
+    pub fn subscribe(&self) -> broadcast::Receiver<AuditEvent> {
+        self.committed.subscribe()
+    }
+
+    /// Commits everything queued so far, then stops the writer. Appends after this fail.
+    pub async fn shutdown(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.tx.send(Message::Stop(done)).await.is_ok() {
+            // An error means the writer is already gone, which is what we want.
+            let _ = stopped.await;
+        }
+    }
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Message>,
+    store: Arc<dyn Store>,
+    metrics: GatewayMetrics,
+    gateway: String,
+    committed: broadcast::Sender<AuditEvent>,
+) {
+    let mut stop: Option<oneshot::Sender<()>> = None;
+    let mut events = Vec::new();
+    let mut waiters = Vec::new();
+    while stop.is_none() {
+        let Some(first) = rx.recv().await else {
+            break;
+        };
+        let mut next = Some(first);
+        // Everything that queued up while the previous batch was committing joins this batch.
+        while let Some(message) = next.take() {
+            match message {
+                Message::Event { event, done } => {
+                    events.push(*event);
+                    waiters.push(done);
+                }
+                Message::Stop(done) => stop = Some(done),
+            }
+            if events.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        commit(
+            &*store,
+            &metrics,
+            &gateway,
+            &committed,
+            &mut events,
+            &mut waiters,
+        )
+        .await;
+    }
+    // Stopping: commit whatever was queued before the stop request, then refuse the rest.
+    rx.close();
+    while let Ok(message) = rx.try_recv() {
+        match message {
+            Message::Event { event, done } => {
+                events.push(*event);
+                waiters.push(done);
+                if events.len() >= MAX_BATCH {
+                    commit(
+                        &*store,
+                        &metrics,
+                        &gateway,
+                        &committed,
+                        &mut events,
+                        &mut waiters,
+                    )
+                    .await;
+                }
+            }
+            Message::Stop(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+    commit(
+        &*store,
+        &metrics,
+        &gateway,
+        &committed,
+        &mut events,
+        &mut waiters,
+    )
+    .await;
+    if let Some(done) = stop {
+        let _ = done.send(());
+    }
+}
+
+async fn commit(
+    store: &dyn Store,
+    metrics: &GatewayMetrics,
+    gateway: &str,
+    committed: &broadcast::Sender<AuditEvent>,
+    events: &mut Vec<NewAuditEvent>,
+    waiters: &mut Vec<Option<oneshot::Sender<Result<(), AuditError>>>>,
+) {
+    if events.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    let outcome = store.append_audit(events).await;
+    metrics
+        .audit_commit_seconds
+        .with_label_values(&[gateway])
+        .observe(started.elapsed().as_secs_f64());
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "a batch holds at most MAX_BATCH events"
+    )]
+    metrics
+        .audit_batch_size
+        .with_label_values(&[gateway])
+        .observe(events.len() as f64);
+    let result = match outcome {
+        Ok(appended) => {
+            for event in appended {
+                // No follower listening is the normal case, not an error.
+                let _ = committed.send(event);
+            }
+            Ok(())
+        }
+        Err(err) => {
+            metrics.audit_failures.with_label_values(&[gateway]).inc();
+            tracing::error!(error = %err, events = events.len(), "audit batch not committed");
+            Err(AuditError::Store(err.to_string()))
+        }
+    };
+    for waiter in waiters.drain(..).flatten() {
+        // A waiter that went away (client disconnected) no longer needs the answer.
+        let _ = waiter.send(result.clone());
+    }
+    events.clear();
+}

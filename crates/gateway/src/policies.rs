@@ -1,0 +1,165 @@
+//! The policies in force: an immutable [`PolicySet`] swapped atomically on every change, so a
+//! check never sees half an update and never waits for one.
+//!
+//! The store is the source of truth. Every change (admin API, policy files) is written to the
+//! store first and the set is then rebuilt from it; changes are serialised by one async lock.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use meshguard_policy::{Policy, PolicyError, PolicySet, PolicySetError, parse_policy};
+use meshguard_store::{NewPolicy, PolicyOrigin, PolicyUpsert, Store, StoreError, StoredPolicy};
+use tokio::sync::Mutex;
+
+/// Why a policy change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyChangeError {
+    /// The text is not a valid policy.
+    #[error(transparent)]
+    Invalid(#[from] PolicyError),
+    /// The policy cannot join the others (a duplicate name).
+    #[error(transparent)]
+    Set(#[from] PolicySetError),
+    /// The policy belongs to a file of `serve --policies DIR`.
+    #[error("policy `{name}` is loaded from `{file}`: change the file instead")]
+    FileOwned {
+        /// The policy name.
+        name: String,
+        /// The file that owns it.
+        file: String,
+    },
+    /// The store refused or is unreachable.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The policies in force, shared by every request.
+pub struct PolicyRegistry {
+    current: ArcSwap<PolicySet>,
+    store: Arc<dyn Store>,
+    changes: Mutex<()>,
+}
+
+impl std::fmt::Debug for PolicyRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyRegistry")
+            .field("policies", &self.current.load().len())
+            .finish()
+    }
+}
+
+/// The origin a stored policy is parsed under, so errors and lints name its file.
+fn origin_label(stored: &StoredPolicy) -> String {
+    match &stored.origin {
+        PolicyOrigin::Api => format!("{}.yaml", stored.name),
+        PolicyOrigin::File(path) => path.clone(),
+    }
+}
+
+impl PolicyRegistry {
+    /// Loads every stored policy. A stored policy that no longer parses stops the start: serving
+    /// without it could turn one of its denials into an allow.
+    pub async fn load(store: Arc<dyn Store>) -> Result<PolicyRegistry, PolicyChangeError> {
+        let set = build(&*store).await?;
+        Ok(PolicyRegistry {
+            current: ArcSwap::from_pointee(set),
+            store,
+            changes: Mutex::new(()),
+        })
+    }
+
+    /// The set in force now; a snapshot that later changes do not alter.
+    pub fn current(&self) -> Arc<PolicySet> {
+        self.current.load_full()
+    }
+
+    /// Re-reads the store (after a change made elsewhere).
+    pub async fn reload(&self) -> Result<(), PolicyChangeError> {
+        let _guard = self.changes.lock().await;
+        self.current.store(Arc::new(build(&*self.store).await?));
+        Ok(())
+    }
+
+    /// Validates `text` and stores it under its name (upsert), then puts it in force. An API
+    /// change (`origin` = `Api`) to a file-owned policy is refused, naming the file.
+    pub async fn apply(
+        &self,
+        origin: PolicyOrigin,
+        text: &str,
+    ) -> Result<(Policy, PolicyUpsert), PolicyChangeError> {
+        let label = match &origin {
+            PolicyOrigin::Api => "request body".to_owned(),
+            PolicyOrigin::File(path) => path.clone(),
+        };
+        let policy = parse_policy(&label, text)?;
+        let _guard = self.changes.lock().await;
+        if origin == PolicyOrigin::Api {
+            refuse_file_owned(&*self.store, policy.name()).await?;
+        }
+        // Prove the new set builds before anything is stored.
+        let current = self.current.load_full();
+        let candidate: Vec<Policy> = current
+            .policies()
+            .filter(|p| p.name() != policy.name())
+            .cloned()
+            .chain([policy.clone()])
+            .collect();
+        let set = PolicySet::new(candidate)?;
+        let upsert = self
+            .store
+            .upsert_policy(NewPolicy {
+                name: policy.name().to_owned(),
+                version: policy.version().to_owned(),
+                origin,
+                source: text.to_owned(),
+            })
+            .await?;
+        self.current.store(Arc::new(set));
+        Ok((policy, upsert))
+    }
+
+    /// Removes a policy from force. An API delete of a file-owned policy is refused.
+    pub async fn delete(
+        &self,
+        name: &str,
+        by_api: bool,
+    ) -> Result<StoredPolicy, PolicyChangeError> {
+        let _guard = self.changes.lock().await;
+        if by_api {
+            refuse_file_owned(&*self.store, name).await?;
+        }
+        let deleted = self.store.delete_policy(name).await?;
+        let remaining: Vec<Policy> = self
+            .current
+            .load()
+            .policies()
+            .filter(|p| p.name() != name)
+            .cloned()
+            .collect();
+        self.current.store(Arc::new(PolicySet::new(remaining)?));
+        Ok(deleted)
+    }
+}
+
+async fn refuse_file_owned(store: &dyn Store, name: &str) -> Result<(), PolicyChangeError> {
+    match store.get_policy(name).await {
+        Ok(StoredPolicy {
+            origin: PolicyOrigin::File(file),
+            ..
+        }) => Err(PolicyChangeError::FileOwned {
+            name: name.to_owned(),
+            file,
+        }),
+        Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+        Err(other) => Err(other.into()),
+    }
+}
+
+async fn build(store: &dyn Store) -> Result<PolicySet, PolicyChangeError> {
+    let stored = store.list_policies().await?;
+    let policies = stored
+        .iter()
+        .map(|p| parse_policy(&origin_label(p), &p.source))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(PolicySet::new(policies)?)
+}

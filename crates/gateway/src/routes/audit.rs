@@ -1,0 +1,282 @@
+//! `/admin/audit`: query with filters and a cursor, follow as Server-Sent Events, stats, verify,
+//! and a streamed JSON-lines export.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt};
+use meshguard_policy::{Loc, Pattern};
+use meshguard_store::{AuditEvent, AuditFilter, AuditKind, AuditOrder, StatsQuery, export_audit};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::error::ApiError;
+use crate::extract::ApiQuery;
+use crate::state::AppState;
+
+/// The filters shared by query, stream and export.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditParams {
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    decision: Option<String>,
+    #[serde(default, alias = "agent", alias = "agent_id")]
+    agent_id: Option<String>,
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default, alias = "trace_id")]
+    trace_id: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    gateway: Option<String>,
+    #[serde(default, alias = "since")]
+    from: Option<String>,
+    #[serde(default, alias = "until")]
+    to: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    order: Option<String>,
+}
+
+fn timestamp(field: &str, value: Option<&str>) -> Result<Option<OffsetDateTime>, ApiError> {
+    value
+        .map(|v| {
+            OffsetDateTime::parse(v, &Rfc3339).map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "{field}: `{v}` is not an RFC 3339 time (example: 2026-01-31T12:00:00Z)"
+                ))
+            })
+        })
+        .transpose()
+}
+
+impl AuditParams {
+    fn filter(&self) -> Result<AuditFilter, ApiError> {
+        let decision = match self.decision.as_deref() {
+            None | Some("") => None,
+            Some(d @ ("allow" | "deny" | "require_approval")) => Some(d.to_owned()),
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "decision: expected `allow`, `deny` or `require_approval`, got `{other}`"
+                )));
+            }
+        };
+        let kind = match self.kind.as_deref() {
+            None | Some("") => None,
+            Some(k) => Some(AuditKind::parse(k).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "kind: expected `check`, `record`, `test`, `approval` or `admin`, got `{k}`"
+                ))
+            })?),
+        };
+        let order = match self.order.as_deref() {
+            None | Some("" | "newest") => AuditOrder::NewestFirst,
+            Some("oldest") => AuditOrder::OldestFirst,
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "order: expected `newest` or `oldest`, got `{other}`"
+                )));
+            }
+        };
+        Ok(AuditFilter {
+            limit: self.limit.unwrap_or(100),
+            decision,
+            agent: self.agent_id.clone().filter(|s| !s.is_empty()),
+            action: self.action.clone().filter(|s| !s.is_empty()),
+            trace_id: self.trace_id.clone().filter(|s| !s.is_empty()),
+            kind,
+            gateway: self.gateway.clone().filter(|s| !s.is_empty()),
+            from: timestamp("from", self.from.as_deref())?,
+            to: timestamp("to", self.to.as_deref())?,
+            cursor: self.cursor.clone().filter(|s| !s.is_empty()),
+            order,
+        })
+    }
+}
+
+/// `GET /admin/audit`: one page, newest first by default → `{"entries", "nextCursor"}`.
+pub async fn query(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<AuditParams>,
+) -> Result<Json<Value>, ApiError> {
+    let page = state.store.query_audit(&params.filter()?).await?;
+    Ok(Json(
+        json!({ "entries": page.entries, "nextCursor": page.next_cursor }),
+    ))
+}
+
+/// The in-memory form of a filter, applied to events as they are committed.
+struct LiveFilter {
+    filter: AuditFilter,
+    action: Option<Pattern>,
+}
+
+impl LiveFilter {
+    fn new(filter: AuditFilter) -> Result<LiveFilter, ApiError> {
+        let action = filter
+            .action
+            .as_deref()
+            .map(|a| Pattern::compile(a, Loc::default()))
+            .transpose()
+            .map_err(|e| ApiError::BadRequest(format!("action: {e}")))?;
+        Ok(LiveFilter { filter, action })
+    }
+
+    fn matches(&self, event: &AuditEvent) -> bool {
+        let f = &self.filter;
+        f.decision
+            .as_ref()
+            .is_none_or(|d| event.decision.as_ref() == Some(d))
+            && f.agent.as_ref().is_none_or(|a| {
+                event
+                    .agent
+                    .as_ref()
+                    .is_some_and(|agent| &agent.id == a || &agent.name == a)
+            })
+            && self
+                .action
+                .as_ref()
+                .is_none_or(|p| p.matches(&event.action))
+            && f.trace_id
+                .as_ref()
+                .is_none_or(|t| event.trace_id.as_ref() == Some(t))
+            && f.kind.is_none_or(|k| event.kind == k)
+            && f.gateway.as_ref().is_none_or(|g| &event.gateway == g)
+            && f.from.is_none_or(|from| event.ts >= from)
+            && f.to.is_none_or(|to| event.ts < to)
+    }
+}
+
+/// `GET /admin/audit/stream`: every event committed from now on that matches the filters, as
+/// Server-Sent Events (`event: audit`, `id`: the event id, `data`: the event as JSON).
+pub async fn stream(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<AuditParams>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let live = LiveFilter::new(params.filter()?)?;
+    let receiver = state.audit.subscribe();
+    let events = futures::stream::unfold((receiver, live), |(mut receiver, live)| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(event) if live.matches(&event) => {
+                    let sse = Event::default()
+                        .event("audit")
+                        .id(event.id.clone())
+                        .json_data(&event)
+                        .unwrap_or_else(|_| Event::default().comment("unserialisable event"));
+                    return Some((Ok(sse), (receiver, live)));
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(missed)) => {
+                    let sse = Event::default()
+                        .event("lagged")
+                        .data(json!({ "missed": missed }).to_string());
+                    return Some((Ok(sse), (receiver, live)));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// `?period=HOURS&agentId&breakdown=hourly`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsParams {
+    #[serde(default)]
+    period: Option<u32>,
+    #[serde(default, alias = "agent", alias = "agent_id")]
+    agent_id: Option<String>,
+    #[serde(default)]
+    breakdown: Option<String>,
+}
+
+/// `GET /admin/audit/stats`: checks in the last `period` hours (default 24).
+pub async fn stats(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<StatsParams>,
+) -> Result<Json<Value>, ApiError> {
+    let hours = params.period.unwrap_or(24);
+    if hours == 0 || hours > 24 * 366 {
+        return Err(ApiError::BadRequest(
+            "period: expected a number of hours from 1 to 8784".into(),
+        ));
+    }
+    let hourly = match params.breakdown.as_deref() {
+        None | Some("") => false,
+        Some("hourly") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "breakdown: expected `hourly`, got `{other}`"
+            )));
+        }
+    };
+    let to = OffsetDateTime::now_utc();
+    let from = to - time::Duration::hours(i64::from(hours));
+    let stats = state
+        .store
+        .audit_stats(&StatsQuery {
+            from,
+            to,
+            agent: params.agent_id.filter(|s| !s.is_empty()),
+            hourly,
+        })
+        .await?;
+    let mut body = serde_json::to_value(stats).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(map) = body.as_object_mut() {
+        map.insert("periodHours".into(), json!(hours));
+    }
+    Ok(Json(body))
+}
+
+/// `GET /admin/audit/verify`: recomputes every chain; 200 with `ok: false` and the first broken
+/// `seq` when one does not verify.
+pub async fn verify(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let report = state.store.verify_audit().await?;
+    if let Some(broken) = report.first_break() {
+        tracing::error!(gateway = %broken.gateway, seq = broken.seq, reason = %broken.reason, "audit chain does not verify");
+    }
+    let body = serde_json::to_value(report).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(body))
+}
+
+/// `GET /admin/audit/export`: every matching event, oldest first, one JSON object per line,
+/// streamed page by page. A store failure mid-way aborts the transfer (the client sees a
+/// truncated body, never a silently short export).
+pub async fn export(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<AuditParams>,
+) -> Result<Response, ApiError> {
+    let filter = params.filter()?;
+    let lines = export_audit(state.store.clone(), filter).map(|event| {
+        event
+            .map_err(|e| {
+                tracing::error!(error = %e, "audit export aborted");
+                std::io::Error::other(e.to_string())
+            })
+            .and_then(|event| {
+                let mut line = serde_json::to_vec(&event).map_err(std::io::Error::other)?;
+                line.push(b'\n');
+                Ok::<_, std::io::Error>(line)
+            })
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response())
+}

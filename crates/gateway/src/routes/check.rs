@@ -1,0 +1,527 @@
+//! `POST /proxy/governance/check`, `GET /proxy/check` and `POST /proxy/governance/record`.
+
+use std::time::Instant;
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use meshguard_policy::{CheckRequest, Code, Decision, Effect};
+use meshguard_store::{AuditAgent, AuditKind, MAX_RESULT_BYTES, NewAuditEvent};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+use crate::approvals::{self, ApprovalMode};
+use crate::auth::{AgentAuthError, AuthenticatedAgent, authenticate_agent};
+use crate::config::Mode;
+use crate::error::ApiError;
+use crate::extract::{LimitedBody, parse_json};
+use crate::state::AppState;
+use crate::trace::TraceId;
+
+/// The body of `POST /proxy/governance/check`. `null` reads as absent for the optional fields.
+#[derive(Debug, Deserialize)]
+struct CheckBody {
+    action: String,
+    #[serde(default)]
+    resource: Option<String>,
+    #[serde(default)]
+    context: Option<Map<String, Value>>,
+    #[serde(default)]
+    approval_id: Option<String>,
+}
+
+/// One check, however it arrived.
+#[derive(Debug)]
+struct CheckInput {
+    action: String,
+    resource: String,
+    context: Map<String, Value>,
+    approval_id: Option<String>,
+}
+
+/// Which endpoint asked: `GET /proxy/check` answers a rate limit with 429, as MeshGuard's SDKs
+/// expect; the POST endpoint answers every denial with 403.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Post,
+    Get,
+}
+
+impl Route {
+    fn label(self) -> &'static str {
+        match self {
+            Route::Post => "governance_check",
+            Route::Get => "proxy_check",
+        }
+    }
+}
+
+/// The body of every decision answer (SPEC 2), built from one [`Decision`].
+#[derive(Debug, Serialize)]
+pub struct DecisionBody {
+    allowed: bool,
+    decision: &'static str,
+    code: &'static str,
+    reason: String,
+    message: String,
+    action: String,
+    resource: String,
+    policy: Option<String>,
+    rule: Option<String>,
+    requires_approval: bool,
+    approval_id: Option<String>,
+    retry_after_seconds: Option<u64>,
+    enforced: bool,
+    trace_id: String,
+    audit_id: Option<String>,
+}
+
+fn header_value(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| ApiError::BadRequest(format!("{name}: not valid text")))
+        })
+        .transpose()
+}
+
+fn require_action(action: String, field: &str) -> Result<String, ApiError> {
+    if action.trim().is_empty() {
+        return Err(ApiError::BadRequest(format!("{field}: must not be empty")));
+    }
+    Ok(action)
+}
+
+/// `POST /proxy/governance/check`.
+pub async fn post_check(
+    State(state): State<AppState>,
+    Extension(trace): Extension<TraceId>,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Response {
+    let started = Instant::now();
+    let agent = match authenticate_agent(&state, &headers).await {
+        Ok(agent) => agent,
+        Err(err) => return refuse(&state, err, &trace, lenient_action(&body)).await,
+    };
+    let input = parse_json::<CheckBody>(&body).and_then(|b| {
+        Ok(CheckInput {
+            action: require_action(b.action, "action")?,
+            resource: b.resource.unwrap_or_else(|| "*".to_owned()),
+            context: b.context.unwrap_or_default(),
+            approval_id: match b.approval_id {
+                Some(id) => Some(id),
+                None => header_value(&headers, "x-approval-id")?,
+            },
+        })
+    });
+    match input {
+        Ok(input) => check(&state, &agent, input, &trace, Route::Post, started).await,
+        Err(err) => err.into_response(),
+    }
+}
+
+/// `GET /proxy/check`: the action and resource come in `X-MeshGuard-Action` and
+/// `X-MeshGuard-Resource`.
+pub async fn get_check(
+    State(state): State<AppState>,
+    Extension(trace): Extension<TraceId>,
+    headers: HeaderMap,
+) -> Response {
+    let started = Instant::now();
+    let action = header_value(&headers, "x-meshguard-action");
+    let resource = header_value(&headers, "x-meshguard-resource");
+    let agent = match authenticate_agent(&state, &headers).await {
+        Ok(agent) => agent,
+        Err(err) => {
+            let named = action.as_ref().ok().cloned().flatten();
+            let resource = resource.as_ref().ok().cloned().flatten();
+            return refuse(&state, err, &trace, (named, resource)).await;
+        }
+    };
+    let input = (|| -> Result<CheckInput, ApiError> {
+        let action =
+            action?.ok_or_else(|| ApiError::BadRequest("X-MeshGuard-Action: required".into()))?;
+        Ok(CheckInput {
+            action: require_action(action, "X-MeshGuard-Action")?,
+            resource: resource?.unwrap_or_else(|| "*".to_owned()),
+            context: Map::new(),
+            approval_id: header_value(&headers, "x-approval-id")?,
+        })
+    })();
+    match input {
+        Ok(input) => check(&state, &agent, input, &trace, Route::Get, started).await,
+        Err(err) => err.into_response(),
+    }
+}
+
+/// The check path. Every step is one line; the order matters and each comment says why.
+async fn check(
+    state: &AppState,
+    agent: &AuthenticatedAgent,
+    input: CheckInput,
+    trace: &TraceId,
+    route: Route,
+    started: Instant,
+) -> Response {
+    // (Authentication and the agent's record were read just before: trust, tags and status are
+    // this request's, never a cached copy.)
+    // 1. Decide. Rate limits are charged inside the engine, through the oracle, all-or-nothing
+    //    and only for checks that reach the limits (SPEC 3 step 2-4); the engine never waits.
+    let decision = decide(state, agent, &input);
+    // 2. Approvals: only a decision that needs a human touches the approval store, after the
+    //    engine, because an explicit deny must win before any approval is created or consumed.
+    let decision = match approvals::settle(
+        &*state.store,
+        &agent.record.id,
+        decision,
+        input.approval_id.as_deref(),
+        Some(&trace.0),
+        state.approval_timeout.as_secs(),
+        ApprovalMode::Apply,
+    )
+    .await
+    {
+        Ok(decision) => decision,
+        Err(err) => return unavailable(state, &input, trace, &err.to_string()),
+    };
+    // 3. Audit: the event is committed (group commit) before the answer leaves, so no decision
+    //    an agent acted on is missing from the trail. If it cannot be written, nothing is allowed.
+    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let event = decision_event(state, agent, &input, &decision, trace, latency_us);
+    let audit_id = event.id.clone();
+    if let Err(err) = state.audit.append(event).await {
+        return unavailable(state, &input, trace, &err.to_string());
+    }
+    // 4. Respond, and count it.
+    state
+        .metrics
+        .decisions
+        .with_label_values(&[decision.effect.as_str(), decision.code.as_str()])
+        .inc();
+    state
+        .metrics
+        .check_seconds
+        .with_label_values(&[route.label()])
+        .observe(started.elapsed().as_secs_f64());
+    respond(state.mode, route, decision, input, trace, audit_id)
+}
+
+fn decide(state: &AppState, agent: &AuthenticatedAgent, input: &CheckInput) -> Decision {
+    let request = CheckRequest {
+        action: &input.action,
+        resource: &input.resource,
+        context: &input.context,
+    };
+    match state.mode {
+        Mode::Enforce | Mode::Audit => state.policies.current().decide(
+            &agent.profile,
+            &request,
+            &mut state.limiter.charging(&agent.record.id),
+        ),
+        Mode::Bypass => Decision {
+            effect: Effect::Allow,
+            code: Code::Allowed,
+            reason: format!(
+                "Action '{}' allowed: the gateway runs in bypass mode and evaluates no policy",
+                input.action
+            ),
+            policy: None,
+            rule: None,
+            retry_after_secs: None,
+            approval: None,
+            approval_id: None,
+        },
+    }
+}
+
+fn decision_event(
+    state: &AppState,
+    agent: &AuthenticatedAgent,
+    input: &CheckInput,
+    decision: &Decision,
+    trace: &TraceId,
+    latency_us: u64,
+) -> NewAuditEvent {
+    NewAuditEvent {
+        id: uuid::Uuid::now_v7().to_string(),
+        ts: OffsetDateTime::now_utc(),
+        kind: AuditKind::Check,
+        agent: Some(AuditAgent {
+            id: agent.record.id.clone(),
+            name: agent.record.name.clone(),
+        }),
+        action: input.action.clone(),
+        resource: Some(input.resource.clone()),
+        decision: Some(decision.effect.as_str().to_owned()),
+        code: Some(decision.code.as_str().to_owned()),
+        reason: Some(decision.reason.clone()),
+        policy: decision.policy.clone(),
+        rule: decision.rule.clone(),
+        trace_id: Some(trace.0.clone()),
+        approval_id: decision.approval_id.clone(),
+        status: None,
+        result: None,
+        context: input.context.clone(),
+        latency_us: Some(latency_us),
+        gateway: state.instance_id.clone(),
+    }
+}
+
+fn respond(
+    mode: Mode,
+    route: Route,
+    decision: Decision,
+    input: CheckInput,
+    trace: &TraceId,
+    audit_id: String,
+) -> Response {
+    let enforced = mode == Mode::Enforce;
+    let status = match (enforced, decision.effect, decision.code, route) {
+        (false, ..) | (true, Effect::Allow, ..) => StatusCode::OK,
+        (true, _, Code::RateLimited, Route::Get) => StatusCode::TOO_MANY_REQUESTS,
+        (true, Effect::Deny | Effect::RequireApproval, ..) => StatusCode::FORBIDDEN,
+    };
+    let retry_after = decision.retry_after_secs;
+    let body = DecisionBody {
+        allowed: !enforced || decision.effect == Effect::Allow,
+        decision: decision.effect.as_str(),
+        code: decision.code.as_str(),
+        message: decision.reason.clone(),
+        reason: decision.reason,
+        action: input.action,
+        resource: input.resource,
+        policy: decision.policy,
+        rule: decision.rule,
+        requires_approval: decision.effect == Effect::RequireApproval,
+        approval_id: decision.approval_id,
+        retry_after_seconds: retry_after,
+        enforced,
+        trace_id: trace.0.clone(),
+        audit_id: Some(audit_id),
+    };
+    let mut response = (status, Json(body)).into_response();
+    if let (Some(secs), true) = (retry_after, status != StatusCode::OK) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+/// 503: the store could not be reached (or the audit event not written); nothing is allowed,
+/// whatever the mode, and no event exists for this answer.
+fn unavailable(state: &AppState, input: &CheckInput, trace: &TraceId, cause: &str) -> Response {
+    tracing::error!(%cause, action = %input.action, trace = %trace.0, "store unavailable: check denied");
+    state
+        .metrics
+        .decisions
+        .with_label_values(&["deny", "unavailable"])
+        .inc();
+    let reason = "store unavailable: nothing is allowed until it is back".to_owned();
+    let body = DecisionBody {
+        allowed: false,
+        decision: "deny",
+        code: "unavailable",
+        message: reason.clone(),
+        reason,
+        action: input.action.clone(),
+        resource: input.resource.clone(),
+        policy: None,
+        rule: None,
+        requires_approval: false,
+        approval_id: None,
+        retry_after_seconds: None,
+        enforced: true,
+        trace_id: trace.0.clone(),
+        audit_id: None,
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+/// The action and resource of a body that has not been validated, for the audit event of a
+/// refused request (best effort: a refused request may send anything).
+fn lenient_action(body: &[u8]) -> (Option<String>, Option<String>) {
+    let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let field = |name: &str| value.get(name).and_then(Value::as_str).map(str::to_owned);
+    (field("action"), field("resource"))
+}
+
+/// Answers an agent request refused before any decision; audits it when the token was validly
+/// signed (SPEC 6).
+async fn refuse(
+    state: &AppState,
+    err: AgentAuthError,
+    trace: &TraceId,
+    (action, resource): (Option<String>, Option<String>),
+) -> Response {
+    match err {
+        AgentAuthError::Rejected(message) => {
+            tracing::info!(trace = %trace.0, %message, "agent request refused");
+            ApiError::Unauthorized(message).into_response()
+        }
+        AgentAuthError::RejectedAudited { message, agent } => {
+            tracing::warn!(trace = %trace.0, agent = %agent.name, %message, "agent request refused");
+            let event = NewAuditEvent {
+                id: uuid::Uuid::now_v7().to_string(),
+                ts: OffsetDateTime::now_utc(),
+                kind: AuditKind::Check,
+                agent: Some(agent),
+                action: action.unwrap_or_default(),
+                resource,
+                decision: Some("deny".into()),
+                code: Some("unauthorized".into()),
+                reason: Some(message.clone()),
+                policy: None,
+                rule: None,
+                trace_id: Some(trace.0.clone()),
+                approval_id: None,
+                status: None,
+                result: None,
+                context: Map::new(),
+                latency_us: None,
+                gateway: state.instance_id.clone(),
+            };
+            if let Err(err) = state.audit.append(event).await {
+                tracing::error!(error = %err, "refused request could not be audited");
+            }
+            state
+                .metrics
+                .decisions
+                .with_label_values(&["deny", "unauthorized"])
+                .inc();
+            ApiError::Unauthorized(message).into_response()
+        }
+        AgentAuthError::Unavailable(cause) => {
+            let input = CheckInput {
+                action: action.unwrap_or_default(),
+                resource: resource.unwrap_or_else(|| "*".into()),
+                context: Map::new(),
+                approval_id: None,
+            };
+            unavailable(state, &input, trace, &cause)
+        }
+        AgentAuthError::Internal(cause) => ApiError::Internal(cause).into_response(),
+    }
+}
+
+/// The body of `POST /proxy/governance/record`.
+#[derive(Debug, Deserialize)]
+struct RecordBody {
+    action: String,
+    #[serde(default)]
+    resource: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    result: Option<String>,
+    #[serde(default)]
+    audit_id: Option<String>,
+    #[serde(default)]
+    duration_ms: Option<f64>,
+    #[serde(default)]
+    context: Option<Map<String, Value>>,
+}
+
+/// The answer to a record.
+#[derive(Debug, Serialize)]
+struct Recorded {
+    recorded: bool,
+    audit_id: String,
+}
+
+/// Cuts `text` to at most `max` bytes at a character boundary.
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// `POST /proxy/governance/record`: the agent reports what an action did. Never charged.
+pub async fn record(
+    State(state): State<AppState>,
+    Extension(trace): Extension<TraceId>,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Response {
+    let agent = match authenticate_agent(&state, &headers).await {
+        Ok(agent) => agent,
+        Err(AgentAuthError::Unavailable(cause)) => {
+            return ApiError::Unavailable(cause).into_response();
+        }
+        Err(err) => return refuse(&state, err, &trace, lenient_action(&body)).await,
+    };
+    let input = match parse_json::<RecordBody>(&body) {
+        Ok(input) => input,
+        Err(err) => return err.into_response(),
+    };
+    let action = match require_action(input.action, "action") {
+        Ok(action) => action,
+        Err(err) => return err.into_response(),
+    };
+    // The check this record belongs to and the reported duration go with the context: they are
+    // the agent's statements, not the gateway's measurements.
+    let mut context = input.context.unwrap_or_default();
+    if let Some(check) = input.audit_id {
+        context.insert("check_audit_id".into(), Value::String(check));
+    }
+    if let Some(ms) = input.duration_ms.and_then(serde_json::Number::from_f64) {
+        context.insert("duration_ms".into(), Value::Number(ms));
+    }
+    let event = NewAuditEvent {
+        id: uuid::Uuid::now_v7().to_string(),
+        ts: OffsetDateTime::now_utc(),
+        kind: AuditKind::Record,
+        agent: Some(AuditAgent {
+            id: agent.record.id.clone(),
+            name: agent.record.name.clone(),
+        }),
+        action,
+        resource: input.resource,
+        decision: None,
+        code: None,
+        reason: None,
+        policy: None,
+        rule: None,
+        trace_id: Some(trace.0.clone()),
+        approval_id: None,
+        status: input.status,
+        result: input.result.map(|r| truncate(r, MAX_RESULT_BYTES)),
+        context,
+        latency_us: None,
+        gateway: state.instance_id.clone(),
+    };
+    let audit_id = event.id.clone();
+    match state.audit.append(event).await {
+        Ok(()) => (
+            StatusCode::CREATED,
+            Json(Recorded {
+                recorded: true,
+                audit_id,
+            }),
+        )
+            .into_response(),
+        Err(err) => ApiError::Unavailable(err.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn truncation_respects_character_boundaries() {
+        assert_eq!(truncate("héllo".into(), 2), "h");
+        assert_eq!(truncate("hello".into(), 10), "hello");
+    }
+}

@@ -1,0 +1,88 @@
+//! The router: which path goes to which handler, and which guard protects it.
+
+mod admin_event;
+mod agents;
+mod audit;
+mod check;
+mod decide;
+mod health;
+mod policies;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+
+use crate::auth::require_admin;
+use crate::state::AppState;
+use crate::trace::with_trace_id;
+
+pub use check::DecisionBody;
+
+/// Builds the whole application: agent endpoints under `/proxy`, the admin API under `/admin`,
+/// and `/`, `/health`, `/metrics`.
+pub fn app(state: AppState) -> Router {
+    let proxy = Router::new()
+        .route("/proxy/governance/check", post(check::post_check))
+        .route("/proxy/check", get(check::get_check))
+        .route("/proxy/governance/record", post(check::record))
+        .layer(middleware::from_fn(with_trace_id));
+
+    let admin = Router::new()
+        .route("/agents", get(agents::list).post(agents::create))
+        .route(
+            "/agents/{agent}",
+            get(agents::show)
+                .patch(agents::update)
+                .delete(agents::delete),
+        )
+        .route("/agents/{agent}/token", post(agents::issue_token))
+        .route("/agents/{agent}/revoke", post(agents::revoke))
+        .route("/agents/{agent}/restore", post(agents::restore))
+        .route("/agents/{agent}/permissions", get(agents::permissions))
+        .route("/policies", get(policies::list).post(policies::apply_any))
+        .route("/policies/validate", post(policies::validate))
+        .route(
+            "/policies/{name}",
+            get(policies::show)
+                .put(policies::apply_named)
+                .delete(policies::delete),
+        )
+        .route("/policies/{name}/revisions", get(policies::revisions))
+        .route("/decide", post(decide::decide))
+        .route("/audit", get(audit::query))
+        .route("/audit/stream", get(audit::stream))
+        .route("/audit/stats", get(audit::stats))
+        .route("/audit/verify", get(audit::verify))
+        .route("/audit/export", get(audit::export))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+
+    Router::new()
+        .route("/", get(health::root))
+        .route("/health", get(health::health))
+        .route("/metrics", get(health::metrics))
+        .merge(proxy)
+        .nest("/admin", admin)
+        // Our extractors enforce the configured limit themselves and answer in our error shape.
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_rejections,
+        ))
+        .with_state(state)
+}
+
+/// Counts the answers that are not audited (400, 401, 413) or could not be (500, 503).
+async fn count_rejections(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    if matches!(status, 400 | 401 | 413 | 500 | 503) {
+        state
+            .metrics
+            .rejections
+            .with_label_values(&[&status.to_string()])
+            .inc();
+    }
+    response
+}

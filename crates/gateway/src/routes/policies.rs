@@ -1,0 +1,216 @@
+//! `/admin/policies`: apply (YAML or JSON body, upsert by name), list, show, delete, revisions,
+//! and validate without applying. Every change is audited (kind `admin`).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use meshguard_policy::{AgentProfile, Policy, lint, parse_policy};
+use meshguard_store::{PolicyOrigin, PolicyUpsert, StoredPolicy};
+use serde_json::{Map, Value, json};
+
+use super::admin_event::{AdminChange, record_change};
+use crate::auth::profile_of;
+use crate::error::ApiError;
+use crate::extract::LimitedBody;
+use crate::state::AppState;
+
+fn text_of(body: &[u8]) -> Result<&str, ApiError> {
+    std::str::from_utf8(body).map_err(|_| ApiError::BadRequest("body: not UTF-8 text".into()))
+}
+
+/// A stored policy as the API shows it: the stored fields, the source text, and the parsed
+/// policy in camelCase JSON.
+fn policy_json(stored: &StoredPolicy, with_source: bool) -> Value {
+    let parsed = parse_policy(stored.origin.as_str(), &stored.source).ok();
+    let mut body = json!({
+        "name": stored.name,
+        "version": stored.version,
+        "description": parsed.as_ref().and_then(|p| p.description().map(str::to_owned)),
+        "origin": stored.origin,
+        "revision": stored.revision,
+        "createdAt": stored.created_at.format(&time::format_description::well_known::Rfc3339).ok(),
+        "updatedAt": stored.updated_at.format(&time::format_description::well_known::Rfc3339).ok(),
+        "policy": parsed,
+    });
+    if let (true, Some(map)) = (with_source, body.as_object_mut()) {
+        map.insert("source".into(), Value::String(stored.source.clone()));
+    }
+    body
+}
+
+/// `GET /admin/policies`: every policy in force, by name.
+pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let stored = state.store.list_policies().await?;
+    let policies: Vec<Value> = stored.iter().map(|p| policy_json(p, false)).collect();
+    Ok(Json(json!({ "policies": policies })))
+}
+
+/// `GET /admin/policies/{name}`.
+pub async fn show(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let stored = state.store.get_policy(&name).await?;
+    Ok(Json(policy_json(&stored, true)))
+}
+
+/// `GET /admin/policies/{name}/revisions`: every stored body, oldest first.
+pub async fn revisions(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let revisions = state.store.policy_revisions(&name).await?;
+    Ok(Json(json!({ "name": name, "revisions": revisions })))
+}
+
+async fn apply(
+    state: &AppState,
+    headers: &HeaderMap,
+    text: &str,
+    expected_name: Option<&str>,
+) -> Result<Response, ApiError> {
+    // Check the path's name before anything is stored, so a mismatch changes nothing.
+    if let Some(expected) = expected_name {
+        let parsed = parse_policy("request body", text).map_err(|err| ApiError::InvalidPolicy {
+            message: err.to_string(),
+            errors: vec![err.to_string()],
+        })?;
+        if parsed.name() != expected {
+            return Err(ApiError::BadRequest(format!(
+                "name: the body names policy `{}` but the path names `{expected}`",
+                parsed.name()
+            )));
+        }
+    }
+    let (policy, upsert): (Policy, PolicyUpsert) =
+        state.policies.apply(PolicyOrigin::Api, text).await?;
+    if upsert.changed {
+        let mut context = Map::new();
+        context.insert("revision".into(), json!(upsert.revision));
+        context.insert("version".into(), Value::String(policy.version().to_owned()));
+        record_change(
+            state,
+            headers,
+            AdminChange {
+                action: "policy.apply",
+                agent: None,
+                resource: policy.name(),
+                reason: format!(
+                    "policy `{}` applied (revision {})",
+                    policy.name(),
+                    upsert.revision
+                ),
+                context,
+            },
+        )
+        .await?;
+    }
+    let status = if upsert.revision == 1 && upsert.changed {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut body = policy_json(&upsert.policy, true);
+    if let Some(map) = body.as_object_mut() {
+        map.insert("changed".into(), Value::Bool(upsert.changed));
+    }
+    Ok((status, Json(body)).into_response())
+}
+
+/// `POST /admin/policies`: upsert by the body's `name`.
+pub async fn apply_any(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Result<Response, ApiError> {
+    apply(&state, &headers, text_of(&body)?, None).await
+}
+
+/// `PUT /admin/policies/{name}`: upsert; the body's `name` must be `{name}`.
+pub async fn apply_named(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Result<Response, ApiError> {
+    apply(&state, &headers, text_of(&body)?, Some(&name)).await
+}
+
+/// `DELETE /admin/policies/{name}`: out of force; its revisions stay.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let deleted = state.policies.delete(&name, true).await?;
+    let mut context = Map::new();
+    context.insert("revision".into(), json!(deleted.revision));
+    record_change(
+        &state,
+        &headers,
+        AdminChange {
+            action: "policy.delete",
+            agent: None,
+            resource: &deleted.name,
+            reason: format!("policy `{}` deleted", deleted.name),
+            context,
+        },
+    )
+    .await?;
+    Ok(Json(
+        json!({ "deleted": true, "name": deleted.name, "revision": deleted.revision }),
+    ))
+}
+
+/// `POST /admin/policies/validate`: parses the body as one policy and lints it together with the
+/// policies in force and the stored agents; changes nothing. Always 200 with `valid`.
+pub async fn validate(
+    State(state): State<AppState>,
+    LimitedBody(body): LimitedBody,
+) -> Result<Json<Value>, ApiError> {
+    let text = text_of(&body)?;
+    let policy = match parse_policy("request body", text) {
+        Ok(policy) => policy,
+        Err(err) => {
+            return Ok(Json(json!({
+                "valid": false,
+                "errors": [{"message": err.to_string(), "line": err.line(), "column": err.column(), "path": err.path()}],
+                "warnings": [],
+            })));
+        }
+    };
+    let mut policies: Vec<Policy> = state
+        .policies
+        .current()
+        .policies()
+        .filter(|p| p.name() != policy.name())
+        .cloned()
+        .collect();
+    policies.push(policy.clone());
+    let agents: Vec<AgentProfile> = state
+        .store
+        .list_agents()
+        .await?
+        .iter()
+        .filter_map(|a| profile_of(a).ok())
+        .collect();
+    let warnings: Vec<Value> = lint(&policies, Some(&agents))
+        .into_iter()
+        .filter(|w| w.policy == policy.name())
+        .map(|w| {
+            let text = w.to_string();
+            let mut value = serde_json::to_value(&w).unwrap_or(Value::Null);
+            if let Some(map) = value.as_object_mut() {
+                map.insert("text".into(), Value::String(text));
+            }
+            value
+        })
+        .collect();
+    Ok(Json(json!({
+        "valid": true,
+        "name": policy.name(),
+        "errors": [],
+        "warnings": warnings,
+    })))
+}

@@ -1,0 +1,271 @@
+//! Starting and stopping a gateway: data dir, store, policies, background tasks, HTTP server,
+//! and a graceful shutdown that flushes the audit trail.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshguard_policy::parse_policy;
+use meshguard_store::{StoreError, StoreLocation};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::config::{Config, Mode};
+use crate::data_dir::{DataDir, DataDirError};
+use crate::policy_files::{PolicyDir, PolicyDirError, spawn_watcher};
+use crate::rate_limit::SystemClock;
+use crate::routes::app;
+use crate::state::{AppState, GatewayOptions, StartError};
+
+/// Why the gateway did not start (or stopped with an error).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The data directory cannot be prepared.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// The store cannot be opened.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The gateway state cannot be built.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The policies directory cannot be read.
+    #[error("policies directory: {0}")]
+    PolicyDir(#[from] PolicyDirError),
+    /// Policy files that do not validate (`--validate-only`).
+    #[error("{count} policy file(s) do not validate:\n{errors}")]
+    InvalidPolicies {
+        /// How many.
+        count: usize,
+        /// One `file:line:col: …` line each.
+        errors: String,
+    },
+    /// A configured feature this gateway does not provide.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The server failed while running.
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Where the store lives for this config: `--database-url` (a URL, or a plain path that the
+/// documented `DB_PATH` gives), else `<data-dir>/meshguard.db`.
+pub fn store_location(config: &Config) -> Result<StoreLocation, StoreError> {
+    match config.database_url.as_deref() {
+        None => Ok(StoreLocation::in_data_dir(&config.data_dir)),
+        Some(url) if url.contains("://") || url.starts_with("sqlite:") => StoreLocation::parse(url),
+        Some(path) => Ok(StoreLocation::Sqlite { path: path.into() }),
+    }
+}
+
+fn refuse_unsupported(config: &Config) -> Result<(), ServeError> {
+    if config.redis_url.is_some() {
+        return Err(ServeError::Unsupported(
+            "redis.url: global rate limits through Redis are not available in this build; remove the setting to use in-memory limits".into(),
+        ));
+    }
+    if config.tls.is_some() {
+        return Err(ServeError::Unsupported(
+            "tls: this build serves plain HTTP; terminate TLS in front of the gateway".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `serve --validate-only`: checks the configuration, the database URL and every policy file
+/// without creating or starting anything. Returns one line per thing checked.
+pub fn validate_only(config: &Config) -> Result<Vec<String>, ServeError> {
+    refuse_unsupported(config)?;
+    let location = store_location(config)?;
+    let mut report = vec![
+        format!("listen: {}", config.listen),
+        format!("mode: {}", config.mode.as_str()),
+        format!("data dir: {}", config.data_dir.display()),
+        format!("store: {location}"),
+    ];
+    if let Some(dir) = &config.policies_dir {
+        let mut errors = Vec::new();
+        let mut count = 0usize;
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            ServeError::Unsupported(format!("policies directory {}: {e}", dir.display()))
+        })?;
+        let mut paths: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            count += 1;
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    if let Err(err) = parse_policy(&path.display().to_string(), &text) {
+                        errors.push(err.to_string());
+                    }
+                }
+                Err(err) => errors.push(format!("{}: {err}", path.display())),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ServeError::InvalidPolicies {
+                count: errors.len(),
+                errors: errors.join("\n"),
+            });
+        }
+        report.push(format!(
+            "policies: {count} file(s) in {} valid",
+            dir.display()
+        ));
+    }
+    Ok(report)
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM: the signal to pass to [`serve`].
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = interrupt => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+/// Runs the gateway until `shutdown` resolves, then stops accepting requests, lets the ones in
+/// flight finish, and commits every queued audit event before returning.
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    refuse_unsupported(&config)?;
+    let dir = DataDir::open(&config.data_dir, config.admin_token.as_ref())?;
+    let location = store_location(&config)?;
+    let store = meshguard_store::open(&location).await?;
+    tracing::info!(store = %location, gateway = %dir.instance_id, "store opened");
+    let options = GatewayOptions {
+        mode: config.mode,
+        body_limit: config.body_limit,
+        audit_durability: config.audit_durability,
+        approval_timeout: config.approval_timeout,
+        clock: Arc::new(SystemClock::new()),
+    };
+    let (state, background) = AppState::new(Arc::clone(&store), &dir, options).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    if let Some(policies_dir) = &config.policies_dir {
+        let loaded = PolicyDir::load(&state.policies, &*store, policies_dir).await?;
+        tracing::info!(dir = %policies_dir.display(), "policies directory loaded; watching for changes");
+        tasks.push(spawn_watcher(
+            Arc::clone(&state.policies),
+            loaded,
+            stop_rx.clone(),
+        ));
+    }
+    tasks.push(spawn_housekeeping(
+        state.clone(),
+        config.audit_retention,
+        stop_rx.clone(),
+    ));
+    announce(&config, &dir.path);
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, mode = config.mode.as_str(), "meshguard gateway listening");
+    let served = axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(shutdown)
+        .await;
+
+    tracing::info!("shutting down: flushing the audit trail");
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    state.audit.shutdown().await;
+    if let Err(err) = background.audit_task.await {
+        tracing::error!(error = %err, "audit writer ended abnormally");
+    }
+    tracing::info!("gateway stopped");
+    served.map_err(ServeError::Io)
+}
+
+fn announce(config: &Config, data_dir: &Path) {
+    match config.mode {
+        Mode::Enforce => {}
+        Mode::Audit => tracing::warn!(
+            "AUDIT MODE: decisions are computed and recorded but NOT enforced; every check answers 200"
+        ),
+        Mode::Bypass => tracing::warn!(
+            "BYPASS MODE: NO POLICY IS EVALUATED, EVERY ACTION IS ALLOWED. For development only; never run this in production"
+        ),
+    }
+    if config.proxy_target.is_some() || !config.targets.is_empty() {
+        tracing::warn!("proxy targets are configured but this build does not proxy requests yet");
+    }
+    if config.alerts.webhook_url.is_some() || config.alerts.slack_webhook.is_some() {
+        tracing::warn!("alerts are configured but this build does not send alerts yet");
+    }
+    tracing::info!(data_dir = %data_dir.display(), "data directory ready");
+}
+
+/// Hourly audit retention and minutely approval expiry.
+fn spawn_housekeeping(
+    state: AppState,
+    retention: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(60));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut minutes = 0u32;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {},
+                _ = stop.changed() => break,
+            }
+            let now = OffsetDateTime::now_utc();
+            if let Err(err) = state.store.expire_approvals(now).await {
+                tracing::warn!(error = %err, "approval expiry failed; will retry");
+            }
+            let cutoff = i64::try_from(retention.as_secs())
+                .ok()
+                .and_then(|secs| now.checked_sub(time::Duration::seconds(secs)));
+            if let (0, Some(cutoff)) = (minutes % 60, cutoff) {
+                match state.store.apply_retention(cutoff).await {
+                    Ok(report) if report.deleted > 0 => {
+                        tracing::info!(deleted = report.deleted, "audit retention applied");
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, "audit retention failed; will retry"),
+                }
+            }
+            minutes = minutes.wrapping_add(1);
+        }
+    })
+}

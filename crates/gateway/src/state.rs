@@ -1,0 +1,160 @@
+//! Everything a request handler needs, shared behind one `Arc`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRef;
+use meshguard_store::Store;
+use tokio::task::JoinHandle;
+
+use crate::audit_writer::AuditWriter;
+use crate::config::{AuditDurability, Mode, Secret};
+use crate::data_dir::DataDir;
+use crate::extract::BodyLimit;
+use crate::metrics::GatewayMetrics;
+use crate::policies::{PolicyChangeError, PolicyRegistry};
+use crate::rate_limit::{Clock, RateLimiter, SystemClock};
+use crate::token::TokenKeys;
+
+/// Settings of one gateway that tests choose freely (no config file, no environment).
+#[derive(Clone)]
+pub struct GatewayOptions {
+    /// Enforce, audit or bypass.
+    pub mode: Mode,
+    /// Largest accepted body.
+    pub body_limit: usize,
+    /// Whether responses wait for their audit event.
+    pub audit_durability: AuditDurability,
+    /// Approval timeout when no policy sets one.
+    pub approval_timeout: Duration,
+    /// The rate limiter's clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        GatewayOptions {
+            mode: Mode::Enforce,
+            body_limit: crate::config::DEFAULT_BODY_LIMIT,
+            audit_durability: AuditDurability::Sync,
+            approval_timeout: crate::config::DEFAULT_APPROVAL_TIMEOUT,
+            clock: Arc::new(SystemClock::new()),
+        }
+    }
+}
+
+impl std::fmt::Debug for GatewayOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayOptions")
+            .field("mode", &self.mode)
+            .field("body_limit", &self.body_limit)
+            .field("audit_durability", &self.audit_durability)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The shared state of one gateway.
+pub struct Gateway {
+    /// Agents, tokens, policies, approvals, audit.
+    pub store: Arc<dyn Store>,
+    /// Policies in force.
+    pub policies: Arc<PolicyRegistry>,
+    /// Signing keys for agent tokens.
+    pub keys: TokenKeys,
+    /// The admin secret.
+    pub admin_token: Secret,
+    /// This gateway's instance id (its audit chain).
+    pub instance_id: String,
+    /// Enforce, audit or bypass.
+    pub mode: Mode,
+    /// Rate-limit counters.
+    pub limiter: RateLimiter,
+    /// The audit group-commit writer.
+    pub audit: AuditWriter,
+    /// Prometheus metrics.
+    pub metrics: GatewayMetrics,
+    /// Largest accepted body.
+    pub body_limit: usize,
+    /// Approval timeout when no policy sets one.
+    pub approval_timeout: Duration,
+    /// When the gateway started, for `/health`.
+    pub started: Instant,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("instance_id", &self.instance_id)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The axum state: a cheap handle on the [`Gateway`].
+#[derive(Clone, Debug)]
+pub struct AppState(pub Arc<Gateway>);
+
+impl std::ops::Deref for AppState {
+    type Target = Gateway;
+    fn deref(&self) -> &Gateway {
+        &self.0
+    }
+}
+
+impl FromRef<AppState> for BodyLimit {
+    fn from_ref(state: &AppState) -> BodyLimit {
+        BodyLimit(state.body_limit)
+    }
+}
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The metrics registry refused a metric (a bug).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// Stored policies do not load.
+    #[error("stored policies do not load: {0}")]
+    Policies(#[from] PolicyChangeError),
+}
+
+/// Background tasks that must finish before the process exits.
+#[derive(Debug)]
+pub struct Background {
+    /// The audit writer task; it ends after [`AuditWriter::shutdown`].
+    pub audit_task: JoinHandle<()>,
+}
+
+impl AppState {
+    /// Builds the state of a gateway over `store`, with the keys and ids of `dir`, and loads the
+    /// stored policies. The audit writer starts here.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        dir: &DataDir,
+        options: GatewayOptions,
+    ) -> Result<(AppState, Background), StartError> {
+        let metrics = GatewayMetrics::new()?;
+        let policies = Arc::new(PolicyRegistry::load(Arc::clone(&store)).await?);
+        let (audit, audit_task) = AuditWriter::start(
+            Arc::clone(&store),
+            metrics.clone(),
+            dir.instance_id.clone(),
+            options.audit_durability,
+        );
+        let gateway = Gateway {
+            store,
+            policies,
+            keys: dir.keys.clone(),
+            admin_token: dir.admin_token.clone(),
+            instance_id: dir.instance_id.clone(),
+            mode: options.mode,
+            limiter: RateLimiter::new(options.clock),
+            audit,
+            metrics,
+            body_limit: options.body_limit,
+            approval_timeout: options.approval_timeout,
+            started: Instant::now(),
+        };
+        Ok((AppState(Arc::new(gateway)), Background { audit_task }))
+    }
+}
