@@ -6,8 +6,8 @@ use time::OffsetDateTime;
 use crate::{
     AgentPatch, AgentRecord, AgentStatus, ApprovalDecision, ApprovalRecord, ApprovalStatus,
     AuditEvent, AuditFilter, AuditPage, AuditStats, NewAgent, NewApproval, NewAuditEvent,
-    NewPolicy, NewToken, PolicyRevision, PolicyUpsert, RetentionReport, StatsQuery, StoreError,
-    StoredPolicy, TokenRecord, VerifyReport,
+    NewPolicy, NewToken, PolicyRevision, PolicyUpsert, RetentionReport, StatsQuery, StoreChange,
+    StoreError, StoredPolicy, TokenRecord, VerifyReport,
 };
 
 /// Everything MeshGuard persists. The gateway holds it as `Arc<dyn Store>`; [`crate::open`]
@@ -22,6 +22,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Round trip to the database, for `/health`; fails when the store is unreachable.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Changes to agents, tokens, policies and approvals, as they commit. On PostgreSQL these
+    /// are the changes of every gateway sharing the database (LISTEN/NOTIFY, typically within
+    /// milliseconds); on SQLite, the changes made through this store. A receiver that lags
+    /// gets `RecvError::Lagged` and should reload as for [`StoreChange::Resync`].
+    fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<StoreChange>;
 
     // ----- agents -----
 

@@ -6,6 +6,7 @@
 pub(crate) mod agent;
 pub(crate) mod approval;
 pub(crate) mod audit;
+pub(crate) mod change;
 pub(crate) mod policy;
 pub(crate) mod token;
 
@@ -18,5 +19,6 @@ pub use audit::{
     ChainAnchor, ChainBreak, ChainReport, HourlyBucket, MAX_RESULT_BYTES, NewAuditEvent,
     RetentionReport, StatsQuery, VerifyReport,
 };
+pub use change::StoreChange;
 pub use policy::{NewPolicy, PolicyOrigin, PolicyRevision, PolicyUpsert, StoredPolicy};
 pub use token::{NewToken, TokenRecord};

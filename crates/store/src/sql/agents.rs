@@ -82,12 +82,15 @@ pub(super) async fn get(store: &SqlStore, id_or_name: &str) -> Result<AgentRecor
 }
 
 pub(super) async fn list(store: &SqlStore) -> Result<Vec<AgentRecord>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM agents ORDER BY name");
+    let sql = format!("SELECT {COLUMNS} FROM agents");
     let rows = sqlx::query(&sql)
         .fetch_all(&store.pool)
         .await
         .map_err(db_error)?;
-    rows.iter().map(from_row).collect()
+    let mut agents = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    // Byte-wise by name, whatever the database's collation says.
+    agents.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    Ok(agents)
 }
 
 pub(super) async fn update(

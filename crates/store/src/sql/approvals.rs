@@ -219,14 +219,17 @@ pub(super) async fn mark_used(
     Err(StoreError::conflict(format!("approval `{id}`"), reason))
 }
 
-pub(super) async fn expire(store: &SqlStore, now: OffsetDateTime) -> Result<u64, StoreError> {
-    let result = sqlx::query(
+/// Returns the ids of the approvals that expired.
+pub(super) async fn expire(
+    store: &SqlStore,
+    now: OffsetDateTime,
+) -> Result<Vec<String>, StoreError> {
+    sqlx::query_scalar(
         "UPDATE approvals SET status = 'expired' \
-         WHERE status IN ('pending', 'approved') AND expires_at <= $1",
+         WHERE status IN ('pending', 'approved') AND expires_at <= $1 RETURNING id",
     )
     .bind(micros(now))
-    .execute(&store.pool)
+    .fetch_all(&store.pool)
     .await
-    .map_err(db_error)?;
-    Ok(result.rows_affected())
+    .map_err(db_error)
 }

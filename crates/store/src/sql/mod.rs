@@ -9,6 +9,7 @@
 mod agents;
 mod approvals;
 mod audit;
+mod changes;
 mod policies;
 mod tokens;
 
@@ -24,7 +25,7 @@ use crate::{
     AgentPatch, AgentRecord, AgentStatus, ApprovalDecision, ApprovalRecord, ApprovalStatus,
     AuditEvent, AuditFilter, AuditPage, AuditStats, NewAgent, NewApproval, NewAuditEvent,
     NewPolicy, NewToken, PolicyRevision, PolicyUpsert, RetentionReport, StatsQuery, Store,
-    StoreError, StoreLocation, StoredPolicy, TokenRecord, VerifyReport,
+    StoreChange, StoreError, StoreLocation, StoredPolicy, TokenRecord, VerifyReport,
 };
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -77,6 +78,17 @@ pub(crate) struct SqlStore {
     /// One audit append at a time in this process: the group-commit writer is the only caller
     /// in practice, and queuing here is cheaper than SQLite busy-waiting on its write lock.
     append_lock: tokio::sync::Mutex<()>,
+    changes: tokio::sync::broadcast::Sender<StoreChange>,
+    /// Forwards PostgreSQL notifications into `changes`; stopped when the store is dropped.
+    listener: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for SqlStore {
+    fn drop(&mut self) {
+        if let Some(listener) = &self.listener {
+            listener.abort();
+        }
+    }
 }
 
 impl SqlStore {
@@ -129,11 +141,25 @@ impl SqlStore {
             Dialect::Postgres => &POSTGRES_MIGRATIONS,
         };
         migrator.run(&pool).await.map_err(migration_error)?;
+        let (changes, _) = tokio::sync::broadcast::channel(changes::CAPACITY);
+        let listener = match location {
+            StoreLocation::Sqlite { .. } => None,
+            StoreLocation::Postgres { url } => {
+                let listener = changes::listen(url).await?;
+                Some(tokio::spawn(changes::forward(
+                    url.clone(),
+                    listener,
+                    changes.clone(),
+                )))
+            }
+        };
         tracing::debug!(store = %location, "store opened and migrated");
         Ok(Self {
             pool,
             dialect,
             append_lock: tokio::sync::Mutex::new(()),
+            changes,
+            listener,
         })
     }
 
@@ -282,8 +308,17 @@ impl Store for SqlStore {
             .map_err(db_error)
     }
 
+    fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<StoreChange> {
+        self.changes.subscribe()
+    }
+
     async fn create_agent(&self, agent: NewAgent) -> Result<AgentRecord, StoreError> {
-        agents::create(self, agent).await
+        let created = agents::create(self, agent).await?;
+        self.announce(StoreChange::Agent {
+            id: created.id.clone(),
+        })
+        .await;
+        Ok(created)
     }
 
     async fn get_agent(&self, id_or_name: &str) -> Result<AgentRecord, StoreError> {
@@ -299,7 +334,12 @@ impl Store for SqlStore {
         id_or_name: &str,
         patch: AgentPatch,
     ) -> Result<AgentRecord, StoreError> {
-        agents::update(self, id_or_name, patch).await
+        let updated = agents::update(self, id_or_name, patch).await?;
+        self.announce(StoreChange::Agent {
+            id: updated.id.clone(),
+        })
+        .await;
+        Ok(updated)
     }
 
     async fn set_agent_status(
@@ -307,11 +347,21 @@ impl Store for SqlStore {
         id_or_name: &str,
         status: AgentStatus,
     ) -> Result<AgentRecord, StoreError> {
-        agents::set_status(self, id_or_name, status).await
+        let changed = agents::set_status(self, id_or_name, status).await?;
+        self.announce(StoreChange::Agent {
+            id: changed.id.clone(),
+        })
+        .await;
+        Ok(changed)
     }
 
     async fn purge_agent(&self, id_or_name: &str) -> Result<AgentRecord, StoreError> {
-        agents::purge(self, id_or_name).await
+        let purged = agents::purge(self, id_or_name).await?;
+        self.announce(StoreChange::Agent {
+            id: purged.id.clone(),
+        })
+        .await;
+        Ok(purged)
     }
 
     async fn insert_token(&self, token: NewToken) -> Result<TokenRecord, StoreError> {
@@ -336,11 +386,25 @@ impl Store for SqlStore {
         keep_jti: Option<&str>,
         at: OffsetDateTime,
     ) -> Result<u64, StoreError> {
-        tokens::revoke_all(self, agent_id, keep_jti, at).await
+        let revoked = tokens::revoke_all(self, agent_id, keep_jti, at).await?;
+        if revoked > 0 {
+            self.announce(StoreChange::Tokens {
+                agent_id: agent_id.to_owned(),
+            })
+            .await;
+        }
+        Ok(revoked)
     }
 
     async fn upsert_policy(&self, policy: NewPolicy) -> Result<PolicyUpsert, StoreError> {
-        policies::upsert(self, policy).await
+        let upsert = policies::upsert(self, policy).await?;
+        if upsert.changed {
+            self.announce(StoreChange::Policy {
+                name: upsert.policy.name.clone(),
+            })
+            .await;
+        }
+        Ok(upsert)
     }
 
     async fn list_policies(&self) -> Result<Vec<StoredPolicy>, StoreError> {
@@ -352,7 +416,12 @@ impl Store for SqlStore {
     }
 
     async fn delete_policy(&self, name: &str) -> Result<StoredPolicy, StoreError> {
-        policies::delete(self, name).await
+        let deleted = policies::delete(self, name).await?;
+        self.announce(StoreChange::Policy {
+            name: deleted.name.clone(),
+        })
+        .await;
+        Ok(deleted)
     }
 
     async fn policy_revisions(&self, name: &str) -> Result<Vec<PolicyRevision>, StoreError> {
@@ -360,7 +429,12 @@ impl Store for SqlStore {
     }
 
     async fn create_approval(&self, approval: NewApproval) -> Result<ApprovalRecord, StoreError> {
-        approvals::create(self, approval).await
+        let created = approvals::create(self, approval).await?;
+        self.announce(StoreChange::Approval {
+            id: created.id.clone(),
+        })
+        .await;
+        Ok(created)
     }
 
     async fn get_approval(&self, id: &str) -> Result<ApprovalRecord, StoreError> {
@@ -388,7 +462,12 @@ impl Store for SqlStore {
         id: &str,
         decision: ApprovalDecision,
     ) -> Result<ApprovalRecord, StoreError> {
-        approvals::decide(self, id, decision).await
+        let decided = approvals::decide(self, id, decision).await?;
+        self.announce(StoreChange::Approval {
+            id: decided.id.clone(),
+        })
+        .await;
+        Ok(decided)
     }
 
     async fn mark_approval_used(
@@ -396,11 +475,20 @@ impl Store for SqlStore {
         id: &str,
         at: OffsetDateTime,
     ) -> Result<ApprovalRecord, StoreError> {
-        approvals::mark_used(self, id, at).await
+        let used = approvals::mark_used(self, id, at).await?;
+        self.announce(StoreChange::Approval {
+            id: used.id.clone(),
+        })
+        .await;
+        Ok(used)
     }
 
     async fn expire_approvals(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        approvals::expire(self, now).await
+        let expired = approvals::expire(self, now).await?;
+        let count = expired.len() as u64;
+        self.announce_all(expired.into_iter().map(|id| StoreChange::Approval { id }))
+            .await;
+        Ok(count)
     }
 
     async fn append_audit(&self, batch: &[NewAuditEvent]) -> Result<Vec<AuditEvent>, StoreError> {
