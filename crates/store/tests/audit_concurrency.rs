@@ -17,6 +17,13 @@ use common::{TestDb, check_event};
 use meshguard_store::{AuditEvent, AuditFilter, AuditOrder, NewAuditEvent, Store};
 use time::OffsetDateTime;
 
+on_every_backend!(
+    concurrent_appends_keep_every_chain_gap_free,
+    two_stores_on_one_database_continue_each_other_s_chains,
+    a_reopened_store_continues_its_chains,
+    a_failing_batch_stores_nothing_and_consumes_no_seq,
+);
+
 fn batch(gateway: &str, size: usize) -> Vec<NewAuditEvent> {
     (0..size)
         .map(|_| check_event(gateway, OffsetDateTime::now_utc(), "read:file", "allow"))
@@ -90,9 +97,7 @@ async fn hammer(stores: &[Arc<dyn Store>], tasks: usize, appends: usize) -> usiz
     total
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_appends_keep_every_chain_gap_free() {
-    let db = TestDb::new().await;
+async fn concurrent_appends_keep_every_chain_gap_free(db: TestDb) {
     let store = db.open().await;
     let written = hammer(std::slice::from_ref(&store), 16, 15).await;
 
@@ -105,11 +110,9 @@ async fn concurrent_appends_keep_every_chain_gap_free() {
     assert_eq!(report.events_checked as usize, written);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_stores_on_one_database_continue_each_other_s_chains() {
+async fn two_stores_on_one_database_continue_each_other_s_chains(db: TestDb) {
     // Two independently opened stores stand for two processes: neither may fork a chain by
     // trusting a head it read earlier.
-    let db = TestDb::new().await;
     let first = db.open().await;
     let second = db.open().await;
     let written = hammer(&[first, Arc::clone(&second)], 8, 10).await;
@@ -121,9 +124,7 @@ async fn two_stores_on_one_database_continue_each_other_s_chains() {
     assert!(report.ok, "{report:?}");
 }
 
-#[tokio::test]
-async fn a_reopened_store_continues_its_chains() {
-    let db = TestDb::new().await;
+async fn a_reopened_store_continues_its_chains(db: TestDb) {
     let before = {
         let store = db.open().await;
         store.append_audit(&batch("gw-1", 5)).await.unwrap();
@@ -144,9 +145,7 @@ async fn a_reopened_store_continues_its_chains() {
     assert_eq!(store.backend(), db.location.backend());
 }
 
-#[tokio::test]
-async fn a_failing_batch_stores_nothing_and_consumes_no_seq() {
-    let db = TestDb::new().await;
+async fn a_failing_batch_stores_nothing_and_consumes_no_seq(db: TestDb) {
     let store = db.open().await;
     let first = store.append_audit(&batch("gw-1", 2)).await.unwrap();
 

@@ -30,9 +30,9 @@ async fn next_change(changes: &mut Receiver<StoreChange>) -> StoreChange {
     .expect("no change announced within 5 s")
 }
 
-#[tokio::test]
-async fn committed_changes_are_announced() {
-    let db = TestDb::new().await;
+on_every_backend!(committed_changes_are_announced);
+
+async fn committed_changes_are_announced(db: TestDb) {
     let writer = db.open().await;
     // On PostgreSQL a second store stands for another gateway; SQLite announces in-process.
     let reader = match db.location {

@@ -1,7 +1,7 @@
 //! The whole life of a store, as the gateway drives it: agents, tokens, policies, approvals and
 //! the audit trail (append, query, stats, export, verify, tampering, retention).
 //!
-//! Runs on SQLite in a temp dir; on PostgreSQL when `MESHGUARD_TEST_DATABASE_URL` is set.
+//! Runs on SQLite in a temp dir, and on PostgreSQL when `MESHGUARD_TEST_DATABASE_URL` is set.
 
 #![allow(
     clippy::unwrap_used,
@@ -25,9 +25,9 @@ use meshguard_store::{
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
-#[tokio::test]
-async fn store_story() {
-    let db = TestDb::new().await;
+on_every_backend!(store_story);
+
+async fn store_story(db: TestDb) {
     let store = db.open().await;
     store.ping().await.unwrap();
 

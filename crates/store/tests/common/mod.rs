@@ -1,5 +1,5 @@
-//! A fresh store per test: a SQLite file in a temp dir by default, or a new PostgreSQL database
-//! (created on the server named by `MESHGUARD_TEST_DATABASE_URL`, dropped afterwards).
+//! A fresh store per test: a SQLite file in a temp dir, and a new PostgreSQL database (created
+//! on the server named by `MESHGUARD_TEST_DATABASE_URL`, dropped afterwards) when that is set.
 
 #![allow(dead_code)]
 
@@ -18,16 +18,31 @@ pub struct TestDb {
     drop_database: Option<(String, String)>,
 }
 
-impl TestDb {
-    pub async fn new() -> TestDb {
-        sqlx::any::install_default_drivers();
-        match std::env::var("MESHGUARD_TEST_DATABASE_URL") {
-            Ok(server) if !server.is_empty() => Self::postgres(server).await,
-            _ => Self::sqlite(),
-        }
-    }
+/// Runs `async fn $test(db: TestDb)` once per backend: `$test::sqlite` always, and
+/// `$test::postgres` against `MESHGUARD_TEST_DATABASE_URL` (it says so and passes when unset).
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($test:ident),+ $(,)?) => {$(
+        mod $test {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$test($crate::common::TestDb::sqlite()).await;
+            }
 
-    fn sqlite() -> TestDb {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                match $crate::common::TestDb::postgres().await {
+                    Some(db) => super::$test(db).await,
+                    None => eprintln!("skipped: MESHGUARD_TEST_DATABASE_URL is not set"),
+                }
+            }
+        }
+    )+};
+}
+
+impl TestDb {
+    pub fn sqlite() -> TestDb {
+        sqlx::any::install_default_drivers();
         let dir = tempfile::tempdir().unwrap();
         let location = StoreLocation::in_data_dir(dir.path());
         let StoreLocation::Sqlite { path } = &location else {
@@ -41,7 +56,11 @@ impl TestDb {
         }
     }
 
-    async fn postgres(server: String) -> TestDb {
+    pub async fn postgres() -> Option<TestDb> {
+        sqlx::any::install_default_drivers();
+        let server = std::env::var("MESHGUARD_TEST_DATABASE_URL")
+            .ok()
+            .filter(|url| !url.is_empty())?;
         let name = format!("meshguard_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = sqlx::AnyConnection::connect(&server).await.unwrap();
         sqlx::query(&format!("CREATE DATABASE {name}"))
@@ -51,12 +70,12 @@ impl TestDb {
         admin.close().await.unwrap();
         let (base, _) = server.rsplit_once('/').unwrap();
         let url = format!("{base}/{name}");
-        TestDb {
+        Some(TestDb {
             location: StoreLocation::parse(&url).unwrap(),
             raw_url: url,
             _dir: None,
             drop_database: Some((server, name)),
-        }
+        })
     }
 
     pub async fn open(&self) -> Arc<dyn Store> {
