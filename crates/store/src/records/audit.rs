@@ -156,7 +156,10 @@ pub enum AuditOrder {
     /// Latest committed first.
     #[default]
     NewestFirst,
-    /// In commit order; within a chain, in `seq` order.
+    /// In commit order; within a chain, in `seq` order. On PostgreSQL, batches of different
+    /// gateways committing at the same moment can become visible slightly out of this order, so a
+    /// reader following the trail by cursor can miss such an event; live followers use the
+    /// gateway's own stream of committed events.
     OldestFirst,
 }
 
