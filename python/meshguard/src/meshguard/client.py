@@ -22,7 +22,6 @@ from .admin import AdminCalls
 from .decision import Agent, Approval, PolicyDecision
 from .exceptions import (
     ApprovalRequiredError,
-    AuthenticationError,
     GatewayUnavailableError,
     MeshGuardError,
     PolicyDeniedError,
@@ -99,7 +98,8 @@ class MeshGuardClient(AdminCalls):
                 body = {"reason": error_message(response)}
             if status == 429:
                 body.setdefault("code", "rate_limited")
-                body.setdefault("retry_after_seconds", _retry_after(response))
+            if body.get("retry_after_seconds") is None:
+                body["retry_after_seconds"] = _retry_after(response)
             return PolicyDecision.from_body(
                 body, allowed=False, action=action, trace_id=self.trace_id
             )
@@ -348,7 +348,7 @@ class GovernedContext:
                 duration_ms=(time.monotonic() - self._started) * 1000,
                 context=self.context,
             )
-        except (AuthenticationError, MeshGuardError) as record_error:
+        except MeshGuardError as record_error:
             # The action already ran; losing its record must not hide the action's own outcome.
             logger.warning("MeshGuard could not record %s: %s", self.action, record_error)
 
