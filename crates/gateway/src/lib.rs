@@ -45,5 +45,5 @@ pub mod trace;
 
 pub use config::{AuditDurability, Config, ConfigError, ConfigFlags, Mode};
 pub use routes::app;
-pub use server::{ServeError, serve, shutdown_signal, validate_only};
+pub use server::{ServeError, serve, serve_listener, shutdown_signal, validate_only};
 pub use state::{AppState, Background, GatewayOptions};

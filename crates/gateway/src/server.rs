@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meshguard_policy::parse_policy;
-use meshguard_store::{StoreError, StoreLocation};
+use meshguard_store::{StoreChange, StoreError, StoreLocation};
 use time::OffsetDateTime;
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 
 use crate::config::{Config, Mode};
@@ -153,10 +154,26 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Runs the gateway until `shutdown` resolves, then stops accepting requests, lets the ones in
-/// flight finish, and commits every queued audit event before returning.
+/// Runs the gateway on `config.listen` until `shutdown` resolves, then stops accepting requests,
+/// lets the ones in flight finish, and commits every queued audit event before returning.
 pub async fn serve(
     config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    refuse_unsupported(&config)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    serve_listener(config, listener, shutdown).await
+}
+
+/// [`serve`] on a listener the caller bound (port 0 in tests, socket activation).
+pub async fn serve_listener(
+    config: Config,
+    listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     refuse_unsupported(&config)?;
@@ -188,14 +205,9 @@ pub async fn serve(
         config.audit_retention,
         stop_rx.clone(),
     ));
+    tasks.push(spawn_change_follower(state.clone(), stop_rx.clone()));
     announce(&config, &dir.path);
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, mode = config.mode.as_str(), "meshguard gateway listening");
     let served = axum::serve(listener, app(state.clone()))
@@ -232,6 +244,36 @@ fn announce(config: &Config, data_dir: &Path) {
         tracing::warn!("alerts are configured but this build does not send alerts yet");
     }
     tracing::info!(data_dir = %data_dir.display(), "data directory ready");
+}
+
+/// Rebuilds the policy set when the store announces a policy change made elsewhere (another
+/// gateway on the same PostgreSQL database) or when announcements may have been missed.
+fn spawn_change_follower(
+    state: AppState,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let mut changes = state.store.subscribe_changes();
+    tokio::spawn(async move {
+        loop {
+            let change = tokio::select! {
+                change = changes.recv() => change,
+                _ = stop.changed() => break,
+            };
+            let reload = match change {
+                Ok(StoreChange::Policy { .. } | StoreChange::Resync)
+                | Err(RecvError::Lagged(_)) => true,
+                Ok(
+                    StoreChange::Agent { .. }
+                    | StoreChange::Tokens { .. }
+                    | StoreChange::Approval { .. },
+                ) => false,
+                Err(RecvError::Closed) => break,
+            };
+            if reload && let Err(err) = state.policies.reload().await {
+                tracing::error!(error = %err, "policies not reloaded; the previous set stays in force");
+            }
+        }
+    })
 }
 
 /// Hourly audit retention and minutely approval expiry.
