@@ -510,3 +510,24 @@ async fn published_sdk_calls_get_the_answers_it_reads() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn the_admin_token_works_as_a_bearer_token_and_a_wrong_one_does_not() {
+    let gw = TestGateway::new().await;
+    let bearer = Request::builder()
+        .uri("/admin/agents")
+        .header("authorization", format!("Bearer {}", gw.admin))
+        .body(Body::empty())
+        .unwrap();
+    let reply = gw.send(bearer).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, json!({"agents": []}));
+    let wrong = Request::builder()
+        .uri("/admin/agents")
+        .header("x-admin-token", format!("{}x", gw.admin))
+        .body(Body::empty())
+        .unwrap();
+    let reply = gw.send(wrong).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.body["message"], "invalid admin token");
+}

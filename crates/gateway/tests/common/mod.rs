@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod severable;
+
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -19,7 +21,10 @@ pub struct TestGateway {
     pub state: AppState,
     pub background: Option<Background>,
     pub clock: Arc<ManualClock>,
+    /// The real store, for reading what was committed whatever the switch says.
     pub store: Arc<dyn Store>,
+    /// The store the gateway uses: the real one behind a switch.
+    pub link: Arc<severable::Severable>,
     pub admin: String,
     pub dir: tempfile::TempDir,
 }
@@ -37,6 +42,14 @@ impl TestGateway {
     }
 
     pub async fn with(mode: Mode, body_limit: usize) -> TestGateway {
+        TestGateway::with_durability(mode, body_limit, AuditDurability::Sync).await
+    }
+
+    pub async fn with_durability(
+        mode: Mode,
+        body_limit: usize,
+        audit_durability: AuditDurability,
+    ) -> TestGateway {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::open(dir.path(), None).unwrap();
         let store = meshguard_store::open(&StoreLocation::in_data_dir(dir.path()))
@@ -46,16 +59,18 @@ impl TestGateway {
         let options = GatewayOptions {
             mode,
             body_limit,
-            audit_durability: AuditDurability::Sync,
+            audit_durability,
             clock: clock.clone(),
             ..GatewayOptions::default()
         };
-        let (state, background) = AppState::new(store.clone(), &data, options).await.unwrap();
+        let link = Arc::new(severable::Severable::new(store.clone()));
+        let (state, background) = AppState::new(link.clone(), &data, options).await.unwrap();
         TestGateway {
             state,
             background: Some(background),
             clock,
             store,
+            link,
             admin: data.admin_token.expose().to_owned(),
             dir,
         }

@@ -1,0 +1,219 @@
+//! A store whose connection can be cut: the real SQLite store behind a switch, so tests can show
+//! what the gateway answers while its database is unreachable.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use meshguard_store::*;
+use time::OffsetDateTime;
+
+pub struct Severable {
+    inner: Arc<dyn Store>,
+    down: AtomicBool,
+}
+
+impl Severable {
+    pub fn new(inner: Arc<dyn Store>) -> Severable {
+        Severable {
+            inner,
+            down: AtomicBool::new(false),
+        }
+    }
+
+    pub fn cut(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn up(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable("connection refused".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl Store for Severable {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.up()?;
+        self.inner.ping().await
+    }
+
+    fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<StoreChange> {
+        self.inner.subscribe_changes()
+    }
+
+    async fn create_agent(&self, agent: NewAgent) -> Result<AgentRecord, StoreError> {
+        self.up()?;
+        self.inner.create_agent(agent).await
+    }
+
+    async fn get_agent(&self, id_or_name: &str) -> Result<AgentRecord, StoreError> {
+        self.up()?;
+        self.inner.get_agent(id_or_name).await
+    }
+
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        self.up()?;
+        self.inner.list_agents().await
+    }
+
+    async fn update_agent(
+        &self,
+        id_or_name: &str,
+        patch: AgentPatch,
+    ) -> Result<AgentRecord, StoreError> {
+        self.up()?;
+        self.inner.update_agent(id_or_name, patch).await
+    }
+
+    async fn set_agent_status(
+        &self,
+        id_or_name: &str,
+        status: AgentStatus,
+    ) -> Result<AgentRecord, StoreError> {
+        self.up()?;
+        self.inner.set_agent_status(id_or_name, status).await
+    }
+
+    async fn purge_agent(&self, id_or_name: &str) -> Result<AgentRecord, StoreError> {
+        self.up()?;
+        self.inner.purge_agent(id_or_name).await
+    }
+
+    async fn insert_token(&self, token: NewToken) -> Result<TokenRecord, StoreError> {
+        self.up()?;
+        self.inner.insert_token(token).await
+    }
+
+    async fn active_token(
+        &self,
+        jti: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        self.up()?;
+        self.inner.active_token(jti, now).await
+    }
+
+    async fn list_tokens(&self, agent_id: &str) -> Result<Vec<TokenRecord>, StoreError> {
+        self.up()?;
+        self.inner.list_tokens(agent_id).await
+    }
+
+    async fn revoke_tokens(
+        &self,
+        agent_id: &str,
+        keep_jti: Option<&str>,
+        at: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        self.up()?;
+        self.inner.revoke_tokens(agent_id, keep_jti, at).await
+    }
+
+    async fn upsert_policy(&self, policy: NewPolicy) -> Result<PolicyUpsert, StoreError> {
+        self.up()?;
+        self.inner.upsert_policy(policy).await
+    }
+
+    async fn list_policies(&self) -> Result<Vec<StoredPolicy>, StoreError> {
+        self.up()?;
+        self.inner.list_policies().await
+    }
+
+    async fn get_policy(&self, name: &str) -> Result<StoredPolicy, StoreError> {
+        self.up()?;
+        self.inner.get_policy(name).await
+    }
+
+    async fn delete_policy(&self, name: &str) -> Result<StoredPolicy, StoreError> {
+        self.up()?;
+        self.inner.delete_policy(name).await
+    }
+
+    async fn policy_revisions(&self, name: &str) -> Result<Vec<PolicyRevision>, StoreError> {
+        self.up()?;
+        self.inner.policy_revisions(name).await
+    }
+
+    async fn create_approval(&self, approval: NewApproval) -> Result<ApprovalRecord, StoreError> {
+        self.up()?;
+        self.inner.create_approval(approval).await
+    }
+
+    async fn get_approval(&self, id: &str) -> Result<ApprovalRecord, StoreError> {
+        self.up()?;
+        self.inner.get_approval(id).await
+    }
+
+    async fn latest_approval(
+        &self,
+        agent_id: &str,
+        action: &str,
+        resource: &str,
+    ) -> Result<Option<ApprovalRecord>, StoreError> {
+        self.up()?;
+        self.inner.latest_approval(agent_id, action, resource).await
+    }
+
+    async fn list_approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+    ) -> Result<Vec<ApprovalRecord>, StoreError> {
+        self.up()?;
+        self.inner.list_approvals(status).await
+    }
+
+    async fn decide_approval(
+        &self,
+        id: &str,
+        decision: ApprovalDecision,
+    ) -> Result<ApprovalRecord, StoreError> {
+        self.up()?;
+        self.inner.decide_approval(id, decision).await
+    }
+
+    async fn mark_approval_used(
+        &self,
+        id: &str,
+        at: OffsetDateTime,
+    ) -> Result<ApprovalRecord, StoreError> {
+        self.up()?;
+        self.inner.mark_approval_used(id, at).await
+    }
+
+    async fn expire_approvals(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.up()?;
+        self.inner.expire_approvals(now).await
+    }
+
+    async fn append_audit(&self, batch: &[NewAuditEvent]) -> Result<Vec<AuditEvent>, StoreError> {
+        self.up()?;
+        self.inner.append_audit(batch).await
+    }
+
+    async fn query_audit(&self, filter: &AuditFilter) -> Result<AuditPage, StoreError> {
+        self.up()?;
+        self.inner.query_audit(filter).await
+    }
+
+    async fn audit_stats(&self, query: &StatsQuery) -> Result<AuditStats, StoreError> {
+        self.up()?;
+        self.inner.audit_stats(query).await
+    }
+
+    async fn verify_audit(&self) -> Result<VerifyReport, StoreError> {
+        self.up()?;
+        self.inner.verify_audit().await
+    }
+
+    async fn apply_retention(&self, cutoff: OffsetDateTime) -> Result<RetentionReport, StoreError> {
+        self.up()?;
+        self.inner.apply_retention(cutoff).await
+    }
+}
