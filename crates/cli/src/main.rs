@@ -1,3 +1,53 @@
-//! The `meshguard` binary: the gateway (`serve`) and the admin commands.
+//! The `meshguard` binary: the gateway (`serve`) and the admin commands, which talk to a running
+//! gateway over its admin API (SPEC section 4). See docs/cli.md for every command and exit code.
 
-fn main() {}
+mod cli;
+mod client;
+mod commands;
+mod error;
+mod output;
+mod policy_files;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::cli::{Cli, Command, PolicyCommand};
+use crate::commands::Context;
+
+fn main() -> ExitCode {
+    // clap prints usage errors itself and exits 2 (0 for --help and --version).
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            return error::report(&anyhow::Error::new(e).context("cannot start the async runtime"));
+        }
+    };
+    let is_policy_test = matches!(cli.command, Command::Policy(PolicyCommand::Test(_)));
+    let ctx = Context::resolve(cli.global);
+    match runtime.block_on(run(&ctx, cli.command)) {
+        Ok(code) => code,
+        // `policy test` has its own scheme: 0 allowed, 1 denied, 2 any error.
+        Err(e) if is_policy_test => {
+            error::report(&e);
+            ExitCode::from(2)
+        }
+        Err(e) => error::report(&e),
+    }
+}
+
+async fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(args) => commands::serve::run(ctx, args).await,
+        Command::Agent(command) => commands::agent::run(ctx, command)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Policy(PolicyCommand::Test(args)) => commands::policy_test::run(ctx, args).await,
+        Command::Policy(command) => commands::policy::run(ctx, command).await,
+        Command::Audit(command) => commands::audit::run(ctx, command).await,
+    }
+}

@@ -1,0 +1,384 @@
+//! The command tree. Every flag and its environment fallback is declared here, so `--help` and
+//! docs/cli.md are generated from one place.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The gateway URL used when neither `--url` nor an environment variable names one.
+pub const DEFAULT_URL: &str = "http://localhost:3100";
+
+/// `meshguard`: run the gateway, or administer a running one over its admin API.
+#[derive(Debug, Parser)]
+#[command(name = "meshguard", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Options shared by every command.
+    #[command(flatten)]
+    pub global: GlobalOptions,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the gateway is and how to prove we may administer it.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalOptions {
+    /// Gateway URL [env: MESHGUARD_URL, else MESHGUARD_GATEWAY_URL] [default: http://localhost:3100]
+    #[arg(long, global = true, value_name = "URL")]
+    pub url: Option<String>,
+    /// Admin token [default: the contents of <data-dir>/admin.token]
+    #[arg(
+        long,
+        global = true,
+        value_name = "TOKEN",
+        env = "MESHGUARD_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+    /// Data directory of the gateway (keys, admin token, SQLite database) [default: ~/.meshguard]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "MESHGUARD_HOME",
+        hide_env_values = true
+    )]
+    pub data_dir: Option<PathBuf>,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve(ServeArgs),
+    /// Create, inspect, revoke and restore agents and their tokens.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Apply, inspect, validate and test policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Read, follow, summarise, verify and export the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// Enforcement mode of the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// Deny what the policies deny.
+    Enforce,
+    /// Decide, charge and record everything, but allow every request.
+    Audit,
+    /// Allow everything without deciding (development only).
+    Bypass,
+}
+
+/// `meshguard serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:3100]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+    /// Enforcement mode [default: enforce]
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+    /// Directory of policy files, loaded at start and reloaded on change
+    #[arg(long, value_name = "DIR")]
+    pub policies: Option<PathBuf>,
+    /// Gateway configuration file (TOML)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Store URL (`sqlite://…` or `postgres://…`) [default: SQLite in the data dir]
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Redis URL for rate limits shared between gateways
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// Check the configuration and exit without starting.
+    #[arg(long)]
+    pub validate_only: bool,
+}
+
+/// `meshguard agent …`.
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Create an agent and print its token (shown only once).
+    Create(AgentCreateArgs),
+    /// List agents.
+    List,
+    /// Show one agent.
+    Show(AgentRef),
+    /// Issue a new token for an agent.
+    Token {
+        /// Agent name or id.
+        agent: String,
+        /// Revoke every older token of the agent.
+        #[arg(long)]
+        rotate: bool,
+    },
+    /// Revoke an agent: its next request is answered 401.
+    Revoke(AgentRef),
+    /// Restore a revoked agent.
+    Restore(AgentRef),
+    /// Delete an agent and its tokens for good (its audit events stay).
+    Delete(AgentRef),
+}
+
+/// An agent named by name or id.
+#[derive(Debug, Args)]
+pub struct AgentRef {
+    /// Agent name or id.
+    pub agent: String,
+}
+
+/// `meshguard agent create`.
+#[derive(Debug, Args)]
+pub struct AgentCreateArgs {
+    /// Unique agent name (`[a-z0-9][a-z0-9._-]{0,63}`).
+    #[arg(value_parser = parse_agent_name)]
+    pub name: String,
+    /// Trust tier: unverified (alias untrusted), verified, trusted or privileged.
+    #[arg(long, default_value = "verified", value_name = "TIER",
+          value_parser = ["unverified", "untrusted", "verified", "trusted", "privileged"])]
+    pub trust: String,
+    /// Comma-separated tags.
+    #[arg(long, value_delimiter = ',', value_name = "TAGS")]
+    pub tags: Vec<String>,
+    /// Free-text description.
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+    /// Lifetime of the token, e.g. `30d`, `12h` (default: no expiry).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ttl: Option<std::time::Duration>,
+}
+
+/// `meshguard policy …`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate locally, then apply a policy file or every `*.yaml` of a directory.
+    Apply {
+        /// Policy file or directory.
+        path: PathBuf,
+    },
+    /// List the gateway's policies.
+    List,
+    /// Show one policy's source.
+    Show {
+        /// Policy name.
+        name: String,
+    },
+    /// Delete a policy.
+    Delete {
+        /// Policy name.
+        name: String,
+    },
+    /// Check policy files offline: errors and lint warnings.
+    Validate {
+        /// Policy files (or directories of `*.yaml`).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Agents file (YAML or JSON, e.g. the output of `meshguard --json agent list`).
+        #[arg(long, value_name = "FILE")]
+        agents: Option<PathBuf>,
+    },
+    /// Show an agent's effective permissions across every policy.
+    Allowed {
+        /// Agent name or id.
+        agent: String,
+    },
+    /// Ask the gateway what it would decide, or run a test file.
+    Test(PolicyTestArgs),
+}
+
+/// `meshguard policy test`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["agent", "file"])))]
+pub struct PolicyTestArgs {
+    /// Agent name or id.
+    #[arg(requires = "action")]
+    pub agent: Option<String>,
+    /// Action, e.g. `browse:web`.
+    pub action: Option<String>,
+    /// Resource [default: *]
+    #[arg(long, value_name = "R")]
+    pub resource: Option<String>,
+    /// Context entry `k=v`; `v` is read as JSON when it parses, else as a string.
+    #[arg(long, value_name = "K=V", value_parser = parse_context_entry)]
+    pub context: Vec<(String, serde_json::Value)>,
+    /// Print every rule considered and why it matched or not.
+    #[arg(long)]
+    pub verbose: bool,
+    /// Run a test file: `tests:` against the gateway, or `suites:` (the conformance corpus) offline.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["agent", "action", "resource", "context"])]
+    pub file: Option<PathBuf>,
+}
+
+/// Decision filter for the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DecisionArg {
+    /// Allowed requests.
+    Allow,
+    /// Denied requests.
+    Deny,
+    /// Requests waiting for a human.
+    RequireApproval,
+}
+
+impl DecisionArg {
+    /// The wire name the admin API filters on.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionArg::Allow => "allow",
+            DecisionArg::Deny => "deny",
+            DecisionArg::RequireApproval => "require_approval",
+        }
+    }
+}
+
+/// `meshguard audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Show the latest audit events, and with `--follow` keep printing new ones.
+    Tail(AuditTailArgs),
+    /// Summarise checks over a period.
+    Stats {
+        /// Agent name or id.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Period in hours.
+        #[arg(long, default_value_t = 24, value_name = "HOURS")]
+        period: u32,
+        /// Add per-hour buckets.
+        #[arg(long, value_enum)]
+        breakdown: Option<Breakdown>,
+    },
+    /// Show every event of one trace.
+    Trace {
+        /// Trace id (as sent in `X-Trace-ID`).
+        trace_id: String,
+    },
+    /// Verify the hash chain of every gateway's audit trail.
+    Verify,
+    /// Stream events as JSON lines to stdout.
+    Export {
+        /// Start: RFC 3339 time, or an age such as `24h`.
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// End: RFC 3339 time, or an age such as `1h`.
+        #[arg(long, value_name = "T")]
+        until: Option<String>,
+    },
+}
+
+/// `meshguard audit tail`.
+#[derive(Debug, Args)]
+pub struct AuditTailArgs {
+    /// Number of events to show.
+    #[arg(short = 'n', long = "lines", default_value_t = 20, value_name = "N")]
+    pub lines: u32,
+    /// Keep printing new events as they are written.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only events of this agent (name or id).
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only events with this decision.
+    #[arg(long, value_enum)]
+    pub decision: Option<DecisionArg>,
+    /// Only events whose action matches this pattern (`*` and `?` wildcards).
+    #[arg(long, value_name = "PATTERN")]
+    pub action: Option<String>,
+}
+
+/// Extra breakdowns for `audit stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Breakdown {
+    /// One bucket per hour.
+    Hourly,
+}
+
+/// Checks the agent-name syntax before anything is sent.
+fn parse_agent_name(text: &str) -> Result<String, String> {
+    if meshguard_policy::is_valid_name(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "`{text}` is not a valid agent name: 1 to 64 characters of a-z, 0-9, `.`, `_`, `-`, starting with a letter or digit"
+        ))
+    }
+}
+
+/// Parses `30d`, `12h`, `90m` (and humantime's longer forms).
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration such as `30d` or `12h`: {e}"))
+}
+
+/// Parses `k=v`, reading `v` as JSON when it parses and as a string otherwise.
+fn parse_context_entry(text: &str) -> Result<(String, serde_json::Value), String> {
+    let (key, raw) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not of the form key=value"))?;
+    if key.is_empty() {
+        return Err(format!("`{text}` has an empty key"));
+    }
+    let value =
+        serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_owned()));
+    Ok((key.to_owned(), value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use serde_json::json;
+
+    #[test]
+    fn command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn context_values_are_json_when_they_parse() {
+        assert_eq!(
+            parse_context_entry("sandbox=true").unwrap(),
+            ("sandbox".into(), json!(true))
+        );
+        assert_eq!(parse_context_entry("n=3").unwrap(), ("n".into(), json!(3)));
+        assert_eq!(
+            parse_context_entry("q=\"x\"").unwrap(),
+            ("q".into(), json!("x"))
+        );
+        assert_eq!(
+            parse_context_entry("env=staging").unwrap(),
+            ("env".into(), json!("staging"))
+        );
+        assert_eq!(
+            parse_context_entry("url=a=b").unwrap(),
+            ("url".into(), json!("a=b"))
+        );
+        assert!(parse_context_entry("novalue").is_err());
+        assert!(parse_context_entry("=x").is_err());
+    }
+
+    #[test]
+    fn ttl_accepts_days() {
+        assert_eq!(parse_duration("30d").unwrap().as_secs(), 30 * 86_400);
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn policy_test_needs_an_agent_and_action_or_a_file() {
+        assert!(Cli::try_parse_from(["meshguard", "policy", "test"]).is_err());
+        assert!(Cli::try_parse_from(["meshguard", "policy", "test", "a"]).is_err());
+        assert!(Cli::try_parse_from(["meshguard", "policy", "test", "a", "read:x"]).is_ok());
+        assert!(Cli::try_parse_from(["meshguard", "policy", "test", "--file", "t.yaml"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["meshguard", "policy", "test", "a", "b", "--file", "t.yaml"])
+                .is_err()
+        );
+    }
+}

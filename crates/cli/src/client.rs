@@ -1,0 +1,276 @@
+//! The admin API client: one place that knows the base URL, the admin token, the timeouts, and how
+//! the gateway's answers map to [`CliError`]s.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use serde_json::Value;
+
+use crate::error::CliError;
+
+/// How long to wait for a TCP connection before calling the gateway unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Upper bound for one ordinary admin request; streams (`--follow`, `export`) have none.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A connection to one gateway's admin API.
+pub struct AdminClient {
+    base: Url,
+    token: String,
+    http: reqwest::Client,
+    streaming: reqwest::Client,
+}
+
+impl std::fmt::Debug for AdminClient {
+    // The admin token must never end up in a log or an error message.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminClient")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminClient {
+    /// Builds a client for `url`, authenticated with `token`.
+    pub fn new(url: &str, token: String) -> anyhow::Result<Self> {
+        let base = Url::parse(url)
+            .map_err(|e| CliError::Usage(format!("--url `{url}` is not a URL: {e}")))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(CliError::Usage(format!(
+                "--url `{url}` must start with http:// or https://"
+            ))
+            .into());
+        }
+        // reqwest is built without a bundled crypto provider so that the binary carries only
+        // ring; installing fails only when one is already installed, which is just as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let user_agent = concat!("meshguard-cli/", env!("CARGO_PKG_VERSION"));
+        let http = reqwest::Client::builder()
+            .user_agent(user_agent)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .context("cannot set up the HTTP client")?;
+        let streaming = reqwest::Client::builder()
+            .user_agent(user_agent)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .context("cannot set up the HTTP client")?;
+        Ok(AdminClient {
+            base,
+            token,
+            http,
+            streaming,
+        })
+    }
+
+    /// The URL of `segments` under the base URL, each segment percent-encoded (agent and policy
+    /// names are user input).
+    pub fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        method: Method,
+        segments: &[&str],
+    ) -> RequestBuilder {
+        client
+            .request(method, self.url(segments))
+            .header("X-Admin-Token", &self.token)
+    }
+
+    /// Sends `req` and turns transport failures and error statuses into [`CliError`]s.
+    async fn send(&self, req: RequestBuilder) -> anyhow::Result<Response> {
+        let response = req.send().await.map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.text().await.unwrap_or_default();
+        Err(status_error(status, &body).into())
+    }
+
+    /// Maps a reqwest failure to "unreachable" (exit 5) when no answer came back.
+    pub fn transport_error(&self, err: &reqwest::Error) -> anyhow::Error {
+        if err.is_connect() || err.is_timeout() || err.is_request() {
+            CliError::Unreachable {
+                url: self.base.as_str().trim_end_matches('/').to_owned(),
+            }
+            .into()
+        } else {
+            anyhow::anyhow!("talking to the gateway at {} failed: {err}", self.base)
+        }
+    }
+
+    /// `GET` a JSON document.
+    pub async fn get(&self, segments: &[&str], query: &[(&str, String)]) -> anyhow::Result<Value> {
+        let req = self.request(&self.http, Method::GET, segments).query(query);
+        json_body(self.send(req).await?).await
+    }
+
+    /// Sends a JSON body (or none) with `method` and reads the JSON answer (`null` when empty).
+    pub async fn send_json(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self.request(&self.http, method, segments).query(query);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        json_body(self.send(req).await?).await
+    }
+
+    /// `PUT`s a policy document as YAML, exactly as written in its file.
+    pub async fn put_yaml(&self, segments: &[&str], yaml: String) -> anyhow::Result<Value> {
+        let req = self
+            .request(&self.http, Method::PUT, segments)
+            .header(reqwest::header::CONTENT_TYPE, "application/yaml")
+            .body(yaml);
+        json_body(self.send(req).await?).await
+    }
+
+    /// Opens a long-lived `GET` (SSE, JSON lines) whose body the caller streams.
+    pub async fn open_stream(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+        accept: &str,
+    ) -> anyhow::Result<Response> {
+        let req = self
+            .request(&self.streaming, Method::GET, segments)
+            .query(query)
+            .header(reqwest::header::ACCEPT, accept);
+        self.send(req).await
+    }
+}
+
+async fn json_body(response: Response) -> anyhow::Result<Value> {
+    let bytes = response
+        .bytes()
+        .await
+        .context("the gateway's answer was cut short")?;
+    if bytes.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&bytes).context("the gateway's answer is not JSON")
+}
+
+/// The message of a gateway error body (`{"error": …, "message": …}`), else the body, else the
+/// status text.
+fn error_message(status: StatusCode, body: &str) -> String {
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let from_json = parsed.as_ref().and_then(|v| {
+        v.get("message")
+            .and_then(Value::as_str)
+            .or_else(|| v.get("error").and_then(Value::as_str))
+            .map(str::to_owned)
+    });
+    from_json
+        .or_else(|| Some(body.trim().to_owned()).filter(|b| !b.is_empty() && b.len() < 500))
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_lowercase())
+}
+
+/// Turns an error status into the error a user sees.
+pub fn status_error(status: StatusCode, body: &str) -> CliError {
+    let message = error_message(status, body);
+    if status == StatusCode::UNAUTHORIZED {
+        CliError::Auth(format!("the gateway refused the admin token ({message})"))
+    } else {
+        CliError::Api {
+            status: status.as_u16(),
+            message: format!("the gateway answered {}: {message}", status.as_u16()),
+        }
+    }
+}
+
+/// The admin token: `--admin-token` / `MESHGUARD_ADMIN_TOKEN`, else `<data-dir>/admin.token`.
+pub fn resolve_admin_token(given: Option<&str>, data_dir: &Path) -> Result<String, CliError> {
+    if let Some(token) = given.map(str::trim).filter(|t| !t.is_empty()) {
+        return Ok(token.to_owned());
+    }
+    let path = data_dir.join("admin.token");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
+        Ok(_) => Err(CliError::Auth(format!(
+            "the admin token file `{}` is empty",
+            path.display()
+        ))),
+        Err(e) => Err(CliError::Auth(format!(
+            "no admin token: pass --admin-token, set MESHGUARD_ADMIN_TOKEN, or point --data-dir at the gateway's data dir (cannot read `{}`: {e})",
+            path.display()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_percent_encoded_in_paths() {
+        let client = AdminClient::new("http://127.0.0.1:3100/", "t".into()).unwrap();
+        assert_eq!(
+            client.url(&["admin", "agents", "a/b c"]).as_str(),
+            "http://127.0.0.1:3100/admin/agents/a%2Fb%20c"
+        );
+        let prefixed = AdminClient::new("http://127.0.0.1:3100/mg", "t".into()).unwrap();
+        assert_eq!(
+            prefixed.url(&["admin", "policies"]).as_str(),
+            "http://127.0.0.1:3100/mg/admin/policies"
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_usage_errors() {
+        let err = AdminClient::new("localhost:3100", "t".into()).unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<CliError>().map(CliError::exit_code),
+            Some(2)
+        );
+        assert!(AdminClient::new("not a url", "t".into()).is_err());
+    }
+
+    #[test]
+    fn unauthorized_is_an_auth_error_with_the_gateway_message() {
+        let err = status_error(
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":"unauthorized","message":"bad admin token"}"#,
+        );
+        assert_eq!(err.exit_code(), 3);
+        assert_eq!(
+            err.to_string(),
+            "the gateway refused the admin token (bad admin token)"
+        );
+        let err = status_error(StatusCode::NOT_FOUND, "");
+        assert_eq!(err.exit_code(), 1);
+        assert_eq!(err.to_string(), "the gateway answered 404: not found");
+    }
+
+    #[test]
+    fn admin_token_falls_back_to_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            resolve_admin_token(Some(" given "), dir.path()).unwrap(),
+            "given"
+        );
+        assert_eq!(
+            resolve_admin_token(None, dir.path())
+                .unwrap_err()
+                .exit_code(),
+            3
+        );
+        std::fs::write(dir.path().join("admin.token"), "secret\n").unwrap();
+        assert_eq!(resolve_admin_token(None, dir.path()).unwrap(), "secret");
+    }
+}

@@ -1,0 +1,278 @@
+//! `meshguard policy …` except `test`: apply, list, show, delete, validate (offline), allowed.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use meshguard_policy::{AgentProfile, TrustTier};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::cli::PolicyCommand;
+use crate::commands::{Context, unwrap_object};
+use crate::error::CliError;
+use crate::output::{display, field, short_time};
+use crate::policy_files;
+
+/// Runs one `policy` subcommand (`test` lives in [`crate::commands::policy_test`]).
+pub async fn run(ctx: &Context, command: PolicyCommand) -> anyhow::Result<std::process::ExitCode> {
+    match command {
+        PolicyCommand::Apply { path } => apply(ctx, path).await?,
+        PolicyCommand::List => list(ctx).await?,
+        PolicyCommand::Show { name } => {
+            let shown = unwrap_object(
+                ctx.client()?
+                    .get(&["admin", "policies", &name], &[])
+                    .await?,
+                "policy",
+            );
+            if ctx.out.json {
+                ctx.out.print_json(&shown);
+            } else {
+                print_source(&shown);
+            }
+        }
+        PolicyCommand::Delete { name } => {
+            let deleted = ctx
+                .client()?
+                .send_json(Method::DELETE, &["admin", "policies", &name], &[], None)
+                .await?;
+            if ctx.out.json {
+                ctx.out.print_json(&deleted);
+            } else {
+                println!("policy `{name}` deleted");
+            }
+        }
+        PolicyCommand::Validate { files, agents } => validate(ctx, &files, agents.as_deref())?,
+        PolicyCommand::Allowed { agent } => allowed(ctx, &agent).await?,
+        PolicyCommand::Test(_) => {
+            return Err(CliError::Usage("`policy test` is handled elsewhere".into()).into());
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Validates every file locally, then upserts them one by one.
+async fn apply(ctx: &Context, path: PathBuf) -> anyhow::Result<()> {
+    let files = match policy_files::load(std::slice::from_ref(&path))? {
+        Ok(files) => files,
+        Err(errors) => return Err(report_invalid(&errors, "nothing was applied")),
+    };
+    let client = ctx.client()?;
+    let mut applied = Vec::new();
+    for file in files {
+        let name = file.policy.name().to_owned();
+        let answer = client
+            .put_yaml(&["admin", "policies", &name], file.text)
+            .await
+            .with_context(|| format!("applying `{}` from `{}`", name, file.path.display()))?;
+        if !ctx.out.json {
+            let answer = unwrap_object(answer.clone(), "policy");
+            let revision = answer
+                .get("revision")
+                .map(display)
+                .map(|r| format!(" (revision {r})"))
+                .unwrap_or_default();
+            let unchanged = answer.get("changed").and_then(Value::as_bool) == Some(false);
+            let verb = if unchanged { "unchanged" } else { "applied" };
+            println!(
+                "policy `{name}` {verb}{revision} from {}",
+                file.path.display()
+            );
+        }
+        applied.push(answer);
+    }
+    if ctx.out.json {
+        ctx.out.print_json(&json!({ "applied": applied }));
+    }
+    Ok(())
+}
+
+/// Prints each problem on its own line and returns the closing error (exit 1).
+fn report_invalid(errors: &[String], consequence: &str) -> anyhow::Error {
+    for error in errors {
+        eprintln!("error: {error}");
+    }
+    let summary = match errors.len() {
+        1 => format!("1 error; {consequence}"),
+        n => format!("{n} errors; {consequence}"),
+    };
+    CliError::Reported { summary, code: 1 }.into()
+}
+
+async fn list(ctx: &Context) -> anyhow::Result<()> {
+    let listed = ctx.client()?.get(&["admin", "policies"], &[]).await?;
+    if ctx.out.json {
+        ctx.out.print_json(&listed);
+        return Ok(());
+    }
+    let policies = listed
+        .get("policies")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let rows = policies
+        .iter()
+        .map(|p| {
+            vec![
+                field(p, "name"),
+                field(p, "version"),
+                field(p, "revision"),
+                field(p, "origin"),
+                short_time(p.get("updatedAt").unwrap_or(&Value::Null)),
+                field(p, "description"),
+            ]
+        })
+        .collect();
+    ctx.out.print_table(
+        &[
+            "name",
+            "version",
+            "revision",
+            "source",
+            "updated",
+            "description",
+        ],
+        rows,
+    );
+    Ok(())
+}
+
+/// Prints the stored YAML exactly as applied, or the JSON form when the gateway has no source.
+fn print_source(policy: &Value) {
+    let source = ["source", "sourceText", "yaml"]
+        .iter()
+        .find_map(|k| policy.get(*k).and_then(Value::as_str));
+    match source {
+        Some(text) => print!("{}{}", text, if text.ends_with('\n') { "" } else { "\n" }),
+        None => println!(
+            "{}",
+            serde_json::to_string_pretty(policy).unwrap_or_default()
+        ),
+    }
+}
+
+/// Offline: parse errors with positions, then lint warnings; exit 1 only on errors.
+fn validate(
+    ctx: &Context,
+    files: &[PathBuf],
+    agents: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let agents = agents.map(load_agents).transpose()?;
+    let parsed = match policy_files::load(files)? {
+        Ok(parsed) => parsed,
+        Err(errors) => {
+            if ctx.out.json {
+                ctx.out
+                    .print_json(&json!({ "valid": false, "errors": errors, "warnings": [] }));
+                return Err(CliError::Reported {
+                    summary: format!("{} errors", errors.len()),
+                    code: 1,
+                }
+                .into());
+            }
+            return Err(report_invalid(&errors, "the policies are invalid"));
+        }
+    };
+    let policies: Vec<_> = parsed.iter().map(|f| f.policy.clone()).collect();
+    let warnings = meshguard_policy::lint(&policies, agents.as_deref());
+    if ctx.out.json {
+        ctx.out
+            .print_json(&json!({ "valid": true, "errors": [], "warnings": warnings }));
+        return Ok(());
+    }
+    for warning in &warnings {
+        println!("{warning}");
+    }
+    let names: Vec<&str> = policies.iter().map(|p| p.name()).collect();
+    println!(
+        "{} valid ({}), {} warning{}",
+        if names.len() == 1 {
+            "1 policy".to_owned()
+        } else {
+            format!("{} policies", names.len())
+        },
+        names.join(", "),
+        warnings.len(),
+        if warnings.len() == 1 { "" } else { "s" }
+    );
+    Ok(())
+}
+
+/// Reads agents for the "applies to none" lint. Accepted shapes: the output of
+/// `meshguard --json agent list` (`{"agents": [...]}`), a list of agents, or the corpus's mapping
+/// `{name: {trust, tags}}` (optionally under `agents:`).
+fn load_agents(path: &std::path::Path) -> anyhow::Result<Vec<AgentProfile>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read `{}`", path.display()))?;
+    let value: Value =
+        serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let value = match value {
+        Value::Object(mut map) if map.contains_key("agents") => {
+            map.remove("agents").unwrap_or(Value::Null)
+        }
+        other => other,
+    };
+    let entries: Vec<(Option<String>, Value)> = match value {
+        Value::Array(items) => items.into_iter().map(|a| (None, a)).collect(),
+        Value::Object(map) => map.into_iter().map(|(name, a)| (Some(name), a)).collect(),
+        _ => anyhow::bail!(
+            "{}: expected a list of agents or a mapping of agent names",
+            path.display()
+        ),
+    };
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, agent))| {
+            agent_profile(key, &agent)
+                .with_context(|| format!("{}: agent {}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+fn agent_profile(key: Option<String>, agent: &Value) -> anyhow::Result<AgentProfile> {
+    let name = key
+        .or_else(|| agent.get("name").and_then(Value::as_str).map(str::to_owned))
+        .context("`name` is missing")?;
+    let trust_text = ["trust", "trustTier", "trust_tier"]
+        .iter()
+        .find_map(|k| agent.get(*k).and_then(Value::as_str))
+        .unwrap_or("verified");
+    let trust: TrustTier = trust_text
+        .parse()
+        .map_err(|e| anyhow::anyhow!("`trust`: {e}"))?;
+    let tags = agent
+        .get("tags")
+        .and_then(Value::as_array)
+        .map(|tags| {
+            tags.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let id = agent
+        .get("id")
+        .and_then(Value::as_str)
+        .map_or_else(|| name.clone(), str::to_owned);
+    Ok(AgentProfile {
+        id,
+        name,
+        trust,
+        tags,
+    })
+}
+
+/// The effective permissions of one agent across every policy that applies to it.
+async fn allowed(ctx: &Context, agent: &str) -> anyhow::Result<()> {
+    let permissions = ctx
+        .client()?
+        .get(&["admin", "agents", agent, "permissions"], &[])
+        .await?;
+    if ctx.out.json {
+        ctx.out.print_json(&permissions);
+        return Ok(());
+    }
+    crate::commands::permissions::print(ctx, agent, &permissions);
+    Ok(())
+}

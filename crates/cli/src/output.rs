@@ -1,0 +1,208 @@
+//! How results reach the terminal: aligned tables for people, JSON for scripts, colour only when a
+//! person is looking.
+
+use std::io::IsTerminal as _;
+
+use anstyle::{AnsiColor, Style};
+use comfy_table::{Cell, CellAlignment, ColumnConstraint, ContentArrangement, Table, presets};
+use serde_json::Value;
+
+/// Output choices made once from the flags and the environment.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    /// `--json`: print the gateway's JSON instead of tables.
+    pub json: bool,
+    colour: bool,
+}
+
+impl Output {
+    /// Colour only on a terminal and never when `NO_COLOR` is set (https://no-color.org).
+    pub fn detect(json: bool) -> Self {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Output {
+            json,
+            colour: !json && !no_color && std::io::stdout().is_terminal(),
+        }
+    }
+
+    /// Prints `value` as pretty JSON on stdout.
+    pub fn print_json(&self, value: &Value) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+        );
+    }
+
+    /// Paints `text` in `style` when colour is on.
+    pub fn paint(&self, text: &str, style: Style) -> String {
+        if self.colour {
+            format!("{style}{text}{style:#}")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    /// Colours a decision: green allow, red deny, yellow approval.
+    pub fn decision(&self, decision: &str) -> String {
+        let colour = match decision {
+            "allow" => AnsiColor::Green,
+            "deny" => AnsiColor::Red,
+            "require_approval" => AnsiColor::Yellow,
+            _ => return decision.to_owned(),
+        };
+        self.paint(decision, Style::new().fg_color(Some(colour.into())).bold())
+    }
+
+    /// Paints a good state (PASS, ok) in green.
+    pub fn good(&self, text: &str) -> String {
+        self.paint(
+            text,
+            Style::new().fg_color(Some(AnsiColor::Green.into())).bold(),
+        )
+    }
+
+    /// Paints a warning state (revoked, broken) in red.
+    pub fn alert(&self, text: &str) -> String {
+        self.paint(
+            text,
+            Style::new().fg_color(Some(AnsiColor::Red.into())).bold(),
+        )
+    }
+
+    /// Styles a heading.
+    pub fn heading(&self, text: &str) -> String {
+        self.paint(text, Style::new().bold())
+    }
+
+    /// Dims secondary text.
+    pub fn dim(&self, text: &str) -> String {
+        self.paint(text, Style::new().dimmed())
+    }
+
+    /// Prints `rows` under `headers` as an aligned, borderless table.
+    pub fn print_table(&self, headers: &[&str], rows: Vec<Vec<String>>) {
+        println!("{}", self.table(headers, rows));
+    }
+
+    /// Renders an aligned, borderless table (kubectl-style) without a trailing newline.
+    pub fn table(&self, headers: &[&str], rows: Vec<Vec<String>>) -> String {
+        let mut table = Table::new();
+        table
+            .load_preset(presets::NOTHING)
+            .set_content_arrangement(ContentArrangement::Disabled)
+            .set_header(
+                headers
+                    .iter()
+                    .map(|h| Cell::new(self.heading(&h.to_uppercase()))),
+            );
+        for row in rows {
+            table.add_row(row);
+        }
+        for column in table.column_iter_mut() {
+            column.set_padding((0, 2));
+            column.set_cell_alignment(CellAlignment::Left);
+            column.set_constraint(ColumnConstraint::ContentWidth);
+        }
+        table
+            .to_string()
+            .lines()
+            .map(str::trim_end)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// A JSON field as display text: strings bare, `null`/absent as `-`, lists comma-joined.
+pub fn field(value: &Value, key: &str) -> String {
+    display(value.get(key).unwrap_or(&Value::Null))
+}
+
+/// A JSON value as display text (see [`field`]).
+pub fn display(value: &Value) -> String {
+    match value {
+        Value::Null => "-".to_owned(),
+        Value::String(s) if s.is_empty() => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) if items.is_empty() => "-".to_owned(),
+        Value::Array(items) => items.iter().map(display).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+/// Shortens an RFC 3339 timestamp to whole seconds (`2026-11-25T23:30:49Z`) for tables; other
+/// values are shown as they are.
+pub fn short_time(value: &Value) -> String {
+    use time::format_description::well_known::Rfc3339;
+    let text = display(value);
+    time::OffsetDateTime::parse(&text, &Rfc3339)
+        .ok()
+        .and_then(|t| t.replace_nanosecond(0).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tables_are_aligned_without_borders() {
+        let out = Output {
+            json: false,
+            colour: false,
+        };
+        let text = out.table(
+            &["name", "trust"],
+            vec![
+                vec!["a".into(), "verified".into()],
+                vec!["longer-name".into(), "trusted".into()],
+            ],
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "NAME         TRUST",
+                "a            verified",
+                "longer-name  trusted"
+            ]
+        );
+    }
+
+    #[test]
+    fn no_colour_means_plain_text() {
+        let out = Output {
+            json: false,
+            colour: false,
+        };
+        assert_eq!(out.decision("deny"), "deny");
+        let coloured = Output {
+            json: false,
+            colour: true,
+        };
+        assert!(coloured.decision("deny").contains("\u{1b}["));
+    }
+
+    #[test]
+    fn fields_render_for_people() {
+        let v = json!({"tags": ["a", "b"], "none": null, "n": 3, "s": "x", "empty": []});
+        assert_eq!(field(&v, "tags"), "a,b");
+        assert_eq!(field(&v, "none"), "-");
+        assert_eq!(field(&v, "missing"), "-");
+        assert_eq!(field(&v, "n"), "3");
+        assert_eq!(field(&v, "empty"), "-");
+        assert_eq!(
+            short_time(&json!("2026-11-25T23:30:49.123456Z")),
+            "2026-11-25T23:30:49Z"
+        );
+        assert_eq!(
+            short_time(&json!("2026-11-25T23:30:49.5+01:00")),
+            "2026-11-25T23:30:49+01:00"
+        );
+        assert_eq!(
+            short_time(&json!("2026-11-25T23:30:49Z")),
+            "2026-11-25T23:30:49Z"
+        );
+    }
+}

@@ -1,0 +1,75 @@
+//! Reading policy files from disk and validating them locally, so that a broken file is reported
+//! with its position before anything reaches the gateway.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use meshguard_policy::{Policy, PolicySet};
+
+/// One policy file as read and parsed.
+#[derive(Debug)]
+pub struct PolicyFile {
+    /// The path as the user would write it (used as the origin in messages).
+    pub path: PathBuf,
+    /// The text exactly as in the file: this is what gets stored as the policy's source.
+    pub text: String,
+    /// The parsed, compiled policy.
+    pub policy: Policy,
+}
+
+/// Every file named by `paths`: files as given, directories expanded to their `*.yaml`/`*.yml`
+/// files in name order (not recursive, like `serve --policies`).
+pub fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("cannot read the directory `{}`", path.display()))?
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .filter(|p| p.is_file() && is_policy_file(p))
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                anyhow::bail!("`{}` holds no *.yaml or *.yml file", path.display());
+            }
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn is_policy_file(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
+}
+
+/// Reads and parses every file; returns the parsed files, or every error message
+/// (`file:line:col: field: what`) when any file is invalid.
+pub fn load(paths: &[PathBuf]) -> anyhow::Result<Result<Vec<PolicyFile>, Vec<String>>> {
+    let mut parsed = Vec::new();
+    let mut errors = Vec::new();
+    for path in expand(paths)? {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read `{}`", path.display()))?;
+        match meshguard_policy::parse_policy(&path.display().to_string(), &text) {
+            Ok(policy) => parsed.push(PolicyFile { path, text, policy }),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if errors.is_empty() {
+        // Two files defining the same name would silently overwrite each other on the gateway.
+        if let Err(e) = PolicySet::new(parsed.iter().map(|f| f.policy.clone()).collect()) {
+            errors.push(e.to_string());
+        }
+    }
+    Ok(if errors.is_empty() {
+        Ok(parsed)
+    } else {
+        Err(errors)
+    })
+}
