@@ -210,8 +210,13 @@ pub async fn serve_listener(
 
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, mode = config.mode.as_str(), "meshguard gateway listening");
+    let signalled = state.clone();
     let served = axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Audit streams never end by themselves; the server waits for every response.
+            signalled.begin_shutdown();
+        })
         .await;
 
     tracing::info!("shutting down: flushing the audit trail");

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::FromRef;
 use meshguard_store::Store;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::audit_writer::AuditWriter;
@@ -79,6 +80,9 @@ pub struct Gateway {
     pub approval_timeout: Duration,
     /// When the gateway started, for `/health`.
     pub started: Instant,
+    /// Turns true when shutdown begins, so that endless responses (audit streams) end and the
+    /// server can finish its in-flight requests.
+    pub stopping: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -98,6 +102,13 @@ impl std::ops::Deref for AppState {
     type Target = Gateway;
     fn deref(&self) -> &Gateway {
         &self.0
+    }
+}
+
+impl AppState {
+    /// Ends the audit streams; called when the shutdown signal arrives.
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
     }
 }
 
@@ -154,6 +165,7 @@ impl AppState {
             body_limit: options.body_limit,
             approval_timeout: options.approval_timeout,
             started: Instant::now(),
+            stopping: watch::channel(false).0,
         };
         Ok((AppState(Arc::new(gateway)), Background { audit_task }))
     }

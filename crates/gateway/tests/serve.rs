@@ -166,6 +166,24 @@ async fn serve_loads_policy_files_hot_reloads_them_and_flushes_on_shutdown() {
     let (_, shown) = http(addr, "GET", "/admin/policies/files", &admin_header, "").await;
     assert_eq!(shown["version"], "2");
 
+    // An audit stream left open does not keep the gateway from stopping.
+    let mut follower = tokio::net::TcpStream::connect(addr).await.unwrap();
+    follower
+        .write_all(
+            format!(
+                "GET /admin/audit/stream HTTP/1.1\r\nhost: {addr}\r\nx-admin-token: {admin}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(10), follower.read_exact(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), server)
         .await

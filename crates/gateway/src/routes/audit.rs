@@ -161,35 +161,47 @@ impl LiveFilter {
 }
 
 /// `GET /admin/audit/stream`: every event committed from now on that matches the filters, as
-/// Server-Sent Events (`event: audit`, `id`: the event id, `data`: the event as JSON).
+/// Server-Sent Events (`event: audit`, `id`: the event id, `data`: the event as JSON). The stream
+/// ends when the gateway shuts down.
 pub async fn stream(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<AuditParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let live = LiveFilter::new(params.filter()?)?;
     let receiver = state.audit.subscribe();
-    let events = futures::stream::unfold((receiver, live), |(mut receiver, live)| async move {
-        loop {
-            match receiver.recv().await {
-                Ok(event) if live.matches(&event) => {
-                    let sse = Event::default()
-                        .event("audit")
-                        .id(event.id.clone())
-                        .json_data(&event)
-                        .unwrap_or_else(|_| Event::default().comment("unserialisable event"));
-                    return Some((Ok(sse), (receiver, live)));
+    let stopping = state.stopping.subscribe();
+    let events = futures::stream::unfold(
+        (receiver, live, stopping),
+        |(mut receiver, live, mut stopping)| async move {
+            loop {
+                if *stopping.borrow_and_update() {
+                    return None;
                 }
-                Ok(_) => {}
-                Err(RecvError::Lagged(missed)) => {
-                    let sse = Event::default()
-                        .event("lagged")
-                        .data(json!({ "missed": missed }).to_string());
-                    return Some((Ok(sse), (receiver, live)));
+                let next = tokio::select! {
+                    next = receiver.recv() => next,
+                    _ = stopping.changed() => return None,
+                };
+                match next {
+                    Ok(event) if live.matches(&event) => {
+                        let sse = Event::default()
+                            .event("audit")
+                            .id(event.id.clone())
+                            .json_data(&event)
+                            .unwrap_or_else(|_| Event::default().comment("unserialisable event"));
+                        return Some((Ok(sse), (receiver, live, stopping)));
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(missed)) => {
+                        let sse = Event::default()
+                            .event("lagged")
+                            .data(json!({ "missed": missed }).to_string());
+                        return Some((Ok(sse), (receiver, live, stopping)));
+                    }
+                    Err(RecvError::Closed) => return None,
                 }
-                Err(RecvError::Closed) => return None,
             }
-        }
-    });
+        },
+    );
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
