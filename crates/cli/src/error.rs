@@ -50,20 +50,17 @@ impl CliError {
     }
 }
 
-/// Prints `error: …` as one line on stderr and picks the exit code for `err`.
+/// Prints `error: …` as one line on stderr (the error and its causes, joined by `: `) and picks
+/// the exit code from the [`CliError`] inside, if any.
 pub fn report(err: &anyhow::Error) -> ExitCode {
     let code = err
         .downcast_ref::<CliError>()
         .map_or(1, CliError::exit_code);
-    let mut line = err.to_string();
-    // A CliError is already a complete sentence; other errors get their causes appended so that
-    // "cannot read `x.yaml`: No such file or directory" stays on one line.
-    if err.downcast_ref::<CliError>().is_none() {
-        for cause in err.chain().skip(1) {
-            line.push_str(": ");
-            line.push_str(&cause.to_string());
-        }
-    }
+    let line = err
+        .chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ");
     eprintln!("error: {}", line.replace('\n', " "));
     ExitCode::from(code)
 }

@@ -1,11 +1,13 @@
 //! The `meshguard` binary: the gateway (`serve`) and the admin commands, which talk to a running
 //! gateway over its admin API (SPEC section 4). See docs/cli.md for every command and exit code.
 
+#[macro_use]
+mod output;
+
 mod cli;
 mod client;
 mod commands;
 mod error;
-mod output;
 mod policy_files;
 
 use std::process::ExitCode;

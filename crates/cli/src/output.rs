@@ -1,6 +1,17 @@
 //! How results reach the terminal: aligned tables for people, JSON for scripts, colour only when a
 //! person is looking.
 
+/// `println!` for command output: when the reader has gone away (`meshguard audit export | head`)
+/// the command stops quietly instead of panicking on the closed pipe.
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 use std::io::IsTerminal as _;
 
 use anstyle::{AnsiColor, Style};
@@ -27,7 +38,7 @@ impl Output {
 
     /// Prints `value` as pretty JSON on stdout.
     pub fn print_json(&self, value: &Value) {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
         );
@@ -81,7 +92,7 @@ impl Output {
 
     /// Prints `rows` under `headers` as an aligned, borderless table.
     pub fn print_table(&self, headers: &[&str], rows: Vec<Vec<String>>) {
-        println!("{}", self.table(headers, rows));
+        outln!("{}", self.table(headers, rows));
     }
 
     /// Renders an aligned, borderless table (kubectl-style) without a trailing newline.
@@ -110,6 +121,24 @@ impl Output {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// Writes to stdout; a closed pipe ends the process with success, as `head` or `grep -q` expect.
+pub fn write_stdout(text: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+        exit_on_write_error(&e);
+    }
+}
+
+/// Ends the process for a failed stdout write: quietly on a closed pipe, else with the error.
+pub fn exit_on_write_error(error: &std::io::Error) -> ! {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write to stdout: {error}");
+    std::process::exit(1);
 }
 
 /// A JSON field as display text: strings bare, `null`/absent as `-`, lists comma-joined.

@@ -83,7 +83,7 @@ pub async fn run(ctx: &Context, command: AgentCommand) -> anyhow::Result<()> {
                     "new token for `{agent}` (older tokens stay valid; --rotate revokes them); it is shown only once:"
                 );
             }
-            println!("{token}");
+            outln!("{token}");
             Ok(())
         }
         AgentCommand::Revoke(agent) => {
@@ -184,7 +184,7 @@ async fn create(ctx: &Context, args: AgentCreateArgs) -> anyhow::Result<()> {
         field(&agent, "tags")
     );
     eprintln!("token (shown only once; store it now, e.g. as MESHGUARD_TOKEN):");
-    println!(
+    outln!(
         "{}",
         created
             .get("token")
@@ -221,7 +221,7 @@ fn print_agent(ctx: &Context, agent: &Value) {
         ),
     ];
     for (key, value) in rows {
-        println!("{} {value}", ctx.out.heading(&format!("{key:<12}")));
+        outln!("{} {value}", ctx.out.heading(&format!("{key:<12}")));
     }
 }
 
@@ -230,6 +230,6 @@ fn done(ctx: &Context, answer: &Value, message: &str) {
     if ctx.out.json {
         ctx.out.print_json(answer);
     } else {
-        println!("{message}");
+        outln!("{message}");
     }
 }

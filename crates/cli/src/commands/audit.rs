@@ -12,7 +12,7 @@ use crate::cli::{AuditCommand, AuditTailArgs, Breakdown};
 use crate::client::AdminClient;
 use crate::commands::{Context, unwrap_object};
 use crate::error::CliError;
-use crate::output::{Output, display, field, short_time};
+use crate::output::{Output, display, exit_on_write_error, field, short_time};
 
 /// Runs one `audit` subcommand.
 pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<ExitCode> {
@@ -75,9 +75,13 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<ExitCod
             // Streamed chunk by chunk: an export can be far larger than memory.
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| client.transport_error(&e))?;
-                stdout.write_all(&chunk).context("cannot write to stdout")?;
+                if let Err(e) = stdout.write_all(&chunk) {
+                    exit_on_write_error(&e);
+                }
             }
-            stdout.flush().context("cannot write to stdout")?;
+            if let Err(e) = stdout.flush() {
+                exit_on_write_error(&e);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -174,11 +178,11 @@ async fn tail(ctx: &Context, client: &AdminClient, args: AuditTailArgs) -> anyho
 /// One event per line while following: JSON lines with `--json`, else fixed columns.
 fn print_line(out: Output, event: &Value) {
     if out.json {
-        println!("{event}");
+        outln!("{event}");
         return;
     }
     let decision = field(event, "decision");
-    println!(
+    outln!(
         "{}  {:<6}  {:<20}  {}  {:<22}  {} {}",
         short_time(event.get("ts").unwrap_or(&Value::Null)),
         field(event, "kind"),
@@ -189,7 +193,6 @@ fn print_line(out: Output, event: &Value) {
         field(event, "action"),
         field(event, "resource"),
     );
-    let _ = std::io::stdout().flush();
 }
 
 fn agent_name(event: &Value) -> String {

@@ -8,7 +8,7 @@ use crate::output::{Output, display, field, short_time};
 pub fn print_stats(out: Output, period: u32, stats: &Value) {
     let count = |key: &str| stats.get(key).and_then(Value::as_u64).unwrap_or(0);
     let pct = |key: &str| stats.get(key).and_then(Value::as_f64).unwrap_or(0.0);
-    println!(
+    outln!(
         "{} {} to {} ({period} h)",
         out.heading("checks"),
         short_time(stats.get("from").unwrap_or(&Value::Null)),
@@ -36,19 +36,19 @@ pub fn print_stats(out: Output, period: u32, stats: &Value) {
             format!("{:.1}%", pct("requireApprovalPct")),
         ],
     ];
-    println!("{}", out.table(&["decision", "checks", "share"], rows));
+    outln!("{}", out.table(&["decision", "checks", "share"], rows));
     let top = stats
         .get("topDenied")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
     if !top.is_empty() {
-        println!();
+        outln!();
         let rows = top
             .iter()
             .map(|a| vec![field(a, "action"), field(a, "count")])
             .collect();
-        println!("{}", out.table(&["top denied action", "denials"], rows));
+        outln!("{}", out.table(&["top denied action", "denials"], rows));
     }
     let hourly = stats
         .get("hourly")
@@ -56,7 +56,7 @@ pub fn print_stats(out: Output, period: u32, stats: &Value) {
         .cloned()
         .unwrap_or_default();
     if !hourly.is_empty() {
-        println!();
+        outln!();
         let rows = hourly
             .iter()
             .map(|h| {
@@ -69,7 +69,7 @@ pub fn print_stats(out: Output, period: u32, stats: &Value) {
                 ]
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             out.table(&["hour", "total", "allowed", "denied", "approval"], rows)
         );
@@ -154,7 +154,7 @@ pub fn print_verify(out: Output, verdict: &Verdict) {
                 ]
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             out.table(
                 &["gateway", "events", "anchor seq", "head seq", "state"],
@@ -163,14 +163,14 @@ pub fn print_verify(out: Output, verdict: &Verdict) {
         );
     }
     match &verdict.broken {
-        None => println!(
+        None => outln!(
             "{}: {} events verified in {} chain{}",
             out.good("ok"),
             field(&verdict.report, "eventsChecked"),
             chains.len(),
             if chains.len() == 1 { "" } else { "s" }
         ),
-        Some(b) => println!(
+        Some(b) => outln!(
             "{}: the chain of gateway {} is broken at seq {}: {}",
             out.alert("BROKEN"),
             b.gateway,

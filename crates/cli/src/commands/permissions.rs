@@ -6,96 +6,133 @@ use serde_json::Value;
 use crate::commands::Context;
 use crate::output::{display, field};
 
-/// Prints every section of the permissions answer: lists of patterns as bullet lists, lists of
-/// records (rate limits, policies) as tables, single values as `key: value`.
-pub fn print(ctx: &Context, agent: &str, permissions: &Value) {
+/// Prints the agent, the applicable policies, then allowed, denied and approval patterns and the
+/// rate limits as tables, each entry with the policy and rule it comes from.
+pub fn print(ctx: &Context, agent: &str, answer: &Value) {
     let out = ctx.out;
-    println!(
-        "{}",
-        out.heading(&format!("effective permissions of `{agent}`"))
+    let profile = answer.get("agent").unwrap_or(&Value::Null);
+    let permissions = answer.get("permissions").unwrap_or(answer);
+    outln!(
+        "{} ({}, tags {}, {})",
+        out.heading(profile.get("name").and_then(Value::as_str).unwrap_or(agent)),
+        field(profile, "trustTier"),
+        field(profile, "tags"),
+        field(profile, "status")
     );
-    let Some(sections) = permissions.as_object() else {
-        println!("{}", display(permissions));
+    let policies = field(permissions, "policies");
+    if policies == "-" {
+        outln!("no policy applies: every action is denied (no_policy)");
         return;
+    }
+    outln!("policies: {}", policies.replace(',', ", "));
+    outln!(
+        "anything not listed: {} (explicit deny wins over any allow)",
+        out.decision(&field(permissions, "default_effect"))
+    );
+
+    let entries = |key: &str| {
+        permissions
+            .get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
     };
-    for (key, value) in sections {
-        match value {
-            Value::Array(items) if items.iter().all(Value::is_object) && !items.is_empty() => {
-                println!();
-                println!("{}", out.heading(&title(key)));
-                let mut columns: Vec<String> = Vec::new();
-                for item in items {
-                    for column in item.as_object().into_iter().flat_map(|o| o.keys()) {
-                        if !columns.contains(column) {
-                            columns.push(column.clone());
-                        }
-                    }
-                }
-                let rows = items
+    let pattern_rows = |items: &[Value]| -> Vec<Vec<String>> {
+        items
+            .iter()
+            .map(|e| {
+                vec![
+                    field(e, "pattern"),
+                    field(e, "policy"),
+                    field(e, "rule"),
+                    conditions(e.get("conditions")),
+                ]
+            })
+            .collect()
+    };
+    for (key, title) in [("allowed", "allowed"), ("denied", "denied")] {
+        let items = entries(key);
+        if !items.is_empty() {
+            outln!();
+            out.print_table(
+                &[title, "policy", "rule", "conditions"],
+                pattern_rows(&items),
+            );
+        }
+    }
+    let approvals = entries("approvals");
+    if !approvals.is_empty() {
+        outln!();
+        let rows = approvals
+            .iter()
+            .map(|a| {
+                let timeout = a
+                    .get("timeout_seconds")
+                    .and_then(Value::as_u64)
+                    .map_or_else(|| "gateway default".to_owned(), |s| format!("{s} s"));
+                vec![field(a, "pattern"), field(a, "policy"), timeout]
+            })
+            .collect();
+        out.print_table(&["requires approval", "policy", "timeout"], rows);
+    }
+    let limits = entries("rate_limits");
+    if !limits.is_empty() {
+        outln!();
+        let rows = limits
+            .iter()
+            .map(|l| {
+                vec![
+                    field(l, "policy"),
+                    field(l, "rule"),
+                    field(l, "requests_per_minute"),
+                    field(l, "requests_per_hour"),
+                ]
+            })
+            .collect();
+        out.print_table(&["rate limit of", "rule", "per minute", "per hour"], rows);
+    }
+}
+
+/// `resourcePattern=workspace/*, sandbox=true`: a rule's conditions on one line.
+fn conditions(value: Option<&Value>) -> String {
+    let Some(Value::Object(map)) = value else {
+        return "-".to_owned();
+    };
+    if map.is_empty() {
+        return "-".to_owned();
+    }
+    map.iter()
+        .map(|(key, value)| match value {
+            Value::Object(inner) => {
+                let parts: Vec<String> = inner
                     .iter()
-                    .map(|item| columns.iter().map(|c| field(item, c)).collect())
+                    .map(|(k, v)| format!("{k}={}", display(v)))
                     .collect();
-                let headers: Vec<String> = columns.iter().map(|c| title(c)).collect();
-                let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
-                println!("{}", out.table(&headers, rows));
+                format!("{key}({})", parts.join(", "))
             }
-            Value::Array(items) => {
-                println!();
-                println!("{}", out.heading(&title(key)));
-                if items.is_empty() {
-                    println!("  {}", out.dim("(none)"));
-                }
-                for item in items {
-                    println!("  {}", paint_entry(ctx, key, &display(item)));
-                }
-            }
-            Value::Object(_) => {
-                println!();
-                println!("{}", out.heading(&title(key)));
-                for (k, v) in value.as_object().into_iter().flatten() {
-                    println!("  {}: {}", title(k), display(v));
-                }
-            }
-            scalar => println!("{}: {}", title(key), display(scalar)),
-        }
-    }
-}
-
-fn paint_entry(ctx: &Context, section: &str, entry: &str) -> String {
-    let lower = section.to_lowercase();
-    if lower.contains("den") {
-        ctx.out.alert(entry)
-    } else if lower.contains("allow") {
-        ctx.out.good(entry)
-    } else {
-        entry.to_owned()
-    }
-}
-
-/// `requireApproval` → `require approval`, `rate_limits` → `rate limits`.
-fn title(key: &str) -> String {
-    let mut text = String::with_capacity(key.len() + 4);
-    for c in key.chars() {
-        if c == '_' {
-            text.push(' ');
-        } else if c.is_uppercase() {
-            text.push(' ');
-            text.extend(c.to_lowercase());
-        } else {
-            text.push(c);
-        }
-    }
-    text
+            other => format!("{key}={}", display(other)),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
 mod tests {
-    use super::title;
+    use super::conditions;
+    use serde_json::json;
 
     #[test]
-    fn keys_read_as_words() {
-        assert_eq!(title("requireApproval"), "require approval");
-        assert_eq!(title("rate_limits"), "rate limits");
-        assert_eq!(title("allowed"), "allowed");
+    fn conditions_read_on_one_line() {
+        assert_eq!(conditions(None), "-");
+        assert_eq!(
+            conditions(Some(
+                &json!({"resourcePattern": ["workspace/*"], "sandbox": true})
+            )),
+            "resourcePattern=workspace/*, sandbox=true"
+        );
+        assert_eq!(
+            conditions(Some(&json!({"rateLimit": {"requestsPerMinute": 10}}))),
+            "rateLimit(requestsPerMinute=10)"
+        );
     }
 }

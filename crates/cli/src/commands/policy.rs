@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::cli::PolicyCommand;
-use crate::commands::{Context, unwrap_object};
+use crate::commands::Context;
 use crate::error::CliError;
 use crate::output::{display, field, short_time};
 use crate::policy_files;
@@ -19,12 +19,10 @@ pub async fn run(ctx: &Context, command: PolicyCommand) -> anyhow::Result<std::p
         PolicyCommand::Apply { path } => apply(ctx, path).await?,
         PolicyCommand::List => list(ctx).await?,
         PolicyCommand::Show { name } => {
-            let shown = unwrap_object(
-                ctx.client()?
-                    .get(&["admin", "policies", &name], &[])
-                    .await?,
-                "policy",
-            );
+            let shown = ctx
+                .client()?
+                .get(&["admin", "policies", &name], &[])
+                .await?;
             if ctx.out.json {
                 ctx.out.print_json(&shown);
             } else {
@@ -39,7 +37,7 @@ pub async fn run(ctx: &Context, command: PolicyCommand) -> anyhow::Result<std::p
             if ctx.out.json {
                 ctx.out.print_json(&deleted);
             } else {
-                println!("policy `{name}` deleted");
+                outln!("policy `{name}` deleted");
             }
         }
         PolicyCommand::Validate { files, agents } => validate(ctx, &files, agents.as_deref())?,
@@ -61,25 +59,44 @@ async fn apply(ctx: &Context, path: PathBuf) -> anyhow::Result<()> {
     let mut applied = Vec::new();
     for file in files {
         let name = file.policy.name().to_owned();
-        let answer = client
-            .put_yaml(&["admin", "policies", &name], file.text)
-            .await
-            .with_context(|| format!("applying `{}` from `{}`", name, file.path.display()))?;
+        let context = || format!("applying `{}` from `{}`", name, file.path.display());
+        // An unchanged policy is not sent again: no new revision and no admin event for nothing.
+        let stored = match client.get(&["admin", "policies", &name], &[]).await {
+            Ok(stored) => Some(stored),
+            Err(e)
+                if matches!(
+                    e.downcast_ref::<CliError>(),
+                    Some(CliError::Api { status: 404, .. })
+                ) =>
+            {
+                None
+            }
+            Err(e) => return Err(e.context(context())),
+        };
+        let unchanged = stored
+            .as_ref()
+            .and_then(|s| s.get("source"))
+            .and_then(Value::as_str)
+            == Some(file.text.as_str());
+        let answer = match stored {
+            Some(stored) if unchanged => stored,
+            _ => client
+                .put_yaml(&["admin", "policies", &name], file.text)
+                .await
+                .with_context(context)?,
+        };
+        let revision = answer
+            .get("revision")
+            .map(display)
+            .unwrap_or_else(|| "-".to_owned());
+        let verb = if unchanged { "unchanged" } else { "applied" };
         if !ctx.out.json {
-            let answer = unwrap_object(answer.clone(), "policy");
-            let revision = answer
-                .get("revision")
-                .map(display)
-                .map(|r| format!(" (revision {r})"))
-                .unwrap_or_default();
-            let unchanged = answer.get("changed").and_then(Value::as_bool) == Some(false);
-            let verb = if unchanged { "unchanged" } else { "applied" };
-            println!(
-                "policy `{name}` {verb}{revision} from {}",
+            outln!(
+                "policy `{name}` {verb} (revision {revision}) from {}",
                 file.path.display()
             );
         }
-        applied.push(answer);
+        applied.push(json!({ "name": name, "file": file.path.display().to_string(), "changed": !unchanged, "policy": answer }));
     }
     if ctx.out.json {
         ctx.out.print_json(&json!({ "applied": applied }));
@@ -139,12 +156,10 @@ async fn list(ctx: &Context) -> anyhow::Result<()> {
 
 /// Prints the stored YAML exactly as applied, or the JSON form when the gateway has no source.
 fn print_source(policy: &Value) {
-    let source = ["source", "sourceText", "yaml"]
-        .iter()
-        .find_map(|k| policy.get(*k).and_then(Value::as_str));
+    let source = policy.get("source").and_then(Value::as_str);
     match source {
-        Some(text) => print!("{}{}", text, if text.ends_with('\n') { "" } else { "\n" }),
-        None => println!(
+        Some(text) => outln!("{}", text.strip_suffix('\n').unwrap_or(text)),
+        None => outln!(
             "{}",
             serde_json::to_string_pretty(policy).unwrap_or_default()
         ),
@@ -181,10 +196,10 @@ fn validate(
         return Ok(());
     }
     for warning in &warnings {
-        println!("{warning}");
+        outln!("{warning}");
     }
     let names: Vec<&str> = policies.iter().map(|p| p.name()).collect();
-    println!(
+    outln!(
         "{} valid ({}), {} warning{}",
         if names.len() == 1 {
             "1 policy".to_owned()

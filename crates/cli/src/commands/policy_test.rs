@@ -80,66 +80,112 @@ fn print_decision(out: Output, answer: &Value, verbose: bool) {
         ("rule", field(answer, "rule")),
     ];
     for (key, value) in rows {
-        println!("{} {value}", out.heading(&format!("{key:<9}")));
+        outln!("{} {value}", out.heading(&format!("{key:<9}")));
     }
-    if let Some(seconds) = answer
-        .get("retry_after_seconds")
-        .or_else(|| answer.get("retryAfterSeconds"))
-        .filter(|v| !v.is_null())
-    {
-        println!(
+    if let Some(seconds) = answer.get("retryAfterSeconds").filter(|v| !v.is_null()) {
+        outln!(
             "{} {}",
             out.heading(&format!("{:<9}", "retry")),
             display(seconds)
         );
     }
+    if let Some(id) = answer.get("approvalId").filter(|v| !v.is_null()) {
+        outln!(
+            "{} {}",
+            out.heading(&format!("{:<9}", "approval")),
+            display(id)
+        );
+    }
     if verbose {
-        println!();
-        let considered = considered_rules(answer);
-        if considered.is_empty() {
-            println!(
-                "{}",
-                out.dim("no rule was considered (no policy applies to this agent)")
-            );
-        } else {
-            let rows = considered
-                .iter()
-                .map(|r| {
-                    vec![
-                        field(r, "policy"),
-                        field(r, "rule"),
-                        field(r, "effect"),
-                        if r.get("matched").and_then(Value::as_bool) == Some(true) {
-                            "yes".to_owned()
-                        } else {
-                            "no".to_owned()
-                        },
-                        ["why", "reason", "detail"]
-                            .iter()
-                            .find_map(|k| r.get(*k))
-                            .map(display)
-                            .unwrap_or_else(|| "-".to_owned()),
-                    ]
-                })
-                .collect();
-            out.print_table(&["policy", "rule", "effect", "matched", "why"], rows);
-        }
+        outln!();
+        print_explanation(out, answer.get("explanation").unwrap_or(&Value::Null));
     }
 }
 
-/// The rules the gateway reports as considered, whatever the list is called in its answer.
-fn considered_rules(answer: &Value) -> Vec<Value> {
-    ["considered", "rules", "trace"]
-        .iter()
-        .find_map(|k| answer.get(*k).and_then(Value::as_array))
-        .or_else(|| {
-            answer
-                .get("explanation")
-                .and_then(|e| e.get("considered"))
-                .and_then(Value::as_array)
-        })
+/// Every policy of the set, whether it applies to the agent, and each rule tried up to the first
+/// match, with the reason it matched or not.
+fn print_explanation(out: Output, explanation: &Value) {
+    if let Some(normalised) = explanation
+        .get("normalised_action")
+        .filter(|v| !v.is_null())
+    {
+        outln!(
+            "normalised: action {} resource {}",
+            display(normalised),
+            field(explanation, "normalised_resource")
+        );
+    } else {
+        outln!("normalised: the action or resource escapes its root");
+    }
+    let policies = explanation
+        .get("policies")
+        .and_then(Value::as_array)
         .cloned()
-        .unwrap_or_default()
+        .unwrap_or_default();
+    if policies.is_empty() {
+        outln!("{}", out.dim("no policy was considered"));
+        return;
+    }
+    let mut rows = Vec::new();
+    for policy in &policies {
+        let name = field(policy, "policy");
+        let applies = policy.get("applies").and_then(Value::as_bool) == Some(true);
+        if !applies {
+            rows.push(vec![
+                name,
+                "-".into(),
+                "-".into(),
+                field(policy, "applies_because"),
+            ]);
+            continue;
+        }
+        let verdict = if policy.get("verdict_is_default").and_then(Value::as_bool) == Some(true) {
+            format!("{} (default)", field(policy, "verdict"))
+        } else {
+            field(policy, "verdict")
+        };
+        rows.push(vec![
+            name,
+            "-".into(),
+            verdict,
+            field(policy, "applies_because"),
+        ]);
+        for rule in policy
+            .get("rules")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            rows.push(vec![
+                String::new(),
+                field(rule, "rule"),
+                field(rule, "effect"),
+                rule_outcome(rule),
+            ]);
+        }
+        if let Some(pattern) = policy.get("approval_pattern").filter(|v| !v.is_null()) {
+            rows.push(vec![
+                String::new(),
+                "requireApproval".into(),
+                "approval".into(),
+                format!("matched `{}`", display(pattern)),
+            ]);
+        }
+    }
+    out.print_table(&["policy", "rule", "effect", "why"], rows);
+}
+
+fn rule_outcome(rule: &Value) -> String {
+    match rule.get("outcome").and_then(Value::as_str) {
+        Some("matched") => format!("matched `{}`", field(rule, "pattern")),
+        Some("no_action_match") => "no action pattern matches".to_owned(),
+        Some("condition_failed") => format!(
+            "condition `{}` fails: {}",
+            field(rule, "condition"),
+            field(rule, "detail")
+        ),
+        _ => field(rule, "outcome"),
+    }
 }
 
 /// Runs a test file in the format its top-level key names.
@@ -169,11 +215,11 @@ async fn run_file(ctx: &Context, path: &Path) -> anyhow::Result<ExitCode> {
     } else {
         for result in &results {
             match &result.failure {
-                None => println!("{}   {}", ctx.out.good("ok"), result.name),
-                Some(why) => println!("{} {}: {why}", ctx.out.alert("FAIL"), result.name),
+                None => outln!("{}   {}", ctx.out.good("ok"), result.name),
+                Some(why) => outln!("{} {}: {why}", ctx.out.alert("FAIL"), result.name),
             }
         }
-        println!("{passed} passed, {failed} failed");
+        outln!("{passed} passed, {failed} failed");
     }
     Ok(ExitCode::from(if failed == 0 { PASSED } else { REFUSED }))
 }

@@ -76,9 +76,9 @@ fn validate_only(config: &Config) -> anyhow::Result<ExitCode> {
     match meshguard_gateway::validate_only(config) {
         Ok(report) => {
             for line in report {
-                println!("{line}");
+                outln!("{line}");
             }
-            println!("configuration OK");
+            outln!("configuration OK");
             Ok(ExitCode::SUCCESS)
         }
         Err(ServeError::InvalidPolicies { count, errors }) => {
