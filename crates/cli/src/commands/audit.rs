@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::cli::{AuditCommand, AuditTailArgs, Breakdown};
 use crate::client::AdminClient;
-use crate::commands::{Context, unwrap_object};
+use crate::commands::Context;
 use crate::error::CliError;
 use crate::output::{Output, display, exit_on_write_error, field, short_time};
 
@@ -26,7 +26,7 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<ExitCod
         } => {
             let mut query = vec![("period", period.to_string())];
             if let Some(agent) = agent {
-                query.push(("agentId", agent_id(&client, &agent).await?));
+                query.push(("agentId", agent));
             }
             if breakdown == Some(Breakdown::Hourly) {
                 query.push(("breakdown", "hourly".to_owned()));
@@ -87,16 +87,6 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-/// The id of an agent given by name or id (the audit filters take ids).
-async fn agent_id(client: &AdminClient, agent: &str) -> anyhow::Result<String> {
-    let found = unwrap_object(client.get(&["admin", "agents", agent], &[]).await?, "agent");
-    Ok(found
-        .get("id")
-        .and_then(Value::as_str)
-        .unwrap_or(agent)
-        .to_owned())
-}
-
 fn entries(listed: &Value) -> Vec<Value> {
     listed
         .get("entries")
@@ -114,7 +104,7 @@ fn chronological(mut events: Vec<Value>) -> Vec<Value> {
 async fn tail(ctx: &Context, client: &AdminClient, args: AuditTailArgs) -> anyhow::Result<()> {
     let mut query = vec![];
     if let Some(agent) = &args.agent {
-        query.push(("agentId", agent_id(client, agent).await?));
+        query.push(("agentId", agent.clone()));
     }
     if let Some(decision) = args.decision {
         query.push(("decision", decision.as_str().to_owned()));
@@ -242,13 +232,11 @@ async fn verify(ctx: &Context, client: &AdminClient) -> anyhow::Result<ExitCode>
     }
     match verdict.broken {
         None => Ok(ExitCode::SUCCESS),
-        Some(broken) if ctx.out.json => Err(CliError::Reported {
-            summary: format!("the audit trail is broken at seq {}", broken.seq),
-            code: 1,
-        }
-        .into()),
-        Some(_) => Err(CliError::Reported {
-            summary: "the audit trail does not verify".into(),
+        Some(broken) => Err(CliError::Reported {
+            summary: format!(
+                "the audit trail of gateway {} is broken at seq {}",
+                broken.gateway, broken.seq
+            ),
             code: 1,
         }
         .into()),

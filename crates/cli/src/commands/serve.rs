@@ -2,6 +2,7 @@
 //! runs the gateway until SIGINT or SIGTERM.
 
 use std::collections::HashMap;
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -103,8 +104,12 @@ fn validate_only(config: &Config) -> anyhow::Result<ExitCode> {
 /// one JSON object per line for log shippers.
 fn init_logging() -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only for a person at a terminal: log files and journald get plain text.
+    let ansi = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let result = if std::env::var("MESHGUARD_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().try_init()
