@@ -1,0 +1,268 @@
+//! The admin commands a user runs day to day: token issue and rotation, revoke and restore,
+//! delete, policy show/apply/delete round trips, following the audit trail live, and export.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::Value;
+use support::{BIN, Gateway};
+
+const POLICY: &str = "name: lifecycle\nversion: \"1\"\nappliesTo:\n  agentIds: [lc]\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n  - name: no-shell\n    effect: deny\n    actions: [\"execute:shell\"]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_rotate_and_agents_come_and_go() {
+    let gateway = Gateway::start().await;
+    let policy = gateway.scratch().join("lifecycle.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    gateway
+        .cli(&["policy", "apply", policy.to_str().unwrap()])
+        .assert_code(0);
+
+    let first = gateway.create_agent("lc", "verified", "");
+    assert_eq!(gateway.check(&first, "read:a", "*").await.status, 200);
+
+    // A second token: both work.
+    let issued = gateway.cli(&["agent", "token", "lc"]);
+    issued.assert_code(0);
+    let second = issued.stdout.trim().to_owned();
+    assert_eq!(issued.stdout.lines().count(), 1, "only the token on stdout");
+    assert_ne!(first, second);
+    assert_eq!(gateway.check(&first, "read:a", "*").await.status, 200);
+    assert_eq!(gateway.check(&second, "read:a", "*").await.status, 200);
+
+    // Rotation revokes every older token at once.
+    let rotated = gateway.cli(&["agent", "token", "lc", "--rotate"]);
+    rotated.assert_code(0);
+    let third = rotated.stdout.trim().to_owned();
+    assert_eq!(gateway.check(&first, "read:a", "*").await.status, 401);
+    assert_eq!(gateway.check(&second, "read:a", "*").await.status, 401);
+    assert_eq!(gateway.check(&third, "read:a", "*").await.status, 200);
+
+    // Revoke and restore.
+    gateway.cli(&["agent", "revoke", "lc"]).assert_code(0);
+    assert_eq!(gateway.check(&third, "read:a", "*").await.status, 401);
+    let listed = gateway.cli(&["agent", "list"]);
+    assert!(
+        listed
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("lc ") && l.contains("revoked")),
+        "{}",
+        listed.stdout
+    );
+    gateway.cli(&["agent", "restore", "lc"]).assert_code(0);
+    assert_eq!(gateway.check(&third, "read:a", "*").await.status, 200);
+
+    // Delete: gone for the API and for the agent, and its id is accepted like its name.
+    let id = gateway.cli_json(&["agent", "show", "lc"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    gateway.cli(&["agent", "show", &id]).assert_code(0);
+    gateway.cli(&["agent", "delete", &id]).assert_code(0);
+    gateway.cli(&["agent", "show", "lc"]).assert_code(1);
+    assert_eq!(gateway.check(&third, "read:a", "*").await.status, 401);
+    // Its audit events outlive it and are still found by its name.
+    let events = gateway.cli_json(&["audit", "tail", "--agent", "lc", "-n", "100"]);
+    let checks = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "check")
+        .count();
+    assert!(checks >= 8, "{events}");
+
+    // With a TTL the token carries an expiry.
+    let created = gateway.cli_json(&[
+        "agent",
+        "create",
+        "short-lived",
+        "--tags",
+        "a,b",
+        "--ttl",
+        "1h",
+        "--description",
+        "expires soon",
+    ]);
+    assert_eq!(created["description"], "expires soon");
+    let claims = created["token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(claims)
+        .unwrap();
+    let claims: Value = serde_json::from_slice(&claims).unwrap();
+    let lifetime = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert_eq!(lifetime, 3600, "{claims}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_round_trip_through_the_cli() {
+    let gateway = Gateway::start().await;
+    let policy = gateway.scratch().join("lifecycle.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+
+    let applied = gateway.cli(&["policy", "apply", policy.to_str().unwrap()]);
+    applied.assert_code(0);
+    assert!(
+        applied
+            .stdout
+            .contains("policy `lifecycle` applied (revision 1)"),
+        "{}",
+        applied.stdout
+    );
+    let again = gateway.cli(&["policy", "apply", policy.to_str().unwrap()]);
+    assert!(
+        again
+            .stdout
+            .contains("policy `lifecycle` unchanged (revision 1)"),
+        "{}",
+        again.stdout
+    );
+    std::fs::write(&policy, POLICY.replace("version: \"1\"", "version: \"2\"")).unwrap();
+    let changed = gateway.cli(&["policy", "apply", policy.to_str().unwrap()]);
+    assert!(
+        changed
+            .stdout
+            .contains("policy `lifecycle` applied (revision 2)"),
+        "{}",
+        changed.stdout
+    );
+
+    // `show` gives back the text exactly as applied, comments and all.
+    let shown = gateway.cli(&["policy", "show", "lifecycle"]);
+    shown.assert_code(0);
+    assert_eq!(shown.stdout, std::fs::read_to_string(&policy).unwrap());
+
+    let listed = gateway.cli(&["policy", "list"]);
+    assert!(
+        listed
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("lifecycle") && l.contains(" 2 ")),
+        "{}",
+        listed.stdout
+    );
+
+    gateway
+        .cli(&["policy", "delete", "lifecycle"])
+        .assert_code(0);
+    gateway.cli(&["policy", "show", "lifecycle"]).assert_code(1);
+    assert_eq!(
+        gateway.cli_json(&["policy", "list"])["policies"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_follow_prints_events_as_they_happen_and_export_filters_by_time() {
+    let gateway = Gateway::start().await;
+    let policy = gateway.scratch().join("lifecycle.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    gateway
+        .cli(&["policy", "apply", policy.to_str().unwrap()])
+        .assert_code(0);
+    let token = gateway.create_agent("lc", "verified", "");
+    assert_eq!(
+        gateway
+            .check(&token, "execute:shell", "before")
+            .await
+            .status,
+        403
+    );
+
+    let mut follower = Command::new(BIN)
+        .args(["--url", &gateway.url, "--data-dir"])
+        .arg(gateway.data_dir())
+        .args([
+            "--json",
+            "audit",
+            "tail",
+            "--follow",
+            "--decision",
+            "deny",
+            "--agent",
+            "lc",
+            "-n",
+            "5",
+        ])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next_event = |what: &str| -> Value {
+        let line = lines
+            .recv_timeout(Duration::from_secs(15))
+            .unwrap_or_else(|e| panic!("no line for {what}: {e}"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+
+    // The backlog first, then live events; allowed checks are filtered out.
+    let backlog = next_event("the backlog");
+    assert_eq!(
+        (backlog["action"].as_str(), backlog["resource"].as_str()),
+        (Some("execute:shell"), Some("before"))
+    );
+    // No pause needed: `--follow` subscribes before it reads the backlog.
+    assert_eq!(gateway.check(&token, "read:a", "allowed").await.status, 200);
+    assert_eq!(
+        gateway.check(&token, "execute:shell", "live").await.status,
+        403
+    );
+    let live = next_event("the live denial");
+    assert_eq!(
+        (live["resource"].as_str(), live["decision"].as_str()),
+        (Some("live"), Some("deny"))
+    );
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+
+    let export = gateway.cli(&["audit", "export", "--since", "1h"]);
+    export.assert_code(0);
+    let events: Vec<Value> = export
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events.iter().any(|e| e["resource"] == "live"),
+        "{}",
+        export.stdout
+    );
+    let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "oldest first: {seqs:?}"
+    );
+    let future = gateway.cli(&["audit", "export", "--since", "2999-01-01T00:00:00Z"]);
+    future.assert_code(0);
+    assert!(future.stdout.is_empty(), "{}", future.stdout);
+}
