@@ -172,6 +172,11 @@ def test_record_links_the_outcome_to_its_check(
 def test_proxy_requests_are_denied_before_leaving(
     shared_gateway: Gateway, agent: AgentIdentity
 ) -> None:
+    shared_gateway.require_route(
+        "POST",
+        "/proxy/api/run",
+        {"Authorization": f"Bearer {agent.token}", "X-MeshGuard-Action": "execute:shell"},
+    )
     with pytest.raises(PolicyDeniedError):
         client_of(shared_gateway, agent).post("api/run", action="execute:shell", json={})
 
@@ -213,6 +218,8 @@ def test_an_approval_is_requested_then_used_once_approved(
         client.enforce("send:email", "ops@example.com")
     approval_id = pending.value.approval_id
     assert approval_id
+    assert pending.value.decision and pending.value.decision.code == "approval_required"
+    shared_gateway.require_approvals_api(approvals_agent)
     assert client.get_approval(approval_id).status == "pending"
     admin.approve(approval_id)
     assert client.wait_for_approval(approval_id, timeout=5).approved
@@ -230,6 +237,7 @@ def test_enforce_waits_for_the_human_decision(
     approvals_agent: AgentIdentity,
     wait_until: Callable[..., Any],
 ) -> None:
+    shared_gateway.require_approvals_api(approvals_agent)
     client = client_of(shared_gateway, approvals_agent)
     admin = MeshGuardClient(gateway_url=shared_gateway.url, admin_token=shared_gateway.admin_token)
 
@@ -259,6 +267,7 @@ def test_a_denied_approval_stays_denied(
     admin = MeshGuardClient(gateway_url=shared_gateway.url, admin_token=shared_gateway.admin_token)
     first = client.check("send:email", "all@example.com")
     assert first.approval_id
+    shared_gateway.require_approvals_api(approvals_agent)
     admin.deny_approval(first.approval_id, reason="not to everyone")
     approval = client.wait_for_approval(first.approval_id, timeout=5)
     assert approval.status == "denied"
