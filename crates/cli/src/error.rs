@@ -50,17 +50,63 @@ impl CliError {
     }
 }
 
-/// Prints `error: …` as one line on stderr (the error and its causes, joined by `: `) and picks
-/// the exit code from the [`CliError`] inside, if any.
+/// Prints `error: …` as one line on stderr and picks the exit code from the [`CliError`] inside,
+/// if any.
 pub fn report(err: &anyhow::Error) -> ExitCode {
     let code = err
         .downcast_ref::<CliError>()
         .map_or(1, CliError::exit_code);
-    let line = err
-        .chain()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ");
-    eprintln!("error: {}", line.replace('\n', " "));
+    eprintln!("error: {}", one_line(err));
     ExitCode::from(code)
+}
+
+/// The error and its causes joined by `: ` on one line, each said once (many errors repeat their
+/// source in their own message).
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain().map(ToString::to_string) {
+        if line.contains(&cause) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&cause);
+    }
+    line.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_are_joined_once_on_one_line() {
+        let io = std::io::Error::other("Address already in use");
+        let err = anyhow::Error::new(io)
+            .context("cannot listen on 127.0.0.1:1: Address already in use")
+            .context("the gateway stopped");
+        assert_eq!(
+            one_line(&err),
+            "the gateway stopped: cannot listen on 127.0.0.1:1: Address already in use"
+        );
+        let err = anyhow::anyhow!("first line\nsecond line");
+        assert_eq!(one_line(&err), "first line second line");
+    }
+
+    #[test]
+    fn exit_codes_survive_context() {
+        let err = anyhow::Error::new(CliError::Unreachable {
+            url: "http://x".into(),
+        })
+        .context("applying `p`");
+        assert_eq!(
+            err.downcast_ref::<CliError>().map(CliError::exit_code),
+            Some(5)
+        );
+        assert_eq!(
+            one_line(&err),
+            "applying `p`: cannot reach the gateway at http://x: is `meshguard serve` running?"
+        );
+    }
 }

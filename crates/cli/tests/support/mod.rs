@@ -89,53 +89,59 @@ impl Gateway {
 
     /// The log of the latest start.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(
-            self.root
-                .path()
-                .join(format!("gateway-{}.log", self.starts)),
-        )
-        .unwrap_or_default()
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    /// Spawns `meshguard serve` and waits for /health.
+    /// Spawns `meshguard serve` and waits for /health. The port was free when picked but another
+    /// process may take it before the gateway binds: then a new port is picked (bounded).
     async fn spawn(&mut self) {
-        self.starts += 1;
-        let log = File::create(
-            self.root
-                .path()
-                .join(format!("gateway-{}.log", self.starts)),
-        )
-        .unwrap();
-        let child = Command::new(BIN)
-            .args(["serve", "--addr", &self.addr, "--data-dir"])
-            .arg(self.data_dir())
-            .args(&self.serve_args)
-            .env_remove("MESHGUARD_ADMIN_TOKEN")
-            .env_remove("MESHGUARD_URL")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        self.wait_healthy().await;
+        for _ in 0..5 {
+            self.starts += 1;
+            let log = File::create(self.log_path()).unwrap();
+            let child = Command::new(BIN)
+                .args(["serve", "--addr", &self.addr, "--data-dir"])
+                .arg(self.data_dir())
+                .args(&self.serve_args)
+                .env_remove("MESHGUARD_ADMIN_TOKEN")
+                .env_remove("MESHGUARD_URL")
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            self.child = Some(child);
+            match self.wait_healthy().await {
+                Ok(()) => return,
+                Err(log) if log.contains("cannot listen on") => {
+                    self.child = None;
+                    self.addr = format!("127.0.0.1:{}", free_port());
+                    self.url = format!("http://{}", self.addr);
+                }
+                Err(log) => panic!("the gateway exited during start:\n{log}"),
+            }
+        }
+        panic!("no free port found for the gateway");
     }
 
-    async fn wait_healthy(&mut self) {
+    fn log_path(&self) -> PathBuf {
+        self.root
+            .path()
+            .join(format!("gateway-{}.log", self.starts))
+    }
+
+    /// Waits (bounded) for /health; `Err` with the log when the process exited first.
+    async fn wait_healthy(&mut self) -> Result<(), String> {
         let client = http(Duration::from_secs(2));
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "the gateway exited during start ({status}):\n{}",
-                    self.log()
-                );
+                return Err(format!("({status}) {}", self.log()));
             }
             if let Ok(response) = client.get(format!("{}/health", self.url)).send().await
                 && response.status().is_success()
             {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
@@ -178,7 +184,7 @@ impl Gateway {
         }
     }
 
-    /// Starts again on the same data dir and port.
+    /// Starts again on the same data dir (and port, unless it was taken meanwhile).
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the gateway first");
         self.spawn().await;
