@@ -1,5 +1,6 @@
 //! `meshguard audit …`: tail (and follow), stats, trace, verify, export.
 
+use std::collections::HashSet;
 use std::io::Write as _;
 use std::process::ExitCode;
 
@@ -135,7 +136,9 @@ async fn tail(ctx: &Context, client: &AdminClient, args: AuditTailArgs) -> anyho
         }
         return Ok(());
     };
-    let mut last_id = events.last().map(|e| field(e, "id")).unwrap_or_default();
+    // Events committed between subscribing and reading the backlog arrive twice: skip them by id
+    // (not by order: concurrent requests may commit out of id order).
+    let mut printed: HashSet<String> = events.iter().map(|e| field(e, "id")).collect();
     for event in &events {
         print_line(ctx.out, event);
     }
@@ -156,11 +159,9 @@ async fn tail(ctx: &Context, client: &AdminClient, args: AuditTailArgs) -> anyho
         let Ok(event) = serde_json::from_str::<Value>(&message.data) else {
             continue; // keep-alives and other non-event messages
         };
-        let id = field(&event, "id");
-        if event.get("id").is_none() || id <= last_id {
-            continue; // already printed from the backlog
+        if event.get("id").is_none() || printed.remove(&field(&event, "id")) {
+            continue;
         }
-        last_id = id;
         print_line(ctx.out, &event);
     }
 }
