@@ -48,7 +48,6 @@ async fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Agent(command) => commands::agent::run(ctx, command)
             .await
             .map(|()| ExitCode::SUCCESS),
-        Command::Policy(PolicyCommand::Test(args)) => commands::policy_test::run(ctx, args).await,
         Command::Policy(command) => commands::policy::run(ctx, command).await,
         Command::Audit(command) => commands::audit::run(ctx, command).await,
     }

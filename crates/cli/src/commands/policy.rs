@@ -13,7 +13,7 @@ use crate::error::CliError;
 use crate::output::{display, field, short_time};
 use crate::policy_files;
 
-/// Runs one `policy` subcommand (`test` lives in [`crate::commands::policy_test`]).
+/// Runs one `policy` subcommand.
 pub async fn run(ctx: &Context, command: PolicyCommand) -> anyhow::Result<std::process::ExitCode> {
     match command {
         PolicyCommand::Apply { path } => apply(ctx, path).await?,
@@ -42,9 +42,7 @@ pub async fn run(ctx: &Context, command: PolicyCommand) -> anyhow::Result<std::p
         }
         PolicyCommand::Validate { files, agents } => validate(ctx, &files, agents.as_deref())?,
         PolicyCommand::Allowed { agent } => allowed(ctx, &agent).await?,
-        PolicyCommand::Test(_) => {
-            return Err(CliError::Usage("`policy test` is handled elsewhere".into()).into());
-        }
+        PolicyCommand::Test(args) => return crate::commands::policy_test::run(ctx, args).await,
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
