@@ -266,3 +266,61 @@ async fn audit_follow_prints_events_as_they_happen_and_export_filters_by_time() 
     future.assert_code(0);
     assert!(future.stdout.is_empty(), "{}", future.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policies_directory_owns_its_policies_and_reloads_them() {
+    let policies = tempfile::tempdir().unwrap();
+    let file = policies.path().join("lifecycle.yaml");
+    std::fs::write(&file, POLICY).unwrap();
+    let gateway = Gateway::start_with(&["--policies", policies.path().to_str().unwrap()]).await;
+
+    let listed = gateway.cli_json(&["policy", "list"]);
+    let origin = listed["policies"][0]["origin"].as_str().unwrap().to_owned();
+    assert!(origin.contains("lifecycle.yaml"), "{listed}");
+
+    // The API may not change what a file owns; the refusal names the file.
+    let elsewhere = gateway.scratch().join("lifecycle.yaml");
+    std::fs::write(
+        &elsewhere,
+        POLICY.replace("version: \"1\"", "version: \"api\""),
+    )
+    .unwrap();
+    let refused = gateway.cli(&["policy", "apply", elsewhere.to_str().unwrap()]);
+    refused.assert_code(1);
+    assert!(
+        refused.stderr.contains("lifecycle.yaml"),
+        "{}",
+        refused.stderr
+    );
+    gateway
+        .cli(&["policy", "delete", "lifecycle"])
+        .assert_code(1);
+
+    // Editing the file is picked up; a broken edit keeps the last good version.
+    let edited = POLICY.replace("version: \"1\"", "version: \"2\"");
+    std::fs::write(&file, &edited).unwrap();
+    wait_for_source(&gateway, &edited).await;
+    std::fs::write(
+        &file,
+        "name: lifecycle\nversion: \"3\"\nrules: [{effect: alow, actions: [\"x\"]}]\n",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(gateway.cli(&["policy", "show", "lifecycle"]).stdout, edited);
+    assert!(
+        gateway.log().contains("lifecycle.yaml:3:"),
+        "the reload failure is logged with its position:\n{}",
+        gateway.log()
+    );
+}
+
+/// Polls `policy show` (bounded) until the stored source is `expected`.
+async fn wait_for_source(gateway: &Gateway, expected: &str) {
+    for _ in 0..100 {
+        if gateway.cli(&["policy", "show", "lifecycle"]).stdout == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the edited policy file was not reloaded within 10 s");
+}
