@@ -324,3 +324,34 @@ async fn wait_for_source(gateway: &Gateway, expected: &str) {
     }
     panic!("the edited policy file was not reloaded within 10 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_mode_allows_but_records_what_would_be_denied() {
+    let gateway = Gateway::start_with(&["--mode", "audit"]).await;
+    let policy = gateway.scratch().join("lifecycle.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    gateway
+        .cli(&["policy", "apply", policy.to_str().unwrap()])
+        .assert_code(0);
+    let token = gateway.create_agent("lc", "verified", "");
+
+    let shell = gateway.check(&token, "execute:shell", "ls").await;
+    assert_eq!(shell.status, 200, "{:?}", shell.body);
+    assert_eq!(
+        (
+            shell.body["decision"].as_str(),
+            shell.body["enforced"].as_bool()
+        ),
+        (Some("deny"), Some(false))
+    );
+
+    let would_deny = gateway.cli_json(&["audit", "tail", "--decision", "deny"]);
+    assert_eq!(would_deny.as_array().unwrap().len(), 1, "{would_deny}");
+    assert_eq!(would_deny[0]["action"], "execute:shell");
+    let stats = gateway.cli_json(&["audit", "stats", "--period", "1"]);
+    assert_eq!(
+        (stats["total"].as_u64(), stats["denied"].as_u64()),
+        (Some(1), Some(1)),
+        "{stats}"
+    );
+}
