@@ -102,6 +102,22 @@ async fn the_autogpt_page_works_end_to_end() {
         tested.stdout
     );
 
+    let verbose = gateway.cli(&[
+        "policy",
+        "test",
+        "autogpt-agent",
+        "execute:python",
+        "--context",
+        "sandbox=true",
+        "--verbose",
+    ]);
+    verbose.assert_code(0);
+    assert!(
+        verbose.stdout.contains("matched `execute:python`"),
+        "{}",
+        verbose.stdout
+    );
+
     // "Test Policy Enforcement": allowed, denied with a reason that says so.
     let browse = gateway
         .check(&token, "browse:web", "https://example.com")
@@ -219,6 +235,21 @@ async fn the_autogpt_page_works_end_to_end() {
         "{}",
         stats_table.stdout
     );
+
+    let hourly = gateway.cli_json(&[
+        "audit",
+        "stats",
+        "--agent",
+        "autogpt-agent",
+        "--period",
+        "24",
+        "--breakdown",
+        "hourly",
+    ]);
+    let buckets = hourly["hourly"].as_array().unwrap();
+    assert!(buckets.len() >= 24, "{hourly}");
+    let bucketed: u64 = buckets.iter().map(|b| b["total"].as_u64().unwrap()).sum();
+    assert_eq!(bucketed, statuses.len() as u64, "{hourly}");
 
     let trace = gateway.cli(&["audit", "trace", trace_id]);
     trace.assert_code(0);
