@@ -49,6 +49,27 @@ async fn tokens_rotate_and_agents_come_and_go() {
     assert_eq!(gateway.check(&second, "read:a", "*").await.status, 401);
     assert_eq!(gateway.check(&third, "read:a", "*").await.status, 200);
 
+    let shown = gateway.cli(&["agent", "show", "lc"]);
+    shown.assert_code(0);
+    let states: Vec<&str> = shown
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("tok_"))
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    assert_eq!(
+        states.iter().filter(|s| **s == "revoked").count(),
+        2,
+        "{}",
+        shown.stdout
+    );
+    assert_eq!(
+        states.iter().filter(|s| **s == "active").count(),
+        1,
+        "{}",
+        shown.stdout
+    );
+
     // Revoke and restore.
     gateway.cli(&["agent", "revoke", "lc"]).assert_code(0);
     assert_eq!(gateway.check(&third, "read:a", "*").await.status, 401);

@@ -4,7 +4,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::cli::{AgentCommand, AgentCreateArgs};
-use crate::commands::{Context, unwrap_object};
+use crate::commands::Context;
 use crate::output::{field, short_time};
 
 /// Runs one `agent` subcommand.
@@ -41,10 +41,7 @@ pub async fn run(ctx: &Context, command: AgentCommand) -> anyhow::Result<()> {
             Ok(())
         }
         AgentCommand::Show(agent) => {
-            let shown = unwrap_object(
-                client.get(&["admin", "agents", &agent.agent], &[]).await?,
-                "agent",
-            );
+            let shown = client.get(&["admin", "agents", &agent.agent], &[]).await?;
             if out.json {
                 out.print_json(&shown);
             } else {
@@ -173,15 +170,14 @@ async fn create(ctx: &Context, args: AgentCreateArgs) -> anyhow::Result<()> {
         ctx.out.print_json(&created);
         return Ok(());
     }
-    let agent = unwrap_object(created.clone(), "agent");
     // The summary goes to stderr and the token alone to stdout, so `TOKEN=$(meshguard agent
     // create …)` captures exactly the token.
     eprintln!(
         "agent `{}` created (id {}, trust {}, tags {})",
-        field(&agent, "name"),
-        field(&agent, "id"),
-        field(&agent, "trustTier"),
-        field(&agent, "tags")
+        field(&created, "name"),
+        field(&created, "id"),
+        field(&created, "trustTier"),
+        field(&created, "tags")
     );
     eprintln!("token (shown only once; store it now, e.g. as MESHGUARD_TOKEN):");
     outln!(
@@ -223,6 +219,44 @@ fn print_agent(ctx: &Context, agent: &Value) {
     for (key, value) in rows {
         outln!("{} {value}", ctx.out.heading(&format!("{key:<12}")));
     }
+    let tokens = agent
+        .get("tokens")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if tokens.is_empty() {
+        return;
+    }
+    outln!();
+    let now = time::OffsetDateTime::now_utc();
+    let rows = tokens
+        .iter()
+        .map(|t| {
+            let expires = t.get("expiresAt").unwrap_or(&Value::Null);
+            let expired = expires
+                .as_str()
+                .and_then(|e| {
+                    time::OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .is_some_and(|e| e <= now);
+            let state = if t.get("revokedAt").is_some_and(|r| !r.is_null()) {
+                ctx.out.alert("revoked")
+            } else if expired {
+                ctx.out.alert("expired")
+            } else {
+                ctx.out.good("active")
+            };
+            vec![
+                field(t, "jti"),
+                short_time(t.get("issuedAt").unwrap_or(&Value::Null)),
+                short_time(expires),
+                state,
+            ]
+        })
+        .collect();
+    ctx.out
+        .print_table(&["token id", "issued", "expires", "state"], rows);
 }
 
 /// Prints `message`, or the gateway's answer with `--json`.

@@ -11,8 +11,6 @@ pub mod serve;
 
 use std::path::PathBuf;
 
-use serde_json::Value;
-
 use crate::cli::{DEFAULT_URL, GlobalOptions};
 use crate::client::{AdminClient, resolve_admin_token};
 use crate::output::Output;
@@ -71,14 +69,4 @@ pub fn default_data_dir() -> PathBuf {
     std::env::home_dir()
         .unwrap_or_else(|| PathBuf::from("."))
         .join(".meshguard")
-}
-
-/// The object under `key` when the gateway wraps it (`{"agent": {…}}`), else the value itself.
-pub fn unwrap_object(value: Value, key: &str) -> Value {
-    match value {
-        Value::Object(mut map) if map.get(key).is_some_and(Value::is_object) => {
-            map.remove(key).unwrap_or(Value::Null)
-        }
-        other => other,
-    }
 }
