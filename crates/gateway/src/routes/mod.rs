@@ -2,6 +2,7 @@
 
 mod admin_event;
 mod agents;
+mod approvals;
 mod audit;
 mod check;
 mod decide;
@@ -27,6 +28,10 @@ pub fn app(state: AppState) -> Router {
         .route("/proxy/governance/check", post(check::post_check))
         .route("/proxy/check", get(check::get_check))
         .route("/proxy/governance/record", post(check::record))
+        .route(
+            "/proxy/governance/approvals/{id}",
+            get(approvals::agent_approval),
+        )
         .layer(middleware::from_fn(with_trace_id));
 
     let admin = Router::new()
@@ -51,6 +56,9 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/policies/{name}/revisions", get(policies::revisions))
         .route("/decide", post(decide::decide))
+        .route("/approvals", get(approvals::list))
+        .route("/approvals/{id}/approve", post(approvals::approve))
+        .route("/approvals/{id}/deny", post(approvals::deny))
         .route("/audit", get(audit::query))
         .route("/audit/stream", get(audit::stream))
         .route("/audit/stats", get(audit::stats))

@@ -1,0 +1,283 @@
+//! Approvals over HTTP: the agent long-polls its own approval; operators list, approve and deny
+//! them. A decision is audited (kind `approval`).
+
+use std::time::Duration;
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use meshguard_store::{
+    ApprovalDecision, ApprovalRecord, ApprovalStatus, ApprovalVerdict, AuditAgent, AuditKind,
+    NewAuditEvent, StoreChange, StoreError,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::admin_event::trace_of;
+use crate::auth::{AgentAuthError, authenticate_agent};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::state::AppState;
+use crate::trace::TraceId;
+
+/// The longest an agent may wait in one long poll.
+pub const MAX_WAIT_SECS: u64 = 60;
+
+/// The status as of now: a pending or approved approval whose time ran out is `expired` even
+/// before the housekeeping task writes it.
+fn effective_status(record: &ApprovalRecord, now: OffsetDateTime) -> ApprovalStatus {
+    match record.status {
+        ApprovalStatus::Pending | ApprovalStatus::Approved if record.expires_at <= now => {
+            ApprovalStatus::Expired
+        }
+        status => status,
+    }
+}
+
+/// What an agent sees of its approval.
+#[derive(Debug, Serialize)]
+struct AgentView {
+    approval_id: String,
+    status: ApprovalStatus,
+    decided_by: Option<String>,
+    reason: Option<String>,
+    action: String,
+    resource: String,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+}
+
+impl AgentView {
+    fn of(record: ApprovalRecord) -> AgentView {
+        AgentView {
+            status: effective_status(&record, OffsetDateTime::now_utc()),
+            approval_id: record.id,
+            decided_by: record.decided_by,
+            reason: record.reason,
+            action: record.action,
+            resource: record.resource,
+            expires_at: record.expires_at,
+        }
+    }
+}
+
+/// `?wait=SECONDS`.
+#[derive(Debug, Deserialize)]
+pub struct WaitQuery {
+    #[serde(default)]
+    wait: Option<u64>,
+}
+
+/// `GET /proxy/governance/approvals/{id}?wait=SECONDS`: the agent's own approval, answered as soon
+/// as it is decided or after `wait` seconds (at most 60). Another agent's approval is a 404.
+pub async fn agent_approval(
+    State(state): State<AppState>,
+    Extension(trace): Extension<TraceId>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<WaitQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let agent = match authenticate_agent(&state, &headers).await {
+        Ok(agent) => agent,
+        Err(
+            AgentAuthError::Rejected(message) | AgentAuthError::RejectedAudited { message, .. },
+        ) => {
+            tracing::info!(trace = %trace.0, %message, "approval poll refused");
+            return Err(ApiError::Unauthorized(message));
+        }
+        Err(AgentAuthError::Unavailable(cause)) => return Err(ApiError::Unavailable(cause)),
+        Err(AgentAuthError::Internal(cause)) => return Err(ApiError::Internal(cause)),
+    };
+    let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
+    let not_found = || ApiError::NotFound(format!("approval `{id}` not found"));
+    // Subscribe before the first read, so a decision between the read and the wait is not missed.
+    let mut changes = state.store.subscribe_changes();
+    let mut stopping = state.stopping.subscribe();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let record = match state.store.get_approval(&id).await {
+            Ok(record) if record.agent_id == agent.record.id => record,
+            Ok(_) | Err(StoreError::NotFound { .. }) => return Err(not_found()),
+            Err(other) => return Err(other.into()),
+        };
+        let now = OffsetDateTime::now_utc();
+        if effective_status(&record, now) != ApprovalStatus::Pending {
+            return Ok(Json(AgentView::of(record)).into_response());
+        }
+        // Wake up when the approval changes, when it expires, or when the wait is over.
+        let expiry = tokio::time::Instant::now()
+            + Duration::try_from(record.expires_at - now).unwrap_or(Duration::ZERO);
+        let wake = deadline.min(expiry);
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(Json(AgentView::of(record)).into_response());
+        }
+        loop {
+            tokio::select! {
+                change = changes.recv() => match change {
+                    Ok(StoreChange::Approval { id: changed }) if changed == id => break,
+                    Ok(StoreChange::Resync) | Err(RecvError::Lagged(_)) => break,
+                    Ok(_) => continue,
+                    Err(RecvError::Closed) => {
+                        tokio::time::sleep_until(wake).await;
+                        break;
+                    }
+                },
+                () = tokio::time::sleep_until(wake) => break,
+                _ = stopping.changed() => break,
+            }
+        }
+        if *stopping.borrow() {
+            return Ok(Json(AgentView::of(record)).into_response());
+        }
+    }
+}
+
+/// `?status=pending`.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    status: Option<String>,
+}
+
+fn admin_view(record: ApprovalRecord) -> Value {
+    let status = effective_status(&record, OffsetDateTime::now_utc());
+    let mut value = serde_json::to_value(record).unwrap_or(Value::Null);
+    if let Some(map) = value.as_object_mut() {
+        map.insert("status".into(), json!(status));
+    }
+    value
+}
+
+/// `GET /admin/approvals?status=pending`: newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let status = match query.status.as_deref() {
+        None | Some("" | "all") => None,
+        Some(s) => Some(ApprovalStatus::parse(s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "status: expected `pending`, `approved`, `denied`, `expired` or `used`, got `{s}`"
+            ))
+        })?),
+    };
+    let now = OffsetDateTime::now_utc();
+    // The store lists by stored status; one whose time ran out is shown as expired, and only
+    // under `expired`.
+    let records = match status {
+        Some(ApprovalStatus::Expired) => {
+            let mut all = state.store.list_approvals(None).await?;
+            all.retain(|r| effective_status(r, now) == ApprovalStatus::Expired);
+            all
+        }
+        Some(wanted) => {
+            let mut some = state.store.list_approvals(Some(wanted)).await?;
+            some.retain(|r| effective_status(r, now) == wanted);
+            some
+        }
+        None => state.store.list_approvals(None).await?,
+    };
+    let approvals: Vec<Value> = records.into_iter().map(admin_view).collect();
+    Ok(Json(json!({ "approvals": approvals })))
+}
+
+/// The optional body of approve and deny.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DecisionBody {
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    decided_by: Option<String>,
+}
+
+async fn decide(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    verdict: ApprovalVerdict,
+    body: DecisionBody,
+) -> Result<Json<Value>, ApiError> {
+    let decided_by = body
+        .decided_by
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "admin".to_owned());
+    let record = state
+        .store
+        .decide_approval(
+            id,
+            ApprovalDecision {
+                verdict,
+                decided_by: decided_by.clone(),
+                reason: body.reason.clone(),
+                decided_at: OffsetDateTime::now_utc(),
+            },
+        )
+        .await?;
+    let agent_name = match state.store.get_agent(&record.agent_id).await {
+        Ok(agent) => agent.name,
+        Err(_) => record.agent_id.clone(),
+    };
+    let (decision, verb) = match verdict {
+        ApprovalVerdict::Approve => ("allow", "approved"),
+        ApprovalVerdict::Deny => ("deny", "denied"),
+    };
+    let mut context = Map::new();
+    context.insert("decidedBy".into(), Value::String(decided_by.clone()));
+    let event = NewAuditEvent {
+        id: uuid::Uuid::now_v7().to_string(),
+        ts: OffsetDateTime::now_utc(),
+        kind: AuditKind::Approval,
+        agent: Some(AuditAgent {
+            id: record.agent_id.clone(),
+            name: agent_name,
+        }),
+        action: record.action.clone(),
+        resource: Some(record.resource.clone()),
+        decision: Some(decision.to_owned()),
+        code: Some(format!("approval_{verb}")),
+        reason: Some(match &body.reason {
+            Some(reason) => format!("approval '{}' {verb} by {decided_by}: {reason}", record.id),
+            None => format!("approval '{}' {verb} by {decided_by}", record.id),
+        }),
+        policy: None,
+        rule: None,
+        trace_id: trace_of(headers).or_else(|| record.trace_id.clone()),
+        approval_id: Some(record.id.clone()),
+        status: None,
+        result: None,
+        context,
+        latency_us: None,
+        gateway: state.instance_id.clone(),
+    };
+    state
+        .audit
+        .append_committed(event)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(Json(admin_view(record)))
+}
+
+/// `POST /admin/approvals/{id}/approve`: one request of the agent may go ahead.
+pub async fn approve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<DecisionBody>,
+) -> Result<Json<Value>, ApiError> {
+    decide(&state, &headers, &id, ApprovalVerdict::Approve, body).await
+}
+
+/// `POST /admin/approvals/{id}/deny {"reason"}`: refused until the approval's timeout runs out.
+pub async fn deny(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<DecisionBody>,
+) -> Result<Json<Value>, ApiError> {
+    decide(&state, &headers, &id, ApprovalVerdict::Deny, body).await
+}
