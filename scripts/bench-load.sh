@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Gateway load benchmark: `POST /proxy/governance/check` on the release `meshguard serve` (SQLite,
+# durable audit: every answer waits for its audit event to commit), next to a bare axum handler
+# (crates/gateway/examples/baseline_server.rs) loaded the same way in the same run. Loopback only,
+# bounded duration; prints the table of docs/benchmarks.md ("Gateway load").
+# Usage: scripts/bench-load.sh [SECONDS=15] [CONNECTIONS=32]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+duration="${1:-15}"
+connections="${2:-32}"
+target_dir="${CARGO_TARGET_DIR:-target}"
+command -v wrk >/dev/null || { echo "wrk is required (apt-get install -y wrk)" >&2; exit 1; }
+
+# Two builds: an example pulls in dev-dependencies, whose features must not leak into the gateway.
+cargo build --release -p meshguard --bin meshguard
+cargo build --release -p meshguard-gateway --example baseline_server
+gateway_bin="$target_dir/release/meshguard"
+baseline_bin="$target_dir/release/examples/baseline_server"
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Polls (at most 10 s) until the command succeeds.
+wait_until() {
+  for _ in $(seq 1 100); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  echo "not ready after 10 s: $*" >&2
+  return 1
+}
+
+check_body='{"action": "browse:web", "resource": "https://python.org/downloads", "context": {}}'
+
+# The production example's rules without its rate limits, so that every check is decided by the
+# rules (a rate-limited check would measure the limiter's early exit instead).
+mkdir -p "$work/policies"
+cat > "$work/policies/load-bench.yaml" <<'YAML'
+name: load-bench
+version: "1"
+description: autogpt-production's rules without rate limits, for the load benchmark
+appliesTo:
+  tags: [load-bench]
+rules:
+  - effect: allow
+    actions: ["browse:web", "search:web"]
+  - effect: allow
+    actions: ["read:workspace/*", "write:workspace/*"]
+    conditions:
+      resourcePattern: "workspace/*"
+  - effect: allow
+    actions: ["execute:python"]
+    conditions:
+      sandbox: true
+  - effect: deny
+    actions: ["execute:shell", "delete:*", "send:*", "pay:*", "admin:*"]
+defaultEffect: deny
+humanInTheLoop:
+  requireApproval: ["send:email", "post:social", "pay:*"]
+YAML
+
+gateway_port="$(free_port)"
+admin_token="load-bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+MESHGUARD_ADMIN_TOKEN="$admin_token" RUST_LOG=warn "$gateway_bin" --data-dir "$work/data" serve \
+  --addr "127.0.0.1:$gateway_port" --policies "$work/policies" >"$work/gateway.log" 2>&1 &
+pids+=("$!")
+gateway="http://127.0.0.1:$gateway_port"
+wait_until curl -fsS "$gateway/health"
+
+agent_token="$(curl -fsS -X POST "$gateway/admin/agents" -H "X-Admin-Token: $admin_token" \
+  -H 'Content-Type: application/json' \
+  -d '{"name": "load-bench", "trustTier": "verified", "tags": ["load-bench"]}' |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')"
+export MESHGUARD_TOKEN="$agent_token"
+
+baseline_port="$(free_port)"
+"$baseline_bin" "127.0.0.1:$baseline_port" >"$work/baseline.log" 2>&1 &
+pids+=("$!")
+baseline="http://127.0.0.1:$baseline_port"
+wait_until curl -fsS -X POST "$baseline/proxy/governance/check" -H 'Content-Type: application/json' -d "$check_body"
+
+# One check by hand first: the load must be allowed checks (200), or the numbers mean nothing.
+status="$(curl -sS -o "$work/first.json" -w '%{http_code}' -X POST "$gateway/proxy/governance/check" \
+  -H "Authorization: Bearer $agent_token" -H 'Content-Type: application/json' -d "$check_body")"
+if [ "$status" != 200 ]; then
+  echo "the gateway answered $status to the load's check: $(cat "$work/first.json")" >&2
+  exit 1
+fi
+
+cat > "$work/check.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '$check_body'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("MESHGUARD_TOKEN")
+LUA
+
+# Runs wrk against URL and prints "requests/s p50 p99 non-2xx".
+load() {
+  local url="$1" out
+  wrk -t2 -c"$connections" -d2s -s "$work/check.lua" "$url" >/dev/null # warm-up
+  out="$(wrk -t2 -c"$connections" -d"${duration}s" --latency -s "$work/check.lua" "$url")"
+  echo "$out" >&2
+  python3 - "$out" <<'PY'
+import re, sys
+out = sys.argv[1]
+def latency(p):
+    m = re.search(rf"^\s*{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    value, unit = float(m.group(1)), m.group(2)
+    return value * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+print(rps, latency(50), latency(99), bad.group(1) if bad else 0)
+PY
+}
+
+read -r g_rps g_p50 g_p99 g_bad < <(load "$gateway/proxy/governance/check")
+read -r b_rps b_p50 b_p99 b_bad < <(load "$baseline/proxy/governance/check")
+if [ "$g_bad" != 0 ] || [ "$b_bad" != 0 ]; then
+  echo "non-200 answers under load: gateway $g_bad, baseline $b_bad (see above)" >&2
+  exit 1
+fi
+audited="$(curl -fsS "$gateway/admin/audit/stats?period=1" -H "X-Admin-Token: $admin_token" || echo '{}')"
+
+python3 - "$g_rps" "$g_p50" "$g_p99" "$b_rps" "$b_p50" "$b_p99" "$duration" "$connections" "$audited" <<'PY'
+import json, sys
+g_rps, g_p50, g_p99, b_rps, b_p50, b_p99 = map(float, sys.argv[1:7])
+duration, connections, audited = sys.argv[7], sys.argv[8], sys.argv[9]
+print(f"wrk -t2 -c{connections} -d{duration}s, loopback, same run\n")
+print("| server | checks/s | p50 | p99 |")
+print("|---|---:|---:|---:|")
+print(f"| meshguard serve (SQLite, durable audit) | {g_rps:,.0f} | {g_p50:.2f} ms | {g_p99:.2f} ms |")
+print(f"| bare axum handler (baseline) | {b_rps:,.0f} | {b_p50:.2f} ms | {b_p99:.2f} ms |")
+print(f"\ngateway ÷ baseline throughput: {g_rps / b_rps:.2f}")
+try:
+    print(f"audit stats after the run: {json.dumps(json.loads(audited))[:300]}")
+except ValueError:
+    pass
+PY
