@@ -488,51 +488,7 @@ fn case(
     };
     let expect_path = child(path, "expect");
     let expect_node = walker.required(&fields, path, "expect")?;
-    let expect_fields = walker.fields(
-        expect_node,
-        &expect_path,
-        &["decision", "code", "policy", "rule"],
-    )?;
-    let decision = expect_fields
-        .optional("decision")
-        .map(|n| {
-            let p = child(&expect_path, "decision");
-            match walker.string(n, &p)?.as_str() {
-                "allow" => Ok(Effect::Allow),
-                "deny" => Ok(Effect::Deny),
-                "require_approval" => Ok(Effect::RequireApproval),
-                other => Err(walker.error(
-                    n.loc,
-                    &p,
-                    format!(
-                        "expected \"allow\", \"deny\" or \"require_approval\", got \"{other}\""
-                    ),
-                )),
-            }
-        })
-        .transpose()?;
-    let code = expect_fields
-        .optional("code")
-        .map(|n| {
-            let p = child(&expect_path, "code");
-            let text = walker.string(n, &p)?;
-            serde_json::from_value::<Code>(Value::String(text.clone()))
-                .map_err(|_| walker.error(n.loc, &p, format!("unknown code \"{text}\"")))
-        })
-        .transpose()?;
-    let nullable = |key: &str| -> Result<Option<Option<String>>, PolicyError> {
-        match expect_fields.entries_get(key) {
-            None => Ok(None),
-            Some(n) if n.is_null() => Ok(Some(None)),
-            Some(n) => Ok(Some(Some(walker.string(n, &child(&expect_path, key))?))),
-        }
-    };
-    let expect = Expectation {
-        decision,
-        code,
-        policy: nullable("policy")?,
-        rule: nullable("rule")?,
-    };
+    let expect = expectation(walker, expect_node, &expect_path)?;
     Ok(Case {
         name,
         loc: node.loc,
@@ -542,4 +498,55 @@ fn case(
         context,
         expect,
     })
+}
+
+/// `expect` is a mapping of `decision`, `code`, `policy`, `rule`, or just the decision
+/// (`expect: deny`), as in MeshGuard's `tests:` files.
+fn expectation(walker: &Walker<'_>, node: &Node, path: &str) -> Result<Expectation, PolicyError> {
+    if !matches!(node.kind, NodeKind::Map(_)) {
+        return Ok(Expectation {
+            decision: Some(decision_value(walker, node, path)?),
+            ..Expectation::default()
+        });
+    }
+    let expect_fields = walker.fields(node, path, &["decision", "code", "policy", "rule"])?;
+    let decision = expect_fields
+        .optional("decision")
+        .map(|n| decision_value(walker, n, &child(path, "decision")))
+        .transpose()?;
+    let code = expect_fields
+        .optional("code")
+        .map(|n| {
+            let p = child(path, "code");
+            let text = walker.string(n, &p)?;
+            serde_json::from_value::<Code>(Value::String(text.clone()))
+                .map_err(|_| walker.error(n.loc, &p, format!("unknown code \"{text}\"")))
+        })
+        .transpose()?;
+    let nullable = |key: &str| -> Result<Option<Option<String>>, PolicyError> {
+        match expect_fields.entries_get(key) {
+            None => Ok(None),
+            Some(n) if n.is_null() => Ok(Some(None)),
+            Some(n) => Ok(Some(Some(walker.string(n, &child(path, key))?))),
+        }
+    };
+    Ok(Expectation {
+        decision,
+        code,
+        policy: nullable("policy")?,
+        rule: nullable("rule")?,
+    })
+}
+
+fn decision_value(walker: &Walker<'_>, node: &Node, path: &str) -> Result<Effect, PolicyError> {
+    match walker.string(node, path)?.as_str() {
+        "allow" => Ok(Effect::Allow),
+        "deny" => Ok(Effect::Deny),
+        "require_approval" => Ok(Effect::RequireApproval),
+        other => Err(walker.error(
+            node.loc,
+            path,
+            format!("expected \"allow\", \"deny\" or \"require_approval\", got \"{other}\""),
+        )),
+    }
 }
