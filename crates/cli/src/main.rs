@@ -9,6 +9,7 @@ mod client;
 mod commands;
 mod error;
 mod policy_files;
+mod yaml;
 
 use std::process::ExitCode;
 

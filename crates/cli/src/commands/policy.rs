@@ -217,8 +217,7 @@ fn validate(
 fn load_agents(path: &std::path::Path) -> anyhow::Result<Vec<AgentProfile>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read `{}`", path.display()))?;
-    let value: Value =
-        serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let value: Value = crate::yaml::parse(&path.display().to_string(), &text)?;
     let value = match value {
         Value::Object(mut map) if map.contains_key("agents") => {
             map.remove("agents").unwrap_or(Value::Null)

@@ -14,6 +14,7 @@ use crate::client::AdminClient;
 use crate::commands::Context;
 use crate::error::CliError;
 use crate::output::{Output, display, field};
+use crate::yaml;
 
 /// Exit code of `policy test` for an allow / every test passed.
 const PASSED: u8 = 0;
@@ -193,7 +194,7 @@ async fn run_file(ctx: &Context, path: &Path) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read `{}`", path.display()))?;
     let origin = path.display().to_string();
-    let top: Value = serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+    let top: Value = yaml::parse(&origin, &text)?;
     let results = if top.get("suites").is_some() {
         crate::commands::corpus::run(path, &origin, &text)?
     } else if top.get("tests").is_some() {
@@ -318,8 +319,7 @@ impl Expectation {
 
 /// Parses the whole file first (a typo fails before any request), then asks the gateway once per test.
 async fn run_tests(ctx: &Context, origin: &str, text: &str) -> anyhow::Result<Vec<TestResult>> {
-    let file: TestFile =
-        serde_saphyr::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+    let file: TestFile = yaml::parse(origin, text)?;
     for (i, test) in file.tests.iter().enumerate() {
         test.expect
             .validate()
@@ -375,13 +375,20 @@ mod tests {
 
     #[test]
     fn test_files_reject_typos_before_running() {
-        let bad: Result<TestFile, _> =
-            serde_saphyr::from_str("tests:\n  - {name: a, agent: b, action: c, expct: allow}\n");
-        assert!(bad.is_err());
+        let bad = yaml::parse::<TestFile>(
+            "t.yaml",
+            "tests:\n  - {name: a, agent: b, action: c, expct: allow}\n",
+        );
+        let message = bad.unwrap_err().to_string();
+        assert!(
+            message.starts_with("t.yaml:2:36: unknown field `expct`"),
+            "{message}"
+        );
         assert!(Expectation::Decision("alow".into()).validate().is_err());
         let fields: Map<String, Value> = serde_json::from_value(json!({"reasn": "x"})).unwrap();
         assert!(Expectation::Fields(fields).validate().is_err());
-        let ok: TestFile = serde_saphyr::from_str(
+        let ok: TestFile = yaml::parse(
+            "t.yaml",
             "tests:\n  - {name: a, agent: b, action: c, expect: {decision: deny, rule: null}}\n",
         )
         .unwrap();
