@@ -112,7 +112,10 @@ impl From<crate::policies::PolicyChangeError> for ApiError {
                 errors: vec![err.to_string()],
             },
             PolicyChangeError::Set(err) => ApiError::Conflict(err.to_string()),
-            err @ PolicyChangeError::FileOwned { .. } => ApiError::Conflict(err.to_string()),
+            err
+            @ (PolicyChangeError::FileOwned { .. } | PolicyChangeError::DefinedTwice { .. }) => {
+                ApiError::Conflict(err.to_string())
+            }
             PolicyChangeError::Store(err) => err.into(),
         }
     }

@@ -28,6 +28,16 @@ pub enum PolicyChangeError {
         /// The file that owns it.
         file: String,
     },
+    /// Two policy files define the same policy name.
+    #[error("policy `{name}` in `{file}` is already defined by `{owner}`; rename one of them")]
+    DefinedTwice {
+        /// The policy name.
+        name: String,
+        /// The file refused.
+        file: String,
+        /// The file that defines it.
+        owner: String,
+    },
     /// The store refused or is unreachable.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -93,8 +103,11 @@ impl PolicyRegistry {
         };
         let policy = parse_policy(&label, text)?;
         let _guard = self.changes.lock().await;
-        if origin == PolicyOrigin::Api {
-            refuse_file_owned(&*self.store, policy.name()).await?;
+        match &origin {
+            PolicyOrigin::Api => refuse_file_owned(&*self.store, policy.name()).await?,
+            PolicyOrigin::File(file) => {
+                refuse_other_file(&*self.store, policy.name(), file).await?;
+            }
         }
         // Prove the new set builds before anything is stored.
         let current = self.current.load_full();
@@ -149,6 +162,25 @@ async fn refuse_file_owned(store: &dyn Store, name: &str) -> Result<(), PolicyCh
         }) => Err(PolicyChangeError::FileOwned {
             name: name.to_owned(),
             file,
+        }),
+        Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+        Err(other) => Err(other.into()),
+    }
+}
+
+async fn refuse_other_file(
+    store: &dyn Store,
+    name: &str,
+    file: &str,
+) -> Result<(), PolicyChangeError> {
+    match store.get_policy(name).await {
+        Ok(StoredPolicy {
+            origin: PolicyOrigin::File(owner),
+            ..
+        }) if owner != file => Err(PolicyChangeError::DefinedTwice {
+            name: name.to_owned(),
+            file: file.to_owned(),
+            owner,
         }),
         Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
         Err(other) => Err(other.into()),

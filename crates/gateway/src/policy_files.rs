@@ -28,6 +28,8 @@ pub struct PolicyDir {
     seen: BTreeMap<PathBuf, String>,
     /// The policy name each file successfully defined.
     owned: BTreeMap<PathBuf, String>,
+    /// Files whose last version was refused; retried when another file's policy goes away.
+    refused: std::collections::BTreeSet<PathBuf>,
 }
 
 /// A directory that cannot be read at start.
@@ -83,6 +85,31 @@ impl PolicyDir {
     }
 
     async fn sync(&mut self, registry: &PolicyRegistry, files: BTreeMap<PathBuf, String>) {
+        // Removals first: a policy moved to another file must leave its old file before the
+        // new one can own it.
+        let gone: Vec<PathBuf> = self
+            .seen
+            .keys()
+            .filter(|p| !files.contains_key(*p))
+            .cloned()
+            .collect();
+        let mut released = false;
+        for path in gone {
+            self.seen.remove(&path);
+            self.refused.remove(&path);
+            if let Some(name) = self.owned.remove(&path) {
+                let label = path.display().to_string();
+                tracing::info!(policy = %name, file = %label, "policy file removed; removing its policy");
+                report(registry.delete(&name, false).await.map(|_| ()), &label);
+                released = true;
+            }
+        }
+        if released {
+            // A file refused because another file owned its name may apply now.
+            for path in std::mem::take(&mut self.refused) {
+                self.seen.remove(&path);
+            }
+        }
         for (path, text) in &files {
             if self.seen.get(path) == Some(text) {
                 continue;
@@ -95,26 +122,16 @@ impl PolicyDir {
             {
                 Ok((policy, upsert)) => {
                     tracing::info!(policy = policy.name(), file = %label, revision = upsert.revision, changed = upsert.changed, "policy file applied");
+                    self.refused.remove(path);
                     let previous = self.owned.insert(path.clone(), policy.name().to_owned());
                     if let Some(old) = previous.filter(|old| old != policy.name()) {
                         report(registry.delete(&old, false).await.map(|_| ()), &label);
                     }
                 }
-                Err(err) => report(Err(err), &label),
-            }
-        }
-        let gone: Vec<PathBuf> = self
-            .seen
-            .keys()
-            .filter(|p| !files.contains_key(*p))
-            .cloned()
-            .collect();
-        for path in gone {
-            self.seen.remove(&path);
-            if let Some(name) = self.owned.remove(&path) {
-                let label = path.display().to_string();
-                tracing::info!(policy = %name, file = %label, "policy file removed; removing its policy");
-                report(registry.delete(&name, false).await.map(|_| ()), &label);
+                Err(err) => {
+                    self.refused.insert(path.clone());
+                    report(Err(err), &label);
+                }
             }
         }
     }
