@@ -12,6 +12,15 @@ use crate::sql::{
 };
 use crate::{AuditEvent, MAX_RESULT_BYTES, NewAuditEvent, StoreError};
 
+/// Events per `INSERT` statement. One statement per event costs a round trip per event (on
+/// PostgreSQL a 100-event batch took 23 ms that way, 14 ms with one statement; see
+/// `benches/audit_append.rs`). 200 rows × 22 columns stays far below the bound-parameter limits
+/// of SQLite (32766) and PostgreSQL (65535).
+const ROWS_PER_INSERT: usize = 200;
+
+/// Columns of `audit_events` written per event.
+const INSERT_COLUMNS: usize = 22;
+
 /// The last committed event of a chain.
 struct Head {
     seq: u64,
@@ -45,10 +54,12 @@ pub(crate) async fn append(
         };
         let mut event = chained(new, head.seq.saturating_add(1), &head.hash);
         event.hash = event_hash(&event);
-        insert(&mut tx, &event).await?;
         head.seq = event.seq;
         head.hash.clone_from(&event.hash);
         committed.push(event);
+    }
+    for rows in committed.chunks(ROWS_PER_INSERT) {
+        insert(&mut tx, rows).await?;
     }
     for (gateway, head) in &heads {
         sqlx::query("UPDATE audit_chains SET head_seq = $2, head_hash = $3 WHERE gateway = $1")
@@ -150,52 +161,63 @@ async fn load_head(
     })
 }
 
-async fn insert(tx: &mut Transaction<'static, Any>, event: &AuditEvent) -> Result<(), StoreError> {
+/// Inserts `rows` with one multi-row `INSERT`.
+async fn insert(tx: &mut Transaction<'static, Any>, rows: &[AuditEvent]) -> Result<(), StoreError> {
+    let placeholders: Vec<String> = (0..rows.len())
+        .map(|row| {
+            let first = row * INSERT_COLUMNS + 1;
+            let columns: Vec<String> = (first..first + INSERT_COLUMNS)
+                .map(|n| format!("${n}"))
+                .collect();
+            format!("({})", columns.join(", "))
+        })
+        .collect();
     let sql = format!(
-        "INSERT INTO audit_events ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-         $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
+        "INSERT INTO audit_events ({COLUMNS}) VALUES {}",
+        placeholders.join(", ")
     );
-    let context = canonical_json(&serde_json::Value::Object(event.context.clone()));
-    sqlx::query(&sql)
-        .bind(&event.id)
-        .bind(&event.gateway)
-        .bind(signed("seq", event.seq)?)
-        .bind(micros(event.ts))
-        .bind(event.kind.as_str())
-        .bind(event.agent.as_ref().map(|agent| agent.id.as_str()))
-        .bind(event.agent.as_ref().map(|agent| agent.name.as_str()))
-        .bind(&event.action)
-        .bind(&event.resource)
-        .bind(&event.decision)
-        .bind(&event.code)
-        .bind(&event.reason)
-        .bind(&event.policy)
-        .bind(&event.rule)
-        .bind(&event.trace_id)
-        .bind(&event.approval_id)
-        .bind(&event.status)
-        .bind(&event.result)
-        .bind(context)
-        .bind(
-            event
-                .latency_us
-                .map(|us| signed("latency_us", us))
-                .transpose()?,
-        )
-        .bind(&event.prev_hash)
-        .bind(&event.hash)
-        .execute(&mut **tx)
-        .await
-        .map_err(|err| {
-            if is_unique_violation(&err) {
-                StoreError::conflict(
-                    format!("audit event `{}`", event.id),
-                    "an event with this id is already stored",
-                )
-            } else {
-                db_error(err)
-            }
-        })?;
+    let mut query = sqlx::query(&sql);
+    for event in rows {
+        let context = canonical_json(&serde_json::Value::Object(event.context.clone()));
+        query = query
+            .bind(&event.id)
+            .bind(&event.gateway)
+            .bind(signed("seq", event.seq)?)
+            .bind(micros(event.ts))
+            .bind(event.kind.as_str())
+            .bind(event.agent.as_ref().map(|agent| agent.id.as_str()))
+            .bind(event.agent.as_ref().map(|agent| agent.name.as_str()))
+            .bind(&event.action)
+            .bind(&event.resource)
+            .bind(&event.decision)
+            .bind(&event.code)
+            .bind(&event.reason)
+            .bind(&event.policy)
+            .bind(&event.rule)
+            .bind(&event.trace_id)
+            .bind(&event.approval_id)
+            .bind(&event.status)
+            .bind(&event.result)
+            .bind(context)
+            .bind(
+                event
+                    .latency_us
+                    .map(|us| signed("latency_us", us))
+                    .transpose()?,
+            )
+            .bind(&event.prev_hash)
+            .bind(&event.hash);
+    }
+    query.execute(&mut **tx).await.map_err(|err| {
+        if is_unique_violation(&err) {
+            StoreError::conflict(
+                "audit batch",
+                "an event id of the batch is already stored (or repeated in it)",
+            )
+        } else {
+            db_error(err)
+        }
+    })?;
     Ok(())
 }
 
