@@ -258,7 +258,9 @@ impl PolicySet {
         }
 
         // Step 5: a matching approval entry sends the action to a human.
-        let mut approval: Option<(&Policy, Option<u64>)> = None;
+        let mut approval: Option<&Policy> = None;
+        let mut timeout_secs: Option<u64> = None;
+        let mut default_timeout_applies = false;
         for &position in &applicable {
             let Some(policy) = self.inner.policies.get(position).map(|p| &p.policy) else {
                 continue;
@@ -266,16 +268,19 @@ impl PolicySet {
             if approval_matches(policy, &prepared).is_none() {
                 continue;
             }
-            let timeout = policy
+            match policy
                 .human_in_the_loop
                 .as_ref()
-                .and_then(|h| h.timeout_seconds);
-            approval = Some(match approval {
-                None => (policy, timeout),
-                Some((first, smallest)) => (first, min_timeout(smallest, timeout)),
-            });
+                .and_then(|h| h.timeout_seconds)
+            {
+                Some(timeout) => {
+                    timeout_secs = Some(timeout_secs.map_or(timeout, |t: u64| t.min(timeout)));
+                }
+                None => default_timeout_applies = true,
+            }
+            approval.get_or_insert(policy);
         }
-        if let Some((policy, timeout_secs)) = approval {
+        if let Some(policy) = approval {
             let mut decision = Decision::new(
                 Code::ApprovalRequired,
                 format!(
@@ -288,6 +293,7 @@ impl PolicySet {
                 action: prepared.action.clone().into_owned(),
                 resource: prepared.resource.clone().into_owned(),
                 timeout_secs,
+                default_timeout_applies,
             });
             return decision;
         }
@@ -334,14 +340,6 @@ impl PolicySet {
                 decision
             }
         }
-    }
-}
-
-fn min_timeout(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-    match (a, b) {
-        (Some(x), Some(y)) => Some(x.min(y)),
-        (x, None) => x,
-        (None, y) => y,
     }
 }
 

@@ -224,8 +224,25 @@ pub struct ApprovalNeed {
     pub action: String,
     /// The normalised resource.
     pub resource: String,
-    /// The smallest `timeoutSeconds` among the matching policies; `None` means the gateway default.
+    /// The smallest `timeoutSeconds` among the matching policies that give one; `None` when
+    /// none does. Use [`ApprovalNeed::timeout_or`] to fold in the gateway default.
     pub timeout_secs: Option<u64>,
+    /// Whether some matching policy gives no `timeoutSeconds`, so the gateway default competes
+    /// for the smallest timeout.
+    #[serde(default)]
+    pub default_timeout_applies: bool,
+}
+
+impl ApprovalNeed {
+    /// The timeout to use: the smallest among the matching policies, where a policy without
+    /// `timeoutSeconds` stands for the gateway's `default_secs`.
+    pub fn timeout_or(&self, default_secs: u64) -> u64 {
+        match (self.timeout_secs, self.default_timeout_applies) {
+            (Some(explicit), false) => explicit,
+            (Some(explicit), true) => explicit.min(default_secs),
+            (None, _) => default_secs,
+        }
+    }
 }
 
 /// What the approval store holds for (agent, action, resource), as looked up by the gateway.

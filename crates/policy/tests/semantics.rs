@@ -400,3 +400,29 @@ fn permissions_show_the_combined_effect() {
     assert_eq!(open.policies, vec!["other"]);
     assert_eq!(open.default_effect, Effect::Allow);
 }
+
+#[test]
+fn a_policy_without_timeout_lets_the_gateway_default_compete() {
+    let no_timeout = "name: ask-default\nversion: \"1\"\nappliesTo: {tags: [d]}\nhumanInTheLoop: {requireApproval: [\"send:*\"]}\n";
+    let long = "name: ask-long\nversion: \"1\"\nappliesTo: {tags: [l]}\nhumanInTheLoop: {requireApproval: [\"send:*\"], timeoutSeconds: 7200}\n";
+    let set = set(&[no_timeout, long]);
+    let ctx = Map::new();
+    let need = |tags: &[&str]| {
+        set.decide(
+            &agent("x", TrustTier::Verified, tags),
+            &check("send:sms", "*", &ctx),
+            &mut Unlimited,
+        )
+        .approval
+        .unwrap()
+    };
+    let both = need(&["d", "l"]);
+    assert_eq!(
+        (both.timeout_secs, both.default_timeout_applies),
+        (Some(7200), true)
+    );
+    assert_eq!(both.timeout_or(3600), 3600);
+    assert_eq!(both.timeout_or(9000), 7200);
+    assert_eq!(need(&["l"]).timeout_or(3600), 7200);
+    assert_eq!(need(&["d"]).timeout_or(3600), 3600);
+}
