@@ -376,3 +376,45 @@ async fn audit_mode_allows_but_records_what_would_be_denied() {
         "{stats}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_lints_against_the_gateways_agents() {
+    let gateway = Gateway::start().await;
+    gateway.create_agent("crew", "verified", "crewai");
+    let agents = gateway.cli(&["--json", "agent", "list"]);
+    agents.assert_code(0);
+    let agents_file = gateway.scratch().join("agents.json");
+    std::fs::write(&agents_file, &agents.stdout).unwrap();
+
+    let autogpt = support::repo_root().join("examples/policies/autogpt.yaml");
+    let run = gateway.cli(&[
+        "policy",
+        "validate",
+        "--agents",
+        agents_file.to_str().unwrap(),
+        autogpt.to_str().unwrap(),
+    ]);
+    run.assert_code(0);
+    assert!(
+        run.stdout
+            .contains("policy 'autogpt-policy' applies to none of the 1 given agents"),
+        "{}",
+        run.stdout
+    );
+
+    gateway.create_agent("dev", "verified", "autogpt");
+    std::fs::write(
+        &agents_file,
+        gateway.cli(&["--json", "agent", "list"]).stdout,
+    )
+    .unwrap();
+    let run = gateway.cli(&[
+        "policy",
+        "validate",
+        "--agents",
+        agents_file.to_str().unwrap(),
+        autogpt.to_str().unwrap(),
+    ]);
+    run.assert_code(0);
+    assert!(!run.stdout.contains("applies to none"), "{}", run.stdout);
+}
