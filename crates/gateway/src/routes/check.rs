@@ -160,7 +160,9 @@ pub async fn get_check(
     }
 }
 
-/// The check path. Every step is one line; the order matters and each comment says why.
+/// The check path, after the handler has (a) authenticated the token and (b) loaded the agent
+/// from the store — both before the body is parsed, so an unauthenticated caller learns nothing,
+/// and both on every request, so trust, tags and status are never a stale copy.
 async fn check(
     state: &AppState,
     agent: &AuthenticatedAgent,
@@ -169,12 +171,11 @@ async fn check(
     route: Route,
     started: Instant,
 ) -> Response {
-    // (Authentication and the agent's record were read just before: trust, tags and status are
-    // this request's, never a cached copy.)
-    // 1. Decide. Rate limits are charged inside the engine, through the oracle, all-or-nothing
-    //    and only for checks that reach the limits (SPEC 3 step 2-4); the engine never waits.
+    // 1. Decide, and 2. charge the limits: the engine asks the oracle once, inside `decide`,
+    //    with every limit of every applicable policy (denied checks count too), all-or-nothing,
+    //    so a limit can never be charged for a decision that was not made.
     let decision = decide(state, agent, &input);
-    // 2. Approvals: only a decision that needs a human touches the approval store, after the
+    // 3. Approvals: only a decision that needs a human touches the approval store, after the
     //    engine, because an explicit deny must win before any approval is created or consumed.
     let decision = match approvals::settle(
         &*state.store,
@@ -190,7 +191,7 @@ async fn check(
         Ok(decision) => decision,
         Err(err) => return unavailable(state, &input, trace, &err.to_string()),
     };
-    // 3. Audit: the event is committed (group commit) before the answer leaves, so no decision
+    // 4. Audit: the event is committed (group commit) before the answer leaves, so no decision
     //    an agent acted on is missing from the trail. If it cannot be written, nothing is allowed.
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let event = decision_event(state, agent, &input, &decision, trace, latency_us);
@@ -198,7 +199,7 @@ async fn check(
     if let Err(err) = state.audit.append(event).await {
         return unavailable(state, &input, trace, &err.to_string());
     }
-    // 4. Respond, and count it.
+    // 5. Respond, and count it.
     state
         .metrics
         .decisions
