@@ -13,7 +13,7 @@ use crate::model::{AgentProfile, ApprovalNeed, CheckRequest, Code, Decision, Tru
 use crate::normalise::{Escape, normalise_action, normalise_path};
 use crate::pattern::Pattern;
 use crate::policy::{Policy, RateLimits, Rule, RuleEffect};
-use crate::set::PolicySet;
+use crate::set::{PolicySet, VerbKey};
 
 /// A request with its action and resource normalised, ready for matching.
 pub(crate) struct Prepared<'r> {
@@ -127,12 +127,13 @@ fn json_eq(a: &Value, b: &Value) -> bool {
 fn first_match<'s>(
     set: &'s PolicySet,
     position: usize,
+    verb: VerbKey,
     req: &Prepared<'_>,
     agent: &AgentProfile,
 ) -> Option<&'s Rule> {
     let indexed = set.inner.policies.get(position)?;
     indexed
-        .candidate_rules(req.verb())
+        .candidate_rules(verb)
         .filter_map(|i| indexed.policy.rules.get(i))
         .find(|rule| matches!(check_rule(rule, req, agent), RuleCheck::Matched(_)))
 }
@@ -193,6 +194,7 @@ impl PolicySet {
         }
 
         // Steps 2 and 3: every policy's limits and its first matching rule.
+        let verb = self.verb_key(prepared.verb());
         let mut charges = Vec::new();
         let mut first_deny: Option<(&Policy, &Rule)> = None;
         let mut first_allow: Option<(&Policy, &Rule)> = None;
@@ -209,7 +211,7 @@ impl PolicySet {
                 };
                 push_charges(&mut charges, key, limits);
             }
-            if let Some(rule) = first_match(self, position, &prepared, agent) {
+            if let Some(rule) = first_match(self, position, verb, &prepared, agent) {
                 if let Some(limits) = &rule.conditions.rate_limit {
                     let key = LimitKey {
                         policy: policy.name.clone(),

@@ -24,6 +24,8 @@ pub struct PolicySet {
 pub(crate) struct SetInner {
     pub policies: Vec<IndexedPolicy>,
     by_name: HashMap<String, usize>,
+    /// Every verb of a keyed pattern, interned once so each policy's lookup is a binary search.
+    verbs: HashMap<String, u32>,
     by_agent: HashMap<String, Vec<usize>>,
     by_tag: HashMap<String, Vec<usize>>,
     by_tier: [Vec<usize>; 4],
@@ -36,10 +38,11 @@ pub(crate) struct IndexedPolicy {
     rules: RuleIndex,
 }
 
-/// Rule positions by verb, each list ascending so the first match is found in rule order.
+/// Rule positions by verb id (sorted by id), each list ascending so the first match is found
+/// in rule order.
 #[derive(Debug, Default)]
 struct RuleIndex {
-    by_verb: HashMap<String, Vec<usize>>,
+    by_verb: Vec<(u32, Vec<usize>)>,
     /// Rules with a pattern whose literal prefix does not reach a `:` (e.g. `*` or `re?d:x`).
     unkeyed: Vec<usize>,
 }
@@ -52,43 +55,62 @@ fn pattern_verb(pattern: &Pattern) -> Option<&str> {
         .map(|(verb, _)| verb)
 }
 
+/// How a request's verb selects rules, computed once per decision.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum VerbKey {
+    /// The action has no `:`: every rule is a candidate.
+    NoVerb,
+    /// No keyed pattern uses this verb: only unkeyed rules are candidates.
+    Unused,
+    /// The interned verb.
+    Id(u32),
+}
+
 impl RuleIndex {
-    fn build(rules: &[Rule]) -> RuleIndex {
-        let mut index = RuleIndex::default();
+    fn build(rules: &[Rule], verbs: &mut HashMap<String, u32>) -> RuleIndex {
+        let mut by_verb: HashMap<u32, Vec<usize>> = HashMap::new();
+        let mut unkeyed = Vec::new();
         for (position, rule) in rules.iter().enumerate() {
-            let verbs: Option<Vec<&str>> = rule.actions.iter().map(pattern_verb).collect();
-            match verbs {
-                Some(mut verbs) => {
-                    verbs.sort_unstable();
-                    verbs.dedup();
-                    for verb in verbs {
-                        index
-                            .by_verb
-                            .entry(verb.to_owned())
-                            .or_default()
-                            .push(position);
+            let keys: Option<Vec<&str>> = rule.actions.iter().map(pattern_verb).collect();
+            match keys {
+                Some(mut keys) => {
+                    keys.sort_unstable();
+                    keys.dedup();
+                    for verb in keys {
+                        let next = u32::try_from(verbs.len()).unwrap_or(u32::MAX);
+                        let id = *verbs.entry(verb.to_owned()).or_insert(next);
+                        by_verb.entry(id).or_default().push(position);
                     }
                 }
-                None => index.unkeyed.push(position),
+                None => unkeyed.push(position),
             }
         }
-        index
+        let mut by_verb: Vec<(u32, Vec<usize>)> = by_verb.into_iter().collect();
+        by_verb.sort_unstable_by_key(|(id, _)| *id);
+        RuleIndex { by_verb, unkeyed }
     }
 }
 
 impl IndexedPolicy {
     /// Rule positions that may match an action with this verb, in rule order. An action
-    /// without `:` can only be matched by unkeyed rules; it gets every rule to stay simple.
-    pub(crate) fn candidate_rules(&self, verb: Option<&str>) -> impl Iterator<Item = usize> + '_ {
+    /// without `:` can be matched by rules of any verb through its qualified form, so it gets
+    /// every rule.
+    pub(crate) fn candidate_rules(&self, verb: VerbKey) -> impl Iterator<Item = usize> + '_ {
         let all = self.policy.rules.len();
-        let (keyed, unkeyed): (&[usize], &[usize]) = match verb {
-            Some(verb) => (
-                self.rules.by_verb.get(verb).map_or(&[][..], Vec::as_slice),
-                &self.rules.unkeyed,
-            ),
-            None => (&[], &[]),
+        let (keyed, unkeyed, everything): (&[usize], &[usize], bool) = match verb {
+            VerbKey::Id(id) => {
+                let keyed = self
+                    .rules
+                    .by_verb
+                    .binary_search_by_key(&id, |(verb, _)| *verb)
+                    .ok()
+                    .and_then(|i| self.rules.by_verb.get(i))
+                    .map_or(&[][..], |(_, rules)| rules.as_slice());
+                (keyed, &self.rules.unkeyed, false)
+            }
+            VerbKey::Unused => (&[], &self.rules.unkeyed, false),
+            VerbKey::NoVerb => (&[], &[], true),
         };
-        let everything = verb.is_none();
         MergeAscending {
             a: keyed,
             b: unkeyed,
@@ -166,7 +188,7 @@ impl PolicySet {
             } else {
                 inner.everyone.push(position);
             }
-            let rules = RuleIndex::build(&policy.rules);
+            let rules = RuleIndex::build(&policy.rules, &mut inner.verbs);
             inner.policies.push(IndexedPolicy { policy, rules });
         }
         Ok(PolicySet {
@@ -215,6 +237,18 @@ impl PolicySet {
     /// Whether the set holds no policy.
     pub fn is_empty(&self) -> bool {
         self.inner.policies.is_empty()
+    }
+
+    /// How `verb` (the part of a normalised action before `:`) selects rules.
+    pub(crate) fn verb_key(&self, verb: Option<&str>) -> VerbKey {
+        match verb {
+            None => VerbKey::NoVerb,
+            Some(verb) => self
+                .inner
+                .verbs
+                .get(verb)
+                .map_or(VerbKey::Unused, |&id| VerbKey::Id(id)),
+        }
     }
 
     /// Positions of the policies that apply to `agent`, ascending (that is, by name).
