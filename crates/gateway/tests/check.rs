@@ -379,3 +379,19 @@ async fn health_root_and_metrics() {
             .contains("meshguard_audit_commit_duration_seconds_bucket")
     );
 }
+
+#[tokio::test]
+async fn unknown_paths_are_404_in_the_error_shape() {
+    let gw = TestGateway::new().await;
+    let reply = gw
+        .send(
+            Request::builder()
+                .uri("/proxy/api/users")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.body["error"], "not_found");
+    assert_eq!(reply.body["message"], "no endpoint `GET /proxy/api/users`");
+}

@@ -11,11 +11,13 @@ mod policies;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 
 use crate::auth::require_admin;
+use crate::error::ApiError;
 use crate::state::AppState;
 use crate::trace::with_trace_id;
 
@@ -72,6 +74,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .merge(proxy)
         .nest("/admin", admin)
+        .fallback(unknown_route)
         // Our extractors enforce the configured limit themselves and answer in our error shape.
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(
@@ -79,6 +82,11 @@ pub fn app(state: AppState) -> Router {
             count_rejections,
         ))
         .with_state(state)
+}
+
+/// Any path the gateway does not serve: a 404 in MeshGuard's error shape, naming the path.
+async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no endpoint `{method} {}`", uri.path()))
 }
 
 /// Counts the answers that are not audited (400, 401, 413) or could not be (500, 503).
