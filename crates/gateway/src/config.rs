@@ -153,12 +153,12 @@ pub struct ProxyTarget {
 /// Alerting settings (webhook and Slack); triggers are named events such as `deny`.
 #[derive(Debug, Clone, Default)]
 pub struct Alerts {
-    /// Generic webhook URL.
-    pub webhook_url: Option<String>,
+    /// Generic webhook URL (URLs often embed a token: never logged).
+    pub webhook_url: Option<Secret>,
     /// HMAC secret for `X-MeshGuard-Signature`.
     pub webhook_secret: Option<Secret>,
-    /// Slack incoming webhook URL.
-    pub slack_webhook: Option<String>,
+    /// Slack incoming webhook URL (the URL is the credential).
+    pub slack_webhook: Option<Secret>,
     /// Which events alert: `deny`, `rate_limit`, `approval_required`, `agent_revoked`, `error`.
     pub on: Vec<String>,
 }
@@ -173,11 +173,11 @@ pub struct Config {
     pub mode: Mode,
     /// Home of the database, the signing key, the admin token and the instance id.
     pub data_dir: PathBuf,
-    /// Storage location: `sqlite://PATH`, a plain path, or `postgres://…`; `None` means
-    /// `<data_dir>/meshguard.db`.
-    pub database_url: Option<String>,
-    /// Redis URL for global rate limits.
-    pub redis_url: Option<String>,
+    /// Storage location: `sqlite://PATH`, a plain path, or `postgres://…` (may hold a password,
+    /// hence [`Secret`]); `None` means `<data_dir>/meshguard.db`.
+    pub database_url: Option<Secret>,
+    /// Redis URL for global rate limits (may hold a password).
+    pub redis_url: Option<Secret>,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
     /// Whether responses wait for their audit event to commit.
@@ -441,8 +441,14 @@ impl Validator<'_> {
                 )
             })?,
         };
-        let database_url = self.string("database.url")?.filter(|s| !s.is_empty());
-        let redis_url = self.string("redis.url")?.filter(|s| !s.is_empty());
+        let database_url = self
+            .string("database.url")?
+            .filter(|s| !s.is_empty())
+            .map(Secret::new);
+        let redis_url = self
+            .string("redis.url")?
+            .filter(|s| !s.is_empty())
+            .map(Secret::new);
         let body_limit = self
             .parsed("body_limit", parse_size)?
             .unwrap_or(DEFAULT_BODY_LIMIT);
@@ -470,9 +476,9 @@ impl Validator<'_> {
             return Err(self.invalid("admin_token", "must be at least 16 characters long".into()));
         }
         let alerts = Alerts {
-            webhook_url: self.string("alerts.webhook_url")?,
+            webhook_url: self.string("alerts.webhook_url")?.map(Secret::new),
             webhook_secret: self.string("alerts.webhook_secret")?.map(Secret::new),
-            slack_webhook: self.string("alerts.slack_webhook")?,
+            slack_webhook: self.string("alerts.slack_webhook")?.map(Secret::new),
             on: self.alert_triggers()?,
         };
         let tls = match (self.path("tls.cert")?, self.path("tls.key")?) {
@@ -712,7 +718,10 @@ mod tests {
         assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
         assert_eq!(c.mode, Mode::Audit);
         assert_eq!(c.policies_dir, Some(PathBuf::from("/etc/mg/policies")));
-        assert_eq!(c.database_url.as_deref(), Some("/var/lib/mg.db"));
+        assert_eq!(
+            c.database_url.as_ref().map(Secret::expose),
+            Some("/var/lib/mg.db")
+        );
         assert_eq!(c.data_dir, PathBuf::from("/srv/mg"));
         assert_eq!(
             c.admin_token.as_ref().map(Secret::expose),
@@ -802,7 +811,18 @@ mod tests {
 
     #[test]
     fn secrets_do_not_leak_into_debug() {
-        let e = env(&[("MESHGUARD_ADMIN_TOKEN", "super-secret-admin-token")]);
+        let e = env(&[
+            ("MESHGUARD_ADMIN_TOKEN", "super-secret-admin-token"),
+            (
+                "MESHGUARD_DATABASE__URL",
+                "postgres://mg:super-secret-pw@db/mg",
+            ),
+            (
+                "ALERT_SLACK_WEBHOOK",
+                "https://hooks.slack.com/services/super-secret",
+            ),
+            ("ALERT_WEBHOOK_SECRET", "super-secret-hmac"),
+        ]);
         let c = Config::load(None, &e, &ConfigFlags::default(), home()).unwrap();
         assert!(!format!("{c:?}").contains("super-secret"));
     }

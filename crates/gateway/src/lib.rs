@@ -15,15 +15,32 @@
 //!
 //! # Example
 //!
-//! ```no_run
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use std::collections::HashMap;
-//! use meshguard_gateway::{Config, ConfigFlags, serve, shutdown_signal};
+//! A gateway in-process over a temp-dir SQLite store, asked one question through the router
+//! (this is how most of the crate's tests run; `meshguard serve` calls [`serve`] instead):
 //!
-//! let env: HashMap<String, String> = std::env::vars().collect();
-//! let config = Config::load(None, &env, &ConfigFlags::default(), std::env::home_dir().as_deref())?;
-//! serve(config, shutdown_signal()).await?;
-//! # Ok(()) }
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! use axum::body::Body;
+//! use axum::http::Request;
+//! use meshguard_gateway::data_dir::DataDir;
+//! use meshguard_gateway::{AppState, GatewayOptions, app};
+//! use meshguard_store::StoreLocation;
+//! use tower::ServiceExt;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let keys_and_ids = DataDir::open(dir.path(), None)?;
+//! let store = meshguard_store::open(&StoreLocation::in_data_dir(dir.path())).await?;
+//! let (state, _background) =
+//!     AppState::new(store, &keys_and_ids, GatewayOptions::default()).await?;
+//!
+//! // No token: refused before anything else happens.
+//! let request = Request::post("/proxy/governance/check").body(Body::from(r#"{"action":"read:x"}"#))?;
+//! let response = app(state).oneshot(request).await?;
+//! assert_eq!(response.status(), 401);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })
+//! # }
 //! ```
 
 pub mod approvals;

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, Secret};
 use crate::data_dir::{DataDir, DataDirError};
 use crate::policy_files::{PolicyDir, PolicyDirError, spawn_watcher};
 use crate::rate_limit::SystemClock;
@@ -61,7 +61,7 @@ pub enum ServeError {
 /// Where the store lives for this config: `--database-url` (a URL, or a plain path that the
 /// documented `DB_PATH` gives), else `<data-dir>/meshguard.db`.
 pub fn store_location(config: &Config) -> Result<StoreLocation, StoreError> {
-    match config.database_url.as_deref() {
+    match config.database_url.as_ref().map(Secret::expose) {
         None => Ok(StoreLocation::in_data_dir(&config.data_dir)),
         Some(url) if url.contains("://") || url.starts_with("sqlite:") => StoreLocation::parse(url),
         Some(path) => Ok(StoreLocation::Sqlite { path: path.into() }),
