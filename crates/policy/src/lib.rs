@@ -21,6 +21,16 @@
 //! [`RateLimitOracle`]; approval storage is the caller's, fed back through
 //! [`Decision::with_approval`]. The engine fails closed: whatever it cannot decide is a deny.
 //!
+//! # Interface notes
+//!
+//! The interface follows the workspace contract. Additions: [`BurstCounter`] (a clock-less
+//! oracle for offline runs), [`PolicySet::from_sources`] (build a set from YAML strings, for
+//! tests and benchmarks), [`LoadError`], [`ApprovalNeed::default_timeout_applies`] with
+//! [`ApprovalNeed::timeout_or`] (a matching policy without `timeoutSeconds` stands for the
+//! gateway default), [`lint`]'s [`LintKind`], and typed access to compiled policies
+//! ([`Rule`], [`Conditions`], [`Pattern`]). [`PolicySetError`] is an enum (one variant today),
+//! and the corpus runner is the method [`corpus::Corpus::run_offline`].
+//!
 //! # Example
 //!
 //! ```
