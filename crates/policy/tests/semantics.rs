@@ -426,3 +426,31 @@ fn a_policy_without_timeout_lets_the_gateway_default_compete() {
     assert_eq!(need(&["l"]).timeout_or(3600), 7200);
     assert_eq!(need(&["d"]).timeout_or(3600), 3600);
 }
+
+#[test]
+fn empty_set_and_escapes_fail_closed() {
+    fn shared_across_threads<T: Send + Sync + Clone + 'static>(_: &T) {}
+    let empty = PolicySet::empty();
+    shared_across_threads(&empty);
+    assert!(empty.is_empty());
+    let ctx = Map::new();
+    let dev = agent("dev", TrustTier::Privileged, &["autogpt"]);
+    let decision = empty.decide(&dev, &check("read:x", "*", &ctx), &mut Unlimited);
+    assert_eq!(
+        (decision.effect, decision.code),
+        (Effect::Deny, Code::NoPolicy)
+    );
+    assert!(decision.reason.contains("denied"), "{}", decision.reason);
+    assert_eq!(empty.permissions(&dev).default_effect, Effect::Deny);
+
+    let set = set(&[OTHER]);
+    let explanation = set.explain(
+        &dev,
+        &check("read:x", "../../etc/passwd", &ctx),
+        &mut Unlimited,
+    );
+    assert_eq!(explanation.decision.code, Code::InvalidResource);
+    assert!(explanation.decision.reason.contains("denied"));
+    assert_eq!(explanation.normalised_resource, None);
+    assert!(explanation.policies.is_empty());
+}
