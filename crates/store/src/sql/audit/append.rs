@@ -12,11 +12,10 @@ use crate::sql::{
 };
 use crate::{AuditEvent, MAX_RESULT_BYTES, NewAuditEvent, StoreError};
 
-/// Events per `INSERT` statement. One statement per event costs a round trip per event (on
-/// PostgreSQL a 100-event batch took 23 ms that way, 14 ms with one statement; see
-/// `benches/audit_append.rs`). 200 rows × 22 columns stays far below the bound-parameter limits
-/// of SQLite (32766) and PostgreSQL (65535).
-const ROWS_PER_INSERT: usize = 200;
+/// Most events per `INSERT` statement. One statement per event costs a round trip per event (on
+/// PostgreSQL a 100-event batch took 23 ms that way, 14 ms with multi-row statements; see
+/// `benches/audit_append.rs`).
+const MAX_ROWS_PER_INSERT: usize = 64;
 
 /// Columns of `audit_events` written per event.
 const INSERT_COLUMNS: usize = 22;
@@ -58,8 +57,11 @@ pub(crate) async fn append(
         head.hash.clone_from(&event.hash);
         committed.push(event);
     }
-    for rows in committed.chunks(ROWS_PER_INSERT) {
+    let mut rest = committed.as_slice();
+    while !rest.is_empty() {
+        let (rows, tail) = rest.split_at(insert_size(rest.len()));
         insert(&mut tx, rows).await?;
+        rest = tail;
     }
     for (gateway, head) in &heads {
         sqlx::query("UPDATE audit_chains SET head_seq = $2, head_hash = $3 WHERE gateway = $1")
@@ -161,6 +163,14 @@ async fn load_head(
     })
 }
 
+/// Rows for the next `INSERT` when `remaining` are left: the largest power of two that fits, so
+/// that batches of any size use at most seven statement shapes (64, 32, …, 1 rows), which stay
+/// in the connection's prepared-statement cache instead of being parsed again for every size.
+fn insert_size(remaining: usize) -> usize {
+    let fitting = remaining.clamp(1, MAX_ROWS_PER_INSERT);
+    1 << fitting.ilog2()
+}
+
 /// Inserts `rows` with one multi-row `INSERT`.
 async fn insert(tx: &mut Transaction<'static, Any>, rows: &[AuditEvent]) -> Result<(), StoreError> {
     let placeholders: Vec<String> = (0..rows.len())
@@ -224,6 +234,23 @@ async fn insert(tx: &mut Transaction<'static, Any>, rows: &[AuditEvent]) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_split_into_power_of_two_inserts() {
+        let sizes = |mut n: usize| {
+            let mut sizes = Vec::new();
+            while n > 0 {
+                let size = insert_size(n);
+                sizes.push(size);
+                n -= size;
+            }
+            sizes
+        };
+        assert_eq!(sizes(1), [1]);
+        assert_eq!(sizes(100), [64, 32, 4]);
+        assert_eq!(sizes(127), [64, 32, 16, 8, 4, 2, 1]);
+        assert_eq!(sizes(130), [64, 64, 2]);
+    }
 
     #[test]
     fn results_are_cut_on_a_character_boundary() {
