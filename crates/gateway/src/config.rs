@@ -468,6 +468,15 @@ impl Validator<'_> {
         let approval_timeout = self
             .parsed("approvals.timeout", parse_duration)?
             .unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
+        if audit_retention < Duration::from_secs(3600) {
+            return Err(self.invalid(
+                "audit.retention",
+                "must be at least 1h: retention deletes every older event".into(),
+            ));
+        }
+        if approval_timeout.is_zero() {
+            return Err(self.invalid("approvals.timeout", "must be at least 1s".into()));
+        }
         let policies_dir = self.path("policies_dir")?;
         let admin_token = self.string("admin_token")?.filter(|s| !s.is_empty());
         if let Some(token) = &admin_token
@@ -779,6 +788,15 @@ mod tests {
             err.to_string().starts_with("gw.toml: `audit.retention`:"),
             "{err}"
         );
+
+        let err = Config::load(
+            Some(("gw.toml", "[audit]\nretention = \"0d\"")),
+            &env(&[]),
+            &ConfigFlags::default(),
+            home(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("at least 1h"), "{err}");
 
         let err = Config::load(
             Some(("gw.toml", "listen = [")),
