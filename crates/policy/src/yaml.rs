@@ -367,3 +367,43 @@ fn refuse_anchor_and_tag(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn core_schema_typing() {
+        let node = parse_document(
+            "t.yaml",
+            "a: [~, null, true, False, 12, -3, 0x1F, 0o17, 1.5, .5, 1e3, '12', \"true\", yes, 1.2.3, '', .inf]\n",
+        )
+        .unwrap();
+        let NodeKind::Map(entries) = &node.kind else {
+            panic!("{node:?}")
+        };
+        let expected = json!([
+            null, null, true, false, 12, -3, 31, 15, 1.5, 0.5, 1000.0, "12", "true", "yes",
+            "1.2.3", "",
+            // JSON has no infinity: `.inf` stays the text it was written as.
+            ".inf"
+        ]);
+        assert_eq!(entries[0].1.to_json(), expected);
+    }
+
+    #[test]
+    fn positions_are_one_based() {
+        let node = parse_document("t.yaml", "x:\n  - a\n  - {b: c}\n").unwrap();
+        let NodeKind::Map(entries) = &node.kind else {
+            panic!()
+        };
+        let (key, value) = &entries[0];
+        assert_eq!(key.loc, Loc { line: 1, column: 1 });
+        let NodeKind::Seq(items) = &value.kind else {
+            panic!()
+        };
+        assert_eq!(items[0].loc, Loc { line: 2, column: 5 });
+        assert_eq!(items[1].loc, Loc { line: 3, column: 5 });
+    }
+}
