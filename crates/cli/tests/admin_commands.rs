@@ -195,7 +195,7 @@ async fn policies_round_trip_through_the_cli() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_follow_prints_events_as_they_happen_and_export_filters_by_time() {
-    let gateway = Gateway::start().await;
+    let mut gateway = Gateway::start().await;
     let policy = gateway.scratch().join("lifecycle.yaml");
     std::fs::write(&policy, POLICY).unwrap();
     gateway
@@ -227,7 +227,7 @@ async fn audit_follow_prints_events_as_they_happen_and_export_filters_by_time() 
         ])
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let (lines_tx, lines) = mpsc::channel::<String>();
@@ -263,8 +263,6 @@ async fn audit_follow_prints_events_as_they_happen_and_export_filters_by_time() 
         (live["resource"].as_str(), live["decision"].as_str()),
         (Some("live"), Some("deny"))
     );
-    follower.kill().unwrap();
-    follower.wait().unwrap();
 
     let export = gateway.cli(&["audit", "export", "--since", "1h"]);
     export.assert_code(0);
@@ -286,6 +284,29 @@ async fn audit_follow_prints_events_as_they_happen_and_export_filters_by_time() 
     let future = gateway.cli(&["audit", "export", "--since", "2999-01-01T00:00:00Z"]);
     future.assert_code(0);
     assert!(future.stdout.is_empty(), "{}", future.stdout);
+
+    // A graceful stop is not held up by the follower, and the follower says why it ended.
+    assert!(
+        gateway.stop(),
+        "SIGTERM with a follower attached:\n{}",
+        gateway.log()
+    );
+    let mut status = None;
+    for _ in 0..100 {
+        status = follower.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let Some(status) = status else {
+        follower.kill().unwrap();
+        panic!("the follower kept running after the gateway stopped");
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut follower.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("closed the audit stream"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
