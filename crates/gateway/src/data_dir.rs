@@ -79,11 +79,11 @@ impl DataDir {
         let admin_token = match configured_admin {
             Some(token) => token.clone(),
             None => Secret::new(read_or_create(&path.join(ADMIN_TOKEN_FILE), || {
-                format!("mga_{}", random_hex(32))
+                Ok(format!("mga_{}", random_hex(32)))
             })?),
         };
         let instance_id = read_or_create(&path.join(INSTANCE_ID_FILE), || {
-            format!("gw_{}", random_hex(8))
+            Ok(format!("gw_{}", random_hex(8)))
         })?;
         Ok(DataDir {
             path: path.to_path_buf(),
@@ -100,8 +100,16 @@ fn random_hex(bytes: usize) -> String {
         .collect()
 }
 
-/// Writes a new secret file with mode 0600, or reads the existing one.
-fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, DataDirError> {
+/// Writes a new secret file with mode 0600, or reads the existing one. The value is made before
+/// the file is created, so a failure never leaves an empty file behind.
+fn read_or_create(
+    path: &Path,
+    make: impl FnOnce() -> Result<String, DataDirError>,
+) -> Result<String, DataDirError> {
+    if path.exists() {
+        return read_existing(path);
+    }
+    let value = make()?;
     match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -109,24 +117,26 @@ fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, 
         .open(path)
     {
         Ok(mut file) => {
-            let value = make();
             file.write_all(format!("{value}\n").as_bytes())
                 .map_err(io(path))?;
             Ok(value)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let text = std::fs::read_to_string(path).map_err(io(path))?;
-            let value = text.trim().to_owned();
-            if value.is_empty() {
-                return Err(DataDirError::Corrupt {
-                    path: path.to_path_buf(),
-                    message: "file is empty; delete it to generate a new one".into(),
-                });
-            }
-            Ok(value)
-        }
+        // Another gateway created it between our check and our create: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_existing(path),
         Err(e) => Err(io(path)(e)),
     }
+}
+
+fn read_existing(path: &Path) -> Result<String, DataDirError> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let value = text.trim().to_owned();
+    if value.is_empty() {
+        return Err(DataDirError::Corrupt {
+            path: path.to_path_buf(),
+            message: "file is empty; delete it to generate a new one".into(),
+        });
+    }
+    Ok(value)
 }
 
 fn load_or_create_keys(dir: &Path) -> Result<TokenKeys, DataDirError> {
@@ -139,7 +149,7 @@ fn load_or_create_keys(dir: &Path) -> Result<TokenKeys, DataDirError> {
         let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
         key.to_pkcs8_pem(LineEnding::LF)
             .map(|pem| pem.trim_end().to_owned())
-            .unwrap_or_default()
+            .map_err(|e| corrupt(format!("cannot encode a new key: {e}")))
     })?;
     let key = SigningKey::from_pkcs8_pem(&generated)
         .map_err(|e| corrupt(format!("not an Ed25519 PKCS#8 key: {e}")))?;

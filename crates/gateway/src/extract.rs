@@ -159,7 +159,7 @@ mod tests {
     use super::*;
 
     #[derive(Debug, serde::Deserialize)]
-    #[allow(dead_code)]
+    #[expect(dead_code, reason = "the fields exist to be deserialized, not read")]
     struct Body {
         action: String,
         #[serde(default)]
