@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::evaluate::{Prepared, RuleCheck, approval_matches, check_rule};
-use crate::limits::RateLimitOracle;
+use crate::limits::{Admission, LimitCharge, RateLimitOracle};
 use crate::model::{AgentProfile, CheckRequest, Decision, Effect};
 use crate::policy::{AppliesTo, Conditions, Policy, RuleEffect};
 use crate::set::PolicySet;
@@ -20,6 +20,26 @@ pub struct Explanation {
     pub normalised_resource: Option<String>,
     /// Every policy of the set, in name order.
     pub policies: Vec<PolicyTrace>,
+    /// The rate limits the check was charged against (empty when none applies).
+    pub charges: Vec<LimitCharge>,
+    /// The oracle's answer; `None` when no limit applied and the oracle was not asked.
+    pub admission: Option<Admission>,
+}
+
+/// Forwards to the caller's oracle and remembers what was asked and answered.
+struct RecordingOracle<'o> {
+    inner: &'o mut dyn RateLimitOracle,
+    charges: Vec<LimitCharge>,
+    admission: Option<Admission>,
+}
+
+impl RateLimitOracle for RecordingOracle<'_> {
+    fn admit(&mut self, charges: &[LimitCharge]) -> Admission {
+        let admission = self.inner.admit(charges);
+        self.charges = charges.to_vec();
+        self.admission = Some(admission);
+        admission
+    }
 }
 
 /// One policy's part in a decision.
@@ -216,13 +236,23 @@ impl PolicySet {
         req: &CheckRequest<'_>,
         limits: &mut dyn RateLimitOracle,
     ) -> Explanation {
-        let decision = self.decide(agent, req, limits);
+        let mut recording = RecordingOracle {
+            inner: limits,
+            charges: Vec::new(),
+            admission: None,
+        };
+        let decision = self.decide(agent, req, &mut recording);
+        let RecordingOracle {
+            charges, admission, ..
+        } = recording;
         let Ok(prepared) = Prepared::new(req) else {
             return Explanation {
                 decision,
                 normalised_action: None,
                 normalised_resource: None,
                 policies: Vec::new(),
+                charges,
+                admission,
             };
         };
         let policies = self
@@ -266,6 +296,8 @@ impl PolicySet {
             normalised_resource: Some(prepared.resource.clone().into_owned()),
             decision,
             policies,
+            charges,
+            admission,
         }
     }
 

@@ -66,6 +66,7 @@ pub struct LimitCharge {
 
 /// The oracle's answer for a whole set of charges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "result")]
 pub enum Admission {
     /// Every charge had room and all were charged.
     Admitted,

@@ -157,6 +157,33 @@ fn exhausted_limit_reports_its_policy_rule_and_retry() {
 }
 
 #[test]
+fn explanation_shows_the_charges_and_the_answer() {
+    let set = set(&[OTHER, LIMITED]);
+    let dev = agent("dev", TrustTier::Verified, &[]);
+    let ctx = Map::new();
+    let mut oracle = ScriptedOracle {
+        calls: Vec::new(),
+        answer: Admission::Exhausted {
+            charge: 0,
+            retry_after_secs: 3,
+        },
+    };
+    let explanation = set.explain(&dev, &check("web:x", "*", &ctx), &mut oracle);
+    assert_eq!(
+        oracle.calls.len(),
+        1,
+        "explain asks the oracle exactly once, like decide"
+    );
+    assert_eq!(explanation.charges, oracle.calls[0]);
+    assert_eq!(explanation.admission, Some(oracle.answer));
+    assert_eq!(explanation.decision.code, Code::RateLimited);
+    let json = serde_json::to_value(&explanation).unwrap();
+    assert_eq!(json["charges"][0]["key"]["policy"], "limited");
+    assert_eq!(json["admission"]["result"], "exhausted");
+    assert_eq!(json["admission"]["retry_after_secs"], 3);
+}
+
+#[test]
 fn no_limits_means_no_oracle_call() {
     let set = set(&["name: free\nversion: \"1\"\ndefaultEffect: allow\n"]);
     let ctx = Map::new();
