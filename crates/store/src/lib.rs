@@ -8,7 +8,13 @@
 //! [`StoreError`] and `time::OffsetDateTime`.
 //!
 //! The audit trail is a hash chain per gateway instance; [`chain`] defines the canonical JSON and
-//! hash, and docs/architecture/audit-chain.md explains what `verify` proves.
+//! hash, and docs/architecture/audit-chain.md explains what `verify` proves. Appends come in
+//! batches, one transaction each, because the gateway group-commits: `benches/audit_append.rs`
+//! compares one transaction per event with one per batch.
+//!
+//! Gateways that share a PostgreSQL database learn of each other's changes (a revoked agent's
+//! tokens, an applied policy, a decided approval) through [`Store::subscribe_changes`], fed by
+//! LISTEN/NOTIFY.
 //!
 //! ```
 //! # async fn demo() -> Result<(), meshguard_store::StoreError> {
