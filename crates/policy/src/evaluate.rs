@@ -161,6 +161,14 @@ pub(crate) fn approval_matches<'p>(policy: &'p Policy, req: &Prepared<'_>) -> Op
         .find(|p| req.action_matches(p))
 }
 
+/// What the applicable policies say before limits and approvals are considered.
+struct Verdicts<'s> {
+    charges: Vec<LimitCharge>,
+    first_deny: Option<(&'s Policy, &'s Rule)>,
+    first_allow: Option<(&'s Policy, &'s Rule)>,
+    first_default_deny: Option<&'s Policy>,
+}
+
 impl PolicySet {
     /// Decides one check (SPEC 3 steps 1–7). Calls `limits` once with every charge that
     /// applies; pass an oracle that only peeks for dry runs (admin `decide`, `policy test`).
@@ -170,18 +178,18 @@ impl PolicySet {
         req: &CheckRequest<'_>,
         limits: &mut dyn RateLimitOracle,
     ) -> Decision {
+        let action = req.action;
+        // Normalise before anything else: a path escaping its root is denied whoever asks.
         let Ok(prepared) = Prepared::new(req) else {
             return Decision::new(
                 Code::InvalidResource,
                 format!(
-                    "Action '{}' denied: the action or resource '{}' escapes its root with `..`",
-                    req.action, req.resource
+                    "Action '{action}' denied: the action or resource '{}' escapes its root with `..`",
+                    req.resource
                 ),
             );
         };
-        let action = req.action;
-
-        // Step 1: applicable policies, in name order.
+        // Step 1: the applicable policies, in name order.
         let applicable = self.applicable(agent);
         if applicable.is_empty() {
             return Decision::new(
@@ -192,14 +200,55 @@ impl PolicySet {
                 ),
             );
         }
-
         // Steps 2 and 3: every policy's limits and its first matching rule.
+        let verdicts = self.verdicts(&applicable, &prepared, agent);
+        // Every check counts against its limits, denied or not, so the oracle is asked first.
+        let admission = if verdicts.charges.is_empty() {
+            Admission::Admitted
+        } else {
+            limits.admit(&verdicts.charges)
+        };
+        // Step 4: an explicit deny anywhere wins, then an exhausted limit.
+        if let Some((policy, rule)) = verdicts.first_deny {
+            return by_rule(Code::DeniedByRule, action, policy, rule);
+        }
+        if let Admission::Exhausted {
+            charge,
+            retry_after_secs,
+        } = admission
+        {
+            return rate_limited(action, verdicts.charges.get(charge), retry_after_secs);
+        }
+        // Step 5: a matching approval entry sends the action to a human.
+        if let Some(decision) = self.approval(&applicable, &prepared, action) {
+            return decision;
+        }
+        // Step 6: an explicit allow anywhere beats every weak default.
+        if let Some((policy, rule)) = verdicts.first_allow {
+            return by_rule(Code::Allowed, action, policy, rule);
+        }
+        // Step 7: weak defaults; allow only if every applicable policy says so.
+        let first_applicable = applicable
+            .first()
+            .and_then(|&i| self.inner.policies.get(i))
+            .map(|p| &p.policy);
+        by_default(action, verdicts.first_default_deny, first_applicable)
+    }
+
+    fn verdicts<'s>(
+        &'s self,
+        applicable: &[usize],
+        prepared: &Prepared<'_>,
+        agent: &AgentProfile,
+    ) -> Verdicts<'s> {
         let verb = self.verb_key(prepared.verb());
-        let mut charges = Vec::new();
-        let mut first_deny: Option<(&Policy, &Rule)> = None;
-        let mut first_allow: Option<(&Policy, &Rule)> = None;
-        let mut first_default_deny: Option<&Policy> = None;
-        for &position in &applicable {
+        let mut verdicts = Verdicts {
+            charges: Vec::new(),
+            first_deny: None,
+            first_allow: None,
+            first_default_deny: None,
+        };
+        for &position in applicable {
             let Some(indexed) = self.inner.policies.get(position) else {
                 continue;
             };
@@ -209,67 +258,45 @@ impl PolicySet {
                     policy: policy.name.clone(),
                     rule: None,
                 };
-                push_charges(&mut charges, key, limits);
+                push_charges(&mut verdicts.charges, key, limits);
             }
-            if let Some(rule) = first_match(self, position, verb, &prepared, agent) {
+            if let Some(rule) = first_match(self, position, verb, prepared, agent) {
                 if let Some(limits) = &rule.conditions.rate_limit {
                     let key = LimitKey {
                         policy: policy.name.clone(),
                         rule: Some(rule.name.clone()),
                     };
-                    push_charges(&mut charges, key, limits);
+                    push_charges(&mut verdicts.charges, key, limits);
                 }
                 let slot = match rule.effect {
-                    RuleEffect::Deny => &mut first_deny,
-                    RuleEffect::Allow => &mut first_allow,
+                    RuleEffect::Deny => &mut verdicts.first_deny,
+                    RuleEffect::Allow => &mut verdicts.first_allow,
                 };
                 slot.get_or_insert((policy, rule));
             }
             if policy.default_effect == RuleEffect::Deny {
-                first_default_deny.get_or_insert(policy);
+                verdicts.first_default_deny.get_or_insert(policy);
             }
         }
-        // Every check counts against its limits, denied or not, so the oracle is asked first.
-        let admission = if charges.is_empty() {
-            Admission::Admitted
-        } else {
-            limits.admit(&charges)
-        };
+        verdicts
+    }
 
-        // Step 4: an explicit deny anywhere wins, then an exhausted limit.
-        if let Some((policy, rule)) = first_deny {
-            let mut reason = format!(
-                "Action '{action}' denied by rule '{}' of policy '{}'",
-                rule.name, policy.name
-            );
-            if let Some(text) = &rule.reason {
-                reason.push_str(": ");
-                reason.push_str(text);
-            }
-            let mut decision = Decision::new(Code::DeniedByRule, reason);
-            decision.policy = Some(policy.name.clone());
-            decision.rule = Some(rule.name.clone());
-            return decision;
-        }
-        if let Admission::Exhausted {
-            charge,
-            retry_after_secs,
-        } = admission
-        {
-            return rate_limited(action, charges.get(charge), retry_after_secs);
-        }
-
-        // Step 5: a matching approval entry sends the action to a human.
-        let mut approval: Option<&Policy> = None;
+    /// Step 5: the first policy whose `requireApproval` matches decides; the timeout is the
+    /// smallest among every matching policy.
+    fn approval(
+        &self,
+        applicable: &[usize],
+        prepared: &Prepared<'_>,
+        action: &str,
+    ) -> Option<Decision> {
+        let mut first: Option<&Policy> = None;
         let mut timeout_secs: Option<u64> = None;
         let mut default_timeout_applies = false;
-        for &position in &applicable {
-            let Some(policy) = self.inner.policies.get(position).map(|p| &p.policy) else {
-                continue;
-            };
-            if approval_matches(policy, &prepared).is_none() {
-                continue;
-            }
+        let matching = applicable
+            .iter()
+            .filter_map(|&i| self.inner.policies.get(i).map(|p| &p.policy))
+            .filter(|policy| approval_matches(policy, prepared).is_some());
+        for policy in matching {
             match policy
                 .human_in_the_loop
                 .as_ref()
@@ -280,69 +307,72 @@ impl PolicySet {
                 }
                 None => default_timeout_applies = true,
             }
-            approval.get_or_insert(policy);
+            first.get_or_insert(policy);
         }
-        if let Some(policy) = approval {
-            let mut decision = Decision::new(
-                Code::ApprovalRequired,
-                format!(
-                    "Action '{action}' requires human approval (policy '{}')",
-                    policy.name
-                ),
-            );
-            decision.policy = Some(policy.name.clone());
-            decision.approval = Some(ApprovalNeed {
-                action: prepared.action.clone().into_owned(),
-                resource: prepared.resource.clone().into_owned(),
-                timeout_secs,
-                default_timeout_applies,
-            });
-            return decision;
-        }
-
-        // Step 6: an explicit allow anywhere beats every weak default.
-        if let Some((policy, rule)) = first_allow {
-            let mut decision = Decision::new(
-                Code::Allowed,
-                format!(
-                    "Action '{action}' allowed by rule '{}' of policy '{}'",
-                    rule.name, policy.name
-                ),
-            );
-            decision.policy = Some(policy.name.clone());
-            decision.rule = Some(rule.name.clone());
-            return decision;
-        }
-
-        // Step 7: weak defaults; allow only if every applicable policy says so.
-        match first_default_deny {
-            Some(policy) => {
-                let mut decision = Decision::new(
-                    Code::DefaultDeny,
-                    format!(
-                        "Action '{action}' denied by default: no rule allows it and policy '{}' defaults to deny",
-                        policy.name
-                    ),
-                );
-                decision.policy = Some(policy.name.clone());
-                decision
-            }
-            None => {
-                let first = applicable
-                    .first()
-                    .and_then(|&i| self.inner.policies.get(i))
-                    .map(|p| p.policy.name.clone());
-                let mut decision = Decision::new(
-                    Code::Allowed,
-                    format!(
-                        "Action '{action}' allowed by default: every applicable policy defaults to allow"
-                    ),
-                );
-                decision.policy = first;
-                decision
-            }
-        }
+        let policy = first?;
+        let mut decision = Decision::new(
+            Code::ApprovalRequired,
+            format!(
+                "Action '{action}' requires human approval (policy '{}')",
+                policy.name
+            ),
+        );
+        decision.policy = Some(policy.name.clone());
+        decision.approval = Some(ApprovalNeed {
+            action: prepared.action.clone().into_owned(),
+            resource: prepared.resource.clone().into_owned(),
+            timeout_secs,
+            default_timeout_applies,
+        });
+        Some(decision)
     }
+}
+
+/// An explicit rule decided: `denied_by_rule` (with the rule's own reason) or `allowed`.
+fn by_rule(code: Code, action: &str, policy: &Policy, rule: &Rule) -> Decision {
+    let verb = if code == Code::Allowed {
+        "allowed"
+    } else {
+        "denied"
+    };
+    let mut reason = format!(
+        "Action '{action}' {verb} by rule '{}' of policy '{}'",
+        rule.name, policy.name
+    );
+    if let (Code::DeniedByRule, Some(text)) = (code, &rule.reason) {
+        reason.push_str(": ");
+        reason.push_str(text);
+    }
+    let mut decision = Decision::new(code, reason);
+    decision.policy = Some(policy.name.clone());
+    decision.rule = Some(rule.name.clone());
+    decision
+}
+
+/// No rule decided anywhere: `default_deny` from the first policy defaulting to deny, or a
+/// default allow reported from the first applicable policy.
+fn by_default(
+    action: &str,
+    first_deny: Option<&Policy>,
+    first_applicable: Option<&Policy>,
+) -> Decision {
+    let mut decision = match first_deny {
+        Some(policy) => Decision::new(
+            Code::DefaultDeny,
+            format!(
+                "Action '{action}' denied by default: no rule allows it and policy '{}' defaults to deny",
+                policy.name
+            ),
+        ),
+        None => Decision::new(
+            Code::Allowed,
+            format!(
+                "Action '{action}' allowed by default: every applicable policy defaults to allow"
+            ),
+        ),
+    };
+    decision.policy = first_deny.or(first_applicable).map(|p| p.name.clone());
+    decision
 }
 
 fn rate_limited(action: &str, charge: Option<&LimitCharge>, retry_after_secs: u64) -> Decision {

@@ -102,6 +102,10 @@ fn oracle_gets_every_applicable_limit_in_one_call() {
     };
     let decision = set.decide(&dev, &check("api:x", "*", &ctx), &mut oracle);
     assert_eq!(decision.code, Code::Allowed);
+    assert_eq!(
+        decision.reason,
+        "Action 'api:x' allowed by rule 'api' of policy 'limited'"
+    );
     assert_eq!(oracle.calls.len(), 1);
     let keys: Vec<(LimitKey, u32, Window)> = oracle.calls[0]
         .iter()
