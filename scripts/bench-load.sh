@@ -3,7 +3,7 @@
 # durable audit: every answer waits for its audit event to commit), next to a bare axum handler
 # (crates/gateway/examples/baseline_server.rs) loaded the same way in the same run. Loopback only,
 # bounded duration; prints the table of docs/benchmarks.md ("Gateway load").
-# Usage: scripts/bench-load.sh [SECONDS=15] [CONNECTIONS=32]
+# Usage: [SKIP_BUILD=1] scripts/bench-load.sh [SECONDS=15] [CONNECTIONS=32]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-15}"
@@ -12,8 +12,11 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 command -v wrk >/dev/null || { echo "wrk is required (apt-get install -y wrk)" >&2; exit 1; }
 
 # Two builds: an example pulls in dev-dependencies, whose features must not leak into the gateway.
-cargo build --release -p meshguard --bin meshguard
-cargo build --release -p meshguard-gateway --example baseline_server
+# SKIP_BUILD=1 measures the binaries already in the target dir.
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  cargo build --release -p meshguard --bin meshguard
+  cargo build --release -p meshguard-gateway --example baseline_server
+fi
 gateway_bin="$target_dir/release/meshguard"
 baseline_bin="$target_dir/release/examples/baseline_server"
 
@@ -69,33 +72,39 @@ humanInTheLoop:
   requireApproval: ["send:email", "post:social", "pay:*"]
 YAML
 
-gateway_port="$(free_port)"
 admin_token="load-bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
-MESHGUARD_ADMIN_TOKEN="$admin_token" RUST_LOG=warn "$gateway_bin" --data-dir "$work/data" serve \
-  --addr "127.0.0.1:$gateway_port" --policies "$work/policies" >"$work/gateway.log" 2>&1 &
-pids+=("$!")
-gateway="http://127.0.0.1:$gateway_port"
-wait_until curl -fsS "$gateway/health"
 
-agent_token="$(curl -fsS -X POST "$gateway/admin/agents" -H "X-Admin-Token: $admin_token" \
-  -H 'Content-Type: application/json' \
-  -d '{"name": "load-bench", "trustTier": "verified", "tags": ["load-bench"]}' |
-  python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')"
-export MESHGUARD_TOKEN="$agent_token"
+# Starts a gateway with the given audit durability (sync | async) in its own data dir and creates
+# the agent; sets $gateway (its URL) and $agent_token.
+start_gateway() {
+  local durability="$1" port
+  port="$(free_port)"
+  MESHGUARD_ADMIN_TOKEN="$admin_token" MESHGUARD_AUDIT__DURABILITY="$durability" RUST_LOG=warn \
+    "$gateway_bin" --data-dir "$work/data-$durability" serve \
+    --addr "127.0.0.1:$port" --policies "$work/policies" >"$work/gateway-$durability.log" 2>&1 &
+  pids+=("$!")
+  gateway="http://127.0.0.1:$port"
+  wait_until curl -fsS "$gateway/health"
+  agent_token="$(curl -fsS -X POST "$gateway/admin/agents" -H "X-Admin-Token: $admin_token" \
+    -H 'Content-Type: application/json' \
+    -d '{"name": "load-bench", "trustTier": "verified", "tags": ["load-bench"]}' |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')"
+  export MESHGUARD_TOKEN="$agent_token"
+  # One check by hand first: the load must be allowed checks (200), or the numbers mean nothing.
+  local status
+  status="$(curl -sS -o "$work/first.json" -w '%{http_code}' -X POST "$gateway/proxy/governance/check" \
+    -H "Authorization: Bearer $agent_token" -H 'Content-Type: application/json' -d "$check_body")"
+  if [ "$status" != 200 ]; then
+    echo "the gateway answered $status to the load's check: $(cat "$work/first.json")" >&2
+    exit 1
+  fi
+}
 
 baseline_port="$(free_port)"
 "$baseline_bin" "127.0.0.1:$baseline_port" >"$work/baseline.log" 2>&1 &
 pids+=("$!")
 baseline="http://127.0.0.1:$baseline_port"
 wait_until curl -fsS -X POST "$baseline/proxy/governance/check" -H 'Content-Type: application/json' -d "$check_body"
-
-# One check by hand first: the load must be allowed checks (200), or the numbers mean nothing.
-status="$(curl -sS -o "$work/first.json" -w '%{http_code}' -X POST "$gateway/proxy/governance/check" \
-  -H "Authorization: Bearer $agent_token" -H 'Content-Type: application/json' -d "$check_body")"
-if [ "$status" != 200 ]; then
-  echo "the gateway answered $status to the load's check: $(cat "$work/first.json")" >&2
-  exit 1
-fi
 
 cat > "$work/check.lua" <<LUA
 wrk.method = "POST"
@@ -123,26 +132,34 @@ print(rps, latency(50), latency(99), bad.group(1) if bad else 0)
 PY
 }
 
+start_gateway sync
+sync_gateway="$gateway"
 read -r g_rps g_p50 g_p99 g_bad < <(load "$gateway/proxy/governance/check")
 read -r b_rps b_p50 b_p99 b_bad < <(load "$baseline/proxy/governance/check")
-if [ "$g_bad" != 0 ] || [ "$b_bad" != 0 ]; then
-  echo "non-200 answers under load: gateway $g_bad, baseline $b_bad (see above)" >&2
+# The same gateway with audit durability `async` (answers before the commit): what durability costs.
+start_gateway async
+read -r a_rps a_p50 a_p99 a_bad < <(load "$gateway/proxy/governance/check")
+if [ "$g_bad" != 0 ] || [ "$b_bad" != 0 ] || [ "$a_bad" != 0 ]; then
+  echo "non-200 answers under load: gateway $g_bad, baseline $b_bad, async gateway $a_bad" >&2
   exit 1
 fi
-audited="$(curl -fsS "$gateway/admin/audit/stats?period=1" -H "X-Admin-Token: $admin_token" || echo '{}')"
+audited="$(curl -fsS "$sync_gateway/admin/audit/stats?period=1" -H "X-Admin-Token: $admin_token" || echo '{}')"
 
-python3 - "$g_rps" "$g_p50" "$g_p99" "$b_rps" "$b_p50" "$b_p99" "$duration" "$connections" "$audited" <<'PY'
+python3 - "$g_rps" "$g_p50" "$g_p99" "$b_rps" "$b_p50" "$b_p99" "$a_rps" "$a_p50" "$a_p99" \
+  "$duration" "$connections" "$audited" <<'PY'
 import json, sys
-g_rps, g_p50, g_p99, b_rps, b_p50, b_p99 = map(float, sys.argv[1:7])
-duration, connections, audited = sys.argv[7], sys.argv[8], sys.argv[9]
+g_rps, g_p50, g_p99, b_rps, b_p50, b_p99, a_rps, a_p50, a_p99 = map(float, sys.argv[1:10])
+duration, connections, audited = sys.argv[10], sys.argv[11], sys.argv[12]
 print(f"wrk -t2 -c{connections} -d{duration}s, loopback, same run\n")
 print("| server | checks/s | p50 | p99 |")
 print("|---|---:|---:|---:|")
 print(f"| meshguard serve (SQLite, durable audit) | {g_rps:,.0f} | {g_p50:.2f} ms | {g_p99:.2f} ms |")
 print(f"| bare axum handler (baseline) | {b_rps:,.0f} | {b_p50:.2f} ms | {b_p99:.2f} ms |")
-print(f"\ngateway ÷ baseline throughput: {g_rps / b_rps:.2f}")
+print(f"| meshguard serve, audit durability async | {a_rps:,.0f} | {a_p50:.2f} ms | {a_p99:.2f} ms |")
+print(f"\ngateway (durable audit) ÷ baseline throughput: {g_rps / b_rps:.3f}")
+print(f"gateway (async audit) ÷ baseline throughput: {a_rps / b_rps:.3f}")
 try:
-    print(f"audit stats after the run: {json.dumps(json.loads(audited))[:300]}")
+    print(f"audit stats of the durable gateway after its run: {json.dumps(json.loads(audited))[:300]}")
 except ValueError:
     pass
 PY
