@@ -22,6 +22,7 @@ on_every_backend!(
     two_stores_on_one_database_continue_each_other_s_chains,
     a_reopened_store_continues_its_chains,
     a_failing_batch_stores_nothing_and_consumes_no_seq,
+    a_chain_emptied_by_retention_continues_from_its_anchor,
 );
 
 fn batch(gateway: &str, size: usize) -> Vec<NewAuditEvent> {
@@ -159,4 +160,32 @@ async fn a_failing_batch_stores_nothing_and_consumes_no_seq(db: TestDb) {
     assert_eq!(next[0].seq, 3);
     assert_eq!(next[0].prev_hash, first[1].hash);
     assert!(store.verify_audit().await.unwrap().ok);
+}
+
+async fn a_chain_emptied_by_retention_continues_from_its_anchor(db: TestDb) {
+    let store = db.open().await;
+    let old = OffsetDateTime::now_utc() - time::Duration::days(100);
+    let aged: Vec<_> = (0..3)
+        .map(|_| check_event("gw-1", old, "read:file", "allow"))
+        .collect();
+    let first = store.append_audit(&aged).await.unwrap();
+
+    let report = store
+        .apply_retention(OffsetDateTime::now_utc() - time::Duration::days(90))
+        .await
+        .unwrap();
+    assert_eq!(report.deleted, 3);
+    assert_eq!(report.anchors[0].seq, 3);
+    assert_eq!(report.anchors[0].hash, first[2].hash);
+    assert!(all_events(&store).await.is_empty());
+    let verified = store.verify_audit().await.unwrap();
+    assert!(verified.ok, "{verified:?}");
+    assert_eq!(verified.events_checked, 0);
+
+    let next = store.append_audit(&batch("gw-1", 1)).await.unwrap();
+    assert_eq!(next[0].seq, 4);
+    assert_eq!(next[0].prev_hash, first[2].hash);
+    let verified = store.verify_audit().await.unwrap();
+    assert!(verified.ok, "{verified:?}");
+    assert_eq!(verified.chains[0].anchor_seq, 3);
 }
