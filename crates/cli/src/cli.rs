@@ -63,6 +63,9 @@ pub enum Command {
     /// Read, follow, summarise, verify and export the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// List pending approvals and approve or deny them.
+    #[command(subcommand)]
+    Approval(ApprovalCommand),
 }
 
 /// Enforcement mode of the gateway.
@@ -291,6 +294,69 @@ pub struct AuditTailArgs {
     /// Only events whose action matches this pattern (`*` and `?` wildcards).
     #[arg(long, value_name = "PATTERN")]
     pub action: Option<String>,
+}
+
+/// `meshguard approval …`.
+#[derive(Debug, Subcommand)]
+pub enum ApprovalCommand {
+    /// List approvals, newest first.
+    List {
+        /// Which approvals to show.
+        #[arg(long, value_enum, default_value_t = ApprovalStatusArg::Pending)]
+        status: ApprovalStatusArg,
+    },
+    /// Let the agent's next matching request go ahead, once.
+    Approve(ApprovalDecisionArgs),
+    /// Refuse the agent's matching requests until the approval's timeout runs out.
+    Deny {
+        /// The decision and who takes it.
+        #[command(flatten)]
+        decision: ApprovalDecisionArgs,
+        /// Why, shown to the agent and kept in the audit trail.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+}
+
+/// The approval an operator decides on, and who the operator is.
+#[derive(Debug, Args)]
+pub struct ApprovalDecisionArgs {
+    /// Approval id (`apr_…`), as `approval list` shows it.
+    pub id: String,
+    /// Who decides, recorded as `decidedBy` and in the audit trail [default: $USER@hostname]
+    #[arg(long, value_name = "NAME")]
+    pub by: Option<String>,
+}
+
+/// Status filter for `approval list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApprovalStatusArg {
+    /// Waiting for a human.
+    Pending,
+    /// Approved and not yet used.
+    Approved,
+    /// Refused by a human.
+    Denied,
+    /// Nobody decided in time, or approved and never used in time.
+    Expired,
+    /// Approved and used by the agent's request.
+    Used,
+    /// Every approval.
+    All,
+}
+
+impl ApprovalStatusArg {
+    /// The wire name the admin API filters on.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatusArg::Pending => "pending",
+            ApprovalStatusArg::Approved => "approved",
+            ApprovalStatusArg::Denied => "denied",
+            ApprovalStatusArg::Expired => "expired",
+            ApprovalStatusArg::Used => "used",
+            ApprovalStatusArg::All => "all",
+        }
+    }
 }
 
 /// Extra breakdowns for `audit stats`.

@@ -51,5 +51,8 @@ async fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
             .map(|()| ExitCode::SUCCESS),
         Command::Policy(command) => commands::policy::run(ctx, command).await,
         Command::Audit(command) => commands::audit::run(ctx, command).await,
+        Command::Approval(command) => commands::approval::run(ctx, command)
+            .await
+            .map(|()| ExitCode::SUCCESS),
     }
 }
