@@ -325,6 +325,17 @@ impl Config {
             }
         }
 
+        for (name, target) in &mut targets {
+            for (header, value) in &mut target.headers {
+                let expanded =
+                    expand_env(value.expose(), env).map_err(|message| ConfigError::Invalid {
+                        origin: file.map_or_else(|| "config".to_owned(), |(o, _)| o.to_owned()),
+                        key: format!("targets.{name}.headers.{header}"),
+                        message,
+                    })?;
+                *value = Secret::new(expanded);
+            }
+        }
         Validator { layered, home }.finish(env, flags, targets)
     }
 }
@@ -343,6 +354,29 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, toml::Value
         }
         other => out.push((prefix.to_owned(), other.clone())),
     }
+}
+
+/// Replaces every `${NAME}` with the environment variable `NAME`; a missing one is an error, so
+/// an upstream never receives a literal `${TOKEN}` as its credential.
+fn expand_env(text: &str, env: &HashMap<String, String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let (before, after) = rest.split_at(start);
+        out.push_str(before);
+        let after = after.get(2..).unwrap_or_default();
+        let end = after
+            .find('}')
+            .ok_or_else(|| "unclosed `${` in header value".to_owned())?;
+        let (name, tail) = after.split_at(end);
+        let value = env
+            .get(name)
+            .ok_or_else(|| format!("environment variable `{name}` is not set"))?;
+        out.push_str(value);
+        rest = tail.get(1..).unwrap_or_default();
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 fn collect_target(
@@ -813,11 +847,26 @@ mod tests {
         let file = "body_limit = \"1MiB\"\n[audit]\nretention = \"30d\"\n[approvals]\ntimeout = 600\n[targets.github]\nurl = \"https://api.github.com\"\nheaders = { Authorization = \"Bearer ${GH}\" }\n";
         let c = Config::load(
             Some(("gw.toml", file)),
-            &env(&[]),
+            &env(&[("GH", "gh-secret")]),
             &ConfigFlags::default(),
             home(),
         )
         .unwrap();
+        assert_eq!(
+            c.targets["github"].headers["Authorization"].expose(),
+            "Bearer gh-secret"
+        );
+        let err = Config::load(
+            Some(("gw.toml", file)),
+            &env(&[]),
+            &ConfigFlags::default(),
+            home(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "gw.toml: `targets.github.headers.Authorization`: environment variable `GH` is not set"
+        );
         assert_eq!(c.body_limit, 1024 * 1024);
         assert_eq!(c.audit_retention, Duration::from_secs(30 * 86_400));
         assert_eq!(c.approval_timeout, Duration::from_secs(600));

@@ -36,6 +36,14 @@ pub enum ApiError {
         /// Every error, `file:line:col: path: message`.
         errors: Vec<String>,
     },
+    /// 502: an allowed request could not be forwarded; the cause is logged, not sent.
+    #[error("upstream {upstream} failed: {cause}")]
+    BadGateway {
+        /// The upstream's base URL.
+        upstream: String,
+        /// Why (logged only).
+        cause: String,
+    },
     /// 503: the store cannot be reached; nothing is allowed meanwhile.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -59,6 +67,14 @@ impl IntoResponse for ApiError {
             ApiError::InvalidPolicy { message, errors } => {
                 let body = json!({"error": "invalid_policy", "message": message, "errors": errors});
                 return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
+            }
+            ApiError::BadGateway { upstream, cause } => {
+                tracing::error!(%upstream, %cause, "upstream request failed");
+                (
+                    StatusCode::BAD_GATEWAY,
+                    "bad_gateway",
+                    "the upstream did not answer".to_owned(),
+                )
             }
             ApiError::Unavailable(cause) => {
                 tracing::error!(%cause, "store unavailable");

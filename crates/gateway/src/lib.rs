@@ -53,6 +53,7 @@ pub mod extract;
 pub mod metrics;
 pub mod policies;
 pub mod policy_files;
+pub mod proxy;
 pub mod rate_limit;
 pub mod routes;
 pub mod server;

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::config::{Config, Mode, Secret};
 use crate::data_dir::{DataDir, DataDirError};
 use crate::policy_files::{PolicyDir, PolicyDirError, spawn_watcher};
+use crate::proxy::Upstreams;
 use crate::rate_limit::SystemClock;
 use crate::routes::app;
 use crate::state::{AppState, GatewayOptions, StartError};
@@ -42,6 +43,9 @@ pub enum ServeError {
         /// One `file:line:col: …` line each.
         errors: String,
     },
+    /// A proxy upstream that cannot be used.
+    #[error("{0}")]
+    Proxy(String),
     /// A configured feature this gateway does not provide.
     #[error("{0}")]
     Unsupported(String),
@@ -87,6 +91,8 @@ fn refuse_unsupported(config: &Config) -> Result<(), ServeError> {
 pub fn validate_only(config: &Config) -> Result<Vec<String>, ServeError> {
     refuse_unsupported(config)?;
     let location = store_location(config)?;
+    Upstreams::from_config(config.proxy_target.as_deref(), &config.targets)
+        .map_err(ServeError::Proxy)?;
     let mut report = vec![
         format!("listen: {}", config.listen),
         format!("mode: {}", config.mode.as_str()),
@@ -181,12 +187,15 @@ pub async fn serve_listener(
     let location = store_location(&config)?;
     let store = meshguard_store::open(&location).await?;
     tracing::info!(store = %location, gateway = %dir.instance_id, "store opened");
+    let upstreams = Upstreams::from_config(config.proxy_target.as_deref(), &config.targets)
+        .map_err(ServeError::Proxy)?;
     let options = GatewayOptions {
         mode: config.mode,
         body_limit: config.body_limit,
         audit_durability: config.audit_durability,
         approval_timeout: config.approval_timeout,
         clock: Arc::new(SystemClock::new()),
+        upstreams,
     };
     let (state, background) = AppState::new(Arc::clone(&store), &dir, options).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -241,9 +250,6 @@ fn announce(config: &Config, data_dir: &Path) {
         Mode::Bypass => tracing::warn!(
             "BYPASS MODE: NO POLICY IS EVALUATED, EVERY ACTION IS ALLOWED. For development only; never run this in production"
         ),
-    }
-    if config.proxy_target.is_some() || !config.targets.is_empty() {
-        tracing::warn!("proxy targets are configured but this build does not proxy requests yet");
     }
     if config.alerts.webhook_url.is_some() || config.alerts.slack_webhook.is_some() {
         tracing::warn!("alerts are configured but this build does not send alerts yet");

@@ -14,6 +14,7 @@ use crate::data_dir::DataDir;
 use crate::extract::BodyLimit;
 use crate::metrics::GatewayMetrics;
 use crate::policies::{PolicyChangeError, PolicyRegistry};
+use crate::proxy::Upstreams;
 use crate::rate_limit::{Clock, RateLimiter, SystemClock};
 use crate::token::TokenKeys;
 
@@ -30,6 +31,8 @@ pub struct GatewayOptions {
     pub approval_timeout: Duration,
     /// The rate limiter's clock.
     pub clock: Arc<dyn Clock>,
+    /// Reverse-proxy upstreams (none by default).
+    pub upstreams: Upstreams,
 }
 
 impl Default for GatewayOptions {
@@ -40,6 +43,7 @@ impl Default for GatewayOptions {
             audit_durability: AuditDurability::Sync,
             approval_timeout: crate::config::DEFAULT_APPROVAL_TIMEOUT,
             clock: Arc::new(SystemClock::new()),
+            upstreams: Upstreams::default(),
         }
     }
 }
@@ -83,6 +87,8 @@ pub struct Gateway {
     /// Turns true when shutdown begins, so that endless responses (audit streams) end and the
     /// server can finish its in-flight requests.
     pub stopping: watch::Sender<bool>,
+    /// Where proxied requests go.
+    pub upstreams: Upstreams,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -166,6 +172,7 @@ impl AppState {
             approval_timeout: options.approval_timeout,
             started: Instant::now(),
             stopping: watch::channel(false).0,
+            upstreams: options.upstreams,
         };
         Ok((AppState(Arc::new(gateway)), Background { audit_task }))
     }

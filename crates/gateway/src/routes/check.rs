@@ -35,26 +35,29 @@ struct CheckBody {
 
 /// One check, however it arrived.
 #[derive(Debug)]
-struct CheckInput {
-    action: String,
-    resource: String,
-    context: Map<String, Value>,
-    approval_id: Option<String>,
+pub(super) struct CheckInput {
+    pub(super) action: String,
+    pub(super) resource: String,
+    pub(super) context: Map<String, Value>,
+    pub(super) approval_id: Option<String>,
 }
 
 /// Which endpoint asked: `GET /proxy/check` answers a rate limit with 429, as MeshGuard's SDKs
 /// expect; the POST endpoint answers every denial with 403.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
+pub(super) enum Route {
     Post,
     Get,
+    /// A proxied request: a rate limit answers 429, like `GET /proxy/check`.
+    Forward,
 }
 
 impl Route {
-    fn label(self) -> &'static str {
+    pub(super) fn label(self) -> &'static str {
         match self {
             Route::Post => "governance_check",
             Route::Get => "proxy_check",
+            Route::Forward => "proxy_forward",
         }
     }
 }
@@ -79,7 +82,7 @@ pub struct DecisionBody {
     audit_id: Option<String>,
 }
 
-fn header_value(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError> {
+pub(super) fn header_value(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError> {
     headers
         .get(name)
         .map(|v| {
@@ -171,13 +174,29 @@ async fn check(
     route: Route,
     started: Instant,
 ) -> Response {
+    match evaluate(state, agent, &input, trace, route, started).await {
+        Ok((decision, audit_id)) => respond(state.mode, route, decision, input, trace, audit_id),
+        Err(unavailable) => unavailable,
+    }
+}
+
+/// Decides, charges, settles approvals and commits the audit event of one check (also of a
+/// proxied request); `Err` is the 503 answer when the store or the trail cannot be written.
+pub(super) async fn evaluate(
+    state: &AppState,
+    agent: &AuthenticatedAgent,
+    input: &CheckInput,
+    trace: &TraceId,
+    route: Route,
+    started: Instant,
+) -> Result<(Decision, String), Response> {
     // 1. Decide, and 2. charge the limits: the engine asks the oracle once, inside `decide`,
     //    with every limit of every applicable policy (denied checks count too), all-or-nothing,
     //    so a limit can never be charged for a decision that was not made.
-    let decision = decide(state, agent, &input);
+    let decision = decide(state, agent, input);
     // 3. Approvals: only a decision that needs a human touches the approval store, after the
     //    engine, because an explicit deny must win before any approval is created or consumed.
-    let decision = match approvals::settle(
+    let decision = approvals::settle(
         &*state.store,
         &agent.record.id,
         decision,
@@ -187,19 +206,18 @@ async fn check(
         ApprovalMode::Apply,
     )
     .await
-    {
-        Ok(decision) => decision,
-        Err(err) => return unavailable(state, &input, trace, &err.to_string()),
-    };
+    .map_err(|err| unavailable(state, input, trace, &err.to_string()))?;
     // 4. Audit: the event is committed (group commit) before the answer leaves, so no decision
     //    an agent acted on is missing from the trail. If it cannot be written, nothing is allowed.
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    let event = decision_event(state, agent, &input, &decision, trace, latency_us);
+    let event = decision_event(state, agent, input, &decision, trace, latency_us);
     let audit_id = event.id.clone();
-    if let Err(err) = state.audit.append(event).await {
-        return unavailable(state, &input, trace, &err.to_string());
-    }
-    // 5. Respond, and count it.
+    state
+        .audit
+        .append(event)
+        .await
+        .map_err(|err| unavailable(state, input, trace, &err.to_string()))?;
+    // 5. Count it; the caller responds.
     state
         .metrics
         .decisions
@@ -210,7 +228,7 @@ async fn check(
         .check_seconds
         .with_label_values(&[route.label()])
         .observe(started.elapsed().as_secs_f64());
-    respond(state.mode, route, decision, input, trace, audit_id)
+    Ok((decision, audit_id))
 }
 
 fn decide(state: &AppState, agent: &AuthenticatedAgent, input: &CheckInput) -> Decision {
@@ -274,7 +292,7 @@ fn decision_event(
     }
 }
 
-fn respond(
+pub(super) fn respond(
     mode: Mode,
     route: Route,
     decision: Decision,
@@ -285,7 +303,7 @@ fn respond(
     let enforced = mode == Mode::Enforce;
     let status = match (enforced, decision.effect, decision.code, route) {
         (false, ..) | (true, Effect::Allow, ..) => StatusCode::OK,
-        (true, _, Code::RateLimited, Route::Get) => StatusCode::TOO_MANY_REQUESTS,
+        (true, _, Code::RateLimited, Route::Get | Route::Forward) => StatusCode::TOO_MANY_REQUESTS,
         (true, Effect::Deny | Effect::RequireApproval, ..) => StatusCode::FORBIDDEN,
     };
     let retry_after = decision.retry_after_secs;
@@ -355,7 +373,7 @@ fn lenient_action(body: &[u8]) -> (Option<String>, Option<String>) {
 
 /// Answers an agent request refused before any decision; audits it when the token was validly
 /// signed (SPEC 6).
-async fn refuse(
+pub(super) async fn refuse(
     state: &AppState,
     err: AgentAuthError,
     trace: &TraceId,

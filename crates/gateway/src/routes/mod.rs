@@ -6,6 +6,7 @@ mod approvals;
 mod audit;
 mod check;
 mod decide;
+mod forward;
 mod health;
 mod policies;
 
@@ -14,7 +15,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 
 use crate::auth::require_admin;
 use crate::error::ApiError;
@@ -34,6 +35,7 @@ pub fn app(state: AppState) -> Router {
             "/proxy/governance/approvals/{id}",
             get(approvals::agent_approval),
         )
+        .route("/proxy/{*path}", any(forward::forward))
         .layer(middleware::from_fn(with_trace_id));
 
     let admin = Router::new()

@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use meshguard_gateway::config::{AuditDurability, Mode};
 use meshguard_gateway::data_dir::DataDir;
+use meshguard_gateway::proxy::Upstreams;
 use meshguard_gateway::rate_limit::ManualClock;
 use meshguard_gateway::{AppState, Background, GatewayOptions, app};
 use meshguard_store::{AuditEvent, AuditFilter, AuditOrder, Store, StoreLocation};
@@ -50,6 +51,19 @@ impl TestGateway {
         body_limit: usize,
         audit_durability: AuditDurability,
     ) -> TestGateway {
+        TestGateway::build(mode, body_limit, audit_durability, Upstreams::default()).await
+    }
+
+    pub async fn with_upstreams(mode: Mode, upstreams: Upstreams) -> TestGateway {
+        TestGateway::build(mode, 64 * 1024, AuditDurability::Sync, upstreams).await
+    }
+
+    pub async fn build(
+        mode: Mode,
+        body_limit: usize,
+        audit_durability: AuditDurability,
+        upstreams: Upstreams,
+    ) -> TestGateway {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::open(dir.path(), None).unwrap();
         let store = meshguard_store::open(&StoreLocation::in_data_dir(dir.path()))
@@ -61,6 +75,7 @@ impl TestGateway {
             body_limit,
             audit_durability,
             clock: clock.clone(),
+            upstreams,
             ..GatewayOptions::default()
         };
         let link = Arc::new(severable::Severable::new(store.clone()));
