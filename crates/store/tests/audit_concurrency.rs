@@ -73,20 +73,34 @@ async fn hammer(stores: &[Arc<dyn Store>], tasks: usize, appends: usize) -> usiz
         handles.push(tokio::spawn(async move {
             let mut written = 0;
             for round in 0..appends {
-                let gateway = if (task + round) % 3 == 0 {
-                    "gw-2"
-                } else {
-                    "gw-1"
-                };
                 let size = 1 + (task * 7 + round * 3) % 9;
-                let committed = store.append_audit(&batch(gateway, size)).await.unwrap();
-                assert_eq!(committed.len(), size);
-                // Within one batch the sequence numbers are consecutive.
-                for pair in committed.windows(2) {
-                    assert_eq!(pair[1].seq, pair[0].seq + 1);
-                    assert_eq!(pair[1].prev_hash, pair[0].hash);
+                let events = if round % 4 == 3 {
+                    // A batch spanning both chains, listed in an order that differs per task:
+                    // concurrent batches must not deadlock on each other's chain locks.
+                    let (first, second) = if task % 2 == 0 {
+                        ("gw-1", "gw-2")
+                    } else {
+                        ("gw-2", "gw-1")
+                    };
+                    let mut events = batch(first, size);
+                    events.extend(batch(second, size));
+                    events
+                } else if (task + round) % 3 == 0 {
+                    batch("gw-2", size)
+                } else {
+                    batch("gw-1", size)
+                };
+                let committed = store.append_audit(&events).await.unwrap();
+                assert_eq!(committed.len(), events.len());
+                // Within one batch each chain's sequence numbers are consecutive.
+                for gateway in ["gw-1", "gw-2"] {
+                    let chain: Vec<_> = committed.iter().filter(|e| e.gateway == gateway).collect();
+                    for pair in chain.windows(2) {
+                        assert_eq!(pair[1].seq, pair[0].seq + 1);
+                        assert_eq!(pair[1].prev_hash, pair[0].hash);
+                    }
                 }
-                written += size;
+                written += events.len();
             }
             written
         }));

@@ -1,7 +1,6 @@
 //! Appending a batch: one transaction, gap-free `seq` and linked hashes per gateway chain.
 
-use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::{Any, Transaction};
 
@@ -41,16 +40,18 @@ pub(crate) async fn append(
     // Heads are read inside the write transaction, never cached across batches: a second process
     // (or a second gateway with the same instance id) appending to the same chain then
     // continues it instead of forking it. The cost is one primary-key read per chain per batch.
+    // They are locked in gateway order, so two batches spanning the same chains cannot deadlock.
     let mut heads: BTreeMap<&str, Head> = BTreeMap::new();
+    let gateways: BTreeSet<&str> = batch.iter().map(|event| event.gateway.as_str()).collect();
+    for gateway in gateways {
+        let head = load_head(&mut tx, store.dialect, gateway).await?;
+        heads.insert(gateway, head);
+    }
     let mut committed = Vec::with_capacity(batch.len());
     for new in batch {
-        let head = match heads.entry(new.gateway.as_str()) {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => {
-                let head = load_head(&mut tx, store.dialect, &new.gateway).await?;
-                entry.insert(head)
-            }
-        };
+        let head = heads.get_mut(new.gateway.as_str()).ok_or_else(|| {
+            StoreError::Corrupt(format!("no head loaded for chain `{}`", new.gateway))
+        })?;
         let mut event = chained(new, head.seq.saturating_add(1), &head.hash);
         event.hash = event_hash(&event);
         head.seq = event.seq;
