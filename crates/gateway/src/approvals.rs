@@ -2,9 +2,33 @@
 //! (agent, normalised action, normalised resource), creates one when there is none, and consumes
 //! an approved one (single use).
 
+use std::hash::{Hash as _, Hasher as _};
+
 use meshguard_policy::{ApprovalState, Code, Decision};
 use meshguard_store::{ApprovalRecord, ApprovalStatus, NewApproval, Store, StoreError};
 use time::OffsetDateTime;
+use tokio::sync::Mutex;
+
+/// Number of locks that [`SETTLING`] spreads requests over.
+const STRIPES: usize = 64;
+
+/// Serialises the read-then-write of one (agent, action, resource) within this gateway, so that
+/// concurrent checks for the same request share one pending approval (and one approved approval
+/// lets exactly one of them through) instead of each creating its own. Striped by a hash of the
+/// request, so checks for different requests rarely wait on each other. It guards no data: the
+/// store holds every approval; several gateways sharing one database rely on the store alone.
+static SETTLING: [Mutex<()>; STRIPES] = [const { Mutex::const_new(()) }; STRIPES];
+
+fn stripe(agent_id: &str, action: &str, resource: &str) -> &'static Mutex<()> {
+    let mut hasher = std::hash::DefaultHasher::new();
+    (agent_id, action, resource).hash(&mut hasher);
+    let index = usize::try_from(hasher.finish() % STRIPES as u64).unwrap_or(0);
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "the index is reduced modulo the length"
+    )]
+    &SETTLING[index]
+}
 
 /// Whether the lookup may change the store: checks create and consume approvals, the admin
 /// `decide` only reports the would-be answer.
@@ -32,17 +56,25 @@ pub async fn settle(
     let Some(need) = decision.approval.clone() else {
         return Ok(decision);
     };
+    let _settling = match mode {
+        ApprovalMode::Apply => Some(stripe(agent_id, &need.action, &need.resource).lock().await),
+        ApprovalMode::Peek => None,
+    };
     let now = OffsetDateTime::now_utc();
     let mut ignored_note = None;
     let mut record = None;
     if let Some(id) = named {
         match store.get_approval(id).await {
+            // An older approval of the same request that is no longer in force (used, expired)
+            // says nothing: the latest one below decides, as for a plain retry.
             Ok(r)
                 if r.agent_id == agent_id
                     && r.action == need.action
                     && r.resource == need.resource =>
             {
-                record = Some(r);
+                if state_of(&r, now) != ApprovalState::None {
+                    record = Some(r);
+                }
             }
             Ok(_) | Err(StoreError::NotFound { .. }) => {
                 ignored_note = Some(format!(

@@ -121,6 +121,7 @@ pub async fn forward(
         );
     }
 
+    let version = parts.version;
     let query = parts
         .uri
         .query()
@@ -157,6 +158,8 @@ pub async fn forward(
         }
     };
     let (mut answer_parts, answer_body) = answer.into_parts();
+    // The client talks to the gateway, not to the upstream: answer in the client's HTTP version.
+    answer_parts.version = version;
     let hops: Vec<HeaderName> = answer_parts
         .headers
         .keys()
