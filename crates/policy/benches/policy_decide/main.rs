@@ -91,16 +91,16 @@ impl Engines {
         let ours = meshguard::decide(
             &self.meshguard,
             &agent.meshguard,
-            probe.action,
-            probe.resource,
+            &probe.action,
+            &probe.resource,
             &probe.context,
         );
         let cedar = self
             .cedar
-            .decide(&agent.cedar, probe.action, probe.resource, &probe.context);
+            .decide(&agent.cedar, &probe.action, &probe.resource, &probe.context);
         let rego = self
             .rego
-            .decide(&agent.rego, probe.action, probe.resource, &probe.context);
+            .decide(&agent.rego, &probe.action, &probe.resource, &probe.context);
         for (engine, verdict) in [("meshguard", ours), ("cedar", cedar), ("rego", rego)] {
             assert_eq!(
                 verdict, probe.expected,
@@ -134,7 +134,11 @@ fn bench_case(c: &mut Criterion, case: &Case<'_>, slow: bool) {
         agent,
         probe,
     } = case;
-    let (action, resource, context) = (probe.action, probe.resource, &probe.context);
+    let (action, resource, context) = (
+        probe.action.as_str(),
+        probe.resource.as_str(),
+        &probe.context,
+    );
     group.bench_function(BenchmarkId::new("meshguard", id), |b| {
         b.iter(|| {
             meshguard::decide(

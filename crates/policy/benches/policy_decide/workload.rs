@@ -45,18 +45,18 @@ impl Agent {
 #[derive(Debug, Clone)]
 pub struct Probe {
     pub label: &'static str,
-    pub action: &'static str,
-    pub resource: &'static str,
+    pub action: String,
+    pub resource: String,
     pub context: serde_json::Map<String, serde_json::Value>,
     pub expected: Verdict,
 }
 
 impl Probe {
-    fn new(label: &'static str, action: &'static str, resource: &'static str) -> Probe {
+    fn new(label: &'static str, action: impl Into<String>, resource: &str) -> Probe {
         Probe {
             label,
-            action,
-            resource,
+            action: action.into(),
+            resource: resource.to_owned(),
             context: serde_json::Map::new(),
             expected: Verdict::DenyWithoutRule,
         }
@@ -199,7 +199,7 @@ pub fn generated_coverage(policies: usize) -> Vec<Probe> {
         }),
         Probe::new(
             "approval in the last applicable policy",
-            leak_str(format!("pay:svc-{last}/x")),
+            format!("pay:svc-{last}/x"),
             "*",
         )
         .expect(Verdict::RequireApproval {
@@ -207,16 +207,11 @@ pub fn generated_coverage(policies: usize) -> Vec<Probe> {
         }),
         Probe::new(
             "last applicable policy",
-            leak_str(format!("delete:svc-{last}-8:x")),
+            format!("delete:svc-{last}-8:x"),
             "*",
         )
         .expect(deny(&policy_name(last), "rule-8")),
     ]
-}
-
-/// Probes are `'static` for simplicity; the few generated names live for the whole run.
-fn leak_str(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
 }
 
 fn policy_name(i: usize) -> String {
