@@ -1,12 +1,13 @@
 """An HTTP server on 127.0.0.1 with one canned answer: the rare statuses of a gateway (store
-down, a proxy in front answering for it) that the real binary cannot be made to give on demand."""
+down, a proxy in front answering for it) that the real binary cannot be made to give on demand,
+and the upstream API behind the gateway's reverse proxy."""
 
 from __future__ import annotations
 
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 
 class CannedAnswer:
@@ -15,11 +16,14 @@ class CannedAnswer:
     def __init__(self, status: int, body: Any, headers: Dict[str, str] | None = None) -> None:
         answer = (status, json.dumps(body).encode() if not isinstance(body, bytes) else body)
         extra = headers or {}
+        seen: List[Dict[str, str]] = []
+        self.seen = seen
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 self.rfile.read(length)
+                seen.append({"method": self.command, "path": self.path, **dict(self.headers)})
                 self.send_response(answer[0])
                 self.send_header("Content-Type", "application/json")
                 for key, value in extra.items():

@@ -57,9 +57,10 @@ class AgentIdentity:
 class Gateway:
     """One ``meshguard serve`` process with its data dir, driven through the real CLI."""
 
-    def __init__(self, binary: Path, data_dir: Path) -> None:
+    def __init__(self, binary: Path, data_dir: Path, env: Optional[Dict[str, str]] = None) -> None:
         self.binary = binary
         self.data_dir = data_dir
+        self.env = env or {}
         self.port = 0
         self.process: Optional[subprocess.Popen[bytes]] = None
         self.log_path = data_dir.parent / f"{data_dir.name}-gateway.log"
@@ -92,7 +93,12 @@ class Gateway:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "MESHGUARD_HOME": str(self.data_dir), "RUST_LOG": "warn"},
+                env={
+                    **os.environ,
+                    "MESHGUARD_HOME": str(self.data_dir),
+                    "RUST_LOG": "warn",
+                    **self.env,
+                },
             )
             log.close()
             deadline = time.monotonic() + START_TIMEOUT_SECONDS
@@ -161,25 +167,6 @@ class Gateway:
         """A raw admin API call with the admin token."""
         headers = {"X-Admin-Token": self.admin_token, **kwargs.pop("headers", {})}
         return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=10, **kwargs)
-
-    def require_route(self, method: str, path: str, headers: Dict[str, str]) -> None:
-        """Skips the test when the gateway has no route for ``path`` (its router's bare 404).
-
-        For endpoints of SPEC section 2 not built into this gateway yet: the test runs as soon
-        as the route exists, and until then the skip names what is missing.
-        """
-        response = httpx.request(method, f"{self.url}{path}", headers=headers, timeout=10)
-        if response.status_code == 404 and not response.content:
-            pytest.skip(f"the gateway does not serve `{method} {path}` yet")
-
-    def require_approvals_api(self, agent: AgentIdentity) -> None:
-        """Skips unless both the agent's and the admin's approval endpoints exist."""
-        self.require_route(
-            "GET",
-            "/proxy/governance/approvals/apr_probe",
-            {"Authorization": f"Bearer {agent.token}"},
-        )
-        self.require_route("GET", "/admin/approvals", {"X-Admin-Token": self.admin_token})
 
     def audit(self, **filters: Any) -> List[Dict[str, Any]]:
         """``GET /admin/audit`` with the given filters (e.g. ``traceId``), every page."""

@@ -167,11 +167,6 @@ def mailer(shared_gateway: Gateway) -> AgentIdentity:
     return shared_gateway.create_agent(prefix="mailer", tags="autogpt-mailer")
 
 
-@pytest.fixture
-def approvals_api(shared_gateway: Gateway, mailer: AgentIdentity) -> None:
-    shared_gateway.require_approvals_api(mailer)
-
-
 def test_approval_required_reports_the_approval_id(
     shared_gateway: Gateway, mailer: AgentIdentity, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -182,7 +177,6 @@ def test_approval_required_reports_the_approval_id(
     assert "requires human approval for send_email (approval id " in arguments["reason"]
 
 
-@pytest.mark.usefixtures("approvals_api")
 def test_approval_wait_lets_the_command_run_once_approved(
     shared_gateway: Gateway,
     mailer: AgentIdentity,

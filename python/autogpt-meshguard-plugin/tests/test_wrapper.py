@@ -188,7 +188,6 @@ def test_human_in_the_loop_example_from_the_docs(
     assert approval_id and approval_id in str(result)
     assert sent == []
 
-    shared_gateway.require_approvals_api(mailer)  # the rest needs a human's approval
     admin = MeshGuardClient(gateway_url=shared_gateway.url, admin_token=shared_gateway.admin_token)
     admin.approve(approval_id)  # what `meshguard approval approve <id>` does
 
@@ -203,7 +202,6 @@ def test_human_in_the_loop_example_from_the_docs(
 def test_human_in_the_loop_waiting_for_the_decision(
     shared_gateway: Gateway, mailer: AgentIdentity, wait_until: Callable[..., Any]
 ) -> None:
-    shared_gateway.require_approvals_api(mailer)
     admin = MeshGuardClient(gateway_url=shared_gateway.url, admin_token=shared_gateway.admin_token)
 
     @governed("send:email", "recipient", approval_wait=30)

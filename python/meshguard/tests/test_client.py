@@ -9,7 +9,8 @@ from typing import Any, Callable, List
 
 import pytest
 
-from gateway_process import AgentIdentity, Gateway, event_field
+from canned_answer import CannedAnswer
+from gateway_process import AUTOGPT_POLICY, AgentIdentity, Gateway, event_field, meshguard_binary
 from meshguard import (
     ApprovalRequiredError,
     AuthenticationError,
@@ -169,16 +170,25 @@ def test_record_links_the_outcome_to_its_check(
     assert event_field(records[0], "result") == "file not found"
 
 
-def test_proxy_requests_are_denied_before_leaving(
-    shared_gateway: Gateway, agent: AgentIdentity
-) -> None:
-    shared_gateway.require_route(
-        "POST",
-        "/proxy/api/run",
-        {"Authorization": f"Bearer {agent.token}", "X-MeshGuard-Action": "execute:shell"},
-    )
-    with pytest.raises(PolicyDeniedError):
-        client_of(shared_gateway, agent).post("api/run", action="execute:shell", json={})
+def test_proxy_forwards_only_what_is_allowed(tmp_path: Path) -> None:
+    upstream = CannedAnswer(200, {"users": ["ada"]})
+    with upstream as upstream_url:
+        gateway = Gateway(
+            meshguard_binary(), tmp_path / "gateway-data", env={"PROXY_TARGET": upstream_url}
+        )
+        gateway.start()
+        try:
+            gateway.apply_policy(AUTOGPT_POLICY)
+            agent = gateway.create_agent()
+            client = client_of(gateway, agent)
+            answer = client.get("api/users", action="read:api/users")
+            assert answer.json() == {"users": ["ada"]}
+            with pytest.raises(PolicyDeniedError):
+                client.post("api/run", action="execute:shell", json={"cmd": "ls"})
+        finally:
+            gateway.stop()
+    assert [(seen["method"], seen["path"]) for seen in upstream.seen] == [("GET", "/api/users")]
+    assert "Authorization" not in upstream.seen[0]  # the agent's token stays at the gateway
 
 
 def test_admin_helpers(shared_gateway: Gateway, agent: AgentIdentity) -> None:
@@ -219,7 +229,6 @@ def test_an_approval_is_requested_then_used_once_approved(
     approval_id = pending.value.approval_id
     assert approval_id
     assert pending.value.decision and pending.value.decision.code == "approval_required"
-    shared_gateway.require_approvals_api(approvals_agent)
     assert client.get_approval(approval_id).status == "pending"
     admin.approve(approval_id)
     assert client.wait_for_approval(approval_id, timeout=5).approved
@@ -237,7 +246,6 @@ def test_enforce_waits_for_the_human_decision(
     approvals_agent: AgentIdentity,
     wait_until: Callable[..., Any],
 ) -> None:
-    shared_gateway.require_approvals_api(approvals_agent)
     client = client_of(shared_gateway, approvals_agent)
     admin = MeshGuardClient(gateway_url=shared_gateway.url, admin_token=shared_gateway.admin_token)
 
@@ -267,7 +275,6 @@ def test_a_denied_approval_stays_denied(
     admin = MeshGuardClient(gateway_url=shared_gateway.url, admin_token=shared_gateway.admin_token)
     first = client.check("send:email", "all@example.com")
     assert first.approval_id
-    shared_gateway.require_approvals_api(approvals_agent)
     admin.deny_approval(first.approval_id, reason="not to everyone")
     approval = client.wait_for_approval(first.approval_id, timeout=5)
     assert approval.status == "denied"
