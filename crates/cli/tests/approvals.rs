@@ -220,6 +220,17 @@ async fn approve_lets_exactly_one_request_through_and_every_step_is_audited() {
     let second = expect(&reused, 403, "approval_required");
     assert_ne!(second, id);
     assert_eq!(listed_ids(&gateway, "used"), [id.as_str()]);
+    // Naming the used one again finds the pending one, as a plain retry would.
+    let stale = check(
+        &gateway,
+        &mailer,
+        "send:email",
+        "bob@example.com",
+        Some(&id),
+    )
+    .await;
+    assert_eq!(expect(&stale, 403, "approval_pending"), second);
+    assert_eq!(listed_ids(&gateway, "pending"), [second.as_str()]);
 
     // A used approval cannot be decided again; the error names its state.
     let again = gateway.cli(&["approval", "approve", &id]);
@@ -261,6 +272,7 @@ async fn approve_lets_exactly_one_request_through_and_every_step_is_audited() {
             ("approval_required", id.as_str()),
             ("allowed_with_approval", id.as_str()),
             ("approval_required", second.as_str()),
+            ("approval_pending", second.as_str()),
             ("allowed_with_approval", second.as_str()),
             ("approval_required", third.as_str()),
         ]
@@ -692,4 +704,57 @@ fn approval_commands_check_their_arguments_and_the_gateway() {
         "{}",
         unreachable.stderr
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checks_share_one_approval_and_an_approval_is_used_once() {
+    let gateway = gateway().await;
+    let mailer = gateway.create_agent("mailer", "verified", "");
+    // One client with its connections opened beforehand, so that the checks really overlap.
+    let client = http(Duration::from_secs(10));
+    let url = format!("{}/proxy/governance/check", gateway.url);
+    let body = json!({"action": "send:email", "resource": "launch"});
+    let warm = (0..8).map(|_| client.get(format!("{}/health", gateway.url)).send());
+    futures::future::join_all(warm).await;
+    let burst = || {
+        futures::future::join_all((0..8).map(|_| async {
+            let response = client
+                .post(&url)
+                .bearer_auth(&mailer)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let answer: Value = response.json().await.unwrap();
+            (
+                answer["code"].as_str().unwrap().to_owned(),
+                answer["approval_id"].as_str().unwrap().to_owned(),
+            )
+        }))
+    };
+    let answers = burst().await;
+    let mut ids: Vec<&str> = answers.iter().map(|(_, id)| id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{answers:?}");
+    let first = ids[0].to_owned();
+    assert_eq!(listed_ids(&gateway, "all"), [first.as_str()]);
+
+    // Approved: exactly one of a burst goes through; the others share the next approval.
+    gateway.cli(&["approval", "approve", &first]).assert_code(0);
+    let answers = burst().await;
+    let count = |code: &str| answers.iter().filter(|(c, _)| c == code).count();
+    assert_eq!(count("allowed_with_approval"), 1, "{answers:?}");
+    assert_eq!(count("approval_required"), 1, "{answers:?}");
+    assert_eq!(count("approval_pending"), 6, "{answers:?}");
+    let next: Vec<&str> = answers
+        .iter()
+        .filter(|(c, _)| c != "allowed_with_approval")
+        .map(|(_, id)| id.as_str())
+        .collect();
+    assert!(
+        next.iter().all(|id| *id == next[0] && *id != first),
+        "{answers:?}"
+    );
+    assert_eq!(listed_ids(&gateway, "pending"), [next[0]]);
 }

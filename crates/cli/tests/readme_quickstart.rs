@@ -16,9 +16,13 @@ use support::{BIN, CliRun, Gateway, repo_root};
 /// The bash block between the README's quick-start markers.
 fn quickstart_block() -> String {
     let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let start = readme.find("<!-- quickstart -->").expect("quick-start marker");
+    let start = readme
+        .find("<!-- quickstart -->")
+        .expect("quick-start marker");
     let section = &readme[start..];
-    let end = section.find("<!-- /quickstart -->").expect("quick-start end marker");
+    let end = section
+        .find("<!-- /quickstart -->")
+        .expect("quick-start end marker");
     let section = &section[..end];
     let code_start = section.find("```bash\n").expect("a bash block") + "```bash\n".len();
     let code_end = section[code_start..].find("```").unwrap();
