@@ -161,6 +161,18 @@ pub struct Alerts {
     pub slack_webhook: Option<Secret>,
     /// Which events alert: `deny`, `rate_limit`, `approval_required`, `agent_revoked`, `error`.
     pub on: Vec<String>,
+    /// `alerts.queue_size`: alerts waiting for delivery before new ones are dropped.
+    pub queue_size: Option<usize>,
+    /// `alerts.max_attempts`: delivery attempts per alert and receiver.
+    pub max_attempts: Option<u32>,
+    /// `alerts.backoff`: the wait before the first retry (doubled after each failure).
+    pub backoff: Option<Duration>,
+    /// `alerts.backoff_max`: the longest wait between retries.
+    pub backoff_max: Option<Duration>,
+    /// `alerts.timeout`: how long one delivery request may take.
+    pub timeout: Option<Duration>,
+    /// `alerts.per_minute`: alerts per trigger per minute before the rest are suppressed.
+    pub per_minute: Option<u32>,
 }
 
 /// The validated gateway configuration. Every field has its final value: nothing downstream reads
@@ -224,6 +236,12 @@ const KEYS: &[(&str, &[&str])] = &[
     ("alerts.webhook_secret", &["ALERT_WEBHOOK_SECRET"]),
     ("alerts.slack_webhook", &["ALERT_SLACK_WEBHOOK"]),
     ("alerts.on", &["ALERT_ON"]),
+    ("alerts.queue_size", &[]),
+    ("alerts.max_attempts", &[]),
+    ("alerts.backoff", &[]),
+    ("alerts.backoff_max", &[]),
+    ("alerts.timeout", &[]),
+    ("alerts.per_minute", &[]),
     ("proxy.target", &["PROXY_TARGET"]),
     ("tls.cert", &[]),
     ("tls.key", &[]),
@@ -523,7 +541,26 @@ impl Validator<'_> {
             webhook_secret: self.string("alerts.webhook_secret")?.map(Secret::new),
             slack_webhook: self.string("alerts.slack_webhook")?.map(Secret::new),
             on: self.alert_triggers()?,
+            queue_size: self.parsed("alerts.queue_size", positive)?,
+            max_attempts: self.parsed("alerts.max_attempts", positive)?,
+            backoff: self.parsed("alerts.backoff", parse_short_duration)?,
+            backoff_max: self.parsed("alerts.backoff_max", parse_short_duration)?,
+            timeout: self.parsed("alerts.timeout", parse_short_duration)?,
+            per_minute: self.parsed("alerts.per_minute", positive)?,
         };
+        if alerts.on.is_empty()
+            && self.layered.contains_key("alerts.on")
+            && (alerts.webhook_url.is_some() || alerts.slack_webhook.is_some())
+        {
+            return Err(self.invalid(
+                "alerts.on",
+                "lists no trigger: name at least one, or remove it to alert on every trigger"
+                    .into(),
+            ));
+        }
+        if alerts.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(self.invalid("alerts.timeout", "must be more than 0ms".into()));
+        }
         let tls = match (self.path("tls.cert")?, self.path("tls.key")?) {
             (None, None) => None,
             (Some(cert), Some(key)) => Some((cert, key)),
@@ -666,6 +703,25 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     n.checked_mul(factor)
         .map(Duration::from_secs)
         .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+/// A whole number of at least 1 (queue sizes, attempts, rates).
+fn positive<T: std::str::FromStr + PartialOrd + From<u8>>(s: &str) -> Result<T, String> {
+    match s.trim().parse::<T>() {
+        Ok(n) if n >= T::from(1) => Ok(n),
+        _ => Err(format!("`{s}` is not a whole number of at least 1")),
+    }
+}
+
+/// [`parse_duration`], plus milliseconds (`500ms`) for retry delays and timeouts.
+pub fn parse_short_duration(s: &str) -> Result<Duration, String> {
+    match s.trim().strip_suffix("ms") {
+        Some(ms) => ms
+            .parse()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("`{s}` is not a duration (examples: `500ms`, `5s`, `1m`)")),
+        None => parse_duration(s),
+    }
 }
 
 /// `64KiB`, `1MiB`, `65536` (bytes); `KB`/`MB` are read as their binary counterparts.
@@ -873,6 +929,56 @@ mod tests {
         assert_eq!(
             c.targets.get("github").map(|t| t.url.as_str()),
             Some("https://api.github.com")
+        );
+    }
+
+    #[test]
+    fn alert_keys_from_file_and_environment() {
+        let file = "[alerts]\nwebhook_url = \"http://127.0.0.1:9/hook\"\non = [\"deny\", \"error\"]\nbackoff = \"250ms\"\nmax_attempts = 3\nper_minute = 10\n";
+        let e = env(&[
+            ("ALERT_WEBHOOK_SECRET", "hmac-key"),
+            ("MESHGUARD_ALERTS__TIMEOUT", "2s"),
+            ("MESHGUARD_ALERTS__QUEUE_SIZE", "64"),
+        ]);
+        let c = Config::load(Some(("gw.toml", file)), &e, &ConfigFlags::default(), home()).unwrap();
+        assert_eq!(c.alerts.on, vec!["deny", "error"]);
+        assert_eq!(
+            c.alerts.webhook_url.as_ref().map(Secret::expose),
+            Some("http://127.0.0.1:9/hook")
+        );
+        assert_eq!(
+            c.alerts.webhook_secret.as_ref().map(Secret::expose),
+            Some("hmac-key")
+        );
+        assert_eq!(c.alerts.backoff, Some(Duration::from_millis(250)));
+        assert_eq!(c.alerts.timeout, Some(Duration::from_secs(2)));
+        assert_eq!(c.alerts.max_attempts, Some(3));
+        assert_eq!(c.alerts.per_minute, Some(10));
+        assert_eq!(c.alerts.queue_size, Some(64));
+
+        let err = Config::load(
+            None,
+            &env(&[("ALERT_ON", "deny,denied")]),
+            &ConfigFlags::default(),
+            home(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "environment variable ALERT_ON: `alerts.on`: unknown trigger `denied`"
+            ),
+            "{err}"
+        );
+        let err = Config::load(
+            Some(("gw.toml", "[alerts]\nmax_attempts = 0\n")),
+            &env(&[]),
+            &ConfigFlags::default(),
+            home(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "gw.toml: `alerts.max_attempts`: `0` is not a whole number of at least 1"
         );
     }
 

@@ -43,6 +43,7 @@
 //! # }
 //! ```
 
+pub mod alerts;
 pub mod approvals;
 pub mod audit_writer;
 pub mod auth;

@@ -23,6 +23,14 @@ pub struct GatewayMetrics {
     pub audit_failures: IntCounterVec,
     /// Responses with status 400, 401, 413, 500 or 503, by status.
     pub rejections: IntCounterVec,
+    /// Alerts delivered, by receiver.
+    pub alerts_sent: IntCounterVec,
+    /// Alerts given up after every attempt, by receiver.
+    pub alerts_failed: IntCounterVec,
+    /// Alerts dropped because a queue was full, by trigger.
+    pub alerts_dropped: IntCounterVec,
+    /// Alerts over the per-trigger rate limit, by trigger.
+    pub alerts_suppressed: IntCounterVec,
 }
 
 impl std::fmt::Debug for GatewayMetrics {
@@ -77,12 +85,39 @@ impl GatewayMetrics {
             ),
             &["status"],
         )?;
+        let alert_counter = |name: &str, help: &str, label: &str| {
+            IntCounterVec::new(Opts::new(name, help), &[label])
+        };
+        let alerts_sent = alert_counter("alerts_sent_total", "Alerts delivered", "receiver")?;
+        let alerts_failed = alert_counter(
+            "alerts_failed_total",
+            "Alerts not delivered after every attempt",
+            "receiver",
+        )?;
+        let alerts_dropped = alert_counter(
+            "alerts_dropped_total",
+            "Alerts dropped because a queue was full",
+            "trigger",
+        )?;
+        let alerts_suppressed = alert_counter(
+            "alerts_suppressed_total",
+            "Alerts over the per-trigger rate limit",
+            "trigger",
+        )?;
         registry.register(Box::new(decisions.clone()))?;
         registry.register(Box::new(check_seconds.clone()))?;
         registry.register(Box::new(audit_batch_size.clone()))?;
         registry.register(Box::new(audit_commit_seconds.clone()))?;
         registry.register(Box::new(audit_failures.clone()))?;
         registry.register(Box::new(rejections.clone()))?;
+        for counter in [
+            &alerts_sent,
+            &alerts_failed,
+            &alerts_dropped,
+            &alerts_suppressed,
+        ] {
+            registry.register(Box::new(counter.clone()))?;
+        }
         Ok(GatewayMetrics {
             registry,
             decisions,
@@ -91,6 +126,10 @@ impl GatewayMetrics {
             audit_commit_seconds,
             audit_failures,
             rejections,
+            alerts_sent,
+            alerts_failed,
+            alerts_dropped,
+            alerts_suppressed,
         })
     }
 

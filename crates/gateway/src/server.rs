@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 
+use crate::alerts::AlertSettings;
 use crate::config::{Config, Mode, Secret};
 use crate::data_dir::{DataDir, DataDirError};
 use crate::policy_files::{PolicyDir, PolicyDirError, spawn_watcher};
@@ -196,6 +197,7 @@ pub async fn serve_listener(
         approval_timeout: config.approval_timeout,
         clock: Arc::new(SystemClock::new()),
         upstreams,
+        alerts: AlertSettings::from_config(&config.alerts),
     };
     let (state, background) = AppState::new(Arc::clone(&store), &dir, options).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -237,6 +239,9 @@ pub async fn serve_listener(
     if let Err(err) = background.audit_task.await {
         tracing::error!(error = %err, "audit writer ended abnormally");
     }
+    // Alerts last: the audit trail matters more, and the drain is bounded.
+    state.alerts.shutdown();
+    background.alerts.finish().await;
     tracing::info!("gateway stopped");
     served.map_err(ServeError::Io)
 }
@@ -251,8 +256,15 @@ fn announce(config: &Config, data_dir: &Path) {
             "BYPASS MODE: NO POLICY IS EVALUATED, EVERY ACTION IS ALLOWED. For development only; never run this in production"
         ),
     }
-    if config.alerts.webhook_url.is_some() || config.alerts.slack_webhook.is_some() {
-        tracing::warn!("alerts are configured but this build does not send alerts yet");
+    let alerts = AlertSettings::from_config(&config.alerts);
+    if alerts.has_receivers() {
+        let triggers: Vec<_> = alerts.triggers.iter().map(|t| t.as_str()).collect();
+        tracing::info!(
+            webhook = alerts.webhook.is_some(),
+            slack = alerts.slack.is_some(),
+            triggers = %triggers.join(","),
+            "alerts enabled"
+        );
     }
     tracing::info!(data_dir = %data_dir.display(), "data directory ready");
 }

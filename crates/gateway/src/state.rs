@@ -8,6 +8,7 @@ use meshguard_store::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::alerts::{AlertDispatcher, AlertSettings, AlertTasks};
 use crate::audit_writer::AuditWriter;
 use crate::config::{AuditDurability, Mode, Secret};
 use crate::data_dir::DataDir;
@@ -33,6 +34,8 @@ pub struct GatewayOptions {
     pub clock: Arc<dyn Clock>,
     /// Reverse-proxy upstreams (none by default).
     pub upstreams: Upstreams,
+    /// Alert receivers and triggers (none by default).
+    pub alerts: AlertSettings,
 }
 
 impl Default for GatewayOptions {
@@ -44,6 +47,7 @@ impl Default for GatewayOptions {
             approval_timeout: crate::config::DEFAULT_APPROVAL_TIMEOUT,
             clock: Arc::new(SystemClock::new()),
             upstreams: Upstreams::default(),
+            alerts: AlertSettings::default(),
         }
     }
 }
@@ -89,6 +93,8 @@ pub struct Gateway {
     pub stopping: watch::Sender<bool>,
     /// Where proxied requests go.
     pub upstreams: Upstreams,
+    /// Hands alerts to their receivers without delaying decisions.
+    pub alerts: AlertDispatcher,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -140,6 +146,8 @@ pub enum StartError {
 pub struct Background {
     /// The audit writer task; it ends after [`AuditWriter::shutdown`].
     pub audit_task: JoinHandle<()>,
+    /// The alert delivery task; it drains after [`AlertDispatcher::shutdown`].
+    pub alerts: AlertTasks,
 }
 
 impl AppState {
@@ -158,6 +166,7 @@ impl AppState {
             dir.instance_id.clone(),
             options.audit_durability,
         );
+        let (alerts, alert_tasks) = AlertDispatcher::start(options.alerts, metrics.clone());
         let gateway = Gateway {
             store,
             policies,
@@ -173,7 +182,14 @@ impl AppState {
             started: Instant::now(),
             stopping: watch::channel(false).0,
             upstreams: options.upstreams,
+            alerts,
         };
-        Ok((AppState(Arc::new(gateway)), Background { audit_task }))
+        Ok((
+            AppState(Arc::new(gateway)),
+            Background {
+                audit_task,
+                alerts: alert_tasks,
+            },
+        ))
     }
 }

@@ -15,6 +15,7 @@ mod dispatcher;
 mod receivers;
 mod settings;
 
+use meshguard_policy::{Code, Decision, Effect};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -67,4 +68,48 @@ pub struct Alert {
     pub enforced: bool,
     /// `true` only for `meshguard alerts test`.
     pub test: bool,
+}
+
+impl Trigger {
+    /// The trigger a decision fires, if any. A re-check of an approval that still waits fires
+    /// nothing: the operator heard when it was created, and agents poll.
+    pub fn of_decision(decision: &Decision) -> Option<Trigger> {
+        match (decision.effect, decision.code) {
+            (Effect::Allow, _) => None,
+            (Effect::Deny, Code::RateLimited) => Some(Trigger::RateLimit),
+            (Effect::Deny, _) => Some(Trigger::Deny),
+            (Effect::RequireApproval, Code::ApprovalRequired) => Some(Trigger::ApprovalRequired),
+            (Effect::RequireApproval, _) => None,
+        }
+    }
+}
+
+impl Alert {
+    /// The alert of a decision answered by the check path.
+    pub fn of_decision(
+        event: Trigger,
+        decision: &Decision,
+        agent: AlertAgent,
+        action: &str,
+        resource: &str,
+    ) -> Alert {
+        Alert {
+            event,
+            agent: Some(agent),
+            action: action.to_owned(),
+            resource: Some(resource.to_owned()),
+            decision: Some(decision.effect.as_str().to_owned()),
+            code: Some(decision.code.as_str().to_owned()),
+            reason: decision.reason.clone(),
+            policy: decision.policy.clone(),
+            rule: decision.rule.clone(),
+            approval_id: decision.approval_id.clone(),
+            trace_id: None,
+            audit_id: None,
+            timestamp: OffsetDateTime::now_utc(),
+            gateway: String::new(),
+            enforced: true,
+            test: false,
+        }
+    }
 }

@@ -58,9 +58,10 @@ fn escape(text: &str) -> String {
 
 /// The one-line Slack message of an alert.
 pub fn slack_text(alert: &Alert) -> String {
-    let agent = alert.agent.as_ref().map_or_else(String::new, |a| {
-        format!(" for agent `{}`", escape(&a.name))
-    });
+    let agent = alert
+        .agent
+        .as_ref()
+        .map_or_else(String::new, |a| format!(" for agent `{}`", escape(&a.name)));
     let action = format!("`{}`", escape(&alert.action));
     let on = match alert.resource.as_deref() {
         Some(resource) if resource != "*" => format!(" on `{}`", escape(resource)),
@@ -82,14 +83,16 @@ pub fn slack_text(alert: &Alert) -> String {
             format!(":hourglass: MeshGuard rate-limited {action}{on}{agent}{by}{audit_only}")
         }
         Trigger::ApprovalRequired => {
-            let approval = alert
-                .approval_id
-                .as_deref()
-                .map_or_else(String::new, |id| format!(": approve with `meshguard approval approve {}`", escape(id)));
+            let approval = alert.approval_id.as_deref().map_or_else(String::new, |id| {
+                format!(": approve with `meshguard approval approve {}`", escape(id))
+            });
             format!(":raised_hand: MeshGuard holds {action}{on}{agent} for a human{by}{approval}")
         }
         Trigger::AgentRevoked => match &alert.agent {
-            Some(a) => format!(":lock: MeshGuard agent `{}` was revoked: its requests are refused", escape(&a.name)),
+            Some(a) => format!(
+                ":lock: MeshGuard agent `{}` was revoked: its requests are refused",
+                escape(&a.name)
+            ),
             None => ":lock: MeshGuard revoked an agent".to_owned(),
         },
         Trigger::Error => format!(

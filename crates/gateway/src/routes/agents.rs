@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
-use super::admin_event::{AdminChange, record_change};
+use super::admin_event::{AdminChange, record_change, trace_of};
+use crate::alerts::{Alert, AlertAgent, Trigger};
 use crate::auth::profile_of;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
@@ -242,6 +243,7 @@ async fn set_status(
     };
     if status == AgentStatus::Revoked {
         tracing::warn!(agent = %updated.name, "agent revoked: its next request is refused");
+        raise_revoked(state, headers, &updated);
     }
     record_change(
         state,
@@ -256,6 +258,34 @@ async fn set_status(
     )
     .await?;
     Ok(updated)
+}
+
+/// Tells the operators' receivers that an agent was cut off.
+fn raise_revoked(state: &AppState, headers: &HeaderMap, agent: &AgentRecord) {
+    if !state.alerts.wants(Trigger::AgentRevoked) {
+        return;
+    }
+    state.alerts.emit(Alert {
+        event: Trigger::AgentRevoked,
+        agent: Some(AlertAgent {
+            id: agent.id.clone(),
+            name: agent.name.clone(),
+        }),
+        action: "agent.revoke".into(),
+        resource: Some(agent.name.clone()),
+        decision: None,
+        code: None,
+        reason: format!("agent `{}` revoked: its requests are refused", agent.name),
+        policy: None,
+        rule: None,
+        approval_id: None,
+        trace_id: trace_of(headers),
+        audit_id: None,
+        timestamp: OffsetDateTime::now_utc(),
+        gateway: state.instance_id.clone(),
+        enforced: true,
+        test: false,
+    });
 }
 
 /// `POST /admin/agents/{id-or-name}/revoke`: every request of the agent is refused from now on.

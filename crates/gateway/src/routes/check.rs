@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
+use crate::alerts::{Alert, AlertAgent, Trigger};
 use crate::approvals::{self, ApprovalMode};
 use crate::auth::{AgentAuthError, AuthenticatedAgent, authenticate_agent};
 use crate::config::Mode;
@@ -228,7 +229,33 @@ pub(super) async fn evaluate(
         .check_seconds
         .with_label_values(&[route.label()])
         .observe(started.elapsed().as_secs_f64());
+    // 6. Alert last, with a non-blocking hand-over: the decision is recorded and never waits.
+    raise_alert(state, agent, input, &decision, trace, &audit_id);
     Ok((decision, audit_id))
+}
+
+fn raise_alert(
+    state: &AppState,
+    agent: &AuthenticatedAgent,
+    input: &CheckInput,
+    decision: &Decision,
+    trace: &TraceId,
+    audit_id: &str,
+) {
+    let Some(trigger) = Trigger::of_decision(decision).filter(|t| state.alerts.wants(*t)) else {
+        return;
+    };
+    let agent = AlertAgent {
+        id: agent.record.id.clone(),
+        name: agent.record.name.clone(),
+    };
+    state.alerts.emit(Alert {
+        trace_id: Some(trace.0.clone()),
+        audit_id: Some(audit_id.to_owned()),
+        gateway: state.instance_id.clone(),
+        enforced: state.mode == Mode::Enforce,
+        ..Alert::of_decision(trigger, decision, agent, &input.action, &input.resource)
+    });
 }
 
 fn decide(state: &AppState, agent: &AuthenticatedAgent, input: &CheckInput) -> Decision {
@@ -343,6 +370,26 @@ fn unavailable(state: &AppState, input: &CheckInput, trace: &TraceId, cause: &st
         .with_label_values(&["deny", "unavailable"])
         .inc();
     let reason = "store unavailable: nothing is allowed until it is back".to_owned();
+    if state.alerts.wants(Trigger::Error) {
+        state.alerts.emit(Alert {
+            event: Trigger::Error,
+            agent: None,
+            action: input.action.clone(),
+            resource: Some(input.resource.clone()),
+            decision: Some("deny".into()),
+            code: Some("unavailable".into()),
+            reason: reason.clone(),
+            policy: None,
+            rule: None,
+            approval_id: None,
+            trace_id: Some(trace.0.clone()),
+            audit_id: None,
+            timestamp: OffsetDateTime::now_utc(),
+            gateway: state.instance_id.clone(),
+            enforced: true,
+            test: false,
+        });
+    }
     let body = DecisionBody {
         allowed: false,
         decision: "deny",

@@ -2,6 +2,7 @@
 
 mod admin_event;
 mod agents;
+mod alerts;
 mod approvals;
 mod audit;
 mod check;
@@ -68,6 +69,7 @@ pub fn app(state: AppState) -> Router {
         .route("/audit/stats", get(audit::stats))
         .route("/audit/verify", get(audit::verify))
         .route("/audit/export", get(audit::export))
+        .route("/alerts/test", post(alerts::test))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
 
     Router::new()

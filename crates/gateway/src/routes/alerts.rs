@@ -1,0 +1,73 @@
+//! `POST /admin/alerts/test`: an operator checks the receivers before relying on them.
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::alerts::{Alert, AlertAgent, DeliveryReport, Trigger};
+use crate::error::ApiError;
+use crate::extract::{LimitedBody, parse_json};
+use crate::state::AppState;
+
+/// The body: which trigger to imitate (`deny` when absent).
+#[derive(Debug, Default, Deserialize)]
+pub struct TestRequest {
+    #[serde(default)]
+    trigger: Option<String>,
+}
+
+/// The answer: one line per configured receiver.
+#[derive(Debug, Serialize)]
+pub struct TestReport {
+    trigger: Trigger,
+    receivers: Vec<DeliveryReport>,
+}
+
+/// Sends one alert marked `"test": true` to every receiver, once, and reports each outcome; a
+/// gateway without receivers answers 400 so a misconfiguration is not mistaken for silence.
+pub async fn test(
+    State(state): State<AppState>,
+    LimitedBody(body): LimitedBody,
+) -> Result<Json<TestReport>, ApiError> {
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        TestRequest::default()
+    } else {
+        parse_json::<TestRequest>(&body)?
+    };
+    let trigger = match request.trigger.as_deref() {
+        None => Trigger::Deny,
+        Some(name) => name
+            .parse()
+            .map_err(|e: String| ApiError::BadRequest(format!("trigger: {e}")))?,
+    };
+    let alert = Alert {
+        event: trigger,
+        agent: Some(AlertAgent {
+            id: "00000000-0000-0000-0000-000000000000".into(),
+            name: "meshguard-test-agent".into(),
+        }),
+        action: "alerts:test".into(),
+        resource: Some("*".into()),
+        decision: Some("deny".into()),
+        code: None,
+        reason: "test alert sent with `meshguard alerts test`".into(),
+        policy: Some("meshguard-test".into()),
+        rule: None,
+        approval_id: None,
+        trace_id: None,
+        audit_id: None,
+        timestamp: OffsetDateTime::now_utc(),
+        gateway: state.instance_id.clone(),
+        enforced: true,
+        test: true,
+    };
+    let receivers = state.alerts.test(alert).await;
+    if receivers.is_empty() {
+        return Err(ApiError::BadRequest(
+            "no alert receiver is configured: set `alerts.webhook_url` or `alerts.slack_webhook`"
+                .into(),
+        ));
+    }
+    Ok(Json(TestReport { trigger, receivers }))
+}
