@@ -758,3 +758,104 @@ async fn concurrent_checks_share_one_approval_and_an_approval_is_used_once() {
     );
     assert_eq!(listed_ids(&gateway, "pending"), [next[0]]);
 }
+
+/// The bash block between docs/approvals.md's walkthrough markers.
+fn walkthrough_block() -> String {
+    let guide = std::fs::read_to_string(support::repo_root().join("docs/approvals.md")).unwrap();
+    let start = guide
+        .find("<!-- approvals-walkthrough -->")
+        .expect("walkthrough marker");
+    let section = &guide[start..];
+    let end = section
+        .find("<!-- /approvals-walkthrough -->")
+        .expect("walkthrough end marker");
+    let section = &section[..end];
+    let code_start = section.find("```bash\n").expect("a bash block") + "```bash\n".len();
+    let code_end = section[code_start..].find("```").unwrap();
+    section[code_start..code_start + code_end].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_approvals_guide_walkthrough_runs_as_written() {
+    for tool in ["curl", "jq"] {
+        if std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            panic!("the approvals walkthrough uses {tool}; install it to run this test");
+        }
+    }
+    let gateway = Gateway::start().await;
+    let bin_dir = std::path::Path::new(support::BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut command = std::process::Command::new("bash");
+    command
+        .args(["-euo", "pipefail", "-c", &walkthrough_block()])
+        .current_dir(support::repo_root());
+    let data_dir = gateway.data_dir();
+    let run = tokio::task::spawn_blocking(move || {
+        CliRun::run_with_env(
+            command,
+            &[
+                ("MESHGUARD_URL", gateway.url.as_str()),
+                ("MESHGUARD_HOME", data_dir.to_str().unwrap()),
+                ("PATH", path.as_str()),
+            ],
+        )
+    });
+    let run = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the walkthrough is bounded")
+        .unwrap();
+    run.assert_code(0);
+
+    // The answers the guide shows, in its order.
+    let answers: Vec<Value> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let polled = &answers[0];
+    assert_eq!(polled["status"], "approved", "{}", run.stdout);
+    assert_eq!(polled["decided_by"], "alice");
+    let first = polled["approval_id"].as_str().unwrap();
+    let codes: Vec<(&str, &str)> = answers[1..]
+        .iter()
+        .map(|a| {
+            (
+                a["code"].as_str().unwrap(),
+                a["approval_id"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    let next = codes[1].1;
+    assert_eq!(
+        codes,
+        [
+            ("allowed_with_approval", first),
+            ("approval_required", next),
+            ("approval_denied", next),
+            ("denied_by_rule", "-"),
+        ],
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains(&format!("approval `{first}` approved by alice")),
+        "{}",
+        run.stdout
+    );
+    let audit_rows = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains(" approval ") && l.contains("prod-bot"))
+        .count();
+    assert_eq!(audit_rows, 2, "{}", run.stdout);
+}
