@@ -66,6 +66,49 @@ pub enum Command {
     /// List pending approvals and approve or deny them.
     #[command(subcommand)]
     Approval(ApprovalCommand),
+    /// Check the gateway's alert receivers.
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
+}
+
+/// `meshguard alerts …`.
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Send a test alert through every configured receiver and report each outcome.
+    Test {
+        /// The trigger the test alert imitates.
+        #[arg(long, value_enum, default_value_t = TriggerArg::Deny)]
+        trigger: TriggerArg,
+    },
+}
+
+/// An alert trigger (SPEC 8).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum TriggerArg {
+    /// A denied check.
+    Deny,
+    /// A rate-limited check.
+    RateLimit,
+    /// A check waiting for a human.
+    ApprovalRequired,
+    /// A revoked agent.
+    AgentRevoked,
+    /// A check the gateway could not decide.
+    Error,
+}
+
+impl TriggerArg {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerArg::Deny => "deny",
+            TriggerArg::RateLimit => "rate_limit",
+            TriggerArg::ApprovalRequired => "approval_required",
+            TriggerArg::AgentRevoked => "agent_revoked",
+            TriggerArg::Error => "error",
+        }
+    }
 }
 
 /// Enforcement mode of the gateway.

@@ -1,6 +1,7 @@
 //! One module per command group; each turns parsed arguments into admin API calls and output.
 
 pub mod agent;
+pub mod alerts;
 pub mod approval;
 pub mod audit;
 pub mod audit_view;
