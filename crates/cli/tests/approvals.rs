@@ -353,6 +353,11 @@ async fn a_pending_approval_is_reused_and_a_denied_one_is_refused_with_its_id() 
         assert_eq!(expect(&refused, 403, "approval_denied"), id);
         assert_eq!(refused.body["decision"], "deny");
         assert_eq!(refused.body["requires_approval"], false);
+        assert!(
+            refused.reason().ends_with(": not on a friday"),
+            "the human's reason reaches the agent: {}",
+            refused.reason()
+        );
     }
     assert_eq!(listed_ids(&gateway, "all"), [id.as_str()]);
     assert_eq!(listed_ids(&gateway, "denied"), [id.as_str()]);

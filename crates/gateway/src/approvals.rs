@@ -124,6 +124,16 @@ pub async fn settle(
         }
         _ => decision.with_approval(state),
     };
+    // The agent (often a language model) is told why the human said no, not only that they did.
+    if decision.code == Code::ApprovalDenied
+        && let Some(said) = record
+            .as_ref()
+            .and_then(|r| r.reason.as_deref())
+            .filter(|r| !r.trim().is_empty())
+    {
+        decision.reason.push_str(": ");
+        decision.reason.push_str(said);
+    }
     if let Some(note) = ignored_note {
         decision.reason.push_str(&note);
     }
