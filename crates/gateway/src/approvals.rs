@@ -166,12 +166,13 @@ async fn create(
     let Some(need) = decision.approval.clone() else {
         return Ok(decision);
     };
+    let timeout_secs = need.timeout_or(default_timeout_secs);
     let created = store
         .create_approval(NewApproval {
             agent_id: agent_id.to_owned(),
             action: need.action,
             resource: need.resource,
-            timeout_secs: need.timeout_secs.unwrap_or(default_timeout_secs),
+            timeout_secs,
             trace_id: trace_id.map(str::to_owned),
             created_at: now,
         })

@@ -199,3 +199,30 @@ async fn approvals_are_private_to_their_agent_and_foreign_ids_are_ignored() {
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
+
+/// Two policies ask for approval of the same action: one with `timeoutSeconds: 7200`, one without,
+/// which stands for the gateway's default (1 h). The smallest applies: 1 h, not 2 h.
+#[tokio::test]
+async fn the_smallest_timeout_counts_a_policy_without_one_as_the_gateway_default() {
+    let gw = TestGateway::new().await;
+    gw.policy(
+        "name: slow-review\nversion: \"1\"\nappliesTo: {tags: [mailer]}\nrules: []\n\
+         humanInTheLoop: {requireApproval: [\"send:email\"], timeoutSeconds: 7200}\n",
+    )
+    .await;
+    gw.policy(
+        "name: default-review\nversion: \"1\"\nappliesTo: {tags: [mailer]}\nrules: []\n\
+         humanInTheLoop: {requireApproval: [\"send:*\"]}\n",
+    )
+    .await;
+    let (_, token) = gw.agent("mailer", "verified", &["mailer"]).await;
+
+    let asked = gw
+        .check(&token, json!({"action": "send:email", "resource": "bob@example.com"}))
+        .await;
+    assert_eq!(asked.body["code"], "approval_required", "{}", asked.text);
+    let listed = gw
+        .admin(Method::GET, "/admin/approvals?status=pending", None)
+        .await;
+    assert_eq!(listed.body["approvals"][0]["timeoutSecs"], 3600, "{}", listed.text);
+}
