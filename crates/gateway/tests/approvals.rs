@@ -218,11 +218,18 @@ async fn the_smallest_timeout_counts_a_policy_without_one_as_the_gateway_default
     let (_, token) = gw.agent("mailer", "verified", &["mailer"]).await;
 
     let asked = gw
-        .check(&token, json!({"action": "send:email", "resource": "bob@example.com"}))
+        .check(
+            &token,
+            json!({"action": "send:email", "resource": "bob@example.com"}),
+        )
         .await;
     assert_eq!(asked.body["code"], "approval_required", "{}", asked.text);
     let listed = gw
         .admin(Method::GET, "/admin/approvals?status=pending", None)
         .await;
-    assert_eq!(listed.body["approvals"][0]["timeoutSecs"], 3600, "{}", listed.text);
+    assert_eq!(
+        listed.body["approvals"][0]["timeoutSecs"], 3600,
+        "{}",
+        listed.text
+    );
 }
