@@ -17,7 +17,7 @@ use crate::token::TokenError;
 /// An agent whose token verified and whose record says it may act.
 #[derive(Debug, Clone)]
 pub struct AuthenticatedAgent {
-    /// The stored agent, read for this request.
+    /// The stored agent, as of this request (read now or from the auth cache).
     pub record: AgentRecord,
     /// What the policy engine sees.
     pub profile: AgentProfile,
@@ -62,7 +62,8 @@ pub fn secrets_match(given: &str, expected: &str) -> bool {
 }
 
 /// Authenticates an agent request: signature and expiry from the token, everything else from the
-/// store, read now, so a revocation applies to the very next request.
+/// store or from the [`crate::auth_cache::AuthCache`], which every admin change clears before it
+/// answers, so a revocation applies to the very next request.
 pub async fn authenticate_agent(
     state: &AppState,
     headers: &HeaderMap,
@@ -87,31 +88,55 @@ pub async fn authenticate_agent(
     };
     let store_error = |e: StoreError| match e {
         StoreError::Unavailable(cause) => AgentAuthError::Unavailable(cause),
-        other => AgentAuthError::Internal(other.to_string()),
+        other @ (StoreError::NotFound { .. }
+        | StoreError::Conflict { .. }
+        | StoreError::Invalid { .. }
+        | StoreError::Corrupt(_)) => AgentAuthError::Internal(other.to_string()),
     };
-    let token_record = state
-        .store
-        .active_token(&claims.jti, OffsetDateTime::now_utc())
-        .await
-        .map_err(store_error)?;
-    if token_record
-        .as_ref()
-        .is_none_or(|t| t.agent_id != claims.sub)
-    {
+    // The ticket is taken before any store read: a copy read while an admin change commits is
+    // not kept (see `AuthCache`). Expiry is compared with `now` on every request, cached or not.
+    let cache = &state.auth_cache;
+    let ticket = cache.ticket();
+    let now = OffsetDateTime::now_utc();
+    let owner = match cache.token_owner(&claims.jti, now) {
+        Some(owner) => Some(owner),
+        None => {
+            let token = state
+                .store
+                .active_token(&claims.jti, now)
+                .await
+                .map_err(store_error)?;
+            if let (Some(token), Some(ticket)) = (&token, ticket) {
+                cache.put_token(ticket, token);
+            }
+            token.map(|t| t.agent_id)
+        }
+    };
+    if owner.is_none_or(|owner| owner != claims.sub) {
         return Err(AgentAuthError::RejectedAudited {
             message: "token revoked or unknown".into(),
             agent: named,
         });
     }
-    let record = match state.store.get_agent(&claims.sub).await {
-        Ok(record) => record,
-        Err(StoreError::NotFound { .. }) => {
-            return Err(AgentAuthError::RejectedAudited {
-                message: "agent no longer exists".into(),
-                agent: named,
-            });
+    let (record, profile) = match cache.agent(&claims.sub) {
+        Some(cached) => cached,
+        None => {
+            let record = match state.store.get_agent(&claims.sub).await {
+                Ok(record) => record,
+                Err(StoreError::NotFound { .. }) => {
+                    return Err(AgentAuthError::RejectedAudited {
+                        message: "agent no longer exists".into(),
+                        agent: named,
+                    });
+                }
+                Err(other) => return Err(store_error(other)),
+            };
+            let profile = profile_of(&record).map_err(AgentAuthError::Internal)?;
+            if let Some(ticket) = ticket {
+                cache.put_agent(ticket, &record, &profile);
+            }
+            (record, profile)
         }
-        Err(other) => return Err(store_error(other)),
     };
     if record.status == AgentStatus::Revoked {
         return Err(AgentAuthError::RejectedAudited {
@@ -122,7 +147,6 @@ pub async fn authenticate_agent(
             },
         });
     }
-    let profile = profile_of(&record).map_err(AgentAuthError::Internal)?;
     Ok(AuthenticatedAgent {
         record,
         profile,

@@ -100,8 +100,7 @@ impl IntoResponse for ApiError {
 impl From<meshguard_store::StoreError> for ApiError {
     fn from(err: meshguard_store::StoreError) -> ApiError {
         use meshguard_store::StoreError;
-        // StoreError is #[non_exhaustive], so the compiler demands the last arm: a variant added
-        // later is an internal error until it is mapped here.
+        // One exhaustive match: a variant added to the store must be mapped here to compile.
         match err {
             StoreError::NotFound { what } => ApiError::NotFound(format!("{what} not found")),
             StoreError::Conflict { what, reason } => {
@@ -114,7 +113,6 @@ impl From<meshguard_store::StoreError> for ApiError {
             StoreError::Corrupt(cause) => {
                 ApiError::Internal(format!("corrupt store data: {cause}"))
             }
-            other => ApiError::Internal(other.to_string()),
         }
     }
 }

@@ -9,8 +9,8 @@
 //! policies and the audit trail under `/admin` with the admin token.
 //!
 //! The pieces, one module each: [`config`] (flag > env > file > default), [`data_dir`] (keys,
-//! admin token, instance id), [`token`] (JWTs), [`auth`], [`rate_limit`], [`audit_writer`],
-//! [`policies`] and [`policy_files`] (the set in force and `--policies DIR`), [`routes`]
+//! admin token, instance id), [`token`] (JWTs), [`auth`] with [`auth_cache`], [`rate_limit`],
+//! [`audit_writer`], [`policies`] and [`policy_files`] (the set in force and `--policies DIR`), [`routes`]
 //! (the axum router), [`server`] (start and graceful stop).
 //!
 //! # Example
@@ -47,6 +47,7 @@ pub mod alerts;
 pub mod approvals;
 pub mod audit_writer;
 pub mod auth;
+pub mod auth_cache;
 pub mod config;
 pub mod data_dir;
 pub mod error;

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::alerts::{AlertDispatcher, AlertSettings, AlertTasks};
 use crate::audit_writer::AuditWriter;
+use crate::auth_cache::AuthCache;
 use crate::config::{AuditDurability, Mode, Secret};
 use crate::data_dir::DataDir;
 use crate::extract::BodyLimit;
@@ -70,6 +71,8 @@ pub struct Gateway {
     pub policies: Arc<PolicyRegistry>,
     /// Signing keys for agent tokens.
     pub keys: TokenKeys,
+    /// Token ids and agents of recent requests, cleared by every admin change.
+    pub auth_cache: Arc<AuthCache>,
     /// The admin secret.
     pub admin_token: Secret,
     /// This gateway's instance id (its audit chain).
@@ -159,6 +162,8 @@ impl AppState {
         options: GatewayOptions,
     ) -> Result<(AppState, Background), StartError> {
         let metrics = GatewayMetrics::new()?;
+        // Subscribed before the first request can fill it, so no change is missed.
+        let auth_cache = AuthCache::start(store.subscribe_changes(), Arc::clone(&options.clock));
         let policies = Arc::new(PolicyRegistry::load(Arc::clone(&store)).await?);
         let (audit, audit_task) = AuditWriter::start(
             Arc::clone(&store),
@@ -171,6 +176,7 @@ impl AppState {
             store,
             policies,
             keys: dir.keys.clone(),
+            auth_cache,
             admin_token: dir.admin_token.clone(),
             instance_id: dir.instance_id.clone(),
             mode: options.mode,

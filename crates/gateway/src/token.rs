@@ -1,7 +1,8 @@
 //! Agent tokens: EdDSA-signed JWTs that name an agent and a token id, nothing more.
 //!
-//! Trust, tags and status are never read from the token: the gateway loads them from the store on
-//! every request, so a revocation or a trust change applies to the very next request. Validation
+//! Trust, tags and status are never read from the token: the gateway reads them from the store
+//! (through its auth cache, which every change clears), so a revocation or a trust change applies
+//! to the very next request. Validation
 //! pins the algorithm to EdDSA, which rules out `alg: none` and the HS256-with-the-public-key
 //! confusion.
 

@@ -5,7 +5,6 @@
 /// closed), `Corrupt` → 500. No database types appear here on purpose: a PostgreSQL or SQLite
 /// error is rendered to text once, at the boundary.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum StoreError {
     /// The named thing does not exist (`what` reads like "agent `bob`").
     #[error("{what} not found")]

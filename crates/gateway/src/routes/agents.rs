@@ -187,7 +187,7 @@ where
 }
 
 /// `PATCH /admin/agents/{id-or-name}`: trust, tags, description. Takes effect on the agent's
-/// next request (nothing is cached).
+/// next request (the auth cache is cleared before the answer).
 pub async fn update(
     State(state): State<AppState>,
     Path(agent): Path<String>,
@@ -214,7 +214,10 @@ pub async fn update(
                 description: body.description,
             },
         )
-        .await?;
+        .await;
+    // Cleared whatever the outcome (an error may follow a commit), before the answer leaves.
+    state.auth_cache.clear();
+    let updated = updated?;
     record_change(
         &state,
         &headers,
@@ -236,7 +239,9 @@ async fn set_status(
     agent: &str,
     status: AgentStatus,
 ) -> Result<AgentRecord, ApiError> {
-    let updated = state.store.set_agent_status(agent, status).await?;
+    let updated = state.store.set_agent_status(agent, status).await;
+    state.auth_cache.clear();
+    let updated = updated?;
     let (action, verb) = match status {
         AgentStatus::Revoked => ("agent.revoke", "revoked"),
         AgentStatus::Active => ("agent.restore", "restored"),
@@ -340,7 +345,9 @@ pub async fn delete(
             json!({ "revoked": true, "purged": false, "agent": revoked }),
         ));
     }
-    let purged = state.store.purge_agent(&agent).await?;
+    let purged = state.store.purge_agent(&agent).await;
+    state.auth_cache.clear();
+    let purged = purged?;
     record_change(
         &state,
         &headers,
@@ -385,10 +392,12 @@ pub async fn issue_token(
     let token = issue(&state, &agent, body.ttl_seconds).await?;
     let rotate = query.rotate.unwrap_or(false);
     let revoked = if rotate {
-        state
+        let revoked = state
             .store
             .revoke_tokens(&agent.id, Some(&token.token_id), OffsetDateTime::now_utc())
-            .await?
+            .await;
+        state.auth_cache.clear();
+        revoked?
     } else {
         0
     };

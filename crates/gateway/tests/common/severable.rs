@@ -11,6 +11,9 @@ use time::OffsetDateTime;
 pub struct Severable {
     inner: Arc<dyn Store>,
     down: AtomicBool,
+    /// When set, the change feed the gateway sees: it never announces anything, so tests show
+    /// what a gateway does without the feed.
+    silent_feed: Option<tokio::sync::broadcast::Sender<StoreChange>>,
 }
 
 impl Severable {
@@ -18,6 +21,15 @@ impl Severable {
         Severable {
             inner,
             down: AtomicBool::new(false),
+            silent_feed: None,
+        }
+    }
+
+    /// Like [`Severable::new`], with a change feed that stays open and silent.
+    pub fn with_silent_feed(inner: Arc<dyn Store>) -> Severable {
+        Severable {
+            silent_feed: Some(tokio::sync::broadcast::channel(1).0),
+            ..Severable::new(inner)
         }
     }
 
@@ -46,7 +58,10 @@ impl Store for Severable {
     }
 
     fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<StoreChange> {
-        self.inner.subscribe_changes()
+        match &self.silent_feed {
+            Some(feed) => feed.subscribe(),
+            None => self.inner.subscribe_changes(),
+        }
     }
 
     async fn create_agent(&self, agent: NewAgent) -> Result<AgentRecord, StoreError> {
