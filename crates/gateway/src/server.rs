@@ -100,6 +100,22 @@ pub fn validate_only(config: &Config) -> Result<Vec<String>, ServeError> {
         format!("data dir: {}", config.data_dir.display()),
         format!("store: {location}"),
     ];
+    let alerts = AlertSettings::from_config(&config.alerts);
+    if alerts.has_receivers() {
+        let receivers: Vec<_> = [
+            alerts.webhook.as_ref().map(|_| "webhook"),
+            alerts.slack.as_ref().map(|_| "slack"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let triggers: Vec<_> = alerts.triggers.iter().map(|t| t.as_str()).collect();
+        report.push(format!(
+            "alerts: {} on {}",
+            receivers.join(", "),
+            triggers.join(", ")
+        ));
+    }
     if let Some(dir) = &config.policies_dir {
         let mut errors = Vec::new();
         let mut count = 0usize;
