@@ -524,3 +524,47 @@ async fn the_test_endpoint_reports_each_receiver() {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert!(reply.text.contains("no alert receiver"), "{}", reply.text);
 }
+
+#[tokio::test]
+async fn shutdown_delivers_queued_alerts_and_gives_up_on_a_hanging_receiver_within_its_bound() {
+    let (url, mut seen) = receiver(&[], Answer::Status(200)).await;
+    let mut gw = gateway(fast(AlertSettings {
+        webhook: webhook(&url),
+        ..AlertSettings::default()
+    }))
+    .await;
+    let (_, token) = gw.agent("ops-agent", "verified", &["ops"]).await;
+    for _ in 0..3 {
+        gw.check(&token, json!({"action": "execute:shell"})).await;
+    }
+    gw.state.alerts.shutdown();
+    let background = gw.background.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), background.alerts.finish())
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(verified(&next(&mut seen).await)["event"], "deny");
+    }
+    // After shutdown nothing more is accepted.
+    gw.check(&token, json!({"action": "execute:shell"})).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(seen.try_recv().is_err());
+
+    let (hanging, mut hung) = receiver(&[], Answer::Hang).await;
+    let mut gw = gateway(AlertSettings {
+        webhook: webhook(&hanging),
+        request_timeout: Duration::from_secs(60),
+        drain_timeout: Duration::from_millis(300),
+        ..AlertSettings::default()
+    })
+    .await;
+    let (_, token) = gw.agent("ops-agent", "verified", &["ops"]).await;
+    gw.check(&token, json!({"action": "execute:shell"})).await;
+    next(&mut hung).await;
+    gw.state.alerts.shutdown();
+    let background = gw.background.take().unwrap();
+    // The hanging delivery would take a minute; shutdown gives up after the drain bound.
+    tokio::time::timeout(Duration::from_secs(5), background.alerts.finish())
+        .await
+        .expect("shutdown waited for a hanging receiver");
+}
