@@ -165,8 +165,9 @@ pub async fn get_check(
 }
 
 /// The check path, after the handler has (a) authenticated the token and (b) loaded the agent
-/// from the store — both before the body is parsed, so an unauthenticated caller learns nothing,
-/// and both on every request, so trust, tags and status are never a stale copy.
+/// from the store or the auth cache — both before the body is parsed, so an unauthenticated
+/// caller learns nothing. The cache is cleared by every admin change before it answers, so trust,
+/// tags and status are never a stale copy (docs/architecture/auth-cache.md).
 async fn check(
     state: &AppState,
     agent: &AuthenticatedAgent,
