@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 eval "$(bash scripts/services.sh)"
 
 echo "== Rust: build =="
-# Build every test binary and the release gateway once; the suites below reuse them.
+# Build every target once (tests, benches, examples); the suites below reuse the build.
 cargo build --workspace --all-targets --locked
 
 echo "== Rust: tests =="
