@@ -20,28 +20,8 @@ fi
 gateway_bin="$target_dir/release/meshguard"
 baseline_bin="$target_dir/release/examples/baseline_server"
 
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Polls (at most 10 s) until the command succeeds.
-wait_until() {
-  for _ in $(seq 1 100); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  echo "not ready after 10 s: $*" >&2
-  return 1
-}
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 
 check_body='{"action": "browse:web", "resource": "https://python.org/downloads", "context": {}}'
 
