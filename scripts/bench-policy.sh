@@ -4,9 +4,12 @@
 # Extra arguments go to criterion (e.g. a filter: scripts/bench-policy.sh rules_).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-target_dir="${CARGO_TARGET_DIR:-target}"
+# The comparison is its own cargo project (crates/policy/compare) so that the test build never
+# compiles Cedar and regorus; it shares the workspace's target dir.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+target_dir="$CARGO_TARGET_DIR"
 
-cargo bench -p meshguard-policy --bench policy_decide -- "$@"
+cargo bench --locked --manifest-path crates/policy/compare/Cargo.toml --bench policy_decide -- "$@"
 
 python3 - "$target_dir/criterion/policy_decide" <<'PY'
 import json, pathlib, sys

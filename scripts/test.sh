@@ -8,6 +8,11 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # PostgreSQL and Redis for the shared-store suites (started when installed but stopped).
 eval "$(bash scripts/services.sh)"
 
+# A CI run builds once from scratch: incremental state would only cost disk.
+if [ -n "${CI:-}" ]; then
+  export CARGO_INCREMENTAL=0
+fi
+
 echo "== Rust: build =="
 # Build every target once (tests, benches, examples); the suites below reuse the build.
 cargo build --workspace --all-targets --locked

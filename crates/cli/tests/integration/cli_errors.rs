@@ -1,0 +1,244 @@
+//! How the CLI fails: one line on stderr, and an exit code a script can branch on.
+
+use crate::support::{CliRun, Gateway, free_port, repo_root};
+
+#[test]
+fn an_unreachable_gateway_exits_5_with_one_line() {
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let run = CliRun::bare(&["--url", &url, "--admin-token", "x", "agent", "list"]);
+    run.assert_code(5);
+    assert_eq!(
+        run.stderr,
+        format!("error: cannot reach the gateway at {url}: is `meshguard serve` running?\n")
+    );
+    assert!(run.stdout.is_empty());
+
+    // The URL also comes from the environment, MESHGUARD_URL first.
+    let args = ["--admin-token", "x", "policy", "list"];
+    let run = CliRun::with_env(
+        &args,
+        &[
+            ("MESHGUARD_URL", &url),
+            ("MESHGUARD_GATEWAY_URL", "http://127.0.0.1:1"),
+        ],
+    );
+    run.assert_code(5);
+    assert!(run.stderr.contains(&url), "{}", run.stderr);
+    let run = CliRun::with_env(&args, &[("MESHGUARD_GATEWAY_URL", &url)]);
+    run.assert_code(5);
+    assert!(run.stderr.contains(&url), "{}", run.stderr);
+}
+
+#[test]
+fn a_missing_admin_token_exits_3() {
+    let empty = tempfile::tempdir().unwrap();
+    let run = CliRun::bare(&[
+        "--url",
+        "http://127.0.0.1:9",
+        "--data-dir",
+        empty.path().to_str().unwrap(),
+        "agent",
+        "list",
+    ]);
+    run.assert_code(3);
+    assert!(
+        run.stderr.starts_with("error: no admin token"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.lines().count(), 1);
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    for args in [
+        &["agent", "create", "x", "--trust", "godlike"][..],
+        &["policy", "test"],
+        &["policy", "test", "only-an-agent"],
+        &["audit", "tail", "-n", "many"],
+        &["audit", "tail", "--decision", "maybe"],
+        &["agent", "create", "x", "--ttl", "soon"],
+        &["agent", "create", "Bad Name!"],
+        &["policy", "test", "a", "read:x", "--context", "novalue"],
+        &["frobnicate"],
+        &["serve", "--mode", "yolo"],
+    ] {
+        let run = CliRun::bare(args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.starts_with("error:"), "{args:?}: {}", run.stderr);
+    }
+    let help = CliRun::bare(&["--help"]);
+    help.assert_code(0);
+    assert!(help.stdout.contains("serve") && help.stdout.contains("policy"));
+}
+
+#[test]
+fn validate_reports_errors_with_positions_and_lints_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "name: bad\nversion: \"1\"\nrules:\n  - effect: alow\n    actions: [\"read:*\"]\n",
+    )
+    .unwrap();
+    let run = CliRun::bare(&["policy", "validate", bad.to_str().unwrap()]);
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .contains(&format!("{}:4:13: rules[0].effect", bad.display())),
+        "{}",
+        run.stderr
+    );
+
+    let examples = repo_root().join("examples/policies");
+    let run = CliRun::bare(&["policy", "validate", examples.to_str().unwrap()]);
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("autogpt.yaml:") && run.stdout.contains(": warning: "),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("2 policies valid"), "{}", run.stdout);
+
+    let agents = dir.path().join("agents.yaml");
+    std::fs::write(
+        &agents,
+        "agents:\n  crew: {trust: verified, tags: [crewai]}\n",
+    )
+    .unwrap();
+    let run = CliRun::bare(&[
+        "policy",
+        "validate",
+        "--agents",
+        agents.to_str().unwrap(),
+        examples.join("autogpt.yaml").to_str().unwrap(),
+    ]);
+    run.assert_code(0);
+    assert!(
+        run.stdout
+            .contains("policy 'autogpt-policy' applies to none of the 1 given agents"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_errors_map_to_exit_codes() {
+    let gateway = Gateway::start().await;
+
+    // A wrong admin token: exit 3, one line.
+    let run = gateway.cli(&["--admin-token", "not-the-token", "agent", "list"]);
+    run.assert_code(3);
+    assert!(
+        run.stderr
+            .starts_with("error: the gateway refused the admin token"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+
+    // An invalid policy file: exit 1, file:line:col, and nothing applied — not even the valid
+    // file of the same directory.
+    let dir = gateway.scratch().join("policies");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        repo_root().join("examples/policies/autogpt.yaml"),
+        dir.join("a-good.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("b-bad.yaml"),
+        "name: broken\nversion: \"1\"\nrules:\n  - effect: deny\n    actions: [\"exec[\"]\n",
+    )
+    .unwrap();
+    let run = gateway.cli(&["policy", "apply", dir.to_str().unwrap()]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("b-bad.yaml:5:"), "{}", run.stderr);
+    assert!(run.stderr.contains("nothing was applied"), "{}", run.stderr);
+    let listed = gateway.cli_json(&["policy", "list"]);
+    assert_eq!(listed["policies"].as_array().unwrap().len(), 0, "{listed}");
+
+    // Unknown names are errors of the gateway: exit 1 with its message.
+    let run = gateway.cli(&["agent", "show", "nobody"]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.starts_with("error: ") && run.stderr.contains("404"),
+        "{}",
+        run.stderr
+    );
+
+    // `policy test` exit codes: 0 allowed, 1 denied, 2 error.
+    gateway.create_agent("tester", "verified", "autogpt");
+    gateway
+        .cli(&[
+            "policy",
+            "apply",
+            repo_root()
+                .join("examples/policies/autogpt.yaml")
+                .to_str()
+                .unwrap(),
+        ])
+        .assert_code(0);
+    gateway
+        .cli(&["policy", "test", "tester", "read:notes"])
+        .assert_code(0);
+    gateway
+        .cli(&["policy", "test", "tester", "delete:notes"])
+        .assert_code(1);
+    gateway
+        .cli(&["policy", "test", "nobody", "read:notes"])
+        .assert_code(2);
+    gateway
+        .cli(&[
+            "--admin-token",
+            "wrong",
+            "policy",
+            "test",
+            "tester",
+            "read:notes",
+        ])
+        .assert_code(2);
+    let json = gateway.cli_json(&[
+        "policy",
+        "test",
+        "tester",
+        "read:notes",
+        "--resource",
+        "a.txt",
+    ]);
+    assert_eq!(json["decision"], "allow", "{json}");
+}
+
+#[test]
+fn serve_validate_only_checks_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "listen = \"127.0.0.1:3999\"\nmode = \"audit\"\n").unwrap();
+    let data = dir.path().join("data");
+    let run = CliRun::bare(&[
+        "serve",
+        "--validate-only",
+        "--config",
+        good.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("127.0.0.1:3999") && run.stdout.contains("audit"),
+        "{}",
+        run.stdout
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "lisen = \"127.0.0.1:3999\"\n").unwrap();
+    let run = CliRun::bare(&[
+        "serve",
+        "--validate-only",
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("lisen"), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+}

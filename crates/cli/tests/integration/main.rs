@@ -1,0 +1,21 @@
+//! Every integration test of this crate in one test binary: one link instead of 9,
+//! which keeps the build small and fast. Each module is one former test file.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failed step must fail the test, loudly"
+)]
+
+mod admin_commands;
+mod alerts;
+mod approvals;
+mod autogpt_walkthrough;
+mod cli_errors;
+mod crash_recovery;
+mod docs_examples;
+mod policy_test_files;
+mod readme_quickstart;
+mod support;

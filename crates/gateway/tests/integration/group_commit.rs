@@ -1,0 +1,113 @@
+//! Many concurrent checks: every answer's event is committed, in one verifiable chain, and the
+//! writer batches them; a shutdown flushes what is queued.
+
+use std::collections::HashSet;
+
+use crate::common::{AUTOGPT, TestGateway};
+use axum::http::{Method, StatusCode};
+use serde_json::json;
+
+/// No rate limit, so every check is allowed however fast they come.
+const UNLIMITED: &str = r#"
+name: searchers
+version: "1"
+appliesTo: {tags: [autogpt]}
+rules:
+  - effect: allow
+    actions: ["search:*"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_checks_are_all_committed_in_one_verifiable_chain() {
+    let gw = TestGateway::new().await;
+    gw.policy(UNLIMITED).await;
+    let (_, token) = gw.agent("dev", "verified", &["autogpt"]).await;
+    let before = gw.events().await.len();
+
+    const CHECKS: usize = 200;
+    let mut tasks = Vec::new();
+    for i in 0..CHECKS {
+        let state = gw.state.clone();
+        let token = token.clone();
+        tasks.push(tokio::spawn(async move {
+            let request = axum::http::Request::builder()
+                .method(Method::POST)
+                .uri("/proxy/governance/check")
+                .header("authorization", format!("Bearer {token}"))
+                .body(axum::body::Body::from(
+                    json!({"action": "search:web", "resource": format!("q{i}")}).to_string(),
+                ))
+                .unwrap();
+            let response = tower::ServiceExt::oneshot(meshguard_gateway::app(state), request)
+                .await
+                .unwrap();
+            let status = response.status();
+            let bytes = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let id = body["audit_id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{status} {body}"))
+                .to_owned();
+            (status, id)
+        }));
+    }
+    let mut ids = HashSet::new();
+    for task in tasks {
+        let (status, id) = task.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        ids.insert(id);
+    }
+    assert_eq!(ids.len(), CHECKS);
+
+    let events = gw.events().await;
+    assert_eq!(events.len(), before + CHECKS);
+    let committed: HashSet<_> = events.iter().map(|e| e.id.clone()).collect();
+    assert!(ids.is_subset(&committed));
+    // seq is gap-free within the single chain.
+    let mut seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
+
+    let verify = gw.admin(Method::GET, "/admin/audit/verify", None).await;
+    assert_eq!(verify.status, StatusCode::OK);
+    assert_eq!(verify.body["ok"], true, "{}", verify.text);
+
+    // Batches were formed: fewer transactions than events.
+    let metrics = gw.state.metrics.render().unwrap();
+    let count_line = metrics
+        .lines()
+        .find(|l| l.starts_with("meshguard_audit_batch_size_count"))
+        .unwrap();
+    let batches: f64 = count_line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(
+        batches < (before + CHECKS) as f64,
+        "{batches} transactions for {} events",
+        before + CHECKS
+    );
+}
+
+#[tokio::test]
+async fn shutdown_commits_queued_events_and_refuses_later_ones() {
+    let mut gw = TestGateway::new().await;
+    gw.policy(AUTOGPT).await;
+    let (_, token) = gw.agent("dev", "verified", &["autogpt"]).await;
+    assert_eq!(
+        gw.check(&token, json!({"action": "read:x"})).await.status,
+        StatusCode::OK
+    );
+    let count = gw.events().await.len();
+    gw.state.audit.shutdown().await;
+    gw.background.take().unwrap().audit_task.await.unwrap();
+    assert_eq!(gw.events().await.len(), count);
+    // With the writer stopped, a check cannot be recorded, so it is not allowed.
+    let reply = gw.check(&token, json!({"action": "read:x"})).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.body["decision"], "deny");
+    assert_eq!(reply.body["code"], "unavailable");
+    assert_eq!(reply.body["allowed"], false);
+    assert!(reply.body["audit_id"].is_null());
+    assert_eq!(gw.events().await.len(), count);
+}

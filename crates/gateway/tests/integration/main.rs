@@ -1,0 +1,25 @@
+//! Every integration test of this crate in one test binary: one link instead of 13,
+//! which keeps the build small and fast. Each module is one former test file.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failed step must fail the test, loudly"
+)]
+
+mod admin;
+mod alerts;
+mod approvals;
+mod attacks;
+mod auth_cache;
+mod check;
+mod common;
+mod conformance;
+mod group_commit;
+mod outage;
+mod policy_files;
+mod proxy;
+mod rate_limits;
+mod serve;

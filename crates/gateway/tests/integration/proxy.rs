@@ -1,0 +1,220 @@
+//! The reverse proxy against a real upstream on a loopback port: allowed requests are forwarded
+//! with the agent's token stripped and the target's credentials injected; denied ones never leave.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use crate::common::TestGateway;
+use axum::body::Body;
+use axum::extract::Request as AxumRequest;
+use axum::http::{Method, Request, StatusCode};
+use meshguard_gateway::config::{Mode, ProxyTarget, Secret};
+use meshguard_gateway::proxy::Upstreams;
+use serde_json::{Value, json};
+
+const POLICY: &str = r#"
+name: proxied
+version: "1"
+rules:
+  - effect: allow
+    actions: ["read:api/*", "write:github/*"]
+  - effect: deny
+    actions: ["delete:*"]
+rateLimits: {requestsPerMinute: 4}
+"#;
+
+type Seen = Arc<Mutex<Vec<Value>>>;
+
+/// An upstream that answers every request with what it received, and remembers it.
+async fn upstream() -> (String, Seen) {
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    let app = axum::Router::new().fallback(move |request: AxumRequest| {
+        let log = log.clone();
+        async move {
+            let headers: BTreeMap<String, String> = request
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                .collect();
+            let method = request.method().to_string();
+            let uri = request.uri().to_string();
+            let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            let echo = json!({"method": method, "uri": uri, "headers": headers,
+                              "body": String::from_utf8_lossy(&body)});
+            log.lock().unwrap().push(echo.clone());
+            (StatusCode::CREATED, axum::Json(echo))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), seen)
+}
+
+async fn gateway(mode: Mode) -> (TestGateway, String, Seen) {
+    let (url, seen) = upstream().await;
+    let targets = BTreeMap::from([(
+        "github".to_owned(),
+        ProxyTarget {
+            url: format!("{url}/gh/"),
+            headers: BTreeMap::from([("authorization".to_owned(), Secret::new("token gh-secret"))]),
+        },
+    )]);
+    let upstreams = Upstreams::from_config(Some(&url), &targets).unwrap();
+    let gw = TestGateway::with_upstreams(mode, upstreams).await;
+    gw.policy(POLICY).await;
+    let (_, token) = gw.agent("dev", "verified", &[]).await;
+    (gw, token, seen)
+}
+
+fn proxied(method: Method, path: &str, token: &str, body: &str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-trace-id", "proxy-trace")
+        .header("x-custom", "kept")
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn allowed_requests_are_forwarded_with_credentials_swapped() {
+    let (gw, token, seen) = gateway(Mode::Enforce).await;
+
+    let reply = gw
+        .send(proxied(Method::GET, "/proxy/api/users?page=2", &token, ""))
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    assert_eq!(reply.body["uri"], "/api/users?page=2");
+    assert_eq!(reply.body["headers"]["x-custom"], "kept");
+    assert!(
+        reply.body["headers"].get("authorization").is_none(),
+        "agent token stripped"
+    );
+    assert_eq!(reply.headers["x-meshguard-decision"], "allow");
+    assert_eq!(reply.headers["x-meshguard-policy"], "proxied");
+    assert_eq!(reply.headers["x-meshguard-trace-id"], "proxy-trace");
+    assert!(
+        reply.headers["x-meshguard-agent-id"]
+            .to_str()
+            .unwrap()
+            .starts_with("agent_")
+    );
+
+    // A named target: its first segment picks it, its credentials are injected, and the
+    // action includes the target name.
+    let reply = gw
+        .send(proxied(
+            Method::POST,
+            "/proxy/github/repos/x/issues",
+            &token,
+            "{\"t\":1}",
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    assert_eq!(reply.body["uri"], "/gh/repos/x/issues");
+    assert_eq!(reply.body["headers"]["authorization"], "token gh-secret");
+    assert_eq!(reply.body["body"], "{\"t\":1}");
+    let events = gw.events().await;
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert!(actions.contains(&"read:api/users"), "{actions:?}");
+    assert!(
+        actions.contains(&"write:github/repos/x/issues"),
+        "{actions:?}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn denied_and_rate_limited_requests_never_reach_the_upstream() {
+    let (gw, token, seen) = gateway(Mode::Enforce).await;
+    let reply = gw
+        .send(proxied(Method::DELETE, "/proxy/api/users/1", &token, ""))
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.body["code"], "denied_by_rule");
+    assert_eq!(reply.body["action"], "delete:api/users/1");
+    // Not covered by any rule: default deny.
+    let reply = gw
+        .send(proxied(Method::PUT, "/proxy/api/users/1", &token, ""))
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.body["code"], "default_deny");
+    // Two denied checks counted; two more reads fit, then 429.
+    for _ in 0..2 {
+        let ok = gw
+            .send(proxied(Method::GET, "/proxy/api/x", &token, ""))
+            .await;
+        assert_eq!(ok.status, StatusCode::CREATED);
+    }
+    let limited = gw
+        .send(proxied(Method::GET, "/proxy/api/x", &token, ""))
+        .await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.headers.contains_key("retry-after"));
+    assert_eq!(seen.lock().unwrap().len(), 2);
+
+    // No token: 401, nothing forwarded.
+    let anonymous = Request::builder()
+        .uri("/proxy/api/x")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(gw.send(anonymous).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn the_action_header_overrides_and_audit_mode_forwards_denials() {
+    let (gw, token, seen) = gateway(Mode::Audit).await;
+    let mut request = proxied(Method::GET, "/proxy/api/users", &token, "");
+    request
+        .headers_mut()
+        .insert("x-meshguard-action", "delete:everything".parse().unwrap());
+    let reply = gw.send(request).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    assert_eq!(reply.headers["x-meshguard-decision"], "deny");
+    assert!(reply.body["headers"].get("x-meshguard-action").is_none());
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert_eq!(
+        gw.events().await.last().unwrap().action,
+        "delete:everything"
+    );
+}
+
+#[tokio::test]
+async fn no_upstream_is_404_and_a_dead_upstream_is_502() {
+    let gw = TestGateway::new().await;
+    gw.policy(POLICY).await;
+    let (_, token) = gw.agent("dev", "verified", &[]).await;
+    let reply = gw
+        .send(proxied(Method::GET, "/proxy/api/x", &token, ""))
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert!(
+        reply.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("proxy.target")
+    );
+
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let upstreams = Upstreams::from_config(Some(&url), &BTreeMap::new()).unwrap();
+    let gw = TestGateway::with_upstreams(Mode::Enforce, upstreams).await;
+    gw.policy(POLICY).await;
+    let (_, token) = gw.agent("dev", "verified", &[]).await;
+    let reply = gw
+        .send(proxied(Method::GET, "/proxy/api/x", &token, ""))
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(reply.body["error"], "bad_gateway");
+    assert!(
+        !reply.text.contains("127.0.0.1"),
+        "the cause is logged, not sent"
+    );
+}

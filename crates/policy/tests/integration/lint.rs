@@ -1,0 +1,210 @@
+//! Lint warnings a user of `meshguard policy validate` would see.
+
+use std::path::Path;
+
+use meshguard_policy::{
+    AgentProfile, LintKind, LintWarning, Policy, TrustTier, lint, parse_policy,
+};
+
+fn example(name: &str) -> Policy {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/policies")
+        .join(name);
+    parse_policy(name, &std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn policy(origin: &str, text: &str) -> Policy {
+    parse_policy(origin, text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn of_kind(warnings: &[LintWarning], kind: LintKind) -> Vec<String> {
+    warnings
+        .iter()
+        .filter(|w| w.kind == kind)
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn production_example_has_two_unreachable_approvals() {
+    let warnings = lint(&[example("autogpt-production.yaml")], None);
+    assert_eq!(
+        of_kind(&warnings, LintKind::UnreachableApproval),
+        vec![
+            "autogpt-production.yaml:56:7: warning: requireApproval entry `send:email` is unreachable: rule 'rule-4' of policy 'autogpt-production' (line 38) denies it, and an explicit deny always wins",
+            "autogpt-production.yaml:58:7: warning: requireApproval entry `pay:*` is unreachable: rule 'rule-4' of policy 'autogpt-production' (line 38) denies it, and an explicit deny always wins",
+        ]
+    );
+    // `post:social` is reachable: nothing denies it.
+    assert!(!warnings.iter().any(|w| w.message.contains("post:social")));
+}
+
+#[test]
+fn approval_behind_an_earlier_allow_is_reachable() {
+    let p = policy(
+        "mail.yaml",
+        r#"
+name: mail
+version: "1"
+appliesTo: {tags: [a]}
+rules:
+  - {effect: allow, actions: ["send:email"], conditions: {resourcePattern: "*@example.com"}}
+  - {effect: deny, actions: ["send:*"]}
+humanInTheLoop: {requireApproval: ["send:email"]}
+"#,
+    );
+    assert!(of_kind(&lint(&[p], None), LintKind::UnreachableApproval).is_empty());
+}
+
+#[test]
+fn deny_in_a_global_policy_makes_approval_unreachable() {
+    let asks = policy(
+        "asks.yaml",
+        "name: asks\nversion: \"1\"\nappliesTo: {tags: [a]}\nhumanInTheLoop: {requireApproval: [\"pay:*\"]}\n",
+    );
+    let global = policy(
+        "global.yaml",
+        "name: global\nversion: \"1\"\nrules:\n  - {name: no-pay, effect: deny, actions: [\"*\"]}\n",
+    );
+    let warnings = lint(&[asks, global], None);
+    let unreachable = of_kind(&warnings, LintKind::UnreachableApproval);
+    assert_eq!(unreachable.len(), 1, "{warnings:#?}");
+    assert!(
+        unreachable[0].starts_with("asks.yaml:4:36: warning:"),
+        "{}",
+        unreachable[0]
+    );
+    assert!(unreachable[0].contains("rule 'no-pay' of policy 'global'"));
+}
+
+#[test]
+fn shadowed_rules_and_patterns() {
+    let p = policy(
+        "shadow.yaml",
+        r#"
+name: shadow
+version: "1"
+appliesTo: {tags: [a]}
+rules:
+  - {name: reads, effect: allow, actions: ["read:*"]}
+  - {name: docs, effect: deny, actions: ["read:docs/*", "read:?"]}
+  - {name: mixed, effect: deny, actions: ["read:x", "write:x"]}
+  - {name: narrow, effect: allow, actions: ["exec:*"], conditions: {sandbox: true}}
+  - {name: wider, effect: allow, actions: ["exec:python"]}
+  - {name: same-cond, effect: deny, actions: ["exec:lua"], conditions: {sandbox: true, minTrust: trusted}}
+"#,
+    );
+    let warnings = lint(&[p], None);
+    assert_eq!(
+        of_kind(&warnings, LintKind::ShadowedRule),
+        vec![
+            "shadow.yaml:7:5: warning: rule 'docs' can never match: rule 'reads' (line 6) comes first and matches everything it does",
+            "shadow.yaml:11:5: warning: rule 'same-cond' can never match: rule 'narrow' (line 9) comes first and matches everything it does",
+        ]
+    );
+    assert_eq!(
+        of_kind(&warnings, LintKind::ShadowedPattern),
+        vec![
+            "shadow.yaml:8:43: warning: pattern `read:x` of rule 'mixed' never decides: rule 'reads' (line 6) comes first and matches it",
+        ]
+    );
+}
+
+#[test]
+fn unmatchable_resource_pattern() {
+    let p = policy(
+        "dots.yaml",
+        r#"
+name: dots
+version: "1"
+appliesTo: {tags: [a]}
+rules:
+  - effect: allow
+    actions: ["read:*"]
+    conditions: {resourcePattern: ["docs/*", "docs/../secret", "./x*"]}
+"#,
+    );
+    let found = of_kind(&lint(&[p], None), LintKind::UnmatchablePattern);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(found[0].starts_with("dots.yaml:8:46: warning: resourcePattern `docs/../secret`"));
+    assert!(found[1].contains("`./x*`"));
+}
+
+#[test]
+fn missing_applies_to_and_bare_number_version() {
+    let p = policy(
+        "open.yaml",
+        "name: open\nversion: 1.10\ndefaultEffect: allow\n",
+    );
+    let warnings = lint(&[p], None);
+    assert_eq!(
+        of_kind(&warnings, LintKind::NoAppliesTo),
+        vec!["open.yaml:1:7: warning: policy 'open' has no `appliesTo`: it applies to every agent"]
+    );
+    let version = of_kind(&warnings, LintKind::NumericVersion);
+    assert_eq!(version.len(), 1);
+    assert!(version[0].starts_with("open.yaml:2:10: warning: `version: 1.10` is a bare number"));
+}
+
+#[test]
+fn default_deny_overridden_by_another_policy() {
+    let warnings = lint(
+        &[example("autogpt.yaml"), example("autogpt-production.yaml")],
+        None,
+    );
+    let overridden = of_kind(&warnings, LintKind::DefaultDenyOverridden);
+    assert_eq!(overridden.len(), 1, "{overridden:#?}");
+    assert!(overridden[0].starts_with("autogpt-production.yaml:46:16: warning: policy 'autogpt-production' defaults to deny, but policy 'autogpt-policy' allows `read:*` (rule 'rule-1')"), "{}", overridden[0]);
+
+    // Policies no agent shares do not override each other.
+    let a = policy(
+        "a.yaml",
+        "name: a\nversion: \"1\"\nappliesTo: {trustTiers: [trusted]}\n",
+    );
+    let b = policy(
+        "b.yaml",
+        "name: b\nversion: \"1\"\nappliesTo: {trustTiers: [verified]}\nrules: [{effect: allow, actions: [\"x:*\"]}]\n",
+    );
+    assert!(of_kind(&lint(&[a, b], None), LintKind::DefaultDenyOverridden).is_empty());
+}
+
+#[test]
+fn with_agents_policies_that_apply_to_none_of_them() {
+    let agents = [AgentProfile {
+        id: "agent_1".into(),
+        name: "dev".into(),
+        trust: TrustTier::Verified,
+        tags: ["production".to_owned()].into(),
+    }];
+    let warnings = lint(
+        &[example("autogpt.yaml"), example("autogpt-production.yaml")],
+        Some(&agents),
+    );
+    assert_eq!(
+        of_kind(&warnings, LintKind::AppliesToNoAgent),
+        vec![
+            "autogpt.yaml:1:7: warning: policy 'autogpt-policy' applies to none of the 1 given agents"
+        ]
+    );
+    // With agents given, overriding is judged on real agents: `dev` has only one policy.
+    assert!(of_kind(&warnings, LintKind::DefaultDenyOverridden).is_empty());
+    let json = serde_json::to_value(&warnings).unwrap();
+    assert_eq!(json[0]["kind"], "applies_to_no_agent");
+}
+
+#[test]
+fn clean_policy_has_no_warnings() {
+    let p = policy(
+        "clean.yaml",
+        r#"
+name: clean
+version: "2.0"
+appliesTo: {tags: [a]}
+rules:
+  - {effect: deny, actions: ["execute:shell"]}
+  - {effect: allow, actions: ["read:*", "execute:*"]}
+humanInTheLoop: {requireApproval: ["send:*"]}
+"#,
+    );
+    assert_eq!(lint(&[p], None), vec![]);
+}

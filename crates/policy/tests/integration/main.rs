@@ -1,0 +1,17 @@
+//! Every integration test of this crate in one test binary: one link instead of 6,
+//! which keeps the build small and fast. Each module is one former test file.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failed step must fail the test, loudly"
+)]
+
+mod conformance;
+mod corpus;
+mod lint;
+mod parse_errors;
+mod properties;
+mod semantics;

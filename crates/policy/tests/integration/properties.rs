@@ -1,0 +1,350 @@
+//! Properties over generated policies and requests: no panics, deny overrides, and decisions
+//! independent of load order, of pattern order, and of the rule index.
+
+use meshguard_policy::{
+    AgentProfile, ApprovalState, CheckRequest, Code, Decision, Effect, Policy, PolicySet,
+    RuleEffect, TrustTier, Unlimited, parse_policy,
+};
+use proptest::prelude::*;
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone)]
+struct GenRule {
+    deny: bool,
+    actions: Vec<String>,
+    resource_pattern: Option<String>,
+    sandbox: Option<bool>,
+}
+
+#[derive(Debug, Clone)]
+struct GenPolicy {
+    name: String,
+    tagged: bool,
+    rules: Vec<GenRule>,
+    default_allow: bool,
+    approvals: Vec<String>,
+}
+
+fn pattern() -> impl Strategy<Value = String> {
+    let verb = prop::sample::select(vec!["read", "write", "send", "x", "*", "r?ad", "re*"]);
+    let object = prop::sample::select(vec!["*", "a", "a/*", "a/b", "?", "b*", "a/b/*", "*/b"]);
+    (verb, object).prop_map(|(v, o)| {
+        if v.ends_with('*') {
+            v.to_owned()
+        } else {
+            format!("{v}:{o}")
+        }
+    })
+}
+
+fn rule() -> impl Strategy<Value = GenRule> {
+    (
+        any::<bool>(),
+        prop::collection::vec(pattern(), 1..4),
+        prop::option::of(prop::sample::select(vec!["a/*", "*.txt", "b"]).prop_map(str::to_owned)),
+        prop::option::of(any::<bool>()),
+    )
+        .prop_map(|(deny, actions, resource_pattern, sandbox)| GenRule {
+            deny,
+            actions,
+            resource_pattern,
+            sandbox,
+        })
+}
+
+fn policies() -> impl Strategy<Value = Vec<GenPolicy>> {
+    prop::collection::vec(
+        (
+            any::<bool>(),
+            prop::collection::vec(rule(), 0..5),
+            any::<bool>(),
+            prop::collection::vec(pattern(), 0..2),
+        ),
+        1..5,
+    )
+    .prop_map(|items| {
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, (tagged, rules, default_allow, approvals))| GenPolicy {
+                name: format!("p{i}"),
+                tagged,
+                rules,
+                default_allow,
+                approvals,
+            })
+            .collect()
+    })
+}
+
+fn quoted(items: &[String]) -> String {
+    let inner: Vec<String> = items.iter().map(|s| format!("\"{s}\"")).collect();
+    format!("[{}]", inner.join(", "))
+}
+
+fn to_yaml(p: &GenPolicy) -> String {
+    let mut out = format!("name: {}\nversion: \"1\"\n", p.name);
+    if p.tagged {
+        out.push_str("appliesTo: {tags: [t]}\n");
+    }
+    out.push_str(&format!(
+        "defaultEffect: {}\n",
+        if p.default_allow { "allow" } else { "deny" }
+    ));
+    if !p.approvals.is_empty() {
+        out.push_str(&format!(
+            "humanInTheLoop: {{requireApproval: {}}}\n",
+            quoted(&p.approvals)
+        ));
+    }
+    out.push_str("rules:\n");
+    if p.rules.is_empty() {
+        out.push_str("  []\n");
+    }
+    for r in &p.rules {
+        out.push_str(&format!(
+            "  - effect: {}\n    actions: {}\n",
+            if r.deny { "deny" } else { "allow" },
+            quoted(&r.actions)
+        ));
+        if r.resource_pattern.is_some() || r.sandbox.is_some() {
+            out.push_str("    conditions:\n");
+            if let Some(rp) = &r.resource_pattern {
+                out.push_str(&format!("      resourcePattern: \"{rp}\"\n"));
+            }
+            if let Some(sb) = r.sandbox {
+                out.push_str(&format!("      sandbox: {sb}\n"));
+            }
+        }
+    }
+    out
+}
+
+fn build(policies: &[GenPolicy]) -> PolicySet {
+    let parsed: Vec<Policy> = policies
+        .iter()
+        .map(|p| {
+            parse_policy(&format!("{}.yaml", p.name), &to_yaml(p))
+                .unwrap_or_else(|e| panic!("{e}\n{}", to_yaml(p)))
+        })
+        .collect();
+    PolicySet::new(parsed).unwrap()
+}
+
+fn request_parts() -> impl Strategy<Value = (String, String, bool)> {
+    let verb = prop::sample::select(vec!["read", "write", "send", "x", "rxad", "ping"]);
+    let object = prop::sample::select(vec![
+        "a", "a/b", "a/../b", "b", "ab", "", "a/./b/c", "../x", "?",
+    ]);
+    let resource = prop::sample::select(vec!["*", "a", "a/b", "../x", "b.txt", "a/x.txt", "/abs"]);
+    (verb, object, resource, any::<bool>()).prop_map(|(v, o, r, sandbox)| {
+        let action = if v == "ping" {
+            v.to_owned()
+        } else {
+            format!("{v}:{o}")
+        };
+        (action, r.to_owned(), sandbox)
+    })
+}
+
+fn agent(tagged: bool) -> AgentProfile {
+    AgentProfile {
+        id: "agent_1".into(),
+        name: "dev".into(),
+        trust: TrustTier::Verified,
+        tags: if tagged {
+            ["t".to_owned()].into()
+        } else {
+            Default::default()
+        },
+    }
+}
+
+fn context(sandbox: bool) -> Map<String, Value> {
+    let mut map = Map::new();
+    map.insert("sandbox".into(), Value::Bool(sandbox));
+    map
+}
+
+fn decide(
+    set: &PolicySet,
+    agent: &AgentProfile,
+    action: &str,
+    resource: &str,
+    ctx: &Map<String, Value>,
+) -> Decision {
+    set.decide(
+        agent,
+        &CheckRequest {
+            action,
+            resource,
+            context: ctx,
+        },
+        &mut Unlimited,
+    )
+}
+
+/// SPEC 3 steps computed from `explain`'s linear scan of every rule: checks the rule index.
+fn reference(
+    set: &PolicySet,
+    agent: &AgentProfile,
+    action: &str,
+    resource: &str,
+    ctx: &Map<String, Value>,
+) -> (Code, Option<String>, Option<String>) {
+    let explanation = set.explain(
+        agent,
+        &CheckRequest {
+            action,
+            resource,
+            context: ctx,
+        },
+        &mut Unlimited,
+    );
+    if explanation.normalised_action.is_none() {
+        return (Code::InvalidResource, None, None);
+    }
+    let applicable: Vec<_> = explanation.policies.iter().filter(|p| p.applies).collect();
+    if applicable.is_empty() {
+        return (Code::NoPolicy, None, None);
+    }
+    let first = |effect: RuleEffect| {
+        applicable
+            .iter()
+            .find(|p| !p.verdict_is_default && p.verdict == effect)
+    };
+    if let Some(p) = first(RuleEffect::Deny) {
+        return (
+            Code::DeniedByRule,
+            Some(p.policy.clone()),
+            p.verdict_rule.clone(),
+        );
+    }
+    if let Some(p) = applicable.iter().find(|p| p.approval_pattern.is_some()) {
+        return (Code::ApprovalRequired, Some(p.policy.clone()), None);
+    }
+    if let Some(p) = first(RuleEffect::Allow) {
+        return (
+            Code::Allowed,
+            Some(p.policy.clone()),
+            p.verdict_rule.clone(),
+        );
+    }
+    let set_policies: Vec<_> = set.policies().filter(|p| p.applies(agent)).collect();
+    match set_policies
+        .iter()
+        .find(|p| p.default_effect() == RuleEffect::Deny)
+    {
+        Some(p) => (Code::DefaultDeny, Some(p.name().to_owned()), None),
+        None => (Code::Allowed, Some(applicable[0].policy.clone()), None),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn never_panics_on_arbitrary_requests(
+        action in "\\PC{0,40}",
+        resource in "[a-z./*:?\\\\]{0,20}|\\PC{0,20}",
+        key in "[a-z]{0,6}",
+        value in prop_oneof![any::<bool>().prop_map(Value::Bool), any::<i64>().prop_map(Value::from), "\\PC{0,8}".prop_map(Value::String)],
+    ) {
+        let text = [
+            include_str!("../../../../examples/policies/autogpt.yaml"),
+            include_str!("../../../../examples/policies/autogpt-production.yaml"),
+        ];
+        let set = PolicySet::from_sources([("a.yaml", text[0]), ("b.yaml", text[1])]).unwrap();
+        let mut ctx = Map::new();
+        ctx.insert(key, value);
+        let agent = AgentProfile { id: "agent_x".into(), name: "x".into(), trust: TrustTier::Trusted, tags: ["autogpt".to_owned(), "production".to_owned()].into() };
+        let request = CheckRequest { action: &action, resource: &resource, context: &ctx };
+        let decision = set.decide(&agent, &request, &mut Unlimited);
+        let explained = set.explain(&agent, &request, &mut Unlimited);
+        prop_assert_eq!(&explained.decision, &decision);
+        let _ = set.permissions(&agent);
+        let after = decision.clone().with_approval(ApprovalState::Approved { id: "x".into() });
+        prop_assert!(decision.code == Code::ApprovalRequired || after == decision);
+    }
+
+    #[test]
+    fn arbitrary_policy_text_never_panics(text in "\\PC{0,200}") {
+        let _ = parse_policy("fuzz.yaml", &text);
+    }
+
+    #[test]
+    fn index_agrees_with_a_linear_scan(generated in policies(), (action, resource, sandbox) in request_parts(), tagged in any::<bool>()) {
+        let set = build(&generated);
+        let agent = agent(tagged);
+        let ctx = context(sandbox);
+        let decision = decide(&set, &agent, &action, &resource, &ctx);
+        prop_assert_eq!(
+            (decision.code, decision.policy.clone(), decision.rule.clone()),
+            reference(&set, &agent, &action, &resource, &ctx)
+        );
+    }
+
+    #[test]
+    fn a_first_matching_deny_wins_whatever_other_policies_say(
+        generated in policies(),
+        (action, resource, sandbox) in request_parts(),
+        deny_name in prop::sample::select(vec!["a-deny", "p2a", "zz-deny"]),
+    ) {
+        let set_without = build(&generated);
+        let agent = agent(true);
+        let ctx = context(sandbox);
+        // A policy whose first rule denies exactly this action.
+        let verb = action.split(':').next().unwrap_or("").to_owned();
+        let deny = GenPolicy {
+            name: deny_name.to_owned(),
+            tagged: false,
+            rules: vec![
+                GenRule { deny: true, actions: vec![format!("{verb}:*"), verb.clone()], resource_pattern: None, sandbox: None },
+                GenRule { deny: false, actions: vec!["*".into()], resource_pattern: None, sandbox: None },
+            ],
+            default_allow: true,
+            approvals: vec!["*".into()],
+        };
+        let mut with = generated.clone();
+        with.push(deny);
+        let decision = decide(&build(&with), &agent, &action, &resource, &ctx);
+        prop_assert_eq!(decision.effect, Effect::Deny);
+        let without = decide(&set_without, &agent, &action, &resource, &ctx);
+        if without.code != Code::InvalidResource {
+            prop_assert_eq!(decision.code, Code::DeniedByRule);
+        }
+    }
+
+    #[test]
+    fn decision_independent_of_load_order(
+        (generated, shuffled) in policies().prop_flat_map(|g| (Just(g.clone()), Just(g).prop_shuffle())),
+        (action, resource, sandbox) in request_parts(),
+        tagged in any::<bool>(),
+    ) {
+        let agent = agent(tagged);
+        let ctx = context(sandbox);
+        let a = decide(&build(&generated), &agent, &action, &resource, &ctx);
+        let b = decide(&build(&shuffled), &agent, &action, &resource, &ctx);
+        prop_assert_eq!(a, b);
+    }
+
+    #[test]
+    fn decision_independent_of_pattern_order_within_a_rule(
+        generated in policies(),
+        (action, resource, sandbox) in request_parts(),
+        tagged in any::<bool>(),
+    ) {
+        let mut reversed = generated.clone();
+        for policy in &mut reversed {
+            for rule in &mut policy.rules {
+                rule.actions.reverse();
+                rule.actions.rotate_left(1);
+            }
+        }
+        let agent = agent(tagged);
+        let ctx = context(sandbox);
+        let a = decide(&build(&generated), &agent, &action, &resource, &ctx);
+        let b = decide(&build(&reversed), &agent, &action, &resource, &ctx);
+        prop_assert_eq!(a, b);
+    }
+}
