@@ -5,7 +5,9 @@
 use std::hash::{Hash as _, Hasher as _};
 
 use meshguard_policy::{ApprovalState, Code, Decision};
-use meshguard_store::{ApprovalRecord, ApprovalStatus, NewApproval, Store, StoreError};
+use meshguard_store::{
+    ApprovalRecord, ApprovalStatus, NewApproval, PendingApproval, Store, StoreError,
+};
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
@@ -13,10 +15,12 @@ use tokio::sync::Mutex;
 const STRIPES: usize = 64;
 
 /// Serialises the read-then-write of one (agent, action, resource) within this gateway, so that
-/// concurrent checks for the same request share one pending approval (and one approved approval
-/// lets exactly one of them through) instead of each creating its own. Striped by a hash of the
-/// request, so checks for different requests rarely wait on each other. It guards no data: the
-/// store holds every approval; several gateways sharing one database rely on the store alone.
+/// concurrent checks for the same request settle one after the other: the second sees the
+/// pending approval the first created and answers `approval_pending` without trying to create
+/// one. Striped by a hash of the request, so checks for different requests rarely wait on each
+/// other. It guards no data and is not what makes the answers right: the store keeps at most one
+/// pending approval per request and its "use" is single, which is all that several gateways
+/// sharing one database rely on.
 static SETTLING: [Mutex<()>; STRIPES] = [const { Mutex::const_new(()) }; STRIPES];
 
 fn stripe(agent_id: &str, action: &str, resource: &str) -> &'static Mutex<()> {
@@ -167,7 +171,7 @@ async fn create(
         return Ok(decision);
     };
     let timeout_secs = need.timeout_or(default_timeout_secs);
-    let created = store
+    let pending = store
         .create_approval(NewApproval {
             agent_id: agent_id.to_owned(),
             action: need.action,
@@ -177,6 +181,15 @@ async fn create(
             created_at: now,
         })
         .await?;
-    decision.approval_id = Some(created.id);
-    Ok(decision)
+    match pending {
+        PendingApproval::Created(created) => {
+            decision.approval_id = Some(created.id);
+            Ok(decision)
+        }
+        // Another check created it after this one looked (on another gateway: this one's checks
+        // of one request are serialised above): the answer this check would give had it seen it.
+        PendingApproval::Existing(existing) => {
+            Ok(decision.with_approval(ApprovalState::Pending { id: existing.id }))
+        }
+    }
 }

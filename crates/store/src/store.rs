@@ -6,8 +6,8 @@ use time::OffsetDateTime;
 use crate::{
     AgentPatch, AgentRecord, AgentStatus, ApprovalDecision, ApprovalRecord, ApprovalStatus,
     AuditEvent, AuditFilter, AuditPage, AuditStats, NewAgent, NewApproval, NewAuditEvent,
-    NewPolicy, NewToken, PolicyRevision, PolicyUpsert, RetentionReport, StatsQuery, StoreChange,
-    StoreError, StoredPolicy, TokenRecord, VerifyReport,
+    NewPolicy, NewToken, PendingApproval, PolicyRevision, PolicyUpsert, RetentionReport,
+    StatsQuery, StoreChange, StoreError, StoredPolicy, TokenRecord, VerifyReport,
 };
 
 /// Everything MeshGuard persists. The gateway holds it as `Arc<dyn Store>`; [`crate::open`]
@@ -103,8 +103,17 @@ pub trait Store: Send + Sync + 'static {
 
     // ----- approvals -----
 
-    /// Creates a pending approval; the agent must exist.
-    async fn create_approval(&self, approval: NewApproval) -> Result<ApprovalRecord, StoreError>;
+    /// The pending approval of (agent, action, resource), created when there is none; the agent
+    /// must exist.
+    ///
+    /// At most one approval of a request is pending at any time, however many callers ask at
+    /// once, in this process or in other gateways sharing the database: each gets the same
+    /// approval, exactly one of them as [`PendingApproval::Created`], the others as
+    /// [`PendingApproval::Existing`] (unchanged: their timeout and trace id are not used). A
+    /// pending approval whose time ran out by `approval.created_at` is marked expired first and
+    /// does not count. A `Conflict` only when the request's pending approvals keep being decided
+    /// or expired while this call tries (it gives up after a few tries).
+    async fn create_approval(&self, approval: NewApproval) -> Result<PendingApproval, StoreError>;
 
     /// One approval by id.
     async fn get_approval(&self, id: &str) -> Result<ApprovalRecord, StoreError>;

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use crate::common::{AUTOGPT_PRODUCTION, TestGateway};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use meshguard_store::AuditKind;
+use meshguard_store::{AuditKind, NewApproval, StoreLocation};
 use serde_json::json;
+use time::OffsetDateTime;
 
 fn poll(token: &str, id: &str, wait: u64) -> Request<Body> {
     Request::builder()
@@ -223,4 +224,54 @@ async fn the_smallest_timeout_counts_a_policy_without_one_as_the_gateway_default
         "{}",
         listed.text
     );
+}
+
+/// Two gateways on one database answer the very first check of one request at the same instant:
+/// the other gateway (a separately opened store) creates the approval after this one looked and
+/// found none. This gateway answers with that approval, `approval_pending`, and creates no second.
+#[tokio::test]
+async fn a_first_check_racing_another_gateway_shares_its_pending_approval() {
+    let gw = TestGateway::new().await;
+    gw.policy(AUTOGPT_PRODUCTION).await;
+    let (agent_id, token) = gw
+        .agent("prod", "trusted", &["autogpt", "production"])
+        .await;
+    let other_gateway = meshguard_store::open(&StoreLocation::in_data_dir(gw.dir.path()))
+        .await
+        .unwrap();
+    let theirs = other_gateway
+        .create_approval(NewApproval {
+            agent_id,
+            action: "post:social".into(),
+            resource: "twitter".into(),
+            timeout_secs: 3600,
+            trace_id: None,
+            created_at: OffsetDateTime::now_utc(),
+        })
+        .await
+        .unwrap()
+        .into_record();
+
+    gw.link.stale_approval_reads(true);
+    let reply = gw
+        .check(
+            &token,
+            json!({"action": "post:social", "resource": "twitter"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text);
+    assert_eq!(reply.body["code"], "approval_pending");
+    assert_eq!(reply.body["requires_approval"], true);
+    assert_eq!(reply.body["approval_id"], theirs.id.as_str());
+
+    let pending = gw
+        .admin(Method::GET, "/admin/approvals?status=pending", None)
+        .await;
+    let ids: Vec<_> = pending.body["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [theirs.id.as_str()]);
 }

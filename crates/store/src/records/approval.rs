@@ -96,6 +96,33 @@ pub struct NewApproval {
     pub created_at: OffsetDateTime,
 }
 
+/// What [`crate::Store::create_approval`] answers: the one pending approval of a request, and
+/// whether this call created it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PendingApproval {
+    /// None was pending: this call created it.
+    Created(ApprovalRecord),
+    /// One was already pending (another check, perhaps on another gateway, asked first); it is
+    /// returned unchanged.
+    Existing(ApprovalRecord),
+}
+
+impl PendingApproval {
+    /// The pending approval, created or found.
+    pub fn record(&self) -> &ApprovalRecord {
+        match self {
+            Self::Created(record) | Self::Existing(record) => record,
+        }
+    }
+
+    /// The pending approval, created or found.
+    pub fn into_record(self) -> ApprovalRecord {
+        match self {
+            Self::Created(record) | Self::Existing(record) => record,
+        }
+    }
+}
+
 /// Yes or no.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -12,7 +12,7 @@ pub(crate) mod token;
 
 pub use agent::{AgentPatch, AgentRecord, AgentStatus, NewAgent, TRUST_TIERS, validate_name};
 pub use approval::{
-    ApprovalDecision, ApprovalRecord, ApprovalStatus, ApprovalVerdict, NewApproval,
+    ApprovalDecision, ApprovalRecord, ApprovalStatus, ApprovalVerdict, NewApproval, PendingApproval,
 };
 pub use audit::{
     ActionCount, AuditAgent, AuditEvent, AuditFilter, AuditKind, AuditOrder, AuditPage, AuditStats,

@@ -8,7 +8,8 @@ use super::{
     time_column_opt, unsigned,
 };
 use crate::{
-    ApprovalDecision, ApprovalRecord, ApprovalStatus, ApprovalVerdict, NewApproval, StoreError,
+    ApprovalDecision, ApprovalRecord, ApprovalStatus, ApprovalVerdict, NewApproval,
+    PendingApproval, StoreError,
 };
 
 const COLUMNS: &str = "id, agent_id, action, resource, status, timeout_secs, created_at, \
@@ -45,10 +46,22 @@ fn deadline(at: OffsetDateTime, timeout_secs: i64) -> i64 {
     micros(at).saturating_add(timeout_secs.saturating_mul(1_000_000))
 }
 
-pub(super) async fn create(
-    store: &SqlStore,
-    approval: NewApproval,
-) -> Result<ApprovalRecord, StoreError> {
+/// How many times [`create`] tries. A try that neither inserts nor finds a live pending approval
+/// lost a race with a decision or an expiry on the same request, which the next try sees; more
+/// than one retry means the request's approvals change faster than anyone could answer them.
+const CREATE_ATTEMPTS: usize = 4;
+
+/// What [`create`] did: the pending approval, and the stale pending ones it marked expired.
+pub(super) struct Created {
+    pub(super) pending: PendingApproval,
+    pub(super) expired: Vec<String>,
+}
+
+/// The pending approval of the request, inserted when there is none. Atomic across processes:
+/// the partial unique index `approvals_one_pending` (migration 0002) admits one pending row per
+/// (agent, action, resource), and an insert that meets it does nothing, so the loser reads the
+/// winner's row instead. On PostgreSQL the losing insert waits for the winner's commit.
+pub(super) async fn create(store: &SqlStore, approval: NewApproval) -> Result<Created, StoreError> {
     if approval.timeout_secs == 0 {
         return Err(StoreError::invalid(
             "timeoutSeconds",
@@ -56,9 +69,64 @@ pub(super) async fn create(
         ));
     }
     let timeout = signed("timeoutSeconds", approval.timeout_secs)?;
+    let mut expired = Vec::new();
+    for _ in 0..CREATE_ATTEMPTS {
+        // A pending approval whose time ran out no longer counts, but it holds the one pending
+        // slot until something writes its expiry: write it now rather than wait for housekeeping.
+        expired.extend(expire_stale(store, &approval).await?);
+        if let Some(created) = insert(store, &approval, timeout).await? {
+            return Ok(Created {
+                pending: PendingApproval::Created(created),
+                expired,
+            });
+        }
+        if let Some(existing) = pending(store, &approval).await?
+            && existing.expires_at > approval.created_at
+        {
+            return Ok(Created {
+                pending: PendingApproval::Existing(existing),
+                expired,
+            });
+        }
+        // The pending approval that blocked the insert was decided or expired since: try again.
+    }
+    Err(StoreError::conflict(
+        format!(
+            "approval of `{}` on `{}` for agent `{}`",
+            approval.action, approval.resource, approval.agent_id
+        ),
+        "it kept changing while being created; retry the request",
+    ))
+}
+
+/// Marks the request's pending approvals that ran out by `created_at` as expired; returns their ids.
+async fn expire_stale(store: &SqlStore, approval: &NewApproval) -> Result<Vec<String>, StoreError> {
+    sqlx::query_scalar(
+        "UPDATE approvals SET status = 'expired' \
+         WHERE agent_id = $1 AND action = $2 AND resource = $3 AND status = 'pending' \
+         AND expires_at <= $4 RETURNING id",
+    )
+    .bind(&approval.agent_id)
+    .bind(&approval.action)
+    .bind(&approval.resource)
+    .bind(micros(approval.created_at))
+    .fetch_all(&store.pool)
+    .await
+    .map_err(db_error)
+}
+
+/// Inserts a pending approval unless the request already has one (then `None`).
+async fn insert(
+    store: &SqlStore,
+    approval: &NewApproval,
+    timeout: i64,
+) -> Result<Option<ApprovalRecord>, StoreError> {
+    // The conflict target names the partial index, predicate included, as PostgreSQL requires;
+    // SQLite accepts the same clause.
     let sql = format!(
         "INSERT INTO approvals ({COLUMNS}) \
          VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, NULL, NULL, NULL, NULL, $8) \
+         ON CONFLICT (agent_id, action, resource) WHERE status = 'pending' DO NOTHING \
          RETURNING {COLUMNS}"
     );
     let row = sqlx::query(&sql)
@@ -70,7 +138,7 @@ pub(super) async fn create(
         .bind(micros(approval.created_at))
         .bind(deadline(approval.created_at, timeout))
         .bind(&approval.trace_id)
-        .fetch_one(&store.pool)
+        .fetch_optional(&store.pool)
         .await
         .map_err(|err| {
             if is_foreign_key_violation(&err) {
@@ -79,7 +147,26 @@ pub(super) async fn create(
                 db_error(err)
             }
         })?;
-    from_row(&row)
+    row.as_ref().map(from_row).transpose()
+}
+
+/// The request's pending approval, if any (the unique index allows one).
+async fn pending(
+    store: &SqlStore,
+    approval: &NewApproval,
+) -> Result<Option<ApprovalRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM approvals \
+         WHERE agent_id = $1 AND action = $2 AND resource = $3 AND status = 'pending'"
+    );
+    let row = sqlx::query(&sql)
+        .bind(&approval.agent_id)
+        .bind(&approval.action)
+        .bind(&approval.resource)
+        .fetch_optional(&store.pool)
+        .await
+        .map_err(db_error)?;
+    row.as_ref().map(from_row).transpose()
 }
 
 pub(super) async fn get(store: &SqlStore, id: &str) -> Result<ApprovalRecord, StoreError> {

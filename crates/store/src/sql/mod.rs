@@ -24,8 +24,9 @@ use time::OffsetDateTime;
 use crate::{
     AgentPatch, AgentRecord, AgentStatus, ApprovalDecision, ApprovalRecord, ApprovalStatus,
     AuditEvent, AuditFilter, AuditPage, AuditStats, NewAgent, NewApproval, NewAuditEvent,
-    NewPolicy, NewToken, PolicyRevision, PolicyUpsert, RetentionReport, StatsQuery, Store,
-    StoreChange, StoreError, StoreLocation, StoredPolicy, TokenRecord, VerifyReport,
+    NewPolicy, NewToken, PendingApproval, PolicyRevision, PolicyUpsert, RetentionReport,
+    StatsQuery, Store, StoreChange, StoreError, StoreLocation, StoredPolicy, TokenRecord,
+    VerifyReport,
 };
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -428,13 +429,20 @@ impl Store for SqlStore {
         policies::revisions(self, name).await
     }
 
-    async fn create_approval(&self, approval: NewApproval) -> Result<ApprovalRecord, StoreError> {
-        let created = approvals::create(self, approval).await?;
-        self.announce(StoreChange::Approval {
-            id: created.id.clone(),
-        })
+    async fn create_approval(&self, approval: NewApproval) -> Result<PendingApproval, StoreError> {
+        let approvals::Created { pending, expired } = approvals::create(self, approval).await?;
+        let created = match &pending {
+            PendingApproval::Created(record) => Some(record.id.clone()),
+            PendingApproval::Existing(_) => None,
+        };
+        self.announce_all(
+            expired
+                .into_iter()
+                .chain(created)
+                .map(|id| StoreChange::Approval { id }),
+        )
         .await;
-        Ok(created)
+        Ok(pending)
     }
 
     async fn get_approval(&self, id: &str) -> Result<ApprovalRecord, StoreError> {

@@ -13,5 +13,6 @@ mod audit_concurrency;
 mod changes;
 mod common;
 mod open;
+mod pending_approvals;
 mod purge;
 mod story;

@@ -347,7 +347,11 @@ async fn approvals(store: &Arc<dyn Store>, agent_id: &str) {
         trace_id: Some("trace-approval".into()),
         created_at,
     };
-    let pending = store.create_approval(ask("send:email", now)).await.unwrap();
+    let pending = store
+        .create_approval(ask("send:email", now))
+        .await
+        .unwrap()
+        .into_record();
     assert!(pending.id.starts_with("apr_"));
     assert_eq!(pending.status, ApprovalStatus::Pending);
     assert_eq!(
@@ -422,7 +426,8 @@ async fn approvals(store: &Arc<dyn Store>, agent_id: &str) {
     let denied = store
         .create_approval(ask("pay:invoice", now))
         .await
-        .unwrap();
+        .unwrap()
+        .into_record();
     let denied = store
         .decide_approval(
             &denied.id,
@@ -441,11 +446,13 @@ async fn approvals(store: &Arc<dyn Store>, agent_id: &str) {
     let stale = store
         .create_approval(ask("delete:repo", now - Duration::hours(2)))
         .await
-        .unwrap();
+        .unwrap()
+        .into_record();
     let late = store
         .create_approval(ask("delete:branch", now))
         .await
-        .unwrap();
+        .unwrap()
+        .into_record();
     assert_eq!(store.expire_approvals(now).await.unwrap(), 1);
     assert_eq!(
         store.get_approval(&stale.id).await.unwrap().status,

@@ -11,6 +11,9 @@ use time::OffsetDateTime;
 pub struct Severable {
     inner: Arc<dyn Store>,
     down: AtomicBool,
+    /// When set, `latest_approval` answers `None`: the read of a gateway that looked just before
+    /// another gateway created the request's approval.
+    stale_approval_reads: AtomicBool,
     /// When set, the change feed the gateway sees: it never announces anything, so tests show
     /// what a gateway does without the feed.
     silent_feed: Option<tokio::sync::broadcast::Sender<StoreChange>>,
@@ -21,6 +24,7 @@ impl Severable {
         Severable {
             inner,
             down: AtomicBool::new(false),
+            stale_approval_reads: AtomicBool::new(false),
             silent_feed: None,
         }
     }
@@ -35,6 +39,10 @@ impl Severable {
 
     pub fn cut(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
+    }
+
+    pub fn stale_approval_reads(&self, stale: bool) {
+        self.stale_approval_reads.store(stale, Ordering::SeqCst);
     }
 
     fn up(&self) -> Result<(), StoreError> {
@@ -156,7 +164,7 @@ impl Store for Severable {
         self.inner.policy_revisions(name).await
     }
 
-    async fn create_approval(&self, approval: NewApproval) -> Result<ApprovalRecord, StoreError> {
+    async fn create_approval(&self, approval: NewApproval) -> Result<PendingApproval, StoreError> {
         self.up()?;
         self.inner.create_approval(approval).await
     }
@@ -173,6 +181,9 @@ impl Store for Severable {
         resource: &str,
     ) -> Result<Option<ApprovalRecord>, StoreError> {
         self.up()?;
+        if self.stale_approval_reads.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
         self.inner.latest_approval(agent_id, action, resource).await
     }
 
