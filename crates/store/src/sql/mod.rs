@@ -70,6 +70,17 @@ impl Dialect {
             Self::Postgres => " FOR UPDATE",
         }
     }
+
+    /// The `n`th (1-based) bind parameter of a statement with many of them. SQLite gets
+    /// anonymous `?`: sqlx looks up every parameter's name before binding, and SQLite finds a
+    /// name by a linear scan, so a 1,408-parameter `$n` insert cost a quadratic 22% of the
+    /// gateway's CPU under load. Anonymous parameters have no names to scan.
+    pub(crate) fn placeholder(self, n: usize) -> String {
+        match self {
+            Self::Sqlite => "?".to_owned(),
+            Self::Postgres => format!("${n}"),
+        }
+    }
 }
 
 /// [`Store`] over a pool of SQLite or PostgreSQL connections.

@@ -61,7 +61,7 @@ pub(crate) async fn append(
     let mut rest = committed.as_slice();
     while !rest.is_empty() {
         let (rows, tail) = rest.split_at(insert_size(rest.len()));
-        insert(&mut tx, rows).await?;
+        insert(&mut tx, store.dialect, rows).await?;
         rest = tail;
     }
     for (gateway, head) in &heads {
@@ -173,12 +173,16 @@ fn insert_size(remaining: usize) -> usize {
 }
 
 /// Inserts `rows` with one multi-row `INSERT`.
-async fn insert(tx: &mut Transaction<'static, Any>, rows: &[AuditEvent]) -> Result<(), StoreError> {
+async fn insert(
+    tx: &mut Transaction<'static, Any>,
+    dialect: Dialect,
+    rows: &[AuditEvent],
+) -> Result<(), StoreError> {
     let placeholders: Vec<String> = (0..rows.len())
         .map(|row| {
             let first = row * INSERT_COLUMNS + 1;
             let columns: Vec<String> = (first..first + INSERT_COLUMNS)
-                .map(|n| format!("${n}"))
+                .map(|n| dialect.placeholder(n))
                 .collect();
             format!("({})", columns.join(", "))
         })
