@@ -33,12 +33,14 @@ static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
 /// Set on every SQLite connection: enforce foreign keys (purge cascades), wait up to 5 s for
-/// another writer instead of failing, and flush each commit to disk (an audit event is not
-/// acknowledged before it is durable).
-const SQLITE_CONNECTION_PRAGMAS: [&str; 3] = [
+/// another writer instead of failing, flush each commit to disk (an audit event is not
+/// acknowledged before it is durable), and keep temporary files — the statement journal of
+/// every multi-row audit insert among them — in memory rather than in a file written per batch.
+const SQLITE_CONNECTION_PRAGMAS: [&str; 4] = [
     "PRAGMA foreign_keys = ON",
     "PRAGMA busy_timeout = 5000",
     "PRAGMA synchronous = FULL",
+    "PRAGMA temp_store = MEMORY",
 ];
 
 /// How long a caller waits for a pooled connection before the store counts as unavailable.
