@@ -13,6 +13,12 @@ if [ -n "${CI:-}" ]; then
   export CARGO_INCREMENTAL=0
 fi
 
+# The whole run (debug build, Python virtualenvs) needs about 2 GiB: say so up front when it is short.
+avail_kib="$(df -Pk . | awk 'NR == 2 {print $4}')"
+if [ "${avail_kib:-0}" -lt 2500000 ]; then
+  echo "warning: $((avail_kib / 1024)) MiB free on this disk; the test run needs about 2 GiB" >&2
+fi
+
 echo "== Rust: build =="
 # Build every target once (tests, benches, examples); the suites below reuse the build.
 cargo build --workspace --all-targets --locked
