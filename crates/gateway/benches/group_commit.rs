@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use meshguard_gateway::alerts::AlertQueue;
 use meshguard_gateway::audit_writer::AuditWriter;
 use meshguard_gateway::config::AuditDurability;
 use meshguard_gateway::metrics::GatewayMetrics;
@@ -60,6 +61,7 @@ fn bench(c: &mut Criterion) {
             GatewayMetrics::new().unwrap(),
             GATEWAY.into(),
             AuditDurability::Sync,
+            AlertQueue::default(),
         )
     });
 

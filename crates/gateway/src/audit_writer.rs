@@ -5,6 +5,9 @@
 //! appends them all in one `append_audit` call, then answers each waiter. Under load, batches
 //! grow by themselves and the cost of a commit is shared; at rest a lone event commits at once.
 //! See docs/architecture/group-commit.md.
+//!
+//! A failed commit raises one `error` alert per streak of failures: the first failure alerts,
+//! the next ones do not until a commit has succeeded, so a dead disk does not flood receivers.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +16,7 @@ use meshguard_store::{AuditEvent, NewAuditEvent, Store};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::alerts::{AUDIT_NOT_COMMITTED, AlertQueue};
 use crate::config::AuditDurability;
 use crate::metrics::GatewayMetrics;
 
@@ -66,10 +70,19 @@ impl AuditWriter {
         metrics: GatewayMetrics,
         gateway: String,
         durability: AuditDurability,
+        alerts: AlertQueue,
     ) -> (AuditWriter, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let (committed, _) = broadcast::channel(FOLLOWER_BUFFER);
-        let task = tokio::spawn(run(rx, store, metrics, gateway, committed.clone()));
+        let sink = Sink {
+            store,
+            metrics,
+            gateway,
+            committed: committed.clone(),
+            alerts,
+            failing: false,
+        };
+        let task = tokio::spawn(run(rx, sink));
         (
             AuditWriter {
                 tx,
@@ -126,13 +139,18 @@ impl AuditWriter {
     }
 }
 
-async fn run(
-    mut rx: mpsc::Receiver<Message>,
+/// Where batches go, and what the writer remembers between them.
+struct Sink {
     store: Arc<dyn Store>,
     metrics: GatewayMetrics,
     gateway: String,
     committed: broadcast::Sender<AuditEvent>,
-) {
+    alerts: AlertQueue,
+    /// Whether the last commit failed: the alert of a failure streak is raised once.
+    failing: bool,
+}
+
+async fn run(mut rx: mpsc::Receiver<Message>, mut sink: Sink) {
     let mut stop: Option<oneshot::Sender<()>> = None;
     let mut events = Vec::new();
     let mut waiters = Vec::new();
@@ -154,15 +172,7 @@ async fn run(
                 next = rx.try_recv().ok();
             }
         }
-        commit(
-            &*store,
-            &metrics,
-            &gateway,
-            &committed,
-            &mut events,
-            &mut waiters,
-        )
-        .await;
+        sink.commit(&mut events, &mut waiters).await;
     }
     // Stopping: commit whatever was queued before the stop request, then refuse the rest.
     rx.close();
@@ -172,15 +182,7 @@ async fn run(
                 events.push(*event);
                 waiters.push(done);
                 if events.len() >= MAX_BATCH {
-                    commit(
-                        &*store,
-                        &metrics,
-                        &gateway,
-                        &committed,
-                        &mut events,
-                        &mut waiters,
-                    )
-                    .await;
+                    sink.commit(&mut events, &mut waiters).await;
                 }
             }
             Message::Stop(done) => {
@@ -188,62 +190,64 @@ async fn run(
             }
         }
     }
-    commit(
-        &*store,
-        &metrics,
-        &gateway,
-        &committed,
-        &mut events,
-        &mut waiters,
-    )
-    .await;
+    sink.commit(&mut events, &mut waiters).await;
     if let Some(done) = stop {
         let _ = done.send(());
     }
 }
 
-async fn commit(
-    store: &dyn Store,
-    metrics: &GatewayMetrics,
-    gateway: &str,
-    committed: &broadcast::Sender<AuditEvent>,
-    events: &mut Vec<NewAuditEvent>,
-    waiters: &mut Vec<Option<oneshot::Sender<Result<(), AuditError>>>>,
-) {
-    if events.is_empty() {
-        return;
-    }
-    let started = Instant::now();
-    let outcome = store.append_audit(events).await;
-    metrics
-        .audit_commit_seconds
-        .with_label_values(&[gateway])
-        .observe(started.elapsed().as_secs_f64());
-    #[expect(
-        clippy::cast_precision_loss,
-        reason = "a batch holds at most MAX_BATCH events"
-    )]
-    metrics
-        .audit_batch_size
-        .with_label_values(&[gateway])
-        .observe(events.len() as f64);
-    let result = match outcome {
-        Ok(appended) => {
-            for event in appended {
-                // No follower listening is the normal case, not an error.
-                let _ = committed.send(event);
+impl Sink {
+    async fn commit(
+        &mut self,
+        events: &mut Vec<NewAuditEvent>,
+        waiters: &mut Vec<Option<oneshot::Sender<Result<(), AuditError>>>>,
+    ) {
+        if events.is_empty() {
+            return;
+        }
+        let (metrics, gateway) = (&self.metrics, self.gateway.as_str());
+        let started = Instant::now();
+        let outcome = self.store.append_audit(events).await;
+        metrics
+            .audit_commit_seconds
+            .with_label_values(&[gateway])
+            .observe(started.elapsed().as_secs_f64());
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "a batch holds at most MAX_BATCH events"
+        )]
+        metrics
+            .audit_batch_size
+            .with_label_values(&[gateway])
+            .observe(events.len() as f64);
+        let result = match outcome {
+            Ok(appended) => {
+                self.failing = false;
+                for event in appended {
+                    // No follower listening is the normal case, not an error.
+                    let _ = self.committed.send(event);
+                }
+                Ok(())
             }
-            Ok(())
+            Err(err) => {
+                metrics.audit_failures.with_label_values(&[gateway]).inc();
+                tracing::error!(error = %err, events = events.len(), "audit batch not committed");
+                if !self.failing {
+                    self.failing = true;
+                    self.alerts.failure(
+                        AUDIT_NOT_COMMITTED,
+                        "audit.commit",
+                        None,
+                        format!("{} audit event(s) not committed: {err}", events.len()),
+                    );
+                }
+                Err(AuditError::Store(err.to_string()))
+            }
+        };
+        for waiter in waiters.drain(..).flatten() {
+            // A waiter that went away (client disconnected) no longer needs the answer.
+            let _ = waiter.send(result.clone());
         }
-        Err(err) => {
-            metrics.audit_failures.with_label_values(&[gateway]).inc();
-            tracing::error!(error = %err, events = events.len(), "audit batch not committed");
-            Err(AuditError::Store(err.to_string()))
-        }
-    };
-    for waiter in waiters.drain(..).flatten() {
-        // A waiter that went away (client disconnected) no longer needs the answer.
-        let _ = waiter.send(result.clone());
+        events.clear();
     }
-    events.clear();
 }

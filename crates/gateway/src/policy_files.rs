@@ -4,7 +4,9 @@
 //! The directory is polled once a second rather than watched with inotify: polling works the same
 //! on every filesystem (bind mounts, network shares, editors that replace files by rename) and
 //! costs a few small reads. A file that fails validation is logged with `file:line:col` and the
-//! last good version of its policy stays in force.
+//! last good version of its policy stays in force. The same message goes out as an `error` alert,
+//! once per distinct failure of a file: an unchanged broken file is not re-read, and a retry that
+//! fails the same way does not alert again.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use meshguard_store::{PolicyOrigin, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::alerts::{AlertQueue, POLICY_FILE_NOT_APPLIED};
 use crate::policies::{PolicyChangeError, PolicyRegistry};
 
 /// How often the directory is read.
@@ -30,6 +33,10 @@ pub struct PolicyDir {
     owned: BTreeMap<PathBuf, String>,
     /// Files whose last version was refused; retried when another file's policy goes away.
     refused: std::collections::BTreeSet<PathBuf>,
+    /// The failure last alerted for each file, until the file applies or goes away.
+    alerted: BTreeMap<PathBuf, String>,
+    /// Where `error` alerts about files go.
+    alerts: AlertQueue,
 }
 
 /// A directory that cannot be read at start.
@@ -42,14 +49,17 @@ pub struct PolicyDirError {
 
 impl PolicyDir {
     /// Reads `dir` for the first time: applies every valid file, and removes policies that a
-    /// file of this directory used to define but that no longer exists.
+    /// file of this directory used to define but that no longer exists. Files that fail raise
+    /// `error` alerts on `alerts`.
     pub async fn load(
         registry: &PolicyRegistry,
         store: &dyn meshguard_store::Store,
         dir: &Path,
+        alerts: AlertQueue,
     ) -> Result<PolicyDir, PolicyDirError> {
         let mut state = PolicyDir {
             dir: dir.to_path_buf(),
+            alerts,
             ..PolicyDir::default()
         };
         let files = list_yaml(dir).map_err(|source| PolicyDirError {
@@ -64,7 +74,8 @@ impl PolicyDir {
                         let path = PathBuf::from(file);
                         if path.parent() == Some(dir) && !state.seen.contains_key(&path) {
                             tracing::info!(policy = %policy.name, file, "policy file is gone; removing its policy");
-                            report(registry.delete(&policy.name, false).await.map(|_| ()), file);
+                            let removed = registry.delete(&policy.name, false).await;
+                            state.report(removed.map(|_| ()), &path);
                         }
                     }
                 }
@@ -97,10 +108,12 @@ impl PolicyDir {
         for path in gone {
             self.seen.remove(&path);
             self.refused.remove(&path);
+            self.alerted.remove(&path);
             if let Some(name) = self.owned.remove(&path) {
                 let label = path.display().to_string();
                 tracing::info!(policy = %name, file = %label, "policy file removed; removing its policy");
-                report(registry.delete(&name, false).await.map(|_| ()), &label);
+                let removed = registry.delete(&name, false).await;
+                self.report(removed.map(|_| ()), &path);
                 released = true;
             }
         }
@@ -123,30 +136,49 @@ impl PolicyDir {
                 Ok((policy, upsert)) => {
                     tracing::info!(policy = policy.name(), file = %label, revision = upsert.revision, changed = upsert.changed, "policy file applied");
                     self.refused.remove(path);
+                    // A later failure of this file is news again.
+                    self.alerted.remove(path);
                     let previous = self.owned.insert(path.clone(), policy.name().to_owned());
                     if let Some(old) = previous.filter(|old| old != policy.name()) {
-                        report(registry.delete(&old, false).await.map(|_| ()), &label);
+                        let removed = registry.delete(&old, false).await;
+                        self.report(removed.map(|_| ()), path);
                     }
                 }
                 Err(err) => {
                     self.refused.insert(path.clone());
-                    report(Err(err), &label);
+                    self.report(Err(err), path);
                 }
             }
         }
     }
-}
 
-fn report(result: Result<(), PolicyChangeError>, file: &str) {
-    match result {
-        Ok(()) | Err(PolicyChangeError::Store(StoreError::NotFound { .. })) => {}
-        Err(PolicyChangeError::Invalid(err)) => {
-            // The error's Display is `file:line:col: path: message`.
-            tracing::error!("{err}; the last good version stays in force");
+    /// Logs a change of `path` that failed and raises an `error` alert with the same message,
+    /// unless this file's last alert said the same.
+    fn report(&mut self, result: Result<(), PolicyChangeError>, path: &Path) {
+        let file = path.display().to_string();
+        let message = match result {
+            Ok(()) | Err(PolicyChangeError::Store(StoreError::NotFound { .. })) => return,
+            Err(PolicyChangeError::Invalid(err)) => {
+                // The error's Display is `file:line:col: path: message`.
+                let message = format!("{err}; the last good version stays in force");
+                tracing::error!("{message}");
+                message
+            }
+            Err(err) => {
+                tracing::error!(file, error = %err, "policy file not applied; the last good version stays in force");
+                format!("{err}; the last good version stays in force")
+            }
+        };
+        if self.alerted.get(path) == Some(&message) {
+            return;
         }
-        Err(err) => {
-            tracing::error!(file, error = %err, "policy file not applied; the last good version stays in force")
-        }
+        self.alerts.failure(
+            POLICY_FILE_NOT_APPLIED,
+            "policy.load",
+            Some(&file),
+            message.clone(),
+        );
+        self.alerted.insert(path.to_path_buf(), message);
     }
 }
 

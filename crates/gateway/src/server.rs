@@ -219,7 +219,8 @@ pub async fn serve_listener(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     if let Some(policies_dir) = &config.policies_dir {
-        let loaded = PolicyDir::load(&state.policies, &*store, policies_dir).await?;
+        let loaded =
+            PolicyDir::load(&state.policies, &*store, policies_dir, state.alerts.queue()).await?;
         tracing::info!(dir = %policies_dir.display(), "policies directory loaded; watching for changes");
         tasks.push(spawn_watcher(
             Arc::clone(&state.policies),

@@ -165,13 +165,16 @@ impl AppState {
         // Subscribed before the first request can fill it, so no change is missed.
         let auth_cache = AuthCache::start(store.subscribe_changes(), Arc::clone(&options.clock));
         let policies = Arc::new(PolicyRegistry::load(Arc::clone(&store)).await?);
+        // Alerts first: the audit writer raises one when a batch cannot be committed.
+        let (alerts, alert_tasks) =
+            AlertDispatcher::start(options.alerts, metrics.clone(), dir.instance_id.clone());
         let (audit, audit_task) = AuditWriter::start(
             Arc::clone(&store),
             metrics.clone(),
             dir.instance_id.clone(),
             options.audit_durability,
+            alerts.queue(),
         );
-        let (alerts, alert_tasks) = AlertDispatcher::start(options.alerts, metrics.clone());
         let gateway = Gateway {
             store,
             policies,

@@ -17,11 +17,9 @@ use crate::metrics::GatewayMetrics;
 /// waiting to hand an alert over.
 pub struct AlertDispatcher {
     settings: Arc<AlertSettings>,
-    /// `None` when no receiver is configured: nothing is ever built or queued.
-    queue: Option<mpsc::Sender<Alert>>,
+    queue: AlertQueue,
     receivers: Vec<Receiver>,
     client: reqwest::Client,
-    metrics: GatewayMetrics,
     stop: watch::Sender<bool>,
 }
 
@@ -30,6 +28,65 @@ impl std::fmt::Debug for AlertDispatcher {
         f.debug_struct("AlertDispatcher")
             .field("settings", &self.settings)
             .finish_non_exhaustive()
+    }
+}
+
+/// The sending end of the alert queue, for background work that raises alerts (the policy
+/// directory watcher, the audit writer) without holding the whole dispatcher: cheap to clone,
+/// and never waiting. The default handle alerts nothing.
+#[derive(Clone, Default)]
+pub struct AlertQueue {
+    /// `None` when no receiver is configured: nothing is ever built or queued.
+    inner: Option<Arc<QueueEnd>>,
+}
+
+struct QueueEnd {
+    queue: mpsc::Sender<Alert>,
+    settings: Arc<AlertSettings>,
+    metrics: GatewayMetrics,
+    /// This gateway's instance id, stamped on the alerts built here.
+    gateway: String,
+}
+
+impl std::fmt::Debug for AlertQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertQueue")
+            .field("enabled", &self.inner.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AlertQueue {
+    /// Whether an alert of this trigger would be sent; callers ask before building one.
+    pub fn wants(&self, trigger: Trigger) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(|end| end.settings.triggers.contains(&trigger))
+    }
+
+    /// Hands an alert over without waiting: when the queue is full the alert is dropped and
+    /// counted, because neither a decision nor background work is delayed for an alert.
+    pub fn emit(&self, alert: Alert) {
+        let Some(end) = &self.inner else { return };
+        if !end.settings.triggers.contains(&alert.event) {
+            return;
+        }
+        let trigger = alert.event;
+        if end.queue.try_send(alert).is_err() {
+            end.metrics
+                .alerts_dropped
+                .with_label_values(&[trigger.as_str()])
+                .inc();
+        }
+    }
+
+    /// Raises an `error` alert about a failure outside any check (see [`Alert::failure`]).
+    pub fn failure(&self, code: &str, action: &str, resource: Option<&str>, reason: String) {
+        let Some(end) = &self.inner else { return };
+        if !self.wants(Trigger::Error) {
+            return;
+        }
+        self.emit(Alert::failure(code, action, resource, reason, &end.gateway));
     }
 }
 
@@ -76,6 +133,7 @@ impl AlertDispatcher {
     pub fn start(
         settings: AlertSettings,
         metrics: GatewayMetrics,
+        gateway: String,
     ) -> (AlertDispatcher, AlertTasks) {
         // reqwest is built without a bundled crypto provider; ring is the one the workspace
         // ships. Installing twice is harmless (the first one stays).
@@ -94,10 +152,9 @@ impl AlertDispatcher {
         if receivers.is_empty() {
             let dispatcher = AlertDispatcher {
                 settings,
-                queue: None,
+                queue: AlertQueue::default(),
                 receivers,
                 client,
-                metrics,
                 stop,
             };
             let tasks = AlertTasks {
@@ -115,12 +172,19 @@ impl AlertDispatcher {
             Arc::clone(&settings),
             metrics.clone(),
         ));
+        let queue = AlertQueue {
+            inner: Some(Arc::new(QueueEnd {
+                queue,
+                settings: Arc::clone(&settings),
+                metrics,
+                gateway,
+            })),
+        };
         let dispatcher = AlertDispatcher {
             settings,
-            queue: Some(queue),
+            queue,
             receivers,
             client,
-            metrics,
             stop,
         };
         let tasks = AlertTasks {
@@ -132,23 +196,18 @@ impl AlertDispatcher {
 
     /// Whether an alert of this trigger would be sent; the check path asks before building one.
     pub fn wants(&self, trigger: Trigger) -> bool {
-        self.queue.is_some() && self.settings.triggers.contains(&trigger)
+        self.queue.wants(trigger)
     }
 
     /// Hands an alert over without waiting: when the queue is full the alert is dropped and
     /// counted, because a decision is never delayed for an alert.
     pub fn emit(&self, alert: Alert) {
-        let Some(queue) = &self.queue else { return };
-        if !self.settings.triggers.contains(&alert.event) {
-            return;
-        }
-        let trigger = alert.event;
-        if queue.try_send(alert).is_err() {
-            self.metrics
-                .alerts_dropped
-                .with_label_values(&[trigger.as_str()])
-                .inc();
-        }
+        self.queue.emit(alert);
+    }
+
+    /// A handle on the queue for background work that raises alerts.
+    pub fn queue(&self) -> AlertQueue {
+        self.queue.clone()
     }
 
     /// Begins the shutdown: no more alerts are accepted, the queued ones are delivered.

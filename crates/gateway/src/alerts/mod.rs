@@ -19,9 +19,15 @@ use meshguard_policy::{Code, Decision, Effect};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-pub use dispatcher::{AlertDispatcher, AlertTasks, DeliveryReport};
+pub use dispatcher::{AlertDispatcher, AlertQueue, AlertTasks, DeliveryReport};
 pub use receivers::{SIGNATURE_HEADER, sign, slack_text};
 pub use settings::{AlertSettings, Trigger, WebhookReceiver};
+
+/// The `code` of an `error` alert: a file of `serve --policies DIR` failed to load or reload, and
+/// the last good version of its policy stays in force.
+pub const POLICY_FILE_NOT_APPLIED: &str = "policy_file_not_applied";
+/// The `code` of an `error` alert: a batch of audit events could not be committed.
+pub const AUDIT_NOT_COMMITTED: &str = "audit_not_committed";
 
 /// The agent an alert is about.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -43,9 +49,10 @@ pub struct Alert {
     pub action: String,
     /// The resource.
     pub resource: Option<String>,
-    /// `allow`, `deny` or `require_approval`.
+    /// `allow`, `deny` or `require_approval`; `None` when no decision was made.
     pub decision: Option<String>,
-    /// The decision code (`denied_by_rule`, `rate_limited`, `unavailable`, …).
+    /// The decision code (`denied_by_rule`, `rate_limited`, `unavailable`, …), or what failed
+    /// for an `error` outside a check ([`POLICY_FILE_NOT_APPLIED`], [`AUDIT_NOT_COMMITTED`]).
     pub code: Option<String>,
     /// The human-readable reason.
     pub reason: String,
@@ -108,6 +115,35 @@ impl Alert {
             audit_id: None,
             timestamp: OffsetDateTime::now_utc(),
             gateway: String::new(),
+            enforced: true,
+            test: false,
+        }
+    }
+
+    /// An `error` alert about a failure outside any check that changes what the gateway
+    /// enforces or records: no agent, no decision, no trace, no audit event.
+    pub fn failure(
+        code: &str,
+        action: &str,
+        resource: Option<&str>,
+        reason: String,
+        gateway: &str,
+    ) -> Alert {
+        Alert {
+            event: Trigger::Error,
+            agent: None,
+            action: action.to_owned(),
+            resource: resource.map(str::to_owned),
+            decision: None,
+            code: Some(code.to_owned()),
+            reason,
+            policy: None,
+            rule: None,
+            approval_id: None,
+            trace_id: None,
+            audit_id: None,
+            timestamp: OffsetDateTime::now_utc(),
+            gateway: gateway.to_owned(),
             enforced: true,
             test: false,
         }

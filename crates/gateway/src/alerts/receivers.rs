@@ -5,7 +5,9 @@ use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use sha2::Sha256;
 
-use super::{Alert, AlertSettings, Trigger, WebhookReceiver};
+use super::{
+    AUDIT_NOT_COMMITTED, Alert, AlertSettings, POLICY_FILE_NOT_APPLIED, Trigger, WebhookReceiver,
+};
 use crate::config::Secret;
 
 /// The header carrying `sha256=<hex HMAC-SHA256(secret, raw body)>`.
@@ -95,10 +97,21 @@ pub fn slack_text(alert: &Alert) -> String {
             ),
             None => ":lock: MeshGuard revoked an agent".to_owned(),
         },
-        Trigger::Error => format!(
-            ":rotating_light: MeshGuard could not decide {action}{agent} and denied it: {}",
-            escape(&alert.reason)
-        ),
+        Trigger::Error => match (alert.code.as_deref(), alert.resource.as_deref()) {
+            (Some(POLICY_FILE_NOT_APPLIED), Some(file)) => format!(
+                ":rotating_light: MeshGuard did not apply policy file `{}`: {}",
+                escape(file),
+                escape(&alert.reason)
+            ),
+            (Some(AUDIT_NOT_COMMITTED), _) => format!(
+                ":rotating_light: MeshGuard could not write the audit trail: {}",
+                escape(&alert.reason)
+            ),
+            _ => format!(
+                ":rotating_light: MeshGuard could not decide {action}{agent} and denied it: {}",
+                escape(&alert.reason)
+            ),
+        },
     };
     if alert.test {
         format!("[test] {line}")

@@ -19,7 +19,8 @@ pub enum Trigger {
     ApprovalRequired,
     /// An operator revoked an agent.
     AgentRevoked,
-    /// The gateway could not decide (store unavailable, internal error): it denied.
+    /// The gateway could not decide (store unavailable, internal error) and denied; a policy
+    /// file failed to load or reload; an audit batch could not be committed.
     Error,
 }
 

@@ -119,9 +119,13 @@ impl SqlStore {
                     })?;
                 }
                 let url = sqlite_url(path)?;
+                // No ping before each acquire: a SQLite connection is a file handle that cannot
+                // drop the way a network connection does, and the ping is one more hand-off to
+                // sqlx's worker thread on every audit batch and every read.
                 let pool = AnyPoolOptions::new()
                     .max_connections(4)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .test_before_acquire(false)
                     .after_connect(|conn, _meta| {
                         Box::pin(async move {
                             for pragma in SQLITE_CONNECTION_PRAGMAS {

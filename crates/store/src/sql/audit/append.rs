@@ -44,7 +44,7 @@ pub(crate) async fn append(
     let mut heads: BTreeMap<&str, Head> = BTreeMap::new();
     let gateways: BTreeSet<&str> = batch.iter().map(|event| event.gateway.as_str()).collect();
     for gateway in gateways {
-        let head = load_head(&mut tx, store.dialect, gateway).await?;
+        let head = load_head(&mut tx, gateway).await?;
         heads.insert(gateway, head);
     }
     let mut committed = Vec::with_capacity(batch.len());
@@ -137,27 +137,21 @@ fn truncate_result(result: &str) -> String {
 
 async fn load_head(
     tx: &mut Transaction<'static, Any>,
-    dialect: Dialect,
     gateway: &str,
 ) -> Result<Head, StoreError> {
-    sqlx::query(
+    // One statement creates the chain on first use and reads (and, on PostgreSQL, row-locks)
+    // its head: the no-op update makes `RETURNING` answer for an existing row too.
+    let row = sqlx::query(
         "INSERT INTO audit_chains (gateway, head_seq, head_hash, anchor_seq, anchor_hash) \
-         VALUES ($1, 0, $2, 0, $2) ON CONFLICT (gateway) DO NOTHING",
+         VALUES ($1, 0, $2, 0, $2) \
+         ON CONFLICT (gateway) DO UPDATE SET gateway = excluded.gateway \
+         RETURNING head_seq, head_hash",
     )
     .bind(gateway)
     .bind(GENESIS_HASH)
-    .execute(&mut **tx)
+    .fetch_one(&mut **tx)
     .await
     .map_err(db_error)?;
-    let sql = format!(
-        "SELECT head_seq, head_hash FROM audit_chains WHERE gateway = $1{}",
-        dialect.lock_row()
-    );
-    let row = sqlx::query(&sql)
-        .bind(gateway)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db_error)?;
     Ok(Head {
         seq: unsigned(&row, "head_seq")?,
         hash: column(&row, "head_hash")?,
