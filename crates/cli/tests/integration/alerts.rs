@@ -1,5 +1,6 @@
 //! Alerts through the real binary: a gateway started with an `[alerts]` config file delivers a
-//! real denial to a loopback webhook, and `meshguard alerts test` reports each receiver.
+//! real denial to a loopback webhook, `meshguard alerts test` reports each receiver, and a broken
+//! file under `serve --policies DIR` raises one `error` alert per failure.
 
 use std::time::Duration;
 
@@ -126,4 +127,62 @@ async fn a_real_gateway_alerts_a_webhook_and_reports_each_receiver() {
     assert_eq!(alert.body["event"], "deny");
     assert_eq!(alert.body["agent"]["name"], "dev");
     assert_eq!(alert.body["trace_id"], answer.body["trace_id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_policy_file_under_watch_alerts_once_per_failure() {
+    const GOOD: &str =
+        "name: watched\nversion: \"1\"\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n";
+    const BROKEN: &str =
+        "name: watched\nversion: \"2\"\nrules:\n  - effect: alow\n    actions: [\"read:*\"]\n";
+    let (url, mut deliveries) = receiver().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let policies = scratch.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let file = policies.join("watched.yaml");
+    std::fs::write(&file, GOOD).unwrap();
+    let config = scratch.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!("[alerts]\nwebhook_url = \"{url}\"\non = [\"error\"]\n"),
+    )
+    .unwrap();
+    let gw = Gateway::start_with(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--policies",
+        policies.to_str().unwrap(),
+    ])
+    .await;
+    let path = file.display().to_string();
+    // Replaced by rename, as editors do, so a poll never reads a half-written file.
+    let replace = |text: &str| {
+        let staged = policies.join("watched.yaml.tmp");
+        std::fs::write(&staged, text).unwrap();
+        std::fs::rename(&staged, &file).unwrap();
+    };
+
+    replace(BROKEN);
+    let alert = next(&mut deliveries).await;
+    assert!(
+        alert.head.contains("x-meshguard-event: error"),
+        "{}",
+        alert.head
+    );
+    assert_eq!(alert.body["code"], "policy_file_not_applied");
+    assert_eq!(alert.body["resource"], path.as_str());
+    let reason = alert.body["reason"].as_str().unwrap();
+    assert!(reason.starts_with(&format!("{path}:4:13: ")), "{reason}");
+    // The same message is in the log.
+    assert!(gw.log().contains(reason), "{}", gw.log());
+
+    // The file stays broken over several polls: no second alert. Fixed, then broken again: one.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(deliveries.try_recv().is_err(), "one alert per failure");
+    replace(GOOD);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    replace(BROKEN);
+    let again = next(&mut deliveries).await;
+    assert_eq!(again.body["code"], "policy_file_not_applied");
+    assert_eq!(again.body["resource"], path.as_str());
 }

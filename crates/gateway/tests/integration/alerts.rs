@@ -1,6 +1,7 @@
 //! Alerts reach real HTTP receivers on loopback: signed webhook bodies, readable Slack text,
 //! every trigger, retries with backoff, a full queue that drops and counts, and checks that stay
-//! answered while a receiver never answers.
+//! answered while a receiver never answers; `error` alerts for a broken policy file and for audit
+//! batches that cannot be committed.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use axum::routing::post;
 use meshguard_gateway::alerts::{Alert, AlertSettings, Trigger, WebhookReceiver, sign};
 use meshguard_gateway::config::{AuditDurability, Mode, Secret};
 use meshguard_gateway::data_dir::DataDir;
+use meshguard_gateway::policy_files::PolicyDir;
 use meshguard_gateway::rate_limit::ManualClock;
 use meshguard_gateway::{AppState, GatewayOptions};
 use meshguard_store::StoreLocation;
@@ -125,6 +127,11 @@ fn fast(settings: AlertSettings) -> AlertSettings {
 
 /// The common test gateway, with alert settings.
 async fn gateway(alerts: AlertSettings) -> TestGateway {
+    gateway_with(alerts, AuditDurability::Sync).await
+}
+
+/// The common test gateway, with alert settings and an audit durability.
+async fn gateway_with(alerts: AlertSettings, audit_durability: AuditDurability) -> TestGateway {
     let dir = tempfile::tempdir().unwrap();
     let data = DataDir::open(dir.path(), None).unwrap();
     let store = meshguard_store::open(&StoreLocation::in_data_dir(dir.path()))
@@ -133,7 +140,7 @@ async fn gateway(alerts: AlertSettings) -> TestGateway {
     let clock = Arc::new(ManualClock::new());
     let options = GatewayOptions {
         mode: Mode::Enforce,
-        audit_durability: AuditDurability::Sync,
+        audit_durability,
         clock: clock.clone(),
         alerts,
         ..GatewayOptions::default()
@@ -558,4 +565,217 @@ async fn shutdown_delivers_queued_alerts_and_gives_up_on_a_hanging_receiver_with
     tokio::time::timeout(Duration::from_secs(5), background.alerts.finish())
         .await
         .expect("shutdown waited for a hanging receiver");
+}
+
+/// Receivers stay quiet for a moment: nothing more was sent.
+async fn quiet(seen: &mut mpsc::UnboundedReceiver<Seen>) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if let Ok(extra) = seen.try_recv() {
+        panic!("unexpected alert: {}", String::from_utf8_lossy(&extra.body));
+    }
+}
+
+const GOOD_FILE: &str =
+    "name: files\nversion: \"1\"\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n";
+const BROKEN_FILE: &str =
+    "name: files\nversion: \"2\"\nrules:\n  - effect: alow\n    actions: [\"read:*\"]\n";
+
+#[tokio::test]
+async fn a_broken_policy_file_alerts_once_per_distinct_failure() {
+    let (url, mut seen) = receiver(&[], Answer::Status(200)).await;
+    let (slack, mut heard) = receiver(&[], Answer::Status(200)).await;
+    let gw = gateway(fast(AlertSettings {
+        webhook: webhook(&url),
+        slack: Some(Secret::new(slack)),
+        ..AlertSettings::default()
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("files.yaml");
+    let path = file.display().to_string();
+    std::fs::write(&file, GOOD_FILE).unwrap();
+    let mut watched = PolicyDir::load(
+        &gw.state.policies,
+        &*gw.store,
+        dir.path(),
+        gw.state.alerts.queue(),
+    )
+    .await
+    .unwrap();
+    quiet(&mut seen).await;
+
+    // Broken: one alert naming the file and the position, however many polls follow.
+    std::fs::write(&file, BROKEN_FILE).unwrap();
+    for _ in 0..3 {
+        watched.poll(&gw.state.policies).await;
+    }
+    let body = verified(&next(&mut seen).await);
+    assert_eq!(body["event"], "error");
+    assert_eq!(body["code"], "policy_file_not_applied");
+    assert_eq!(body["action"], "policy.load");
+    assert_eq!(body["resource"], path.as_str());
+    let reason = body["reason"].as_str().unwrap().to_owned();
+    // The message the gateway logs: file:line:col, what is wrong, and what stays in force.
+    assert_eq!(
+        reason,
+        format!(
+            "{path}:4:13: rules[0].effect: expected \"allow\" or \"deny\", got \"alow\"; \
+             the last good version stays in force"
+        )
+    );
+    assert_eq!(body["decision"], Value::Null);
+    assert_eq!(body["agent"], Value::Null);
+    assert_eq!(body["audit_id"], Value::Null);
+    assert_eq!(body["gateway"], gw.state.instance_id.as_str());
+    let text: Value = serde_json::from_slice(&next(&mut heard).await.body).unwrap();
+    assert_eq!(
+        text["text"].as_str().unwrap(),
+        format!(
+            ":rotating_light: MeshGuard did not apply policy file `{path}`: {}",
+            reason.replace('`', "'")
+        )
+    );
+    quiet(&mut seen).await;
+    // The last good version stays in force.
+    assert_eq!(gw.store.get_policy("files").await.unwrap().version, "1");
+
+    // Fixed, then broken again: a second alert.
+    std::fs::write(&file, GOOD_FILE).unwrap();
+    watched.poll(&gw.state.policies).await;
+    quiet(&mut seen).await;
+    std::fs::write(&file, BROKEN_FILE).unwrap();
+    watched.poll(&gw.state.policies).await;
+    watched.poll(&gw.state.policies).await;
+    let again = verified(&next(&mut seen).await);
+    assert_eq!(again["code"], "policy_file_not_applied");
+    assert_eq!(again["reason"], reason.as_str());
+    quiet(&mut seen).await;
+}
+
+#[tokio::test]
+async fn a_broken_policy_file_at_start_alerts() {
+    let (url, mut seen) = receiver(&[], Answer::Status(200)).await;
+    let gw = gateway(fast(AlertSettings {
+        webhook: webhook(&url),
+        ..AlertSettings::default()
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("files.yaml");
+    std::fs::write(&file, BROKEN_FILE).unwrap();
+    PolicyDir::load(
+        &gw.state.policies,
+        &*gw.store,
+        dir.path(),
+        gw.state.alerts.queue(),
+    )
+    .await
+    .unwrap();
+    let body = verified(&next(&mut seen).await);
+    assert_eq!(body["code"], "policy_file_not_applied");
+    assert_eq!(body["resource"], file.display().to_string().as_str());
+}
+
+/// `meshguard_audit_commit_failures_total` of this gateway.
+fn audit_failures(gw: &TestGateway) -> u64 {
+    let rendered = gw.state.metrics.render().unwrap();
+    rendered
+        .lines()
+        .find(|l| l.starts_with("meshguard_audit_commit_failures_total{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn an_audit_store_failure_alerts_once_per_streak() {
+    let (url, mut seen) = receiver(&[], Answer::Status(200)).await;
+    // Async durability: checks are answered before their event is committed, so a failing
+    // commit is seen by no one but the operator.
+    let gw = gateway_with(
+        fast(AlertSettings {
+            webhook: webhook(&url),
+            ..AlertSettings::default()
+        }),
+        AuditDurability::Async,
+    )
+    .await;
+    let (_, token) = gw.agent("ops-agent", "verified", &["ops"]).await;
+    assert_eq!(
+        gw.check(&token, json!({"action": "read:docs"}))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // Committed before the store goes away (async durability answers before the commit).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    gw.link.cut(true);
+    for _ in 0..5 {
+        let answered = gw.check(&token, json!({"action": "read:docs"})).await;
+        assert_eq!(answered.status, StatusCode::OK, "{}", answered.text);
+        // Each event in a batch of its own: five failed commits in a row.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = verified(&next(&mut seen).await);
+    assert_eq!(body["event"], "error");
+    assert_eq!(body["code"], "audit_not_committed");
+    assert_eq!(body["action"], "audit.commit");
+    assert_eq!(body["resource"], Value::Null);
+    assert_eq!(body["decision"], Value::Null);
+    let reason = body["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(" audit event(s) not committed: ") && reason.contains("connection refused"),
+        "{reason}"
+    );
+    quiet(&mut seen).await;
+    assert!(audit_failures(&gw) >= 3, "{}", audit_failures(&gw));
+
+    // A commit succeeds: the next failure starts a new streak, and alerts again.
+    gw.link.cut(false);
+    gw.check(&token, json!({"action": "read:docs"})).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gw.link.cut(true);
+    gw.check(&token, json!({"action": "read:docs"})).await;
+    let again = verified(&next(&mut seen).await);
+    assert_eq!(again["code"], "audit_not_committed");
+    gw.link.cut(false);
+    quiet(&mut seen).await;
+}
+
+#[tokio::test]
+async fn a_refused_file_retried_with_the_same_failure_does_not_alert_again() {
+    let (url, mut seen) = receiver(&[], Answer::Status(200)).await;
+    let gw = gateway(fast(AlertSettings {
+        webhook: webhook(&url),
+        ..AlertSettings::default()
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("1-first.yaml");
+    let second = dir.path().join("2-second.yaml");
+    let other = dir.path().join("3-other.yaml");
+    std::fs::write(&first, GOOD_FILE).unwrap();
+    std::fs::write(&second, GOOD_FILE).unwrap();
+    std::fs::write(&other, GOOD_FILE.replace("files", "other")).unwrap();
+    let mut watched = PolicyDir::load(
+        &gw.state.policies,
+        &*gw.store,
+        dir.path(),
+        gw.state.alerts.queue(),
+    )
+    .await
+    .unwrap();
+    let body = verified(&next(&mut seen).await);
+    assert_eq!(body["resource"], second.display().to_string().as_str());
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("is already defined by"),
+        "{body}"
+    );
+    // Removing another file's policy retries the refused file, which fails the same way.
+    std::fs::remove_file(&other).unwrap();
+    watched.poll(&gw.state.policies).await;
+    quiet(&mut seen).await;
 }
