@@ -135,10 +135,7 @@ fn truncate_result(result: &str) -> String {
     result.get(..end).unwrap_or_default().to_owned()
 }
 
-async fn load_head(
-    tx: &mut Transaction<'static, Any>,
-    gateway: &str,
-) -> Result<Head, StoreError> {
+async fn load_head(tx: &mut Transaction<'static, Any>, gateway: &str) -> Result<Head, StoreError> {
     // One statement creates the chain on first use and reads (and, on PostgreSQL, row-locks)
     // its head: the no-op update makes `RETURNING` answer for an existing row too.
     let row = sqlx::query(
