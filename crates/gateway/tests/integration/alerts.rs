@@ -17,7 +17,6 @@ use axum::routing::post;
 use meshguard_gateway::alerts::{Alert, AlertSettings, Trigger, WebhookReceiver, sign};
 use meshguard_gateway::config::{AuditDurability, Mode, Secret};
 use meshguard_gateway::data_dir::DataDir;
-use meshguard_gateway::policy_files::PolicyDir;
 use meshguard_gateway::rate_limit::ManualClock;
 use meshguard_gateway::{AppState, GatewayOptions};
 use meshguard_store::StoreLocation;
@@ -594,14 +593,7 @@ async fn a_broken_policy_file_alerts_once_per_distinct_failure() {
     let file = dir.path().join("files.yaml");
     let path = file.display().to_string();
     std::fs::write(&file, GOOD_FILE).unwrap();
-    let mut watched = PolicyDir::load(
-        &gw.state.policies,
-        &*gw.store,
-        dir.path(),
-        gw.state.alerts.queue(),
-    )
-    .await
-    .unwrap();
+    let mut watched = gw.watch_policies(dir.path()).await;
     quiet(&mut seen).await;
 
     // Broken: one alert naming the file and the position, however many polls follow.
@@ -663,14 +655,7 @@ async fn a_broken_policy_file_at_start_alerts() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("files.yaml");
     std::fs::write(&file, BROKEN_FILE).unwrap();
-    PolicyDir::load(
-        &gw.state.policies,
-        &*gw.store,
-        dir.path(),
-        gw.state.alerts.queue(),
-    )
-    .await
-    .unwrap();
+    gw.watch_policies(dir.path()).await;
     let body = verified(&next(&mut seen).await);
     assert_eq!(body["code"], "policy_file_not_applied");
     assert_eq!(body["resource"], file.display().to_string().as_str());
@@ -757,14 +742,7 @@ async fn a_refused_file_retried_with_the_same_failure_does_not_alert_again() {
     std::fs::write(&first, GOOD_FILE).unwrap();
     std::fs::write(&second, GOOD_FILE).unwrap();
     std::fs::write(&other, GOOD_FILE.replace("files", "other")).unwrap();
-    let mut watched = PolicyDir::load(
-        &gw.state.policies,
-        &*gw.store,
-        dir.path(),
-        gw.state.alerts.queue(),
-    )
-    .await
-    .unwrap();
+    let mut watched = gw.watch_policies(dir.path()).await;
     let body = verified(&next(&mut seen).await);
     assert_eq!(body["resource"], second.display().to_string().as_str());
     assert!(

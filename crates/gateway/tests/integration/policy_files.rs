@@ -2,7 +2,6 @@
 //! renames, and two files claiming one policy name.
 
 use crate::common::TestGateway;
-use meshguard_gateway::policy_files::PolicyDir;
 use meshguard_store::PolicyOrigin;
 
 fn policy(name: &str, version: &str) -> String {
@@ -31,14 +30,7 @@ async fn files_are_applied_edited_kept_on_error_and_removed() {
     std::fs::write(&b, "name: beta\nversion: \"1\"\nrules: [oops\n").unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not a policy").unwrap();
 
-    let mut watched = PolicyDir::load(
-        &gw.state.policies,
-        &*gw.store,
-        dir.path(),
-        gw.state.alerts.queue(),
-    )
-    .await
-    .unwrap();
+    let mut watched = gw.watch_policies(dir.path()).await;
     let a_label = a.display().to_string();
     assert_eq!(
         in_force(&gw).await,
@@ -84,14 +76,7 @@ async fn a_second_file_with_the_same_name_waits_until_the_first_is_gone() {
     let second = dir.path().join("2-second.yaml");
     std::fs::write(&first, policy("shared", "first")).unwrap();
     std::fs::write(&second, policy("shared", "second")).unwrap();
-    let mut watched = PolicyDir::load(
-        &gw.state.policies,
-        &*gw.store,
-        dir.path(),
-        gw.state.alerts.queue(),
-    )
-    .await
-    .unwrap();
+    let mut watched = gw.watch_policies(dir.path()).await;
     let stored = gw.store.get_policy("shared").await.unwrap();
     assert_eq!(stored.version, "first");
     assert_eq!(
@@ -115,24 +100,10 @@ async fn policies_of_files_deleted_while_stopped_are_removed_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let gone = dir.path().join("gone.yaml");
     std::fs::write(&gone, policy("gone", "1")).unwrap();
-    PolicyDir::load(
-        &gw.state.policies,
-        &*gw.store,
-        dir.path(),
-        gw.state.alerts.queue(),
-    )
-    .await
-    .unwrap();
+    gw.watch_policies(dir.path()).await;
     assert_eq!(in_force(&gw).await.len(), 1);
     std::fs::remove_file(&gone).unwrap();
-    PolicyDir::load(
-        &gw.state.policies,
-        &*gw.store,
-        dir.path(),
-        gw.state.alerts.queue(),
-    )
-    .await
-    .unwrap();
+    gw.watch_policies(dir.path()).await;
     assert!(in_force(&gw).await.is_empty());
     assert!(gw.state.policies.current().is_empty());
 }

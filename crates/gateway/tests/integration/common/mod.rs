@@ -36,6 +36,21 @@ pub struct Reply {
 }
 
 impl TestGateway {
+    /// Loads `dir` as `serve --policies DIR` does, alerts included; `poll` it to reload.
+    pub async fn watch_policies(
+        &self,
+        dir: &std::path::Path,
+    ) -> meshguard_gateway::policy_files::PolicyDir {
+        meshguard_gateway::policy_files::PolicyDir::load(
+            &self.state.policies,
+            &*self.store,
+            dir,
+            self.state.alerts.queue(),
+        )
+        .await
+        .unwrap()
+    }
+
     pub async fn new() -> TestGateway {
         TestGateway::with(Mode::Enforce, 64 * 1024).await
     }
