@@ -1,4 +1,4 @@
-//! Every integration test of this crate in one test binary: one link instead of 9,
+//! Every integration test of this crate in one test binary: one link instead of 10,
 //! which keeps the build small and fast. Each module is one former test file.
 
 #![allow(
@@ -16,6 +16,7 @@ mod autogpt_walkthrough;
 mod cli_errors;
 mod crash_recovery;
 mod docs_examples;
+mod multi_gateway;
 mod policy_test_files;
 mod readme_quickstart;
 mod support;

@@ -55,7 +55,24 @@ impl Gateway {
 
     /// Starts a gateway on a fresh data dir with extra `serve` arguments.
     pub async fn start_with(args: &[&str]) -> Gateway {
+        Gateway::start_in(tempfile::tempdir().unwrap(), args).await
+    }
+
+    /// Starts a second gateway beside `first` (give both the same `--database-url`), set up as
+    /// docs/operations.md tells operators to: a data dir of its own, so its own `gateway.id` and
+    /// audit chain, holding copies of `first`'s `signing-key.pem` and `admin.token`, so that agent
+    /// tokens and the admin token work on both.
+    pub async fn start_beside(first: &Gateway, args: &[&str]) -> Gateway {
         let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        for file in ["signing-key.pem", "admin.token"] {
+            std::fs::copy(first.data_dir().join(file), data.join(file)).unwrap();
+        }
+        Gateway::start_in(root, args).await
+    }
+
+    async fn start_in(root: TempDir, args: &[&str]) -> Gateway {
         std::fs::create_dir_all(root.path().join("data")).unwrap();
         let addr = format!("127.0.0.1:{}", free_port());
         let mut gateway = Gateway {
