@@ -129,6 +129,12 @@ impl AuditWriter {
         self.committed.subscribe()
     }
 
+    /// The sender that feeds [`AuditWriter::subscribe`]'s followers, for events committed
+    /// elsewhere (other gateways on the same database, see `audit_peers`).
+    pub fn live(&self) -> broadcast::Sender<AuditEvent> {
+        self.committed.clone()
+    }
+
     /// Commits everything queued so far, then stops the writer. Appends after this fail.
     pub async fn shutdown(&self) {
         let (done, stopped) = oneshot::channel();

@@ -45,6 +45,7 @@
 
 pub mod alerts;
 pub mod approvals;
+pub mod audit_peers;
 pub mod audit_writer;
 pub mod auth;
 pub mod auth_cache;

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::alerts::{AlertDispatcher, AlertSettings, AlertTasks};
+use crate::audit_peers;
 use crate::audit_writer::AuditWriter;
 use crate::auth_cache::AuthCache;
 use crate::config::{AuditDurability, Mode, Secret};
@@ -175,6 +176,13 @@ impl AppState {
             options.audit_durability,
             alerts.queue(),
         );
+        let stopping = watch::channel(false).0;
+        audit_peers::start(
+            Arc::clone(&store),
+            dir.instance_id.clone(),
+            audit.live(),
+            stopping.subscribe(),
+        );
         let gateway = Gateway {
             store,
             policies,
@@ -189,7 +197,7 @@ impl AppState {
             body_limit: options.body_limit,
             approval_timeout: options.approval_timeout,
             started: Instant::now(),
-            stopping: watch::channel(false).0,
+            stopping,
             upstreams: options.upstreams,
             alerts,
         };

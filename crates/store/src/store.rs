@@ -1,5 +1,7 @@
 //! The `Store` trait: everything MeshGuard persists, behind one object-safe interface.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
@@ -164,6 +166,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts of checks (kind `check`) in a period.
     async fn audit_stats(&self, query: &StatsQuery) -> Result<AuditStats, StoreError>;
+
+    /// The `seq` of each chain's newest event (0 before its first), by gateway instance id.
+    async fn audit_heads(&self) -> Result<BTreeMap<String, u64>, StoreError>;
+
+    /// Up to `limit` events of `gateway`'s chain with `seq` above `after`, oldest first: how a
+    /// gateway follows what the others sharing its database commit (a chain commits in `seq`
+    /// order, so reading on from the last `seq` seen never skips an event).
+    async fn audit_chain_after(
+        &self,
+        gateway: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
 
     /// Walks every chain from its anchor, recomputing every hash; names the first broken `seq`
     /// of each chain.

@@ -417,8 +417,8 @@ async fn both_audit_chains_verify_through_either_gateway_and_rate_limits_count_p
     table.assert_code(0);
     assert!(table.stdout.contains("search:web"), "{}", table.stdout);
 
-    // The live stream (`audit tail --follow`) carries only what its own gateway commits: A's
-    // check, answered before B's was sent, never reaches B's stream.
+    // The live stream (`audit tail --follow`) through B carries what every gateway commits:
+    // B's own check at once, A's as B reads the other chains.
     let admin_token = std::fs::read_to_string(b.data_dir().join("admin.token")).unwrap();
     let stream = http(Duration::from_secs(10))
         .get(format!("{}/admin/audit/stream", b.url))
@@ -427,17 +427,34 @@ async fn both_audit_chains_verify_through_either_gateway_and_rate_limits_count_p
         .await
         .unwrap();
     assert_eq!(stream.status(), 200);
-    for gateway in [&a, &b] {
-        assert_eq!(gateway.check(&token, "read:notes", "x").await.status, 200);
+    for (gateway, resource) in [(&a, "from-a"), (&b, "from-b")] {
+        assert_eq!(
+            gateway.check(&token, "read:notes", resource).await.status,
+            200
+        );
     }
-    let first = first_streamed_event(stream).await;
-    assert_eq!(first["gateway"], id_b.as_str(), "{first:#}");
-    assert_eq!(first["action"], "read:notes", "{first:#}");
+    let streamed = streamed_events(stream, 2).await;
+    let mut seen: Vec<(String, String)> = streamed
+        .iter()
+        .map(|event| {
+            (
+                event["gateway"].as_str().unwrap().to_owned(),
+                event["resource"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut expected = vec![
+        (id_a.clone(), "from-a".to_owned()),
+        (id_b.clone(), "from-b".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected, "{streamed:#?}");
 }
 
-/// The first `audit` event of a `GET /admin/audit/stream` response (bounded by the client's
-/// timeout).
-async fn first_streamed_event(stream: reqwest::Response) -> Value {
+/// The first `count` `audit` events of a `GET /admin/audit/stream` response (bounded by the
+/// client's timeout).
+async fn streamed_events(stream: reqwest::Response, count: usize) -> Vec<Value> {
     use futures::StreamExt as _;
     let mut chunks = stream.bytes_stream();
     let mut text = String::new();
@@ -445,13 +462,15 @@ async fn first_streamed_event(stream: reqwest::Response) -> Value {
         text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
         // Only blocks already ended by a blank line are whole.
         let complete = text.rsplit_once("\n\n").map_or("", |(done, _)| done);
-        let event = complete
+        let events: Vec<Value> = complete
             .split("\n\n")
             .filter(|block| block.contains("event: audit"))
-            .find_map(|block| block.lines().find_map(|line| line.strip_prefix("data:")));
-        if let Some(data) = event {
-            return serde_json::from_str(data.trim()).unwrap();
+            .filter_map(|block| block.lines().find_map(|line| line.strip_prefix("data:")))
+            .map(|data| serde_json::from_str(data.trim()).unwrap())
+            .collect();
+        if events.len() >= count {
+            return events;
         }
     }
-    panic!("the stream ended without an event: {text}");
+    panic!("the stream ended before {count} events: {text}");
 }

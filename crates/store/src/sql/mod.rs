@@ -13,6 +13,7 @@ mod changes;
 mod policies;
 mod tokens;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -530,6 +531,19 @@ impl Store for SqlStore {
 
     async fn verify_audit(&self) -> Result<VerifyReport, StoreError> {
         audit::verify(self).await
+    }
+
+    async fn audit_heads(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        audit::heads(self).await
+    }
+
+    async fn audit_chain_after(
+        &self,
+        gateway: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        audit::chain_after(self, gateway, after, limit).await
     }
 
     async fn apply_retention(&self, cutoff: OffsetDateTime) -> Result<RetentionReport, StoreError> {

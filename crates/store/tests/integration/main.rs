@@ -12,6 +12,7 @@
 mod audit_concurrency;
 mod changes;
 mod common;
+mod follow;
 mod open;
 mod pending_approvals;
 mod purge;

@@ -233,6 +233,21 @@ impl Store for Severable {
         self.inner.audit_stats(query).await
     }
 
+    async fn audit_heads(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        self.up()?;
+        self.inner.audit_heads().await
+    }
+
+    async fn audit_chain_after(
+        &self,
+        gateway: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<meshguard_store::AuditEvent>, StoreError> {
+        self.up()?;
+        self.inner.audit_chain_after(gateway, after, limit).await
+    }
+
     async fn verify_audit(&self) -> Result<VerifyReport, StoreError> {
         self.up()?;
         self.inner.verify_audit().await

@@ -1,12 +1,14 @@
 //! The audit trail: append (hash chain), query, stats, verify, retention.
 
 mod append;
+mod follow;
 mod query;
 mod retention;
 mod stats;
 mod verify;
 
 pub(super) use append::append;
+pub(super) use follow::{chain_after, heads};
 pub(super) use query::query;
 pub(super) use retention::retain;
 pub(super) use stats::stats;
