@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
-use super::{SqlStore, column, db_error, is_unique_violation, micros, random_id, time_column};
+use super::{
+    SqlStore, column, db_error, is_unique_violation, micros, one_row, random_id, time_column,
+};
 use crate::records::agent::{canonical_trust, validate_tags};
 use crate::{AgentPatch, AgentRecord, AgentStatus, NewAgent, StoreError, validate_name};
 
@@ -75,10 +77,7 @@ pub(super) async fn get(store: &SqlStore, id_or_name: &str) -> Result<AgentRecor
         .fetch_optional(&store.pool)
         .await
         .map_err(db_error)?;
-    row.as_ref()
-        .map(from_row)
-        .transpose()?
-        .ok_or_else(|| not_found(id_or_name))
+    one_row(row, from_row, || not_found(id_or_name))
 }
 
 pub(super) async fn list(store: &SqlStore) -> Result<Vec<AgentRecord>, StoreError> {
@@ -123,10 +122,7 @@ pub(super) async fn update(
         .fetch_optional(&store.pool)
         .await
         .map_err(db_error)?;
-    row.as_ref()
-        .map(from_row)
-        .transpose()?
-        .ok_or_else(|| not_found(id_or_name))
+    one_row(row, from_row, || not_found(id_or_name))
 }
 
 pub(super) async fn set_status(
@@ -145,10 +141,7 @@ pub(super) async fn set_status(
         .fetch_optional(&store.pool)
         .await
         .map_err(db_error)?;
-    row.as_ref()
-        .map(from_row)
-        .transpose()?
-        .ok_or_else(|| not_found(id_or_name))
+    one_row(row, from_row, || not_found(id_or_name))
 }
 
 pub(super) async fn purge(store: &SqlStore, id_or_name: &str) -> Result<AgentRecord, StoreError> {
@@ -160,8 +153,5 @@ pub(super) async fn purge(store: &SqlStore, id_or_name: &str) -> Result<AgentRec
         .fetch_optional(&store.pool)
         .await
         .map_err(db_error)?;
-    row.as_ref()
-        .map(from_row)
-        .transpose()?
-        .ok_or_else(|| not_found(id_or_name))
+    one_row(row, from_row, || not_found(id_or_name))
 }

@@ -4,8 +4,8 @@ use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
 use super::{
-    SqlStore, column, db_error, is_foreign_key_violation, micros, random_id, signed, time_column,
-    time_column_opt, unsigned,
+    SqlStore, column, db_error, is_foreign_key_violation, micros, one_row, random_id, signed,
+    time_column, time_column_opt, unsigned,
 };
 use crate::{
     ApprovalDecision, ApprovalRecord, ApprovalStatus, ApprovalVerdict, NewApproval,
@@ -175,10 +175,7 @@ pub(super) async fn get(store: &SqlStore, id: &str) -> Result<ApprovalRecord, St
         .fetch_optional(&store.pool)
         .await
         .map_err(db_error)?;
-    row.as_ref()
-        .map(from_row)
-        .transpose()?
-        .ok_or_else(|| not_found(id))
+    one_row(row, from_row, || not_found(id))
 }
 
 pub(super) async fn latest(

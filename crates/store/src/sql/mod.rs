@@ -292,6 +292,15 @@ pub(crate) fn time_column_opt(
     value.map(from_micros).transpose()
 }
 
+/// The record of a statement that targets one row, or `missing()` when it matched none.
+pub(crate) fn one_row<T>(
+    row: Option<AnyRow>,
+    from_row: impl Fn(&AnyRow) -> Result<T, StoreError>,
+    missing: impl FnOnce() -> StoreError,
+) -> Result<T, StoreError> {
+    row.as_ref().map_or_else(|| Err(missing()), from_row)
+}
+
 pub(crate) fn from_micros(us: i64) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
         .map_err(|_| StoreError::Corrupt(format!("timestamp {us} is out of range")))

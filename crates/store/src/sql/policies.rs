@@ -3,7 +3,7 @@
 use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
-use super::{SqlStore, column, db_error, micros, time_column, unsigned};
+use super::{SqlStore, column, db_error, micros, one_row, time_column, unsigned};
 use crate::{
     NewPolicy, PolicyOrigin, PolicyRevision, PolicyUpsert, StoreError, StoredPolicy, validate_name,
 };
@@ -146,10 +146,7 @@ pub(super) async fn get(store: &SqlStore, name: &str) -> Result<StoredPolicy, St
         .fetch_optional(&store.pool)
         .await
         .map_err(db_error)?;
-    row.as_ref()
-        .map(from_row)
-        .transpose()?
-        .ok_or_else(|| not_found(name))
+    one_row(row, from_row, || not_found(name))
 }
 
 pub(super) async fn delete(store: &SqlStore, name: &str) -> Result<StoredPolicy, StoreError> {
@@ -160,10 +157,7 @@ pub(super) async fn delete(store: &SqlStore, name: &str) -> Result<StoredPolicy,
     .fetch_optional(&store.pool)
     .await
     .map_err(db_error)?;
-    row.as_ref()
-        .map(from_row)
-        .transpose()?
-        .ok_or_else(|| not_found(name))
+    one_row(row, from_row, || not_found(name))
 }
 
 pub(super) async fn revisions(
