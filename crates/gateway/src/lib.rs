@@ -9,9 +9,10 @@
 //! policies and the audit trail under `/admin` with the admin token.
 //!
 //! The pieces, one module each: [`config`] (flag > env > file > default), [`data_dir`] (keys,
-//! admin token, instance id), [`token`] (JWTs), [`auth`] with [`auth_cache`], [`rate_limit`],
-//! [`audit_writer`], [`policies`] and [`policy_files`] (the set in force and `--policies DIR`), [`routes`]
-//! (the axum router), [`server`] (start and graceful stop).
+//! admin token, instance id), [`token`] (JWTs), [`auth`] with [`auth_cache`], [`rate_limit`] (in
+//! memory, or global in Redis: [`rate_limit_redis`]), [`audit_writer`], [`policies`] and
+//! [`policy_files`] (the set in force and `--policies DIR`), [`routes`] (the axum router),
+//! [`server`] (start and graceful stop).
 //!
 //! # Example
 //!
@@ -58,6 +59,7 @@ pub mod policies;
 pub mod policy_files;
 pub mod proxy;
 pub mod rate_limit;
+pub mod rate_limit_redis;
 pub mod routes;
 pub mod server;
 pub mod state;

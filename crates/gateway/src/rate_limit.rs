@@ -7,6 +7,9 @@
 //! neither a token bucket (bursts of 2N) nor a two-window weighted estimate (up to 1.5N after a
 //! burst at a window's end) guarantees. The cost is 8 bytes per admitted check still in its
 //! window. See docs/architecture/rate-limits.md.
+//!
+//! [`Limiter`] is what the gateway holds: these counters, or the same algorithm in Redis
+//! ([`crate::rate_limit_redis`]) when limits must hold across several gateways.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +17,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use meshguard_policy::{Admission, LimitCharge, RateLimitOracle, Window};
+
+use crate::rate_limit_redis::{RedisLimitError, RedisLimiter};
 
 /// A monotonic clock in milliseconds, injected so tests drive time without sleeping.
 pub trait Clock: Send + Sync + 'static {
@@ -194,6 +199,105 @@ fn exhausted(index: usize, wait_ms: u64) -> Admission {
     Admission::Exhausted {
         charge: index,
         retry_after_secs: wait_ms.div_ceil(1000).max(1),
+    }
+}
+
+/// Whether a decision charges the limits (a check) or only looks (the admin `decide`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charging {
+    /// A check: an admitted check is charged to every limit.
+    Charge,
+    /// A dry run: reports what a check would get, charging nothing.
+    Peek,
+}
+
+/// The counters a gateway charges: its own memory, or Redis shared by every gateway
+/// (`--redis-url`).
+#[derive(Debug, Clone)]
+pub enum Limiter {
+    /// Exact sliding windows in this process.
+    Memory(RateLimiter),
+    /// The same windows in Redis, global across gateways.
+    Redis(RedisLimiter),
+}
+
+impl Limiter {
+    /// Runs `decide` (the engine's pure `decide` or `explain`) with an oracle for `agent_id`.
+    ///
+    /// The engine asks its oracle synchronously, and Redis is asynchronous, so with Redis the
+    /// decision runs once with an oracle that records the charges it is asked for and admits;
+    /// if there were charges, one script run admits (or refuses) them all atomically; if Redis
+    /// says a limit is exhausted, the decision runs again with an oracle that answers exactly
+    /// that. The engine is pure (about a microsecond per run), so both runs see the same charges
+    /// in the same order and the index of the exhausted limit means the same in both.
+    ///
+    /// # Errors
+    /// Redis could not answer: the caller must refuse the check (fail closed).
+    pub async fn decide<T>(
+        &self,
+        agent_id: &str,
+        charging: Charging,
+        mut decide: impl FnMut(&mut dyn RateLimitOracle) -> T,
+    ) -> Result<T, RedisLimitError> {
+        let charge = charging == Charging::Charge;
+        let redis = match self {
+            Limiter::Memory(memory) => {
+                let mut oracle = AgentLimits {
+                    limiter: memory,
+                    agent_id,
+                    charge,
+                };
+                return Ok(decide(&mut oracle));
+            }
+            Limiter::Redis(redis) => redis,
+        };
+        let mut recorder = Recorder::default();
+        let first = decide(&mut recorder);
+        let Some(charges) = recorder.charges else {
+            return Ok(first);
+        };
+        match redis.admit(agent_id, &charges, charge).await? {
+            Admission::Admitted => Ok(first),
+            exhausted @ Admission::Exhausted { .. } => Ok(decide(&mut Answer(exhausted))),
+        }
+    }
+
+    /// Whether the counters can be reached (always, in memory).
+    pub async fn ping(&self) -> Result<(), RedisLimitError> {
+        match self {
+            Limiter::Memory(_) => Ok(()),
+            Limiter::Redis(redis) => redis.ping().await,
+        }
+    }
+
+    /// `memory` or `redis`, for `/health`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Limiter::Memory(_) => "memory",
+            Limiter::Redis(_) => "redis",
+        }
+    }
+}
+
+/// Records what the engine asks and admits: the first run of a decision over Redis.
+#[derive(Default)]
+struct Recorder {
+    charges: Option<Vec<LimitCharge>>,
+}
+
+impl RateLimitOracle for Recorder {
+    fn admit(&mut self, charges: &[LimitCharge]) -> Admission {
+        self.charges = Some(charges.to_vec());
+        Admission::Admitted
+    }
+}
+
+/// Answers what Redis answered: the second run of a decision whose limit is exhausted.
+struct Answer(Admission);
+
+impl RateLimitOracle for Answer {
+    fn admit(&mut self, _charges: &[LimitCharge]) -> Admission {
+        self.0
     }
 }
 

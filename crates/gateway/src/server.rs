@@ -18,6 +18,7 @@ use crate::data_dir::{DataDir, DataDirError};
 use crate::policy_files::{PolicyDir, PolicyDirError, spawn_watcher};
 use crate::proxy::Upstreams;
 use crate::rate_limit::SystemClock;
+use crate::rate_limit_redis::{DEFAULT_KEY_PREFIX, RedisLimitError, RedisLimiter};
 use crate::routes::app;
 use crate::state::{AppState, GatewayOptions, StartError};
 
@@ -47,6 +48,10 @@ pub enum ServeError {
     /// A proxy upstream that cannot be used.
     #[error("{0}")]
     Proxy(String),
+    /// `--redis-url` is set but Redis does not answer: the gateway refuses to start rather than
+    /// count limits per gateway.
+    #[error("{0}; global rate limits need it (remove `--redis-url` to keep limits per gateway)")]
+    Redis(#[from] RedisLimitError),
     /// A configured feature this gateway does not provide.
     #[error("{0}")]
     Unsupported(String),
@@ -74,11 +79,6 @@ pub fn store_location(config: &Config) -> Result<StoreLocation, StoreError> {
 }
 
 fn refuse_unsupported(config: &Config) -> Result<(), ServeError> {
-    if config.redis_url.is_some() {
-        return Err(ServeError::Unsupported(
-            "redis.url: global rate limits through Redis are not available in this build; remove the setting to use in-memory limits".into(),
-        ));
-    }
     if config.tls.is_some() {
         return Err(ServeError::Unsupported(
             "tls: this build serves plain HTTP; terminate TLS in front of the gateway".into(),
@@ -100,6 +100,14 @@ pub fn validate_only(config: &Config) -> Result<Vec<String>, ServeError> {
         format!("data dir: {}", config.data_dir.display()),
         format!("store: {location}"),
     ];
+    if let Some(url) = &config.redis_url {
+        let client = redis::Client::open(url.expose())
+            .map_err(|e| ServeError::Redis(RedisLimitError::Url(e.to_string())))?;
+        report.push(format!(
+            "rate limits: redis at {} (not contacted)",
+            client.get_connection_info().addr()
+        ));
+    }
     let alerts = AlertSettings::from_config(&config.alerts);
     if alerts.has_receivers() {
         let receivers: Vec<_> = [
@@ -206,6 +214,14 @@ pub async fn serve_listener(
     tracing::info!(store = %location, gateway = %dir.instance_id, "store opened");
     let upstreams = Upstreams::from_config(config.proxy_target.as_deref(), &config.targets)
         .map_err(ServeError::Proxy)?;
+    let redis = match &config.redis_url {
+        Some(url) => {
+            let redis = RedisLimiter::connect(url.expose(), DEFAULT_KEY_PREFIX).await?;
+            tracing::info!(redis = %redis.addr(), "rate limits are global: kept in redis");
+            Some(redis)
+        }
+        None => None,
+    };
     let options = GatewayOptions {
         mode: config.mode,
         body_limit: config.body_limit,
@@ -214,6 +230,7 @@ pub async fn serve_listener(
         clock: Arc::new(SystemClock::new()),
         upstreams,
         alerts: AlertSettings::from_config(&config.alerts),
+        redis,
     };
     let (state, background) = AppState::new(Arc::clone(&store), &dir, options).await?;
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -18,7 +18,8 @@ use crate::extract::BodyLimit;
 use crate::metrics::GatewayMetrics;
 use crate::policies::{PolicyChangeError, PolicyRegistry};
 use crate::proxy::Upstreams;
-use crate::rate_limit::{Clock, RateLimiter, SystemClock};
+use crate::rate_limit::{Clock, Limiter, RateLimiter, SystemClock};
+use crate::rate_limit_redis::RedisLimiter;
 use crate::token::TokenKeys;
 
 /// Settings of one gateway that tests choose freely (no config file, no environment).
@@ -38,6 +39,8 @@ pub struct GatewayOptions {
     pub upstreams: Upstreams,
     /// Alert receivers and triggers (none by default).
     pub alerts: AlertSettings,
+    /// Global rate limits in Redis; `None` (the default) keeps them in memory, read by `clock`.
+    pub redis: Option<RedisLimiter>,
 }
 
 impl Default for GatewayOptions {
@@ -50,6 +53,7 @@ impl Default for GatewayOptions {
             clock: Arc::new(SystemClock::new()),
             upstreams: Upstreams::default(),
             alerts: AlertSettings::default(),
+            redis: None,
         }
     }
 }
@@ -60,6 +64,7 @@ impl std::fmt::Debug for GatewayOptions {
             .field("mode", &self.mode)
             .field("body_limit", &self.body_limit)
             .field("audit_durability", &self.audit_durability)
+            .field("redis", &self.redis)
             .finish_non_exhaustive()
     }
 }
@@ -80,8 +85,8 @@ pub struct Gateway {
     pub instance_id: String,
     /// Enforce, audit or bypass.
     pub mode: Mode,
-    /// Rate-limit counters.
-    pub limiter: RateLimiter,
+    /// Rate-limit counters: in memory, or in Redis shared by every gateway.
+    pub limiter: Limiter,
     /// The audit group-commit writer.
     pub audit: AuditWriter,
     /// Prometheus metrics.
@@ -191,7 +196,10 @@ impl AppState {
             admin_token: dir.admin_token.clone(),
             instance_id: dir.instance_id.clone(),
             mode: options.mode,
-            limiter: RateLimiter::new(options.clock),
+            limiter: match options.redis {
+                Some(redis) => Limiter::Redis(redis),
+                None => Limiter::Memory(RateLimiter::new(options.clock)),
+            },
             audit,
             metrics,
             body_limit: options.body_limit,

@@ -242,3 +242,26 @@ fn serve_validate_only_checks_the_config() {
     assert!(run.stderr.contains("lisen"), "{}", run.stderr);
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
 }
+
+#[test]
+fn serve_refuses_to_start_when_its_redis_does_not_answer() {
+    // Nothing listens on a freshly freed port; the URL comes from the environment (SPEC 8).
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let redis = format!("redis://:hunter2@127.0.0.1:{}", free_port());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let run = CliRun::with_env(
+        &[
+            "serve",
+            "--addr",
+            &addr,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[("MESHGUARD_REDIS__URL", &redis)],
+    );
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("redis at 127.0.0.1:"), "{}", run.stderr);
+    assert!(run.stderr.contains("--redis-url"), "{}", run.stderr);
+    assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
+}

@@ -2,7 +2,8 @@
 //! docs/operations.md tells operators to (B's data dir holds copies of A's `signing-key.pem` and
 //! `admin.token`; each keeps its own `gateway.id`): what is done through one is seen by the
 //! other — agents, policies, a revoke, approvals, the audit trail — and rate limits are counted
-//! per gateway. Each test creates its own database on the server named by
+//! per gateway, or overall when both are given the same `--redis-url` (those tests also need
+//! `MESHGUARD_TEST_REDIS_URL`). Each test creates its own database on the server named by
 //! `MESHGUARD_TEST_DATABASE_URL` and drops it afterwards; without that variable the tests say so
 //! and pass.
 
@@ -454,6 +455,82 @@ async fn both_audit_chains_verify_through_either_gateway_and_rate_limits_count_p
 
 /// The first `count` `audit` events of a `GET /admin/audit/stream` response (bounded by the
 /// client's timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_rate_limits_are_global_across_both_gateways() {
+    let Some(db) = SharedDatabase::create().await else {
+        return;
+    };
+    let Some(redis) = std::env::var("MESHGUARD_TEST_REDIS_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+    else {
+        eprintln!("skipped: MESHGUARD_TEST_REDIS_URL is not set");
+        return;
+    };
+    let args = [
+        "--database-url",
+        db.url.as_str(),
+        "--redis-url",
+        redis.as_str(),
+    ];
+    let a = Gateway::start_with(&args).await;
+    let b = Gateway::start_beside(&a, &args).await;
+    apply_autogpt_policy(&a);
+    let token = a.create_agent("autogpt-agent", "verified", "autogpt");
+    let (first, _) = poll_until(&b, &token, "browse:web", |answer| answer.status == 200).await;
+    assert_eq!(first.status, 200, "{:#}", first.body);
+
+    // autogpt.yaml allows 30 checks a minute. 40 at once, half on each gateway: 30 in total.
+    // (Agent ids are fresh UUIDs, so this run's counters are its own.)
+    let burst = a.create_agent("burst", "verified", "autogpt");
+    let checks = (0..40).map(|i| {
+        let gateway = if i % 2 == 0 { &a } else { &b };
+        gateway.check(&burst, "browse:web", "x")
+    });
+    let answers = futures::future::join_all(checks).await;
+    let admitted = answers.iter().filter(|answer| answer.status == 200).count();
+    eprintln!(
+        "admitted in one minute under a 30/min limit over two gateways on one redis: {admitted}"
+    );
+    assert_eq!(admitted, 30, "{answers:#?}");
+    for refused in answers.iter().filter(|answer| answer.status != 200) {
+        assert_eq!(refused.status, 403, "{:#}", refused.body);
+        assert_eq!(refused.body["code"], "rate_limited", "{:#}", refused.body);
+    }
+
+    // The 31st, on either gateway: 403 rate_limited with the seconds until the oldest leaves.
+    for gateway in [&a, &b] {
+        let refused = gateway.check(&burst, "browse:web", "x").await;
+        assert_eq!(refused.status, 403, "{:#}", refused.body);
+        assert_eq!(refused.body["code"], "rate_limited", "{:#}", refused.body);
+        assert_eq!(
+            refused.body["policy"], "autogpt-policy",
+            "{:#}",
+            refused.body
+        );
+        let retry: u64 = refused.retry_after.as_deref().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry), "{refused:?}");
+        assert_eq!(
+            refused.body["retry_after_seconds"], retry,
+            "{:#}",
+            refused.body
+        );
+    }
+
+    let health: Value = http(Duration::from_secs(5))
+        .get(format!("{}/health", b.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        health["checks"]["rate_limits"]["backend"], "redis",
+        "{health:#}"
+    );
+}
+
 async fn streamed_events(stream: reqwest::Response, count: usize) -> Vec<Value> {
     use futures::StreamExt as _;
     let mut chunks = stream.bytes_stream();

@@ -19,6 +19,8 @@ use crate::auth::{AgentAuthError, AuthenticatedAgent, authenticate_agent};
 use crate::config::Mode;
 use crate::error::ApiError;
 use crate::extract::{LimitedBody, parse_json};
+use crate::rate_limit::Charging;
+use crate::rate_limit_redis::RedisLimitError;
 use crate::state::AppState;
 use crate::trace::TraceId;
 
@@ -194,8 +196,11 @@ pub(super) async fn evaluate(
 ) -> Result<(Decision, String), Response> {
     // 1. Decide, and 2. charge the limits: the engine asks the oracle once, inside `decide`,
     //    with every limit of every applicable policy (denied checks count too), all-or-nothing,
-    //    so a limit can never be charged for a decision that was not made.
-    let decision = decide(state, agent, input);
+    //    so a limit can never be charged for a decision that was not made. With Redis the
+    //    limits are global; if Redis cannot answer, nothing is allowed (503, like the store).
+    let decision = decide(state, agent, input)
+        .await
+        .map_err(|err| unavailable(state, input, trace, Outage::RateLimits, &err.to_string()))?;
     // 3. Approvals: only a decision that needs a human touches the approval store, after the
     //    engine, because an explicit deny must win before any approval is created or consumed.
     let decision = approvals::settle(
@@ -208,7 +213,7 @@ pub(super) async fn evaluate(
         ApprovalMode::Apply,
     )
     .await
-    .map_err(|err| unavailable(state, input, trace, &err.to_string()))?;
+    .map_err(|err| unavailable(state, input, trace, Outage::Store, &err.to_string()))?;
     // 4. Audit: the event is committed (group commit) before the answer leaves, so no decision
     //    an agent acted on is missing from the trail. If it cannot be written, nothing is allowed.
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -218,7 +223,7 @@ pub(super) async fn evaluate(
         .audit
         .append(event)
         .await
-        .map_err(|err| unavailable(state, input, trace, &err.to_string()))?;
+        .map_err(|err| unavailable(state, input, trace, Outage::Store, &err.to_string()))?;
     // 5. Count it; the caller responds.
     state
         .metrics
@@ -259,19 +264,28 @@ fn raise_alert(
     });
 }
 
-fn decide(state: &AppState, agent: &AuthenticatedAgent, input: &CheckInput) -> Decision {
+async fn decide(
+    state: &AppState,
+    agent: &AuthenticatedAgent,
+    input: &CheckInput,
+) -> Result<Decision, RedisLimitError> {
     let request = CheckRequest {
         action: &input.action,
         resource: &input.resource,
         context: &input.context,
     };
     match state.mode {
-        Mode::Enforce | Mode::Audit => state.policies.current().decide(
-            &agent.profile,
-            &request,
-            &mut state.limiter.charging(&agent.record.id),
-        ),
-        Mode::Bypass => Decision {
+        Mode::Enforce | Mode::Audit => {
+            // One snapshot of the policies, so a second run (Redis) decides on the same set.
+            let policies = state.policies.current();
+            state
+                .limiter
+                .decide(&agent.record.id, Charging::Charge, |oracle| {
+                    policies.decide(&agent.profile, &request, oracle)
+                })
+                .await
+        }
+        Mode::Bypass => Ok(Decision {
             effect: Effect::Allow,
             code: Code::Allowed,
             reason: format!(
@@ -283,7 +297,7 @@ fn decide(state: &AppState, agent: &AuthenticatedAgent, input: &CheckInput) -> D
             retry_after_secs: None,
             approval: None,
             approval_id: None,
-        },
+        }),
     }
 }
 
@@ -361,16 +375,41 @@ pub(super) fn respond(
     response
 }
 
-/// 503: the store could not be reached (or the audit event not written); nothing is allowed,
-/// whatever the mode, and no event exists for this answer.
-fn unavailable(state: &AppState, input: &CheckInput, trace: &TraceId, cause: &str) -> Response {
-    tracing::error!(%cause, action = %input.action, trace = %trace.0, "store unavailable: check denied");
+/// What could not be reached when a check is answered 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outage {
+    /// The store (or the audit trail could not be written).
+    Store,
+    /// Redis, which holds the global rate limits (`--redis-url`).
+    RateLimits,
+}
+
+impl Outage {
+    fn what(self) -> &'static str {
+        match self {
+            Outage::Store => "store",
+            Outage::RateLimits => "rate-limit store (redis)",
+        }
+    }
+}
+
+/// 503: the store or Redis could not be reached (or the audit event not written); nothing is
+/// allowed, whatever the mode, and no event exists for this answer.
+fn unavailable(
+    state: &AppState,
+    input: &CheckInput,
+    trace: &TraceId,
+    outage: Outage,
+    cause: &str,
+) -> Response {
+    let what = outage.what();
+    tracing::error!(%cause, action = %input.action, trace = %trace.0, "{what} unavailable: check denied");
     state
         .metrics
         .decisions
         .with_label_values(&["deny", "unavailable"])
         .inc();
-    let reason = "store unavailable: nothing is allowed until it is back".to_owned();
+    let reason = format!("{what} unavailable: nothing is allowed until it is back");
     if state.alerts.wants(Trigger::Error) {
         state.alerts.emit(Alert {
             event: Trigger::Error,
@@ -471,7 +510,7 @@ pub(super) async fn refuse(
                 context: Map::new(),
                 approval_id: None,
             };
-            unavailable(state, &input, trace, &cause)
+            unavailable(state, &input, trace, Outage::Store, &cause)
         }
         AgentAuthError::Internal(cause) => ApiError::Internal(cause).into_response(),
     }

@@ -15,6 +15,7 @@ use crate::approvals::{self, ApprovalMode};
 use crate::auth::profile_of;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
+use crate::rate_limit::Charging;
 use crate::state::AppState;
 
 /// The body of `POST /admin/decide`.
@@ -51,11 +52,14 @@ pub async fn decide(
     };
     // The peeking oracle reports an exhausted limit exactly as a check would see it, and charges
     // nothing.
-    let explanation = state.policies.current().explain(
-        &profile,
-        &request,
-        &mut state.limiter.peeking(&record.id),
-    );
+    let policies = state.policies.current();
+    let explanation = state
+        .limiter
+        .decide(&record.id, Charging::Peek, |oracle| {
+            policies.explain(&profile, &request, oracle)
+        })
+        .await
+        .map_err(|err| ApiError::Unavailable(err.to_string()))?;
     let decision = approvals::settle(
         &*state.store,
         &record.id,

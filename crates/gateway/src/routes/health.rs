@@ -21,13 +21,18 @@ pub async fn root(State(state): State<AppState>) -> Json<serde_json::Value> {
     }))
 }
 
-/// `GET /health`: 200 `healthy` when the store answers, 503 `unhealthy` otherwise.
+/// `GET /health`: 200 `healthy` when the store (and Redis, with `--redis-url`) answers, 503
+/// `unhealthy` otherwise: without either every check is answered 503.
 pub async fn health(State(state): State<AppState>) -> Response {
     let store = state.store.ping().await;
-    let healthy = store.is_ok();
     if let Err(err) = &store {
         tracing::error!(error = %err, "health check: store unavailable");
     }
+    let limits = state.limiter.ping().await;
+    if let Err(err) = &limits {
+        tracing::error!(error = %err, "health check: rate-limit store unavailable");
+    }
+    let healthy = store.is_ok() && limits.is_ok();
     let body = json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
         "version": VERSION,
@@ -36,8 +41,12 @@ pub async fn health(State(state): State<AppState>) -> Response {
         "gateway": state.instance_id,
         "checks": {
             "store": {
-                "status": if healthy { "ok" } else { "unavailable" },
+                "status": if store.is_ok() { "ok" } else { "unavailable" },
                 "backend": state.store.backend(),
+            },
+            "rate_limits": {
+                "status": if limits.is_ok() { "ok" } else { "unavailable" },
+                "backend": state.limiter.backend(),
             },
             "policies": {
                 "status": "ok",

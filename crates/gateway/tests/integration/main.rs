@@ -22,4 +22,5 @@ mod outage;
 mod policy_files;
 mod proxy;
 mod rate_limits;
+mod redis_limits;
 mod serve;

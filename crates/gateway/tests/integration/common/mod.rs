@@ -77,6 +77,18 @@ impl TestGateway {
         audit_durability: AuditDurability,
         upstreams: Upstreams,
     ) -> TestGateway {
+        TestGateway::with_options(GatewayOptions {
+            mode,
+            body_limit,
+            audit_durability,
+            upstreams,
+            ..GatewayOptions::default()
+        })
+        .await
+    }
+
+    /// A gateway with `options`, its rate-limit clock replaced by a [`ManualClock`].
+    pub async fn with_options(options: GatewayOptions) -> TestGateway {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::open(dir.path(), None).unwrap();
         let store = meshguard_store::open(&StoreLocation::in_data_dir(dir.path()))
@@ -84,12 +96,8 @@ impl TestGateway {
             .unwrap();
         let clock = Arc::new(ManualClock::new());
         let options = GatewayOptions {
-            mode,
-            body_limit,
-            audit_durability,
             clock: clock.clone(),
-            upstreams,
-            ..GatewayOptions::default()
+            ..options
         };
         let link = Arc::new(severable::Severable::new(store.clone()));
         let (state, background) = AppState::new(link.clone(), &data, options).await.unwrap();

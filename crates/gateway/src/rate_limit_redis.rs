@@ -1,0 +1,292 @@
+//! Global rate limits in Redis (`--redis-url`): the in-memory limiter's exact sliding windows,
+//! shared by every gateway that points at the same Redis.
+//!
+//! Each counter is a sorted set whose members are the checks it admitted (one unique member per
+//! check) scored by the instant, in milliseconds of **Redis's** clock, at which they were
+//! admitted. One Lua script (run with EVALSHA, falling back to EVAL) does the whole
+//! check-and-charge atomically for every counter a check is charged to:
+//!
+//! 1. `now` = the server's `TIME`, so gateways with skewed clocks agree on every window;
+//! 2. for each counter: drop the members older than `now - window`; if `ZCARD >= max` the check
+//!    is refused, and the answer is the (0-based) index of that counter and the milliseconds
+//!    until its member at rank `len - max` leaves the window (when one more check fits);
+//! 3. only if every counter had room (and the caller charges): `ZADD` the check to all of them,
+//!    trim each to its newest `max`, and `PEXPIRE` each after its window.
+//!
+//! This is the algorithm of [`crate::rate_limit::RateLimiter`] step for step, so a gateway
+//! behaves the same with and without Redis. Any Redis error (unreachable, timeout, script
+//! error) is returned as [`RedisLimitError`]; the check path answers it with 503 `unavailable`,
+//! never with an allow. See docs/architecture/rate-limits.md.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use meshguard_policy::{Admission, LimitCharge, Window};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// The key prefix when none is configured.
+pub const DEFAULT_KEY_PREFIX: &str = "meshguard:rl:";
+
+/// How long one connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long Redis may take to answer one script run.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// An upper bound on one admission, reconnection attempts included: a check never waits longer
+/// than this for Redis before it is answered 503.
+const ADMIT_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The check-and-charge script. KEYS: the counters. ARGV: `charge` ("1" or "0"), the check's
+/// unique member, then `max` and `window_ms` for each key in order. Returns `{-1, 0}` when
+/// admitted, else `{index, wait_ms}` for the first exhausted counter (index from 0).
+const SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local charge = ARGV[1] == '1'
+local member = ARGV[2]
+for i = 1, #KEYS do
+  local max = tonumber(ARGV[1 + 2 * i])
+  local window = tonumber(ARGV[2 + 2 * i])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
+  local len = redis.call('ZCARD', KEYS[i])
+  if len >= max then
+    local wait = window
+    local blocking = redis.call('ZRANGE', KEYS[i], len - max, len - max, 'WITHSCORES')
+    if blocking[2] then
+      wait = tonumber(blocking[2]) + window - now
+    end
+    return {i - 1, wait}
+  end
+end
+if charge then
+  for i = 1, #KEYS do
+    local max = tonumber(ARGV[1 + 2 * i])
+    local window = tonumber(ARGV[2 + 2 * i])
+    redis.call('ZADD', KEYS[i], now, member)
+    redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -(max + 1))
+    redis.call('PEXPIRE', KEYS[i], window)
+  end
+end
+return {-1, 0}
+";
+
+/// Redis could not answer; the check is refused (fail closed).
+#[derive(Debug, thiserror::Error)]
+pub enum RedisLimitError {
+    /// The URL does not parse.
+    #[error("redis.url: {0}")]
+    Url(String),
+    /// Redis refused or failed the command.
+    #[error("redis at {addr}: {cause}")]
+    Redis {
+        /// Host and port (never the password).
+        addr: String,
+        /// The client's error.
+        cause: String,
+    },
+    /// Redis took longer than the admission deadline.
+    #[error("redis at {addr}: no answer within {}s", ADMIT_DEADLINE.as_secs())]
+    Timeout {
+        /// Host and port.
+        addr: String,
+    },
+    /// The script answered something else than `{index, wait_ms}` (a bug).
+    #[error("redis at {addr}: unexpected script answer {answer:?}")]
+    Answer {
+        /// Host and port.
+        addr: String,
+        /// What came back.
+        answer: Vec<i64>,
+    },
+}
+
+/// One sorted-set counter as the script sees it: for tests, any window length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisCounter {
+    /// The full key, prefix included.
+    pub key: String,
+    /// The most checks admitted in any window.
+    pub max: u32,
+    /// The window length in milliseconds.
+    pub window_ms: u64,
+}
+
+/// The rate limits of every gateway on one Redis. Cheap to clone (one multiplexed connection
+/// that reconnects by itself).
+#[derive(Clone)]
+pub struct RedisLimiter {
+    connection: ConnectionManager,
+    script: redis::Script,
+    prefix: String,
+    addr: String,
+}
+
+impl std::fmt::Debug for RedisLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLimiter")
+            .field("addr", &self.addr)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLimiter {
+    /// Connects to `url` and pings it: a gateway configured for global limits refuses to start
+    /// without them rather than counting locally.
+    pub async fn connect(url: &str, prefix: &str) -> Result<RedisLimiter, RedisLimitError> {
+        let client = redis::Client::open(url).map_err(|e| RedisLimitError::Url(e.to_string()))?;
+        let addr = client.get_connection_info().addr().to_string();
+        let failed = |cause: redis::RedisError| RedisLimitError::Redis {
+            addr: addr.clone(),
+            cause: cause.to_string(),
+        };
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let connect = ConnectionManager::new_with_config(client, config);
+        let connection = tokio::time::timeout(ADMIT_DEADLINE, connect)
+            .await
+            .map_err(|_| RedisLimitError::Timeout { addr: addr.clone() })?
+            .map_err(failed)?;
+        let limiter = RedisLimiter {
+            connection,
+            script: redis::Script::new(SCRIPT),
+            prefix: prefix.to_owned(),
+            addr,
+        };
+        limiter.ping().await?;
+        Ok(limiter)
+    }
+
+    /// Where the limits live (host and port, never the password).
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// `PING`, within the admission deadline.
+    pub async fn ping(&self) -> Result<(), RedisLimitError> {
+        let mut connection = self.connection.clone();
+        let ping = redis::cmd("PING");
+        self.bounded(ping.query_async::<String>(&mut connection))
+            .await
+            .map(|_| ())
+    }
+
+    /// The key of one counter: `<prefix>{<agent>}:<policy>[:rule:<rule>]:<minute|hour>`. Each
+    /// part is escaped (`%`, `:`, `{`, `}`), so no two counters share a key; the agent is the
+    /// hash tag, so all of one check's keys live on one Redis Cluster slot.
+    pub fn key(&self, agent_id: &str, charge: &LimitCharge) -> String {
+        let mut key = format!(
+            "{}{{{}}}:{}",
+            self.prefix,
+            escape(agent_id),
+            escape(&charge.key.policy)
+        );
+        if let Some(rule) = &charge.key.rule {
+            let _ = write!(key, ":rule:{}", escape(rule));
+        }
+        key.push(':');
+        key.push_str(match charge.window {
+            Window::Minute => "minute",
+            Window::Hour => "hour",
+        });
+        key
+    }
+
+    /// All-or-nothing admission of one check by `agent_id`; `charge: false` only looks.
+    pub async fn admit(
+        &self,
+        agent_id: &str,
+        charges: &[LimitCharge],
+        charge: bool,
+    ) -> Result<Admission, RedisLimitError> {
+        let counters: Vec<RedisCounter> = charges
+            .iter()
+            .map(|c| RedisCounter {
+                key: self.key(agent_id, c),
+                max: c.max,
+                window_ms: c.window.seconds().saturating_mul(1000),
+            })
+            .collect();
+        self.admit_counters(&counters, charge).await
+    }
+
+    /// [`RedisLimiter::admit`] on explicit counters (any key, any window length).
+    pub async fn admit_counters(
+        &self,
+        counters: &[RedisCounter],
+        charge: bool,
+    ) -> Result<Admission, RedisLimitError> {
+        if counters.is_empty() {
+            return Ok(Admission::Admitted);
+        }
+        let mut invocation = self.script.prepare_invoke();
+        invocation
+            .arg(if charge { "1" } else { "0" })
+            .arg(uuid::Uuid::new_v4().to_string());
+        for counter in counters {
+            invocation
+                .key(&counter.key)
+                .arg(counter.max)
+                .arg(counter.window_ms);
+        }
+        let mut connection = self.connection.clone();
+        let answer: Vec<i64> = self
+            .bounded(invocation.invoke_async(&mut connection))
+            .await?;
+        match answer.as_slice() {
+            [-1, _] => Ok(Admission::Admitted),
+            &[index, wait_ms] if index >= 0 => Ok(Admission::Exhausted {
+                charge: usize::try_from(index).unwrap_or(usize::MAX),
+                retry_after_secs: u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000).max(1),
+            }),
+            _ => Err(RedisLimitError::Answer {
+                addr: self.addr.clone(),
+                answer,
+            }),
+        }
+    }
+
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, RedisLimitError> {
+        match tokio::time::timeout(ADMIT_DEADLINE, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(cause)) => Err(RedisLimitError::Redis {
+                addr: self.addr.clone(),
+                cause: cause.to_string(),
+            }),
+            Err(_) => Err(RedisLimitError::Timeout {
+                addr: self.addr.clone(),
+            }),
+        }
+    }
+}
+
+/// Escapes the characters that structure a key.
+fn escape(part: &str) -> String {
+    let mut out = String::with_capacity(part.len());
+    for c in part.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            ':' => out.push_str("%3A"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn key_parts_are_escaped() {
+        assert_eq!(escape("a:b{c}%"), "a%3Ab%7Bc%7D%25");
+        assert_eq!(escape("plain-name"), "plain-name");
+    }
+}
