@@ -103,32 +103,14 @@ start_gateway() {
   fi
 }
 
-cat > "$work/check.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '$check_body'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer " .. os.getenv("MESHGUARD_TOKEN")
-LUA
+write_check_script "$check_body"
 
 # load URL TOKEN: prints "requests/s p50 p99 answers timeouts" (every answer is a 403 deny).
 load() {
-  local url="$1" out
+  local rps p50 p99 total timeouts
   export MESHGUARD_TOKEN="$2"
-  wrk -t2 -c"$connections" -d2s -s "$work/check.lua" "$url" >/dev/null
-  out="$(wrk -t2 -c"$connections" -d"${duration}s" --latency -s "$work/check.lua" "$url")"
-  echo "$out" >&2
-  python3 - "$out" <<'PY'
-import re, sys
-out = sys.argv[1]
-def latency(p):
-    m = re.search(rf"^\s*{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-    value, unit = float(m.group(1)), m.group(2)
-    return value * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-total = re.search(r"(\d+) requests in", out).group(1)
-timeouts = re.search(r"timeout (\d+)", out)
-print(rps, latency(50), latency(99), total, timeouts.group(1) if timeouts else 0)
-PY
+  read -r rps p50 p99 total _ timeouts < <(wrk_load "$1")
+  echo "$rps $p50 $p99 $total $timeouts"
 }
 
 # Alert counters of a gateway: "sent failed dropped".

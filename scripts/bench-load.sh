@@ -86,39 +86,15 @@ pids+=("$!")
 baseline="http://127.0.0.1:$baseline_port"
 wait_until curl -fsS -X POST "$baseline/proxy/governance/check" -H 'Content-Type: application/json' -d "$check_body"
 
-cat > "$work/check.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '$check_body'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer " .. os.getenv("MESHGUARD_TOKEN")
-LUA
-
-# Runs wrk against URL and prints "requests/s p50 p99 non-2xx".
-load() {
-  local url="$1" out
-  wrk -t2 -c"$connections" -d2s -s "$work/check.lua" "$url" >/dev/null # warm-up
-  out="$(wrk -t2 -c"$connections" -d"${duration}s" --latency -s "$work/check.lua" "$url")"
-  echo "$out" >&2
-  python3 - "$out" <<'PY'
-import re, sys
-out = sys.argv[1]
-def latency(p):
-    m = re.search(rf"^\s*{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-    value, unit = float(m.group(1)), m.group(2)
-    return value * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-print(rps, latency(50), latency(99), bad.group(1) if bad else 0)
-PY
-}
+write_check_script "$check_body"
 
 start_gateway sync
 sync_gateway="$gateway"
-read -r g_rps g_p50 g_p99 g_bad < <(load "$gateway/proxy/governance/check")
-read -r b_rps b_p50 b_p99 b_bad < <(load "$baseline/proxy/governance/check")
+read -r g_rps g_p50 g_p99 _ g_bad _ < <(wrk_load "$gateway/proxy/governance/check")
+read -r b_rps b_p50 b_p99 _ b_bad _ < <(wrk_load "$baseline/proxy/governance/check")
 # The same gateway with audit durability `async` (answers before the commit): what durability costs.
 start_gateway async
-read -r a_rps a_p50 a_p99 a_bad < <(load "$gateway/proxy/governance/check")
+read -r a_rps a_p50 a_p99 _ a_bad _ < <(wrk_load "$gateway/proxy/governance/check")
 if [ "$g_bad" != 0 ] || [ "$b_bad" != 0 ] || [ "$a_bad" != 0 ]; then
   echo "non-200 answers under load: gateway $g_bad, baseline $b_bad, async gateway $a_bad" >&2
   exit 1

@@ -62,35 +62,12 @@ start_gateway() {
   export MESHGUARD_TOKEN
 }
 
-cat > "$work/check.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '$check_body'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer " .. os.getenv("MESHGUARD_TOKEN")
-LUA
-
-# Loads $gateway; prints "requests/s p50 p99 non-2xx".
-load() {
-  local out
-  wrk -t2 -c"$connections" -d2s -s "$work/check.lua" "$gateway/proxy/governance/check" >/dev/null
-  out="$(wrk -t2 -c"$connections" -d"${duration}s" --latency -s "$work/check.lua" "$gateway/proxy/governance/check")"
-  echo "$out" >&2
-  python3 - "$out" <<'PY'
-import re, sys
-out = sys.argv[1]
-def latency(p):
-    m = re.search(rf"^\s*{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-    return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-print(rps, latency(50), latency(99), bad.group(1) if bad else 0)
-PY
-}
+write_check_script "$check_body"
 
 start_gateway memory
-read -r m_rps m_p50 m_p99 m_bad < <(load)
+read -r m_rps m_p50 m_p99 _ m_bad _ < <(wrk_load "$gateway/proxy/governance/check")
 start_gateway redis --redis-url "$redis_url"
-read -r r_rps r_p50 r_p99 r_bad < <(load)
+read -r r_rps r_p50 r_p99 _ r_bad _ < <(wrk_load "$gateway/proxy/governance/check")
 if [ "$m_bad" != 0 ] || [ "$r_bad" != 0 ]; then
   echo "non-200 answers under load: memory $m_bad, redis $r_bad" >&2
   exit 1
