@@ -106,16 +106,22 @@ impl PolicyDir {
             .collect();
         let mut released = false;
         for path in gone {
-            self.seen.remove(&path);
-            self.refused.remove(&path);
-            self.alerted.remove(&path);
-            if let Some(name) = self.owned.remove(&path) {
+            if let Some(name) = self.owned.get(&path).cloned() {
                 let label = path.display().to_string();
                 tracing::info!(policy = %name, file = %label, "policy file removed; removing its policy");
                 let removed = registry.delete(&name, false).await;
+                if removed.as_ref().is_err_and(is_transient) {
+                    // Still known as seen and owned: the next poll tries the removal again.
+                    self.report(removed.map(|_| ()), &path);
+                    continue;
+                }
                 self.report(removed.map(|_| ()), &path);
                 released = true;
             }
+            self.owned.remove(&path);
+            self.seen.remove(&path);
+            self.refused.remove(&path);
+            self.alerted.remove(&path);
         }
         if released {
             // A file refused because another file owned its name may apply now.
@@ -143,6 +149,11 @@ impl PolicyDir {
                         let removed = registry.delete(&old, false).await;
                         self.report(removed.map(|_| ()), path);
                     }
+                }
+                Err(err) if is_transient(&err) => {
+                    // The text may be fine: forget it, so the next poll applies it again.
+                    self.seen.remove(path);
+                    self.report(Err(err), path);
                 }
                 Err(err) => {
                     self.refused.insert(path.clone());
@@ -180,6 +191,15 @@ impl PolicyDir {
         );
         self.alerted.insert(path.to_path_buf(), message);
     }
+}
+
+/// A failure that says nothing about the file (the store could not be written), so the same
+/// change is tried again at the next poll rather than only when the file changes.
+fn is_transient(err: &PolicyChangeError) -> bool {
+    matches!(
+        err,
+        PolicyChangeError::Store(StoreError::Unavailable(_) | StoreError::Corrupt(_))
+    )
 }
 
 /// Every `*.yaml` file of `dir` with its text, by path.

@@ -107,3 +107,44 @@ async fn policies_of_files_deleted_while_stopped_are_removed_at_start() {
     assert!(in_force(&gw).await.is_empty());
     assert!(gw.state.policies.current().is_empty());
 }
+
+#[tokio::test]
+async fn a_change_the_store_could_not_take_is_applied_once_it_is_back() {
+    let gw = TestGateway::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("edited.yaml");
+    let gone = dir.path().join("gone.yaml");
+    std::fs::write(&file, policy("edited", "1")).unwrap();
+    std::fs::write(&gone, policy("gone", "1")).unwrap();
+    let mut watched = gw.watch_policies(dir.path()).await;
+    assert_eq!(in_force(&gw).await.len(), 2);
+
+    // The store goes away while one file is edited and the other removed.
+    gw.link.cut(true);
+    std::fs::write(&file, policy("edited", "2")).unwrap();
+    std::fs::remove_file(&gone).unwrap();
+    watched.poll(&gw.state.policies).await;
+    watched.poll(&gw.state.policies).await;
+    gw.link.cut(false);
+    let versions = |policies: Vec<(String, String, String)>| {
+        policies
+            .into_iter()
+            .map(|(name, version, _)| (name, version))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        versions(in_force(&gw).await),
+        [("edited".into(), "1".into()), ("gone".into(), "1".into())],
+        "nothing changed while the store was down"
+    );
+
+    // Back: the next poll applies both changes, although neither file changed since.
+    watched.poll(&gw.state.policies).await;
+    assert_eq!(
+        versions(in_force(&gw).await),
+        [("edited".into(), "2".into())]
+    );
+    let in_memory = gw.state.policies.current();
+    assert_eq!(in_memory.len(), 1);
+    assert_eq!(in_memory.get("edited").unwrap().version(), "2");
+}
