@@ -35,6 +35,8 @@ pub struct PolicyDir {
     refused: std::collections::BTreeSet<PathBuf>,
     /// The failure last alerted for each file, until the file applies or goes away.
     alerted: BTreeMap<PathBuf, String>,
+    /// Whether the directory itself could not be read at the last poll (alerted once per streak).
+    unreadable: bool,
     /// Where `error` alerts about files go.
     alerts: AlertQueue,
 }
@@ -88,9 +90,24 @@ impl PolicyDir {
     /// Reads the directory once and applies what changed.
     pub async fn poll(&mut self, registry: &PolicyRegistry) {
         match list_yaml(&self.dir) {
-            Ok(files) => self.sync(registry, files).await,
+            Ok(files) => {
+                self.unreadable = false;
+                self.sync(registry, files).await;
+            }
             Err(err) => {
                 tracing::error!(dir = %self.dir.display(), error = %err, "cannot read the policies directory; keeping the policies in force");
+                if !self.unreadable {
+                    let dir = self.dir.display().to_string();
+                    self.alerts.failure(
+                        POLICY_FILE_NOT_APPLIED,
+                        "policy.load",
+                        Some(&dir),
+                        format!(
+                            "cannot read the policies directory {dir}: {err}; the policies in force stay"
+                        ),
+                    );
+                }
+                self.unreadable = true;
             }
         }
     }

@@ -661,6 +661,58 @@ async fn a_broken_policy_file_at_start_alerts() {
     assert_eq!(body["resource"], file.display().to_string().as_str());
 }
 
+#[tokio::test]
+async fn an_unreadable_policy_directory_alerts_once_per_streak_and_keeps_the_policies() {
+    let (url, mut seen) = receiver(&[], Answer::Status(200)).await;
+    let gw = gateway(fast(AlertSettings {
+        webhook: webhook(&url),
+        ..AlertSettings::default()
+    }))
+    .await;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("policies");
+    let away = parent.path().join("elsewhere");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("files.yaml"), GOOD_FILE).unwrap();
+    let mut watched = gw.watch_policies(&dir).await;
+    let in_force = gw.state.policies.current().len();
+    quiet(&mut seen).await;
+
+    // The directory disappears (an unmounted volume, a checkout being replaced): one alert
+    // however many polls fail, and the policies in force stay.
+    std::fs::rename(&dir, &away).unwrap();
+    for _ in 0..3 {
+        watched.poll(&gw.state.policies).await;
+    }
+    let body = verified(&next(&mut seen).await);
+    assert_eq!(body["code"], "policy_file_not_applied");
+    assert_eq!(body["resource"], dir.display().to_string().as_str());
+    let reason = body["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(&format!(
+            "cannot read the policies directory {}",
+            dir.display()
+        )),
+        "{reason}"
+    );
+    quiet(&mut seen).await;
+    assert_eq!(gw.store.get_policy("files").await.unwrap().version, "1");
+
+    // Back, then gone again: a second alert.
+    std::fs::rename(&away, &dir).unwrap();
+    watched.poll(&gw.state.policies).await;
+    quiet(&mut seen).await;
+    std::fs::rename(&dir, &away).unwrap();
+    watched.poll(&gw.state.policies).await;
+    watched.poll(&gw.state.policies).await;
+    assert_eq!(
+        verified(&next(&mut seen).await)["code"],
+        "policy_file_not_applied"
+    );
+    quiet(&mut seen).await;
+    assert_eq!(gw.state.policies.current().len(), in_force);
+}
+
 /// `meshguard_audit_commit_failures_total` of this gateway.
 fn audit_failures(gw: &TestGateway) -> u64 {
     let rendered = gw.state.metrics.render().unwrap();
