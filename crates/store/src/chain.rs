@@ -155,6 +155,7 @@ mod tests {
     use crate::{AuditAgent, AuditKind};
     use time::macros::datetime;
 
+    /// The fixed event of the golden test; other tests only compare it with changed copies.
     fn sample_event() -> AuditEvent {
         let mut context = serde_json::Map::new();
         context.insert("sandbox".into(), json!(true));
@@ -176,15 +177,35 @@ mod tests {
             policy: Some("autogpt-policy".into()),
             rule: Some("rule-4".into()),
             trace_id: Some("t-1".into()),
-            approval_id: None,
-            status: None,
-            result: None,
+            approval_id: Some("apr_1".into()),
+            status: Some("success".into()),
+            result: Some("ok \u{e9}".into()),
             context,
             latency_us: Some(42),
             gateway: "gw-1".into(),
             prev_hash: GENESIS_HASH.into(),
             hash: String::new(),
         }
+    }
+
+    /// The JSON text of the golden event, exactly as `serde_json::to_string` writes it.
+    const GOLDEN_JSON: &str = r#"{"id":"0192f0c6-0000-7000-8000-000000000001","seq":7,"ts":"2026-03-01T12:00:00.123456Z","kind":"check","agent":{"id":"agent_0123","name":"autogpt"},"action":"execute:shell","resource":"ls -la","decision":"deny","code":"denied_by_rule","reason":"Action 'execute:shell' denied","policy":"autogpt-policy","rule":"rule-4","trace_id":"t-1","approval_id":"apr_1","status":"success","result":"ok é","context":{"a":{"b":[1.5,null,"x\ny"],"z":1},"sandbox":true},"latency_us":42,"gateway":"gw-1","prev_hash":"abababababababababababababababababababababababababababababababab","hash":"5e0f84a3577f54caad01b9d68fddcf7fb8784d96d2a618e6b5b9cd1b7f05ef50"}"#;
+
+    /// Golden values computed before `AuditEvent` was restructured: neither the hash nor the JSON
+    /// text of a committed event may change, or existing chains, exports and API clients break.
+    #[test]
+    fn golden_event_hash_and_json_are_unchanged() {
+        let mut event = sample_event();
+        event.seq = 7;
+        event.prev_hash = "ab".repeat(32);
+        event.hash = event_hash(&event);
+        assert_eq!(
+            event.hash,
+            "5e0f84a3577f54caad01b9d68fddcf7fb8784d96d2a618e6b5b9cd1b7f05ef50"
+        );
+        assert_eq!(serde_json::to_string(&event).unwrap(), GOLDEN_JSON);
+        let read: AuditEvent = serde_json::from_str(GOLDEN_JSON).unwrap();
+        assert_eq!(read, event);
     }
 
     #[test]
