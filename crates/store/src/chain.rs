@@ -20,10 +20,11 @@ pub fn event_hash(event: &AuditEvent) -> String {
 }
 
 /// The object the hash covers: the event's JSON form without `hash`.
-fn chained_fields(event: &AuditEvent) -> Value {
+fn chained_fields(committed: &AuditEvent) -> Value {
+    let event = &committed.event;
     json!({
         "id": event.id,
-        "seq": event.seq,
+        "seq": committed.seq,
         "ts": timestamp::format(event.ts),
         "kind": event.kind.as_str(),
         "agent": event.agent.as_ref().map(|agent| json!({"id": agent.id, "name": agent.name})),
@@ -41,7 +42,7 @@ fn chained_fields(event: &AuditEvent) -> Value {
         "context": event.context,
         "latency_us": event.latency_us,
         "gateway": event.gateway,
-        "prev_hash": event.prev_hash,
+        "prev_hash": committed.prev_hash,
     })
 }
 
@@ -152,7 +153,7 @@ pub mod timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AuditAgent, AuditKind};
+    use crate::{AuditAgent, AuditKind, NewAuditEvent};
     use time::macros::datetime;
 
     /// The fixed event of the golden test; other tests only compare it with changed copies.
@@ -161,28 +162,30 @@ mod tests {
         context.insert("sandbox".into(), json!(true));
         context.insert("a".into(), json!({"z": 1, "b": [1.5, null, "x\ny"]}));
         AuditEvent {
-            id: "0192f0c6-0000-7000-8000-000000000001".into(),
+            event: NewAuditEvent {
+                id: "0192f0c6-0000-7000-8000-000000000001".into(),
+                ts: datetime!(2026-03-01 12:00:00.123456 UTC),
+                kind: AuditKind::Check,
+                agent: Some(AuditAgent {
+                    id: "agent_0123".into(),
+                    name: "autogpt".into(),
+                }),
+                action: "execute:shell".into(),
+                resource: Some("ls -la".into()),
+                decision: Some("deny".into()),
+                code: Some("denied_by_rule".into()),
+                reason: Some("Action 'execute:shell' denied".into()),
+                policy: Some("autogpt-policy".into()),
+                rule: Some("rule-4".into()),
+                trace_id: Some("t-1".into()),
+                approval_id: Some("apr_1".into()),
+                status: Some("success".into()),
+                result: Some("ok \u{e9}".into()),
+                context,
+                latency_us: Some(42),
+                gateway: "gw-1".into(),
+            },
             seq: 1,
-            ts: datetime!(2026-03-01 12:00:00.123456 UTC),
-            kind: AuditKind::Check,
-            agent: Some(AuditAgent {
-                id: "agent_0123".into(),
-                name: "autogpt".into(),
-            }),
-            action: "execute:shell".into(),
-            resource: Some("ls -la".into()),
-            decision: Some("deny".into()),
-            code: Some("denied_by_rule".into()),
-            reason: Some("Action 'execute:shell' denied".into()),
-            policy: Some("autogpt-policy".into()),
-            rule: Some("rule-4".into()),
-            trace_id: Some("t-1".into()),
-            approval_id: Some("apr_1".into()),
-            status: Some("success".into()),
-            result: Some("ok \u{e9}".into()),
-            context,
-            latency_us: Some(42),
-            gateway: "gw-1".into(),
             prev_hash: GENESIS_HASH.into(),
             hash: String::new(),
         }
@@ -233,13 +236,13 @@ mod tests {
         let base = sample_event();
         let original = event_hash(&base);
         let mut changed = base.clone();
-        changed.latency_us = Some(43);
+        changed.event.latency_us = Some(43);
         assert_ne!(event_hash(&changed), original);
         let mut changed = base.clone();
         changed.prev_hash = "1".repeat(64);
         assert_ne!(event_hash(&changed), original);
         let mut changed = base;
-        changed.context.insert("sandbox".into(), json!(false));
+        changed.event.context.insert("sandbox".into(), json!(false));
         assert_ne!(event_hash(&changed), original);
     }
 

@@ -135,7 +135,8 @@ impl LiveFilter {
         Ok(LiveFilter { filter, action })
     }
 
-    fn matches(&self, event: &AuditEvent) -> bool {
+    fn matches(&self, committed: &AuditEvent) -> bool {
+        let event = &committed.event;
         let f = &self.filter;
         f.decision
             .as_ref()
@@ -185,7 +186,7 @@ pub async fn stream(
                     Ok(event) if live.matches(&event) => {
                         let sse = Event::default()
                             .event("audit")
-                            .id(event.id.clone())
+                            .id(event.event.id.clone())
                             .json_data(&event)
                             .unwrap_or_else(|_| Event::default().comment("unserialisable event"));
                         return Some((Ok(sse), (receiver, live, stopping)));

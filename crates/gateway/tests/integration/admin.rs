@@ -101,8 +101,8 @@ async fn agents_lifecycle_is_camel_case_and_audited() {
         .events()
         .await
         .into_iter()
-        .filter(|e| e.kind == AuditKind::Admin)
-        .map(|e| e.action)
+        .filter(|e| e.event.kind == AuditKind::Admin)
+        .map(|e| e.event.action)
         .collect();
     assert_eq!(actions, ["agent.create", "agent.update", "agent.purge"]);
 }
@@ -264,7 +264,7 @@ async fn decide_explains_without_charging_or_creating_approvals_and_is_audited_a
         .events()
         .await
         .into_iter()
-        .filter(|e| e.kind == AuditKind::Test)
+        .filter(|e| e.event.kind == AuditKind::Test)
         .count();
     assert_eq!(tests, 3);
 

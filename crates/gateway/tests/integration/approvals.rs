@@ -95,8 +95,8 @@ async fn required_pending_approved_once_then_denied() {
         .events()
         .await
         .into_iter()
-        .filter(|e| e.kind == AuditKind::Approval)
-        .map(|e| (e.decision.unwrap(), e.approval_id.unwrap()))
+        .filter(|e| e.event.kind == AuditKind::Approval)
+        .map(|e| (e.event.decision.unwrap(), e.event.approval_id.unwrap()))
         .collect();
     assert_eq!(
         decisions,

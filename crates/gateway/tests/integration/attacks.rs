@@ -132,10 +132,10 @@ async fn revoked_agent_is_refused_on_the_very_next_request_and_audited() {
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.body["error"], "unauthorized");
     let last = gw.events().await.pop().unwrap();
-    assert_eq!(last.decision.as_deref(), Some("deny"));
-    assert_eq!(last.code.as_deref(), Some("unauthorized"));
-    assert_eq!(last.action, "read:x");
-    assert_eq!(last.agent.unwrap().id, id);
+    assert_eq!(last.event.decision.as_deref(), Some("deny"));
+    assert_eq!(last.event.code.as_deref(), Some("unauthorized"));
+    assert_eq!(last.event.action, "read:x");
+    assert_eq!(last.event.agent.unwrap().id, id);
 
     // Restore brings the same token back.
     gw.admin(Method::POST, "/admin/agents/dev/restore", None)
@@ -172,7 +172,10 @@ async fn rotated_token_id_is_unknown_and_audited() {
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     let events = gw.events().await;
     assert_eq!(events.len(), count + 1);
-    assert_eq!(events.last().unwrap().code.as_deref(), Some("unauthorized"));
+    assert_eq!(
+        events.last().unwrap().event.code.as_deref(),
+        Some("unauthorized")
+    );
     assert_eq!(
         gw.check(new, json!({"action": "read:x"})).await.status,
         StatusCode::OK

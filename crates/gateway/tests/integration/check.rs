@@ -62,13 +62,13 @@ async fn allowed_check_answers_200_with_every_field_and_is_audited_before_the_an
     let events = gw.events().await;
     let event = events
         .iter()
-        .find(|e| Some(e.id.as_str()) == b["audit_id"].as_str())
+        .find(|e| Some(e.event.id.as_str()) == b["audit_id"].as_str())
         .expect("the answer's audit event is committed");
-    assert_eq!(event.kind, AuditKind::Check);
-    assert_eq!(event.agent.as_ref().unwrap().id, id);
-    assert_eq!(event.decision.as_deref(), Some("allow"));
-    assert_eq!(event.trace_id.as_deref(), Some(trace));
-    assert!(event.latency_us.is_some());
+    assert_eq!(event.event.kind, AuditKind::Check);
+    assert_eq!(event.event.agent.as_ref().unwrap().id, id);
+    assert_eq!(event.event.decision.as_deref(), Some("allow"));
+    assert_eq!(event.event.trace_id.as_deref(), Some(trace));
+    assert!(event.event.latency_us.is_some());
 }
 
 #[tokio::test]
@@ -188,12 +188,12 @@ async fn record_answers_201_and_appends_a_record_event() {
     assert_eq!(reply.body["recorded"], true);
     let id = reply.body["audit_id"].as_str().unwrap();
     let events = gw.events().await;
-    let event = events.iter().find(|e| e.id == id).unwrap();
-    assert_eq!(event.kind, AuditKind::Record);
-    assert_eq!(event.status.as_deref(), Some("success"));
-    assert_eq!(event.result.as_ref().unwrap().len(), 4096);
-    assert_eq!(event.context["check_audit_id"], "abc");
-    assert!(event.decision.is_none());
+    let event = events.iter().find(|e| e.event.id == id).unwrap();
+    assert_eq!(event.event.kind, AuditKind::Record);
+    assert_eq!(event.event.status.as_deref(), Some("success"));
+    assert_eq!(event.event.result.as_ref().unwrap().len(), 4096);
+    assert_eq!(event.event.context["check_audit_id"], "abc");
+    assert!(event.event.decision.is_none());
 
     let bad = Request::builder()
         .method(Method::POST)
@@ -248,7 +248,10 @@ async fn audit_mode_answers_200_with_the_decision_as_computed() {
     assert_eq!(reply.body["decision"], "deny");
     assert_eq!(reply.body["code"], "denied_by_rule");
     let events = gw.events().await;
-    assert_eq!(events.last().unwrap().decision.as_deref(), Some("deny"));
+    assert_eq!(
+        events.last().unwrap().event.decision.as_deref(),
+        Some("deny")
+    );
 }
 
 #[tokio::test]

@@ -64,7 +64,7 @@ async fn concurrent_checks_are_all_committed_in_one_verifiable_chain() {
 
     let events = gw.events().await;
     assert_eq!(events.len(), before + CHECKS);
-    let committed: HashSet<_> = events.iter().map(|e| e.id.clone()).collect();
+    let committed: HashSet<_> = events.iter().map(|e| e.event.id.clone()).collect();
     assert!(ids.is_subset(&committed));
     // seq is gap-free within the single chain.
     let mut seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();

@@ -85,7 +85,7 @@ async fn async_durability_answers_before_the_commit_and_still_commits() {
     let id = reply.body["audit_id"].as_str().unwrap().to_owned();
     let mut committed = false;
     for _ in 0..100 {
-        if gw.events().await.iter().any(|e| e.id == id) {
+        if gw.events().await.iter().any(|e| e.event.id == id) {
             committed = true;
             break;
         }

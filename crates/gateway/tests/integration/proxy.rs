@@ -120,7 +120,7 @@ async fn allowed_requests_are_forwarded_with_credentials_swapped() {
     assert_eq!(reply.body["headers"]["authorization"], "token gh-secret");
     assert_eq!(reply.body["body"], "{\"t\":1}");
     let events = gw.events().await;
-    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    let actions: Vec<&str> = events.iter().map(|e| e.event.action.as_str()).collect();
     assert!(actions.contains(&"read:api/users"), "{actions:?}");
     assert!(
         actions.contains(&"write:github/repos/x/issues"),
@@ -180,7 +180,7 @@ async fn the_action_header_overrides_and_audit_mode_forwards_denials() {
     assert!(reply.body["headers"].get("x-meshguard-action").is_none());
     assert_eq!(seen.lock().unwrap().len(), 1);
     assert_eq!(
-        gw.events().await.last().unwrap().action,
+        gw.events().await.last().unwrap().event.action,
         "delete:everything"
     );
 }

@@ -1,4 +1,5 @@
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeStruct as _;
+use serde::{Deserialize, Serialize, Serializer};
 use time::OffsetDateTime;
 
 use crate::chain::timestamp;
@@ -100,53 +101,81 @@ pub struct NewAuditEvent {
     pub gateway: String,
 }
 
-/// A committed audit event. Its JSON form (without `hash`) is exactly what `hash` covers, so an
-/// export can be verified with nothing but SHA-256 (see docs/architecture/audit-chain.md).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A committed audit event: the event as submitted plus its link in the chain. Its JSON form
+/// (without `hash`) is exactly what `hash` covers, so an export can be verified with nothing but
+/// SHA-256 (see docs/architecture/audit-chain.md).
+///
+/// The JSON form is one flat object, keys in the order the API documents (`id`, `seq`, `ts`, …,
+/// `gateway`, `prev_hash`, `hash`); `Serialize` is written out below to keep that order.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct AuditEvent {
-    /// Time-ordered UUIDv7.
-    pub id: String,
+    /// The event as the gateway submitted it, with `ts` at stored precision and `result` cut to
+    /// [`MAX_RESULT_BYTES`]. Named `event` because it is the event itself; `seq`, `prev_hash` and
+    /// `hash` are what committing it to a chain added. Its fields sit at the top level of the JSON.
+    #[serde(flatten)]
+    pub event: NewAuditEvent,
     /// Position in its gateway's chain, from 1, gap-free.
     pub seq: u64,
-    /// When it happened (UTC, microseconds).
-    #[serde(with = "timestamp")]
-    pub ts: OffsetDateTime,
-    /// Why it was written.
-    pub kind: AuditKind,
-    /// Who acted or was acted upon, if an agent.
-    pub agent: Option<AuditAgent>,
-    /// The action as received.
-    pub action: String,
-    /// The resource as received.
-    pub resource: Option<String>,
-    /// `allow`, `deny` or `require_approval`.
-    pub decision: Option<String>,
-    /// The decision's machine code.
-    pub code: Option<String>,
-    /// The decision's human reason.
-    pub reason: Option<String>,
-    /// The policy that decided.
-    pub policy: Option<String>,
-    /// The rule that decided.
-    pub rule: Option<String>,
-    /// Correlates the events of one task.
-    pub trace_id: Option<String>,
-    /// The approval involved.
-    pub approval_id: Option<String>,
-    /// A record's status.
-    pub status: Option<String>,
-    /// A record's result, at most [`MAX_RESULT_BYTES`].
-    pub result: Option<String>,
-    /// The request's context object.
-    pub context: serde_json::Map<String, serde_json::Value>,
-    /// Time the gateway spent deciding, in microseconds.
-    pub latency_us: Option<u64>,
-    /// Instance id of the gateway whose chain holds the event.
-    pub gateway: String,
     /// `hash` of the previous event of the chain (or of the anchor; 64 zeros for the first).
     pub prev_hash: String,
     /// Hex SHA-256 of the canonical JSON of every other field.
     pub hash: String,
+}
+
+impl Serialize for AuditEvent {
+    /// Written out rather than derived with `flatten`, which would move `seq` after `gateway`:
+    /// the keys keep the order the API documents and earlier exports have.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        /// `ts` in the audit form.
+        #[derive(Serialize)]
+        struct Ts(#[serde(with = "timestamp")] OffsetDateTime);
+
+        // Destructured without `..`, so a field added to `NewAuditEvent` fails to compile here
+        // until it is serialised too.
+        let NewAuditEvent {
+            id,
+            ts,
+            kind,
+            agent,
+            action,
+            resource,
+            decision,
+            code,
+            reason,
+            policy,
+            rule,
+            trace_id,
+            approval_id,
+            status,
+            result,
+            context,
+            latency_us,
+            gateway,
+        } = &self.event;
+        let mut out = serializer.serialize_struct("AuditEvent", 21)?;
+        out.serialize_field("id", id)?;
+        out.serialize_field("seq", &self.seq)?;
+        out.serialize_field("ts", &Ts(*ts))?;
+        out.serialize_field("kind", kind)?;
+        out.serialize_field("agent", agent)?;
+        out.serialize_field("action", action)?;
+        out.serialize_field("resource", resource)?;
+        out.serialize_field("decision", decision)?;
+        out.serialize_field("code", code)?;
+        out.serialize_field("reason", reason)?;
+        out.serialize_field("policy", policy)?;
+        out.serialize_field("rule", rule)?;
+        out.serialize_field("trace_id", trace_id)?;
+        out.serialize_field("approval_id", approval_id)?;
+        out.serialize_field("status", status)?;
+        out.serialize_field("result", result)?;
+        out.serialize_field("context", context)?;
+        out.serialize_field("latency_us", latency_us)?;
+        out.serialize_field("gateway", gateway)?;
+        out.serialize_field("prev_hash", &self.prev_hash)?;
+        out.serialize_field("hash", &self.hash)?;
+        out.end()
+    }
 }
 
 /// Newest first (the default: `audit tail`) or oldest first (export, replay).

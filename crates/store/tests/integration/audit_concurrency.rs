@@ -44,7 +44,7 @@ async fn all_events(store: &Arc<dyn Store>) -> Vec<AuditEvent> {
 fn assert_gap_free(events: &[AuditEvent]) -> BTreeMap<String, u64> {
     let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for event in events {
-        seqs.entry(event.gateway.clone())
+        seqs.entry(event.event.gateway.clone())
             .or_default()
             .push(event.seq);
     }
@@ -86,7 +86,10 @@ async fn hammer(stores: &[Arc<dyn Store>], tasks: usize, appends: usize) -> usiz
                 assert_eq!(committed.len(), events.len());
                 // Within one batch each chain's sequence numbers are consecutive.
                 for gateway in ["gw-1", "gw-2"] {
-                    let chain: Vec<_> = committed.iter().filter(|e| e.gateway == gateway).collect();
+                    let chain: Vec<_> = committed
+                        .iter()
+                        .filter(|e| e.event.gateway == gateway)
+                        .collect();
                     for pair in chain.windows(2) {
                         assert_eq!(pair[1].seq, pair[0].seq + 1);
                         assert_eq!(pair[1].prev_hash, pair[0].hash);
@@ -157,7 +160,7 @@ async fn a_failing_batch_stores_nothing_and_consumes_no_seq(db: TestDb) {
     let first = store.append_audit(&batch("gw-1", 2)).await.unwrap();
 
     let mut bad = batch("gw-1", 3);
-    bad[2].id = first[0].id.clone();
+    bad[2].id = first[0].event.id.clone();
     let err = store.append_audit(&bad).await.unwrap_err();
     assert!(err.to_string().contains("already stored"), "{err}");
     assert_eq!(all_events(&store).await.len(), 2);

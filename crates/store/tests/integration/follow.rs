@@ -35,7 +35,7 @@ async fn heads_and_events_after_a_seq_follow_each_chain(db: TestDb) {
     assert!(
         after
             .iter()
-            .all(|e| e.gateway == "gw_b" && e.action == "read:b")
+            .all(|e| e.event.gateway == "gw_b" && e.event.action == "read:b")
     );
     let limited = a.audit_chain_after("gw_b", 0, 2).await.unwrap();
     assert_eq!(limited.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);

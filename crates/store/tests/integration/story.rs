@@ -607,11 +607,14 @@ async fn audit(store: &Arc<dyn Store>, db: &TestDb) {
     }
     assert!(rest.is_empty());
     check_chains(&committed);
-    assert_eq!(committed[7].context["nested"]["a"], "é\n");
+    assert_eq!(committed[7].event.context["nested"]["a"], "é\n");
     let record = &committed[49];
-    assert_eq!(record.result.as_ref().unwrap().len(), MAX_RESULT_BYTES);
     assert_eq!(
-        committed[0].ts,
+        record.event.result.as_ref().unwrap().len(),
+        MAX_RESULT_BYTES
+    );
+    assert_eq!(
+        committed[0].event.ts,
         datetime!(2026-03-01 10:00:00.123456 UTC),
         "stored with microsecond precision"
     );
@@ -654,13 +657,13 @@ fn check_chains(events: &[AuditEvent]) {
     let mut heads: BTreeMap<&str, (u64, &str)> = BTreeMap::new();
     for event in events {
         let (seq, prev) = heads
-            .get(event.gateway.as_str())
+            .get(event.event.gateway.as_str())
             .copied()
             .unwrap_or((0, chain::GENESIS_HASH));
-        assert_eq!(event.seq, seq + 1, "{}", event.id);
+        assert_eq!(event.seq, seq + 1, "{}", event.event.id);
         assert_eq!(event.prev_hash, prev);
         assert_eq!(event.hash, chain::event_hash(event));
-        heads.insert(&event.gateway, (event.seq, &event.hash));
+        heads.insert(&event.event.gateway, (event.seq, &event.hash));
     }
 }
 
@@ -679,13 +682,13 @@ async fn query_and_paging(store: &Arc<dyn Store>, committed: &[AuditEvent]) {
     loop {
         let page = store.query_audit(&filter).await.unwrap();
         assert!(page.entries.len() <= 37);
-        seen.extend(page.entries.into_iter().map(|e| e.id));
+        seen.extend(page.entries.into_iter().map(|e| e.event.id));
         match page.next_cursor {
             Some(cursor) => filter.cursor = Some(cursor),
             None => break,
         }
     }
-    let expected: Vec<_> = committed.iter().rev().map(|e| e.id.clone()).collect();
+    let expected: Vec<_> = committed.iter().rev().map(|e| e.event.id.clone()).collect();
     assert_eq!(seen, expected);
 
     let count = |filter: AuditFilter| async move {
@@ -705,7 +708,11 @@ async fn query_and_paging(store: &Arc<dyn Store>, committed: &[AuditEvent]) {
     })
     .await;
     assert_eq!(denied.len(), 50);
-    assert!(denied.iter().all(|e| e.decision.as_deref() == Some("deny")));
+    assert!(
+        denied
+            .iter()
+            .all(|e| e.event.decision.as_deref() == Some("deny"))
+    );
     assert_eq!(
         count(AuditFilter {
             agent: Some("autogpt".into()),
@@ -808,9 +815,9 @@ async fn query_and_paging(store: &Arc<dyn Store>, committed: &[AuditEvent]) {
     let expected = committed
         .iter()
         .filter(|e| {
-            e.decision.as_deref() == Some("allow")
-                && e.gateway == "gw-a"
-                && e.ts >= datetime!(2026-03-01 11:00:00 UTC)
+            e.event.decision.as_deref() == Some("allow")
+                && e.event.gateway == "gw-a"
+                && e.event.ts >= datetime!(2026-03-01 11:00:00 UTC)
         })
         .count();
     assert_eq!(combined.len(), expected);
@@ -861,12 +868,12 @@ async fn stats(store: &Arc<dyn Store>, committed: &[AuditEvent]) {
     let stats = store.audit_stats(&query).await.unwrap();
     let checks: Vec<_> = committed
         .iter()
-        .filter(|e| e.kind == AuditKind::Check)
+        .filter(|e| e.event.kind == AuditKind::Check)
         .collect();
     let count = |decision: &str| {
         checks
             .iter()
-            .filter(|e| e.decision.as_deref() == Some(decision))
+            .filter(|e| e.event.decision.as_deref() == Some(decision))
             .count() as u64
     };
     assert_eq!(stats.total, checks.len() as u64);
@@ -1032,7 +1039,7 @@ async fn retention(store: &Arc<dyn Store>, db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(left.entries.len(), 133);
-    assert!(left.entries.iter().all(|e| e.ts >= cutoff));
+    assert!(left.entries.iter().all(|e| e.event.ts >= cutoff));
 
     let report = store.verify_audit().await.unwrap();
     assert!(report.ok, "{report:?}");

@@ -102,25 +102,12 @@ fn validate(event: &NewAuditEvent) -> Result<(), StoreError> {
 /// The committed form of `new`: timestamp at stored precision, result cut to size.
 fn chained(new: &NewAuditEvent, seq: u64, prev_hash: &str) -> AuditEvent {
     AuditEvent {
-        id: new.id.clone(),
+        event: NewAuditEvent {
+            ts: timestamp::truncate(new.ts),
+            result: new.result.as_deref().map(truncate_result),
+            ..new.clone()
+        },
         seq,
-        ts: timestamp::truncate(new.ts),
-        kind: new.kind,
-        agent: new.agent.clone(),
-        action: new.action.clone(),
-        resource: new.resource.clone(),
-        decision: new.decision.clone(),
-        code: new.code.clone(),
-        reason: new.reason.clone(),
-        policy: new.policy.clone(),
-        rule: new.rule.clone(),
-        trace_id: new.trace_id.clone(),
-        approval_id: new.approval_id.clone(),
-        status: new.status.clone(),
-        result: new.result.as_deref().map(truncate_result),
-        context: new.context.clone(),
-        latency_us: new.latency_us,
-        gateway: new.gateway.clone(),
         prev_hash: prev_hash.to_owned(),
         hash: String::new(),
     }
@@ -183,12 +170,18 @@ async fn insert(
         placeholders.join(", ")
     );
     let mut query = sqlx::query(&sql);
-    for event in rows {
+    for AuditEvent {
+        event,
+        seq,
+        prev_hash,
+        hash,
+    } in rows
+    {
         let context = canonical_json(&serde_json::Value::Object(event.context.clone()));
         query = query
             .bind(&event.id)
             .bind(&event.gateway)
-            .bind(signed("seq", event.seq)?)
+            .bind(signed("seq", *seq)?)
             .bind(micros(event.ts))
             .bind(event.kind.as_str())
             .bind(event.agent.as_ref().map(|agent| agent.id.as_str()))
@@ -211,8 +204,8 @@ async fn insert(
                     .map(|us| signed("latency_us", us))
                     .transpose()?,
             )
-            .bind(&event.prev_hash)
-            .bind(&event.hash);
+            .bind(prev_hash)
+            .bind(hash);
     }
     query.execute(&mut **tx).await.map_err(|err| {
         if is_unique_violation(&err) {

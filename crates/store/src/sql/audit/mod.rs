@@ -17,7 +17,7 @@ pub(super) use verify::verify;
 use sqlx::any::AnyRow;
 
 use super::{column, time_column, unsigned, unsigned_opt};
-use crate::{AuditAgent, AuditEvent, AuditKind, StoreError};
+use crate::{AuditAgent, AuditEvent, AuditKind, NewAuditEvent, StoreError};
 
 const COLUMNS: &str = "id, gateway, seq, ts, kind, agent_id, agent_name, action, resource, \
                        decision, code, reason, policy, rule, trace_id, approval_id, status, \
@@ -37,29 +37,31 @@ fn from_row(row: &AnyRow) -> Result<AuditEvent, StoreError> {
         ))
     })?;
     Ok(AuditEvent {
-        seq: unsigned(row, "seq")?,
-        ts: time_column(row, "ts")?,
-        kind,
-        agent: agent_id.map(|id| AuditAgent {
+        event: NewAuditEvent {
+            ts: time_column(row, "ts")?,
+            kind,
+            agent: agent_id.map(|id| AuditAgent {
+                id,
+                name: agent_name.unwrap_or_default(),
+            }),
+            action: column(row, "action")?,
+            resource: column(row, "resource")?,
+            decision: column(row, "decision")?,
+            code: column(row, "code")?,
+            reason: column(row, "reason")?,
+            policy: column(row, "policy")?,
+            rule: column(row, "rule")?,
+            trace_id: column(row, "trace_id")?,
+            approval_id: column(row, "approval_id")?,
+            status: column(row, "status")?,
+            result: column(row, "result")?,
+            context,
+            latency_us: unsigned_opt(row, "latency_us")?,
+            gateway: column(row, "gateway")?,
             id,
-            name: agent_name.unwrap_or_default(),
-        }),
-        action: column(row, "action")?,
-        resource: column(row, "resource")?,
-        decision: column(row, "decision")?,
-        code: column(row, "code")?,
-        reason: column(row, "reason")?,
-        policy: column(row, "policy")?,
-        rule: column(row, "rule")?,
-        trace_id: column(row, "trace_id")?,
-        approval_id: column(row, "approval_id")?,
-        status: column(row, "status")?,
-        result: column(row, "result")?,
-        context,
-        latency_us: unsigned_opt(row, "latency_us")?,
-        gateway: column(row, "gateway")?,
+        },
+        seq: unsigned(row, "seq")?,
         prev_hash: column(row, "prev_hash")?,
         hash: column(row, "hash")?,
-        id,
     })
 }
