@@ -3,7 +3,9 @@
 # durable audit: every answer waits for its audit event to commit), next to a bare axum handler
 # (crates/gateway/examples/baseline_server.rs) loaded the same way in the same run. Loopback only,
 # bounded duration; prints the table of docs/benchmarks.md ("Gateway load").
-# Usage: [SKIP_BUILD=1] scripts/bench-load.sh [SECONDS=15] [CONNECTIONS=32]
+# With PG_URL set (a PostgreSQL server URL, e.g. postgres://postgres@127.0.0.1:5432/test), a
+# fourth run loads a durable gateway on a fresh PostgreSQL database made for the run (and dropped).
+# Usage: [SKIP_BUILD=1] [PG_URL=…] scripts/bench-load.sh [SECONDS=15] [CONNECTIONS=32]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-15}"
@@ -54,14 +56,16 @@ YAML
 
 admin_token="load-bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 
-# Starts a gateway with the given audit durability (sync | async) in its own data dir and creates
-# the agent; sets $gateway (its URL) and $agent_token.
+# Starts a gateway with the given audit durability (sync | async) in its own data dir (extra
+# `serve` flags after it) and creates the agent; sets $gateway (its URL) and $agent_token.
 start_gateway() {
-  local durability="$1" port
+  local durability="$1" port name
+  shift
   port="$(free_port)"
+  name="$durability-$port"
   MESHGUARD_ADMIN_TOKEN="$admin_token" MESHGUARD_AUDIT__DURABILITY="$durability" RUST_LOG=warn \
-    "$gateway_bin" --data-dir "$work/data-$durability" serve \
-    --addr "127.0.0.1:$port" --policies "$work/policies" >"$work/gateway-$durability.log" 2>&1 &
+    "$gateway_bin" --data-dir "$work/data-$name" serve \
+    --addr "127.0.0.1:$port" --policies "$work/policies" "$@" >"$work/gateway-$name.log" 2>&1 &
   pids+=("$!")
   gateway="http://127.0.0.1:$port"
   wait_until curl -fsS "$gateway/health"
@@ -95,24 +99,39 @@ read -r b_rps b_p50 b_p99 _ b_bad _ < <(wrk_load "$baseline/proxy/governance/che
 # The same gateway with audit durability `async` (answers before the commit): what durability costs.
 start_gateway async
 read -r a_rps a_p50 a_p99 _ a_bad _ < <(wrk_load "$gateway/proxy/governance/check")
-if [ "$g_bad" != 0 ] || [ "$b_bad" != 0 ] || [ "$a_bad" != 0 ]; then
-  echo "non-200 answers under load: gateway $g_bad, baseline $b_bad, async gateway $a_bad" >&2
+p_rps=0 p_p50=0 p_p99=0 p_bad=0
+if [ -n "${PG_URL:-}" ]; then
+  command -v psql >/dev/null || { echo "PG_URL needs psql" >&2; exit 1; }
+  pg_db="mg_bench_$$_$RANDOM"
+  psql -q "$PG_URL" -c "CREATE DATABASE $pg_db" >/dev/null
+  drop_pg() { psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" >/dev/null 2>&1 || true; }
+  trap 'cleanup; drop_pg' EXIT
+  start_gateway sync --database-url "${PG_URL%/*}/$pg_db"
+  read -r p_rps p_p50 p_p99 _ p_bad _ < <(wrk_load "$gateway/proxy/governance/check")
+fi
+if [ "$g_bad" != 0 ] || [ "$b_bad" != 0 ] || [ "$a_bad" != 0 ] || [ "$p_bad" != 0 ]; then
+  echo "non-200 answers under load: gateway $g_bad, baseline $b_bad, async gateway $a_bad, postgres gateway $p_bad" >&2
   exit 1
 fi
 audited="$(curl -fsS "$sync_gateway/admin/audit/stats?period=1" -H "X-Admin-Token: $admin_token" || echo '{}')"
 
 python3 - "$g_rps" "$g_p50" "$g_p99" "$b_rps" "$b_p50" "$b_p99" "$a_rps" "$a_p50" "$a_p99" \
-  "$duration" "$connections" "$audited" <<'PY'
+  "$duration" "$connections" "$audited" "$p_rps" "$p_p50" "$p_p99" <<'PY'
 import json, sys
 g_rps, g_p50, g_p99, b_rps, b_p50, b_p99, a_rps, a_p50, a_p99 = map(float, sys.argv[1:10])
 duration, connections, audited = sys.argv[10], sys.argv[11], sys.argv[12]
+p_rps, p_p50, p_p99 = map(float, sys.argv[13:16])
 print(f"wrk -t2 -c{connections} -d{duration}s, loopback, same run\n")
 print("| server | checks/s | p50 | p99 |")
 print("|---|---:|---:|---:|")
 print(f"| meshguard serve (SQLite, durable audit) | {g_rps:,.0f} | {g_p50:.2f} ms | {g_p99:.2f} ms |")
 print(f"| bare axum handler (baseline) | {b_rps:,.0f} | {b_p50:.2f} ms | {b_p99:.2f} ms |")
 print(f"| meshguard serve, audit durability async | {a_rps:,.0f} | {a_p50:.2f} ms | {a_p99:.2f} ms |")
+if p_rps:
+    print(f"| meshguard serve (PostgreSQL, durable audit) | {p_rps:,.0f} | {p_p50:.2f} ms | {p_p99:.2f} ms |")
 print(f"\ngateway (durable audit) ÷ baseline throughput: {g_rps / b_rps:.3f}")
+if p_rps:
+    print(f"gateway on PostgreSQL (durable audit) ÷ baseline throughput: {p_rps / b_rps:.3f}")
 print(f"gateway (async audit) ÷ baseline throughput: {a_rps / b_rps:.3f}")
 try:
     print(f"audit stats of the durable gateway after its run: {json.dumps(json.loads(audited))[:300]}")
