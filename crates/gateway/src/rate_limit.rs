@@ -113,21 +113,13 @@ impl RateLimiter {
         }
     }
 
-    /// The oracle for one check by `agent_id`: it charges on admission.
-    pub fn charging<'a>(&'a self, agent_id: &'a str) -> AgentLimits<'a> {
+    /// The oracle for one decision about `agent_id`: a check charges on admission, the admin
+    /// `decide` only looks.
+    pub fn oracle<'a>(&'a self, agent_id: &'a str, charging: Charging) -> AgentLimits<'a> {
         AgentLimits {
             limiter: self,
             agent_id,
-            charge: true,
-        }
-    }
-
-    /// The oracle for the admin `decide`: it reports what a check would get, charging nothing.
-    pub fn peeking<'a>(&'a self, agent_id: &'a str) -> AgentLimits<'a> {
-        AgentLimits {
-            limiter: self,
-            agent_id,
-            charge: false,
+            charge: charging == Charging::Charge,
         }
     }
 
@@ -239,16 +231,8 @@ impl Limiter {
         charging: Charging,
         mut decide: impl FnMut(&mut dyn RateLimitOracle) -> T,
     ) -> Result<T, RedisLimitError> {
-        let charge = charging == Charging::Charge;
         let redis = match self {
-            Limiter::Memory(memory) => {
-                let mut oracle = AgentLimits {
-                    limiter: memory,
-                    agent_id,
-                    charge,
-                };
-                return Ok(decide(&mut oracle));
-            }
+            Limiter::Memory(memory) => return Ok(decide(&mut memory.oracle(agent_id, charging))),
             Limiter::Redis(redis) => redis,
         };
         let mut recorder = Recorder::default();
@@ -256,7 +240,10 @@ impl Limiter {
         let Some(charges) = recorder.charges else {
             return Ok(first);
         };
-        match redis.admit(agent_id, &charges, charge).await? {
+        match redis
+            .admit(agent_id, &charges, charging == Charging::Charge)
+            .await?
+        {
             Admission::Admitted => Ok(first),
             exhausted @ Admission::Exhausted { .. } => Ok(decide(&mut Answer(exhausted))),
         }
@@ -343,12 +330,15 @@ mod tests {
         let (clock, limiter) = setup();
         let limits = [charge("p", None, 3, Window::Minute)];
         for _ in 0..3 {
-            assert_eq!(limiter.charging("a").admit(&limits), Admission::Admitted);
+            assert_eq!(
+                limiter.oracle("a", Charging::Charge).admit(&limits),
+                Admission::Admitted
+            );
             clock.advance(Duration::from_secs(10));
         }
         // Checks at 0 s, 10 s, 20 s; now 30 s: the first expires at 60 s.
         assert_eq!(
-            limiter.charging("a").admit(&limits),
+            limiter.oracle("a", Charging::Charge).admit(&limits),
             Admission::Exhausted {
                 charge: 0,
                 retry_after_secs: 30
@@ -356,17 +346,20 @@ mod tests {
         );
         clock.advance(Duration::from_millis(29_500));
         assert_eq!(
-            limiter.charging("a").admit(&limits),
+            limiter.oracle("a", Charging::Charge).admit(&limits),
             Admission::Exhausted {
                 charge: 0,
                 retry_after_secs: 1
             }
         );
         clock.advance(Duration::from_millis(500));
-        assert_eq!(limiter.charging("a").admit(&limits), Admission::Admitted);
+        assert_eq!(
+            limiter.oracle("a", Charging::Charge).admit(&limits),
+            Admission::Admitted
+        );
         // The window slides: the 10 s check expires at 70 s, not at a fixed boundary.
         assert!(matches!(
-            limiter.charging("a").admit(&limits),
+            limiter.oracle("a", Charging::Charge).admit(&limits),
             Admission::Exhausted {
                 retry_after_secs: 10,
                 ..
@@ -381,7 +374,7 @@ mod tests {
         let mut admitted_at = Vec::new();
         // One attempt every 700 ms for ten minutes, bursts included.
         for step in 0..900u64 {
-            if limiter.charging("a").admit(&limits) == Admission::Admitted {
+            if limiter.oracle("a", Charging::Charge).admit(&limits) == Admission::Admitted {
                 admitted_at.push(step * 700);
             }
             clock.advance(Duration::from_millis(700));
@@ -406,24 +399,32 @@ mod tests {
         let policy = charge("p", None, 5, Window::Minute);
         let rule = charge("p", Some("r"), 1, Window::Minute);
         assert_eq!(
-            limiter.charging("a").admit(&[policy.clone(), rule.clone()]),
+            limiter
+                .oracle("a", Charging::Charge)
+                .admit(&[policy.clone(), rule.clone()]),
             Admission::Admitted
         );
         for _ in 0..3 {
             assert!(matches!(
-                limiter.charging("a").admit(&[policy.clone(), rule.clone()]),
+                limiter
+                    .oracle("a", Charging::Charge)
+                    .admit(&[policy.clone(), rule.clone()]),
                 Admission::Exhausted { charge: 1, .. }
             ));
         }
         // The rejected checks charged nothing on the policy counter: 4 more fit.
         for _ in 0..4 {
             assert_eq!(
-                limiter.charging("a").admit(std::slice::from_ref(&policy)),
+                limiter
+                    .oracle("a", Charging::Charge)
+                    .admit(std::slice::from_ref(&policy)),
                 Admission::Admitted
             );
         }
         assert!(matches!(
-            limiter.charging("a").admit(std::slice::from_ref(&policy)),
+            limiter
+                .oracle("a", Charging::Charge)
+                .admit(std::slice::from_ref(&policy)),
             Admission::Exhausted { charge: 0, .. }
         ));
     }
@@ -433,17 +434,26 @@ mod tests {
         let (_clock, limiter) = setup();
         let limits = [charge("p", None, 1, Window::Hour)];
         for _ in 0..5 {
-            assert_eq!(limiter.peeking("a").admit(&limits), Admission::Admitted);
+            assert_eq!(
+                limiter.oracle("a", Charging::Peek).admit(&limits),
+                Admission::Admitted
+            );
         }
-        assert_eq!(limiter.charging("a").admit(&limits), Admission::Admitted);
+        assert_eq!(
+            limiter.oracle("a", Charging::Charge).admit(&limits),
+            Admission::Admitted
+        );
         assert!(matches!(
-            limiter.peeking("a").admit(&limits),
+            limiter.oracle("a", Charging::Peek).admit(&limits),
             Admission::Exhausted {
                 retry_after_secs: 3600,
                 ..
             }
         ));
-        assert_eq!(limiter.charging("b").admit(&limits), Admission::Admitted);
+        assert_eq!(
+            limiter.oracle("b", Charging::Charge).admit(&limits),
+            Admission::Admitted
+        );
     }
 
     #[test]
@@ -451,7 +461,7 @@ mod tests {
         let (_clock, limiter) = setup();
         assert!(matches!(
             limiter
-                .charging("a")
+                .oracle("a", Charging::Charge)
                 .admit(&[charge("p", None, 0, Window::Minute)]),
             Admission::Exhausted { .. }
         ));
