@@ -150,7 +150,7 @@ pub async fn authenticate_agent(
     Ok(AuthenticatedAgent {
         record,
         profile,
-        jti: claims.jti,
+        jti: claims.jti.clone(),
     })
 }
 

@@ -202,7 +202,7 @@ mod tests {
         let second = DataDir::open(&dir, None).unwrap();
         assert_eq!(first.admin_token, second.admin_token);
         assert_eq!(first.instance_id, second.instance_id);
-        assert_eq!(second.keys.verify(&token).unwrap(), claims);
+        assert_eq!(*second.keys.verify(&token).unwrap(), claims);
     }
 
     #[test]

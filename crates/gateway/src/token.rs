@@ -69,7 +69,7 @@ pub struct TokenKeys {
     decoding: DecodingKey,
     validation: Validation,
     /// Tokens whose signature verified, by their exact text; shared by clones.
-    verified: Arc<Cache<String, AgentClaims>>,
+    verified: Arc<Cache<String, Arc<AgentClaims>>>,
 }
 
 impl std::fmt::Debug for TokenKeys {
@@ -106,8 +106,9 @@ impl TokenKeys {
     }
 
     /// Verifies signature, algorithm, issuer and expiry; the store checks the rest. A token
-    /// verified before is only checked for expiry again.
-    pub fn verify(&self, token: &str) -> Result<AgentClaims, TokenError> {
+    /// verified before is only checked for expiry again. Shared, so that a request served from
+    /// memory copies nothing.
+    pub fn verify(&self, token: &str) -> Result<Arc<AgentClaims>, TokenError> {
         if let Some(claims) = self.verified.get(token) {
             let now = OffsetDateTime::now_utc().unix_timestamp();
             if claims
@@ -120,12 +121,12 @@ impl TokenKeys {
             return Ok(claims);
         }
         let claims = jsonwebtoken::decode::<AgentClaims>(token, &self.decoding, &self.validation)
-            .map(|data| data.claims)
+            .map(|data| Arc::new(data.claims))
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid(e.to_string()),
             })?;
-        self.verified.insert(token.to_owned(), claims.clone());
+        self.verified.insert(token.to_owned(), Arc::clone(&claims));
         Ok(claims)
     }
 }
@@ -166,7 +167,8 @@ mod tests {
         let token = keys.sign(&claims(Some(now - 60))).unwrap();
         assert!(matches!(keys.verify(&token), Err(TokenError::Expired)));
         // As if it had been verified while it was still valid.
-        keys.verified.insert(token.clone(), claims(Some(now - 60)));
+        keys.verified
+            .insert(token.clone(), Arc::new(claims(Some(now - 60))));
         assert!(matches!(keys.verify(&token), Err(TokenError::Expired)));
         assert!(keys.verified.get(&token).is_none(), "dropped once expired");
     }
@@ -175,8 +177,8 @@ mod tests {
     fn a_remembered_token_does_not_vouch_for_an_altered_copy() {
         let keys = new_keys();
         let token = keys.sign(&claims(None)).unwrap();
-        assert_eq!(keys.verify(&token).unwrap(), claims(None));
-        assert_eq!(keys.verify(&token).unwrap(), claims(None), "served again");
+        assert_eq!(*keys.verify(&token).unwrap(), claims(None));
+        assert_eq!(*keys.verify(&token).unwrap(), claims(None), "served again");
         // Same header and claims, another signature.
         let (unsigned, _) = token.rsplit_once('.').unwrap();
         let forged = format!("{unsigned}.{}", "A".repeat(86));
