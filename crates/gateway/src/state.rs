@@ -89,6 +89,8 @@ pub struct Gateway {
     pub limiter: Limiter,
     /// The audit group-commit writer.
     pub audit: AuditWriter,
+    /// Where a new live-stream follower's view of the other gateways' chains starts.
+    pub audit_follow_from: Arc<audit_peers::FollowFrom>,
     /// Prometheus metrics.
     pub metrics: GatewayMetrics,
     /// Largest accepted body.
@@ -182,10 +184,12 @@ impl AppState {
             alerts.queue(),
         );
         let stopping = watch::channel(false).0;
+        let audit_follow_from = Arc::new(audit_peers::FollowFrom::default());
         audit_peers::start(
             Arc::clone(&store),
             dir.instance_id.clone(),
             audit.live(),
+            Arc::clone(&audit_follow_from),
             stopping.subscribe(),
         );
         let gateway = Gateway {
@@ -201,6 +205,7 @@ impl AppState {
                 None => Limiter::Memory(RateLimiter::new(options.clock)),
             },
             audit,
+            audit_follow_from,
             metrics,
             body_limit: options.body_limit,
             approval_timeout: options.approval_timeout,

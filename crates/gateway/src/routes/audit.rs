@@ -169,7 +169,11 @@ pub async fn stream(
     ApiQuery(params): ApiQuery<AuditParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let live = LiveFilter::new(params.filter()?)?;
+    // The other gateways' chains as they are now, read before subscribing: events they commit
+    // from here on reach this stream too (see `audit_peers`).
+    let heads = state.store.audit_heads().await?;
     let receiver = state.audit.subscribe();
+    state.audit_follow_from.register(heads);
     let stopping = state.stopping.subscribe();
     let events = futures::stream::unfold(
         (receiver, live, stopping),
