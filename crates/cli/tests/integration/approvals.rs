@@ -87,17 +87,7 @@ fn expect(answer: &CheckAnswer, status: u16, code: &str) -> String {
 
 /// `GET /proxy/governance/approvals/{id}?wait=…` as an agent: status and body.
 async fn poll(gateway: &Gateway, token: &str, id: &str, wait: u64) -> (u16, Value) {
-    let response = http(Duration::from_secs(wait + 10))
-        .get(format!(
-            "{}/proxy/governance/approvals/{id}?wait={wait}",
-            gateway.url
-        ))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
+    crate::support::approval_poll(&gateway.url, token, id, wait).await
 }
 
 /// `meshguard --json approval list --status STATUS`: the ids listed.
@@ -620,14 +610,7 @@ async fn the_long_poll_returns_as_soon_as_a_human_decides() {
         let token = mailer.clone();
         let id = id.clone();
         tokio::spawn(async move {
-            let response = http(Duration::from_secs(40))
-                .get(format!("{url}/proxy/governance/approvals/{id}?wait=30"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            let body: Value = response.json().await.unwrap();
+            let (status, body) = crate::support::approval_poll(&url, &token, &id, 30).await;
             (status, body, time::OffsetDateTime::now_utc())
         })
     };

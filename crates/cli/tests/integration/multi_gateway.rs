@@ -255,14 +255,7 @@ async fn an_approval_asked_on_one_gateway_is_approved_through_the_other_and_used
         let token = mailer.clone();
         let id = id.clone();
         tokio::spawn(async move {
-            let response = http(Duration::from_secs(15))
-                .get(format!("{url}/proxy/governance/approvals/{id}?wait=10"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            let body: Value = response.json().await.unwrap();
+            let (status, body) = crate::support::approval_poll(&url, &token, &id, 10).await;
             (status, body, Instant::now())
         })
     };

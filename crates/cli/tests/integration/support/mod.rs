@@ -28,6 +28,19 @@ pub fn http(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder().timeout(timeout).build().unwrap()
 }
 
+/// `GET /proxy/governance/approvals/{id}?wait=WAIT` as the agent with `token`: the status and
+/// the body, once the gateway answers (the client gives up 10 s after `wait`).
+pub async fn approval_poll(url: &str, token: &str, id: &str, wait: u64) -> (u16, Value) {
+    let response = http(Duration::from_secs(wait + 10))
+        .get(format!("{url}/proxy/governance/approvals/{id}?wait={wait}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
 /// A free port on 127.0.0.1: bound, read, released, then handed to `serve --addr`.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
