@@ -19,6 +19,12 @@ if [ "${avail_kib:-0}" -lt 2500000 ]; then
   echo "warning: $((avail_kib / 1024)) MiB free on this disk; the test run needs about 2 GiB" >&2
 fi
 
+echo "== Rust: format and lints =="
+# The workspace lints (no unwrap, no panic, no indexing on input) mean something only if a
+# machine runs them: formatting and clippy fail the run like a failing test.
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 echo "== Rust: build =="
 # Build every target once (tests, benches, examples); the suites below reuse the build.
 cargo build --workspace --all-targets --locked
