@@ -259,3 +259,43 @@ async fn no_upstream_is_404_and_a_dead_upstream_is_502() {
         "the cause is logged, not sent"
     );
 }
+
+#[tokio::test]
+async fn a_claim_that_needs_a_human_asks_about_the_real_call() {
+    let (gw, token, seen) = gateway(Mode::Enforce).await;
+    gw.policy(
+        "name: issues\nversion: \"1\"\nrules:\n  - effect: allow\n    actions: [\"write:github/*\"]\nhumanInTheLoop:\n  requireApproval: [\"create:issue\"]\n",
+    )
+    .await;
+    let send = || {
+        let mut request = proxied(Method::POST, "/proxy/github/repos/x/issues", &token, "{}");
+        request
+            .headers_mut()
+            .insert("x-meshguard-action", "create:issue".parse().unwrap());
+        gw.send(request)
+    };
+    let first = send().await;
+    assert_eq!(first.status, StatusCode::FORBIDDEN, "{}", first.text);
+    assert_eq!(first.body["code"], "approval_required");
+    let id = first.body["approval_id"].as_str().unwrap().to_owned();
+    let pending = gw
+        .admin(Method::GET, "/admin/approvals?status=pending", None)
+        .await;
+    // The human is shown the call that will be made, not the agent's description of it.
+    assert_eq!(
+        pending.body["approvals"][0]["action"],
+        "write:github/repos/x/issues"
+    );
+    assert!(seen.lock().unwrap().is_empty());
+    let approved = gw
+        .admin(
+            Method::POST,
+            &format!("/admin/approvals/{id}/approve"),
+            None,
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.text);
+    let second = send().await;
+    assert_eq!(second.status, StatusCode::CREATED, "{}", second.text);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
