@@ -992,6 +992,49 @@ mod tests {
     }
 
     #[test]
+    fn forwarded_header_lists_for_the_default_and_named_targets() {
+        let file = "[proxy]\ntarget = \"http://127.0.0.1:8\"\nforward_headers = [\"Accept\", \"X-Custom\"]\n[targets.gh]\nurl = \"http://127.0.0.1:9\"\nforward_headers = [\"accept\"]\n[targets.plain]\nurl = \"http://127.0.0.1:7\"\n";
+        let load = |e: &[(&str, &str)]| {
+            Config::load(
+                Some(("gw.toml", file)),
+                &env(e),
+                &ConfigFlags::default(),
+                home(),
+            )
+        };
+        let c = load(&[]).unwrap();
+        let default = c.proxy_target.unwrap();
+        assert_eq!(default.url, "http://127.0.0.1:8");
+        assert_eq!(
+            default.forward_headers,
+            Some(vec!["Accept".to_owned(), "X-Custom".to_owned()])
+        );
+        assert_eq!(
+            c.targets["gh"].forward_headers,
+            Some(vec!["accept".to_owned()])
+        );
+        assert_eq!(c.targets["plain"].forward_headers, None);
+        // The environment gives a comma-separated list, and wins over the file.
+        let c = load(&[("MESHGUARD_PROXY__FORWARD_HEADERS", "accept, x-request-id")]).unwrap();
+        assert_eq!(
+            c.proxy_target.unwrap().forward_headers,
+            Some(vec!["accept".to_owned(), "x-request-id".to_owned()])
+        );
+        let bad = "[targets.gh]\nurl = \"http://127.0.0.1:9\"\nforward_headers = [1]\n";
+        let err = Config::load(
+            Some(("gw.toml", bad)),
+            &env(&[]),
+            &ConfigFlags::default(),
+            home(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "gw.toml: `targets.gh`: forward_headers: expected header names, got integer"
+        );
+    }
+
+    #[test]
     fn alert_keys_from_file_and_environment() {
         let file = "[alerts]\nwebhook_url = \"http://127.0.0.1:9/hook\"\non = [\"deny\", \"error\"]\nbackoff = \"250ms\"\nmax_attempts = 3\nper_minute = 10\n";
         let e = env(&[
