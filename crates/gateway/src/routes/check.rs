@@ -202,14 +202,11 @@ pub(super) async fn evaluate(
     //    with every limit of every applicable policy (denied checks count too), all-or-nothing,
     //    so a limit can never be charged for a decision that was not made. With Redis the
     //    limits are global; if Redis cannot answer, nothing is allowed (503, like the store).
-    //    A proxied path refused before routing is denied without asking the engine, and what a
-    //    proxied request claims can only narrow the decision about the real one.
-    let decision = match proxied.and_then(Proxied::refusal) {
-        Some(refused) => refused,
-        None => decide(state, agent, input).await.map_err(|err| {
-            unavailable(state, input, trace, Outage::RateLimits, &err.to_string())
-        })?,
-    };
+    //    A proxied request is bounded by what the proxy saw: a path refused before routing is
+    //    denied (and still charged), and what the agent claims can only narrow the decision.
+    let decision = decide(state, agent, input)
+        .await
+        .map_err(|err| unavailable(state, input, trace, Outage::RateLimits, &err.to_string()))?;
     let decision = match proxied {
         Some(proxied) => proxied.narrow(decision, &input.action),
         None => decision,

@@ -81,20 +81,16 @@ enum Bound {
 }
 
 impl Proxied {
-    /// The decision that stands without asking the engine: a refused path.
-    pub(super) fn refusal(&self) -> Option<Decision> {
-        match &self.bound {
-            Bound::Refused(decision) => Some(decision.clone()),
-            Bound::Free | Bound::Claimed(_) => None,
-        }
-    }
-
-    /// The decision about the real request (`action`, resource `*`), narrowed by the claim: an
-    /// explicit deny of either wins, then a human decides about the real action if either needs
-    /// one; only when both allow is the request allowed.
+    /// The decision about the real request (`action`, resource `*`), bounded by what the proxy
+    /// saw. A refused path is denied whatever the engine said (the engine was still asked, so
+    /// the request is charged like any denied check). A claim narrows: an explicit deny of
+    /// either wins, then a human decides about the real action if either needs one; only when
+    /// both allow is the request allowed.
     pub(super) fn narrow(&self, real: Decision, action: &str) -> Decision {
-        let Bound::Claimed(claimed) = &self.bound else {
-            return real;
+        let claimed = match &self.bound {
+            Bound::Free => return real,
+            Bound::Refused(refusal) => return refusal.clone(),
+            Bound::Claimed(claimed) => claimed,
         };
         let note = format!(" (claimed by the agent; the request itself is '{action}')");
         match (real.effect, claimed.effect) {

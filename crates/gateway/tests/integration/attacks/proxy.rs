@@ -275,3 +275,29 @@ async fn injected_credentials_never_come_back_to_the_agent() {
     let trail = serde_json::to_string(&s.gw.events().await).unwrap();
     assert!(!trail.contains(SECRET));
 }
+
+#[tokio::test]
+async fn refused_paths_count_against_the_agents_limits() {
+    let s = setup(Mode::Enforce).await;
+    s.gw.policy(
+        "name: budget\nversion: \"1\"\ndefaultEffect: allow\nrateLimits: {requestsPerMinute: 3}\n",
+    )
+    .await;
+    for _ in 0..3 {
+        let request = raw(Method::GET, "/proxy/github/%2e%2e/api/users", &s.token)
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(s.gw.send(request).await.body["code"], "invalid_resource");
+    }
+    let request = raw(Method::GET, "/proxy/api/users", &s.token)
+        .body(Body::empty())
+        .unwrap();
+    let reply = s.gw.send(request).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        reply.text
+    );
+    assert_eq!(s.forwarded(), 0);
+}
