@@ -94,8 +94,8 @@ impl Proxied {
         };
         let note = format!(" (claimed by the agent; the request itself is '{action}')");
         match (real.effect, claimed.effect) {
-            (Effect::Deny, _) | (_, Effect::Allow) | (Effect::RequireApproval, _) => real,
-            (Effect::Allow, Effect::Deny) => Decision {
+            (Effect::Deny, _) => real,
+            (Effect::Allow | Effect::RequireApproval, Effect::Deny) => Decision {
                 reason: format!("{}{note}", claimed.reason),
                 approval: None,
                 approval_id: None,
@@ -112,6 +112,8 @@ impl Proxied {
                 approval_id: None,
                 ..claimed.clone()
             },
+            (Effect::RequireApproval, Effect::Allow | Effect::RequireApproval)
+            | (Effect::Allow, Effect::Allow) => real,
         }
     }
 
@@ -372,4 +374,86 @@ pub async fn forward(
         }
     }
     Response::from_parts(answer_parts, Body::new(answer_body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(code: Code, policy: &str) -> Decision {
+        Decision {
+            effect: code.effect(),
+            code,
+            reason: format!("{} by {policy}", code.as_str()),
+            policy: Some(policy.to_owned()),
+            rule: None,
+            retry_after_secs: None,
+            approval: (code == Code::ApprovalRequired).then(|| ApprovalNeed {
+                action: "create:issue".into(),
+                resource: "*".into(),
+                timeout_secs: Some(60),
+                default_timeout_applies: false,
+            }),
+            approval_id: None,
+        }
+    }
+
+    fn claimed(claim: Decision) -> Proxied {
+        Proxied {
+            method: Method::POST,
+            path: "/proxy/github/issues".into(),
+            claimed_action: Some("create:issue".into()),
+            claimed_resource: None,
+            bound: Bound::Claimed(claim),
+        }
+    }
+
+    #[test]
+    fn a_claim_only_narrows_and_a_human_is_asked_about_the_real_call() {
+        use Code::{Allowed, ApprovalRequired, DefaultDeny, DeniedByRule};
+        let real_action = "write:github/issues";
+        // (real, claim) → (code, policy that decided)
+        let table = [
+            (Allowed, Allowed, Allowed, "real"),
+            (Allowed, DeniedByRule, DeniedByRule, "claim"),
+            (DefaultDeny, Allowed, DefaultDeny, "real"),
+            (DeniedByRule, ApprovalRequired, DeniedByRule, "real"),
+            (ApprovalRequired, DeniedByRule, DeniedByRule, "claim"),
+            (ApprovalRequired, Allowed, ApprovalRequired, "real"),
+            (Allowed, ApprovalRequired, ApprovalRequired, "claim"),
+        ];
+        for (real, claim, code, by) in table {
+            let narrowed =
+                claimed(decision(claim, "claim")).narrow(decision(real, "real"), real_action);
+            assert_eq!(
+                (narrowed.code, narrowed.policy.as_deref()),
+                (code, Some(by))
+            );
+            if by == "claim" {
+                assert!(narrowed.reason.contains("claimed by the agent"));
+            }
+        }
+        let asked = claimed(decision(ApprovalRequired, "claim"))
+            .narrow(decision(Allowed, "real"), real_action);
+        let need = asked.approval.unwrap();
+        assert_eq!(
+            (need.action.as_str(), need.timeout_secs),
+            (real_action, Some(60))
+        );
+    }
+
+    #[test]
+    fn a_refused_path_is_denied_whatever_the_engine_said() {
+        let refusal = decision(Code::InvalidResource, "none");
+        let proxied = Proxied {
+            bound: Bound::Refused(refusal),
+            ..claimed(decision(Code::Allowed, "claim"))
+        };
+        let narrowed = proxied.narrow(decision(Code::Allowed, "real"), "read:x");
+        assert_eq!(narrowed.code, Code::InvalidResource);
+        let context = proxied.context();
+        assert_eq!(context["method"], "POST");
+        assert_eq!(context["claimedAction"], "create:issue");
+        assert!(context.get("claimedResource").is_none());
+    }
 }
