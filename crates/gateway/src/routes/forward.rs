@@ -166,11 +166,16 @@ pub async fn forward(
     // 1. TRACE would echo the gateway's view of the request (credentials included) and CONNECT
     //    would open a tunnel no decision covers: neither is ever forwarded.
     if parts.method == Method::TRACE || parts.method == Method::CONNECT {
-        return ApiError::MethodNotAllowed(format!(
+        let mut refused = ApiError::MethodNotAllowed(format!(
             "`{}` is never forwarded by the proxy",
             parts.method
         ))
         .into_response();
+        refused.headers_mut().insert(
+            axum::http::header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+        return refused;
     }
     let raw = parts
         .uri

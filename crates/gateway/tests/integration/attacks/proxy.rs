@@ -213,6 +213,7 @@ async fn trace_and_connect_are_never_forwarded() {
         let reply = s.gw.send(request).await;
         assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
         assert_eq!(reply.body["error"], "method_not_allowed", "{method}");
+        assert!(!reply.headers["allow"].to_str().unwrap().contains("TRACE"));
     }
     assert_eq!(s.forwarded(), 0);
 }
