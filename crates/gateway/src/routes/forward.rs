@@ -10,6 +10,7 @@ use std::time::Instant;
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use meshguard_policy::{ApprovalNeed, CheckRequest, Code, Decision, Effect};
@@ -21,7 +22,7 @@ use super::check::{
 use crate::auth::{AuthenticatedAgent, authenticate_agent};
 use crate::config::Mode;
 use crate::error::ApiError;
-use crate::proxy::ProxyPath;
+use crate::proxy::{PathRefusal, ProxyPath, Routed};
 use crate::rate_limit::Charging;
 use crate::state::AppState;
 use crate::trace::TraceId;
@@ -137,8 +138,7 @@ impl Proxied {
 async fn dry_run(
     state: &AppState,
     agent: &AuthenticatedAgent,
-    action: &str,
-    resource: &str,
+    (action, resource): (&str, &str),
 ) -> Result<Decision, crate::rate_limit_redis::RedisLimitError> {
     let context = Map::new();
     let request = CheckRequest {
@@ -208,19 +208,7 @@ pub async fn forward(
     let (routed, action, bound) = match ProxyPath::parse(&raw) {
         Err(refusal) => {
             let action = format!("{verb}:{raw}");
-            let reason = format!(
-                "Action '{action}' denied: the path `/proxy/{raw}` is refused because {refusal}"
-            );
-            let decision = Decision {
-                effect: Effect::Deny,
-                code: Code::InvalidResource,
-                reason,
-                policy: None,
-                rule: None,
-                retry_after_secs: None,
-                approval: None,
-                approval_id: None,
-            };
+            let decision = refused_path(&action, &raw, &refusal);
             (None, action, Bound::Refused(decision))
         }
         Ok(path) => {
@@ -239,7 +227,7 @@ pub async fn forward(
             let bound = if state.mode == Mode::Bypass || claim == (action.as_str(), "*") {
                 Bound::Free
             } else {
-                match dry_run(&state, &agent, claim.0, claim.1).await {
+                match dry_run(&state, &agent, claim).await {
                     Ok(decision) => Bound::Claimed(decision),
                     Err(err) => {
                         let input = CheckInput {
@@ -312,7 +300,37 @@ pub async fn forward(
         );
     }
 
-    // 7. Forward the canonical path, the allow-listed headers and the target's credentials.
+    // 7. Forward exactly what was decided, and answer without what the agent must not get.
+    relay(&state, &routed, parts, body, &decision, &agent).await
+}
+
+/// The path refusal as a decision: deny, `invalid_resource`, saying what was wrong.
+fn refused_path(action: &str, raw: &str, refusal: &PathRefusal) -> Decision {
+    Decision {
+        effect: Effect::Deny,
+        code: Code::InvalidResource,
+        reason: format!(
+            "Action '{action}' denied: the path `/proxy/{raw}` is refused because {refusal}"
+        ),
+        policy: None,
+        rule: None,
+        retry_after_secs: None,
+        approval: None,
+        approval_id: None,
+    }
+}
+
+/// Sends an allowed request upstream (the canonical path, the query, the allow-listed headers,
+/// the target's credentials, the body) and streams the answer back without hop-by-hop headers,
+/// cookies, the upstream's `X-MeshGuard-*` or any header holding an injected credential.
+async fn relay(
+    state: &AppState,
+    routed: &Routed<'_>,
+    parts: Parts,
+    body: Body,
+    decision: &Decision,
+    agent: &AuthenticatedAgent,
+) -> Response {
     let upstream = routed.upstream;
     let version = parts.version;
     let query = parts
@@ -350,7 +368,6 @@ pub async fn forward(
             .into_response();
         }
     };
-    // 8. Answer with the upstream's response, minus anything the agent must not get.
     let (mut answer_parts, answer_body) = answer.into_parts();
     // The client talks to the gateway, not to the upstream: answer in the client's HTTP version.
     answer_parts.version = version;
