@@ -302,3 +302,30 @@ async fn refused_paths_count_against_the_agents_limits() {
     );
     assert_eq!(s.forwarded(), 0);
 }
+
+#[tokio::test]
+async fn over_a_real_socket_the_handler_sees_the_path_as_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup(Mode::Enforce).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = meshguard_gateway::app(s.gw.state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // What `curl --path-as-is` or a hand-written client sends; nothing on the way resolves `..`.
+    for target in [
+        "/proxy/github/../api/users",
+        "/proxy/github/%2e%2e/api/users",
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "GET {target} HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {}\r\nconnection: close\r\n\r\n",
+            s.token
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 403"), "{target}: {answer}");
+        assert!(answer.contains("invalid_resource"), "{target}: {answer}");
+    }
+    assert_eq!(s.forwarded(), 0);
+}
