@@ -141,13 +141,17 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// A named upstream for the reverse proxy: `[targets.NAME] url = …, headers = {…}`.
+/// An upstream of the reverse proxy: the default `[proxy] target = …, forward_headers = […]`, or
+/// a named `[targets.NAME] url = …, headers = {…}, forward_headers = […]`.
 #[derive(Debug, Clone)]
 pub struct ProxyTarget {
     /// Upstream base URL.
     pub url: String,
     /// Headers injected into forwarded requests (after `${ENV}` expansion).
     pub headers: BTreeMap<String, Secret>,
+    /// The agent's request headers forwarded to this upstream; `None` is the default list
+    /// ([`crate::proxy::DEFAULT_FORWARD_HEADERS`]).
+    pub forward_headers: Option<Vec<String>>,
 }
 
 /// Alerting settings (webhook and Slack); triggers are named events such as `deny`.
@@ -202,8 +206,8 @@ pub struct Config {
     pub policies_dir: Option<PathBuf>,
     /// The admin token, when configured instead of generated in `<data_dir>/admin.token`.
     pub admin_token: Option<Secret>,
-    /// Default reverse-proxy upstream.
-    pub proxy_target: Option<String>,
+    /// Default reverse-proxy upstream (`proxy.target`, `proxy.forward_headers`).
+    pub proxy_target: Option<ProxyTarget>,
     /// Named reverse-proxy upstreams.
     pub targets: BTreeMap<String, ProxyTarget>,
     /// Alerting.
@@ -243,6 +247,7 @@ const KEYS: &[(&str, &[&str])] = &[
     ("alerts.timeout", &[]),
     ("alerts.per_minute", &[]),
     ("proxy.target", &["PROXY_TARGET"]),
+    ("proxy.forward_headers", &[]),
     ("tls.cert", &[]),
     ("tls.key", &[]),
 ];
@@ -414,9 +419,15 @@ fn collect_target(
     };
     let mut url = None;
     let mut headers = BTreeMap::new();
+    let mut forward_headers = None;
     for (k, v) in table {
         match (k.as_str(), v) {
             ("url", toml::Value::String(s)) => url = Some(s),
+            ("forward_headers", value) => {
+                forward_headers = Some(
+                    header_list(&value).map_err(|m| invalid(format!("forward_headers: {m}")))?,
+                );
+            }
             ("headers", toml::Value::Table(h)) => {
                 for (hk, hv) in h {
                     let toml::Value::String(hv) = hv else {
@@ -429,8 +440,38 @@ fn collect_target(
         }
     }
     let url = url.ok_or_else(|| invalid("`url` is required".into()))?;
-    targets.insert(name.to_owned(), ProxyTarget { url, headers });
+    targets.insert(
+        name.to_owned(),
+        ProxyTarget {
+            url,
+            headers,
+            forward_headers,
+        },
+    );
     Ok(())
+}
+
+/// A list of header names: a TOML array of strings, or one comma-separated string (the
+/// environment's form).
+fn header_list(value: &toml::Value) -> Result<Vec<String>, String> {
+    match value {
+        toml::Value::String(s) => Ok(s
+            .split(',')
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect()),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|v| match v {
+                toml::Value::String(s) => Ok(s.trim().to_owned()),
+                other => Err(format!("expected header names, got {}", other.type_str())),
+            })
+            .collect(),
+        other => Err(format!(
+            "expected a list of header names, got {}",
+            other.type_str()
+        )),
+    }
 }
 
 struct Validator<'a> {
@@ -583,7 +624,7 @@ impl Validator<'_> {
             approval_timeout,
             policies_dir,
             admin_token: admin_token.map(Secret::new),
-            proxy_target: self.string("proxy.target")?.filter(|s| !s.is_empty()),
+            proxy_target: self.proxy_target()?,
             targets,
             alerts,
             tls,
@@ -623,6 +664,24 @@ impl Validator<'_> {
             }
         }
         Ok(addr)
+    }
+
+    /// The default upstream: `proxy.target` and the request headers it receives.
+    fn proxy_target(&self) -> Result<Option<ProxyTarget>, ConfigError> {
+        let key = "proxy.forward_headers";
+        let forward_headers = self
+            .layered
+            .get(key)
+            .map(|s| header_list(&s.value).map_err(|m| self.invalid(key, m)))
+            .transpose()?;
+        Ok(self
+            .string("proxy.target")?
+            .filter(|s| !s.is_empty())
+            .map(|url| ProxyTarget {
+                url,
+                headers: BTreeMap::new(),
+                forward_headers,
+            }))
     }
 
     fn alert_triggers(&self) -> Result<Vec<String>, ConfigError> {
@@ -929,6 +988,49 @@ mod tests {
         assert_eq!(
             c.targets.get("github").map(|t| t.url.as_str()),
             Some("https://api.github.com")
+        );
+    }
+
+    #[test]
+    fn forwarded_header_lists_for_the_default_and_named_targets() {
+        let file = "[proxy]\ntarget = \"http://127.0.0.1:8\"\nforward_headers = [\"Accept\", \"X-Custom\"]\n[targets.gh]\nurl = \"http://127.0.0.1:9\"\nforward_headers = [\"accept\"]\n[targets.plain]\nurl = \"http://127.0.0.1:7\"\n";
+        let load = |e: &[(&str, &str)]| {
+            Config::load(
+                Some(("gw.toml", file)),
+                &env(e),
+                &ConfigFlags::default(),
+                home(),
+            )
+        };
+        let c = load(&[]).unwrap();
+        let default = c.proxy_target.unwrap();
+        assert_eq!(default.url, "http://127.0.0.1:8");
+        assert_eq!(
+            default.forward_headers,
+            Some(vec!["Accept".to_owned(), "X-Custom".to_owned()])
+        );
+        assert_eq!(
+            c.targets["gh"].forward_headers,
+            Some(vec!["accept".to_owned()])
+        );
+        assert_eq!(c.targets["plain"].forward_headers, None);
+        // The environment gives a comma-separated list, and wins over the file.
+        let c = load(&[("MESHGUARD_PROXY__FORWARD_HEADERS", "accept, x-request-id")]).unwrap();
+        assert_eq!(
+            c.proxy_target.unwrap().forward_headers,
+            Some(vec!["accept".to_owned(), "x-request-id".to_owned()])
+        );
+        let bad = "[targets.gh]\nurl = \"http://127.0.0.1:9\"\nforward_headers = [1]\n";
+        let err = Config::load(
+            Some(("gw.toml", bad)),
+            &env(&[]),
+            &ConfigFlags::default(),
+            home(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "gw.toml: `targets.gh`: forward_headers: expected header names, got integer"
         );
     }
 

@@ -25,6 +25,9 @@ pub enum ApiError {
     /// 404: the named agent, policy or event does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// 405: a method the endpoint never serves (the proxy's `TRACE` and `CONNECT`).
+    #[error("method not allowed: {0}")]
+    MethodNotAllowed(String),
     /// 409: the change conflicts with existing state (a taken name, a file-owned policy).
     #[error("conflict: {0}")]
     Conflict(String),
@@ -63,6 +66,11 @@ impl IntoResponse for ApiError {
                 format!("request body is larger than the limit of {limit} bytes"),
             ),
             ApiError::NotFound(message) => (StatusCode::NOT_FOUND, "not_found", message),
+            ApiError::MethodNotAllowed(message) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                message,
+            ),
             ApiError::Conflict(message) => (StatusCode::CONFLICT, "conflict", message),
             ApiError::InvalidPolicy { message, errors } => {
                 let body = json!({"error": "invalid_policy", "message": message, "errors": errors});

@@ -92,7 +92,7 @@ fn refuse_unsupported(config: &Config) -> Result<(), ServeError> {
 pub fn validate_only(config: &Config) -> Result<Vec<String>, ServeError> {
     refuse_unsupported(config)?;
     let location = store_location(config)?;
-    Upstreams::from_config(config.proxy_target.as_deref(), &config.targets)
+    Upstreams::from_config(config.proxy_target.as_ref(), &config.targets)
         .map_err(ServeError::Proxy)?;
     let mut report = vec![
         format!("listen: {}", config.listen),
@@ -212,7 +212,7 @@ pub async fn serve_listener(
     let location = store_location(&config)?;
     let store = meshguard_store::open(&location).await?;
     tracing::info!(store = %location, gateway = %dir.instance_id, "store opened");
-    let upstreams = Upstreams::from_config(config.proxy_target.as_deref(), &config.targets)
+    let upstreams = Upstreams::from_config(config.proxy_target.as_ref(), &config.targets)
         .map_err(ServeError::Proxy)?;
     let redis = match &config.redis_url {
         Some(url) => {

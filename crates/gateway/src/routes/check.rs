@@ -24,6 +24,8 @@ use crate::rate_limit_redis::RedisLimitError;
 use crate::state::AppState;
 use crate::trace::TraceId;
 
+use super::forward::Proxied;
+
 /// The body of `POST /proxy/governance/check`. `null` reads as absent for the optional fields.
 #[derive(Debug, Deserialize)]
 struct CheckBody {
@@ -178,18 +180,20 @@ async fn check(
     route: Route,
     started: Instant,
 ) -> Response {
-    match evaluate(state, agent, &input, trace, route, started).await {
+    match evaluate(state, agent, &input, None, trace, route, started).await {
         Ok((decision, audit_id)) => respond(state.mode, route, decision, input, trace, audit_id),
         Err(unavailable) => unavailable,
     }
 }
 
 /// Decides, charges, settles approvals and commits the audit event of one check (also of a
-/// proxied request); `Err` is the 503 answer when the store or the trail cannot be written.
+/// proxied request, which `proxied` describes); `Err` is the 503 answer when the store or the
+/// trail cannot be written.
 pub(super) async fn evaluate(
     state: &AppState,
     agent: &AuthenticatedAgent,
     input: &CheckInput,
+    proxied: Option<&Proxied>,
     trace: &TraceId,
     route: Route,
     started: Instant,
@@ -198,9 +202,15 @@ pub(super) async fn evaluate(
     //    with every limit of every applicable policy (denied checks count too), all-or-nothing,
     //    so a limit can never be charged for a decision that was not made. With Redis the
     //    limits are global; if Redis cannot answer, nothing is allowed (503, like the store).
+    //    A proxied request is bounded by what the proxy saw: a path refused before routing is
+    //    denied (and still charged), and what the agent claims can only narrow the decision.
     let decision = decide(state, agent, input)
         .await
         .map_err(|err| unavailable(state, input, trace, Outage::RateLimits, &err.to_string()))?;
+    let decision = match proxied {
+        Some(proxied) => proxied.narrow(decision, &input.action),
+        None => decision,
+    };
     // 3. Approvals: only a decision that needs a human touches the approval store, after the
     //    engine, because an explicit deny must win before any approval is created or consumed.
     let decision = approvals::settle(
@@ -217,7 +227,10 @@ pub(super) async fn evaluate(
     // 4. Audit: the event is committed (group commit) before the answer leaves, so no decision
     //    an agent acted on is missing from the trail. If it cannot be written, nothing is allowed.
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    let event = decision_event(state, agent, input, &decision, trace, latency_us);
+    let mut event = decision_event(state, agent, input, &decision, trace, latency_us);
+    if let Some(proxied) = proxied {
+        event.context.extend(proxied.context());
+    }
     let audit_id = event.id.clone();
     state
         .audit
@@ -395,7 +408,7 @@ impl Outage {
 
 /// 503: the store or Redis could not be reached (or the audit event not written); nothing is
 /// allowed, whatever the mode, and no event exists for this answer.
-fn unavailable(
+pub(super) fn unavailable(
     state: &AppState,
     input: &CheckInput,
     trace: &TraceId,
