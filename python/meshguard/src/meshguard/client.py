@@ -221,7 +221,11 @@ class MeshGuardClient(AdminCalls):
         resource: Optional[str] = None,
         **kwargs: Any,
     ) -> httpx.Response:
-        """Sends a request through the gateway's proxy (``/proxy/<path>``), governed as ``action``.
+        """Sends a request through the gateway's proxy (``/proxy/<path>``).
+
+        The gateway decides on the real call (the method and the canonical path, e.g.
+        ``write:github/repos/acme/app/issues``); ``action`` is sent as ``X-MeshGuard-Action``, a
+        claim that may only narrow: both must be allowed.
 
         Raises on a denial (``PolicyDeniedError``, ``RateLimitError``) as on any other failure.
         """
