@@ -203,7 +203,7 @@ async fn create(
             decision.effect = code.effect();
             decision.code = code;
             decision.reason = format!(
-                "Denied: this agent already has {max_pending} approvals pending, the most one agent may have; \
+                "Action denied: this agent already has {max_pending} approvals pending, the most one agent may have; \
                  a new one is created once a human decides one or one expires"
             );
             decision.approval = None;

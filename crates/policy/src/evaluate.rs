@@ -389,7 +389,7 @@ fn rate_limited(charge: Option<&LimitCharge>, retry_after_secs: u64) -> Decision
     );
     let mut decision = Decision::new(
         Code::RateLimited,
-        format!("Denied: {what} is exhausted; retry in {retry_after_secs} s"),
+        format!("Action denied: {what} is exhausted; retry in {retry_after_secs} s"),
     );
     decision.policy = charge.map(|c| c.key.policy.clone());
     decision.rule = charge.and_then(|c| c.key.rule.clone());
