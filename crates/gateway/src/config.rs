@@ -32,6 +32,10 @@ pub struct AgentQuotas {
     /// Most `POST /proxy/governance/record` calls per agent per minute
     /// (`agents.records_per_minute`); past it a record answers 429 `rate_limited`.
     pub records_per_minute: u32,
+    /// Most refused requests per agent per minute (`agents.refusals_per_minute`): requests whose
+    /// token names the agent but is no longer honoured; past it they answer 429 `rate_limited`
+    /// instead of 401, telling whoever replays the token to back off.
+    pub refusals_per_minute: u32,
 }
 
 /// The default quotas: far above what an honest agent needs, low enough that one agent cannot
@@ -39,6 +43,7 @@ pub struct AgentQuotas {
 pub const DEFAULT_AGENT_QUOTAS: AgentQuotas = AgentQuotas {
     max_pending_approvals: 20,
     records_per_minute: 600,
+    refusals_per_minute: 600,
 };
 
 /// How the gateway applies decisions. Rolling out a policy in `audit` mode shows what it would
@@ -255,6 +260,7 @@ const KEYS: &[(&str, &[&str])] = &[
     ("approvals.timeout", &[]),
     ("agents.max_pending_approvals", &[]),
     ("agents.records_per_minute", &[]),
+    ("agents.refusals_per_minute", &[]),
     ("alerts.webhook_url", &["ALERT_WEBHOOK_URL"]),
     ("alerts.webhook_secret", &["ALERT_WEBHOOK_SECRET"]),
     ("alerts.slack_webhook", &["ALERT_SLACK_WEBHOOK"]),
@@ -559,6 +565,9 @@ impl Validator<'_> {
             records_per_minute: self
                 .parsed("agents.records_per_minute", positive)?
                 .unwrap_or(DEFAULT_AGENT_QUOTAS.records_per_minute),
+            refusals_per_minute: self
+                .parsed("agents.refusals_per_minute", positive)?
+                .unwrap_or(DEFAULT_AGENT_QUOTAS.refusals_per_minute),
         };
         let policies_dir = self.path("policies_dir")?;
         let admin_token = self.string("admin_token")?.filter(|s| !s.is_empty());
@@ -968,7 +977,7 @@ mod tests {
     fn agent_quotas_from_file_and_environment() {
         let defaults = Config::load(None, &env(&[]), &ConfigFlags::default(), home()).unwrap();
         assert_eq!(defaults.quotas, DEFAULT_AGENT_QUOTAS);
-        let file = "[agents]\nmax_pending_approvals = 5\nrecords_per_minute = 60\n";
+        let file = "[agents]\nmax_pending_approvals = 5\nrecords_per_minute = 60\nrefusals_per_minute = 30\n";
         let c = Config::load(
             Some(("gw.toml", file)),
             &env(&[("MESHGUARD_AGENTS__RECORDS_PER_MINUTE", "120")]),
@@ -978,6 +987,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.quotas.max_pending_approvals, 5);
         assert_eq!(c.quotas.records_per_minute, 120);
+        assert_eq!(c.quotas.refusals_per_minute, 30);
         let err = Config::load(
             Some(("gw.toml", "[agents]\nmax_pending_approvals = 0\n")),
             &env(&[]),

@@ -114,6 +114,8 @@ pub struct Gateway {
     pub quotas: AgentQuotas,
     /// Each agent's `/record` calls of the last minute.
     pub record_budget: AgentBudget,
+    /// Each agent's refused requests (token no longer honoured) of the last minute.
+    pub refusal_budget: AgentBudget,
     /// Refusals of honoured-no-more tokens, written as one event per agent per minute.
     pub refusals: Arc<RefusalTally>,
 }
@@ -207,6 +209,10 @@ impl AppState {
             Arc::clone(&options.clock),
             options.quotas.records_per_minute,
         );
+        let refusal_budget = AgentBudget::new(
+            Arc::clone(&options.clock),
+            options.quotas.refusals_per_minute,
+        );
         let audit_follow_from = Arc::new(audit_peers::FollowFrom::default());
         audit_peers::start(
             Arc::clone(&store),
@@ -238,6 +244,7 @@ impl AppState {
             alerts,
             quotas: options.quotas,
             record_budget,
+            refusal_budget,
             refusals,
         };
         Ok((

@@ -476,6 +476,7 @@ pub(super) async fn refuse(
         }
         AgentAuthError::RejectedAudited { message, agent } => {
             tracing::warn!(trace = %trace.0, agent = %agent.name, %message, "agent request refused");
+            let over_budget = state.refusal_budget.charge(&agent.id).err();
             let due = state.refusals.count(Refusal {
                 agent,
                 reason: message.clone(),
@@ -489,7 +490,18 @@ pub(super) async fn refuse(
                 .decisions
                 .with_label_values(&["deny", "unauthorized"])
                 .inc();
-            ApiError::Unauthorized(message).into_response()
+            match over_budget {
+                // Whoever replays a dead token at this rate is told to back off.
+                Some(retry_after_secs) => ApiError::RateLimited {
+                    message: format!(
+                        "{message}; this agent's refused requests are over {} per minute: retry in {retry_after_secs} s",
+                        state.refusal_budget.per_minute()
+                    ),
+                    retry_after_secs,
+                }
+                .into_response(),
+                None => ApiError::Unauthorized(message).into_response(),
+            }
         }
         AgentAuthError::Unavailable(cause) => {
             let input = CheckInput {

@@ -336,3 +336,44 @@ async fn an_agent_name_can_never_be_another_agents_id() {
     let ok = gw.check(&token, json!({"action": "read:x"})).await;
     assert_eq!(ok.status, StatusCode::OK);
 }
+
+/// Refused requests are charged to a per-agent budget too: whoever replays a dead token past it
+/// is answered 429 with `Retry-After` (never anything that could read as an allow), and every
+/// refusal is still counted in the minute's event.
+#[tokio::test]
+async fn a_dead_token_replayed_past_the_refusal_budget_is_told_to_back_off() {
+    let gw = gateway(AgentQuotas {
+        refusals_per_minute: 10,
+        ..DEFAULT_AGENT_QUOTAS
+    })
+    .await;
+    gw.policy(HITL).await;
+    let (_, token) = gw.agent("dev", "verified", &[]).await;
+    let (_, other) = gw.agent("other", "verified", &[]).await;
+    gw.admin(Method::POST, "/admin/agents/dev/revoke", None)
+        .await;
+    for _ in 0..10 {
+        let reply = gw.check(&token, json!({"action": "read:x"})).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    }
+    for _ in 0..5 {
+        let reply = gw.check(&token, json!({"action": "read:x"})).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{}",
+            reply.text
+        );
+        assert_eq!(reply.body["code"], "rate_limited");
+        assert_eq!(reply.headers["retry-after"], "60");
+        assert!(reply.body["message"].as_str().unwrap().contains("revoked"));
+    }
+    // Another agent is not affected.
+    let ok = gw.check(&other, json!({"action": "read:x"})).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let before = gw.events().await.len();
+    gw.flush_refusals().await;
+    let events = gw.events().await.split_off(before);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event.context["count"], 15);
+}
