@@ -476,7 +476,7 @@ pub(super) async fn refuse(
         }
         AgentAuthError::RejectedAudited { message, agent } => {
             tracing::warn!(trace = %trace.0, agent = %agent.name, %message, "agent request refused");
-            let over_budget = state.refusal_budget.charge(&agent.id).err();
+            let over_budget = state.refusal_budget.charge(&agent.id);
             let due = state.refusals.count(Refusal {
                 agent,
                 reason: message.clone(),
@@ -490,18 +490,7 @@ pub(super) async fn refuse(
                 .decisions
                 .with_label_values(&["deny", "unauthorized"])
                 .inc();
-            match over_budget {
-                // Whoever replays a dead token at this rate is told to back off.
-                Some(retry_after_secs) => ApiError::RateLimited {
-                    message: format!(
-                        "{message}; this agent's refused requests are over {} per minute: retry in {retry_after_secs} s",
-                        state.refusal_budget.per_minute()
-                    ),
-                    retry_after_secs,
-                }
-                .into_response(),
-                None => ApiError::Unauthorized(message).into_response(),
-            }
+            refused(state, over_budget, message).into_response()
         }
         AgentAuthError::Unavailable(cause) => {
             let input = CheckInput {
@@ -513,6 +502,21 @@ pub(super) async fn refuse(
             unavailable(state, &input, trace, Outage::Store, &cause)
         }
         AgentAuthError::Internal(cause) => ApiError::Internal(cause).into_response(),
+    }
+}
+
+/// The answer to a request whose token is no longer honoured, given what charging it to the
+/// agent's refusal budget said: 401, or 429 once whoever replays the dead token should back off.
+pub(super) fn refused(state: &AppState, charged: Result<(), u64>, message: String) -> ApiError {
+    match charged {
+        Ok(()) => ApiError::Unauthorized(message),
+        Err(retry_after_secs) => ApiError::RateLimited {
+            message: format!(
+                "{message}; this agent's refused requests are over {} per minute: retry in {retry_after_secs} s",
+                state.refusal_budget.per_minute()
+            ),
+            retry_after_secs,
+        },
     }
 }
 

@@ -368,6 +368,17 @@ async fn a_dead_token_replayed_past_the_refusal_budget_is_told_to_back_off() {
         assert_eq!(reply.headers["retry-after"], "60");
         assert!(reply.body["message"].as_str().unwrap().contains("revoked"));
     }
+    // The approval long poll shares the budget.
+    let poll = gw
+        .send(
+            Request::builder()
+                .uri("/proxy/governance/approvals/apr_x")
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(poll.status, StatusCode::TOO_MANY_REQUESTS, "{}", poll.text);
     // Another agent is not affected.
     let ok = gw.check(&other, json!({"action": "read:x"})).await;
     assert_eq!(ok.status, StatusCode::OK);
