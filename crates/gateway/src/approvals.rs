@@ -1,6 +1,8 @@
 //! Applies SPEC 3's approval table to a decision that needs a human: finds the approval for
 //! (agent, normalised action, normalised resource), creates one when there is none, and consumes
-//! an approved one (single use).
+//! an approved one (single use). An agent may have only so many approvals pending at once
+//! ([`ApprovalSettings::max_pending`]): a check that would create one more is denied with
+//! `too_many_pending_approvals` and creates nothing.
 
 use std::hash::{Hash as _, Hasher as _};
 
@@ -44,6 +46,25 @@ pub enum ApprovalMode {
     Peek,
 }
 
+/// How approvals are created: the gateway's settings, the same for every check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApprovalSettings {
+    /// Timeout when no policy sets one.
+    pub default_timeout_secs: u64,
+    /// Most pending approvals one agent may have at once.
+    pub max_pending: u32,
+}
+
+impl ApprovalSettings {
+    /// The settings of a gateway.
+    pub fn of(gateway: &crate::state::Gateway) -> ApprovalSettings {
+        ApprovalSettings {
+            default_timeout_secs: gateway.approval_timeout.as_secs(),
+            max_pending: gateway.quotas.max_pending_approvals,
+        }
+    }
+}
+
 /// Settles a decision whose code is `approval_required`; other decisions pass unchanged.
 pub async fn settle(
     store: &dyn Store,
@@ -51,7 +72,7 @@ pub async fn settle(
     decision: Decision,
     named: Option<&str>,
     trace_id: Option<&str>,
-    default_timeout_secs: u64,
+    settings: ApprovalSettings,
     mode: ApprovalMode,
 ) -> Result<Decision, StoreError> {
     if decision.code != Code::ApprovalRequired {
@@ -102,29 +123,13 @@ pub async fn settle(
                 Ok(_) => decision.with_approval(state),
                 // Another request used it first: this one needs a new approval.
                 Err(StoreError::Conflict { .. }) => {
-                    create(
-                        store,
-                        agent_id,
-                        decision,
-                        trace_id,
-                        default_timeout_secs,
-                        now,
-                    )
-                    .await?
+                    create(store, agent_id, decision, trace_id, settings, now).await?
                 }
                 Err(other) => return Err(other),
             }
         }
         (ApprovalState::None, ApprovalMode::Apply) => {
-            create(
-                store,
-                agent_id,
-                decision,
-                trace_id,
-                default_timeout_secs,
-                now,
-            )
-            .await?
+            create(store, agent_id, decision, trace_id, settings, now).await?
         }
         _ => decision.with_approval(state),
     };
@@ -164,13 +169,13 @@ async fn create(
     agent_id: &str,
     mut decision: Decision,
     trace_id: Option<&str>,
-    default_timeout_secs: u64,
+    settings: ApprovalSettings,
     now: OffsetDateTime,
 ) -> Result<Decision, StoreError> {
     let Some(need) = decision.approval.clone() else {
         return Ok(decision);
     };
-    let timeout_secs = need.timeout_or(default_timeout_secs);
+    let timeout_secs = need.timeout_or(settings.default_timeout_secs);
     let pending = store
         .create_approval(NewApproval {
             agent_id: agent_id.to_owned(),
@@ -179,6 +184,7 @@ async fn create(
             timeout_secs,
             trace_id: trace_id.map(str::to_owned),
             created_at: now,
+            max_pending: settings.max_pending,
         })
         .await?;
     match pending {
@@ -190,6 +196,18 @@ async fn create(
         // of one request are serialised above): the answer this check would give had it seen it.
         PendingApproval::Existing(existing) => {
             Ok(decision.with_approval(ApprovalState::Pending { id: existing.id }))
+        }
+        // The reason names the cap, not the action: the action is in the event already.
+        PendingApproval::TooMany { max_pending } => {
+            let code = Code::TooManyPendingApprovals;
+            decision.effect = code.effect();
+            decision.code = code;
+            decision.reason = format!(
+                "Action denied: this agent already has {max_pending} approvals pending, the most one agent may have; \
+                 a new one is created once a human decides one or one expires"
+            );
+            decision.approval = None;
+            Ok(decision)
         }
     }
 }

@@ -138,6 +138,14 @@ pub async fn authenticate_agent(
             (record, profile)
         }
     };
+    // The store looks an `agent_` key up by id only, so this holds; it is checked anyway because
+    // the whole authorisation rests on it: the agent decided for is the token's subject.
+    if record.id != claims.sub {
+        return Err(AgentAuthError::Internal(format!(
+            "the agent found for token subject `{}` is `{}`",
+            claims.sub, record.id
+        )));
+    }
     if record.status == AgentStatus::Revoked {
         return Err(AgentAuthError::RejectedAudited {
             message: format!("agent `{}` is revoked", record.name),

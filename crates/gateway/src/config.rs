@@ -22,6 +22,30 @@ pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600
 /// The default approval timeout (1 hour), used when no matching policy sets `timeoutSeconds`.
 pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// What one agent may consume beyond its policies' own limits: these bound the work and the
+/// rows an agent (or a thief of its token) can cause where no policy counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AgentQuotas {
+    /// Most pending approvals one agent may have at once (`agents.max_pending_approvals`); a
+    /// check that would create one more is denied with `too_many_pending_approvals`.
+    pub max_pending_approvals: u32,
+    /// Most `POST /proxy/governance/record` calls per agent per minute
+    /// (`agents.records_per_minute`); past it a record answers 429 `rate_limited`.
+    pub records_per_minute: u32,
+    /// Most refused requests per agent per minute (`agents.refusals_per_minute`): requests whose
+    /// token names the agent but is no longer honoured; past it they answer 429 `rate_limited`
+    /// instead of 401, telling whoever replays the token to back off.
+    pub refusals_per_minute: u32,
+}
+
+/// The default quotas: far above what an honest agent needs, low enough that one agent cannot
+/// flood the approvers or the trail.
+pub const DEFAULT_AGENT_QUOTAS: AgentQuotas = AgentQuotas {
+    max_pending_approvals: 20,
+    records_per_minute: 600,
+    refusals_per_minute: 600,
+};
+
 /// How the gateway applies decisions. Rolling out a policy in `audit` mode shows what it would
 /// deny before it denies anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -202,6 +226,8 @@ pub struct Config {
     pub audit_retention: Duration,
     /// Approval timeout when no policy sets one.
     pub approval_timeout: Duration,
+    /// Per-agent caps on pending approvals and records.
+    pub quotas: AgentQuotas,
     /// Directory whose `*.yaml` policies are loaded at start and reloaded on change.
     pub policies_dir: Option<PathBuf>,
     /// The admin token, when configured instead of generated in `<data_dir>/admin.token`.
@@ -236,6 +262,9 @@ const KEYS: &[(&str, &[&str])] = &[
     ("audit.durability", &[]),
     ("audit.retention", &[]),
     ("approvals.timeout", &[]),
+    ("agents.max_pending_approvals", &[]),
+    ("agents.records_per_minute", &[]),
+    ("agents.refusals_per_minute", &[]),
     ("alerts.webhook_url", &["ALERT_WEBHOOK_URL"]),
     ("alerts.webhook_secret", &["ALERT_WEBHOOK_SECRET"]),
     ("alerts.slack_webhook", &["ALERT_SLACK_WEBHOOK"]),
@@ -570,6 +599,17 @@ impl Validator<'_> {
         if approval_timeout.is_zero() {
             return Err(self.invalid("approvals.timeout", "must be at least 1s".into()));
         }
+        let quotas = AgentQuotas {
+            max_pending_approvals: self
+                .parsed("agents.max_pending_approvals", positive)?
+                .unwrap_or(DEFAULT_AGENT_QUOTAS.max_pending_approvals),
+            records_per_minute: self
+                .parsed("agents.records_per_minute", positive)?
+                .unwrap_or(DEFAULT_AGENT_QUOTAS.records_per_minute),
+            refusals_per_minute: self
+                .parsed("agents.refusals_per_minute", positive)?
+                .unwrap_or(DEFAULT_AGENT_QUOTAS.refusals_per_minute),
+        };
         let policies_dir = self.path("policies_dir")?;
         let admin_token = self.string("admin_token")?.filter(|s| !s.is_empty());
         if let Some(token) = &admin_token
@@ -622,6 +662,7 @@ impl Validator<'_> {
             audit_durability,
             audit_retention,
             approval_timeout,
+            quotas,
             policies_dir,
             admin_token: admin_token.map(Secret::new),
             proxy_target: self.proxy_target()?,
@@ -1031,6 +1072,34 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "gw.toml: `targets.gh`: forward_headers: expected header names, got integer"
+        );
+    }
+
+    #[test]
+    fn agent_quotas_from_file_and_environment() {
+        let defaults = Config::load(None, &env(&[]), &ConfigFlags::default(), home()).unwrap();
+        assert_eq!(defaults.quotas, DEFAULT_AGENT_QUOTAS);
+        let file = "[agents]\nmax_pending_approvals = 5\nrecords_per_minute = 60\nrefusals_per_minute = 30\n";
+        let c = Config::load(
+            Some(("gw.toml", file)),
+            &env(&[("MESHGUARD_AGENTS__RECORDS_PER_MINUTE", "120")]),
+            &ConfigFlags::default(),
+            home(),
+        )
+        .unwrap();
+        assert_eq!(c.quotas.max_pending_approvals, 5);
+        assert_eq!(c.quotas.records_per_minute, 120);
+        assert_eq!(c.quotas.refusals_per_minute, 30);
+        let err = Config::load(
+            Some(("gw.toml", "[agents]\nmax_pending_approvals = 0\n")),
+            &env(&[]),
+            &ConfigFlags::default(),
+            home(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("agents.max_pending_approvals"),
+            "{err}"
         );
     }
 

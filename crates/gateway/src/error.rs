@@ -22,6 +22,9 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// 403: authenticated, but the request touches what belongs to another agent.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// 404: the named agent, policy or event does not exist.
     #[error("not found: {0}")]
     NotFound(String),
@@ -47,6 +50,14 @@ pub enum ApiError {
         /// Why (logged only).
         cause: String,
     },
+    /// 429: the agent spent a per-agent budget (its records per minute); nothing was written.
+    #[error("rate limited: {message}")]
+    RateLimited {
+        /// What was spent.
+        message: String,
+        /// When one more request fits, sent as `Retry-After`.
+        retry_after_secs: u64,
+    },
     /// 503: the store cannot be reached; nothing is allowed meanwhile.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -65,6 +76,7 @@ impl IntoResponse for ApiError {
                 "payload_too_large",
                 format!("request body is larger than the limit of {limit} bytes"),
             ),
+            ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, "forbidden", message),
             ApiError::NotFound(message) => (StatusCode::NOT_FOUND, "not_found", message),
             ApiError::MethodNotAllowed(message) => (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -75,6 +87,24 @@ impl IntoResponse for ApiError {
             ApiError::InvalidPolicy { message, errors } => {
                 let body = json!({"error": "invalid_policy", "message": message, "errors": errors});
                 return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
+            }
+            ApiError::RateLimited {
+                message,
+                retry_after_secs,
+            } => {
+                let code = meshguard_policy::Code::RateLimited.as_str();
+                let body = json!({
+                    "error": code,
+                    "code": code,
+                    "message": message,
+                    "retry_after_seconds": retry_after_secs,
+                });
+                let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from(retry_after_secs),
+                );
+                return response;
             }
             ApiError::BadGateway { upstream, cause } => {
                 tracing::error!(%upstream, %cause, "upstream request failed");

@@ -60,6 +60,7 @@ pub mod policy_files;
 pub mod proxy;
 pub mod rate_limit;
 pub mod rate_limit_redis;
+pub mod refusals;
 pub mod routes;
 pub mod server;
 pub mod state;

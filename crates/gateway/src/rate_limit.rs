@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use meshguard_policy::{Admission, LimitCharge, RateLimitOracle, Window};
+use meshguard_policy::{Admission, LimitCharge, LimitKey, RateLimitOracle, Window};
 
 use crate::rate_limit_redis::{RedisLimitError, RedisLimiter};
 
@@ -191,6 +191,50 @@ fn exhausted(index: usize, wait_ms: u64) -> Admission {
     Admission::Exhausted {
         charge: index,
         retry_after_secs: wait_ms.div_ceil(1000).max(1),
+    }
+}
+
+/// A per-agent budget of requests no policy counts (`/record`), in this gateway's memory: the
+/// same exact sliding window, one counter per agent. Each gateway keeps its own, so behind `n`
+/// gateways an agent gets up to `n` times the budget; it bounds load, not a policy.
+#[derive(Debug, Clone)]
+pub struct AgentBudget {
+    counters: RateLimiter,
+    per_minute: u32,
+}
+
+impl AgentBudget {
+    /// A budget of `per_minute` requests per agent per rolling minute, read by `clock`.
+    pub fn new(clock: Arc<dyn Clock>, per_minute: u32) -> AgentBudget {
+        AgentBudget {
+            counters: RateLimiter::new(clock),
+            per_minute,
+        }
+    }
+
+    /// Charges one request of `agent_id`; when the budget is spent, charges nothing and returns
+    /// the seconds until one more fits.
+    pub fn charge(&self, agent_id: &str) -> Result<(), u64> {
+        let charge = LimitCharge {
+            // The counters are this budget's alone: the key only has to be the same each time.
+            key: LimitKey {
+                policy: String::new(),
+                rule: None,
+            },
+            max: self.per_minute,
+            window: Window::Minute,
+        };
+        match self.counters.admit(agent_id, &[charge], true) {
+            Admission::Admitted => Ok(()),
+            Admission::Exhausted {
+                retry_after_secs, ..
+            } => Err(retry_after_secs),
+        }
+    }
+
+    /// Requests per agent per minute.
+    pub fn per_minute(&self) -> u32 {
+        self.per_minute
     }
 }
 
@@ -454,6 +498,19 @@ mod tests {
             limiter.oracle("b", Charging::Charge).admit(&limits),
             Admission::Admitted
         );
+    }
+
+    #[test]
+    fn an_agent_budget_is_per_agent_and_slides() {
+        let clock = Arc::new(ManualClock::new());
+        let budget = AgentBudget::new(clock.clone(), 2);
+        assert_eq!(budget.charge("a"), Ok(()));
+        clock.advance(Duration::from_secs(20));
+        assert_eq!(budget.charge("a"), Ok(()));
+        assert_eq!(budget.charge("a"), Err(40));
+        assert_eq!(budget.charge("b"), Ok(()));
+        clock.advance(Duration::from_secs(40));
+        assert_eq!(budget.charge("a"), Ok(()));
     }
 
     #[test]

@@ -231,6 +231,7 @@ pub async fn serve_listener(
         upstreams,
         alerts: AlertSettings::from_config(&config.alerts),
         redis,
+        quotas: config.quotas,
     };
     let (state, background) = AppState::new(Arc::clone(&store), &dir, options).await?;
     let (stop_tx, stop_rx) = watch::channel(false);

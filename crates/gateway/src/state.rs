@@ -12,14 +12,15 @@ use crate::alerts::{AlertDispatcher, AlertSettings, AlertTasks};
 use crate::audit_peers;
 use crate::audit_writer::AuditWriter;
 use crate::auth_cache::AuthCache;
-use crate::config::{AuditDurability, Mode, Secret};
+use crate::config::{AgentQuotas, AuditDurability, Mode, Secret};
 use crate::data_dir::DataDir;
 use crate::extract::BodyLimit;
 use crate::metrics::GatewayMetrics;
 use crate::policies::{PolicyChangeError, PolicyRegistry};
 use crate::proxy::Upstreams;
-use crate::rate_limit::{Clock, Limiter, RateLimiter, SystemClock};
+use crate::rate_limit::{AgentBudget, Clock, Limiter, RateLimiter, SystemClock};
 use crate::rate_limit_redis::RedisLimiter;
+use crate::refusals::{self, RefusalTally};
 use crate::token::TokenKeys;
 
 /// Settings of one gateway that tests choose freely (no config file, no environment).
@@ -41,6 +42,8 @@ pub struct GatewayOptions {
     pub alerts: AlertSettings,
     /// Global rate limits in Redis; `None` (the default) keeps them in memory, read by `clock`.
     pub redis: Option<RedisLimiter>,
+    /// Per-agent caps on pending approvals and records.
+    pub quotas: AgentQuotas,
 }
 
 impl Default for GatewayOptions {
@@ -54,6 +57,7 @@ impl Default for GatewayOptions {
             upstreams: Upstreams::default(),
             alerts: AlertSettings::default(),
             redis: None,
+            quotas: crate::config::DEFAULT_AGENT_QUOTAS,
         }
     }
 }
@@ -106,6 +110,14 @@ pub struct Gateway {
     pub upstreams: Upstreams,
     /// Hands alerts to their receivers without delaying decisions.
     pub alerts: AlertDispatcher,
+    /// Per-agent caps on pending approvals and records.
+    pub quotas: AgentQuotas,
+    /// Each agent's `/record` calls of the last minute.
+    pub record_budget: AgentBudget,
+    /// Each agent's refused requests (token no longer honoured) of the last minute.
+    pub refusal_budget: AgentBudget,
+    /// Refusals of honoured-no-more tokens, written as one event per agent per minute.
+    pub refusals: Arc<RefusalTally>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -184,6 +196,23 @@ impl AppState {
             alerts.queue(),
         );
         let stopping = watch::channel(false).0;
+        let refusals = Arc::new(RefusalTally::new(
+            Arc::clone(&options.clock),
+            dir.instance_id.clone(),
+        ));
+        tokio::spawn(refusals::run(
+            Arc::clone(&refusals),
+            audit.clone(),
+            stopping.subscribe(),
+        ));
+        let record_budget = AgentBudget::new(
+            Arc::clone(&options.clock),
+            options.quotas.records_per_minute,
+        );
+        let refusal_budget = AgentBudget::new(
+            Arc::clone(&options.clock),
+            options.quotas.refusals_per_minute,
+        );
         let audit_follow_from = Arc::new(audit_peers::FollowFrom::default());
         audit_peers::start(
             Arc::clone(&store),
@@ -213,6 +242,10 @@ impl AppState {
             stopping,
             upstreams: options.upstreams,
             alerts,
+            quotas: options.quotas,
+            record_budget,
+            refusal_budget,
+            refusals,
         };
         Ok((
             AppState(Arc::new(gateway)),

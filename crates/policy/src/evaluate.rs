@@ -217,7 +217,7 @@ impl PolicySet {
             retry_after_secs,
         } = admission
         {
-            return rate_limited(action, verdicts.charges.get(charge), retry_after_secs);
+            return rate_limited(verdicts.charges.get(charge), retry_after_secs);
         }
         // Step 5: a matching approval entry sends the action to a human.
         if let Some(decision) = self.approval(&applicable, &prepared, action) {
@@ -375,7 +375,7 @@ fn by_default(
     decision
 }
 
-fn rate_limited(action: &str, charge: Option<&LimitCharge>, retry_after_secs: u64) -> Decision {
+fn rate_limited(charge: Option<&LimitCharge>, retry_after_secs: u64) -> Decision {
     let what = charge.map_or_else(
         || "a rate limit".to_owned(),
         |c| {
@@ -389,7 +389,7 @@ fn rate_limited(action: &str, charge: Option<&LimitCharge>, retry_after_secs: u6
     );
     let mut decision = Decision::new(
         Code::RateLimited,
-        format!("Action '{action}' denied: {what} is exhausted; retry in {retry_after_secs} s"),
+        format!("Action denied: {what} is exhausted; retry in {retry_after_secs} s"),
     );
     decision.policy = charge.map(|c| c.key.policy.clone());
     decision.rule = charge.and_then(|c| c.key.rule.clone());

@@ -155,6 +155,9 @@ pub enum Code {
     ApprovalRequired,
     /// A human must decide; the approval already exists and waits.
     ApprovalPending,
+    /// A human would have to decide, but the agent already has as many approvals pending as
+    /// the gateway allows one agent: none was created.
+    TooManyPendingApprovals,
 }
 
 impl Code {
@@ -171,6 +174,7 @@ impl Code {
             Code::ApprovalDenied => "approval_denied",
             Code::ApprovalRequired => "approval_required",
             Code::ApprovalPending => "approval_pending",
+            Code::TooManyPendingApprovals => "too_many_pending_approvals",
         }
     }
 
@@ -185,6 +189,7 @@ impl Code {
             | Code::RateLimited
             | Code::ApprovalDenied => Effect::Deny,
             Code::ApprovalRequired | Code::ApprovalPending => Effect::RequireApproval,
+            Code::TooManyPendingApprovals => Effect::Deny,
         }
     }
 }

@@ -16,7 +16,8 @@ use crate::{
 /// picks the backend (SQLite or PostgreSQL) from a [`crate::StoreLocation`].
 ///
 /// Agents are named by id or name wherever `agent` appears (`id_or_name`): ids start with
-/// `agent_`, which no name can, so the two never collide.
+/// `agent_`, which no name may, and a key with that prefix is looked up as an id only, anything
+/// else as a name only ([`crate::AgentKey`]), so a key never names two agents.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`, for `/health` and logs.
@@ -113,7 +114,10 @@ pub trait Store: Send + Sync + 'static {
     /// approval, exactly one of them as [`PendingApproval::Created`], the others as
     /// [`PendingApproval::Existing`] (unchanged: their timeout and trace id are not used). A
     /// pending approval whose time ran out by `approval.created_at` is marked expired first and
-    /// does not count. A `Conflict` only when the request's pending approvals keep being decided
+    /// does not count. When none is pending and the agent already has `approval.max_pending`
+    /// live pending approvals, none is created ([`PendingApproval::TooMany`]); the count and the
+    /// insert are one transaction that holds the agent's row, so gateways sharing the database
+    /// cannot together overshoot the cap. A `Conflict` only when the request's pending approvals keep being decided
     /// or expired while this call tries (it gives up after a few tries).
     async fn create_approval(&self, approval: NewApproval) -> Result<PendingApproval, StoreError>;
 
@@ -163,6 +167,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// One page of events matching a filter.
     async fn query_audit(&self, filter: &AuditFilter) -> Result<AuditPage, StoreError>;
+
+    /// One committed event by id; `NotFound` when there is none (or retention deleted it).
+    async fn audit_event(&self, id: &str) -> Result<AuditEvent, StoreError>;
 
     /// Counts of checks (kind `check`) in a period.
     async fn audit_stats(&self, query: &StatsQuery) -> Result<AuditStats, StoreError>;

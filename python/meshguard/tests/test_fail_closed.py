@@ -75,6 +75,22 @@ def test_a_429_from_the_header_check_is_a_rate_limit_denial() -> None:
     assert decision.code == "rate_limited"
 
 
+def test_a_record_over_the_agents_budget_is_a_rate_limit_with_retry_after() -> None:
+    from meshguard import RateLimitError
+
+    body = {
+        "error": "rate_limited",
+        "code": "rate_limited",
+        "message": "this agent's budget of 600 records per minute is spent; retry in 7 s",
+        "retry_after_seconds": 7,
+    }
+    with CannedAnswer(429, body, {"Retry-After": "7"}) as url:
+        with pytest.raises(RateLimitError) as raised:
+            client_for(url).record("browse:web")
+    assert raised.value.retry_after == 7
+    assert "records per minute" in str(raised.value)
+
+
 @pytest.fixture
 def silent_socket() -> Iterator[Tuple[str, socket.socket]]:
     """A listening socket that never answers: connections are accepted by the kernel only."""

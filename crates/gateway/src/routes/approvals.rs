@@ -83,11 +83,14 @@ pub async fn agent_approval(
 ) -> Result<Response, ApiError> {
     let agent = match authenticate_agent(&state, &headers).await {
         Ok(agent) => agent,
-        Err(
-            AgentAuthError::Rejected(message) | AgentAuthError::RejectedAudited { message, .. },
-        ) => {
+        Err(AgentAuthError::Rejected(message)) => {
             tracing::info!(trace = %trace.0, %message, "approval poll refused");
             return Err(ApiError::Unauthorized(message));
+        }
+        Err(AgentAuthError::RejectedAudited { message, agent }) => {
+            tracing::info!(trace = %trace.0, %message, "approval poll refused");
+            let charged = state.refusal_budget.charge(&agent.id);
+            return Err(super::check::refused(&state, charged, message));
         }
         Err(AgentAuthError::Unavailable(cause)) => return Err(ApiError::Unavailable(cause)),
         Err(AgentAuthError::Internal(cause)) => return Err(ApiError::Internal(cause)),

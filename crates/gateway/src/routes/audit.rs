@@ -12,7 +12,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use meshguard_policy::{Loc, Pattern};
-use meshguard_store::{AuditEvent, AuditFilter, AuditKind, AuditOrder, StatsQuery, export_audit};
+use meshguard_store::{
+    AgentKey, AuditEvent, AuditFilter, AuditKind, AuditOrder, StatsQuery, export_audit,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -142,10 +144,14 @@ impl LiveFilter {
             .as_ref()
             .is_none_or(|d| event.decision.as_ref() == Some(d))
             && f.agent.as_ref().is_none_or(|a| {
+                // As the stored query reads it: an id-shaped key is an id, anything else a name.
                 event
                     .agent
                     .as_ref()
-                    .is_some_and(|agent| &agent.id == a || &agent.name == a)
+                    .is_some_and(|agent| match AgentKey::of(a) {
+                        AgentKey::Id(id) => agent.id == id,
+                        AgentKey::Name(name) => agent.name == name,
+                    })
             })
             && self
                 .action

@@ -8,19 +8,22 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use meshguard_policy::{CheckRequest, Code, Decision, Effect};
-use meshguard_store::{AuditAgent, AuditKind, MAX_RESULT_BYTES, NewAuditEvent};
+use meshguard_store::{
+    AuditAgent, AuditFilter, AuditKind, AuditOrder, MAX_RESULT_BYTES, NewAuditEvent, StoreError,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::alerts::{Alert, AlertAgent, Trigger};
-use crate::approvals::{self, ApprovalMode};
+use crate::approvals::{self, ApprovalMode, ApprovalSettings};
 use crate::auth::{AgentAuthError, AuthenticatedAgent, authenticate_agent};
 use crate::config::Mode;
 use crate::error::ApiError;
 use crate::extract::{LimitedBody, parse_json};
 use crate::rate_limit::Charging;
 use crate::rate_limit_redis::RedisLimitError;
+use crate::refusals::{self, Refusal};
 use crate::state::AppState;
 use crate::trace::TraceId;
 
@@ -219,7 +222,7 @@ pub(super) async fn evaluate(
         decision,
         input.approval_id.as_deref(),
         Some(&trace.0),
-        state.approval_timeout.as_secs(),
+        ApprovalSettings::of(state),
         ApprovalMode::Apply,
     )
     .await
@@ -471,8 +474,8 @@ fn lenient_action(body: &[u8]) -> (Option<String>, Option<String>) {
     (field("action"), field("resource"))
 }
 
-/// Answers an agent request refused before any decision; audits it when the token was validly
-/// signed (SPEC 6).
+/// Answers an agent request refused before any decision; counts it when the token was validly
+/// signed, for the one audit event per agent per minute that says how many (SPEC 6).
 pub(super) async fn refuse(
     state: &AppState,
     err: AgentAuthError,
@@ -486,35 +489,21 @@ pub(super) async fn refuse(
         }
         AgentAuthError::RejectedAudited { message, agent } => {
             tracing::warn!(trace = %trace.0, agent = %agent.name, %message, "agent request refused");
-            let event = NewAuditEvent {
-                id: uuid::Uuid::now_v7().to_string(),
-                ts: OffsetDateTime::now_utc(),
-                kind: AuditKind::Check,
-                agent: Some(agent),
-                action: action.unwrap_or_default(),
+            let over_budget = state.refusal_budget.charge(&agent.id);
+            let due = state.refusals.count(Refusal {
+                agent,
+                reason: message.clone(),
+                action,
                 resource,
-                decision: Some("deny".into()),
-                code: Some("unauthorized".into()),
-                reason: Some(message.clone()),
-                policy: None,
-                rule: None,
-                trace_id: Some(trace.0.clone()),
-                approval_id: None,
-                status: None,
-                result: None,
-                context: Map::new(),
-                latency_us: None,
-                gateway: state.instance_id.clone(),
-            };
-            if let Err(err) = state.audit.append(event).await {
-                tracing::error!(error = %err, "refused request could not be audited");
-            }
+                trace_id: trace.0.clone(),
+            });
+            refusals::write(&state.audit, due).await;
             state
                 .metrics
                 .decisions
                 .with_label_values(&["deny", "unauthorized"])
                 .inc();
-            ApiError::Unauthorized(message).into_response()
+            refused(state, over_budget, message).into_response()
         }
         AgentAuthError::Unavailable(cause) => {
             let input = CheckInput {
@@ -526,6 +515,21 @@ pub(super) async fn refuse(
             unavailable(state, &input, trace, Outage::Store, &cause)
         }
         AgentAuthError::Internal(cause) => ApiError::Internal(cause).into_response(),
+    }
+}
+
+/// The answer to a request whose token is no longer honoured, given what charging it to the
+/// agent's refusal budget said: 401, or 429 once whoever replays the dead token should back off.
+pub(super) fn refused(state: &AppState, charged: Result<(), u64>, message: String) -> ApiError {
+    match charged {
+        Ok(()) => ApiError::Unauthorized(message),
+        Err(retry_after_secs) => ApiError::RateLimited {
+            message: format!(
+                "{message}; this agent's refused requests are over {} per minute: retry in {retry_after_secs} s",
+                state.refusal_budget.per_minute()
+            ),
+            retry_after_secs,
+        },
     }
 }
 
@@ -566,7 +570,59 @@ fn truncate(mut text: String, max: usize) -> String {
     text
 }
 
-/// `POST /proxy/governance/record`: the agent reports what an action did. Never charged.
+/// Refuses a record that names another agent's check, by its `audit_id` or by the trace it is
+/// sent in: an agent writes into its own history only.
+async fn own_check(
+    state: &AppState,
+    agent: &AuthenticatedAgent,
+    audit_id: Option<&str>,
+    trace: &TraceId,
+) -> Result<(), ApiError> {
+    let own = |event: &meshguard_store::AuditEvent| {
+        event
+            .event
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.id == agent.record.id)
+    };
+    if let Some(id) = audit_id {
+        match state.store.audit_event(id).await {
+            Ok(event) if event.event.kind == AuditKind::Check && own(&event) => {}
+            Ok(_) => {
+                return Err(ApiError::Forbidden(format!(
+                    "audit_id: `{id}` is not a check of this agent: a record can only follow the agent's own checks"
+                )));
+            }
+            Err(StoreError::NotFound { .. }) => {
+                return Err(ApiError::NotFound(format!(
+                    "audit_id: no check `{id}` in the audit trail"
+                )));
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    // The trace's first check says whose trace it is.
+    let first = state
+        .store
+        .query_audit(&AuditFilter {
+            limit: 1,
+            trace_id: Some(trace.0.clone()),
+            kind: Some(AuditKind::Check),
+            order: AuditOrder::OldestFirst,
+            ..AuditFilter::default()
+        })
+        .await?;
+    if first.entries.first().is_some_and(|event| !own(event)) {
+        return Err(ApiError::Forbidden(format!(
+            "trace `{}` belongs to another agent's checks: send the record in a trace of this agent's own",
+            trace.0
+        )));
+    }
+    Ok(())
+}
+
+/// `POST /proxy/governance/record`: the agent reports what an action did. Policies never count
+/// it (SPEC 3); the agent's record budget does.
 pub async fn record(
     State(state): State<AppState>,
     Extension(trace): Extension<TraceId>,
@@ -580,6 +636,17 @@ pub async fn record(
         }
         Err(err) => return refuse(&state, err, &trace, lenient_action(&body)).await,
     };
+    // Charged before the body is read: a spent budget costs no parsing and no store access.
+    if let Err(retry_after_secs) = state.record_budget.charge(&agent.record.id) {
+        return ApiError::RateLimited {
+            message: format!(
+                "this agent's budget of {} records per minute is spent; retry in {retry_after_secs} s",
+                state.record_budget.per_minute()
+            ),
+            retry_after_secs,
+        }
+        .into_response();
+    }
     let input = match parse_json::<RecordBody>(&body) {
         Ok(input) => input,
         Err(err) => return err.into_response(),
@@ -588,6 +655,9 @@ pub async fn record(
         Ok(action) => action,
         Err(err) => return err.into_response(),
     };
+    if let Err(err) = own_check(&state, &agent, input.audit_id.as_deref(), &trace).await {
+        return err.into_response();
+    }
     // The check this record belongs to and the reported duration go with the context: they are
     // the agent's statements, not the gateway's measurements.
     let mut context = input.context.unwrap_or_default();

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 use super::admin_event::trace_of;
-use crate::approvals::{self, ApprovalMode};
+use crate::approvals::{self, ApprovalMode, ApprovalSettings};
 use crate::auth::profile_of;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -66,7 +66,7 @@ pub async fn decide(
         explanation.decision.clone(),
         body.approval_id.as_deref(),
         None,
-        state.approval_timeout.as_secs(),
+        ApprovalSettings::of(&state),
         ApprovalMode::Peek,
     )
     .await?;

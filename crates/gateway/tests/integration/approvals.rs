@@ -247,10 +247,12 @@ async fn a_first_check_racing_another_gateway_shares_its_pending_approval() {
             timeout_secs: 3600,
             trace_id: None,
             created_at: OffsetDateTime::now_utc(),
+            max_pending: u32::MAX,
         })
         .await
         .unwrap()
-        .into_record();
+        .into_record()
+        .unwrap();
 
     gw.link.stale_approval_reads(true);
     let reply = gw

@@ -172,6 +172,8 @@ async fn record_answers_201_and_appends_a_record_event() {
     let gw = TestGateway::new().await;
     gw.policy(AUTOGPT).await;
     let (_, token) = gw.agent("dev", "verified", &["autogpt"]).await;
+    let checked = gw.check(&token, json!({"action": "browse:web"})).await;
+    let check_id = checked.body["audit_id"].as_str().unwrap().to_owned();
     let long = "x".repeat(10_000);
     let request = Request::builder()
         .method(Method::POST)
@@ -179,7 +181,7 @@ async fn record_answers_201_and_appends_a_record_event() {
         .header("authorization", format!("Bearer {token}"))
         .body(Body::from(
             json!({"action": "browse_website", "resource": "autogpt-output", "status": "success",
-                   "result": long, "audit_id": "abc", "duration_ms": 12})
+                   "result": long, "audit_id": check_id, "duration_ms": 12})
             .to_string(),
         ))
         .unwrap();
@@ -192,7 +194,7 @@ async fn record_answers_201_and_appends_a_record_event() {
     assert_eq!(event.event.kind, AuditKind::Record);
     assert_eq!(event.event.status.as_deref(), Some("success"));
     assert_eq!(event.event.result.as_ref().unwrap().len(), 4096);
-    assert_eq!(event.event.context["check_audit_id"], "abc");
+    assert_eq!(event.event.context["check_audit_id"], check_id.as_str());
     assert!(event.event.decision.is_none());
 
     let bad = Request::builder()

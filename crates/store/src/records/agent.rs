@@ -87,6 +87,46 @@ pub struct AgentPatch {
     pub description: Option<Option<String>>,
 }
 
+/// What every agent id starts with; no agent name may, so a key that starts with it is an id
+/// and anything else is a name ([`AgentKey`]).
+pub const AGENT_ID_PREFIX: &str = "agent_";
+
+/// How the store reads an agent key: ids and names are disjoint, so a key names at most one
+/// agent whatever names others chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentKey<'a> {
+    /// A key with [`AGENT_ID_PREFIX`]: only the id column is searched.
+    Id(&'a str),
+    /// Any other key: only the name column is searched.
+    Name(&'a str),
+}
+
+impl<'a> AgentKey<'a> {
+    /// Reads `id_or_name` as an id when it has the id prefix, as a name otherwise.
+    pub fn of(id_or_name: &'a str) -> AgentKey<'a> {
+        if id_or_name.starts_with(AGENT_ID_PREFIX) {
+            AgentKey::Id(id_or_name)
+        } else {
+            AgentKey::Name(id_or_name)
+        }
+    }
+}
+
+/// Checks an agent name: the shared syntax ([`validate_name`]) and not shaped like an id, so
+/// that no name can ever be mistaken for another agent's id.
+pub fn validate_agent_name(field: &'static str, name: &str) -> Result<(), StoreError> {
+    validate_name(field, name)?;
+    if name.starts_with(AGENT_ID_PREFIX) {
+        return Err(StoreError::invalid(
+            field,
+            format!(
+                "`{name}` is not a valid agent name: names must not start with `{AGENT_ID_PREFIX}`, which marks agent ids"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks the name syntax shared by agents and policies: `[a-z0-9][a-z0-9._-]{0,63}`.
 pub fn validate_name(field: &'static str, name: &str) -> Result<(), StoreError> {
     let mut chars = name.chars();
@@ -162,9 +202,23 @@ mod tests {
         ] {
             assert!(validate_name("name", bad).is_err(), "{bad}");
         }
-        // `agent_…` ids can never be names because a name cannot contain `_` first.
         let err = validate_name("name", "Bad").unwrap_err().to_string();
         assert!(err.starts_with("name: `Bad` is not a valid name"), "{err}");
+    }
+
+    #[test]
+    fn an_agent_name_can_never_be_an_id() {
+        for id_shaped in ["agent_x", "agent_0123456789abcdef0123", "agent_"] {
+            let err = validate_agent_name("name", id_shaped)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("must not start with `agent_`"), "{err}");
+            assert_eq!(AgentKey::of(id_shaped), AgentKey::Id(id_shaped));
+        }
+        for name in ["agent", "agent-x", "my_agent_x"] {
+            assert!(validate_agent_name("name", name).is_ok(), "{name}");
+            assert_eq!(AgentKey::of(name), AgentKey::Name(name));
+        }
     }
 
     #[test]

@@ -94,10 +94,13 @@ pub struct NewApproval {
     pub trace_id: Option<String>,
     /// When it was asked for (the gateway's clock).
     pub created_at: OffsetDateTime,
+    /// The most pending approvals (not yet expired at `created_at`) the agent may have: a new
+    /// one past that is not created, so one agent cannot flood the humans who decide.
+    pub max_pending: u32,
 }
 
 /// What [`crate::Store::create_approval`] answers: the one pending approval of a request, and
-/// whether this call created it.
+/// whether this call created it, or why there is none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PendingApproval {
     /// None was pending: this call created it.
@@ -105,20 +108,28 @@ pub enum PendingApproval {
     /// One was already pending (another check, perhaps on another gateway, asked first); it is
     /// returned unchanged.
     Existing(ApprovalRecord),
+    /// None was pending and the agent already has `max_pending` pending approvals: nothing was
+    /// created.
+    TooMany {
+        /// The cap that was reached ([`NewApproval::max_pending`]).
+        max_pending: u32,
+    },
 }
 
 impl PendingApproval {
-    /// The pending approval, created or found.
-    pub fn record(&self) -> &ApprovalRecord {
+    /// The pending approval, created or found; `None` when the cap refused one.
+    pub fn record(&self) -> Option<&ApprovalRecord> {
         match self {
-            Self::Created(record) | Self::Existing(record) => record,
+            Self::Created(record) | Self::Existing(record) => Some(record),
+            Self::TooMany { .. } => None,
         }
     }
 
-    /// The pending approval, created or found.
-    pub fn into_record(self) -> ApprovalRecord {
+    /// The pending approval, created or found; `None` when the cap refused one.
+    pub fn into_record(self) -> Option<ApprovalRecord> {
         match self {
-            Self::Created(record) | Self::Existing(record) => record,
+            Self::Created(record) | Self::Existing(record) => Some(record),
+            Self::TooMany { .. } => None,
         }
     }
 }

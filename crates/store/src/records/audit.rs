@@ -7,6 +7,14 @@ use crate::chain::timestamp;
 /// Longest `result` kept, in bytes; longer text is cut at a character boundary.
 pub const MAX_RESULT_BYTES: usize = 4096;
 
+/// Longest `action` and `resource` kept, in bytes, cut like `result`: the trail keeps what
+/// identifies a request, while an agent sending megabytes of action cannot make every row of
+/// its refusals that large.
+pub const MAX_ACTION_BYTES: usize = 2048;
+
+/// Longest `reason` kept, in bytes, cut like `result`.
+pub const MAX_REASON_BYTES: usize = 2048;
+
 /// Why an event was written (SPEC 6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

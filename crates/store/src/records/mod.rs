@@ -10,14 +10,17 @@ pub(crate) mod change;
 pub(crate) mod policy;
 pub(crate) mod token;
 
-pub use agent::{AgentPatch, AgentRecord, AgentStatus, NewAgent, TRUST_TIERS, validate_name};
+pub use agent::{
+    AGENT_ID_PREFIX, AgentKey, AgentPatch, AgentRecord, AgentStatus, NewAgent, TRUST_TIERS,
+    validate_agent_name, validate_name,
+};
 pub use approval::{
     ApprovalDecision, ApprovalRecord, ApprovalStatus, ApprovalVerdict, NewApproval, PendingApproval,
 };
 pub use audit::{
     ActionCount, AuditAgent, AuditEvent, AuditFilter, AuditKind, AuditOrder, AuditPage, AuditStats,
-    ChainAnchor, ChainBreak, ChainReport, HourlyBucket, MAX_RESULT_BYTES, NewAuditEvent,
-    RetentionReport, StatsQuery, VerifyReport,
+    ChainAnchor, ChainBreak, ChainReport, HourlyBucket, MAX_ACTION_BYTES, MAX_REASON_BYTES,
+    MAX_RESULT_BYTES, NewAuditEvent, RetentionReport, StatsQuery, VerifyReport,
 };
 pub use change::StoreChange;
 pub use policy::{NewPolicy, PolicyOrigin, PolicyRevision, PolicyUpsert, StoredPolicy};

@@ -1,4 +1,8 @@
 //! Agents: create, look up by id or name, update, revoke/restore, purge.
+//!
+//! A key is an id or a name, never both ([`AgentKey`]): a lookup searches one column only, so
+//! an agent named like another agent's id (possible before names were checked for the id
+//! prefix) can never be found in its place.
 
 use std::collections::BTreeSet;
 
@@ -9,7 +13,10 @@ use super::{
     SqlStore, column, db_error, is_unique_violation, micros, one_row, random_id, time_column,
 };
 use crate::records::agent::{canonical_trust, validate_tags};
-use crate::{AgentPatch, AgentRecord, AgentStatus, NewAgent, StoreError, validate_name};
+use crate::{
+    AGENT_ID_PREFIX, AgentKey, AgentPatch, AgentRecord, AgentStatus, NewAgent, StoreError,
+    validate_agent_name,
+};
 
 const COLUMNS: &str = "id, name, trust, tags, status, description, created_at, updated_at";
 
@@ -42,8 +49,16 @@ fn not_found(id_or_name: &str) -> StoreError {
     StoreError::not_found(format!("agent `{id_or_name}`"))
 }
 
+/// The `WHERE` condition that finds the agent a key names, on bind parameter `$1`.
+fn key_condition(id_or_name: &str) -> &'static str {
+    match AgentKey::of(id_or_name) {
+        AgentKey::Id(_) => "id = $1",
+        AgentKey::Name(_) => "name = $1",
+    }
+}
+
 pub(super) async fn create(store: &SqlStore, agent: NewAgent) -> Result<AgentRecord, StoreError> {
-    validate_name("name", &agent.name)?;
+    validate_agent_name("name", &agent.name)?;
     let trust = canonical_trust(&agent.trust)?;
     validate_tags(&agent.tags)?;
     let now = micros(OffsetDateTime::now_utc());
@@ -52,7 +67,7 @@ pub(super) async fn create(store: &SqlStore, agent: NewAgent) -> Result<AgentRec
          RETURNING {COLUMNS}"
     );
     let row = sqlx::query(&sql)
-        .bind(random_id("agent_"))
+        .bind(random_id(AGENT_ID_PREFIX))
         .bind(&agent.name)
         .bind(trust)
         .bind(tags_json(&agent.tags))
@@ -71,7 +86,10 @@ pub(super) async fn create(store: &SqlStore, agent: NewAgent) -> Result<AgentRec
 }
 
 pub(super) async fn get(store: &SqlStore, id_or_name: &str) -> Result<AgentRecord, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM agents WHERE id = $1 OR name = $1");
+    let sql = format!(
+        "SELECT {COLUMNS} FROM agents WHERE {}",
+        key_condition(id_or_name)
+    );
     let row = sqlx::query(&sql)
         .bind(id_or_name)
         .fetch_optional(&store.pool)
@@ -110,7 +128,8 @@ pub(super) async fn update(
     let sql = format!(
         "UPDATE agents SET trust = COALESCE($2, trust), tags = COALESCE($3, tags), \
          description = CASE WHEN $4 = 1 THEN $5 ELSE description END, updated_at = $6 \
-         WHERE id = $1 OR name = $1 RETURNING {COLUMNS}"
+         WHERE {} RETURNING {COLUMNS}",
+        key_condition(id_or_name)
     );
     let row = sqlx::query(&sql)
         .bind(id_or_name)
@@ -131,8 +150,8 @@ pub(super) async fn set_status(
     status: AgentStatus,
 ) -> Result<AgentRecord, StoreError> {
     let sql = format!(
-        "UPDATE agents SET status = $2, updated_at = $3 WHERE id = $1 OR name = $1 \
-         RETURNING {COLUMNS}"
+        "UPDATE agents SET status = $2, updated_at = $3 WHERE {} RETURNING {COLUMNS}",
+        key_condition(id_or_name)
     );
     let row = sqlx::query(&sql)
         .bind(id_or_name)
@@ -147,7 +166,10 @@ pub(super) async fn set_status(
 pub(super) async fn purge(store: &SqlStore, id_or_name: &str) -> Result<AgentRecord, StoreError> {
     // Tokens and approvals go with the agent (ON DELETE CASCADE); audit events keep the id and
     // name they were written with.
-    let sql = format!("DELETE FROM agents WHERE id = $1 OR name = $1 RETURNING {COLUMNS}");
+    let sql = format!(
+        "DELETE FROM agents WHERE {} RETURNING {COLUMNS}",
+        key_condition(id_or_name)
+    );
     let row = sqlx::query(&sql)
         .bind(id_or_name)
         .fetch_optional(&store.pool)

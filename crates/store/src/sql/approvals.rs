@@ -74,17 +74,28 @@ pub(super) async fn create(store: &SqlStore, approval: NewApproval) -> Result<Cr
         // A pending approval whose time ran out no longer counts, but it holds the one pending
         // slot until something writes its expiry: write it now rather than wait for housekeeping.
         expired.extend(expire_stale(store, &approval).await?);
-        if let Some(created) = insert(store, &approval, timeout).await? {
+        let inserted = insert(store, &approval, timeout).await?;
+        if let Insert::Done(created) = inserted {
             return Ok(Created {
-                pending: PendingApproval::Created(created),
+                pending: PendingApproval::Created(*created),
                 expired,
             });
         }
+        // The request's own pending approval is answered even at the cap: asking again for
+        // what already waits adds nothing.
         if let Some(existing) = pending(store, &approval).await?
             && existing.expires_at > approval.created_at
         {
             return Ok(Created {
                 pending: PendingApproval::Existing(existing),
+                expired,
+            });
+        }
+        if let Insert::Capped = inserted {
+            return Ok(Created {
+                pending: PendingApproval::TooMany {
+                    max_pending: approval.max_pending,
+                },
                 expired,
             });
         }
@@ -115,12 +126,53 @@ async fn expire_stale(store: &SqlStore, approval: &NewApproval) -> Result<Vec<St
     .map_err(db_error)
 }
 
-/// Inserts a pending approval unless the request already has one (then `None`).
+/// What [`insert`] did.
+enum Insert {
+    /// The new pending approval.
+    Done(Box<ApprovalRecord>),
+    /// The request already has a pending approval.
+    Blocked,
+    /// The agent has `max_pending` live pending approvals already.
+    Capped,
+}
+
+/// Inserts a pending approval unless the request already has one or the agent is at its cap.
+///
+/// The count and the insert run in one transaction that first locks the agent's row (on
+/// SQLite the write lock covers the database), so two gateways creating approvals for the same
+/// agent take turns and together never pass the cap.
 async fn insert(
     store: &SqlStore,
     approval: &NewApproval,
     timeout: i64,
-) -> Result<Option<ApprovalRecord>, StoreError> {
+) -> Result<Insert, StoreError> {
+    let agent_missing = || StoreError::not_found(format!("agent `{}`", approval.agent_id));
+    let mut tx = store.begin_write().await?;
+    let lock = format!(
+        "SELECT id FROM agents WHERE id = $1{}",
+        store.dialect.lock_row()
+    );
+    let agent: Option<String> = sqlx::query_scalar(&lock)
+        .bind(&approval.agent_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    if agent.is_none() {
+        return Err(agent_missing());
+    }
+    let live_pending: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM approvals \
+         WHERE agent_id = $1 AND status = 'pending' AND expires_at > $2",
+    )
+    .bind(&approval.agent_id)
+    .bind(micros(approval.created_at))
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db_error)?;
+    if live_pending >= i64::from(approval.max_pending) {
+        tx.rollback().await.map_err(db_error)?;
+        return Ok(Insert::Capped);
+    }
     // The conflict target names the partial index, predicate included, as PostgreSQL requires;
     // SQLite accepts the same clause.
     let sql = format!(
@@ -138,16 +190,18 @@ async fn insert(
         .bind(micros(approval.created_at))
         .bind(deadline(approval.created_at, timeout))
         .bind(&approval.trace_id)
-        .fetch_optional(&store.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(|err| {
             if is_foreign_key_violation(&err) {
-                StoreError::not_found(format!("agent `{}`", approval.agent_id))
+                agent_missing()
             } else {
                 db_error(err)
             }
         })?;
-    row.as_ref().map(from_row).transpose()
+    let inserted = row.as_ref().map(from_row).transpose()?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(inserted.map_or(Insert::Blocked, |record| Insert::Done(Box::new(record))))
 }
 
 /// The request's pending approval, if any (the unique index allows one).

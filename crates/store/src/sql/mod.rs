@@ -460,7 +460,7 @@ impl Store for SqlStore {
         let approvals::Created { pending, expired } = approvals::create(self, approval).await?;
         let created = match &pending {
             PendingApproval::Created(record) => Some(record.id.clone()),
-            PendingApproval::Existing(_) => None,
+            PendingApproval::Existing(_) | PendingApproval::TooMany { .. } => None,
         };
         self.announce_all(
             expired
@@ -532,6 +532,10 @@ impl Store for SqlStore {
 
     async fn query_audit(&self, filter: &AuditFilter) -> Result<AuditPage, StoreError> {
         audit::query(self, filter).await
+    }
+
+    async fn audit_event(&self, id: &str) -> Result<AuditEvent, StoreError> {
+        audit::event(self, id).await
     }
 
     async fn audit_stats(&self, query: &StatsQuery) -> Result<AuditStats, StoreError> {

@@ -9,6 +9,7 @@
     reason = "test code: a failed step must fail the test, loudly"
 )]
 
+mod agent_keys;
 mod audit_concurrency;
 mod changes;
 mod common;

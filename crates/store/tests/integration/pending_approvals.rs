@@ -21,6 +21,7 @@ fn ask(agent_id: &str, action: &str, created_at: OffsetDateTime) -> NewApproval 
         timeout_secs: 60,
         trace_id: None,
         created_at,
+        max_pending: u32::MAX,
     }
 }
 
@@ -29,7 +30,78 @@ on_every_backend!(
     a_pending_approval_whose_time_ran_out_gives_way,
     a_decided_approval_does_not_block_a_new_one,
     duplicate_pending_approvals_from_before_migrate_cleanly,
+    the_pending_cap_holds_across_stores,
 );
+
+/// 24 different requests of one agent, asked at once over two stores (two gateways on one
+/// database), with a cap of 5: exactly 5 are created and the rest are refused; the request's own
+/// pending approval still comes back at the cap, and one that ran out frees its place.
+async fn the_pending_cap_holds_across_stores(db: TestDb) {
+    let first = db.open().await;
+    let second = db.open().await;
+    let agent = first
+        .create_agent(new_agent("flooder", "trusted", &[]))
+        .await
+        .unwrap();
+    let now = OffsetDateTime::now_utc();
+    let capped = |action: String, at| NewApproval {
+        max_pending: 5,
+        ..ask(&agent.id, &action, at)
+    };
+    let barrier = Arc::new(tokio::sync::Barrier::new(24));
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let store: Arc<dyn Store> = if i % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            let request = capped(format!("post:social-{i}"), now);
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.create_approval(request).await.unwrap()
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    let created: Vec<_> = answers
+        .iter()
+        .filter_map(|a| match a {
+            PendingApproval::Created(r) => Some(r.action.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(created.len(), 5, "{answers:#?}");
+    assert!(
+        answers.iter().all(|a| matches!(
+            a,
+            PendingApproval::Created(_) | PendingApproval::TooMany { max_pending: 5 }
+        )),
+        "{answers:#?}"
+    );
+    let pending = first
+        .list_approvals(Some(ApprovalStatus::Pending))
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 5);
+    // Asking again for a request that waits is answered with its approval, not refused.
+    let again = second
+        .create_approval(capped(created[0].clone(), now))
+        .await
+        .unwrap();
+    assert!(matches!(again, PendingApproval::Existing(_)), "{again:?}");
+    // Once they ran out (60 s timeout), they hold no place.
+    let later = now + Duration::seconds(61);
+    let fresh = first
+        .create_approval(capped("post:later".into(), later))
+        .await
+        .unwrap();
+    assert!(matches!(fresh, PendingApproval::Created(_)), "{fresh:?}");
+}
 
 /// 16 tasks over two separately opened stores (two gateways on one database), all asking at the
 /// same instant, several rounds: one creates, fifteen get the same approval back.
@@ -68,9 +140,9 @@ async fn concurrent_creates_share_one_pending_approval(db: TestDb) {
             .filter(|a| matches!(a, PendingApproval::Created(_)))
             .count();
         assert_eq!(created, 1, "round {round}: {answers:#?}");
-        let id = &answers[0].record().id;
+        let id = &answers[0].record().unwrap().id;
         assert!(
-            answers.iter().all(|a| &a.record().id == id),
+            answers.iter().all(|a| &a.record().unwrap().id == id),
             "round {round}: {answers:#?}"
         );
         let pending: Vec<_> = first
@@ -99,7 +171,7 @@ async fn a_pending_approval_whose_time_ran_out_gives_way(db: TestDb) {
         .await
         .unwrap();
     assert!(matches!(stale, PendingApproval::Created(_)), "{stale:?}");
-    let stale = stale.into_record();
+    let stale = stale.into_record().unwrap();
 
     let mut changes = store.subscribe_changes();
     let fresh = store
@@ -156,7 +228,8 @@ async fn a_decided_approval_does_not_block_a_new_one(db: TestDb) {
         .create_approval(ask(&agent.id, "post:social", now))
         .await
         .unwrap()
-        .into_record();
+        .into_record()
+        .unwrap();
     store
         .decide_approval(
             &first.id,

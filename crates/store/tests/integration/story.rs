@@ -346,12 +346,14 @@ async fn approvals(store: &Arc<dyn Store>, agent_id: &str) {
         timeout_secs: 60,
         trace_id: Some("trace-approval".into()),
         created_at,
+        max_pending: u32::MAX,
     };
     let pending = store
         .create_approval(ask("send:email", now))
         .await
         .unwrap()
-        .into_record();
+        .into_record()
+        .unwrap();
     assert!(pending.id.starts_with("apr_"));
     assert_eq!(pending.status, ApprovalStatus::Pending);
     assert_eq!(
@@ -427,7 +429,8 @@ async fn approvals(store: &Arc<dyn Store>, agent_id: &str) {
         .create_approval(ask("pay:invoice", now))
         .await
         .unwrap()
-        .into_record();
+        .into_record()
+        .unwrap();
     let denied = store
         .decide_approval(
             &denied.id,
@@ -447,12 +450,14 @@ async fn approvals(store: &Arc<dyn Store>, agent_id: &str) {
         .create_approval(ask("delete:repo", now - Duration::hours(2)))
         .await
         .unwrap()
-        .into_record();
+        .into_record()
+        .unwrap();
     let late = store
         .create_approval(ask("delete:branch", now))
         .await
         .unwrap()
-        .into_record();
+        .into_record()
+        .unwrap();
     assert_eq!(store.expire_approvals(now).await.unwrap(), 1);
     assert_eq!(
         store.get_approval(&stale.id).await.unwrap().status,
@@ -529,6 +534,7 @@ async fn purge(store: &Arc<dyn Store>) {
             timeout_secs: 60,
             trace_id: None,
             created_at: now,
+            max_pending: u32::MAX,
         })
         .await
         .unwrap();

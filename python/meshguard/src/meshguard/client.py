@@ -158,7 +158,9 @@ class MeshGuardClient(AdminCalls):
     ) -> Optional[str]:
         """Records the outcome of an action in the audit trail; returns the event's audit id.
 
-        ``audit_id`` links the record to the check it follows (``PolicyDecision.audit_id``).
+        ``audit_id`` links the record to the check it follows (``PolicyDecision.audit_id``); it
+        must be one of this agent's checks. Past the agent's record budget the gateway answers
+        429, raised as ``RateLimitError`` with ``retry_after``.
         """
         body: Dict[str, Any] = {"action": action, "resource": resource or "*", "status": status}
         if result is not None:
@@ -172,6 +174,10 @@ class MeshGuardClient(AdminCalls):
         response = self._send(
             "POST", "/proxy/governance/record", headers=self._headers(), json=body
         )
+        if response.status_code == 429:
+            raise RateLimitError(
+                action, reason=error_message(response), retry_after=_retry_after(response)
+            )
         if response.status_code not in (200, 201):
             self._raise_for_failure(response)
             raise MeshGuardError(f"record answered an unexpected status {response.status_code}")

@@ -1,5 +1,6 @@
 //! Hostile requests: forged, confused or stale credentials, credentials of the wrong kind, and
-//! path escapes. Each is refused and changes nothing; only the refusals SPEC 6 names are audited.
+//! path escapes. Each is refused and changes nothing; only the refusals SPEC 6 names are audited
+//! (counted per agent and minute, written here with `flush_refusals`).
 
 use crate::common::{AUTOGPT, TestGateway};
 use axum::body::Body;
@@ -131,6 +132,7 @@ async fn revoked_agent_is_refused_on_the_very_next_request_and_audited() {
         .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.body["error"], "unauthorized");
+    gw.flush_refusals().await;
     let last = gw.events().await.pop().unwrap();
     assert_eq!(last.event.decision.as_deref(), Some("deny"));
     assert_eq!(last.event.code.as_deref(), Some("unauthorized"));
@@ -170,6 +172,7 @@ async fn rotated_token_id_is_unknown_and_audited() {
     let count = gw.events().await.len();
     let reply = gw.check(&old, json!({"action": "read:x"})).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    gw.flush_refusals().await;
     let events = gw.events().await;
     assert_eq!(events.len(), count + 1);
     assert_eq!(
@@ -189,6 +192,7 @@ async fn rotated_token_id_is_unknown_and_audited() {
         .unwrap();
     let reply = gw.check(&forged_jti, json!({"action": "read:x"})).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    gw.flush_refusals().await;
     // +1 for the old token, +1 for the allowed check, +1 for this one.
     assert_eq!(gw.events().await.len(), count + 3);
 }

@@ -195,6 +195,12 @@ impl TestGateway {
         self.send(request).await
     }
 
+    /// Writes the open refusal counts now, as the gateway does once their minute is over.
+    pub async fn flush_refusals(&self) {
+        meshguard_gateway::refusals::write(&self.state.audit, self.state.refusals.take_due(true))
+            .await;
+    }
+
     /// Every committed event, oldest first.
     pub async fn events(&self) -> Vec<AuditEvent> {
         let mut all = Vec::new();

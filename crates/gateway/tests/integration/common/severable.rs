@@ -228,6 +228,11 @@ impl Store for Severable {
         self.inner.query_audit(filter).await
     }
 
+    async fn audit_event(&self, id: &str) -> Result<AuditEvent, StoreError> {
+        self.up()?;
+        self.inner.audit_event(id).await
+    }
+
     async fn audit_stats(&self, query: &StatsQuery) -> Result<AuditStats, StoreError> {
         self.up()?;
         self.inner.audit_stats(query).await

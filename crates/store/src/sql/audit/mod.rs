@@ -9,7 +9,7 @@ mod verify;
 
 pub(super) use append::append;
 pub(super) use follow::{chain_after, heads};
-pub(super) use query::query;
+pub(super) use query::{event, query};
 pub(super) use retention::retain;
 pub(super) use stats::stats;
 pub(super) use verify::verify;

@@ -4,8 +4,8 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 
 use super::{COLUMNS, from_row};
-use crate::sql::{Dialect, SqlStore, column, db_error, micros};
-use crate::{AuditFilter, AuditOrder, AuditPage, StoreError};
+use crate::sql::{Dialect, SqlStore, column, db_error, micros, one_row};
+use crate::{AuditEvent, AuditFilter, AuditOrder, AuditPage, StoreError};
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
@@ -49,10 +49,15 @@ impl Conditions {
             })
     }
 
-    /// `agent_id` or `agent_name` equal to `agent`.
+    /// `agent_id` equal to an id-shaped `agent`, else `agent_name` equal to it
+    /// ([`crate::AgentKey`]): a name can never select another agent's events by its id.
     pub(super) fn agent(&mut self, agent: &str) {
+        let column = match crate::AgentKey::of(agent) {
+            crate::AgentKey::Id(_) => "agent_id",
+            crate::AgentKey::Name(_) => "agent_name",
+        };
         let p = self.bind(Arg::Text(agent.to_owned()));
-        self.and(&format!("(agent_id = {p} OR agent_name = {p})"));
+        self.and(&format!("{column} = {p}"));
     }
 }
 
@@ -82,6 +87,18 @@ fn glob(dialect: Dialect, conditions: &mut Conditions, column: &str, pattern: &s
             conditions.and(&format!("{column} LIKE {p} ESCAPE '\\'"));
         }
     }
+}
+
+/// One committed event by id.
+pub(crate) async fn event(store: &SqlStore, id: &str) -> Result<AuditEvent, StoreError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM audit_events WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&store.pool)
+        .await
+        .map_err(db_error)?;
+    one_row(row, from_row, || {
+        StoreError::not_found(format!("audit event `{id}`"))
+    })
 }
 
 pub(crate) async fn query(store: &SqlStore, filter: &AuditFilter) -> Result<AuditPage, StoreError> {
