@@ -22,6 +22,9 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// 408: the request body did not arrive within the body timeout.
+    #[error("request timeout: {0}")]
+    RequestTimeout(String),
     /// 404: the named agent, policy or event does not exist.
     #[error("not found: {0}")]
     NotFound(String),
@@ -62,6 +65,9 @@ impl IntoResponse for ApiError {
                 "payload_too_large",
                 format!("request body is larger than the limit of {limit} bytes"),
             ),
+            ApiError::RequestTimeout(message) => {
+                (StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
+            }
             ApiError::NotFound(message) => (StatusCode::NOT_FOUND, "not_found", message),
             ApiError::Conflict(message) => (StatusCode::CONFLICT, "conflict", message),
             ApiError::InvalidPolicy { message, errors } => {
