@@ -31,6 +31,9 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 /// The default cap on open client connections; beyond it new ones wait in the kernel's backlog.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// The largest connection cap accepted: far above any descriptor limit, and a bound the
+/// connection semaphore can hold.
+pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
 
 /// Bounds on what one client connection may hold: a slow or silent client gives up its
 /// connection, and the number of connections is capped (see `connections`).
@@ -695,7 +698,12 @@ impl Validator<'_> {
             body_timeout: timeout("server.body_timeout", DEFAULT_BODY_TIMEOUT)?,
             idle_timeout: timeout("server.idle_timeout", DEFAULT_IDLE_TIMEOUT)?,
             max_connections: self
-                .parsed("server.max_connections", positive)?
+                .parsed("server.max_connections", |s| match positive(s) {
+                    Ok(n) if n > MAX_MAX_CONNECTIONS => {
+                        Err(format!("`{s}` is more than {MAX_MAX_CONNECTIONS}"))
+                    }
+                    other => other,
+                })?
                 .unwrap_or(DEFAULT_MAX_CONNECTIONS),
         })
     }
@@ -884,6 +892,14 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("at least 1"), "{err}");
+        let err = Config::load(
+            None,
+            &env(&[("MESHGUARD_SERVER__MAX_CONNECTIONS", "99999999999")]),
+            &ConfigFlags::default(),
+            home(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("more than 1000000"), "{err}");
     }
 
     #[test]

@@ -308,6 +308,29 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_or_file_of_another_user_is_refused() {
+        // Only root can give a file away; elsewhere there is nothing to set up.
+        if rustix::process::geteuid().as_raw() != 0 {
+            return;
+        }
+        let nobody = 65534;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("home");
+        DataDir::open(&dir, None).unwrap();
+        std::os::unix::fs::chown(dir.join(INSTANCE_ID_FILE), Some(nobody), None).unwrap();
+        let err = DataDir::open(&dir, None).unwrap_err();
+        assert!(matches!(err, DataDirError::NotOurs { owner, .. } if owner == nobody));
+        assert!(
+            err.to_string().contains("gateway.id is owned by uid 65534"),
+            "{err}"
+        );
+        std::os::unix::fs::chown(dir.join(INSTANCE_ID_FILE), Some(0), None).unwrap();
+        std::os::unix::fs::chown(&dir, Some(nobody), None).unwrap();
+        let err = DataDir::open(&dir, None).unwrap_err();
+        assert!(matches!(err, DataDirError::NotOurs { .. }), "{err}");
+    }
+
+    #[test]
     fn a_private_file_is_created_0600_and_an_existing_one_kept() {
         let tmp = tempfile::tempdir().unwrap();
         let db = tmp.path().join(DATABASE_FILE);
