@@ -34,6 +34,10 @@ use tower::ServiceExt as _;
 
 use crate::config::ServerLimits;
 
+/// The largest request head, answered 431 beyond; it also bounds what a connection buffers.
+/// hyper's default (~400 KB) times the connection cap would let slow clients pin gigabytes.
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
 /// A request body that did not arrive within the body timeout; the extractors answer it with 408.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body did not arrive within {}s", .0.as_secs_f64())]
@@ -218,7 +222,9 @@ pub async fn serve_connections(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(MAX_REQUEST_HEAD)
+        .max_buf_size(MAX_REQUEST_HEAD);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         // The permit comes first: at the cap, connections wait in the kernel's backlog.

@@ -429,3 +429,13 @@ async fn a_loose_data_dir_is_tightened_and_the_database_files_are_private() {
     }
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_head_is_refused_not_buffered() {
+    let gw = LiveGateway::start(&[]).await;
+    let padding = "p".repeat(100 * 1024);
+    let (status, _) = http(gw.addr, "GET", "/health", &[("x-padding", &padding)], "").await;
+    assert_eq!(status, 431, "a 100 KiB request head was read whole");
+    assert_eq!(http(gw.addr, "GET", "/health", &[], "").await.0, 200);
+    gw.stop().await;
+}
