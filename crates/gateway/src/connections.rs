@@ -256,6 +256,8 @@ pub async fn serve_connections(
             serve_one(stream, router, &builder, limits, &mut stop).await;
         });
     }
+    // Closed now, so new clients are refused at once rather than queued until the drain ends.
+    drop(listener);
     on_shutdown();
     let _ = stop_tx.send(true);
     // Every connection holds a permit until it ends: all of them back means all connections done.
