@@ -165,17 +165,30 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// Syntax errors are left to the typed parse, which reports them with the failing field.
 fn check_shape(bytes: &[u8]) -> Result<(), ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let mut path = Vec::new();
-    match (Shape {
+    let mut walk = Walk::default();
+    let walked = Shape {
         depth: 0,
-        path: &mut path,
-    })
-    .deserialize(&mut de)
-    {
-        Err(err) if err.classify() == serde_json::error::Category::Data => {
-            Err(ApiError::BadRequest(strip_position(&err.to_string())))
-        }
-        Ok(()) | Err(_) => Ok(()),
+        walk: &mut walk,
+    }
+    .deserialize(&mut de);
+    match (walked, walk.refusal) {
+        (Err(_), Some(refusal)) => Err(ApiError::BadRequest(refusal)),
+        _ => Ok(()),
+    }
+}
+
+/// Where the walk is, and the refusal it met (other errors are the typed parse's to report).
+#[derive(Default)]
+struct Walk {
+    path: Vec<Step>,
+    refusal: Option<String>,
+}
+
+impl Walk {
+    fn refuse<E: serde::de::Error>(&mut self, message: String) -> E {
+        let error = E::custom(&message);
+        self.refusal = Some(message);
+        error
     }
 }
 
@@ -211,19 +224,20 @@ fn show_path(path: &[Step]) -> String {
 }
 
 /// Walks a JSON value without building it, tracking depth, path and the keys of each object.
-struct Shape<'p> {
+struct Shape<'w> {
     depth: usize,
-    path: &'p mut Vec<Step>,
+    walk: &'w mut Walk,
 }
 
 impl Shape<'_> {
-    fn enter<E: serde::de::Error>(&self) -> Result<usize, E> {
+    fn enter<E: serde::de::Error>(&mut self) -> Result<usize, E> {
         let depth = self.depth + 1;
         if depth > MAX_JSON_DEPTH {
-            return Err(E::custom(format!(
+            let message = format!(
                 "{}: nests deeper than {MAX_JSON_DEPTH} levels",
-                show_path(self.path)
-            )));
+                show_path(&self.walk.path)
+            );
+            return Err(self.walk.refuse(message));
         }
         Ok(depth)
     }
@@ -261,16 +275,16 @@ impl<'de> Visitor<'de> for Shape<'_> {
         Ok(())
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
         let depth = self.enter()?;
         let mut index = 0;
         loop {
-            self.path.push(Step::Index(index));
+            self.walk.path.push(Step::Index(index));
             let next = seq.next_element_seed(Shape {
                 depth,
-                path: &mut *self.path,
+                walk: &mut *self.walk,
             })?;
-            self.path.pop();
+            self.walk.path.pop();
             if next.is_none() {
                 return Ok(());
             }
@@ -278,23 +292,21 @@ impl<'de> Visitor<'de> for Shape<'_> {
         }
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
         let depth = self.enter()?;
         let mut seen = HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
             if seen.contains(&key) {
-                self.path.push(Step::Key(key));
-                return Err(serde::de::Error::custom(format!(
-                    "{}: duplicate key",
-                    show_path(self.path)
-                )));
+                self.walk.path.push(Step::Key(key));
+                let message = format!("{}: duplicate key", show_path(&self.walk.path));
+                return Err(self.walk.refuse(message));
             }
-            self.path.push(Step::Key(key.clone()));
+            self.walk.path.push(Step::Key(key.clone()));
             map.next_value_seed(Shape {
                 depth,
-                path: &mut *self.path,
+                walk: &mut *self.walk,
             })?;
-            self.path.pop();
+            self.walk.path.pop();
             seen.insert(key);
         }
         Ok(())
@@ -401,6 +413,11 @@ mod tests {
             "{refused}"
         );
         assert!(message(&nested(200)).ends_with(": nests deeper than 32 levels"));
+        // Other errors keep the typed parse's message, which names the field.
+        assert_eq!(
+            message(r#"{"action": "a", "context": {"n": 1e400}}"#),
+            "context.n: number out of range"
+        );
         assert!(
             message(&format!(
                 r#"{{"action": "a", "context": {{"l": {}{}}}}}"#,
