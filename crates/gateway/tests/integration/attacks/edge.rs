@@ -439,3 +439,19 @@ async fn an_oversized_request_head_is_refused_not_buffered() {
     assert_eq!(http(gw.addr, "GET", "/health", &[], "").await.0, 200);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_file_limit_is_raised_to_the_hard_limit_at_start() {
+    // One below the hard limit: under `cargo test` the other tests share this process and its
+    // descriptors, so the limit is lowered only as far as the test needs.
+    let (_, hard) = rlimit::Resource::NOFILE.get().unwrap();
+    let low = hard.saturating_sub(1);
+    rlimit::Resource::NOFILE.set(low, hard).unwrap();
+    let gw = LiveGateway::start(&[]).await;
+    let (soft, _) = rlimit::Resource::NOFILE.get().unwrap();
+    assert!(
+        soft > low,
+        "the soft limit stayed at {soft} (hard limit {hard})"
+    );
+    gw.stop().await;
+}
