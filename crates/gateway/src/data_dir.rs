@@ -3,9 +3,9 @@
 //! Secrets are written with mode 0600 through `create_new`, so a second gateway starting at the
 //! same moment cannot overwrite the first one's key; it reads it instead.
 //!
-//! At every start the directory is tightened to 0700 and the files in it to 0600 (the public key
-//! stays readable), whatever an older version, a restore or a hand-made directory left; a
-//! directory or file owned by another user is refused rather than trusted.
+//! At every start the directory is tightened to 0700 and MeshGuard's files in it to 0600 (the
+//! public key stays readable), whatever an older version, a restore or a hand-made directory left;
+//! a directory or file owned by another user is refused rather than trusted.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -112,7 +112,20 @@ impl DataDir {
     }
 }
 
-/// Tightens the data directory to 0700 and every regular file in it to 0600 (the public key to
+/// The files MeshGuard keeps in the data directory, tightened at every start. Other files are
+/// left alone: a data dir pointed at a directory holding more (by mistake, `--data-dir ~`) must
+/// not have every file in it made private.
+const PRIVATE_FILES: [&str; 7] = [
+    SIGNING_KEY_FILE,
+    ADMIN_TOKEN_FILE,
+    INSTANCE_ID_FILE,
+    DATABASE_FILE,
+    "meshguard.db-wal",
+    "meshguard.db-shm",
+    "meshguard.db-journal",
+];
+
+/// Tightens the data directory to 0700 and MeshGuard's files in it to 0600 (the public key to
 /// 0644), refusing any that another user owns. Symbolic links are neither followed nor changed.
 /// Runs at start and again once the store is open, for SQLite's `-wal` and `-shm` files.
 pub fn tighten(dir: &Path) -> Result<(), DataDirError> {
@@ -131,15 +144,22 @@ pub fn tighten(dir: &Path) -> Result<(), DataDirError> {
     let meta = std::fs::symlink_metadata(dir).map_err(io(dir))?;
     owned(dir, &meta)?;
     set_mode(dir, &meta, 0o700)?;
-    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-        let path = entry.map_err(io(dir))?.path();
-        let meta = std::fs::symlink_metadata(&path).map_err(io(&path))?;
+    let files = PRIVATE_FILES
+        .iter()
+        .map(|name| (*name, 0o600))
+        .chain([(PUBLIC_KEY_FILE, 0o644)]);
+    for (name, mode) in files {
+        let path = dir.join(name);
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(&path)(e)),
+        };
         if !meta.file_type().is_file() {
             continue;
         }
         owned(&path, &meta)?;
-        let public = path.file_name().is_some_and(|n| n == PUBLIC_KEY_FILE);
-        set_mode(&path, &meta, if public { 0o644 } else { 0o600 })?;
+        set_mode(&path, &meta, mode)?;
     }
     Ok(())
 }
@@ -298,8 +318,16 @@ mod tests {
             std::fs::set_permissions(dir.join(file), std::fs::Permissions::from_mode(0o644))
                 .unwrap();
         }
+        std::fs::write(dir.join("notes.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(dir.join("notes.sh"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
         DataDir::open(&dir, None).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode(&dir.join("notes.sh")),
+            0o755,
+            "not MeshGuard's: left alone"
+        );
         assert_eq!(mode(&dir), 0o700);
         for file in [DATABASE_FILE, "meshguard.db-wal", ADMIN_TOKEN_FILE] {
             assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
