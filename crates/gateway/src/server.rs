@@ -99,6 +99,13 @@ pub fn validate_only(config: &Config) -> Result<Vec<String>, ServeError> {
         format!("mode: {}", config.mode.as_str()),
         format!("data dir: {}", config.data_dir.display()),
         format!("store: {location}"),
+        format!(
+            "connections: at most {}; header timeout {:?}, body timeout {:?}, idle timeout {:?}",
+            config.server.max_connections,
+            config.server.header_timeout,
+            config.server.body_timeout,
+            config.server.idle_timeout
+        ),
     ];
     if let Some(url) = &config.redis_url {
         let client = redis::Client::open(url.expose())
