@@ -483,3 +483,34 @@ async fn a_kept_alive_connection_that_asks_nothing_more_is_closed() {
     assert!(closed.is_ok(), "an idle kept-alive connection stayed open");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_stream_whose_client_stopped_reading_is_closed() {
+    let gw = LiveGateway::start(&[("idle_timeout", "1s")]).await;
+    let bearer = gw.reader().await;
+    // A follower with a tiny receive window that never reads: the stream's writes block.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let mut stream = socket.connect(gw.addr).await.unwrap();
+    let request = format!(
+        "GET /admin/audit/stream HTTP/1.1\r\nhost: x\r\nx-admin-token: {ADMIN}\r\naccept: text/event-stream\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let auth = [("authorization", bearer.as_str())];
+    // More than the kernel's largest send buffer (4 MiB by default) must be written to block.
+    let padded =
+        json!({"action": "read:notes", "context": {"pad": "x".repeat(50_000)}}).to_string();
+    for _ in 0..120 {
+        let (status, _) = http(gw.addr, "POST", "/proxy/governance/check", &auth, &padded).await;
+        assert_eq!(status, 200);
+    }
+    // Blocked for longer than the idle timeout: the gateway drops the connection (what it had
+    // already handed to the kernel still arrives, then the end of the stream).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(5)).await,
+        "the stream to a client that stopped reading is still open"
+    );
+    gw.stop().await;
+}
