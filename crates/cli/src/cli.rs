@@ -26,7 +26,9 @@ pub struct GlobalOptions {
     /// Gateway URL [env: MESHGUARD_URL, else MESHGUARD_GATEWAY_URL] [default: http://localhost:3100]
     #[arg(long, global = true, value_name = "URL")]
     pub url: Option<String>,
-    /// Admin token [default: the contents of <data-dir>/admin.token]
+    /// Admin token [default: the contents of <data-dir>/admin.token]. Given as a flag it is
+    /// visible to every local user in `ps` and kept in shell history: prefer --admin-token-file or
+    /// the environment variable
     #[arg(
         long,
         global = true,
@@ -35,6 +37,15 @@ pub struct GlobalOptions {
         hide_env_values = true
     )]
     pub admin_token: Option<String>,
+    /// File holding the admin token (a trailing newline is ignored); keeps the token out of `ps`
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "MESHGUARD_ADMIN_TOKEN_FILE",
+        hide_env_values = true
+    )]
+    pub admin_token_file: Option<PathBuf>,
     /// Data directory of the gateway (keys, admin token, SQLite database) [default: ~/.meshguard]
     #[arg(
         long,
@@ -143,6 +154,20 @@ pub struct ServeArgs {
     /// Redis URL for rate limits shared between gateways
     #[arg(long, value_name = "URL")]
     pub redis_url: Option<String>,
+    /// Time a client has to send a whole request head, also the longest wait for the next
+    /// request on a kept-alive connection (`500ms`, `10s`) [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub header_timeout: Option<String>,
+    /// Time a client has to send a whole request body once its head is in [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub body_timeout: Option<String>,
+    /// A connection on which no byte moved for this long is closed once its responses are done
+    /// [default: 75s]
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// Open client connections at most; more wait in the kernel's backlog [default: 4096]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<String>,
     /// Check the configuration and exit without starting.
     #[arg(long)]
     pub validate_only: bool,

@@ -163,7 +163,19 @@ async fn json_body(response: Response) -> anyhow::Result<Value> {
     if bytes.is_empty() {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(&bytes).context("the gateway's answer is not JSON")
+    parse_value(&bytes).context("the gateway's answer is not JSON")
+}
+
+/// Parses a JSON document of any depth. The audit trail may hold an event stored before the
+/// gateway capped nesting, and serde_json's default limit (128 levels) would make every listing
+/// that includes it fail; the stack grows on the heap instead.
+pub fn parse_value(bytes: &[u8]) -> serde_json::Result<Value> {
+    use serde::Deserialize as _;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    de.disable_recursion_limit();
+    let value = Value::deserialize(serde_stacker::Deserializer::new(&mut de))?;
+    de.end()?;
+    Ok(value)
 }
 
 /// The message of a gateway error body (`{"error": …, "message": …}`), else the body, else the
@@ -194,7 +206,24 @@ pub fn status_error(status: StatusCode, body: &str) -> CliError {
     }
 }
 
-/// The admin token: `--admin-token` / `MESHGUARD_ADMIN_TOKEN`, else `<data-dir>/admin.token`.
+/// Reads `--admin-token-file`: the token is the file's text without its trailing newline (or
+/// surrounding whitespace); an unreadable or empty file is an error naming the file.
+pub fn read_admin_token_file(path: &Path) -> Result<String, CliError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
+        Ok(_) => Err(CliError::Auth(format!(
+            "the admin token file `{}` (--admin-token-file) is empty",
+            path.display()
+        ))),
+        Err(e) => Err(CliError::Auth(format!(
+            "cannot read the admin token file `{}` (--admin-token-file): {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// The admin token: `--admin-token` / `MESHGUARD_ADMIN_TOKEN` (or `--admin-token-file`), else
+/// `<data-dir>/admin.token`.
 pub fn resolve_admin_token(given: Option<&str>, data_dir: &Path) -> Result<String, CliError> {
     if let Some(token) = given.map(str::trim).filter(|t| !t.is_empty()) {
         return Ok(token.to_owned());
@@ -272,5 +301,13 @@ mod tests {
         );
         std::fs::write(dir.path().join("admin.token"), "secret\n").unwrap();
         assert_eq!(resolve_admin_token(None, dir.path()).unwrap(), "secret");
+    }
+
+    #[test]
+    fn deep_documents_parse() {
+        let deep = format!("{}1{}", "[".repeat(2000), "]".repeat(2000));
+        assert!(serde_json::from_str::<Value>(&deep).is_err());
+        assert!(parse_value(deep.as_bytes()).is_ok());
+        assert!(parse_value(b"{} x").is_err());
     }
 }

@@ -73,7 +73,8 @@ fn one_line(err: &anyhow::Error) -> String {
         }
         line.push_str(&cause);
     }
-    line.replace('\n', " ")
+    // Messages quote gateway answers, which may quote agent input.
+    crate::output::escape(&line.replace('\n', " ")).into_owned()
 }
 
 #[cfg(test)]

@@ -1,5 +1,9 @@
 //! How results reach the terminal: aligned tables for people, JSON for scripts, colour only when a
 //! person is looking.
+//!
+//! Text from the gateway (actions, resources, reasons, names) is agent input: every value shown
+//! goes through [`escape`], so an escape sequence, a carriage return or a bidi override in it
+//! cannot move the cursor, retitle the window, or forge a row.
 
 /// `println!` for command output: when the reader has gone away (`meshguard audit export | head`)
 /// the command stops quietly instead of panicking on the closed pipe.
@@ -141,20 +145,52 @@ pub fn exit_on_write_error(error: &std::io::Error) -> ! {
     std::process::exit(1);
 }
 
+/// `text` with every character that a terminal would act on rather than show written as
+/// `\u{…}`: C0 controls (ESC, CR, LF, TAB, …), DEL, C1 controls, the bidi embeddings, overrides
+/// and isolates (U+202A–U+202E, U+2066–U+2069), the bidi marks, and the line and paragraph
+/// separators.
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    fn acts(c: char) -> bool {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{202a}'..='\u{202e}'
+                    | '\u{2066}'..='\u{2069}'
+                    | '\u{200e}'
+                    | '\u{200f}'
+                    | '\u{061c}'
+                    | '\u{2028}'
+                    | '\u{2029}'
+            )
+    }
+    if !text.chars().any(acts) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if acts(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A JSON field as display text: strings bare, `null`/absent as `-`, lists comma-joined.
 pub fn field(value: &Value, key: &str) -> String {
     display(value.get(key).unwrap_or(&Value::Null))
 }
 
-/// A JSON value as display text (see [`field`]).
+/// A JSON value as display text (see [`field`]), [`escape`]d.
 pub fn display(value: &Value) -> String {
     match value {
         Value::Null => "-".to_owned(),
         Value::String(s) if s.is_empty() => "-".to_owned(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => escape(s).into_owned(),
         Value::Array(items) if items.is_empty() => "-".to_owned(),
         Value::Array(items) => items.iter().map(display).collect::<Vec<_>>().join(","),
-        other => other.to_string(),
+        other => escape(&other.to_string()).into_owned(),
     }
 }
 
@@ -211,6 +247,22 @@ mod tests {
             colour: true,
         };
         assert!(coloured.decision("deny").contains("\u{1b}["));
+    }
+
+    #[test]
+    fn terminal_controls_are_shown_not_obeyed() {
+        let v = json!({
+            "action": "read:x\u{1b}]0;owned\u{7}",
+            "resource": "a\r\n approved \u{202e}gnp.exe\u{9b}2J\u{7f}",
+            "plain": "write:workspace/ünï",
+        });
+        assert_eq!(field(&v, "action"), "read:x\\u{1b}]0;owned\\u{7}");
+        assert_eq!(
+            field(&v, "resource"),
+            "a\\u{d}\\u{a} approved \\u{202e}gnp.exe\\u{9b}2J\\u{7f}"
+        );
+        assert_eq!(field(&v, "plain"), "write:workspace/ünï");
+        assert_eq!(display(&json!({"k": "\u{2066}"})), "{\"k\":\"\\u{2066}\"}");
     }
 
     #[test]

@@ -46,6 +46,46 @@ pub const DEFAULT_AGENT_QUOTAS: AgentQuotas = AgentQuotas {
     refusals_per_minute: 600,
 };
 
+/// The default time a client has to send a whole request head (10 s).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default time a client has to send a whole request body, counted from its head (30 s).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default time a connection may move no byte before it is closed (75 s: longer than the
+/// 60 s approval long poll and the 15 s audit-stream keep-alive).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+/// The default cap on open client connections; beyond it new ones wait in the kernel's backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// The largest connection cap accepted: far above any descriptor limit, and a bound the
+/// connection semaphore can hold.
+pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
+
+/// Bounds on what one client connection may hold: a slow or silent client gives up its
+/// connection, and the number of connections is capped (see `connections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// `server.header_timeout`: time to send a request head, also the longest wait for the next
+    /// request on a kept-alive connection.
+    pub header_timeout: Duration,
+    /// `server.body_timeout`: time to send a whole request body once the head is in.
+    pub body_timeout: Duration,
+    /// `server.idle_timeout`: a connection on which no byte moved for this long is closed once
+    /// its responses are done; one whose client stopped reading a response is closed.
+    pub idle_timeout: Duration,
+    /// `server.max_connections`: open client connections at most.
+    pub max_connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
 /// How the gateway applies decisions. Rolling out a policy in `audit` mode shows what it would
 /// deny before it denies anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -109,8 +149,16 @@ pub struct ConfigFlags {
     pub database_url: Option<String>,
     /// `--redis-url`.
     pub redis_url: Option<String>,
-    /// `--admin-token`.
+    /// `--admin-token`, or the contents of `--admin-token-file`.
     pub admin_token: Option<String>,
+    /// `--header-timeout`.
+    pub header_timeout: Option<String>,
+    /// `--body-timeout`.
+    pub body_timeout: Option<String>,
+    /// `--idle-timeout`.
+    pub idle_timeout: Option<String>,
+    /// `--max-connections`.
+    pub max_connections: Option<String>,
 }
 
 /// A configuration that failed to load: which key (or file position) and why.
@@ -220,6 +268,8 @@ pub struct Config {
     pub redis_url: Option<Secret>,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Timeouts and the connection cap at the edge.
+    pub server: ServerLimits,
     /// Whether responses wait for their audit event to commit.
     pub audit_durability: AuditDurability,
     /// How long audit events are kept.
@@ -259,6 +309,10 @@ const KEYS: &[(&str, &[&str])] = &[
     ("database.url", &["DB_PATH"]),
     ("redis.url", &[]),
     ("body_limit", &[]),
+    ("server.header_timeout", &[]),
+    ("server.body_timeout", &[]),
+    ("server.idle_timeout", &[]),
+    ("server.max_connections", &[]),
     ("audit.durability", &[]),
     ("audit.retention", &[]),
     ("approvals.timeout", &[]),
@@ -350,7 +404,7 @@ impl Config {
         }
 
         // Flags: the top layer.
-        let flag_values: [(&str, Option<String>); 7] = [
+        let flag_values: [(&str, Option<String>); 11] = [
             ("listen", flags.listen.clone()),
             ("mode", flags.mode.clone()),
             (
@@ -364,6 +418,10 @@ impl Config {
             ("database.url", flags.database_url.clone()),
             ("redis.url", flags.redis_url.clone()),
             ("admin_token", flags.admin_token.clone()),
+            ("server.header_timeout", flags.header_timeout.clone()),
+            ("server.body_timeout", flags.body_timeout.clone()),
+            ("server.idle_timeout", flags.idle_timeout.clone()),
+            ("server.max_connections", flags.max_connections.clone()),
         ];
         for (key, value) in flag_values {
             if let Some(value) = value {
@@ -577,6 +635,7 @@ impl Validator<'_> {
         if body_limit == 0 {
             return Err(self.invalid("body_limit", "must be at least 1 byte".into()));
         }
+        let server = self.server_limits()?;
         let audit_durability = self
             .parsed("audit.durability", |s| match s {
                 "sync" => Ok(AuditDurability::Sync),
@@ -659,6 +718,7 @@ impl Validator<'_> {
             database_url,
             redis_url,
             body_limit,
+            server,
             audit_durability,
             audit_retention,
             approval_timeout,
@@ -723,6 +783,29 @@ impl Validator<'_> {
                 headers: BTreeMap::new(),
                 forward_headers,
             }))
+    }
+
+    fn server_limits(&self) -> Result<ServerLimits, ConfigError> {
+        let timeout = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
+            let value = self.parsed(key, parse_short_duration)?.unwrap_or(default);
+            if value < Duration::from_millis(100) {
+                return Err(self.invalid(key, "must be at least 100ms".into()));
+            }
+            Ok(value)
+        };
+        Ok(ServerLimits {
+            header_timeout: timeout("server.header_timeout", DEFAULT_HEADER_TIMEOUT)?,
+            body_timeout: timeout("server.body_timeout", DEFAULT_BODY_TIMEOUT)?,
+            idle_timeout: timeout("server.idle_timeout", DEFAULT_IDLE_TIMEOUT)?,
+            max_connections: self
+                .parsed("server.max_connections", |s| match positive(s) {
+                    Ok(n) if n > MAX_MAX_CONNECTIONS => {
+                        Err(format!("`{s}` is more than {MAX_MAX_CONNECTIONS}"))
+                    }
+                    other => other,
+                })?
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        })
     }
 
     fn alert_triggers(&self) -> Result<Vec<String>, ConfigError> {
@@ -868,6 +951,55 @@ mod tests {
         assert_eq!(c.audit_durability, AuditDurability::Sync);
         assert_eq!(c.audit_retention, Duration::from_secs(90 * 86_400));
         assert_eq!(c.approval_timeout, Duration::from_secs(3600));
+        assert_eq!(c.server, ServerLimits::default());
+    }
+
+    #[test]
+    fn server_limits_from_file_env_and_flags() {
+        let file = "[server]\nheader_timeout = \"5s\"\nmax_connections = 100\n";
+        let e = env(&[("MESHGUARD_SERVER__BODY_TIMEOUT", "1m")]);
+        let flags = ConfigFlags {
+            idle_timeout: Some("500ms".into()),
+            max_connections: Some("200".into()),
+            ..ConfigFlags::default()
+        };
+        let c = Config::load(Some(("gw.toml", file)), &e, &flags, home()).unwrap();
+        assert_eq!(
+            c.server,
+            ServerLimits {
+                header_timeout: Duration::from_secs(5),
+                body_timeout: Duration::from_secs(60),
+                idle_timeout: Duration::from_millis(500),
+                max_connections: 200,
+            }
+        );
+        let err = Config::load(
+            Some(("gw.toml", "[server]\nheader_timeout = \"0s\"\n")),
+            &env(&[]),
+            &ConfigFlags::default(),
+            home(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "gw.toml: `server.header_timeout`: must be at least 100ms"
+        );
+        let err = Config::load(
+            None,
+            &env(&[("MESHGUARD_SERVER__MAX_CONNECTIONS", "0")]),
+            &ConfigFlags::default(),
+            home(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("at least 1"), "{err}");
+        let err = Config::load(
+            None,
+            &env(&[("MESHGUARD_SERVER__MAX_CONNECTIONS", "99999999999")]),
+            &ConfigFlags::default(),
+            home(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("more than 1000000"), "{err}");
     }
 
     #[test]

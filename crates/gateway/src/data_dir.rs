@@ -2,9 +2,13 @@
 //!
 //! Secrets are written with mode 0600 through `create_new`, so a second gateway starting at the
 //! same moment cannot overwrite the first one's key; it reads it instead.
+//!
+//! At every start the directory is tightened to 0700 and MeshGuard's files in it to 0600 (the
+//! public key stays readable), whatever an older version, a restore or a hand-made directory left;
+//! a directory or file owned by another user is refused rather than trusted.
 
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
@@ -49,6 +53,19 @@ pub enum DataDirError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The directory or a file in it belongs to another user: its content cannot be trusted, and
+    /// tightening its mode would not keep that user out.
+    #[error(
+        "{path} is owned by uid {owner}, not by the user running the gateway (uid {ours}); chown it to that user or choose another --data-dir"
+    )]
+    NotOurs {
+        /// The directory or file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The gateway's effective uid.
+        ours: u32,
+    },
     /// A file exists but its content is not what MeshGuard wrote.
     #[error("{path}: {message}")]
     Corrupt {
@@ -75,6 +92,7 @@ impl DataDir {
             .mode(0o700)
             .create(path)
             .map_err(io(path))?;
+        tighten(path)?;
         let keys = load_or_create_keys(path)?;
         let admin_token = match configured_admin {
             Some(token) => token.clone(),
@@ -91,6 +109,81 @@ impl DataDir {
             admin_token,
             instance_id,
         })
+    }
+}
+
+/// The files MeshGuard keeps in the data directory, tightened at every start. Other files are
+/// left alone: a data dir pointed at a directory holding more (by mistake, `--data-dir ~`) must
+/// not have every file in it made private.
+const PRIVATE_FILES: [&str; 7] = [
+    SIGNING_KEY_FILE,
+    ADMIN_TOKEN_FILE,
+    INSTANCE_ID_FILE,
+    DATABASE_FILE,
+    "meshguard.db-wal",
+    "meshguard.db-shm",
+    "meshguard.db-journal",
+];
+
+/// Tightens the data directory to 0700 and MeshGuard's files in it to 0600 (the public key to
+/// 0644), refusing any that another user owns. Symbolic links are neither followed nor changed.
+/// Runs at start and again once the store is open, for SQLite's `-wal` and `-shm` files.
+pub fn tighten(dir: &Path) -> Result<(), DataDirError> {
+    let ours = rustix::process::geteuid().as_raw();
+    let owned = |path: &Path, meta: &std::fs::Metadata| {
+        if meta.uid() == ours {
+            Ok(())
+        } else {
+            Err(DataDirError::NotOurs {
+                path: path.to_path_buf(),
+                owner: meta.uid(),
+                ours,
+            })
+        }
+    };
+    let meta = std::fs::symlink_metadata(dir).map_err(io(dir))?;
+    owned(dir, &meta)?;
+    set_mode(dir, &meta, 0o700)?;
+    let files = PRIVATE_FILES
+        .iter()
+        .map(|name| (*name, 0o600))
+        .chain([(PUBLIC_KEY_FILE, 0o644)]);
+    for (name, mode) in files {
+        let path = dir.join(name);
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(&path)(e)),
+        };
+        if !meta.file_type().is_file() {
+            continue;
+        }
+        owned(&path, &meta)?;
+        set_mode(&path, &meta, mode)?;
+    }
+    Ok(())
+}
+
+fn set_mode(path: &Path, meta: &std::fs::Metadata, mode: u32) -> Result<(), DataDirError> {
+    if meta.permissions().mode() & 0o777 == mode {
+        return Ok(());
+    }
+    tracing::info!(path = %path.display(), from = format!("{:o}", meta.permissions().mode() & 0o777), to = format!("{mode:o}"), "permissions tightened");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))
+}
+
+/// Creates an absent SQLite database file with mode 0600 before SQLite opens it: SQLite creates
+/// files with the process umask, and gives its `-wal` and `-shm` files the database's mode.
+pub fn create_private_file(path: &Path) -> Result<(), DataDirError> {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io(path)(e)),
     }
 }
 
@@ -212,6 +305,71 @@ mod tests {
         let dir = DataDir::open(tmp.path(), Some(&token)).unwrap();
         assert_eq!(dir.admin_token, token);
         assert!(!tmp.path().join(ADMIN_TOKEN_FILE).exists());
+    }
+
+    #[test]
+    fn a_loose_directory_and_its_files_are_tightened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("home");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for file in [DATABASE_FILE, "meshguard.db-wal", ADMIN_TOKEN_FILE] {
+            std::fs::write(dir.join(file), "x\n").unwrap();
+            std::fs::set_permissions(dir.join(file), std::fs::Permissions::from_mode(0o644))
+                .unwrap();
+        }
+        std::fs::write(dir.join("notes.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(dir.join("notes.sh"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        DataDir::open(&dir, None).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode(&dir.join("notes.sh")),
+            0o755,
+            "not MeshGuard's: left alone"
+        );
+        assert_eq!(mode(&dir), 0o700);
+        for file in [DATABASE_FILE, "meshguard.db-wal", ADMIN_TOKEN_FILE] {
+            assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
+        }
+        assert_eq!(mode(&dir.join(PUBLIC_KEY_FILE)), 0o644);
+    }
+
+    #[test]
+    fn a_directory_or_file_of_another_user_is_refused() {
+        // Only root can give a file away; elsewhere there is nothing to set up.
+        if rustix::process::geteuid().as_raw() != 0 {
+            return;
+        }
+        let nobody = 65534;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("home");
+        DataDir::open(&dir, None).unwrap();
+        std::os::unix::fs::chown(dir.join(INSTANCE_ID_FILE), Some(nobody), None).unwrap();
+        let err = DataDir::open(&dir, None).unwrap_err();
+        assert!(matches!(err, DataDirError::NotOurs { owner, .. } if owner == nobody));
+        assert!(
+            err.to_string().contains("gateway.id is owned by uid 65534"),
+            "{err}"
+        );
+        std::os::unix::fs::chown(dir.join(INSTANCE_ID_FILE), Some(0), None).unwrap();
+        std::os::unix::fs::chown(&dir, Some(nobody), None).unwrap();
+        let err = DataDir::open(&dir, None).unwrap_err();
+        assert!(matches!(err, DataDirError::NotOurs { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_private_file_is_created_0600_and_an_existing_one_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join(DATABASE_FILE);
+        create_private_file(&db).unwrap();
+        assert_eq!(
+            std::fs::metadata(&db).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        std::fs::write(&db, "kept").unwrap();
+        create_private_file(&db).unwrap();
+        assert_eq!(std::fs::read_to_string(&db).unwrap(), "kept");
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub enum ApiError {
     /// 403: authenticated, but the request touches what belongs to another agent.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// 408: the request body did not arrive within the body timeout.
+    #[error("request timeout: {0}")]
+    RequestTimeout(String),
     /// 404: the named agent, policy or event does not exist.
     #[error("not found: {0}")]
     NotFound(String),
@@ -77,6 +80,9 @@ impl IntoResponse for ApiError {
                 format!("request body is larger than the limit of {limit} bytes"),
             ),
             ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, "forbidden", message),
+            ApiError::RequestTimeout(message) => {
+                (StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
+            }
             ApiError::NotFound(message) => (StatusCode::NOT_FOUND, "not_found", message),
             ApiError::MethodNotAllowed(message) => (
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -1,10 +1,22 @@
 //! Our own body extractors, so bad input is answered in MeshGuard's error shape
 //! (`{"error": "bad_request", "message": "<field>: …"}`) and an oversized body is a 413 before
 //! anything else runs.
+//!
+//! A JSON body is checked for its shape before it is read into its type: it may nest at most
+//! [`MAX_JSON_DEPTH`] levels, and no object in it, at any depth, may repeat a key (a repeated key
+//! would let two readers of the same body see different values).
+
+use std::collections::HashSet;
+use std::fmt;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRef, FromRequest, Request};
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+
+/// How deep a JSON body may nest, counting the body itself as level 1 (so a check's `context`
+/// object is level 2). Deeper input is refused before it is stored: readers of the audit trail
+/// (the CLI, `jq`, other JSON libraries) stop at limits of their own.
+pub const MAX_JSON_DEPTH: usize = 32;
 
 use crate::error::ApiError;
 
@@ -31,8 +43,24 @@ pub async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ApiError> {
             }
             source = err.source();
         }
+        if let Some(timeout) = find_source::<crate::connections::BodyTimeout>(&e) {
+            return ApiError::RequestTimeout(timeout.to_string());
+        }
         ApiError::BadRequest(format!("body: cannot be read: {e}"))
     })
+}
+
+fn find_source<'a, E: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
+    let mut source = Some(error);
+    while let Some(err) = source {
+        if let Some(found) = err.downcast_ref::<E>() {
+            return Some(found);
+        }
+        source = err.source();
+    }
+    None
 }
 
 fn declared_length(req: &Request) -> Option<usize> {
@@ -107,6 +135,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     } else {
         bytes
     };
+    check_shape(bytes)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -130,6 +159,158 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     de.end()
         .map_err(|e| ApiError::BadRequest(format!("body: not valid JSON: {e}")))?;
     Ok(value)
+}
+
+/// Refuses a body nested deeper than [`MAX_JSON_DEPTH`] or with a repeated key, naming where.
+/// Syntax errors are left to the typed parse, which reports them with the failing field.
+fn check_shape(bytes: &[u8]) -> Result<(), ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let mut walk = Walk::default();
+    let walked = Shape {
+        depth: 0,
+        walk: &mut walk,
+    }
+    .deserialize(&mut de);
+    match (walked, walk.refusal) {
+        (Err(_), Some(refusal)) => Err(ApiError::BadRequest(refusal)),
+        _ => Ok(()),
+    }
+}
+
+/// Where the walk is, and the refusal it met (other errors are the typed parse's to report).
+#[derive(Default)]
+struct Walk {
+    path: Vec<Step>,
+    refusal: Option<String>,
+}
+
+impl Walk {
+    fn refuse<E: serde::de::Error>(&mut self, message: String) -> E {
+        let error = E::custom(&message);
+        self.refusal = Some(message);
+        error
+    }
+}
+
+/// One step of a path into a JSON body, shown as `context.a[2]`.
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// The path as `a.b[0].c`, shortened for the message (keys are user input).
+fn show_path(path: &[Step]) -> String {
+    const MAX_SHOWN: usize = 120;
+    let mut text = String::new();
+    for step in path {
+        match step {
+            Step::Key(key) => {
+                if !text.is_empty() {
+                    text.push('.');
+                }
+                text.push_str(key);
+            }
+            Step::Index(i) => text.push_str(&format!("[{i}]")),
+        }
+    }
+    if text.chars().count() > MAX_SHOWN {
+        text = text.chars().take(MAX_SHOWN).collect::<String>() + "…";
+    }
+    if text.is_empty() {
+        "body".to_owned()
+    } else {
+        text
+    }
+}
+
+/// Walks a JSON value without building it, tracking depth, path and the keys of each object.
+struct Shape<'w> {
+    depth: usize,
+    walk: &'w mut Walk,
+}
+
+impl Shape<'_> {
+    fn enter<E: serde::de::Error>(&mut self) -> Result<usize, E> {
+        let depth = self.depth + 1;
+        if depth > MAX_JSON_DEPTH {
+            let message = format!(
+                "{}: nests deeper than {MAX_JSON_DEPTH} levels",
+                show_path(&self.walk.path)
+            );
+            return Err(self.walk.refuse(message));
+        }
+        Ok(depth)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Shape<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Shape<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        let depth = self.enter()?;
+        let mut index = 0;
+        loop {
+            self.walk.path.push(Step::Index(index));
+            let next = seq.next_element_seed(Shape {
+                depth,
+                walk: &mut *self.walk,
+            })?;
+            self.walk.path.pop();
+            if next.is_none() {
+                return Ok(());
+            }
+            index += 1;
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        let depth = self.enter()?;
+        let mut seen = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if seen.contains(&key) {
+                self.walk.path.push(Step::Key(key));
+                let message = format!("{}: duplicate key", show_path(&self.walk.path));
+                return Err(self.walk.refuse(message));
+            }
+            self.walk.path.push(Step::Key(key.clone()));
+            map.next_value_seed(Shape {
+                depth,
+                walk: &mut *self.walk,
+            })?;
+            self.walk.path.pop();
+            seen.insert(key);
+        }
+        Ok(())
+    }
 }
 
 fn join(path: &str, field: &str) -> String {
@@ -187,5 +368,63 @@ mod tests {
         assert!(message("not json").starts_with("body: not valid JSON: "));
         assert!(message(r#"{"action": "a"} trailing"#).starts_with("body: not valid JSON"));
         assert_eq!(message("5"), "body: expected a JSON object");
+    }
+
+    #[test]
+    fn repeated_keys_are_refused_at_any_depth() {
+        assert_eq!(
+            message(r#"{"action": "a", "action": "b"}"#),
+            "action: duplicate key"
+        );
+        assert_eq!(
+            message(r#"{"action": "a", "context": {"sandbox": false, "sandbox": true}}"#),
+            "context.sandbox: duplicate key"
+        );
+        assert_eq!(
+            message(r#"{"action": "a", "context": {"l": [{"k": 1}, {"k": 1, "k": 2}]}}"#),
+            "context.l[1].k: duplicate key"
+        );
+        // Escapes are decoded before keys are compared.
+        assert_eq!(
+            message(r#"{"action": "a", "context": {"x": 1, "\u0078": 2}}"#),
+            "context.x: duplicate key"
+        );
+        assert!(
+            parse_json::<Body>(br#"{"action": "a", "context": {"a": {"k": 1}, "b": {"k": 1}}}"#)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn nesting_is_capped() {
+        let nested = |levels: usize| {
+            format!(
+                r#"{{"action": "a", "context": {}1{}}}"#,
+                r#"{"a":"#.repeat(levels),
+                "}".repeat(levels)
+            )
+        };
+        // The body is level 1, so the context may hold MAX_JSON_DEPTH - 1 levels.
+        assert!(parse_json::<Body>(nested(MAX_JSON_DEPTH - 1).as_bytes()).is_ok());
+        let refused = message(&nested(MAX_JSON_DEPTH));
+        assert!(
+            refused.starts_with("context.a.a.")
+                && refused.ends_with(": nests deeper than 32 levels"),
+            "{refused}"
+        );
+        assert!(message(&nested(200)).ends_with(": nests deeper than 32 levels"));
+        // Other errors keep the typed parse's message, which names the field.
+        assert_eq!(
+            message(r#"{"action": "a", "context": {"n": 1e400}}"#),
+            "context.n: number out of range"
+        );
+        assert!(
+            message(&format!(
+                r#"{{"action": "a", "context": {{"l": {}{}}}}}"#,
+                "[".repeat(40),
+                "]".repeat(40)
+            ))
+            .starts_with("context.l[0][0]")
+        );
     }
 }

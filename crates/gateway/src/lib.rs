@@ -12,7 +12,7 @@
 //! admin token, instance id), [`token`] (JWTs), [`auth`] with [`auth_cache`], [`rate_limit`] (in
 //! memory, or global in Redis: [`rate_limit_redis`]), [`audit_writer`], [`policies`] and
 //! [`policy_files`] (the set in force and `--policies DIR`), [`routes`] (the axum router),
-//! [`server`] (start and graceful stop).
+//! [`server`] (start and graceful stop) with [`connections`] (the connection cap and timeouts).
 //!
 //! # Example
 //!
@@ -51,6 +51,7 @@ pub mod audit_writer;
 pub mod auth;
 pub mod auth_cache;
 pub mod config;
+pub mod connections;
 pub mod data_dir;
 pub mod error;
 pub mod extract;
@@ -67,7 +68,7 @@ pub mod state;
 pub mod token;
 pub mod trace;
 
-pub use config::{AuditDurability, Config, ConfigError, ConfigFlags, Mode};
+pub use config::{AuditDurability, Config, ConfigError, ConfigFlags, Mode, ServerLimits};
 pub use routes::app;
 pub use server::{ServeError, serve, serve_listener, shutdown_signal, validate_only};
 pub use state::{AppState, Background, GatewayOptions};

@@ -21,7 +21,7 @@ pub struct GatewayMetrics {
     pub audit_commit_seconds: HistogramVec,
     /// Audit batches that failed to commit.
     pub audit_failures: IntCounterVec,
-    /// Responses with status 400, 401, 413, 500 or 503, by status.
+    /// Responses with status 400, 401, 408, 413, 500 or 503, by status.
     pub rejections: IntCounterVec,
     /// Alerts delivered, by receiver.
     pub alerts_sent: IntCounterVec,
@@ -81,7 +81,7 @@ impl GatewayMetrics {
         let rejections = IntCounterVec::new(
             Opts::new(
                 "http_rejections_total",
-                "Responses with status 400, 401, 413, 500 or 503",
+                "Responses with status 400, 401, 408, 413, 500 or 503",
             ),
             &["status"],
         )?;

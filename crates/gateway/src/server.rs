@@ -99,6 +99,13 @@ pub fn validate_only(config: &Config) -> Result<Vec<String>, ServeError> {
         format!("mode: {}", config.mode.as_str()),
         format!("data dir: {}", config.data_dir.display()),
         format!("store: {location}"),
+        format!(
+            "connections: at most {}; header timeout {:?}, body timeout {:?}, idle timeout {:?}",
+            config.server.max_connections,
+            config.server.header_timeout,
+            config.server.body_timeout,
+            config.server.idle_timeout
+        ),
     ];
     if let Some(url) = &config.redis_url {
         let client = redis::Client::open(url.expose())
@@ -208,9 +215,18 @@ pub async fn serve_listener(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     refuse_unsupported(&config)?;
+    raise_open_file_limit(config.server.max_connections);
     let dir = DataDir::open(&config.data_dir, config.admin_token.as_ref())?;
     let location = store_location(&config)?;
+    // A database in the data dir is the gateway's own; elsewhere its mode is the operator's.
+    if let StoreLocation::Sqlite { path } = &location
+        && path.parent() == Some(dir.path.as_path())
+    {
+        crate::data_dir::create_private_file(path)?;
+    }
     let store = meshguard_store::open(&location).await?;
+    // SQLite has made its `-wal` and `-shm` files by now.
+    crate::data_dir::tighten(&dir.path)?;
     tracing::info!(store = %location, gateway = %dir.instance_id, "store opened");
     let upstreams = Upstreams::from_config(config.proxy_target.as_ref(), &config.targets)
         .map_err(ServeError::Proxy)?;
@@ -255,15 +271,22 @@ pub async fn serve_listener(
     announce(&config, &dir.path);
 
     let local = listener.local_addr()?;
-    tracing::info!(addr = %local, mode = config.mode.as_str(), "meshguard gateway listening");
+    tracing::info!(
+        addr = %local,
+        mode = config.mode.as_str(),
+        max_connections = config.server.max_connections,
+        "meshguard gateway listening"
+    );
     let signalled = state.clone();
-    let served = axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            // Audit streams never end by themselves; the server waits for every response.
-            signalled.begin_shutdown();
-        })
-        .await;
+    crate::connections::serve_connections(
+        listener,
+        app(state.clone()),
+        config.server,
+        shutdown,
+        // Audit streams never end by themselves; the server waits for every response.
+        move || signalled.begin_shutdown(),
+    )
+    .await;
 
     tracing::info!("shutting down: flushing the audit trail");
     let _ = stop_tx.send(true);
@@ -278,7 +301,31 @@ pub async fn serve_listener(
     state.alerts.shutdown();
     background.alerts.finish().await;
     tracing::info!("gateway stopped");
-    served.map_err(ServeError::Io)
+    Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit: every connection is a descriptor, and
+/// the usual soft limit (1024) is below the default connection cap. A failure is logged, not
+/// fatal: the cap still holds, and accept errors are retried.
+fn raise_open_file_limit(max_connections: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            // Descriptors beyond connections: the store, log files, upstream and Redis sockets.
+            let wanted = u64::try_from(max_connections)
+                .unwrap_or(u64::MAX)
+                .saturating_add(256);
+            if limit < wanted {
+                tracing::warn!(
+                    open_files = limit,
+                    max_connections,
+                    "the open-file limit is below the connection cap; raise the hard limit (ulimit -Hn) or lower server.max_connections"
+                );
+            } else {
+                tracing::debug!(open_files = limit, "open-file limit raised");
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "cannot raise the open-file limit"),
+    }
 }
 
 fn announce(config: &Config, data_dir: &Path) {

@@ -156,7 +156,7 @@ async fn tail(ctx: &Context, client: &AdminClient, args: AuditTailArgs) -> anyho
         };
         let message =
             message.map_err(|e| anyhow::anyhow!("the audit stream from {} broke: {e}", ctx.url))?;
-        let Ok(event) = serde_json::from_str::<Value>(&message.data) else {
+        let Ok(event) = crate::client::parse_value(message.data.as_bytes()) else {
             continue; // keep-alives and other non-event messages
         };
         if event.get("id").is_none() || printed.remove(&field(&event, "id")) {

@@ -14,7 +14,8 @@ pub mod serve;
 use std::path::PathBuf;
 
 use crate::cli::{DEFAULT_URL, GlobalOptions};
-use crate::client::{AdminClient, resolve_admin_token};
+use crate::client::{AdminClient, read_admin_token_file, resolve_admin_token};
+use crate::error::CliError;
 use crate::output::Output;
 
 /// Global options resolved once: where the gateway is, where its data dir is, how to print.
@@ -27,6 +28,7 @@ pub struct Context {
     /// `--data-dir` / `MESHGUARD_HOME` as given, for `serve`'s configuration layers.
     pub data_dir_flag: Option<PathBuf>,
     admin_token: Option<String>,
+    admin_token_file: Option<PathBuf>,
     /// Output mode.
     pub out: Output,
 }
@@ -46,18 +48,28 @@ impl Context {
             data_dir,
             data_dir_flag: global.data_dir,
             admin_token: global.admin_token,
+            admin_token_file: global.admin_token_file,
             out: Output::detect(global.json),
         }
     }
 
-    /// `--admin-token` / `MESHGUARD_ADMIN_TOKEN` as given, for `serve`'s configuration layers.
-    pub fn admin_token_flag(&self) -> Option<&str> {
-        self.admin_token.as_deref()
+    /// The admin token given by `--admin-token` / `MESHGUARD_ADMIN_TOKEN` or read from
+    /// `--admin-token-file` / `MESHGUARD_ADMIN_TOKEN_FILE`, if any (for `serve`'s configuration
+    /// layers and the client). Both at once is a usage error: which one wins would be a guess.
+    pub fn admin_token_given(&self) -> Result<Option<String>, CliError> {
+        match (&self.admin_token, &self.admin_token_file) {
+            (Some(_), Some(_)) => Err(CliError::Usage(
+                "give the admin token either by --admin-token (MESHGUARD_ADMIN_TOKEN) or by --admin-token-file (MESHGUARD_ADMIN_TOKEN_FILE), not both".into(),
+            )),
+            (Some(token), None) => Ok(Some(token.clone())),
+            (None, Some(path)) => read_admin_token_file(path).map(Some),
+            (None, None) => Ok(None),
+        }
     }
 
     /// A client for the admin API; fails with exit code 3 when no admin token can be found.
     pub fn client(&self) -> anyhow::Result<AdminClient> {
-        let token = resolve_admin_token(self.admin_token.as_deref(), &self.data_dir)?;
+        let token = resolve_admin_token(self.admin_token_given()?.as_deref(), &self.data_dir)?;
         AdminClient::new(&self.url, token)
     }
 }

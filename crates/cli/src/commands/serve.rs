@@ -45,7 +45,11 @@ fn load_config(ctx: &Context, args: &ServeArgs) -> anyhow::Result<Config> {
         policies_dir: args.policies.clone(),
         database_url: args.database_url.clone(),
         redis_url: args.redis_url.clone(),
-        admin_token: ctx.admin_token_flag().map(str::to_owned),
+        admin_token: ctx.admin_token_given()?,
+        header_timeout: args.header_timeout.clone(),
+        body_timeout: args.body_timeout.clone(),
+        idle_timeout: args.idle_timeout.clone(),
+        max_connections: args.max_connections.clone(),
     };
     let home = std::env::home_dir();
     Config::load(

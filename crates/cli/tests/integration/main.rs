@@ -12,6 +12,7 @@
 mod admin_commands;
 mod alerts;
 mod approvals;
+mod attacks_cli;
 mod autogpt_walkthrough;
 mod cli_errors;
 mod crash_recovery;

@@ -93,11 +93,11 @@ async fn unknown_route(method: Method, uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no endpoint `{method} {}`", uri.path()))
 }
 
-/// Counts the answers that are not audited (400, 401, 413) or could not be (500, 503).
+/// Counts the answers that are not audited (400, 401, 408, 413) or could not be (500, 503).
 async fn count_rejections(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status().as_u16();
-    if matches!(status, 400 | 401 | 413 | 500 | 503) {
+    if matches!(status, 400 | 401 | 408 | 413 | 500 | 503) {
         state
             .metrics
             .rejections

@@ -126,6 +126,7 @@ impl Gateway {
                 .arg(self.data_dir())
                 .args(&self.serve_args)
                 .env_remove("MESHGUARD_ADMIN_TOKEN")
+                .env_remove("MESHGUARD_ADMIN_TOKEN_FILE")
                 .env_remove("MESHGUARD_URL")
                 .env("RUST_LOG", "info")
                 .stdin(Stdio::null())
@@ -355,6 +356,7 @@ impl CliRun {
             "MESHGUARD_URL",
             "MESHGUARD_GATEWAY_URL",
             "MESHGUARD_ADMIN_TOKEN",
+            "MESHGUARD_ADMIN_TOKEN_FILE",
             "MESHGUARD_HOME",
         ] {
             command.env_remove(name);

@@ -4,5 +4,6 @@
 //! governance gateway must give: refused, denied, bounded, and nothing changed.
 
 mod accounting;
+mod edge;
 mod proxy;
 mod tokens;
