@@ -2,8 +2,8 @@
 //! independent of load order, of pattern order, and of the rule index.
 
 use meshguard_policy::{
-    AgentProfile, ApprovalState, CheckRequest, Code, Decision, Effect, Policy, PolicySet,
-    RuleEffect, TrustTier, Unlimited, parse_policy,
+    AgentProfile, ApprovalState, CheckRequest, Code, Decision, Effect, Fault, Policy, PolicySet,
+    RuleEffect, TrustTier, Unlimited, canonical_action, parse_policy,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -202,7 +202,12 @@ fn reference(
         &mut Unlimited,
     );
     if explanation.normalised_action.is_none() {
-        return (Code::InvalidResource, None, None);
+        // Only a `..` escaping its root is `invalid_resource` when the action is at fault.
+        let code = match canonical_action(action) {
+            Err(refusal) if refusal.fault != Fault::EscapesRoot => Code::InvalidAction,
+            _ => Code::InvalidResource,
+        };
+        return (code, None, None);
     }
     let applicable: Vec<_> = explanation.policies.iter().filter(|p| p.applies).collect();
     if applicable.is_empty() {
@@ -310,7 +315,7 @@ proptest! {
         let decision = decide(&build(&with), &agent, &action, &resource, &ctx);
         prop_assert_eq!(decision.effect, Effect::Deny);
         let without = decide(&set_without, &agent, &action, &resource, &ctx);
-        if without.code != Code::InvalidResource {
+        if !matches!(without.code, Code::InvalidResource | Code::InvalidAction) {
             prop_assert_eq!(decision.code, Code::DeniedByRule);
         }
     }
