@@ -237,28 +237,31 @@ fn resolve_segments(text: &str) -> Result<Option<String>, Fault> {
     }
     // A URL's authority is part of its root: `..` cannot climb above the host.
     let min_segments = usize::from(root.ends_with("://"));
+    // First pass without allocating: canonical text (the common case) is only checked.
     let mut changed = false;
-    let mut segments: Vec<&str> = Vec::new();
     for segment in body.split('/') {
         match segment {
-            "" => changed = true,
-            "." => changed = true,
-            ".." => {
-                changed = true;
-                if segments.len() <= min_segments || segments.pop().is_none() {
-                    return Err(Fault::EscapesRoot);
-                }
+            "" | "." | ".." => changed = true,
+            other if other.ends_with('.') || other.ends_with(char::is_whitespace) => {
+                return Err(Fault::AliasSegment);
             }
-            other => {
-                if other.ends_with('.') || other.ends_with(char::is_whitespace) {
-                    return Err(Fault::AliasSegment);
-                }
-                segments.push(other);
-            }
+            _ => {}
         }
     }
     if !changed {
         return Ok(None);
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in body.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                if segments.len() <= min_segments || segments.pop().is_none() {
+                    return Err(Fault::EscapesRoot);
+                }
+            }
+            other => segments.push(other),
+        }
     }
     let mut resolved = String::with_capacity(text.len());
     resolved.push_str(root);

@@ -50,10 +50,20 @@ impl<'r> Prepared<'r> {
         let resource = canonical_resource(req.resource)?;
         let qualified = (is_relative(&resource) && !resource.is_empty())
             .then(|| format!("{action}/{resource}"));
+        let folded_action = fold(&action);
+        let folded_resource = fold(&resource);
+        let folded_qualified = match (&qualified, &folded_action, &folded_resource) {
+            (None, ..) | (Some(_), None, None) => None,
+            (Some(_), a, r) => Some(format!(
+                "{}/{}",
+                a.as_deref().unwrap_or(&action),
+                r.as_deref().unwrap_or(&resource)
+            )),
+        };
         Ok(Prepared {
-            folded_action: fold(&action),
-            folded_qualified: qualified.as_deref().and_then(fold),
-            folded_resource: fold(&resource),
+            folded_action,
+            folded_qualified,
+            folded_resource,
             action,
             resource,
             qualified,
