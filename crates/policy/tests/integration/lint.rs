@@ -31,8 +31,8 @@ fn production_example_has_two_unreachable_approvals() {
     assert_eq!(
         of_kind(&warnings, LintKind::UnreachableApproval),
         vec![
-            "autogpt-production.yaml:67:7: warning: requireApproval entry `send:email` is unreachable: rule 'rule-4' of policy 'autogpt-production' (line 38) denies it, and an explicit deny always wins",
-            "autogpt-production.yaml:69:7: warning: requireApproval entry `pay:*` is unreachable: rule 'rule-4' of policy 'autogpt-production' (line 38) denies it, and an explicit deny always wins",
+            "autogpt-production.yaml:68:7: warning: requireApproval entry `send:email` is unreachable: rule 'rule-4' of policy 'autogpt-production' (line 39) denies it, and an explicit deny always wins",
+            "autogpt-production.yaml:70:7: warning: requireApproval entry `pay:*` is unreachable: rule 'rule-4' of policy 'autogpt-production' (line 39) denies it, and an explicit deny always wins",
         ]
     );
     // `post:social` is reachable: nothing denies it.
@@ -226,7 +226,7 @@ fn conditions_on_agent_asserted_context_are_flagged() {
     assert_eq!(
         of_kind(&warnings, LintKind::AgentAssertedContext),
         vec![
-            "autogpt-production.yaml:30:5: warning: rule 'rule-3' rests on `sandbox` from the check's context, which the agent asserts itself: it allows when the agent says so; decide on what an enforcement point sees where it matters"
+            "autogpt-production.yaml:31:5: warning: rule 'rule-3' rests on `sandbox` from the check's context, which the agent asserts itself: it allows when the agent says so; decide on what an enforcement point sees where it matters"
         ]
     );
     let p = policy(
