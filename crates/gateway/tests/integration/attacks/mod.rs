@@ -3,4 +3,5 @@
 //! attack that once worked or could work, tried the way an attacker would, and the answer a
 //! governance gateway must give: refused, denied, bounded, and nothing changed.
 
+mod canonical;
 mod tokens;
