@@ -146,6 +146,9 @@ fn canonical_verb(verb: &str) -> Result<Cow<'_, str>, Fault> {
 
 /// Decode once → NFKC → refuse what has no single meaning → collapse and resolve segments.
 fn canonical_path(raw: &str) -> Result<Cow<'_, str>, Fault> {
+    if is_plain(raw) {
+        return Ok(Cow::Borrowed(raw));
+    }
     let text = nfkc(percent_decode(raw)?);
     if let Some(c) = text
         .chars()
@@ -165,6 +168,45 @@ fn canonical_path(raw: &str) -> Result<Cow<'_, str>, Fault> {
         Some(resolved) => Ok(Cow::Owned(resolved)),
         None => Ok(text),
     }
+}
+
+/// One pass over the bytes proving that the slow path would change nothing: printable ASCII
+/// without `%` or `\\`, no URL, no leading or trailing space, and no segment that is empty
+/// (but a leading root), `.`, `..`, or ends in `.` or a space. Most requests are such text.
+fn is_plain(text: &str) -> bool {
+    // A URL's `scheme://` is its root: the rest is checked like a relative path.
+    let (bytes, may_root) = match url_scheme_end(text) {
+        Some(end) => (text.as_bytes().get(end..).unwrap_or_default(), false),
+        None => (text.as_bytes(), true),
+    };
+    if bytes.first() == Some(&b' ') || (bytes.len() > 1 && bytes.last() == Some(&b'/')) {
+        return false;
+    }
+    let plain_segment = |segment: &[u8], leading: bool| match segment {
+        [] => leading,
+        b"." | b".." | [.., b'.' | b' '] => false,
+        _ => true,
+    };
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'/' => {
+                let segment = bytes.get(start..i).unwrap_or_default();
+                if !plain_segment(segment, may_root && i == 0) {
+                    return false;
+                }
+                start = i + 1;
+            }
+            // A second `scheme://` inside is left to the slow path.
+            b':' if bytes.get(i + 1..i + 3) == Some(b"//") => return false,
+            b'%' | b'\\' | 0x7f.. | ..0x20 => return false,
+            _ => {}
+        }
+    }
+    plain_segment(
+        bytes.get(start..).unwrap_or_default(),
+        may_root && bytes.is_empty(),
+    )
 }
 
 /// Decodes `%XX` escapes once. Borrows when there is no `%`.
@@ -205,13 +247,16 @@ fn nfkc(text: Cow<'_, str>) -> Cow<'_, str> {
 /// Where the `scheme://` prefix of a URL ends, if `text` has one (a scheme of two or more
 /// characters, so that `c://` is a drive letter, not a URL).
 fn url_scheme_end(text: &str) -> Option<usize> {
-    let colon = text.find("://")?;
-    let scheme = text.get(..colon)?;
-    let mut chars = scheme.chars();
-    let valid = scheme.len() >= 2
-        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    valid.then_some(colon + 3)
+    let bytes = text.as_bytes();
+    if !bytes.first().is_some_and(u8::is_ascii_alphabetic) {
+        return None;
+    }
+    // The scheme is a prefix: scanning stops at its first character that cannot be in one.
+    let colon = bytes
+        .iter()
+        .position(|&b| !(b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')))?;
+    let is_url = colon >= 2 && bytes.get(colon..colon + 3) == Some(b"://");
+    is_url.then_some(colon + 3)
 }
 
 /// `C:` alone or followed by `/`.

@@ -25,8 +25,9 @@ pub struct Pattern {
     bare: Option<Matcher>,
     /// The lower-cased pattern and its bare prefix: deny rules and approval entries match
     /// lower-cased text with these, so a case variant cannot slip past them.
-    folded: Matcher,
-    folded_bare: Option<Matcher>,
+    /// `None` when the pattern has no upper-case letter (the common case): then the matchers
+    /// above serve, and the pattern stays small.
+    folded: Option<Box<(Matcher, Option<Matcher>)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -84,13 +85,13 @@ impl Pattern {
                 .map(Matcher::build)
         };
         let lower = source.to_lowercase();
+        let folded = (lower != source).then(|| Box::new((Matcher::build(&lower), bare_of(&lower))));
         Ok(Pattern {
             source: source.to_owned(),
             loc,
             matcher: Matcher::build(source),
             bare: bare_of(source),
-            folded: Matcher::build(&lower),
-            folded_bare: bare_of(&lower),
+            folded,
         })
     }
 
@@ -122,11 +123,13 @@ impl Pattern {
 
     /// Whether lower-cased `text` matches the lower-cased pattern (bare prefix included).
     pub(crate) fn matches_folded(&self, folded_text: &str) -> bool {
-        self.folded.matches(folded_text)
-            || self
-                .folded_bare
-                .as_ref()
-                .is_some_and(|bare| bare.matches(folded_text))
+        match self.folded.as_deref() {
+            Some((matcher, bare)) => {
+                matcher.matches(folded_text)
+                    || bare.as_ref().is_some_and(|b| b.matches(folded_text))
+            }
+            None => self.matches(folded_text),
+        }
     }
 
     /// The literal text every match starts with (up to the first wildcard): the index key.
