@@ -28,7 +28,9 @@
 //! oracle for offline runs), [`PolicySet::from_sources`] (build a set from YAML strings, for
 //! tests and benchmarks), [`LoadError`], [`ApprovalNeed::default_timeout_applies`] with
 //! [`ApprovalNeed::timeout_or`] (a matching policy without `timeoutSeconds` stands for the
-//! gateway default), [`lint`]'s [`LintKind`], and typed access to compiled policies
+//! gateway default), [`lint`]'s [`LintKind`], [`canonical_action`], [`canonical_resource`] and
+//! [`is_relative`] (SPEC 3's canonical form, for enforcement points that must act on exactly the
+//! text that was decided), and typed access to compiled policies
 //! ([`Rule`], [`Conditions`], [`Pattern`]). [`PolicySetError`] is an enum (one variant today),
 //! and the corpus runner is the method [`corpus::Corpus::run_offline`].
 //!
