@@ -48,7 +48,8 @@ pub enum LintKind {
     ShadowedPattern,
     /// An explicit deny always beats this `requireApproval` entry.
     UnreachableApproval,
-    /// A pattern with a `.` or `..` segment: normalised requests never contain one.
+    /// A pattern with a `.` or `..` segment (canonical requests never contain one), or an allow
+    /// pattern with an upper-case verb (canonical verbs are lower-case).
     UnmatchablePattern,
     /// No `appliesTo`: the policy applies to every agent.
     NoAppliesTo,
@@ -210,6 +211,22 @@ fn unmatchable_patterns(linter: &mut Linter<'_>) {
                 .split('/')
                 .filter(|s| !s.contains(['*', '?']))
                 .any(|s| s == "." || s == "..");
+            let upper_verb = is_action
+                && rule.effect == RuleEffect::Allow
+                && pattern
+                    .as_str()
+                    .split_once(':')
+                    .is_some_and(|(verb, _)| verb.chars().any(char::is_uppercase));
+            if upper_verb {
+                linter.warn(
+                    pattern.loc(),
+                    LintKind::UnmatchablePattern,
+                    format!(
+                        "action pattern `{pattern}` of rule '{}' can never match: verbs are lower-cased in requests, and allow rules match case-sensitively",
+                        rule.name
+                    ),
+                );
+            }
             if dotted {
                 linter.warn(
                     pattern.loc(),

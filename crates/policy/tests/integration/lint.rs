@@ -244,3 +244,18 @@ fn conditions_on_agent_asserted_context_are_flagged() {
     assert!(asserted[0].contains("denies only when the agent says so"));
     assert!(!LintKind::AgentAssertedContext.is_error_when_strict());
 }
+
+#[test]
+fn an_allow_with_an_upper_case_verb_can_never_match() {
+    let p = policy(
+        "upper.yaml",
+        "name: upper\nversion: \"1\"\nappliesTo: {tags: [x]}\nrules:\n  - {effect: allow, actions: [\"READ:*\"]}\n  - {effect: deny, actions: [\"DELETE:*\"]}\n",
+    );
+    let unmatchable = of_kind(&lint(&[p], None), LintKind::UnmatchablePattern);
+    assert_eq!(
+        unmatchable,
+        vec![
+            "upper.yaml:5:31: warning: action pattern `READ:*` of rule 'rule-1' can never match: verbs are lower-cased in requests, and allow rules match case-sensitively"
+        ]
+    );
+}
