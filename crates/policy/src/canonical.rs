@@ -165,6 +165,8 @@ fn canonical_path(raw: &str) -> Result<Cow<'_, str>, Fault> {
         return Err(Fault::Whitespace);
     }
     match resolve_segments(&text)? {
+        // `a/../ b` would leave a leading space that the text as given did not have.
+        Some(resolved) if resolved.starts_with(char::is_whitespace) => Err(Fault::Whitespace),
         Some(resolved) => Ok(Cow::Owned(resolved)),
         None => Ok(text),
     }
@@ -363,6 +365,9 @@ mod tests {
             ("\u{ff0e}\u{ff0e}", Err(Fault::EscapesRoot)),
             ("\u{ff05}41", Err(Fault::EncodedSeparator)),
             (" x", Err(Fault::Whitespace)),
+            ("a/../ b", Err(Fault::Whitespace)),
+            ("./ -", Err(Fault::Whitespace)),
+            ("/a/../ b", Ok("/ b")),
             ("x\n", Err(Fault::ControlCharacter)),
             ("x\u{1b}[2J", Err(Fault::ControlCharacter)),
             ("x\u{7f}", Err(Fault::ControlCharacter)),
