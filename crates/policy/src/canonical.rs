@@ -131,14 +131,17 @@ pub fn is_relative(resource: &str) -> bool {
 /// Verbs are NFKC-normalised and lower-cased; only ASCII letters, digits, `_`, `-`, `.` remain.
 fn canonical_verb(verb: &str) -> Result<Cow<'_, str>, Fault> {
     let verb = nfkc(Cow::Borrowed(verb));
-    let valid = !verb.is_empty()
-        && verb
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if !valid {
+    let mut upper = false;
+    for b in verb.bytes() {
+        upper |= b.is_ascii_uppercase();
+        if !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) {
+            return Err(Fault::BadVerb);
+        }
+    }
+    if verb.is_empty() {
         return Err(Fault::BadVerb);
     }
-    if verb.bytes().any(|b| b.is_ascii_uppercase()) {
+    if upper {
         return Ok(Cow::Owned(verb.to_ascii_lowercase()));
     }
     Ok(verb)

@@ -34,11 +34,12 @@ pub(crate) struct Prepared<'r> {
 
 /// The lower-cased text, when it differs.
 fn fold(text: &str) -> Option<String> {
-    if text.is_ascii() {
-        return text
-            .bytes()
-            .any(|b| b.is_ascii_uppercase())
-            .then(|| text.to_ascii_lowercase());
+    // One pass settles the common case: lower-case ASCII folds to itself.
+    if !text
+        .bytes()
+        .any(|b| b.is_ascii_uppercase() || !b.is_ascii())
+    {
+        return None;
     }
     let lower = text.to_lowercase();
     (lower != text).then_some(lower)
