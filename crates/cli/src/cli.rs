@@ -254,6 +254,9 @@ pub enum PolicyCommand {
         /// Agents file (YAML or JSON, e.g. the output of `meshguard --json agent list`).
         #[arg(long, value_name = "FILE")]
         agents: Option<PathBuf>,
+        /// Refuse (exit 1) when a policy's default deny is overridden by another policy's allow.
+        #[arg(long)]
+        strict: bool,
     },
     /// Show an agent's effective permissions across every policy.
     Allowed {

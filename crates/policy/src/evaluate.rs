@@ -1,35 +1,70 @@
 //! Where a decision is made: SPEC 3's evaluation steps 1–7, in order.
 //!
 //! Policies are visited in name order and every "first" below means first in that order, so a
-//! decision never depends on load order. The engine fails closed: a path that escapes its root,
+//! decision never depends on load order. The engine fails closed: a text with no canonical form,
 //! no applicable policy, or nothing that allows are all denials.
 
 use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
+use crate::canonical::{
+    Fault, NotCanonical, Part, canonical_action, canonical_resource, is_relative,
+};
 use crate::limits::{Admission, LimitCharge, LimitKey, RateLimitOracle, Window};
 use crate::model::{AgentProfile, ApprovalNeed, CheckRequest, Code, Decision, TrustTier};
-use crate::normalise::{Escape, normalise_action, normalise_path};
 use crate::pattern::Pattern;
 use crate::policy::{Policy, RateLimits, Rule, RuleEffect};
 use crate::set::{PolicySet, VerbKey};
 
-/// A request with its action and resource normalised, ready for matching.
+/// A request in canonical form (SPEC 3), ready for matching.
 pub(crate) struct Prepared<'r> {
     pub action: Cow<'r, str>,
     pub resource: Cow<'r, str>,
-    /// `action + "/" + resource`, when the resource is not `*`.
+    /// `action + "/" + resource`, formed only when the resource is relative and not empty: only
+    /// then does the resource lie under the action's object.
     pub qualified: Option<String>,
+    /// Lower-cased action, qualified action and resource when they differ from the above: deny
+    /// rules and approval entries match these.
+    folded_action: Option<String>,
+    folded_qualified: Option<String>,
+    folded_resource: Option<String>,
     pub context: &'r Map<String, Value>,
 }
 
+/// The lower-cased text, when it differs.
+fn fold(text: &str) -> Option<String> {
+    // One pass settles the common case: lower-case ASCII folds to itself.
+    if !text
+        .bytes()
+        .any(|b| b.is_ascii_uppercase() || !b.is_ascii())
+    {
+        return None;
+    }
+    let lower = text.to_lowercase();
+    (lower != text).then_some(lower)
+}
+
 impl<'r> Prepared<'r> {
-    pub fn new(req: &CheckRequest<'r>) -> Result<Prepared<'r>, Escape> {
-        let action = normalise_action(req.action)?;
-        let resource = normalise_path(req.resource)?;
-        let qualified = (req.resource != "*").then(|| format!("{action}/{resource}"));
+    pub fn new(req: &CheckRequest<'r>) -> Result<Prepared<'r>, NotCanonical> {
+        let action = canonical_action(req.action)?;
+        let resource = canonical_resource(req.resource)?;
+        let qualified = (is_relative(&resource) && !resource.is_empty())
+            .then(|| format!("{action}/{resource}"));
+        let folded_action = fold(&action);
+        let folded_resource = fold(&resource);
+        let folded_qualified = match (&qualified, &folded_action, &folded_resource) {
+            (None, ..) | (Some(_), None, None) => None,
+            (Some(_), a, r) => Some(format!(
+                "{}/{}",
+                a.as_deref().unwrap_or(&action),
+                r.as_deref().unwrap_or(&resource)
+            )),
+        };
         Ok(Prepared {
+            folded_action,
+            folded_qualified,
+            folded_resource,
             action,
             resource,
             qualified,
@@ -41,13 +76,34 @@ impl<'r> Prepared<'r> {
         self.action.split_once(':').map(|(verb, _)| verb)
     }
 
-    /// Whether `pattern` matches the action or the qualified action.
-    pub fn action_matches(&self, pattern: &Pattern) -> bool {
-        pattern.matches(&self.action)
+    /// Whether `pattern` matches the action or the qualified action. `folded` (deny rules,
+    /// approval entries, rate-limit charging) ignores case and always lets a `…/*` pattern match
+    /// its bare prefix; otherwise (allow rules) matching is case-sensitive and the bare prefix
+    /// matches only when no resource is named (`*`).
+    pub fn action_matches(&self, pattern: &Pattern, folded: bool) -> bool {
+        if folded {
+            let action = self.folded_action.as_deref().unwrap_or(&self.action);
+            let qualified = self
+                .folded_qualified
+                .as_deref()
+                .or(self.qualified.as_deref());
+            return pattern.matches_folded(action)
+                || qualified.is_some_and(|qualified| pattern.matches_folded(qualified));
+        }
+        pattern.matches_with_bare(&self.action, self.resource == "*")
             || self
                 .qualified
                 .as_deref()
                 .is_some_and(|qualified| pattern.matches(qualified))
+    }
+
+    /// Whether `pattern` matches the resource (ignoring case when `folded`).
+    fn resource_matches(&self, pattern: &Pattern, folded: bool) -> bool {
+        if folded {
+            pattern.matches_folded(self.folded_resource.as_deref().unwrap_or(&self.resource))
+        } else {
+            pattern.matches(&self.resource)
+        }
     }
 }
 
@@ -62,17 +118,27 @@ pub(crate) enum RuleCheck<'p> {
     Context { key: &'p str, expected: &'p Value },
 }
 
+/// Whether `rule` matches: a deny rule ignores case (when in doubt, deny), an allow rule does not.
 pub(crate) fn check_rule<'p>(
     rule: &'p Rule,
     req: &Prepared<'_>,
     agent: &AgentProfile,
 ) -> RuleCheck<'p> {
-    let Some(pattern) = rule.actions.iter().find(|p| req.action_matches(p)) else {
+    check_rule_as(rule, req, agent, rule.effect == RuleEffect::Deny)
+}
+
+fn check_rule_as<'p>(
+    rule: &'p Rule,
+    req: &Prepared<'_>,
+    agent: &AgentProfile,
+    folded: bool,
+) -> RuleCheck<'p> {
+    let Some(pattern) = rule.actions.iter().find(|p| req.action_matches(p, folded)) else {
         return RuleCheck::NoActionMatch;
     };
     let conditions = &rule.conditions;
     if let Some(patterns) = &conditions.resource_pattern
-        && !patterns.iter().any(|p| p.matches(&req.resource))
+        && !patterns.iter().any(|p| req.resource_matches(p, folded))
     {
         return RuleCheck::ResourcePattern;
     }
@@ -123,19 +189,48 @@ fn json_eq(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// The first matching rule of a policy: its verdict (step 3).
+/// What one policy's rules say about a request (step 3).
+#[derive(Default)]
+struct PolicyMatch<'s> {
+    /// The first matching rule: the policy's verdict.
+    verdict: Option<&'s Rule>,
+    /// The first rule with a `rateLimit` that matches ignoring case, up to the verdict: its
+    /// limit is charged, so `browse:Web` pays the limit of an allow written for `browse:web`.
+    limited: Option<&'s Rule>,
+}
+
 fn first_match<'s>(
     set: &'s PolicySet,
     position: usize,
     verb: VerbKey,
     req: &Prepared<'_>,
     agent: &AgentProfile,
-) -> Option<&'s Rule> {
-    let indexed = set.inner.policies.get(position)?;
-    indexed
+) -> PolicyMatch<'s> {
+    let mut found = PolicyMatch::default();
+    let Some(indexed) = set.inner.policies.get(position) else {
+        return found;
+    };
+    let candidates = indexed
         .candidate_rules(verb)
-        .filter_map(|i| indexed.policy.rules.get(i))
-        .find(|rule| matches!(check_rule(rule, req, agent), RuleCheck::Matched(_)))
+        .filter_map(|i| indexed.policy.rules.get(i));
+    for rule in candidates {
+        let limited = rule.conditions.rate_limit.is_some();
+        if matches!(check_rule(rule, req, agent), RuleCheck::Matched(_)) {
+            found.verdict = Some(rule);
+            if limited {
+                found.limited.get_or_insert(rule);
+            }
+            break;
+        }
+        if limited
+            && found.limited.is_none()
+            && rule.effect == RuleEffect::Allow
+            && matches!(check_rule_as(rule, req, agent, true), RuleCheck::Matched(_))
+        {
+            found.limited = Some(rule);
+        }
+    }
+    found
 }
 
 pub(crate) fn push_charges(charges: &mut Vec<LimitCharge>, key: LimitKey, limits: &RateLimits) {
@@ -158,7 +253,7 @@ pub(crate) fn approval_matches<'p>(policy: &'p Policy, req: &Prepared<'_>) -> Op
     policy
         .approval_patterns()
         .iter()
-        .find(|p| req.action_matches(p))
+        .find(|p| req.action_matches(p, true))
 }
 
 /// What the applicable policies say before limits and approvals are considered.
@@ -179,15 +274,13 @@ impl PolicySet {
         limits: &mut dyn RateLimitOracle,
     ) -> Decision {
         let action = req.action;
-        // Normalise before anything else: a path escaping its root is denied whoever asks.
-        let Ok(prepared) = Prepared::new(req) else {
-            return Decision::new(
-                Code::InvalidResource,
-                format!(
-                    "Action '{action}' denied: the action or resource '{}' escapes its root with `..`",
-                    req.resource
-                ),
-            );
+        // Canonical form before anything else: a text without one is denied whoever asks. The
+        // reason names the fault, not the text, which may hold control characters.
+        let prepared = match Prepared::new(req) {
+            Ok(prepared) => prepared,
+            Err(refusal) => {
+                return Decision::new(refusal_code(refusal), format!("Action denied: {refusal}"));
+            }
         };
         // Step 1: the applicable policies, in name order.
         let applicable = self.applicable(agent);
@@ -260,14 +353,18 @@ impl PolicySet {
                 };
                 push_charges(&mut verdicts.charges, key, limits);
             }
-            if let Some(rule) = first_match(self, position, verb, prepared, agent) {
-                if let Some(limits) = &rule.conditions.rate_limit {
-                    let key = LimitKey {
-                        policy: policy.name.clone(),
-                        rule: Some(rule.name.clone()),
-                    };
-                    push_charges(&mut verdicts.charges, key, limits);
-                }
+            let PolicyMatch { verdict, limited } =
+                first_match(self, position, verb, prepared, agent);
+            if let Some(rule) = limited
+                && let Some(limits) = &rule.conditions.rate_limit
+            {
+                let key = LimitKey {
+                    policy: policy.name.clone(),
+                    rule: Some(rule.name.clone()),
+                };
+                push_charges(&mut verdicts.charges, key, limits);
+            }
+            if let Some(rule) = verdict {
                 let slot = match rule.effect {
                     RuleEffect::Deny => &mut verdicts.first_deny,
                     RuleEffect::Allow => &mut verdicts.first_allow,
@@ -325,6 +422,15 @@ impl PolicySet {
             default_timeout_applies,
         });
         Some(decision)
+    }
+}
+
+/// A path that escapes its root is `invalid_resource` wherever it is (SPEC 2's response table);
+/// any other fault is `invalid_action` or `invalid_resource` by the part it is in.
+pub(crate) fn refusal_code(refusal: NotCanonical) -> Code {
+    match (refusal.fault, refusal.part) {
+        (Fault::EscapesRoot, _) | (_, Part::Resource) => Code::InvalidResource,
+        (_, Part::Action) => Code::InvalidAction,
     }
 }
 

@@ -14,9 +14,9 @@ use crate::set::PolicySet;
 pub struct Explanation {
     /// The decision, exactly as [`PolicySet::decide`] returns it.
     pub decision: Decision,
-    /// The action after normalisation; `None` when it escapes its root.
+    /// The action in canonical form; `None` when it has none (or the resource has none).
     pub normalised_action: Option<String>,
-    /// The resource after normalisation; `None` when it escapes its root.
+    /// The resource in canonical form; `None` when it has none (or the action has none).
     pub normalised_resource: Option<String>,
     /// Every policy of the set, in name order.
     pub policies: Vec<PolicyTrace>,

@@ -9,7 +9,8 @@
 //!
 //! [`PolicySet::decide`] turns (agent, action, resource, context) into a [`Decision`]:
 //!
-//! 1. normalise the action's object and the resource (`..` escaping the root → `invalid_resource`);
+//! 1. bring the action and the resource to their canonical form (none → `invalid_action` or
+//!    `invalid_resource`);
 //! 2. the applicable policies are those whose `appliesTo` selects the agent (none → `no_policy`);
 //! 3. each applicable policy's verdict is its first matching rule, else its weak default;
 //! 4. any explicit deny wins (`denied_by_rule`), then any exhausted rate limit (`rate_limited`);
@@ -27,7 +28,9 @@
 //! oracle for offline runs), [`PolicySet::from_sources`] (build a set from YAML strings, for
 //! tests and benchmarks), [`LoadError`], [`ApprovalNeed::default_timeout_applies`] with
 //! [`ApprovalNeed::timeout_or`] (a matching policy without `timeoutSeconds` stands for the
-//! gateway default), [`lint`]'s [`LintKind`], and typed access to compiled policies
+//! gateway default), [`lint`]'s [`LintKind`], [`canonical_action`], [`canonical_resource`] and
+//! [`is_relative`] (SPEC 3's canonical form, for enforcement points that must act on exactly the
+//! text that was decided), and typed access to compiled policies
 //! ([`Rule`], [`Conditions`], [`Pattern`]). [`PolicySetError`] is an enum (one variant today),
 //! and the corpus runner is the method [`corpus::Corpus::run_offline`].
 //!
@@ -70,6 +73,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod canonical;
 pub mod corpus;
 mod error;
 mod evaluate;
@@ -77,13 +81,13 @@ mod explain;
 mod limits;
 mod lint;
 mod model;
-mod normalise;
 mod parse;
 mod pattern;
 mod policy;
 mod set;
 mod yaml;
 
+pub use canonical::{Fault, NotCanonical, Part, canonical_action, canonical_resource, is_relative};
 pub use error::{LoadError, Loc, PolicyError, PolicySetError};
 pub use explain::{
     ApprovalEntry, Explanation, LimitEntry, PermissionEntry, Permissions, PolicyTrace, RuleOutcome,

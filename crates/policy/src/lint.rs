@@ -48,7 +48,8 @@ pub enum LintKind {
     ShadowedPattern,
     /// An explicit deny always beats this `requireApproval` entry.
     UnreachableApproval,
-    /// A pattern with a `.` or `..` segment: normalised requests never contain one.
+    /// A pattern with a `.` or `..` segment (canonical requests never contain one), or an allow
+    /// pattern with an upper-case verb (canonical verbs are lower-case).
     UnmatchablePattern,
     /// No `appliesTo`: the policy applies to every agent.
     NoAppliesTo,
@@ -58,6 +59,26 @@ pub enum LintKind {
     DefaultDenyOverridden,
     /// Given agents, none is selected by the policy.
     AppliesToNoAgent,
+    /// A `sandbox` or `context` condition: it rests on what the agent says about itself.
+    AgentAssertedContext,
+}
+
+impl LintKind {
+    /// Whether `meshguard policy validate --strict` refuses the policies for this warning: an
+    /// allow that quietly beats another policy's deny is a hole, not a style matter.
+    pub fn is_error_when_strict(self) -> bool {
+        match self {
+            LintKind::DefaultDenyOverridden => true,
+            LintKind::ShadowedRule
+            | LintKind::ShadowedPattern
+            | LintKind::UnreachableApproval
+            | LintKind::UnmatchablePattern
+            | LintKind::NoAppliesTo
+            | LintKind::NumericVersion
+            | LintKind::AppliesToNoAgent
+            | LintKind::AgentAssertedContext => false,
+        }
+    }
 }
 
 struct Linter<'a> {
@@ -120,6 +141,7 @@ pub fn lint(policies: &[Policy], agents: Option<&[AgentProfile]>) -> Vec<LintWar
                 ),
             );
         }
+        agent_asserted_context(&mut linter);
         unmatchable_patterns(&mut linter);
         shadowed_rules(&mut linter);
         unreachable_approvals(&mut linter, policies);
@@ -129,7 +151,43 @@ pub fn lint(policies: &[Policy], agents: Option<&[AgentProfile]>) -> Vec<LintWar
     warnings
 }
 
-/// Normalised actions and resources never hold a `.` or `..` segment.
+/// `sandbox` and `context` are read from the check's `context`, which the agent writes: through
+/// the SDK they prove only what the agent claims (docs/threat-model.md).
+fn agent_asserted_context(linter: &mut Linter<'_>) {
+    let policy = linter.policy;
+    for rule in &policy.rules {
+        let conditions = &rule.conditions;
+        let keys: Vec<String> = conditions
+            .sandbox
+            .map(|_| "`sandbox`".to_owned())
+            .into_iter()
+            .chain(
+                conditions
+                    .context
+                    .iter()
+                    .flat_map(|context| context.keys().map(|key| format!("`context.{key}`"))),
+            )
+            .collect();
+        if keys.is_empty() {
+            continue;
+        }
+        let effect = match rule.effect {
+            RuleEffect::Allow => "allows when the agent says so",
+            RuleEffect::Deny => "denies only when the agent says so",
+        };
+        linter.warn(
+            rule.loc,
+            LintKind::AgentAssertedContext,
+            format!(
+                "rule '{}' rests on {} from the check's context, which the agent asserts itself: it {effect}; decide on what an enforcement point sees where it matters",
+                rule.name,
+                keys.join(", ")
+            ),
+        );
+    }
+}
+
+/// Canonical actions and resources never hold a `.` or `..` segment.
 fn unmatchable_patterns(linter: &mut Linter<'_>) {
     let policy = linter.policy;
     for rule in &policy.rules {
@@ -153,12 +211,28 @@ fn unmatchable_patterns(linter: &mut Linter<'_>) {
                 .split('/')
                 .filter(|s| !s.contains(['*', '?']))
                 .any(|s| s == "." || s == "..");
+            let upper_verb = is_action
+                && rule.effect == RuleEffect::Allow
+                && pattern
+                    .as_str()
+                    .split_once(':')
+                    .is_some_and(|(verb, _)| verb.chars().any(char::is_uppercase));
+            if upper_verb {
+                linter.warn(
+                    pattern.loc(),
+                    LintKind::UnmatchablePattern,
+                    format!(
+                        "action pattern `{pattern}` of rule '{}' can never match: verbs are lower-cased in requests, and allow rules match case-sensitively",
+                        rule.name
+                    ),
+                );
+            }
             if dotted {
                 linter.warn(
                     pattern.loc(),
                     LintKind::UnmatchablePattern,
                     format!(
-                        "{what} `{pattern}` of rule '{}' can never match: requests are normalised, so they never contain a `.` or `..` segment",
+                        "{what} `{pattern}` of rule '{}' can never match: requests are canonical, so they never contain a `.` or `..` segment",
                         rule.name
                     ),
                 );
@@ -320,7 +394,14 @@ fn overridden_default(
             .iter()
             .filter(|rule| rule.effect == RuleEffect::Allow)
             .flat_map(|rule| rule.actions.iter().map(move |p| (rule, p)))
-            .filter(|(_, p)| !policy.rules.iter().any(|mine| covering(mine, p).is_some()))
+            // Only an unconditional rule settles a pattern: when a conditional one fails, the
+            // request falls through to the default and the other policy's allow wins.
+            .filter(|(_, p)| {
+                !policy
+                    .rules
+                    .iter()
+                    .any(|mine| mine.conditions.is_unconditional() && covering(mine, p).is_some())
+            })
             .map(|(rule, p)| format!("`{p}` (rule '{}')", rule.name))
             .collect();
         if overriding.is_empty() {

@@ -145,8 +145,11 @@ pub enum Code {
     DefaultDeny,
     /// No policy applies to the agent: nothing is allowed.
     NoPolicy,
-    /// The action's object or the resource escapes its root with `..`.
+    /// The resource has no canonical form (SPEC 3), or the action's object or the resource
+    /// escapes its root with `..`.
     InvalidResource,
+    /// The action is not `verb:object` or has no canonical form (SPEC 3).
+    InvalidAction,
     /// A policy or rule rate limit is exhausted.
     RateLimited,
     /// A human said no.
@@ -170,6 +173,7 @@ impl Code {
             Code::DefaultDeny => "default_deny",
             Code::NoPolicy => "no_policy",
             Code::InvalidResource => "invalid_resource",
+            Code::InvalidAction => "invalid_action",
             Code::RateLimited => "rate_limited",
             Code::ApprovalDenied => "approval_denied",
             Code::ApprovalRequired => "approval_required",
@@ -186,6 +190,7 @@ impl Code {
             | Code::DefaultDeny
             | Code::NoPolicy
             | Code::InvalidResource
+            | Code::InvalidAction
             | Code::RateLimited
             | Code::ApprovalDenied => Effect::Deny,
             Code::ApprovalRequired | Code::ApprovalPending => Effect::RequireApproval,

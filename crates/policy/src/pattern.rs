@@ -23,6 +23,11 @@ pub struct Pattern {
     matcher: Matcher,
     /// For a pattern ending in `/*`: the matcher of the bare prefix.
     bare: Option<Matcher>,
+    /// The lower-cased pattern and its bare prefix: deny rules and approval entries match
+    /// lower-cased text with these, so a case variant cannot slip past them.
+    /// `None` when the pattern has no upper-case letter (the common case): then the matchers
+    /// above serve, and the pattern stays small.
+    folded: Option<Box<(Matcher, Option<Matcher>)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -73,15 +78,20 @@ impl Pattern {
                 "`{reserved}` is reserved in patterns (in `{source}`); only `*` and `?` are wildcards"
             ));
         }
-        let bare = source
-            .strip_suffix("/*")
-            .filter(|prefix| !prefix.is_empty())
-            .map(Matcher::build);
+        let bare_of = |source: &str| {
+            source
+                .strip_suffix("/*")
+                .filter(|prefix| !prefix.is_empty())
+                .map(Matcher::build)
+        };
+        let lower = source.to_lowercase();
+        let folded = (lower != source).then(|| Box::new((Matcher::build(&lower), bare_of(&lower))));
         Ok(Pattern {
             source: source.to_owned(),
             loc,
             matcher: Matcher::build(source),
-            bare,
+            bare: bare_of(source),
+            folded,
         })
     }
 
@@ -95,9 +105,31 @@ impl Pattern {
         self.loc
     }
 
-    /// Whether `text` (already normalised) matches.
+    /// Whether `text` (already canonical) matches, case-sensitively.
     pub fn matches(&self, text: &str) -> bool {
         self.matcher.matches(text) || self.bare.as_ref().is_some_and(|bare| bare.matches(text))
+    }
+
+    /// Like [`Pattern::matches`], but a `…/*` pattern matches its bare prefix only when `bare`
+    /// says so: an allow reaches `write:workspace` alone only when no resource is named.
+    pub(crate) fn matches_with_bare(&self, text: &str, bare: bool) -> bool {
+        self.matcher.matches(text)
+            || (bare
+                && self
+                    .bare
+                    .as_ref()
+                    .is_some_and(|prefix| prefix.matches(text)))
+    }
+
+    /// Whether lower-cased `text` matches the lower-cased pattern (bare prefix included).
+    pub(crate) fn matches_folded(&self, folded_text: &str) -> bool {
+        match self.folded.as_deref() {
+            Some((matcher, bare)) => {
+                matcher.matches(folded_text)
+                    || bare.as_ref().is_some_and(|b| b.matches(folded_text))
+            }
+            None => self.matches(folded_text),
+        }
     }
 
     /// The literal text every match starts with (up to the first wildcard): the index key.

@@ -47,12 +47,13 @@ struct RuleIndex {
     unkeyed: Vec<usize>,
 }
 
-/// The verb a pattern commits to, if its literal prefix reaches the first `:`.
-fn pattern_verb(pattern: &Pattern) -> Option<&str> {
+/// The verb a pattern commits to, if its literal prefix reaches the first `:`; lower-cased like
+/// the verbs of canonical actions, so that deny rules, which ignore case, find their rules.
+fn pattern_verb(pattern: &Pattern) -> Option<String> {
     pattern
         .literal_prefix()
         .split_once(':')
-        .map(|(verb, _)| verb)
+        .map(|(verb, _)| verb.to_lowercase())
 }
 
 /// How a request's verb selects rules, computed once per decision.
@@ -71,14 +72,14 @@ impl RuleIndex {
         let mut by_verb: HashMap<u32, Vec<usize>> = HashMap::new();
         let mut unkeyed = Vec::new();
         for (position, rule) in rules.iter().enumerate() {
-            let keys: Option<Vec<&str>> = rule.actions.iter().map(pattern_verb).collect();
+            let keys: Option<Vec<String>> = rule.actions.iter().map(pattern_verb).collect();
             match keys {
                 Some(mut keys) => {
                     keys.sort_unstable();
                     keys.dedup();
                     for verb in keys {
                         let next = u32::try_from(verbs.len()).unwrap_or(u32::MAX);
-                        let id = *verbs.entry(verb.to_owned()).or_insert(next);
+                        let id = *verbs.entry(verb).or_insert(next);
                         by_verb.entry(id).or_default().push(position);
                     }
                 }

@@ -40,7 +40,11 @@ pub async fn run(ctx: &Context, command: PolicyCommand) -> anyhow::Result<std::p
                 outln!("policy `{name}` deleted");
             }
         }
-        PolicyCommand::Validate { files, agents } => validate(ctx, &files, agents.as_deref())?,
+        PolicyCommand::Validate {
+            files,
+            agents,
+            strict,
+        } => validate(ctx, &files, agents.as_deref(), strict)?,
         PolicyCommand::Allowed { agent } => allowed(ctx, &agent).await?,
         PolicyCommand::Test(args) => return crate::commands::policy_test::run(ctx, args).await,
     }
@@ -164,11 +168,13 @@ fn print_source(policy: &Value) {
     }
 }
 
-/// Offline: parse errors with positions, then lint warnings; exit 1 only on errors.
+/// Offline: parse errors with positions, then lint warnings; exit 1 only on errors. With
+/// `strict`, the warnings whose kind says so are errors too.
 fn validate(
     ctx: &Context,
     files: &[PathBuf],
     agents: Option<&std::path::Path>,
+    strict: bool,
 ) -> anyhow::Result<()> {
     let agents = agents.map(load_agents).transpose()?;
     let parsed = match policy_files::load(files)? {
@@ -187,14 +193,41 @@ fn validate(
         }
     };
     let policies: Vec<_> = parsed.iter().map(|f| f.policy.clone()).collect();
-    let warnings = meshguard_policy::lint(&policies, agents.as_deref());
+    let (errors, warnings): (Vec<_>, Vec<_>) = meshguard_policy::lint(&policies, agents.as_deref())
+        .into_iter()
+        .partition(|w| strict && w.kind.is_error_when_strict());
+    let refused = || CliError::Reported {
+        summary: format!(
+            "{} error{} (--strict)",
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" }
+        ),
+        code: 1,
+    };
     if ctx.out.json {
-        ctx.out
-            .print_json(&json!({ "valid": true, "errors": [], "warnings": warnings }));
-        return Ok(());
+        ctx.out.print_json(
+            &json!({ "valid": errors.is_empty(), "errors": errors, "warnings": warnings }),
+        );
+        return if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(refused().into())
+        };
+    }
+    for error in &errors {
+        outln!(
+            "{}:{}:{}: error: {}",
+            error.origin,
+            error.line,
+            error.column,
+            error.message
+        );
     }
     for warning in &warnings {
         outln!("{warning}");
+    }
+    if !errors.is_empty() {
+        return Err(refused().into());
     }
     let names: Vec<&str> = policies.iter().map(|p| p.name()).collect();
     outln!(

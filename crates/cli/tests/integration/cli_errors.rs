@@ -122,6 +122,45 @@ fn validate_reports_errors_with_positions_and_lints_offline() {
     );
 }
 
+#[test]
+fn validate_strict_refuses_an_allow_that_overrides_another_policys_default_deny() {
+    let examples = repo_root().join("examples/policies");
+    let run = CliRun::bare(&["policy", "validate", "--strict", examples.to_str().unwrap()]);
+    run.assert_code(0);
+    assert!(!run.stdout.contains(": error: "), "{}", run.stdout);
+
+    // The production policy as first published: its sandbox-only python rule left
+    // `execute:python` to its default deny, which autogpt.yaml's allow overrides.
+    let seed = repo_root().join("crates/policy/compare/policies/autogpt-production.yaml");
+    let autogpt = examples.join("autogpt.yaml");
+    let files = [autogpt.to_str().unwrap(), seed.to_str().unwrap()];
+    let run = CliRun::bare(&["policy", "validate", files[0], files[1]]);
+    run.assert_code(0);
+    assert!(
+        run.stdout
+            .contains(": warning: policy 'autogpt-production' defaults to deny"),
+        "{}",
+        run.stdout
+    );
+
+    let run = CliRun::bare(&["policy", "validate", "--strict", files[0], files[1]]);
+    run.assert_code(1);
+    assert!(
+        run.stdout.contains(": error: policy 'autogpt-production' defaults to deny, but policy 'autogpt-policy' allows"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stderr.contains("(--strict)"), "{}", run.stderr);
+
+    let run = CliRun::bare(&[
+        "--json", "policy", "validate", "--strict", files[0], files[1],
+    ]);
+    run.assert_code(1);
+    let body: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(body["valid"], false);
+    assert_eq!(body["errors"][0]["kind"], "default_deny_overridden");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_errors_map_to_exit_codes() {
     let gateway = Gateway::start().await;

@@ -107,8 +107,8 @@ fn a_corpus_naming_a_missing_policy_file_is_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tests_file_runs_against_the_gateway() {
     let gateway = Gateway::start().await;
-    let token = gateway.create_agent("autogpt-agent", "verified", "autogpt,autonomous");
-    gateway.create_agent("prod-agent", "trusted", "autogpt,production");
+    gateway.create_agent("autogpt-agent", "verified", "autogpt,autonomous");
+    let prod_token = gateway.create_agent("prod-agent", "trusted", "autogpt,production");
     let policies = repo_root().join("examples/policies");
     gateway
         .cli(&["policy", "apply", policies.to_str().unwrap()])
@@ -148,16 +148,16 @@ async fn a_tests_file_runs_against_the_gateway() {
     run.assert_code(0);
     assert_eq!(closing_line(&run.stdout), (5, 0), "{}", run.stdout);
 
-    // Running the tests charged nothing: `browse:web` is limited to 10 a minute (the production
-    // policy applies to every `autogpt` agent), and the agent still has all 10.
+    // Running the tests charged nothing: `browse:web` is limited to 10 a minute for a
+    // production agent, and it still has all 10.
     for i in 0..10 {
         assert_eq!(
-            gateway.check(&token, "browse:web", "*").await.status,
+            gateway.check(&prod_token, "browse:web", "*").await.status,
             200,
             "check {i}"
         );
     }
-    let eleventh = gateway.check(&token, "browse:web", "*").await;
+    let eleventh = gateway.check(&prod_token, "browse:web", "*").await;
     assert_eq!(
         (eleventh.status, eleventh.body["code"].as_str()),
         (403, Some("rate_limited"))

@@ -1,4 +1,4 @@
-# Rego translation of examples/policies/autogpt-production.yaml, kept equivalent by hand for the
+# Rego translation of autogpt-production.yaml (beside it), kept equivalent by hand for the
 # `policy_decide` benchmark (the benchmark asserts that Rego, Cedar and MeshGuard give the same
 # answer before it measures anything). Evaluated by the `regorus` crate as `data.meshguard.decision`.
 #

@@ -31,8 +31,8 @@ fn production_example_has_two_unreachable_approvals() {
     assert_eq!(
         of_kind(&warnings, LintKind::UnreachableApproval),
         vec![
-            "autogpt-production.yaml:56:7: warning: requireApproval entry `send:email` is unreachable: rule 'rule-4' of policy 'autogpt-production' (line 38) denies it, and an explicit deny always wins",
-            "autogpt-production.yaml:58:7: warning: requireApproval entry `pay:*` is unreachable: rule 'rule-4' of policy 'autogpt-production' (line 38) denies it, and an explicit deny always wins",
+            "autogpt-production.yaml:68:7: warning: requireApproval entry `send:email` is unreachable: rule 'rule-4' of policy 'autogpt-production' (line 39) denies it, and an explicit deny always wins",
+            "autogpt-production.yaml:70:7: warning: requireApproval entry `pay:*` is unreachable: rule 'rule-4' of policy 'autogpt-production' (line 39) denies it, and an explicit deny always wins",
         ]
     );
     // `post:social` is reachable: nothing denies it.
@@ -152,9 +152,20 @@ fn default_deny_overridden_by_another_policy() {
         &[example("autogpt.yaml"), example("autogpt-production.yaml")],
         None,
     );
+    // The shipped examples settle every pattern the other allows with an unconditional rule.
+    let overridden = of_kind(&warnings, LintKind::DefaultDenyOverridden);
+    assert!(overridden.is_empty(), "{overridden:#?}");
+
+    // The production policy as first published did not: `execute:python` was settled only by a
+    // rule conditioned on `sandbox`, so without a sandbox autogpt.yaml's allow won.
+    let seed =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("compare/policies/autogpt-production.yaml");
+    let seed = policy("seed.yaml", &std::fs::read_to_string(seed).unwrap());
+    let warnings = lint(&[example("autogpt.yaml"), seed], None);
     let overridden = of_kind(&warnings, LintKind::DefaultDenyOverridden);
     assert_eq!(overridden.len(), 1, "{overridden:#?}");
-    assert!(overridden[0].starts_with("autogpt-production.yaml:46:16: warning: policy 'autogpt-production' defaults to deny, but policy 'autogpt-policy' allows `read:*` (rule 'rule-1')"), "{}", overridden[0]);
+    assert!(overridden[0].starts_with("seed.yaml:49:16: warning: policy 'autogpt-production' defaults to deny, but policy 'autogpt-policy' allows `read:*` (rule 'rule-1'), `browse:*` (rule 'rule-1'), `write:workspace/*` (rule 'rule-2') and 3 more"), "{}", overridden[0]);
+    assert!(LintKind::DefaultDenyOverridden.is_error_when_strict());
 
     // Policies no agent shares do not override each other.
     let a = policy(
@@ -207,4 +218,44 @@ humanInTheLoop: {requireApproval: ["send:*"]}
 "#,
     );
     assert_eq!(lint(&[p], None), vec![]);
+}
+
+#[test]
+fn conditions_on_agent_asserted_context_are_flagged() {
+    let warnings = lint(&[example("autogpt-production.yaml")], None);
+    assert_eq!(
+        of_kind(&warnings, LintKind::AgentAssertedContext),
+        vec![
+            "autogpt-production.yaml:31:5: warning: rule 'rule-3' rests on `sandbox` from the check's context, which the agent asserts itself: it allows when the agent says so; decide on what an enforcement point sees where it matters"
+        ]
+    );
+    let p = policy(
+        "ctx.yaml",
+        "name: ctx\nversion: \"1\"\nappliesTo: {tags: [x]}\nrules:\n  - {effect: deny, actions: [\"db:*\"], conditions: {context: {env: prod}}}\n  - {effect: allow, actions: [\"db:*\"], conditions: {minTrust: trusted}}\n",
+    );
+    let warnings = lint(&[p], None);
+    let asserted = of_kind(&warnings, LintKind::AgentAssertedContext);
+    assert_eq!(asserted.len(), 1, "{asserted:#?}");
+    assert!(
+        asserted[0].contains("rule 'rule-1' rests on `context.env`"),
+        "{}",
+        asserted[0]
+    );
+    assert!(asserted[0].contains("denies only when the agent says so"));
+    assert!(!LintKind::AgentAssertedContext.is_error_when_strict());
+}
+
+#[test]
+fn an_allow_with_an_upper_case_verb_can_never_match() {
+    let p = policy(
+        "upper.yaml",
+        "name: upper\nversion: \"1\"\nappliesTo: {tags: [x]}\nrules:\n  - {effect: allow, actions: [\"READ:*\"]}\n  - {effect: deny, actions: [\"DELETE:*\"]}\n",
+    );
+    let unmatchable = of_kind(&lint(&[p], None), LintKind::UnmatchablePattern);
+    assert_eq!(
+        unmatchable,
+        vec![
+            "upper.yaml:5:31: warning: action pattern `READ:*` of rule 'rule-1' can never match: verbs are lower-cased in requests, and allow rules match case-sensitively"
+        ]
+    );
 }

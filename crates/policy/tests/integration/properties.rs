@@ -2,8 +2,8 @@
 //! independent of load order, of pattern order, and of the rule index.
 
 use meshguard_policy::{
-    AgentProfile, ApprovalState, CheckRequest, Code, Decision, Effect, Policy, PolicySet,
-    RuleEffect, TrustTier, Unlimited, parse_policy,
+    AgentProfile, ApprovalState, CheckRequest, Code, Decision, Effect, Fault, Policy, PolicySet,
+    RuleEffect, TrustTier, Unlimited, canonical_action, canonical_resource, parse_policy,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -202,7 +202,12 @@ fn reference(
         &mut Unlimited,
     );
     if explanation.normalised_action.is_none() {
-        return (Code::InvalidResource, None, None);
+        // Only a `..` escaping its root is `invalid_resource` when the action is at fault.
+        let code = match canonical_action(action) {
+            Err(refusal) if refusal.fault != Fault::EscapesRoot => Code::InvalidAction,
+            _ => Code::InvalidResource,
+        };
+        return (code, None, None);
     }
     let applicable: Vec<_> = explanation.policies.iter().filter(|p| p.applies).collect();
     if applicable.is_empty() {
@@ -310,7 +315,7 @@ proptest! {
         let decision = decide(&build(&with), &agent, &action, &resource, &ctx);
         prop_assert_eq!(decision.effect, Effect::Deny);
         let without = decide(&set_without, &agent, &action, &resource, &ctx);
-        if without.code != Code::InvalidResource {
+        if !matches!(without.code, Code::InvalidResource | Code::InvalidAction) {
             prop_assert_eq!(decision.code, Code::DeniedByRule);
         }
     }
@@ -346,5 +351,151 @@ proptest! {
         let a = decide(&build(&generated), &agent, &action, &resource, &ctx);
         let b = decide(&build(&reversed), &agent, &action, &resource, &ctx);
         prop_assert_eq!(a, b);
+    }
+}
+
+/// One way of spelling a canonical path differently; indexes wrap around the parts.
+#[derive(Debug, Clone)]
+enum Respelling {
+    /// Upper-case one part.
+    Upper(usize),
+    /// Percent-encode the first character of one part (upper- or lower-case hex).
+    Encode(usize, bool),
+    /// Insert an empty part after the first (a doubled `/`).
+    DoubleSlash(usize),
+    /// Insert a `.` part.
+    Dot(usize),
+    /// Insert `detour` and a fullwidth or two-dot-leader `..` after it.
+    Detour(usize, bool),
+    /// Append an empty part (a trailing `/`).
+    TrailingSlash,
+}
+
+fn respelling() -> impl Strategy<Value = Respelling> {
+    prop_oneof![
+        (0..8usize).prop_map(Respelling::Upper),
+        (0..8usize, any::<bool>()).prop_map(|(i, upper)| Respelling::Encode(i, upper)),
+        (0..8usize).prop_map(Respelling::DoubleSlash),
+        (0..8usize).prop_map(Respelling::Dot),
+        (0..8usize, any::<bool>()).prop_map(|(i, fullwidth)| Respelling::Detour(i, fullwidth)),
+        Just(Respelling::TrailingSlash),
+    ]
+}
+
+fn respell(parts: &[String], respellings: &[Respelling]) -> String {
+    let mut parts = parts.to_vec();
+    for respelling in respellings {
+        let at = |i: usize| i % parts.len();
+        match respelling {
+            Respelling::Upper(i) => {
+                let i = at(*i);
+                parts[i] = parts[i].to_uppercase();
+            }
+            Respelling::Encode(i, upper) => {
+                let i = at(*i);
+                if let Some(c) = parts[i].chars().next() {
+                    let mut bytes = [0; 4];
+                    let encoded: String = c
+                        .encode_utf8(&mut bytes)
+                        .bytes()
+                        .map(|b| {
+                            if *upper {
+                                format!("%{b:02X}")
+                            } else {
+                                format!("%{b:02x}")
+                            }
+                        })
+                        .collect();
+                    parts[i] = format!("{encoded}{}", &parts[i][c.len_utf8()..]);
+                }
+            }
+            // Not in front: a leading `/` roots the path, which makes it another path.
+            Respelling::DoubleSlash(i) => parts.insert(1 + at(*i), String::new()),
+            Respelling::Dot(i) => parts.insert(at(*i), ".".to_owned()),
+            Respelling::Detour(i, fullwidth) => {
+                let i = at(*i);
+                let dots = if *fullwidth {
+                    "\u{ff0e}\u{ff0e}"
+                } else {
+                    "\u{2025}"
+                };
+                parts.insert(i, dots.to_owned());
+                parts.insert(i, "detour".to_owned());
+            }
+            Respelling::TrailingSlash => parts.push(String::new()),
+        }
+    }
+    parts.join("/")
+}
+
+fn canonical_path_parts() -> impl Strategy<Value = Vec<String>> {
+    prop::collection::vec("[a-z][a-z0-9_-]{0,5}", 1..4)
+}
+
+/// What a user sees of a decision, without the reason (which quotes the action as received).
+fn outcome(d: &Decision) -> (Effect, Code, Option<String>, Option<String>) {
+    (d.effect, d.code, d.policy.clone(), d.rule.clone())
+}
+
+fn deny_then_allow_everything(deny: &str) -> PolicySet {
+    let text = format!(
+        "name: p\nversion: \"1\"\nrules:\n  - {{name: no, effect: deny, actions: [\"{deny}\"]}}\n  - {{name: yes, effect: allow, actions: [\"*\"]}}\ndefaultEffect: allow\n"
+    );
+    PolicySet::from_sources([("p.yaml", text.as_str())]).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Whatever the spelling (case, doubled or trailing `/`, escapes, fullwidth dots, `./`),
+    /// an action that a deny names exactly is never allowed, and neither is a resource under an
+    /// object that a `/*` deny names.
+    #[test]
+    fn no_respelling_of_a_denied_action_is_allowed(
+        verb in prop::sample::select(vec!["read", "write", "execute", "delete"]),
+        parts in canonical_path_parts(),
+        respellings in prop::collection::vec(respelling(), 1..5),
+        upper_verb in any::<bool>(),
+    ) {
+        let agent = agent(false);
+        let ctx = Map::new();
+        let canonical = format!("{verb}:{}", parts.join("/"));
+        let set = deny_then_allow_everything(&canonical);
+        let written_verb = if upper_verb { verb.to_uppercase() } else { verb.to_owned() };
+        let action = format!("{written_verb}:{}", respell(&parts, &respellings));
+        let decision = decide(&set, &agent, &action, "*", &ctx);
+        prop_assert_eq!(decision.effect, Effect::Deny, "{:?} → {:?}", action, decision);
+
+        // The same through the resource: deny `verb:first/*`, ask for `verb:first` + the rest.
+        if let [first, rest @ ..] = parts.as_slice() && !rest.is_empty() {
+            let set = deny_then_allow_everything(&format!("{verb}:{first}/*"));
+            let resource = respell(rest, &respellings);
+            let decision = decide(&set, &agent, &format!("{written_verb}:{first}"), &resource, &ctx);
+            prop_assert_eq!(decision.effect, Effect::Deny, "{:?} → {:?}", resource, decision);
+        }
+    }
+
+    /// The canonical form of a canonical text is itself, and a text decides as its canonical form.
+    #[test]
+    fn the_canonical_form_is_idempotent_and_decides_alike(
+        action in "[a-zA-Z]{0,3}:?[a-zA-Z./%2eEfF5cC\\\\ ]{0,12}|\\PC{0,16}",
+        resource in "[a-zA-Z./%2eEfF5cC\\\\ :]{0,12}|\\PC{0,16}|\\*",
+        generated in policies(),
+    ) {
+        if let Ok(canonical) = canonical_action(&action) {
+            prop_assert_eq!(canonical_action(&canonical).unwrap(), canonical.clone());
+        }
+        if let Ok(canonical) = canonical_resource(&resource) {
+            prop_assert_eq!(canonical_resource(&canonical).unwrap(), canonical.clone());
+        }
+        if let (Ok(a), Ok(r)) = (canonical_action(&action), canonical_resource(&resource)) {
+            let set = build(&generated);
+            let agent = agent(true);
+            let ctx = Map::new();
+            prop_assert_eq!(
+                outcome(&decide(&set, &agent, &action, &resource, &ctx)),
+                outcome(&decide(&set, &agent, &a, &r, &ctx))
+            );
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! governance gateway must give: refused, denied, bounded, and nothing changed.
 
 mod accounting;
+mod canonical;
 mod edge;
 mod proxy;
 mod tokens;

@@ -2,7 +2,8 @@
 //! and Rego (`regorus`) on equivalent policies, measured in the same run so that the ratios hold
 //! on any machine.
 //!
-//! The policies: examples/policies/autogpt-production.yaml and its hand translations in
+//! The policies: compare/policies/autogpt-production.yaml (the seed production policy as first
+//! published, before its catch-all deny was added) and its hand translations in
 //! `crates/policy/compare/policies/` (each file says how every construct maps), plus generated sets of 1 policy
 //! and of 1,000 policies × 10 rules emitted in all three languages from one model
 //! (`workload.rs`). Before anything is measured, every engine must give the expected answer —
@@ -36,7 +37,7 @@ use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion
 use crate::cedar::{CedarAgent, CedarEngine};
 use crate::workload::{Agent, Probe};
 
-const PRODUCTION_YAML: &str = include_str!("../../../../../examples/policies/autogpt-production.yaml");
+const PRODUCTION_YAML: &str = include_str!("../../policies/autogpt-production.yaml");
 const PRODUCTION_CEDAR: &str = include_str!("../../policies/autogpt-production.cedar");
 const PRODUCTION_REGO: &str = include_str!("../../policies/autogpt-production.rego");
 const CEDAR_SCHEMA: &str = include_str!("../../policies/autogpt-production.cedarschema");

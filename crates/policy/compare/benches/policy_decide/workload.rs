@@ -90,7 +90,7 @@ fn deny(policy: &str, rule: &str) -> Verdict {
 
 const PRODUCTION: &str = "autogpt-production";
 
-/// The agent of examples/policies/autogpt-production.yaml.
+/// The agent of autogpt-production.yaml (beside it).
 pub fn production_agent() -> Agent {
     Agent::new("autogpt-agent", 1, &["autogpt", "production"])
 }
