@@ -43,14 +43,13 @@ pub enum Fault {
     Backslash,
     /// Leading or trailing whitespace.
     Whitespace,
-    /// A `%` not followed by two hexadecimal digits.
-    MalformedEscape,
-    /// An escape that decodes to `%`, `/` or `\` (or a `%` left after decoding): it would need a
-    /// second decoding or change the path's structure.
+    /// An escape that decodes to `%`, `/` or `\`, or a `%XX` escape left after decoding: it
+    /// would need a second decoding or change the path's structure.
     EncodedSeparator,
     /// Percent-escapes that do not decode to UTF-8.
     NotUtf8,
-    /// A path segment ending in `.` or whitespace (`secret.`), which Windows reads as another name.
+    /// A path segment made only of dots and whitespace (`...`, `. .`), which Windows reads as an
+    /// empty name or a parent.
     AliasSegment,
     /// A `..` with nothing left to remove.
     EscapesRoot,
@@ -66,12 +65,11 @@ impl Fault {
             Fault::ControlCharacter => "holds a control character",
             Fault::Backslash => "holds a backslash",
             Fault::Whitespace => "has leading or trailing whitespace",
-            Fault::MalformedEscape => "holds a `%` that is not followed by two hex digits",
             Fault::EncodedSeparator => {
                 "holds an escape of `%`, `/` or `\\` (it would need a second decoding)"
             }
             Fault::NotUtf8 => "holds percent-escapes that do not decode to UTF-8",
-            Fault::AliasSegment => "has a path segment ending in `.` or whitespace",
+            Fault::AliasSegment => "has a path segment made only of dots and whitespace",
             Fault::EscapesRoot => "escapes its root with `..`",
         }
     }
@@ -153,16 +151,15 @@ fn canonical_path(raw: &str) -> Result<Cow<'_, str>, Fault> {
         return Ok(Cow::Borrowed(raw));
     }
     let text = nfkc(percent_decode(raw)?);
-    if let Some(c) = text
-        .chars()
-        .find(|c| c.is_control() || matches!(c, '\\' | '%'))
-    {
+    if let Some(c) = text.chars().find(|c| c.is_control() || *c == '\\') {
         return Err(match c {
             '\\' => Fault::Backslash,
-            // A `%` after decoding came from `％` or similar: decoding it again would change it.
-            '%' => Fault::EncodedSeparator,
             _ => Fault::ControlCharacter,
         });
+    }
+    // An escape left after decoding (`%%34%31`, `％41`) would decode again elsewhere.
+    if holds_escape(&text) {
+        return Err(Fault::EncodedSeparator);
     }
     if text.starts_with(char::is_whitespace) || text.ends_with(char::is_whitespace) {
         return Err(Fault::Whitespace);
@@ -214,26 +211,32 @@ fn is_plain(text: &str) -> bool {
     )
 }
 
-/// Decodes `%XX` escapes once. Borrows when there is no `%`.
+/// The positions of the `%XX` escapes of `text` (a `%` not followed by two hex digits is a
+/// literal `%`, as in `100% sure`, and no decoder reads it otherwise).
+fn escapes(text: &str) -> impl Iterator<Item = &[u8]> {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().filter_map(move |(at, &b)| {
+        let hex = bytes.get(at + 1..at + 3)?;
+        (b == b'%' && hex.iter().all(u8::is_ascii_hexdigit)).then_some(hex)
+    })
+}
+
+/// Whether `text` still holds a `%XX` escape.
+fn holds_escape(text: &str) -> bool {
+    escapes(text).next().is_some()
+}
+
+/// Decodes `%XX` escapes once. Borrows when there is none.
 fn percent_decode(raw: &str) -> Result<Cow<'_, str>, Fault> {
-    if !raw.contains('%') {
-        return Ok(Cow::Borrowed(raw));
-    }
-    let bytes = raw.as_bytes();
-    let mut i = 0;
-    while let Some(offset) = bytes
-        .get(i..)
-        .and_then(|rest| rest.iter().position(|&b| b == b'%'))
-    {
-        let at = i + offset;
-        let hex = bytes.get(at + 1..at + 3).ok_or(Fault::MalformedEscape)?;
-        if !hex.iter().all(u8::is_ascii_hexdigit) {
-            return Err(Fault::MalformedEscape);
-        }
+    let mut any = false;
+    for hex in escapes(raw) {
         if matches!(hex, b"25" | b"2F" | b"2f" | b"5C" | b"5c") {
             return Err(Fault::EncodedSeparator);
         }
-        i = at + 3;
+        any = true;
+    }
+    if !any {
+        return Ok(Cow::Borrowed(raw));
     }
     percent_encoding::percent_decode_str(raw)
         .decode_utf8()
@@ -271,8 +274,10 @@ fn has_drive_letter(text: &str) -> bool {
 }
 
 /// Resolves segments: empty ones (repeated or trailing `/`) are dropped, `.` is dropped, `..`
-/// removes the segment before it. A URL's `scheme://authority` and a leading `/` are roots
-/// that `..` cannot remove. `Ok(None)` when nothing changes.
+/// removes the segment before it, and a segment ending in dots or whitespace loses them, as
+/// Windows reads it (`secret.` is `secret`; one made only of them, `...`, is refused). A URL's
+/// `scheme://authority` and a leading `/` are roots that `..` cannot remove. `Ok(None)` when
+/// nothing changes.
 fn resolve_segments(text: &str) -> Result<Option<String>, Fault> {
     let (root, body) = match url_scheme_end(text) {
         Some(end) => text.split_at(end),
@@ -292,8 +297,11 @@ fn resolve_segments(text: &str) -> Result<Option<String>, Fault> {
     for segment in body.split('/') {
         match segment {
             "" | "." | ".." => changed = true,
-            other if other.ends_with('.') || other.ends_with(char::is_whitespace) => {
-                return Err(Fault::AliasSegment);
+            other if other != trim_alias(other) => {
+                if trim_alias(other).is_empty() {
+                    return Err(Fault::AliasSegment);
+                }
+                changed = true;
             }
             _ => {}
         }
@@ -310,13 +318,18 @@ fn resolve_segments(text: &str) -> Result<Option<String>, Fault> {
                     return Err(Fault::EscapesRoot);
                 }
             }
-            other => segments.push(other),
+            other => segments.push(trim_alias(other)),
         }
     }
     let mut resolved = String::with_capacity(text.len());
     resolved.push_str(root);
     resolved.push_str(&segments.join("/"));
     Ok(Some(resolved))
+}
+
+/// A segment without the trailing dots and whitespace that Windows ignores.
+fn trim_alias(segment: &str) -> &str {
+    segment.trim_end_matches(|c: char| c == '.' || c.is_whitespace())
 }
 
 #[cfg(test)]
@@ -355,14 +368,20 @@ mod tests {
             ("a%2Fb", Err(Fault::EncodedSeparator)),
             ("a%252e", Err(Fault::EncodedSeparator)),
             ("a%5cb", Err(Fault::EncodedSeparator)),
-            ("a%zz", Err(Fault::MalformedEscape)),
-            ("a%2", Err(Fault::MalformedEscape)),
+            ("a%zz", Ok("a%zz")),
+            ("a%2", Ok("a%2")),
+            ("100% sure", Ok("100% sure")),
+            ("%%32%65", Err(Fault::EncodedSeparator)),
             ("%ff", Err(Fault::NotUtf8)),
             ("a%00", Err(Fault::ControlCharacter)),
             ("secret\\key", Err(Fault::Backslash)),
-            ("secret./", Err(Fault::AliasSegment)),
-            ("secret /x", Err(Fault::AliasSegment)),
+            ("secret./", Ok("secret")),
+            ("secret. /key", Ok("secret/key")),
+            ("secret /x", Ok("secret/x")),
+            ("rm -rf /", Ok("rm -rf")),
+            ("python tutorials.", Ok("python tutorials")),
             ("...", Err(Fault::AliasSegment)),
+            ("a/. ./b", Err(Fault::AliasSegment)),
             ("a/\u{ff0e}\u{ff0e}/b", Ok("b")),
             ("a/\u{2025}/b", Ok("b")),
             ("\u{ff0e}\u{ff0e}", Err(Fault::EscapesRoot)),

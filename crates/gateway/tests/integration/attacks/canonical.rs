@@ -97,7 +97,13 @@ async fn no_spelling_walks_around_a_deny() {
             "denied_by_rule",
             Some("no-secrets"),
         ),
-        ("write:workspace/secret./key", "*", "invalid_action", None),
+        (
+            "write:workspace/secret./key",
+            "*",
+            "denied_by_rule",
+            Some("no-secrets"),
+        ),
+        ("write:workspace/.../key", "*", "invalid_action", None),
         (
             "write:workspace/x/\u{ff0e}\u{ff0e}/secret/key",
             "*",
@@ -129,7 +135,12 @@ async fn no_spelling_walks_around_a_deny() {
             Some("no-secrets"),
         ),
         ("write:workspace", "secret\\key", "invalid_resource", None),
-        ("write:workspace", "secret./key", "invalid_resource", None),
+        (
+            "write:workspace",
+            "secret./key",
+            "denied_by_rule",
+            Some("no-secrets"),
+        ),
         (
             "write:workspace",
             "x/\u{ff0e}\u{ff0e}/secret/key",
