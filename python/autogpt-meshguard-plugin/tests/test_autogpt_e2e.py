@@ -188,6 +188,10 @@ def test_agent_loop_is_governed_and_revocation_stops_it(
     assert "governed notes" in prompts[3]  # the agent read its file back
     assert "MeshGuard denied write_to_file: " in prompts[4]
 
+    # Refusals of a revoked agent are written as one event per agent and minute, at the latest
+    # when the gateway shuts down: a restart makes that event visible now.
+    private_gateway.stop()
+    private_gateway.start()
     events = private_gateway.audit(traceId=trace)
     assert steps_of(events) == [
         ("check", "write:workspace", "allow", None),
@@ -196,10 +200,10 @@ def test_agent_loop_is_governed_and_revocation_stops_it(
         ("record", "execute:shell", None, "blocked"),
         ("check", "read:workspace", "allow", None),
         ("record", "read:workspace", None, "success"),
-        # revoked: each later check is refused (401) and audited by the gateway as a denial
-        # (with no record: the gateway would refuse that too)
+        # revoked: the later checks are refused (401) and audited by the gateway as one denial
+        # holding the first of them and their count (with no record: the gateway would refuse
+        # that too)
         ("check", "write:workspace", "deny", None),
-        ("check", "read:workspace", "deny", None),
     ]
     checks = sorted(
         (e for e in events if event_field(e, "kind") == "check"),
@@ -211,6 +215,7 @@ def test_agent_loop_is_governed_and_revocation_stops_it(
         "workspace/notes.txt",
     ]
     assert {event_field(e, "code") for e in checks[3:]} == {"unauthorized"}
+    assert checks[3]["context"]["count"] == 2
 
 
 @pytest.mark.parametrize("entry", ["plugin", "wrapper"])
