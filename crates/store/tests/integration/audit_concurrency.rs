@@ -15,6 +15,7 @@ on_every_backend!(
     a_reopened_store_continues_its_chains,
     a_failing_batch_stores_nothing_and_consumes_no_seq,
     a_chain_emptied_by_retention_continues_from_its_anchor,
+    verify_while_events_are_appended_reports_no_break,
 );
 
 fn batch(gateway: &str, size: usize) -> Vec<NewAuditEvent> {
@@ -197,4 +198,31 @@ async fn a_chain_emptied_by_retention_continues_from_its_anchor(db: TestDb) {
     let verified = store.verify_audit().await.unwrap();
     assert!(verified.ok, "{verified:?}");
     assert_eq!(verified.chains[0].anchor_seq, 3);
+}
+
+async fn verify_while_events_are_appended_reports_no_break(db: TestDb) {
+    // A scheduled `audit verify` runs on a gateway in use: appends committing while it walks
+    // must never look like rows written behind MeshGuard's back.
+    let store = db.open().await;
+    store.append_audit(&batch("gw-a", 5)).await.unwrap();
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for i in 0..200 {
+                let gateway = if i % 2 == 0 { "gw-a" } else { "gw-b" };
+                store.append_audit(&batch(gateway, 3)).await.unwrap();
+            }
+        })
+    };
+    let mut verified = 0;
+    while !writer.is_finished() && verified < 500 {
+        let report = store.verify_audit().await.unwrap();
+        assert!(report.ok, "{report:?}");
+        verified += 1;
+    }
+    writer.await.unwrap();
+    assert!(verified > 0);
+    let report = store.verify_audit().await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.events_checked, 605);
 }

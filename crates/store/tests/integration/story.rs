@@ -1013,6 +1013,26 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
     ))
     .await;
     assert!(store.verify_audit().await.unwrap().ok);
+
+    // A row written past the chain's head, behind MeshGuard's back, is a break.
+    let columns = "gateway, ts, kind, agent_id, agent_name, action, resource, decision, code, \
+                   reason, policy, rule, trace_id, approval_id, status, result, context, \
+                   latency_us, prev_hash, hash";
+    db.raw(&format!(
+        "INSERT INTO audit_events (id, seq, {columns}) SELECT 'forged', seq + 1, {columns} \
+         FROM audit_events WHERE gateway = 'gw-a' \
+         AND seq = (SELECT MAX(seq) FROM audit_events WHERE gateway = 'gw-a')"
+    ))
+    .await;
+    let report = store.verify_audit().await.unwrap();
+    let broken = report.first_break().unwrap();
+    assert_eq!(broken.gateway, "gw-a");
+    assert!(
+        broken.reason.contains("not appended through MeshGuard"),
+        "{broken:?}"
+    );
+    db.raw("DELETE FROM audit_events WHERE id = 'forged'").await;
+    assert!(store.verify_audit().await.unwrap().ok);
 }
 
 async fn hash_of(db: &TestDb, gateway: &str, seq: i64) -> String {

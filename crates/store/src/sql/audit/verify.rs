@@ -4,7 +4,7 @@ use sqlx::any::AnyRow;
 
 use super::{COLUMNS, from_row};
 use crate::chain::{GENESIS_HASH, event_hash};
-use crate::sql::{SqlStore, column, db_error, signed, unsigned};
+use crate::sql::{SqlStore, column, db_error, signed, unsigned, unsigned_opt};
 use crate::{ChainBreak, ChainReport, StoreError, VerifyReport};
 
 /// Events read per round trip while walking a chain.
@@ -96,13 +96,18 @@ async fn walk(store: &SqlStore, chain: &ChainRow) -> Result<ChainReport, StoreEr
     };
     let mut last_seq = chain.anchor_seq;
     let mut prev_hash = chain.anchor_hash.clone();
+    // The walk stops at the head read above: events appended since (through MeshGuard, which
+    // moves the head in the same transaction) are the next verification's, not a break.
     let sql = format!(
-        "SELECT {COLUMNS} FROM audit_events WHERE gateway = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        "SELECT {COLUMNS} FROM audit_events WHERE gateway = $1 AND seq > $2 AND seq <= $3 \
+         ORDER BY seq LIMIT $4"
     );
+    let head = signed("seq", chain.head_seq)?;
     loop {
         let rows = sqlx::query(&sql)
             .bind(&chain.gateway)
             .bind(signed("seq", last_seq)?)
+            .bind(head)
             .bind(PAGE)
             .fetch_all(&store.pool)
             .await
@@ -158,21 +163,38 @@ async fn walk(store: &SqlStore, chain: &ChainRow) -> Result<ChainReport, StoreEr
                 chain.head_seq
             ),
         ));
-    } else if last_seq > chain.head_seq {
-        report.broken = Some(broken(
-            chain.head_seq + 1,
-            format!(
-                "events after seq {} were not appended through MeshGuard (the head is at seq {})",
-                chain.head_seq, chain.head_seq
-            ),
-        ));
     } else if prev_hash != chain.head_hash {
         report.broken = Some(broken(
             chain.head_seq,
             "the last event's hash differs from the chain's recorded head".to_owned(),
         ));
+    } else if let Some((seq, head_seq)) = beyond_head(store, &chain.gateway).await? {
+        report.broken = Some(broken(
+            seq,
+            format!(
+                "events after seq {head_seq} were not appended through MeshGuard (the head is at seq {head_seq})"
+            ),
+        ));
     }
     Ok(report)
+}
+
+/// The first event stored past its chain's current head, with that head: rows written behind
+/// MeshGuard's back. One statement, so the head and the events are read in one snapshot and an
+/// append committing meanwhile (events and head move together) is never mistaken for one.
+async fn beyond_head(store: &SqlStore, gateway: &str) -> Result<Option<(u64, u64)>, StoreError> {
+    let row = sqlx::query(
+        "SELECT MIN(e.seq) AS first_seq, MIN(c.head_seq) AS head_seq \
+         FROM audit_events e JOIN audit_chains c ON c.gateway = e.gateway \
+         WHERE e.gateway = $1 AND e.seq > c.head_seq",
+    )
+    .bind(gateway)
+    .fetch_one(&store.pool)
+    .await
+    .map_err(db_error)?;
+    let first = unsigned_opt(&row, "first_seq")?;
+    let head = unsigned_opt(&row, "head_seq")?;
+    Ok(first.zip(head))
 }
 
 fn link_reason(chain: &ChainRow, seq: u64) -> String {
