@@ -78,13 +78,12 @@ redis_pid=""
 # Redis and PostgreSQL, then the work dir. Bounded: whatever has not exited after 10 s is killed.
 soak_cleanup() {
   local status=$? pid
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}" $redis_pid; do kill "$pid" 2>/dev/null || true; done
   for _ in $(seq 1 100); do
     jobs -pr | grep -q . || break
     sleep 0.1
   done
   for pid in $(jobs -pr); do kill -9 "$pid" 2>/dev/null || true; done
-  [ -z "$redis_pid" ] || kill -9 "$redis_pid" 2>/dev/null || true
   timeout 30 "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1 || true
   if [ "${KEEP_WORK:-0}" = 1 ]; then echo "work dir kept: $work" >&2; else rm -rf "$work"; fi
   exit "$status"
@@ -163,17 +162,17 @@ python3 scripts/soak_load.py run --gateways "$gateways" \
 load_pid="$!"
 pids+=("$load_pid")
 
-# Faults, one at a time, in rounds of about 60 s after a 20 s warm-up, leaving 20 s at the end.
+# Faults, one at a time, in rounds of about a minute after a 20 s warm-up, leaving 20 s at the end.
 pause() { sleep "$1"; kill -0 "$load_pid" 2>/dev/null || { echo "the load generator stopped early" >&2; exit 1; }; }
 rounds=$(((seconds - 40) / 60))
 [ "$rounds" -ge 1 ] || rounds=1
 pause 20
 for round in $(seq 1 "$rounds"); do
   if [ $((round % 2)) = 1 ]; then mode=fast victim=b; else mode=immediate victim=a; fi
-  say "round $round: PostgreSQL stop ($mode), 6 s down"
+  say "round $round: PostgreSQL stop ($mode), 10 s down"
   pgctl -m "$mode" stop >/dev/null
   note down postgres "$mode"
-  pause 6
+  pause 10
   note up postgres
   pg_start
   pause 12

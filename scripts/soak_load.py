@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -208,7 +209,7 @@ class UpstreamHandler(BaseHTTPRequestHandler):
             with self.lock:
                 data = json.dumps(self.counts).encode()
         else:
-            key = f"{self.command} {'/'.join(self.path.split('/')[:3])}"
+            key = f"{self.command} {'/'.join(self.path.split('/')[:2])}"
             with self.lock:
                 self.counts[key] = self.counts.get(key, 0) + 1
             data = b'{"upstream": "ok"}'
@@ -264,6 +265,18 @@ def setup_main(args: argparse.Namespace) -> int:
 
 
 @dataclass
+class Stream:
+    """One connection of an audit follower: when it was open and which event ids it received."""
+
+    gateway: str
+    connected: float
+    ended: float = 0.0
+    dropped: bool = False
+    lagged: int = 0
+    ids: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Run:
     """Everything the load saw; written as JSON for `verify`."""
 
@@ -275,28 +288,29 @@ class Run:
     violations: list[str] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
     rss: list[tuple[float, str, int, int]] = field(default_factory=list)
+    streams: list[Stream] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
 
     def add(self, answer: Answer) -> None:
         """Records one answer."""
-        with self._lock:
+        with self.lock:
             self.answers.append(answer)
 
     def count(self, key: str, n: int = 1) -> None:
         """Adds to a named counter."""
-        with self._lock:
+        with self.lock:
             self.counters[key] = self.counters.get(key, 0) + n
 
     def violation(self, text: str) -> None:
         """Records a broken promise seen during the run."""
-        with self._lock:
+        with self.lock:
             self.violations.append(text)
 
     def to_json(self) -> dict[str, Any]:
         """The run as `verify` reads it."""
-        with self._lock:
+        with self.lock:
             return {
                 "gateways": self.gateways,
                 "agent_token": self.agent_token,
@@ -306,6 +320,7 @@ class Run:
                 "violations": list(self.violations),
                 "counters": dict(self.counters),
                 "rss": list(self.rss),
+                "streams": [asdict(st) for st in self.streams],
             }
 
 
@@ -345,7 +360,7 @@ class Load:
                 check(self.gateway(n), self.token, action, resource, f"check {action}", needs_redis)
             )
             n += 1
-            self.pause(0.02)
+            self.pause(0.05)
 
     # -- approvals ------------------------------------------------------------------------------
 
@@ -533,10 +548,12 @@ class Load:
     # -- audit follow ---------------------------------------------------------------------------
 
     def follower(self, gw: str) -> None:
-        """`GET /admin/audit/stream`, reconnected whenever it drops, until the deadline."""
+        """`GET /admin/audit/stream`, reconnected whenever it drops, until the deadline; keeps
+        the id of every event each connection received."""
         parts = urlsplit(gw)
         while self.live():
             conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=20)
+            stream = Stream(gw, time.time())
             try:
                 conn.request("GET", "/admin/audit/stream", headers={ADMIN_HEADER: self.admin_token})
                 resp = conn.getresponse()
@@ -544,19 +561,23 @@ class Load:
                     self.run.count(f"follow {gw} status {resp.status}")
                     self.pause(1.0)
                     continue
-                self.run.count(f"follow {gw} connected")
+                stream.connected = time.time()
+                with self.run.lock:
+                    self.run.streams.append(stream)
                 while self.live():
                     line = resp.readline()
                     if not line:
+                        stream.dropped = True
                         break
-                    if line.startswith(b"event: audit"):
-                        self.run.count(f"follow {gw} events")
+                    if line.startswith(b"id: "):
+                        stream.ids.append(line[4:].strip().decode())
                     elif line.startswith(b"event: lagged"):
-                        self.run.count(f"follow {gw} lagged")
+                        stream.lagged += 1
             except (OSError, http.client.HTTPException):
-                self.run.count(f"follow {gw} dropped")
+                stream.dropped = True
                 self.pause(1.0)
             finally:
+                stream.ended = time.time()
                 conn.close()
 
     # -- slow clients ---------------------------------------------------------------------------
@@ -619,7 +640,7 @@ class Load:
     def sample_rss(self) -> None:
         """VmRSS of each gateway's current process (from its pid file) every 2 s."""
         while self.live():
-            for gw, pid_file in zip(self.gateways, self.pid_files, strict=True):
+            for gw, pid_file in zip(self.gateways, self.pid_files):
                 try:
                     with open(pid_file) as f:
                         pid = int(f.read().strip())
@@ -627,7 +648,7 @@ class Load:
                         rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
                 except (OSError, ValueError, StopIteration):
                     continue
-                with self.run._lock:
+                with self.run.lock:
                     self.run.rss.append((time.time(), gw, pid, rss))
             self.pause(2.0)
 
@@ -679,30 +700,57 @@ def run_main(args: argparse.Namespace) -> int:
 # verify
 
 
-def read_faults(path: str) -> tuple[list[tuple[str, float, float]], list[str]]:
-    """Outage windows (dependency, down from, up at) and the fault lines, from soak.sh's log of
-    `<epoch> down|up|kill|restarted <what>` lines."""
-    windows: list[tuple[str, float, float]] = []
-    opened: dict[str, float] = {}
-    lines: list[str] = []
+@dataclass
+class Fault:
+    """One injected fault from soak.sh's log: `what` is `postgres`, `redis` or `gateway-X`."""
+
+    what: str
+    how: str
+    start: float
+    end: float
+
+
+def read_faults(path: str) -> list[Fault]:
+    """The faults in soak.sh's log of `<epoch> down|up|kill|restarted <what> [how]` lines: for a
+    dependency, from the moment it was stopped to the moment it was started again; for a
+    gateway, from its kill to its answering /health again."""
+    faults: list[Fault] = []
+    opened: dict[str, tuple[float, str]] = {}
     with open(path) as f:
         for line in f:
-            stamp, event, what = line.split()[:3]
-            lines.append(line.strip())
-            if event == "down":
-                opened[what] = float(stamp)
-            elif event == "up" and what in opened:
-                windows.append((what, opened.pop(what), float(stamp)))
-    return windows, lines
+            stamp, event, what, *how = line.split()
+            if event in ("down", "kill"):
+                opened[what] = (
+                    float(stamp),
+                    " ".join(how) or ("kill -9" if event == "kill" else ""),
+                )
+            elif event in ("up", "restarted") and what in opened:
+                start, label = opened.pop(what)
+                faults.append(Fault(what, label, start, float(stamp)))
+    return faults
 
 
-def export_trail(gateway: str, token: str) -> tuple[set[str], set[str], int]:
-    """Event ids and trace ids of the whole trail (`GET /admin/audit/export`), and the count."""
+@dataclass
+class Trail:
+    """What `GET /admin/audit/export` returned: every event id (with its time, epoch seconds, and
+    a short description) and every trace id."""
+
+    events: dict[str, tuple[float, str]] = field(default_factory=dict)
+    traces: set[str] = field(default_factory=set)
+
+
+def epoch(ts: str) -> float:
+    """An RFC 3339 UTC time as epoch seconds (fractions beyond microseconds dropped)."""
+    head, _, frac = ts.rstrip("Z").partition(".")
+    stamp = datetime.fromisoformat(head).replace(tzinfo=timezone.utc).timestamp()
+    return stamp + (float(f"0.{frac[:6]}") if frac else 0.0)
+
+
+def export_trail(gateway: str, token: str) -> Trail:
+    """The whole trail, read through one gateway."""
     parts = urlsplit(gateway)
     conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=120)
-    ids: set[str] = set()
-    traces: set[str] = set()
-    count = 0
+    trail = Trail()
     try:
         conn.request("GET", "/admin/audit/export", headers={ADMIN_HEADER: token})
         resp = conn.getresponse()
@@ -712,13 +760,13 @@ def export_trail(gateway: str, token: str) -> tuple[set[str], set[str], int]:
             if not line.strip():
                 continue
             event = json.loads(line)
-            count += 1
-            ids.add(event.get("id"))
+            what = f"{event.get('kind')} {event.get('action')} by {event.get('gateway')}"
+            trail.events[event["id"]] = (epoch(event["ts"]), what)
             if event.get("trace_id"):
-                traces.add(event["trace_id"])
+                trail.traces.add(event["trace_id"])
     finally:
         conn.close()
-    return ids, traces, count
+    return trail
 
 
 def wait_healthy(gateway: str, token: str, seconds: float) -> str | None:
@@ -775,14 +823,30 @@ def rss_report(
     return rows, failures
 
 
+def tally(answers: list[dict[str, Any]]) -> str:
+    """`status code: count, …` of some answers, or `-`."""
+    counts: dict[str, int] = {}
+    for a in answers:
+        detail = a["code"] or (a["decision"] if a["status"] else None)
+        key = f"{a['status'] or 'no answer'}{' ' + detail if detail else ''}"
+        counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "-"
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank) of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
     """A Markdown table."""
     widths = [len(h) for h in header]
     for row in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+        widths = [max(w, len(c)) for w, c in zip(widths, row)]
 
     def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
 
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(header), rule] + [line(r) for r in rows])
@@ -794,7 +858,7 @@ def verify_main(args: argparse.Namespace) -> int:
     with open(args.results) as f:
         run = json.load(f)
     answers: list[dict[str, Any]] = run["answers"]
-    windows, fault_lines = read_faults(args.faults)
+    faults = read_faults(args.faults)
     failures: list[str] = list(run["violations"])
     out: list[str] = []
 
@@ -804,26 +868,25 @@ def verify_main(args: argparse.Namespace) -> int:
         if problem:
             failures.append(f"gateway {gw} did not recover within 60 s: {problem}")
 
-    # 2. Requests by kind and status.
-    by_kind: dict[str, dict[str, int]] = {}
+    # 2. Requests by kind and status, with the latency of the answered ones.
+    by_kind: dict[str, list[dict[str, Any]]] = {}
     for a in answers:
-        label = str(a["status"]) if a["status"] else "no answer"
-        if a["code"] and a["status"] in (200, 403, 429, 503):
-            label += f" {a['code']}"
-        elif a["status"] == 200 and a["decision"]:
-            label += f" {a['decision']}"
-        kinds = by_kind.setdefault(a["kind"], {})
-        kinds[label] = kinds.get(label, 0) + 1
-    out.append(f"Requests ({len(answers)} in {run['ended'] - run['started']:.0f} s):\n")
-    out.append(
-        table(
-            ["kind", "total", "answers"],
+        by_kind.setdefault(a["kind"], []).append(a)
+    rows = []
+    for kind, group in sorted(by_kind.items()):
+        ms = [1000 * (a["received"] - a["sent"]) for a in group if a["status"]] or [0.0]
+        rows.append(
             [
-                [k, str(sum(v.values())), ", ".join(f"{s}: {n}" for s, n in sorted(v.items()))]
-                for k, v in sorted(by_kind.items())
-            ],
+                kind,
+                str(len(group)),
+                tally(group),
+                f"{percentile(ms, 50):.1f}",
+                f"{percentile(ms, 99):.1f}",
+                f"{max(ms):.0f}",
+            ]
         )
-    )
+    out.append(f"Requests ({len(answers)} in {run['ended'] - run['started']:.0f} s):\n")
+    out.append(table(["kind", "total", "answers", "p50 ms", "p99 ms", "max ms"], rows))
     other = sorted(run["counters"].items())
     out.append("\nOther counts: " + ", ".join(f"{k}: {v}" for k, v in other))
 
@@ -831,58 +894,52 @@ def verify_main(args: argparse.Namespace) -> int:
     out.append("\nFaults:\n")
     out.append(
         table(
-            ["dependency", "down at (s into run)", "down for"],
+            ["fault", "at (s into the run)", "lasted"],
             [
-                [what, f"{start - run['started']:.1f}", f"{end - start:.1f} s"]
-                for what, start, end in windows
+                [
+                    f"{f.what} {'stopped' if f.what in ('postgres', 'redis') else 'killed'}"
+                    + (f" ({f.how})" if f.how else ""),
+                    f"{f.start - run['started']:.1f}",
+                    f"{f.end - f.start:.1f} s",
+                ]
+                for f in faults
             ],
-        )
-    )
-    out.append(
-        "\n"
-        + "\n".join(
-            f"    {line}" for line in fault_lines if " kill " in line or " restarted " in line
         )
     )
 
     # 4. No allow while a dependency the decision needed was down; what was answered instead.
+    # Only requests sent after the dependency was stopped and answered before it was started
+    # again count: a request in flight at either edge may rightly have been decided with it up.
     rows = []
-    for what, start, end in windows:
-        inside = [
-            a
-            for a in answers
-            if a["sent"] >= start
-            and a["received"] <= end
-            and (what == "postgres" or a["needs_redis"])
-        ]
-        statuses: dict[str, int] = {}
-        for a in inside:
-            key = f"{a['status'] or 'no answer'}{' ' + a['code'] if a['code'] else ''}"
-            statuses[key] = statuses.get(key, 0) + 1
-            allowed = a["status"] == 200 and a["decision"] == "allow"
-            if allowed:
+    for f in faults:
+        if f.what not in ("postgres", "redis"):
+            continue
+        inside = [a for a in answers if a["sent"] >= f.start and a["received"] <= f.end]
+        needing = [a for a in inside if f.what == "postgres" or a["needs_redis"]]
+        for a in needing:
+            if a["status"] == 200 and a["decision"] == "allow":
                 failures.append(
-                    f"{a['kind']} answered allow on {a['gateway']} while {what} was "
-                    f"down (sent {a['sent'] - start:.2f} s into the outage, trace "
+                    f"{a['kind']} answered allow on {a['gateway']} while {f.what} was "
+                    f"down (sent {a['sent'] - f.start:.2f} s into the outage, trace "
                     f"{a['trace_id']})"
                 )
-        scope = "every request" if what == "postgres" else "rate-limited checks"
+        others = [a for a in inside if a not in needing]
         rows.append(
             [
-                what,
-                scope,
-                str(len(inside)),
-                ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items())) or "-",
+                f"{f.what} at {f.start - run['started']:.0f} s",
+                "every request" if f.what == "postgres" else "rate-limited checks",
+                tally(needing),
+                tally(others),
             ]
         )
     out.append(
         "\nAnswered while a dependency was down (sent after it stopped, answered before "
         "it started):\n"
     )
-    out.append(table(["down", "requests needing it", "count", "answers"], rows))
+    out.append(table(["outage", "needing it", "their answers", "other requests"], rows))
 
     # 5. Every acknowledged decision is in the trail.
-    ids, traces, events = export_trail(run["gateways"][0], token)
+    trail = export_trail(run["gateways"][0], token)
     acked = [
         a
         for a in answers
@@ -891,10 +948,14 @@ def verify_main(args: argparse.Namespace) -> int:
     missing = [
         a
         for a in acked
-        if (a["audit_id"] not in ids if a["audit_id"] else a["trace_id"] not in traces)
+        if (
+            a["audit_id"] not in trail.events
+            if a["audit_id"]
+            else a["trace_id"] not in trail.traces
+        )
     ]
     out.append(
-        f"\nAudit trail: {events} events exported; {len(acked)} acknowledged decisions "
+        f"\nAudit trail: {len(trail.events)} events exported; {len(acked)} acknowledged decisions "
         f"(200/403/429 with an audit id, or a proxied answer by trace id), "
         f"{len(acked) - len(missing)} found, {len(missing)} missing"
     )
@@ -905,6 +966,40 @@ def verify_main(args: argparse.Namespace) -> int:
         )
     if len(missing) > 10:
         failures.append(f"... and {len(missing) - 10} more acknowledged decisions missing")
+
+    # 5b. Each audit follower connection received every event committed while it was open,
+    # or was told it lagged (SPEC: `event: lagged`); the edges get a margin for the peers' delay.
+    rows = []
+    for st in run["streams"]:
+        seen = set(st["ids"])
+        expected = [
+            (t, i, what)
+            for i, (t, what) in trail.events.items()
+            if st["connected"] + 1.0 <= t <= st["ended"] - 2.0
+        ]
+        unseen = sorted(e for e in expected if e[1] not in seen)
+        rows.append(
+            [
+                st["gateway"],
+                f"{st['connected'] - run['started']:.0f}-{st['ended'] - run['started']:.0f} s"
+                + (" (dropped)" if st["dropped"] else ""),
+                str(len(seen)),
+                str(len(expected)),
+                str(len(unseen)),
+                str(st["lagged"]),
+            ]
+        )
+        if unseen and not st["lagged"]:
+            t, i, what = unseen[0]
+            failures.append(
+                f"the audit stream of {st['gateway']} silently missed {len(unseen)} of the "
+                f"{len(expected)} events committed while it was connected (no `lagged`), "
+                f"the first {i} ({what}) at {t - run['started']:.2f} s into the run"
+            )
+    out.append("\nAudit followers (`GET /admin/audit/stream`), one row per connection:\n")
+    out.append(
+        table(["gateway", "connected", "received", "committed meanwhile", "missed", "lagged"], rows)
+    )
 
     # 6. Every chain verifies, through each gateway.
     for gw in run["gateways"]:
@@ -977,7 +1072,7 @@ def main() -> int:
     p.add_argument("--pid-files", required=True, help="comma-separated, one per gateway")
     p.add_argument("--agent-token", required=True)
     p.add_argument("--seconds", type=float, required=True)
-    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--workers", type=int, default=8, help="check threads")
     p.add_argument("--slow-clients", type=int, default=64, help="per gateway")
     p.add_argument("--out", required=True)
     p.set_defaults(main=run_main)
