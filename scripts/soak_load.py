@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 REQUEST_TIMEOUT = 10.0
 """Seconds any single request may take before it counts as a transport error."""
@@ -196,9 +196,11 @@ def check(
 
 
 class UpstreamHandler(BaseHTTPRequestHandler):
-    """Answers 200 to everything and counts (method, first path segment) of what reached it."""
+    """Answers 200 to everything; counts (method, first path segment) of what reached it and
+    keeps the `soak_trace` query parameter of each request (the trace id the load gave it)."""
 
     counts: ClassVar[dict[str, int]] = {}
+    traces: ClassVar[list[str]] = []
     lock = threading.Lock()
 
     def _serve(self) -> None:
@@ -207,11 +209,13 @@ class UpstreamHandler(BaseHTTPRequestHandler):
             self.rfile.read(min(length, 1 << 20))
         if self.path == "/__soak/stats":
             with self.lock:
-                data = json.dumps(self.counts).encode()
+                data = json.dumps({"counts": self.counts, "traces": self.traces}).encode()
         else:
-            key = f"{self.command} {'/'.join(self.path.split('/')[:2])}"
+            path, _, query = self.path.partition("?")
+            key = f"{self.command} {'/'.join(path.split('/')[:2])}"
             with self.lock:
                 self.counts[key] = self.counts.get(key, 0) + 1
+                self.traces += parse_qs(query).get("soak_trace", [])
             data = b'{"upstream": "ok"}'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -517,7 +521,7 @@ class Load:
             status, headers, data, error = request(
                 gw,
                 method,
-                path.format(n=n),
+                f"{path.format(n=n)}?soak_trace={trace}",
                 b'{"soak": true}' if method == "POST" else None,
                 {
                     "Authorization": f"Bearer {self.token}",
@@ -1026,13 +1030,25 @@ def verify_main(args: argparse.Namespace) -> int:
                 f"{proc.stdout.strip()[:500]} {proc.stderr.strip()[:500]}"
             )
 
-    # 7. Denied proxy requests never reached the upstream.
+    # 7. Denied proxy requests never reached the upstream, and every request that did is in
+    # the trail (the query string carries the trace id the load gave it).
     _, _, data, _ = request(args.upstream, "GET", "/__soak/stats")
-    seen = json_body(data)
-    out.append(f"\nupstream received: {json.dumps(seen, sort_keys=True)}")
-    for key, n in seen.items():
+    upstream = json_body(data)
+    counts: dict[str, int] = upstream.get("counts", {})
+    reached: list[str] = upstream.get("traces", [])
+    unaudited = [t for t in reached if t not in trail.traces]
+    out.append(
+        f"\nupstream received: {json.dumps(counts, sort_keys=True)}; "
+        f"{len(reached) - len(unaudited)} of {len(reached)} in the trail by trace id"
+    )
+    for key, n in counts.items():
         if key.startswith("DELETE ") or key.startswith("POST /admin"):
             failures.append(f"the upstream received {n} x `{key}`, which the policy denies")
+    if unaudited:
+        failures.append(
+            f"the upstream received {len(unaudited)} proxied requests that have no audit event "
+            f"(first trace {unaudited[0]})"
+        )
 
     # 8. Memory.
     rows, rss_failures = rss_report(
