@@ -740,7 +740,7 @@ class Trail:
     a short description) and every trace id."""
 
     events: dict[str, tuple[float, str]] = field(default_factory=dict)
-    traces: set[str] = field(default_factory=set)
+    traces: dict[str, str] = field(default_factory=dict)
 
 
 def epoch(ts: str) -> float:
@@ -767,7 +767,10 @@ def export_trail(gateway: str, token: str) -> Trail:
             what = f"{event.get('kind')} {event.get('action')} by {event.get('gateway')}"
             trail.events[event["id"]] = (epoch(event["ts"]), what)
             if event.get("trace_id"):
-                trail.traces.add(event["trace_id"])
+                trail.traces[event["trace_id"]] = (
+                    f"{event['id']} (seq {event.get('seq')} of {event.get('gateway')}: "
+                    f"{event.get('decision')} {event.get('code')})"
+                )
     finally:
         conn.close()
     return trail
@@ -970,6 +973,21 @@ def verify_main(args: argparse.Namespace) -> int:
         )
     if len(missing) > 10:
         failures.append(f"... and {len(missing) - 10} more acknowledged decisions missing")
+
+    # 5a. SPEC 6: a 503 `unavailable` goes out without an event. An event for the trace of a
+    # 503 means the trail and the answer disagree (and, when the event is an allow, the trail
+    # records an allow that the agent never received).
+    unavailable = [a for a in answers if a["status"] == 503]
+    recorded = [a for a in unavailable if a["trace_id"] in trail.traces]
+    out.append(
+        f"503 answers: {len(unavailable)}, of which {len(recorded)} have an event in the trail"
+    )
+    for a in recorded[:10]:
+        failures.append(
+            f"{a['kind']} was answered 503 unavailable on {a['gateway']} "
+            f"{a['received'] - run['started']:.2f} s into the run, yet the trail holds event "
+            f"{trail.traces[a['trace_id']]} for its trace {a['trace_id']}"
+        )
 
     # 5b. Each audit follower connection received every event committed while it was open,
     # or was told it lagged (SPEC: `event: lagged`); the edges get a margin for the peers' delay.
