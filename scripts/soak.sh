@@ -121,7 +121,11 @@ start_gateway() {
     >>"$work/gateway-$name.log" 2>&1 &
   echo "$!" >"$work/gateway-$name.pid"
   pids+=("$!")
-  wait_until curl -fsS "http://127.0.0.1:$port/health"
+  if ! wait_until curl -fsS "http://127.0.0.1:$port/health"; then
+    tail -n 20 "$work/gateway-$name.log" >&2
+    echo "gateway $name did not start (its log above)" >&2
+    exit 1
+  fi
 }
 kill_gateway() {
   local name="$1" pid
@@ -198,6 +202,14 @@ for _ in $(seq 1 $((seconds + 120))); do
 done
 if kill -0 "$load_pid" 2>/dev/null; then echo "the load generator did not stop" >&2; exit 1; fi
 wait "$load_pid"
+# A gateway that exited without being killed by the schedule crashed.
+for name in a b; do
+  if ! kill -0 "$(cat "$work/gateway-$name.pid")" 2>/dev/null; then
+    tail -n 20 "$work/gateway-$name.log" >&2
+    echo "gateway $name exited on its own during the run (its log above)" >&2
+    exit 1
+  fi
+done
 
 say "verifying"
 timeout 600 python3 scripts/soak_load.py verify --results "$work/results.json" --faults "$faults" \
