@@ -3,10 +3,13 @@
 # Redis, under mixed load (checks, approvals, admin changes, reverse-proxy requests, audit
 # followers, slow clients holding half-open connections) for N minutes while PostgreSQL is
 # restarted, Redis is stopped for 10 s and a gateway is killed with -9 and restarted on its data
-# dir. At the end (scripts/soak_load.py verify): every acknowledged decision is in the audit
-# trail, `meshguard audit verify` passes through both gateways, nothing was allowed while a
-# dependency the decision needed was down, denied proxy requests never reached the upstream, and
-# each gateway's RSS stayed flat after warm-up. Exit 1 with the reasons when any of it fails.
+# dir. At the end (scripts/soak_load.py verify; the list is in docs/benchmarks.md, "Soak and
+# faults"): both gateways recovered; every acknowledged decision, and every request the upstream
+# received, is in the audit trail; no 503 has an event; `meshguard audit verify` passes through
+# both gateways; nothing was allowed while a dependency the decision needed was down; no revoked
+# agent, denied approval or denied proxy request got through; every audit follower received
+# every event committed while it was connected; each gateway's RSS stayed flat after warm-up.
+# Exit 1 with the reasons when any of it fails.
 #
 # Loopback only, and self-contained: it starts its OWN PostgreSQL cluster (initdb in a temp dir,
 # trust auth, a free port, its socket in the temp dir) and its OWN redis-server (free port, no
@@ -38,7 +41,7 @@ pg_bin="$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | s
 for tool in "$pg_bin/initdb" "$pg_bin/pg_ctl" "$pg_bin/createdb"; do
   [ -x "$tool" ] || { echo "PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql)" >&2; exit 1; }
 done
-for tool in redis-server redis-cli python3 timeout; do
+for tool in redis-server redis-cli python3 curl timeout; do
   command -v "$tool" >/dev/null || { echo "$tool is required" >&2; exit 1; }
 done
 
