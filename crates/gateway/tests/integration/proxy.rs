@@ -3,15 +3,14 @@
 //! injected; denied ones never leave. (Attacks on the proxy live in `attacks::proxy`.)
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 
 use crate::common::TestGateway;
+use crate::common::upstream::{Seen, recording_upstream};
 use axum::body::Body;
-use axum::extract::Request as AxumRequest;
 use axum::http::{Method, Request, StatusCode};
+use axum::response::IntoResponse;
 use meshguard_gateway::config::{Mode, ProxyTarget, Secret};
 use meshguard_gateway::proxy::Upstreams;
-use serde_json::{Value, json};
 
 const POLICY: &str = r#"
 name: proxied
@@ -24,35 +23,12 @@ rules:
 rateLimits: {requestsPerMinute: 4}
 "#;
 
-type Seen = Arc<Mutex<Vec<Value>>>;
-
 /// An upstream that answers every request with what it received, and remembers it.
 async fn upstream() -> (String, Seen) {
-    let seen: Seen = Arc::default();
-    let log = seen.clone();
-    let app = axum::Router::new().fallback(move |request: AxumRequest| {
-        let log = log.clone();
-        async move {
-            let headers: BTreeMap<String, String> = request
-                .headers()
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-                .collect();
-            let method = request.method().to_string();
-            let uri = request.uri().to_string();
-            let body = axum::body::to_bytes(request.into_body(), 1 << 20)
-                .await
-                .unwrap();
-            let echo = json!({"method": method, "uri": uri, "headers": headers,
-                              "body": String::from_utf8_lossy(&body)});
-            log.lock().unwrap().push(echo.clone());
-            (StatusCode::CREATED, axum::Json(echo))
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}"), seen)
+    recording_upstream(|received| {
+        (StatusCode::CREATED, axum::Json(received.clone())).into_response()
+    })
+    .await
 }
 
 fn target(url: &str) -> ProxyTarget {

@@ -5,17 +5,15 @@
 //! the upstreams are real servers on loopback ports that remember everything they receive.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 
 use crate::common::TestGateway;
+use crate::common::upstream::{Seen, recording_upstream};
 use axum::body::Body;
-use axum::extract::Request as AxumRequest;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use axum::response::IntoResponse;
 use meshguard_gateway::config::{Mode, ProxyTarget, Secret};
 use meshguard_gateway::proxy::Upstreams;
 use meshguard_store::AuditEvent;
-use serde_json::{Value, json};
 
 /// The credential the `github` target injects; it must reach the upstream and nothing else.
 const SECRET: &str = "ghp_injected-credential-0123456789";
@@ -32,41 +30,28 @@ rules:
     actions: ["read:api/*", "read:github/*", "write:api/*", "write:github/*"]
 "#;
 
-type Seen = Arc<Mutex<Vec<Value>>>;
-
 /// An upstream that remembers every request and, like a careless debug endpoint, echoes the
 /// credentials it received in its answer headers and opens a session cookie with them.
 async fn upstream() -> (String, Seen) {
-    let seen: Seen = Arc::default();
-    let log = seen.clone();
-    let app = axum::Router::new().fallback(move |request: AxumRequest| {
-        let log = log.clone();
-        async move {
-            let headers: BTreeMap<String, String> = request
-                .headers()
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-                .collect();
-            let received = headers.get("authorization").cloned().unwrap_or_default();
-            log.lock().unwrap().push(json!({
-                "method": request.method().to_string(),
-                "uri": request.uri().to_string(),
-                "headers": headers,
-            }));
-            let mut answer = HeaderMap::new();
-            let echo = |text: String| HeaderValue::from_str(&text).unwrap();
-            answer.insert("x-echo-authorization", echo(received.clone()));
-            let token = received.rsplit(' ').next().unwrap_or_default().to_owned();
-            answer.insert("x-debug", echo(format!("upstream saw token={token}")));
-            answer.insert("set-cookie", echo(format!("session={token}; Path=/")));
-            answer.insert("x-upstream", echo("answered".into()));
-            (StatusCode::OK, answer, "upstream body").into_response()
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}"), seen)
+    recording_upstream(|received| {
+        let authorization = received["headers"]["authorization"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let mut answer = HeaderMap::new();
+        let echo = |text: String| HeaderValue::from_str(&text).unwrap();
+        answer.insert("x-echo-authorization", echo(authorization.clone()));
+        let token = authorization
+            .rsplit(' ')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        answer.insert("x-debug", echo(format!("upstream saw token={token}")));
+        answer.insert("set-cookie", echo(format!("session={token}; Path=/")));
+        answer.insert("x-upstream", echo("answered".into()));
+        (StatusCode::OK, answer, "upstream body").into_response()
+    })
+    .await
 }
 
 struct Setup {

@@ -1,6 +1,7 @@
 //! An in-process gateway over a temp-dir SQLite store, driven through `app(state).oneshot(req)`.
 
 pub mod severable;
+pub mod upstream;
 
 use std::sync::Arc;
 
