@@ -3,51 +3,20 @@
 //! changes, and shutdown flushes the audit trail.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use meshguard_gateway::{Config, ConfigFlags, serve_listener, validate_only};
 use meshguard_store::StoreLocation;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::wire::http;
 
 const ALLOW_READS: &str =
     "name: files\nversion: \"1\"\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n";
 const DENY_READS: &str =
     "name: files\nversion: \"2\"\nrules:\n  - effect: deny\n    actions: [\"read:*\"]\n";
-
-/// A minimal HTTP/1.1 exchange: enough for tests, with a timeout so nothing hangs.
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, Value) {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
-            body.len()
-        );
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
-        request.push_str(body);
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.unwrap();
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let status: u16 = text[9..12].parse().unwrap();
-        let (_, body) = text.split_once("\r\n\r\n").unwrap();
-        (status, serde_json::from_str(body).unwrap_or(Value::Null))
-    };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .expect("HTTP exchange within 10 s")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_loads_policy_files_hot_reloads_them_and_flushes_on_shutdown() {

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
 use meshguard_gateway::{Config, ConfigFlags, serve_listener};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common::TestGateway;
+use crate::common::wire::{http, parse_response};
 
 const ADMIN: &str = "edge-admin-token-0123456789";
 const ALLOW_READS: &str = "name: reads\nversion: \"1\"\nrules:\n  - effect: allow\n    actions: [\"read:*\", \"post:*\"]\nhumanInTheLoop:\n  requireApproval:\n    - \"post:social\"\n";
@@ -102,42 +103,6 @@ impl LiveGateway {
             .unwrap()
             .unwrap();
     }
-}
-
-/// One HTTP/1.1 exchange on a new connection, bounded so nothing hangs.
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, Value) {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
-            body.len()
-        );
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
-        request.push_str(body);
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.unwrap();
-        parse_response(&response)
-    };
-    tokio::time::timeout(Duration::from_secs(20), exchange)
-        .await
-        .expect("HTTP exchange within 20 s")
-}
-
-fn parse_response(response: &[u8]) -> (u16, Value) {
-    let text = String::from_utf8_lossy(response).into_owned();
-    let status: u16 = text.get(9..12).unwrap_or("0").parse().unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
 /// This process's resident memory in KiB (the gateway runs in it).

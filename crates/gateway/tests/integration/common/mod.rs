@@ -2,6 +2,7 @@
 
 pub mod severable;
 pub mod upstream;
+pub mod wire;
 
 use std::sync::Arc;
 
