@@ -1,6 +1,7 @@
 //! Starting and stopping a gateway: data dir, store, policies, background tasks, HTTP server,
 //! and a graceful shutdown that flushes the audit trail.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tokio::sync::watch;
 use crate::alerts::AlertSettings;
 use crate::config::{Config, Mode, Secret};
 use crate::data_dir::{DataDir, DataDirError};
+use crate::policies::PolicyChangeError;
 use crate::policy_files::{PolicyDir, PolicyDirError, spawn_watcher};
 use crate::proxy::Upstreams;
 use crate::rate_limit::SystemClock;
@@ -88,7 +90,8 @@ fn refuse_unsupported(config: &Config) -> Result<(), ServeError> {
 }
 
 /// `serve --validate-only`: checks the configuration, the database URL and every policy file
-/// without creating or starting anything. Returns one line per thing checked.
+/// (each parses and validates, and no two define the same policy name, which `serve` would
+/// refuse) without creating or starting anything. Returns one line per thing checked.
 pub fn validate_only(config: &Config) -> Result<Vec<String>, ServeError> {
     refuse_unsupported(config)?;
     let location = store_location(config)?;
@@ -143,15 +146,30 @@ pub fn validate_only(config: &Config) -> Result<Vec<String>, ServeError> {
             .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
             .collect();
         paths.sort();
+        // Policy name → the first file (in path order) that defines it: `serve` applies the
+        // files in the same order and refuses every later file that defines the name again.
+        let mut owners: BTreeMap<String, String> = BTreeMap::new();
         for path in paths {
             count += 1;
+            let file = path.display().to_string();
             match std::fs::read_to_string(&path) {
-                Ok(text) => {
-                    if let Err(err) = parse_policy(&path.display().to_string(), &text) {
-                        errors.push(err.to_string());
-                    }
-                }
-                Err(err) => errors.push(format!("{}: {err}", path.display())),
+                Ok(text) => match parse_policy(&file, &text) {
+                    Ok(policy) => match owners.get(policy.name()) {
+                        Some(owner) => errors.push(
+                            PolicyChangeError::DefinedTwice {
+                                name: policy.name().to_owned(),
+                                file,
+                                owner: owner.clone(),
+                            }
+                            .to_string(),
+                        ),
+                        None => {
+                            owners.insert(policy.name().to_owned(), file);
+                        }
+                    },
+                    Err(err) => errors.push(err.to_string()),
+                },
+                Err(err) => errors.push(format!("{file}: {err}")),
             }
         }
         if !errors.is_empty() {

@@ -15,9 +15,16 @@ use crate::{
 /// Everything MeshGuard persists. The gateway holds it as `Arc<dyn Store>`; [`crate::open`]
 /// picks the backend (SQLite or PostgreSQL) from a [`crate::StoreLocation`].
 ///
-/// Agents are named by id or name wherever `agent` appears (`id_or_name`): ids start with
-/// `agent_`, which no name may, and a key with that prefix is looked up as an id only, anything
-/// else as a name only ([`crate::AgentKey`]), so a key never names two agents.
+/// Ids. The store assigns agent ids (`agent_` + 20 lowercase hex digits, 80 random bits) and
+/// approval ids (`apr_` + 20 hex digits, likewise). Token ids (`jti`) and audit event ids come
+/// from the caller and are stored as given (the gateway uses `tok_` + 32 hex digits and
+/// UUIDv7); a chain is ordered by `seq`, never by id.
+///
+/// Agents are named by id or name wherever `agent` appears (`id_or_name`): a key starting with
+/// `agent_` is looked up as an id only, anything else as a name only ([`crate::AgentKey`]), so a
+/// key never names two agents. [`Store::create_agent`] refuses new names with that prefix; an
+/// agent stored under such a name before the check can still be found, by its id only. The
+/// `agent_id` parameters elsewhere take the id, never a name.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`, for `/health` and logs.
@@ -34,7 +41,8 @@ pub trait Store: Send + Sync + 'static {
 
     // ----- agents -----
 
-    /// Creates an active agent; a taken name is a `Conflict`.
+    /// Creates an active agent under a fresh random id; a taken name is a `Conflict`, a name
+    /// starting with `agent_` is `Invalid`.
     async fn create_agent(&self, agent: NewAgent) -> Result<AgentRecord, StoreError>;
 
     /// Looks an agent up by id or name.
@@ -63,7 +71,7 @@ pub trait Store: Send + Sync + 'static {
 
     // ----- tokens -----
 
-    /// Remembers an issued token id; the agent must exist.
+    /// Remembers an issued token id (chosen by the caller); the agent must exist.
     async fn insert_token(&self, token: NewToken) -> Result<TokenRecord, StoreError>;
 
     /// The token with this id if it is honoured at `now` (not revoked, not expired).
@@ -121,7 +129,7 @@ pub trait Store: Send + Sync + 'static {
     /// or expired while this call tries (it gives up after a few tries).
     async fn create_approval(&self, approval: NewApproval) -> Result<PendingApproval, StoreError>;
 
-    /// One approval by id.
+    /// One approval by the id the store gave it (`apr_…`).
     async fn get_approval(&self, id: &str) -> Result<ApprovalRecord, StoreError>;
 
     /// The most recent approval for (agent, normalised action, normalised resource), whatever
@@ -161,14 +169,17 @@ pub trait Store: Send + Sync + 'static {
     // ----- audit -----
 
     /// Appends events in one transaction, each joining the chain of its `gateway`: assigns the
-    /// next gap-free `seq`, links `prev_hash` and computes `hash`. All or nothing; returns the
-    /// events as committed, in the order given.
+    /// next gap-free `seq`, links `prev_hash` and computes `hash`. Each event keeps the id it
+    /// came with: an empty id is `Invalid`, and an id already stored (or repeated in the batch)
+    /// is a `Conflict`; no other shape is checked. All or nothing; returns the events as
+    /// committed, in the order given.
     async fn append_audit(&self, batch: &[NewAuditEvent]) -> Result<Vec<AuditEvent>, StoreError>;
 
     /// One page of events matching a filter.
     async fn query_audit(&self, filter: &AuditFilter) -> Result<AuditPage, StoreError>;
 
-    /// One committed event by id; `NotFound` when there is none (or retention deleted it).
+    /// One committed event by the id it was appended with; `NotFound` when there is none (or
+    /// retention deleted it).
     async fn audit_event(&self, id: &str) -> Result<AuditEvent, StoreError>;
 
     /// Counts of checks (kind `check`) in a period.

@@ -283,6 +283,35 @@ fn serve_validate_only_checks_the_config() {
 }
 
 #[test]
+fn serve_validate_only_refuses_a_policy_defined_by_two_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let policy =
+        "name: files\nversion: \"1\"\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n";
+    std::fs::write(policies.join("a.yaml"), policy).unwrap();
+    std::fs::write(policies.join("b.yaml"), policy.replace("allow", "deny")).unwrap();
+    let data = dir.path().join("data");
+    let run = CliRun::bare(&[
+        "serve",
+        "--validate-only",
+        "--policies",
+        policies.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("policy `files`")
+            && run.stderr.contains("b.yaml` is already defined by `")
+            && run.stderr.contains("a.yaml`"),
+        "{}",
+        run.stderr
+    );
+    assert!(!data.exists(), "validate-only creates nothing");
+}
+
+#[test]
 fn serve_refuses_to_start_when_its_redis_does_not_answer() {
     // Nothing listens on a freshly freed port; the URL comes from the environment (SPEC 8).
     let dir = tempfile::tempdir().unwrap();

@@ -173,6 +173,40 @@ async fn serve_loads_policy_files_hot_reloads_them_and_flushes_on_shutdown() {
     assert_eq!(checks.total, checks.allowed + checks.denied);
 }
 
+#[test]
+fn validate_only_refuses_a_policy_defined_by_two_files() {
+    // `serve` applies `a.yaml` and refuses `b.yaml`; `--validate-only` must say so before start.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("a.yaml"), ALLOW_READS).unwrap();
+    std::fs::write(tmp.path().join("b.yaml"), DENY_READS).unwrap();
+    let flags = ConfigFlags {
+        policies_dir: Some(tmp.path().to_path_buf()),
+        data_dir: Some(tmp.path().join("home")),
+        ..ConfigFlags::default()
+    };
+    let config = Config::load(None, &HashMap::new(), &flags, None).unwrap();
+    let err = validate_only(&config).unwrap_err().to_string();
+    let a = tmp.path().join("a.yaml").display().to_string();
+    let b = tmp.path().join("b.yaml").display().to_string();
+    assert!(
+        err.contains(&format!(
+            "policy `files` in `{b}` is already defined by `{a}`"
+        )),
+        "{err}"
+    );
+    assert!(
+        !tmp.path().join("home").exists(),
+        "validate-only creates nothing"
+    );
+
+    std::fs::remove_file(tmp.path().join("b.yaml")).unwrap();
+    let report = validate_only(&config).unwrap();
+    assert!(
+        report.iter().any(|l| l.starts_with("policies: 1 file")),
+        "{report:?}"
+    );
+}
+
 #[tokio::test]
 async fn validate_only_reports_bad_policy_files_with_positions() {
     let tmp = tempfile::tempdir().unwrap();
