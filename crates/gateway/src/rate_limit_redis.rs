@@ -24,6 +24,10 @@ use std::time::Duration;
 use meshguard_policy::{Admission, LimitCharge, Window};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+/// What a Redis failure is called in answers, logs and alerts: the rate-limit store, not the
+/// store of agents, policies and the audit trail.
+pub const RATE_LIMITS_UNAVAILABLE: &str = "rate-limit store (Redis) unavailable";
+
 /// The key prefix when none is configured.
 pub const DEFAULT_KEY_PREFIX: &str = "meshguard:rl:";
 
