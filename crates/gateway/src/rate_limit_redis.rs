@@ -13,7 +13,7 @@
 //! 3. only if every counter had room (and the caller charges): `ZADD` the check to all of them,
 //!    trim each to its newest `max`, and `PEXPIRE` each after its window.
 //!
-//! This is the algorithm of [`crate::rate_limit::RateLimiter`] step for step, so a gateway
+//! This is the algorithm of [`crate::rate_limit::MemoryLimiter`] step for step, so a gateway
 //! behaves the same with and without Redis. Any Redis error (unreachable, timeout, script
 //! error) is returned as [`RedisLimitError`]; the check path answers it with 503 `unavailable`,
 //! never with an allow. See docs/architecture/rate-limits.md.
