@@ -1,9 +1,10 @@
 //! Reading policy files from disk and validating them locally, so that a broken file is reported
 //! with its position before anything reaches the gateway.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
+use meshguard_gateway::policy_files::list_policy_files;
 use meshguard_policy::{Policy, PolicySet};
 
 /// One policy file as read and parsed.
@@ -17,19 +18,14 @@ pub struct PolicyFile {
     pub policy: Policy,
 }
 
-/// Every file named by `paths`: files as given, directories expanded to their `*.yaml`/`*.yml`
-/// files in name order (not recursive, like `serve --policies`).
+/// Every file named by `paths`: files as given, directories expanded to their policy files in
+/// name order, exactly as `serve --policies` lists them.
 pub fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-                .with_context(|| format!("cannot read the directory `{}`", path.display()))?
-                .filter_map(Result::ok)
-                .map(|entry| entry.path())
-                .filter(|p| p.is_file() && is_policy_file(p))
-                .collect();
-            found.sort();
+            let found = list_policy_files(path)
+                .with_context(|| format!("cannot read the directory `{}`", path.display()))?;
             if found.is_empty() {
                 anyhow::bail!("`{}` holds no *.yaml or *.yml file", path.display());
             }
@@ -39,13 +35,6 @@ pub fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         }
     }
     Ok(files)
-}
-
-fn is_policy_file(path: &Path) -> bool {
-    matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("yaml" | "yml")
-    )
 }
 
 /// Reads and parses every file; returns the parsed files, or every error message

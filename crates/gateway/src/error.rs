@@ -1,11 +1,13 @@
 //! Every error an HTTP handler can return, and the one exhaustive `match` that turns it into a
-//! status and a body. A 5xx tells the client only "internal error" (or "store unavailable"); the
-//! cause is logged here, once.
+//! status and a body. A 5xx tells the client only "internal error" (or which store is
+//! unavailable); the cause is logged here, once.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+
+use crate::rate_limit_redis::{RATE_LIMITS_UNAVAILABLE, RedisLimitError};
 
 /// An error answered by the gateway, in MeshGuard's shape `{"error": code, "message": …}`.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,10 @@ pub enum ApiError {
     /// 503: the store cannot be reached; nothing is allowed meanwhile.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// 503: Redis, which holds the global rate limits (`--redis-url`), cannot answer; said
+    /// apart from the store so an operator looks at the right server.
+    #[error("{RATE_LIMITS_UNAVAILABLE}: {0}")]
+    RateLimitsUnavailable(#[from] RedisLimitError),
     /// 500: a bug or a broken invariant; the cause is logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -126,6 +132,14 @@ impl IntoResponse for ApiError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
                     "store unavailable".to_owned(),
+                )
+            }
+            ApiError::RateLimitsUnavailable(cause) => {
+                tracing::error!(%cause, "{RATE_LIMITS_UNAVAILABLE}");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    RATE_LIMITS_UNAVAILABLE.to_owned(),
                 )
             }
             ApiError::Internal(cause) => {

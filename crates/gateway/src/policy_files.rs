@@ -1,5 +1,5 @@
-//! `serve --policies DIR`: every `*.yaml` in DIR is applied at start and re-applied when it
-//! changes.
+//! `serve --policies DIR`: every policy file in DIR (see [`list_policy_files`]) is applied at
+//! start and re-applied when it changes.
 //!
 //! The directory is polled once a second rather than watched with inotify: polling works the same
 //! on every filesystem (bind mounts, network shares, editors that replace files by rename) and
@@ -9,6 +9,7 @@
 //! fails the same way does not alert again.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,7 +65,7 @@ impl PolicyDir {
             alerts,
             ..PolicyDir::default()
         };
-        let files = list_yaml(dir).map_err(|source| PolicyDirError {
+        let files = read_policy_files(dir).map_err(|source| PolicyDirError {
             dir: dir.display().to_string(),
             source,
         })?;
@@ -89,7 +90,7 @@ impl PolicyDir {
 
     /// Reads the directory once and applies what changed.
     pub async fn poll(&mut self, registry: &PolicyRegistry) {
-        match list_yaml(&self.dir) {
+        match read_policy_files(&self.dir) {
             Ok(files) => {
                 self.unreadable = false;
                 self.sync(registry, files).await;
@@ -219,20 +220,45 @@ fn is_transient(err: &PolicyChangeError) -> bool {
     )
 }
 
-/// Every `*.yaml` file of `dir` with its text, by path.
-fn list_yaml(dir: &Path) -> std::io::Result<BTreeMap<PathBuf, String>> {
-    let mut files = BTreeMap::new();
+/// The policy files of `dir`, in name order: its `*.yaml` and `*.yml` files (symlinks to files
+/// included), not recursive. Hidden names (`.a.yaml`, an editor's `.#a.yaml` lock) and backups
+/// ending in `~` are skipped. `serve --policies`, `serve --validate-only` and the CLI's
+/// `policy validate|apply DIR` all list a directory with this, so they agree on what a policy
+/// file is.
+pub fn list_policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.extension().is_some_and(|ext| ext == "yaml") && path.is_file() {
-            match std::fs::read_to_string(&path) {
-                Ok(text) => {
-                    files.insert(path, text);
-                }
-                // A file being replaced can vanish between listing and reading: next poll.
-                Err(err) => {
-                    tracing::warn!(file = %path.display(), error = %err, "cannot read policy file")
-                }
+        if path.file_name().is_some_and(is_policy_file_name) && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Whether a file name found in a policies directory names a policy file.
+fn is_policy_file_name(name: &OsStr) -> bool {
+    let bytes = name.as_encoded_bytes();
+    if bytes.starts_with(b".") || bytes.ends_with(b"~") {
+        return false;
+    }
+    Path::new(name)
+        .extension()
+        .is_some_and(|ext| ext == "yaml" || ext == "yml")
+}
+
+/// Every policy file of `dir` with its text, by path.
+fn read_policy_files(dir: &Path) -> std::io::Result<BTreeMap<PathBuf, String>> {
+    let mut files = BTreeMap::new();
+    for path in list_policy_files(dir)? {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                files.insert(path, text);
+            }
+            // A file being replaced can vanish between listing and reading: next poll.
+            Err(err) => {
+                tracing::warn!(file = %path.display(), error = %err, "cannot read policy file")
             }
         }
     }
@@ -255,4 +281,33 @@ pub fn spawn_watcher(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_and_yml_count_hidden_files_and_backups_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "b.yml",
+            "a.yaml",
+            ".hidden.yaml",
+            ".#a.yaml",
+            "a.yaml~",
+            "c.yml~",
+            "notes.txt",
+            "UPPER.YAML",
+        ] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("sub.yaml")).unwrap();
+        let names: Vec<_> = list_policy_files(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.yaml", "b.yml"]);
+    }
 }

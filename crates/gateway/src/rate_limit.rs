@@ -8,7 +8,7 @@
 //! burst at a window's end) guarantees. The cost is 8 bytes per admitted check still in its
 //! window. See docs/architecture/rate-limits.md.
 //!
-//! [`Limiter`] is what the gateway holds: these counters, or the same algorithm in Redis
+//! [`RateLimitStore`] is what the gateway holds: these counters, or the same algorithm in Redis
 //! ([`crate::rate_limit_redis`]) when limits must hold across several gateways.
 
 use std::collections::{HashMap, VecDeque};
@@ -81,16 +81,17 @@ impl Clock for ManualClock {
 /// One counter: agent id, policy, optional rule, window length.
 type CounterKey = (String, String, Option<String>, Window);
 
-/// Every counter of this gateway; shared by all requests.
+/// The counters in this gateway's own memory (no `--redis-url`), shared by all its requests;
+/// [`RedisLimiter`] is the same algorithm in Redis.
 #[derive(Clone)]
-pub struct RateLimiter {
+pub struct MemoryLimiter {
     clock: Arc<dyn Clock>,
     counters: Arc<Mutex<Counters>>,
 }
 
-impl std::fmt::Debug for RateLimiter {
+impl std::fmt::Debug for MemoryLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RateLimiter { .. }")
+        f.write_str("MemoryLimiter { .. }")
     }
 }
 
@@ -104,10 +105,10 @@ struct Counters {
 /// How many admissions pass between sweeps that drop counters whose window emptied.
 const SWEEP_EVERY: u32 = 4096;
 
-impl RateLimiter {
+impl MemoryLimiter {
     /// An empty limiter reading `clock`.
-    pub fn new(clock: Arc<dyn Clock>) -> RateLimiter {
-        RateLimiter {
+    pub fn new(clock: Arc<dyn Clock>) -> MemoryLimiter {
+        MemoryLimiter {
             clock,
             counters: Arc::new(Mutex::new(Counters::default())),
         }
@@ -199,7 +200,7 @@ fn exhausted(index: usize, wait_ms: u64) -> Admission {
 /// gateways an agent gets up to `n` times the budget; it bounds load, not a policy.
 #[derive(Debug, Clone)]
 pub struct AgentBudget {
-    counters: RateLimiter,
+    counters: MemoryLimiter,
     per_minute: u32,
 }
 
@@ -207,7 +208,7 @@ impl AgentBudget {
     /// A budget of `per_minute` requests per agent per rolling minute, read by `clock`.
     pub fn new(clock: Arc<dyn Clock>, per_minute: u32) -> AgentBudget {
         AgentBudget {
-            counters: RateLimiter::new(clock),
+            counters: MemoryLimiter::new(clock),
             per_minute,
         }
     }
@@ -247,17 +248,17 @@ pub enum Charging {
     Peek,
 }
 
-/// The counters a gateway charges: its own memory, or Redis shared by every gateway
-/// (`--redis-url`).
+/// Where the counters a gateway charges live: its own memory, or Redis shared by every gateway
+/// (`--redis-url`). The check path talks to this, never to one backend directly.
 #[derive(Debug, Clone)]
-pub enum Limiter {
+pub enum RateLimitStore {
     /// Exact sliding windows in this process.
-    Memory(RateLimiter),
+    Memory(MemoryLimiter),
     /// The same windows in Redis, global across gateways.
     Redis(RedisLimiter),
 }
 
-impl Limiter {
+impl RateLimitStore {
     /// Runs `decide` (the engine's pure `decide` or `explain`) with an oracle for `agent_id`.
     ///
     /// The engine asks its oracle synchronously, and Redis is asynchronous, so with Redis the
@@ -276,8 +277,10 @@ impl Limiter {
         mut decide: impl FnMut(&mut dyn RateLimitOracle) -> T,
     ) -> Result<T, RedisLimitError> {
         let redis = match self {
-            Limiter::Memory(memory) => return Ok(decide(&mut memory.oracle(agent_id, charging))),
-            Limiter::Redis(redis) => redis,
+            RateLimitStore::Memory(memory) => {
+                return Ok(decide(&mut memory.oracle(agent_id, charging)));
+            }
+            RateLimitStore::Redis(redis) => redis,
         };
         let mut recorder = Recorder::default();
         let first = decide(&mut recorder);
@@ -296,16 +299,16 @@ impl Limiter {
     /// Whether the counters can be reached (always, in memory).
     pub async fn ping(&self) -> Result<(), RedisLimitError> {
         match self {
-            Limiter::Memory(_) => Ok(()),
-            Limiter::Redis(redis) => redis.ping().await,
+            RateLimitStore::Memory(_) => Ok(()),
+            RateLimitStore::Redis(redis) => redis.ping().await,
         }
     }
 
     /// `memory` or `redis`, for `/health`.
     pub fn backend(&self) -> &'static str {
         match self {
-            Limiter::Memory(_) => "memory",
-            Limiter::Redis(_) => "redis",
+            RateLimitStore::Memory(_) => "memory",
+            RateLimitStore::Redis(_) => "redis",
         }
     }
 }
@@ -334,7 +337,7 @@ impl RateLimitOracle for Answer {
 
 /// The [`RateLimitOracle`] the policy engine talks to during one decision.
 pub struct AgentLimits<'a> {
-    limiter: &'a RateLimiter,
+    limiter: &'a MemoryLimiter,
     agent_id: &'a str,
     charge: bool,
 }
@@ -364,9 +367,9 @@ mod tests {
         }
     }
 
-    fn setup() -> (Arc<ManualClock>, RateLimiter) {
+    fn setup() -> (Arc<ManualClock>, MemoryLimiter) {
         let clock = Arc::new(ManualClock::new());
-        (clock.clone(), RateLimiter::new(clock))
+        (clock.clone(), MemoryLimiter::new(clock))
     }
 
     #[test]

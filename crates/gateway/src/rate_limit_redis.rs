@@ -13,7 +13,7 @@
 //! 3. only if every counter had room (and the caller charges): `ZADD` the check to all of them,
 //!    trim each to its newest `max`, and `PEXPIRE` each after its window.
 //!
-//! This is the algorithm of [`crate::rate_limit::RateLimiter`] step for step, so a gateway
+//! This is the algorithm of [`crate::rate_limit::MemoryLimiter`] step for step, so a gateway
 //! behaves the same with and without Redis. Any Redis error (unreachable, timeout, script
 //! error) is returned as [`RedisLimitError`]; the check path answers it with 503 `unavailable`,
 //! never with an allow. See docs/architecture/rate-limits.md.
@@ -23,6 +23,10 @@ use std::time::Duration;
 
 use meshguard_policy::{Admission, LimitCharge, Window};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// What a Redis failure is called in answers, logs and alerts: the rate-limit store, not the
+/// store of agents, policies and the audit trail.
+pub const RATE_LIMITS_UNAVAILABLE: &str = "rate-limit store (Redis) unavailable";
 
 /// The key prefix when none is configured.
 pub const DEFAULT_KEY_PREFIX: &str = "meshguard:rl:";

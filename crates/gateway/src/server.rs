@@ -17,7 +17,7 @@ use crate::alerts::AlertSettings;
 use crate::config::{Config, Mode, Secret};
 use crate::data_dir::{DataDir, DataDirError};
 use crate::policies::PolicyChangeError;
-use crate::policy_files::{PolicyDir, PolicyDirError, spawn_watcher};
+use crate::policy_files::{PolicyDir, PolicyDirError, list_policy_files, spawn_watcher};
 use crate::proxy::Upstreams;
 use crate::rate_limit::SystemClock;
 use crate::rate_limit_redis::{DEFAULT_KEY_PREFIX, RedisLimitError, RedisLimiter};
@@ -137,15 +137,9 @@ pub fn validate_only(config: &Config) -> Result<Vec<String>, ServeError> {
     if let Some(dir) = &config.policies_dir {
         let mut errors = Vec::new();
         let mut count = 0usize;
-        let entries = std::fs::read_dir(dir).map_err(|e| {
+        let paths = list_policy_files(dir).map_err(|e| {
             ServeError::Unsupported(format!("policies directory {}: {e}", dir.display()))
         })?;
-        let mut paths: Vec<_> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-            .collect();
-        paths.sort();
         // Policy name → the first file (in path order) that defines it: `serve` applies the
         // files in the same order and refuses every later file that defines the name again.
         let mut owners: BTreeMap<String, String> = BTreeMap::new();

@@ -18,7 +18,7 @@ use crate::extract::BodyLimit;
 use crate::metrics::GatewayMetrics;
 use crate::policies::{PolicyChangeError, PolicyRegistry};
 use crate::proxy::Upstreams;
-use crate::rate_limit::{AgentBudget, Clock, Limiter, RateLimiter, SystemClock};
+use crate::rate_limit::{AgentBudget, Clock, MemoryLimiter, RateLimitStore, SystemClock};
 use crate::rate_limit_redis::RedisLimiter;
 use crate::refusals::{self, RefusalTally};
 use crate::token::TokenKeys;
@@ -90,7 +90,7 @@ pub struct Gateway {
     /// Enforce, audit or bypass.
     pub mode: Mode,
     /// Rate-limit counters: in memory, or in Redis shared by every gateway.
-    pub limiter: Limiter,
+    pub limiter: RateLimitStore,
     /// The audit group-commit writer.
     pub audit: AuditWriter,
     /// Where a new live-stream follower's view of the other gateways' chains starts.
@@ -230,8 +230,8 @@ impl AppState {
             instance_id: dir.instance_id.clone(),
             mode: options.mode,
             limiter: match options.redis {
-                Some(redis) => Limiter::Redis(redis),
-                None => Limiter::Memory(RateLimiter::new(options.clock)),
+                Some(redis) => RateLimitStore::Redis(redis),
+                None => RateLimitStore::Memory(MemoryLimiter::new(options.clock)),
             },
             audit,
             audit_follow_from,

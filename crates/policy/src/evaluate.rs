@@ -15,7 +15,7 @@ use crate::limits::{Admission, LimitCharge, LimitKey, RateLimitOracle, Window};
 use crate::model::{AgentProfile, ApprovalNeed, CheckRequest, Code, Decision, TrustTier};
 use crate::pattern::Pattern;
 use crate::policy::{Policy, RateLimits, Rule, RuleEffect};
-use crate::set::{PolicySet, VerbKey};
+use crate::set::{BrokenIndex, IndexedPolicy, PolicySet, VerbKey};
 
 /// A request in canonical form (SPEC 3), ready for matching.
 pub(crate) struct Prepared<'r> {
@@ -200,20 +200,14 @@ struct PolicyMatch<'s> {
 }
 
 fn first_match<'s>(
-    set: &'s PolicySet,
-    position: usize,
+    indexed: &'s IndexedPolicy,
     verb: VerbKey,
     req: &Prepared<'_>,
     agent: &AgentProfile,
-) -> PolicyMatch<'s> {
+) -> Result<PolicyMatch<'s>, BrokenIndex> {
     let mut found = PolicyMatch::default();
-    let Some(indexed) = set.inner.policies.get(position) else {
-        return found;
-    };
-    let candidates = indexed
-        .candidate_rules(verb)
-        .filter_map(|i| indexed.policy.rules.get(i));
-    for rule in candidates {
+    for rule in indexed.candidate_rules(verb) {
+        let rule = rule?;
         let limited = rule.conditions.rate_limit.is_some();
         if matches!(check_rule(rule, req, agent), RuleCheck::Matched(_)) {
             found.verdict = Some(rule);
@@ -230,7 +224,7 @@ fn first_match<'s>(
             found.limited = Some(rule);
         }
     }
-    found
+    Ok(found)
 }
 
 pub(crate) fn push_charges(charges: &mut Vec<LimitCharge>, key: LimitKey, limits: &RateLimits) {
@@ -283,7 +277,10 @@ impl PolicySet {
             }
         };
         // Step 1: the applicable policies, in name order.
-        let applicable = self.applicable(agent);
+        let applicable = match self.applicable(agent) {
+            Ok(applicable) => applicable,
+            Err(broken) => return broken_index(action, &broken),
+        };
         if applicable.is_empty() {
             return Decision::new(
                 Code::NoPolicy,
@@ -294,7 +291,10 @@ impl PolicySet {
             );
         }
         // Steps 2 and 3: every policy's limits and its first matching rule.
-        let verdicts = self.verdicts(&applicable, &prepared, agent);
+        let verdicts = match self.verdicts(&applicable, &prepared, agent) {
+            Ok(verdicts) => verdicts,
+            Err(broken) => return broken_index(action, &broken),
+        };
         // Every check counts against its limits, denied or not, so the oracle is asked first.
         let admission = if verdicts.charges.is_empty() {
             Admission::Admitted
@@ -321,19 +321,16 @@ impl PolicySet {
             return by_rule(Code::Allowed, action, policy, rule);
         }
         // Step 7: weak defaults; allow only if every applicable policy says so.
-        let first_applicable = applicable
-            .first()
-            .and_then(|&i| self.inner.policies.get(i))
-            .map(|p| &p.policy);
+        let first_applicable = applicable.first().map(|p| &p.policy);
         by_default(action, verdicts.first_default_deny, first_applicable)
     }
 
     fn verdicts<'s>(
-        &'s self,
-        applicable: &[usize],
+        &self,
+        applicable: &[&'s IndexedPolicy],
         prepared: &Prepared<'_>,
         agent: &AgentProfile,
-    ) -> Verdicts<'s> {
+    ) -> Result<Verdicts<'s>, BrokenIndex> {
         let verb = self.verb_key(prepared.verb());
         let mut verdicts = Verdicts {
             charges: Vec::new(),
@@ -341,10 +338,7 @@ impl PolicySet {
             first_allow: None,
             first_default_deny: None,
         };
-        for &position in applicable {
-            let Some(indexed) = self.inner.policies.get(position) else {
-                continue;
-            };
+        for &indexed in applicable {
             let policy = &indexed.policy;
             if let Some(limits) = &policy.rate_limits {
                 let key = LimitKey {
@@ -353,8 +347,7 @@ impl PolicySet {
                 };
                 push_charges(&mut verdicts.charges, key, limits);
             }
-            let PolicyMatch { verdict, limited } =
-                first_match(self, position, verb, prepared, agent);
+            let PolicyMatch { verdict, limited } = first_match(indexed, verb, prepared, agent)?;
             if let Some(rule) = limited
                 && let Some(limits) = &rule.conditions.rate_limit
             {
@@ -375,14 +368,14 @@ impl PolicySet {
                 verdicts.first_default_deny.get_or_insert(policy);
             }
         }
-        verdicts
+        Ok(verdicts)
     }
 
     /// Step 5: the first policy whose `requireApproval` matches decides; the timeout is the
     /// smallest among every matching policy.
     fn approval(
         &self,
-        applicable: &[usize],
+        applicable: &[&IndexedPolicy],
         prepared: &Prepared<'_>,
         action: &str,
     ) -> Option<Decision> {
@@ -391,7 +384,7 @@ impl PolicySet {
         let mut default_timeout_applies = false;
         let matching = applicable
             .iter()
-            .filter_map(|&i| self.inner.policies.get(i).map(|p| &p.policy))
+            .map(|indexed| &indexed.policy)
             .filter(|policy| approval_matches(policy, prepared).is_some());
         for policy in matching {
             match policy
@@ -432,6 +425,16 @@ pub(crate) fn refusal_code(refusal: NotCanonical) -> Code {
         (Fault::EscapesRoot, _) | (_, Part::Resource) => Code::InvalidResource,
         (_, Part::Action) => Code::InvalidAction,
     }
+}
+
+/// The set's indexes name a policy or rule it does not hold (only a bug can): deny, naming the
+/// fault, rather than decide without what the index meant. No wire code is added for a state
+/// the gateway cannot reach by input; `default_deny` says what happened: nothing allowed it.
+fn broken_index(action: &str, broken: &BrokenIndex) -> Decision {
+    Decision::new(
+        Code::DefaultDeny,
+        format!("Action '{action}' denied: {broken}; nothing is allowed while it is so"),
+    )
 }
 
 /// An explicit rule decided: `denied_by_rule` (with the rule's own reason) or `allowed`.
@@ -501,4 +504,74 @@ fn rate_limited(charge: Option<&LimitCharge>, retry_after_secs: u64) -> Decision
     decision.rule = charge.and_then(|c| c.key.rule.clone());
     decision.retry_after_secs = Some(retry_after_secs);
     decision
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::limits::Unlimited;
+
+    fn agent() -> AgentProfile {
+        AgentProfile {
+            id: "agent_1".into(),
+            name: "dev".into(),
+            trust: TrustTier::Verified,
+            tags: ["t".to_owned()].into(),
+        }
+    }
+
+    fn decide(set: &PolicySet, action: &str) -> Decision {
+        let context = Map::new();
+        let req = CheckRequest {
+            action,
+            resource: "",
+            context: &context,
+        };
+        set.decide(&agent(), &req, &mut Unlimited)
+    }
+
+    /// `a-open` allows, `b-shut` denies: a deny anywhere wins while both are in the set.
+    fn set() -> PolicySet {
+        PolicySet::from_sources([
+            (
+                "a.yaml",
+                "name: a-open\nversion: \"1\"\nappliesTo: {tags: [t]}\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n",
+            ),
+            (
+                "b.yaml",
+                "name: b-shut\nversion: \"1\"\nappliesTo: {tags: [t]}\nrules:\n  - name: shut\n    effect: deny\n    actions: [\"read:*\"]\n",
+            ),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn a_policy_position_that_does_not_resolve_denies_instead_of_skipping_the_policy() {
+        let mut set = set();
+        assert_eq!(decide(&set, "read:x").code, Code::DeniedByRule);
+        // The index still names `b-shut`, which the set no longer holds.
+        Arc::get_mut(&mut set.inner).unwrap().policies.truncate(1);
+        let decision = decide(&set, "read:x");
+        assert!(!decision.is_allowed(), "{decision:?}");
+        assert_eq!(
+            decision.reason,
+            "Action 'read:x' denied: the policy index names policy #1, which the set does not hold; nothing is allowed while it is so"
+        );
+    }
+
+    #[test]
+    fn a_rule_position_that_does_not_resolve_denies_instead_of_skipping_the_rule() {
+        let mut set = set();
+        // The rule index of `b-shut` still names its deny rule, which it no longer holds.
+        let inner = Arc::get_mut(&mut set.inner).unwrap();
+        inner.policies.get_mut(1).unwrap().policy.rules.clear();
+        let decision = decide(&set, "read:x");
+        assert!(!decision.is_allowed(), "{decision:?}");
+        assert_eq!(
+            decision.reason,
+            "Action 'read:x' denied: the rule index of policy 'b-shut' names rule #0, which it does not hold; nothing is allowed while it is so"
+        );
+    }
 }

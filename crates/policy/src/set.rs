@@ -38,6 +38,24 @@ pub(crate) struct IndexedPolicy {
     rules: RuleIndex,
 }
 
+/// A position in the set's indexes that names no policy or rule. Only a bug can make one; a
+/// decision that meets it denies with this as the reason (fail closed) rather than deciding
+/// without the policy or rule the index meant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BrokenIndex {
+    /// An `appliesTo` index names a policy position past the end of the set.
+    #[error("the policy index names policy #{0}, which the set does not hold")]
+    Policy(usize),
+    /// A policy's rule index names a rule position past the end of its rules.
+    #[error("the rule index of policy '{policy}' names rule #{position}, which it does not hold")]
+    Rule {
+        /// The policy whose rule index is broken.
+        policy: String,
+        /// The position that does not resolve.
+        position: usize,
+    },
+}
+
 /// Rule positions by verb id (sorted by id), each list ascending so the first match is found
 /// in rule order.
 #[derive(Debug, Default)]
@@ -93,10 +111,13 @@ impl RuleIndex {
 }
 
 impl IndexedPolicy {
-    /// Rule positions that may match an action with this verb, in rule order. An action
-    /// without `:` can be matched by rules of any verb through its qualified form, so it gets
-    /// every rule.
-    pub(crate) fn candidate_rules(&self, verb: VerbKey) -> impl Iterator<Item = usize> + '_ {
+    /// The rules that may match an action with this verb, in rule order. An action without
+    /// `:` can be matched by rules of any verb through its qualified form, so it gets every
+    /// rule. A position that does not resolve is yielded as an error, never skipped.
+    pub(crate) fn candidate_rules(
+        &self,
+        verb: VerbKey,
+    ) -> impl Iterator<Item = Result<&Rule, BrokenIndex>> + '_ {
         let all = self.policy.rules.len();
         let (keyed, unkeyed, everything): (&[usize], &[usize], bool) = match verb {
             VerbKey::Id(id) => {
@@ -117,6 +138,15 @@ impl IndexedPolicy {
             b: unkeyed,
         }
         .chain((0..all).filter(move |_| everything))
+        .map(|position| {
+            self.policy
+                .rules
+                .get(position)
+                .ok_or_else(|| BrokenIndex::Rule {
+                    policy: self.policy.name.clone(),
+                    position,
+                })
+        })
     }
 }
 
@@ -252,8 +282,12 @@ impl PolicySet {
         }
     }
 
-    /// Positions of the policies that apply to `agent`, ascending (that is, by name).
-    pub(crate) fn applicable(&self, agent: &AgentProfile) -> Vec<usize> {
+    /// The policies that apply to `agent`, by name. A position of the indexes that does not
+    /// resolve is an error, so a policy the index meant is never left out silently.
+    pub(crate) fn applicable(
+        &self,
+        agent: &AgentProfile,
+    ) -> Result<Vec<&IndexedPolicy>, BrokenIndex> {
         let inner = &*self.inner;
         let mut candidates: Vec<usize> = inner.everyone.clone();
         for key in [&agent.id, &agent.name] {
@@ -271,13 +305,17 @@ impl PolicySet {
         }
         candidates.sort_unstable();
         candidates.dedup();
-        candidates.retain(|&i| {
-            inner
+        let mut applicable = Vec::with_capacity(candidates.len());
+        for position in candidates {
+            let indexed = inner
                 .policies
-                .get(i)
-                .is_some_and(|p| p.policy.applies(agent))
-        });
-        candidates
+                .get(position)
+                .ok_or(BrokenIndex::Policy(position))?;
+            if indexed.policy.applies(agent) {
+                applicable.push(indexed);
+            }
+        }
+        Ok(applicable)
     }
 }
 

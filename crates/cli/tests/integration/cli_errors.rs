@@ -123,6 +123,22 @@ fn validate_reports_errors_with_positions_and_lints_offline() {
 }
 
 #[test]
+fn validate_reads_yml_files_of_a_directory_and_skips_hidden_files_and_backups() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("short.yml"),
+        "name: short\nversion: \"1\"\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n",
+    )
+    .unwrap();
+    // Broken on purpose: read as policies, they would fail the validation.
+    std::fs::write(dir.path().join(".#short.yaml"), "rules: [oops\n").unwrap();
+    std::fs::write(dir.path().join("short.yml~"), "rules: [oops\n").unwrap();
+    let run = CliRun::bare(&["policy", "validate", dir.path().to_str().unwrap()]);
+    run.assert_code(0);
+    assert!(run.stdout.contains("1 policy valid"), "{}", run.stdout);
+}
+
+#[test]
 fn validate_strict_refuses_an_allow_that_overrides_another_policys_default_deny() {
     let examples = repo_root().join("examples/policies");
     let run = CliRun::bare(&["policy", "validate", "--strict", examples.to_str().unwrap()]);

@@ -22,7 +22,7 @@ use crate::config::Mode;
 use crate::error::ApiError;
 use crate::extract::{LimitedBody, parse_json};
 use crate::rate_limit::Charging;
-use crate::rate_limit_redis::RedisLimitError;
+use crate::rate_limit_redis::{RATE_LIMITS_UNAVAILABLE, RedisLimitError};
 use crate::refusals::{self, Refusal};
 use crate::state::AppState;
 use crate::trace::TraceId;
@@ -401,10 +401,11 @@ pub(super) enum Outage {
 }
 
 impl Outage {
-    fn what(self) -> &'static str {
+    /// What is unavailable, as the answer, the log line and the alert say it.
+    fn message(self) -> &'static str {
         match self {
-            Outage::Store => "store",
-            Outage::RateLimits => "rate-limit store (redis)",
+            Outage::Store => "store unavailable",
+            Outage::RateLimits => RATE_LIMITS_UNAVAILABLE,
         }
     }
 }
@@ -418,14 +419,14 @@ pub(super) fn unavailable(
     outage: Outage,
     cause: &str,
 ) -> Response {
-    let what = outage.what();
-    tracing::error!(%cause, action = %input.action, trace = %trace.0, "{what} unavailable: check denied");
+    let what = outage.message();
+    tracing::error!(%cause, action = %input.action, trace = %trace.0, "{what}: check denied");
     state
         .metrics
         .decisions
         .with_label_values(&["deny", "unavailable"])
         .inc();
-    let reason = format!("{what} unavailable: nothing is allowed until it is back");
+    let reason = format!("{what}: nothing is allowed until it is back");
     if state.alerts.wants(Trigger::Error) {
         state.alerts.emit(Alert {
             event: Trigger::Error,

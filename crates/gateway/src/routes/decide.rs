@@ -58,8 +58,7 @@ pub async fn decide(
         .decide(&record.id, Charging::Peek, |oracle| {
             policies.explain(&profile, &request, oracle)
         })
-        .await
-        .map_err(|err| ApiError::Unavailable(err.to_string()))?;
+        .await?;
     let decision = approvals::settle(
         &*state.store,
         &record.id,

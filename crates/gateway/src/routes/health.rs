@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::error::ApiError;
+use crate::rate_limit_redis::RATE_LIMITS_UNAVAILABLE;
 use crate::state::AppState;
 
 /// The gateway's version, as built.
@@ -30,7 +31,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
     }
     let limits = state.limiter.ping().await;
     if let Err(err) = &limits {
-        tracing::error!(error = %err, "health check: rate-limit store unavailable");
+        tracing::error!(error = %err, "health check: {RATE_LIMITS_UNAVAILABLE}");
     }
     let healthy = store.is_ok() && limits.is_ok();
     let body = json!({

@@ -31,6 +31,10 @@ async fn checks_fail_closed_with_503_and_no_event_while_the_store_is_down() {
         assert_eq!(reply.body["allowed"], false);
         assert_eq!(reply.body["decision"], "deny");
         assert_eq!(reply.body["code"], "unavailable");
+        assert_eq!(
+            reply.body["reason"],
+            "store unavailable: nothing is allowed until it is back"
+        );
         assert_eq!(reply.body["action"], "read:x");
         assert!(reply.body["policy"].is_null());
         assert!(reply.body["audit_id"].is_null());

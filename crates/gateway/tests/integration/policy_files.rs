@@ -148,3 +148,24 @@ async fn a_change_the_store_could_not_take_is_applied_once_it_is_back() {
     assert_eq!(in_memory.len(), 1);
     assert_eq!(in_memory.get("edited").unwrap().version(), "2");
 }
+
+#[tokio::test]
+async fn yml_files_are_applied_and_hidden_files_and_backups_are_not() {
+    let gw = TestGateway::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yml = dir.path().join("short.yml");
+    std::fs::write(&yml, policy("short", "1")).unwrap();
+    // An editor's lock file and backup of another policy must not become policies.
+    std::fs::write(dir.path().join(".#draft.yaml"), policy("draft", "1")).unwrap();
+    std::fs::write(dir.path().join("draft.yaml~"), policy("backup", "1")).unwrap();
+
+    let mut watched = gw.watch_policies(dir.path()).await;
+    assert_eq!(
+        in_force(&gw).await,
+        [("short".into(), "1".into(), yml.display().to_string())]
+    );
+
+    std::fs::write(&yml, policy("short", "2")).unwrap();
+    watched.poll(&gw.state.policies).await;
+    assert_eq!(in_force(&gw).await[0].1, "2");
+}

@@ -405,8 +405,9 @@ async fn checks_fail_closed_with_503_while_redis_is_down() {
     assert_eq!(reply.body["allowed"], false);
     assert_eq!(reply.body["decision"], "deny");
     assert_eq!(reply.body["code"], "unavailable");
-    assert!(
-        reply.body["reason"].as_str().unwrap().contains("redis"),
+    assert_eq!(
+        reply.body["reason"],
+        "rate-limit store (Redis) unavailable: nothing is allowed until it is back",
         "{}",
         reply.text
     );
@@ -424,6 +425,12 @@ async fn checks_fail_closed_with_503_while_redis_is_down() {
     assert_eq!(
         peek.status,
         StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        peek.text
+    );
+    assert_eq!(peek.body["error"], "unavailable", "{}", peek.text);
+    assert_eq!(
+        peek.body["message"], "rate-limit store (Redis) unavailable",
         "{}",
         peek.text
     );

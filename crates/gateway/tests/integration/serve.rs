@@ -224,6 +224,25 @@ async fn validate_only_reports_bad_policy_files_with_positions() {
     let err = validate_only(&config).unwrap_err().to_string();
     assert!(err.contains("bad.yaml:4:"), "{err}");
 
+    // `*.yml` files are checked too; hidden files and backups are not policy files.
+    let dir = tmp.path().join("policies");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("short.yml"),
+        "name: short\nversion: \"1\"\nrules:\n  - effect: alow\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join(".#short.yaml"), "not: [a policy\n").unwrap();
+    let flags = ConfigFlags {
+        policies_dir: Some(dir.clone()),
+        data_dir: Some(tmp.path().join("home")),
+        ..ConfigFlags::default()
+    };
+    let config = Config::load(None, &HashMap::new(), &flags, None).unwrap();
+    let err = validate_only(&config).unwrap_err().to_string();
+    assert!(err.contains("short.yml:4:"), "{err}");
+    assert!(!err.contains(".#short.yaml"), "{err}");
+
     let flags = ConfigFlags {
         redis_url: Some("redis://127.0.0.1:6379".into()),
         data_dir: Some(tmp.path().join("home")),
