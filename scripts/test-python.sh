@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every Python suite: lint (ruff), then pytest over python/ against the real gateway binary.
+# Every Python suite: lint (ruff), type check (mypy, python/mypy.ini: strict on the SDK), then
+# pytest over python/ against the real gateway binary.
 #   .venv         the SDK, the AutoGPT plugin and wrapper, classic AutoGPT (agpt 0.2.2) pinned
 #   .venv-sdk012  MeshGuard's published SDK 0.1.2, unmodified, for the compatibility tests
 # Works on a machine with nothing but python3.11 (and pip). Environment:
@@ -59,6 +60,10 @@ fi
 echo "-- ruff"
 .venv/bin/ruff check python
 .venv/bin/ruff format --check python
+
+echo "-- mypy"
+# The packages' typing is part of their API (both ship py.typed): a type error fails the run.
+(cd python && "$root/.venv/bin/mypy")
 
 echo "-- pytest"
 workers="$("$python" -c 'import os; print(max(2, min(4, os.cpu_count() or 2)))')"

@@ -20,6 +20,7 @@ from meshguard import (
     RateLimitError,
     governed,
 )
+from meshguard.langchain import governed_tool
 
 APPROVALS_POLICY = Path(__file__).parent / "policies" / "approvals.yaml"
 
@@ -147,6 +148,26 @@ def test_governed_decorator_checks_each_call_with_its_resource(
     assert written == ["workspace/a.txt"]
     events = shared_gateway.audit(traceId=trace, kind="check")
     assert [event_field(e, "resource") for e in events] == ["workspace/a.txt"]
+
+
+def test_governed_tool_runs_only_allowed_tools_and_names_its_action(
+    shared_gateway: Gateway, agent: AgentIdentity
+) -> None:
+    client = client_of(shared_gateway, agent)
+
+    @governed_tool("search:web", client=client)
+    def search(query: str) -> str:
+        return f"results for {query}"
+
+    @governed_tool("execute:shell", client=client, on_deny=lambda denied, *_: f"refused: {denied}")
+    def shell(command: str) -> str:
+        raise AssertionError("a denied tool must not run")
+
+    assert search("python") == "results for python"
+    assert shell("ls").startswith("refused: ")
+    # LangChain code written for 0.1.x reads the action back from the wrapped tool.
+    assert getattr(search, "_meshguard_action", None) == "search:web"
+    assert getattr(shell, "_meshguard_action", None) == "execute:shell"
 
 
 def test_record_links_the_outcome_to_its_check(

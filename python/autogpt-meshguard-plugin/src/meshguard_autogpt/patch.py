@@ -61,7 +61,8 @@ def original(module: str, name: str) -> Callable[..., Any]:
     found = _originals.get((module, name))
     if found is not None:
         return found
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    function: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    return function
 
 
 def _run_command(
@@ -174,7 +175,9 @@ def _governed_function(
     governor: CommandGovernor, command_name: str, function: Callable[..., Any]
 ) -> Callable[..., Any]:
     try:
-        signature = inspect.signature(function.command.method)  # type: ignore[attr-defined]
+        # AutoGPT's @command decorator keeps the undecorated function at .command.method.
+        command: Any = getattr(function, "command", None)
+        signature = inspect.signature(command.method)
     except (AttributeError, TypeError, ValueError):
         signature = inspect.signature(function)
 

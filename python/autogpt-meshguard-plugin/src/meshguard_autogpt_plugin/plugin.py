@@ -9,14 +9,28 @@ command is rewritten to ``meshguard_denied``, a command this plugin adds to the 
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple, TypeVar
 
 from auto_gpt_plugin_template import AutoGPTPluginTemplate
 
 from meshguard_autogpt.gateway import MeshGuardGateway
 from meshguard_autogpt.governor import Admission, CommandGovernor
 
-PromptGeneratorT = TypeVar("PromptGeneratorT")
+
+class PromptGenerator(Protocol):
+    """The part of AutoGPT's ``PromptGenerator`` the plugin calls, positionally (post_prompt)."""
+
+    def add_command(
+        self,
+        command_label: str,
+        command_name: str,
+        args: Dict[str, str],
+        function: Callable[..., Any],
+        /,
+    ) -> None: ...
+
+
+PromptGeneratorT = TypeVar("PromptGeneratorT", bound=PromptGenerator)
 
 DENIAL_COMMAND = "meshguard_denied"
 
@@ -26,7 +40,7 @@ def report_denial(reason: str = "denied by MeshGuard") -> str:
     return reason
 
 
-class MeshGuardPlugin(AutoGPTPluginTemplate):  # type: ignore[misc]
+class MeshGuardPlugin(AutoGPTPluginTemplate):
     """Governance plugin for classic AutoGPT; load it with ``ALLOWLISTED_PLUGINS=MeshGuardPlugin``.
 
     Configuration (``MESHGUARD_URL``, ``MESHGUARD_TOKEN``, ``MESHGUARD_TRACE_ID``,
@@ -52,7 +66,7 @@ class MeshGuardPlugin(AutoGPTPluginTemplate):  # type: ignore[misc]
         """Adds ``meshguard_denied``, the command a denied command is rewritten to."""
         # Positional arguments: the signature of add_command changed across AutoGPT releases
         # but its first four parameters kept their order.
-        prompt.add_command(  # type: ignore[attr-defined]
+        prompt.add_command(
             "Report a MeshGuard policy denial (used by MeshGuard, do not call)",
             DENIAL_COMMAND,
             {"reason": "<reason>"},

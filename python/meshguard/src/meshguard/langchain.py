@@ -34,7 +34,7 @@ def governed_tool(
                 kwargs["meshguard_decision"] = decision
             return func(*args, **kwargs)
 
-        wrapper._meshguard_action = action  # type: ignore[attr-defined]
+        wrapper.__dict__["_meshguard_action"] = action
         return wrapper
 
     return decorator
@@ -122,7 +122,7 @@ def create_governed_agent(
 ) -> Any:
     """A LangChain agent whose tools are all governed (needs ``pip install langchain``)."""
     try:
-        from langchain.agents import AgentType, initialize_agent  # type: ignore[import-not-found]
+        from langchain.agents import AgentType, initialize_agent
     except ImportError as missing:
         raise ImportError(
             "LangChain is required for this feature. Install it with: pip install langchain"
