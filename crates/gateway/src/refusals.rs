@@ -173,8 +173,9 @@ pub async fn write(audit: &AuditWriter, events: Vec<NewAuditEvent>) {
     }
 }
 
-/// Writes the tallies whose minute is over, every second, and every open tally when the
-/// gateway begins to stop.
+/// Writes the tallies whose minute is over, every second, until the gateway begins to stop.
+/// The open tallies are written by the shutdown itself ([`flush`]), once no request can add to
+/// them and before the audit writer stops, so none is lost to a race with either.
 pub async fn run(
     tally: Arc<RefusalTally>,
     audit: AuditWriter,
@@ -187,12 +188,16 @@ pub async fn run(
             _ = sweep.tick() => write(&audit, tally.take_due(false)).await,
             changed = stopping.changed() => {
                 if changed.is_err() || *stopping.borrow() {
-                    write(&audit, tally.take_due(true)).await;
                     return;
                 }
             }
         }
     }
+}
+
+/// Writes every open tally now: the last step of a shutdown before the audit writer stops.
+pub async fn flush(tally: &RefusalTally, audit: &AuditWriter) {
+    write(audit, tally.take_due(true)).await;
 }
 
 #[cfg(test)]

@@ -305,6 +305,9 @@ pub async fn serve_listener(
     for task in tasks {
         let _ = task.await;
     }
+    // Every connection is done, so no refusal can be counted any more: write the open counts
+    // while the audit writer still takes events.
+    crate::refusals::flush(&state.refusals, &state.audit).await;
     state.audit.shutdown().await;
     if let Err(err) = background.audit_task.await {
         tracing::error!(error = %err, "audit writer ended abnormally");

@@ -199,8 +199,7 @@ impl TestGateway {
 
     /// Writes the open refusal counts now, as the gateway does once their minute is over.
     pub async fn flush_refusals(&self) {
-        meshguard_gateway::refusals::write(&self.state.audit, self.state.refusals.take_due(true))
-            .await;
+        meshguard_gateway::refusals::flush(&self.state.refusals, &self.state.audit).await;
     }
 
     /// Every committed event, oldest first.
