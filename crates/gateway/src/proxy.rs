@@ -5,8 +5,9 @@
 //!
 //! A path is read once: percent-escapes are decoded once, repeated `/` collapse, and anything
 //! that could be read two ways (a `.` or `..` segment, an encoded dot, slash, backslash or `%`, a
-//! backslash, a control character, text that Unicode normalisation would change) is refused
-//! before any target is chosen. The canonical path then names the action, picks the target and
+//! backslash) is refused before any target is chosen; so is a decoded path that the policy
+//! engine would read as another (its canonical form, `meshguard_policy::canonical_resource`, is
+//! the one judge: control characters, text NFKC changes, a segment ending in a dot). The canonical path then names the action, picks the target and
 //! is what the upstream receives (re-encoded).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -332,16 +333,16 @@ pub enum PathRefusal {
     /// A literal `\`, which some upstreams read as `/`.
     #[error("it has a backslash")]
     Backslash,
-    /// A control character (NUL, CR, LF, ESC, DEL…), usually percent-encoded.
-    #[error("it has a control character")]
-    Control,
     /// Escapes that do not decode to UTF-8 text.
     #[error("its percent-escapes do not decode to UTF-8 text")]
     NotUtf8,
-    /// Text that Unicode NFKC normalisation changes (fullwidth dots, ligatures…): the policy
-    /// engine decides on the normalised form, so the upstream would see another path.
-    #[error("it has characters that Unicode normalisation (NFKC) changes")]
-    NotNormalised,
+    /// The decoded path has no canonical form (a control character, say).
+    #[error("the decoded path {}", .0.describe())]
+    NotCanonical(meshguard_policy::Fault),
+    /// The policy engine reads the decoded path as another one (fullwidth dots, a segment
+    /// ending in `.`): the upstream would be sent a path other than the one decided.
+    #[error("the policy engine reads it as `{0}`")]
+    Respelled(String),
 }
 
 /// A proxied path in its one canonical form: decoded once, no empty segment, nothing ambiguous.
@@ -364,16 +365,14 @@ impl ProxyPath {
             if name == "." || name == ".." {
                 return Err(PathRefusal::DotSegment(raw_segment.to_owned()));
             }
-            if segment.contains('\\') {
-                return Err(PathRefusal::Backslash);
-            }
-            if segment.chars().any(char::is_control) {
-                return Err(PathRefusal::Control);
-            }
-            if !unicode_normalization::is_nfkc(&segment) {
-                return Err(PathRefusal::NotNormalised);
-            }
             segments.push(segment);
+        }
+        // What is decided is the engine's canonical form of this path: it must be this path.
+        let joined = segments.join("/");
+        match meshguard_policy::canonical_resource(&joined) {
+            Ok(canonical) if canonical == joined.as_str() => {}
+            Ok(canonical) => return Err(PathRefusal::Respelled(canonical.into_owned())),
+            Err(refusal) => return Err(PathRefusal::NotCanonical(refusal.fault)),
         }
         Ok(ProxyPath {
             trailing_slash: raw.ends_with('/') && !segments.is_empty(),
@@ -421,6 +420,7 @@ fn decode(segment: &str) -> Result<String, PathRefusal> {
 mod tests {
     use super::*;
     use crate::config::Secret;
+    use meshguard_policy::Fault;
 
     fn target(url: &str, headers: &[(&str, &str)]) -> ProxyTarget {
         ProxyTarget {
@@ -489,6 +489,7 @@ mod tests {
 
     #[test]
     fn ambiguous_paths_are_refused_before_routing() {
+        let control = PathRefusal::NotCanonical(Fault::ControlCharacter);
         let refused = [
             ("github/../api/users", PathRefusal::DotSegment("..".into())),
             ("./api", PathRefusal::DotSegment(".".into())),
@@ -499,14 +500,26 @@ mod tests {
             ("github/a%5Cb", PathRefusal::EncodedSeparator("%5C".into())),
             ("github/a\\b", PathRefusal::Backslash),
             ("github/%252e%252e", PathRefusal::EncodedPercent),
-            ("github/a%00b", PathRefusal::Control),
-            ("github/a%0d%0ab", PathRefusal::Control),
-            ("github/a%1bb", PathRefusal::Control),
+            ("github/a%00b", control.clone()),
+            ("github/a%0d%0ab", control.clone()),
+            ("github/a%1bb", control.clone()),
+            ("github/a%5c", PathRefusal::EncodedSeparator("%5c".into())),
+            (
+                "github/secret./x",
+                PathRefusal::Respelled("github/secret/x".into()),
+            ),
             ("github/a%zz", PathRefusal::BadEscape("%zz".into())),
             ("github/a%2", PathRefusal::BadEscape("%2".into())),
             ("github/%ff", PathRefusal::NotUtf8),
-            ("github/%EF%BC%8E%EF%BC%8E/api", PathRefusal::NotNormalised),
-            ("github/\u{2025}/api", PathRefusal::NotNormalised),
+            (
+                "github/%EF%BC%8E%EF%BC%8E/api",
+                PathRefusal::Respelled("api".into()),
+            ),
+            ("github/\u{2025}/api", PathRefusal::Respelled("api".into())),
+            (
+                "\u{2025}/api",
+                PathRefusal::NotCanonical(Fault::EscapesRoot),
+            ),
         ];
         for (raw, expected) in refused {
             assert_eq!(ProxyPath::parse(raw), Err(expected), "{raw}");

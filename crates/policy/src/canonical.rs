@@ -56,7 +56,8 @@ pub enum Fault {
 }
 
 impl Fault {
-    fn describe(self) -> &'static str {
+    /// What is wrong, as the end of a sentence about the text ("… holds a backslash").
+    pub fn describe(self) -> &'static str {
         match self {
             Fault::NoColon => "is not `verb:object` (no `:`)",
             Fault::BadVerb => {
