@@ -6,6 +6,7 @@
 //! [`MAX_JSON_DEPTH`] levels, and no object in it, at any depth, may repeat a key (a repeated key
 //! would let two readers of the same body see different values).
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -178,13 +179,14 @@ fn check_shape(bytes: &[u8]) -> Result<(), ApiError> {
 }
 
 /// Where the walk is, and the refusal it met (other errors are the typed parse's to report).
+/// Keys are borrowed from the body unless they hold escapes: the walk runs on every request.
 #[derive(Default)]
-struct Walk {
-    path: Vec<Step>,
+struct Walk<'de> {
+    path: Vec<Step<'de>>,
     refusal: Option<String>,
 }
 
-impl Walk {
+impl Walk<'_> {
     fn refuse<E: serde::de::Error>(&mut self, message: String) -> E {
         let error = E::custom(&message);
         self.refusal = Some(message);
@@ -193,13 +195,35 @@ impl Walk {
 }
 
 /// One step of a path into a JSON body, shown as `context.a[2]`.
-enum Step {
-    Key(String),
+enum Step<'de> {
+    Key(Cow<'de, str>),
     Index(usize),
 }
 
+/// An object key, borrowed from the body when it holds no escape.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(key)))
+            }
+            fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(key.to_owned())))
+            }
+        }
+        de.deserialize_str(KeyVisitor)
+    }
+}
+
 /// The path as `a.b[0].c`, shortened for the message (keys are user input).
-fn show_path(path: &[Step]) -> String {
+fn show_path(path: &[Step<'_>]) -> String {
     const MAX_SHOWN: usize = 120;
     let mut text = String::new();
     for step in path {
@@ -224,12 +248,12 @@ fn show_path(path: &[Step]) -> String {
 }
 
 /// Walks a JSON value without building it, tracking depth, path and the keys of each object.
-struct Shape<'w> {
+struct Shape<'w, 'de> {
     depth: usize,
-    walk: &'w mut Walk,
+    walk: &'w mut Walk<'de>,
 }
 
-impl Shape<'_> {
+impl Shape<'_, '_> {
     fn enter<E: serde::de::Error>(&mut self) -> Result<usize, E> {
         let depth = self.depth + 1;
         if depth > MAX_JSON_DEPTH {
@@ -243,14 +267,14 @@ impl Shape<'_> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for Shape<'_> {
+impl<'de> DeserializeSeed<'de> for Shape<'_, 'de> {
     type Value = ();
     fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
         de.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Shape<'_> {
+impl<'de> Visitor<'de> for Shape<'_, 'de> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -294,20 +318,21 @@ impl<'de> Visitor<'de> for Shape<'_> {
 
     fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
         let depth = self.enter()?;
-        let mut seen = HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if seen.contains(&key) {
-                self.walk.path.push(Step::Key(key));
+        let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            let repeated = seen.contains(&key);
+            self.walk.path.push(Step::Key(key));
+            if repeated {
                 let message = format!("{}: duplicate key", show_path(&self.walk.path));
                 return Err(self.walk.refuse(message));
             }
-            self.walk.path.push(Step::Key(key.clone()));
             map.next_value_seed(Shape {
                 depth,
                 walk: &mut *self.walk,
             })?;
-            self.walk.path.pop();
-            seen.insert(key);
+            if let Some(Step::Key(key)) = self.walk.path.pop() {
+                seen.insert(key);
+            }
         }
         Ok(())
     }
