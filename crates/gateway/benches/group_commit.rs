@@ -19,27 +19,19 @@ const GATEWAY: &str = "gw_bench";
 
 fn event(i: usize) -> NewAuditEvent {
     NewAuditEvent {
-        id: uuid::Uuid::now_v7().to_string(),
-        ts: time::OffsetDateTime::now_utc(),
-        kind: AuditKind::Check,
         agent: Some(AuditAgent {
             id: "agent_bench".into(),
             name: "bench".into(),
         }),
-        action: "read:workspace".into(),
         resource: Some(format!("notes-{i}.txt")),
-        decision: Some("allow".into()),
-        code: Some("allowed".into()),
+        decision: Some(meshguard_policy::Effect::Allow),
+        code: Some(meshguard_policy::Code::Allowed.into()),
         reason: Some("Action 'read:workspace' allowed by rule 'rule-1' of policy 'bench'".into()),
         policy: Some("bench".into()),
         rule: Some("rule-1".into()),
         trace_id: Some("bench-trace".into()),
-        approval_id: None,
-        status: None,
-        result: None,
-        context: serde_json::Map::new(),
         latency_us: Some(100),
-        gateway: GATEWAY.into(),
+        ..NewAuditEvent::new(AuditKind::Check, "read:workspace", GATEWAY)
     }
 }
 

@@ -199,9 +199,7 @@ async fn create(
         }
         // The reason names the cap, not the action: the action is in the event already.
         PendingApproval::TooMany { max_pending } => {
-            let code = Code::TooManyPendingApprovals;
-            decision.effect = code.effect();
-            decision.code = code;
+            decision.code = Code::TooManyPendingApprovals;
             decision.reason = format!(
                 "Action denied: this agent already has {max_pending} approvals pending, the most one agent may have; \
                  a new one is created once a human decides one or one expires"

@@ -8,6 +8,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::rate_limit_redis::{RATE_LIMITS_UNAVAILABLE, RedisLimitError};
+use crate::wire::WireCode;
+
+/// What a 503 says when the store (or the audit trail in it) cannot be reached.
+pub const STORE_UNAVAILABLE: &str = "store unavailable";
 
 /// An error answered by the gateway, in MeshGuard's shape `{"error": code, "message": …}`.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +68,7 @@ pub enum ApiError {
         retry_after_secs: u64,
     },
     /// 503: the store cannot be reached; nothing is allowed meanwhile.
-    #[error("store unavailable: {0}")]
+    #[error("{STORE_UNAVAILABLE}: {0}")]
     Unavailable(String),
     /// 503: Redis, which holds the global rate limits (`--redis-url`), cannot answer; said
     /// apart from the store so an operator looks at the right server.
@@ -78,33 +82,40 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = match self {
-            ApiError::Unauthorized(message) => (StatusCode::UNAUTHORIZED, "unauthorized", message),
-            ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, "bad_request", message),
+            ApiError::Unauthorized(message) => {
+                (StatusCode::UNAUTHORIZED, WireCode::Unauthorized, message)
+            }
+            ApiError::BadRequest(message) => {
+                (StatusCode::BAD_REQUEST, WireCode::BadRequest, message)
+            }
             ApiError::PayloadTooLarge { limit } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                WireCode::PayloadTooLarge,
                 format!("request body is larger than the limit of {limit} bytes"),
             ),
-            ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, "forbidden", message),
-            ApiError::RequestTimeout(message) => {
-                (StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
-            }
-            ApiError::NotFound(message) => (StatusCode::NOT_FOUND, "not_found", message),
-            ApiError::MethodNotAllowed(message) => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+            ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, WireCode::Forbidden, message),
+            ApiError::RequestTimeout(message) => (
+                StatusCode::REQUEST_TIMEOUT,
+                WireCode::RequestTimeout,
                 message,
             ),
-            ApiError::Conflict(message) => (StatusCode::CONFLICT, "conflict", message),
+            ApiError::NotFound(message) => (StatusCode::NOT_FOUND, WireCode::NotFound, message),
+            ApiError::MethodNotAllowed(message) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                WireCode::MethodNotAllowed,
+                message,
+            ),
+            ApiError::Conflict(message) => (StatusCode::CONFLICT, WireCode::Conflict, message),
             ApiError::InvalidPolicy { message, errors } => {
-                let body = json!({"error": "invalid_policy", "message": message, "errors": errors});
+                let body =
+                    json!({"error": WireCode::InvalidPolicy, "message": message, "errors": errors});
                 return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
             }
             ApiError::RateLimited {
                 message,
                 retry_after_secs,
             } => {
-                let code = meshguard_policy::Code::RateLimited.as_str();
+                let code = WireCode::Decided(meshguard_policy::Code::RateLimited);
                 let body = json!({
                     "error": code,
                     "code": code,
@@ -122,23 +133,23 @@ impl IntoResponse for ApiError {
                 tracing::error!(%upstream, %cause, "upstream request failed");
                 (
                     StatusCode::BAD_GATEWAY,
-                    "bad_gateway",
+                    WireCode::BadGateway,
                     "the upstream did not answer".to_owned(),
                 )
             }
             ApiError::Unavailable(cause) => {
-                tracing::error!(%cause, "store unavailable");
+                tracing::error!(%cause, "{STORE_UNAVAILABLE}");
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "store unavailable".to_owned(),
+                    WireCode::Unavailable,
+                    STORE_UNAVAILABLE.to_owned(),
                 )
             }
             ApiError::RateLimitsUnavailable(cause) => {
                 tracing::error!(%cause, "{RATE_LIMITS_UNAVAILABLE}");
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                    WireCode::Unavailable,
                     RATE_LIMITS_UNAVAILABLE.to_owned(),
                 )
             }
@@ -146,7 +157,7 @@ impl IntoResponse for ApiError {
                 tracing::error!(%cause, "internal error");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
+                    WireCode::Internal,
                     "internal error".to_owned(),
                 )
             }

@@ -67,6 +67,7 @@ pub mod server;
 pub mod state;
 pub mod token;
 pub mod trace;
+pub mod wire;
 
 pub use config::{AuditDurability, Config, ConfigError, ConfigFlags, Mode, ServerLimits};
 pub use routes::app;

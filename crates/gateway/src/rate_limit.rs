@@ -270,7 +270,7 @@ impl RateLimitStore {
     ///
     /// # Errors
     /// Redis could not answer: the caller must refuse the check (fail closed).
-    pub async fn decide<T>(
+    pub async fn decide_with_limits<T>(
         &self,
         agent_id: &str,
         charging: Charging,

@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use meshguard_store::{AuditAgent, AuditKind, NewAuditEvent};
+use meshguard_policy::Effect;
+use meshguard_store::{AuditAgent, AuditKind, EventCode, NewAuditEvent};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -141,25 +142,20 @@ impl RefusalTally {
                     .unwrap_or_default(),
             ),
         );
+        let first = tally.first;
         NewAuditEvent {
-            id: uuid::Uuid::now_v7().to_string(),
-            ts: OffsetDateTime::now_utc(),
-            kind: AuditKind::Check,
-            agent: Some(tally.first.agent),
-            action: tally.first.action.unwrap_or_default(),
-            resource: tally.first.resource,
-            decision: Some("deny".into()),
-            code: Some("unauthorized".into()),
-            reason: Some(tally.first.reason),
-            policy: None,
-            rule: None,
-            trace_id: Some(tally.first.trace_id),
-            approval_id: None,
-            status: None,
-            result: None,
+            agent: Some(first.agent),
+            resource: first.resource,
+            decision: Some(Effect::Deny),
+            code: Some(EventCode::Unauthorized),
+            reason: Some(first.reason),
+            trace_id: Some(first.trace_id),
             context,
-            latency_us: None,
-            gateway: self.gateway.clone(),
+            ..NewAuditEvent::new(
+                AuditKind::Check,
+                first.action.unwrap_or_default(),
+                &self.gateway,
+            )
         }
     }
 }

@@ -318,12 +318,12 @@ fn show(value: Option<&str>) -> String {
 fn compare(expect: &Expectation, actual: &Decision) -> Vec<Mismatch> {
     let mut mismatches = Vec::new();
     if let Some(decision) = expect.decision
-        && decision != actual.effect
+        && decision != actual.effect()
     {
         mismatches.push(Mismatch {
             field: "decision",
             expected: decision.as_str().to_owned(),
-            actual: actual.effect.as_str().to_owned(),
+            actual: actual.effect().as_str().to_owned(),
         });
     }
     if let Some(code) = expect.code

@@ -115,6 +115,13 @@ pub enum Effect {
 }
 
 impl Effect {
+    /// Reads a wire name back; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Effect> {
+        [Effect::Allow, Effect::Deny, Effect::RequireApproval]
+            .into_iter()
+            .find(|effect| effect.as_str() == text)
+    }
+
     /// The wire name (`allow`, `deny`, `require_approval`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -164,6 +171,27 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, so that reading a stored one back needs no second list of spellings.
+    pub const ALL: [Code; 12] = [
+        Code::Allowed,
+        Code::AllowedWithApproval,
+        Code::DeniedByRule,
+        Code::DefaultDeny,
+        Code::NoPolicy,
+        Code::InvalidResource,
+        Code::InvalidAction,
+        Code::RateLimited,
+        Code::ApprovalDenied,
+        Code::ApprovalRequired,
+        Code::ApprovalPending,
+        Code::TooManyPendingApprovals,
+    ];
+
+    /// Reads a wire name back; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Code> {
+        Code::ALL.into_iter().find(|code| code.as_str() == text)
+    }
+
     /// The wire name (`denied_by_rule`, …).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -206,12 +234,11 @@ impl fmt::Display for Code {
 }
 
 /// The answer to one check, carrying its reasons: the response body, the audit event and
-/// `policy test` are all built from this one value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `policy test` are all built from this one value. Its effect is its code's ([`Code::effect`]),
+/// never stored beside it, so the two cannot disagree; the JSON form still carries `effect`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Decision {
-    /// Allow, deny or require approval.
-    pub effect: Effect,
-    /// The machine-readable cause.
+    /// The machine-readable cause; it fixes the effect.
     pub code: Code,
     /// The human-readable cause, naming the action, rule and policy.
     pub reason: String,
@@ -225,6 +252,32 @@ pub struct Decision {
     pub approval: Option<ApprovalNeed>,
     /// The approval this decision refers to, once the gateway has one.
     pub approval_id: Option<String>,
+}
+
+impl Serialize for Decision {
+    /// The documented JSON form: `effect` first, derived from the code.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let Decision {
+            code,
+            reason,
+            policy,
+            rule,
+            retry_after_secs,
+            approval,
+            approval_id,
+        } = self;
+        let mut out = serializer.serialize_struct("Decision", 8)?;
+        out.serialize_field("effect", &code.effect())?;
+        out.serialize_field("code", code)?;
+        out.serialize_field("reason", reason)?;
+        out.serialize_field("policy", policy)?;
+        out.serialize_field("rule", rule)?;
+        out.serialize_field("retry_after_secs", retry_after_secs)?;
+        out.serialize_field("approval", approval)?;
+        out.serialize_field("approval_id", approval_id)?;
+        out.end()
+    }
 }
 
 /// The (action, resource) an approval is about, normalised so that retries find it.
@@ -281,7 +334,6 @@ pub enum ApprovalState {
 impl Decision {
     pub(crate) fn new(code: Code, reason: String) -> Decision {
         Decision {
-            effect: code.effect(),
             code,
             reason,
             policy: None,
@@ -292,9 +344,14 @@ impl Decision {
         }
     }
 
+    /// Allow, deny or require approval: what the code means.
+    pub fn effect(&self) -> Effect {
+        self.code.effect()
+    }
+
     /// True only when the action may go ahead.
     pub fn is_allowed(&self) -> bool {
-        self.effect == Effect::Allow
+        self.effect() == Effect::Allow
     }
 
     /// Applies SPEC 3's approval table to a decision whose code is
@@ -327,7 +384,6 @@ impl Decision {
                 (Code::ApprovalDenied, id, reason)
             }
         };
-        self.effect = code.effect();
         self.code = code;
         self.reason = reason;
         self.approval_id = Some(id);

@@ -25,8 +25,14 @@ fn events(n: usize) -> Vec<NewAuditEvent> {
             }),
             action: "read:workspace/notes.txt".into(),
             resource: Some("*".into()),
-            decision: Some(if i % 3 == 0 { "deny" } else { "allow" }.into()),
-            code: Some("allowed".into()),
+            decision: Some(if i % 3 == 0 {
+                meshguard_policy::Effect::Deny
+            } else {
+                meshguard_policy::Effect::Allow
+            }),
+            code: Some(meshguard_store::EventCode::Decided(
+                meshguard_policy::Code::Allowed,
+            )),
             reason: Some("Action 'read:workspace/notes.txt' allowed by rule 'rule-1'".into()),
             policy: Some("autogpt-policy".into()),
             rule: Some("rule-1".into()),

@@ -172,8 +172,10 @@ mod tests {
                 }),
                 action: "execute:shell".into(),
                 resource: Some("ls -la".into()),
-                decision: Some("deny".into()),
-                code: Some("denied_by_rule".into()),
+                decision: Some(meshguard_policy::Effect::Deny),
+                code: Some(crate::EventCode::Decided(
+                    meshguard_policy::Code::DeniedByRule,
+                )),
                 reason: Some("Action 'execute:shell' denied".into()),
                 policy: Some("autogpt-policy".into()),
                 rule: Some("rule-4".into()),

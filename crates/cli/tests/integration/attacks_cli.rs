@@ -41,26 +41,17 @@ fn deep_event(n: u16, levels: usize, trace: &str) -> NewAuditEvent {
     };
     NewAuditEvent {
         id: event_id(n),
-        ts: OffsetDateTime::now_utc(),
-        kind: AuditKind::Check,
         agent: Some(AuditAgent {
             id: "agent_deep".into(),
             name: "deep".into(),
         }),
-        action: format!("read:deep-{n}"),
         resource: Some("*".into()),
-        decision: Some("allow".into()),
-        code: Some("allowed".into()),
-        reason: None,
-        policy: None,
-        rule: None,
+        decision: Some(meshguard_policy::Effect::Allow),
+        code: Some(meshguard_policy::Code::Allowed.into()),
         trace_id: Some(trace.into()),
-        approval_id: None,
-        status: None,
-        result: None,
         context,
         latency_us: Some(1),
-        gateway: "gw_older".into(),
+        ..NewAuditEvent::new(AuditKind::Check, format!("read:deep-{n}"), "gw_older")
     }
 }
 

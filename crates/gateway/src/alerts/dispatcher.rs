@@ -81,7 +81,13 @@ impl AlertQueue {
     }
 
     /// Raises an `error` alert about a failure outside any check (see [`Alert::failure`]).
-    pub fn failure(&self, code: &str, action: &str, resource: Option<&str>, reason: String) {
+    pub fn failure(
+        &self,
+        code: &'static str,
+        action: &str,
+        resource: Option<&str>,
+        reason: String,
+    ) {
         let Some(end) = &self.inner else { return };
         if !self.wants(Trigger::Error) {
             return;

@@ -39,6 +39,7 @@ pub struct AlertAgent {
 }
 
 /// One alert: the webhook body, field for field, so what a receiver verifies is what was built.
+/// Begun only by [`Alert::new`], so every alert names its gateway and time the same way.
 #[derive(Debug, Clone, Serialize)]
 pub struct Alert {
     /// The trigger that fired.
@@ -49,11 +50,12 @@ pub struct Alert {
     pub action: String,
     /// The resource.
     pub resource: Option<String>,
-    /// `allow`, `deny` or `require_approval`; `None` when no decision was made.
-    pub decision: Option<String>,
+    /// The decision; `None` when no decision was made.
+    pub decision: Option<Effect>,
     /// The decision code (`denied_by_rule`, `rate_limited`, `unavailable`, …), or what failed
-    /// for an `error` outside a check ([`POLICY_FILE_NOT_APPLIED`], [`AUDIT_NOT_COMMITTED`]).
-    pub code: Option<String>,
+    /// for an `error` outside a check ([`POLICY_FILE_NOT_APPLIED`], [`AUDIT_NOT_COMMITTED`]):
+    /// always one of the gateway's constant spellings.
+    pub code: Option<&'static str>,
     /// The human-readable reason.
     pub reason: String,
     /// The policy that decided.
@@ -81,7 +83,7 @@ impl Trigger {
     /// The trigger a decision fires, if any. A re-check of an approval that still waits fires
     /// nothing: the operator heard when it was created, and agents poll.
     pub fn of_decision(decision: &Decision) -> Option<Trigger> {
-        match (decision.effect, decision.code) {
+        match (decision.effect(), decision.code) {
             (Effect::Allow, _) => None,
             (Effect::Deny, Code::RateLimited) => Some(Trigger::RateLimit),
             (Effect::Deny, _) => Some(Trigger::Deny),
@@ -92,50 +94,16 @@ impl Trigger {
 }
 
 impl Alert {
-    /// The alert of a decision answered by the check path.
-    pub fn of_decision(
-        event: Trigger,
-        decision: &Decision,
-        agent: AlertAgent,
-        action: &str,
-        resource: &str,
-    ) -> Alert {
+    /// An alert of `event` raised now by `gateway` about `action`, enforced, not a test, with
+    /// every optional field empty: callers fill in what they know.
+    pub fn new(event: Trigger, gateway: &str, action: &str, reason: String) -> Alert {
         Alert {
             event,
-            agent: Some(agent),
-            action: action.to_owned(),
-            resource: Some(resource.to_owned()),
-            decision: Some(decision.effect.as_str().to_owned()),
-            code: Some(decision.code.as_str().to_owned()),
-            reason: decision.reason.clone(),
-            policy: decision.policy.clone(),
-            rule: decision.rule.clone(),
-            approval_id: decision.approval_id.clone(),
-            trace_id: None,
-            audit_id: None,
-            timestamp: OffsetDateTime::now_utc(),
-            gateway: String::new(),
-            enforced: true,
-            test: false,
-        }
-    }
-
-    /// An `error` alert about a failure outside any check that changes what the gateway
-    /// enforces or records: no agent, no decision, no trace, no audit event.
-    pub fn failure(
-        code: &str,
-        action: &str,
-        resource: Option<&str>,
-        reason: String,
-        gateway: &str,
-    ) -> Alert {
-        Alert {
-            event: Trigger::Error,
             agent: None,
             action: action.to_owned(),
-            resource: resource.map(str::to_owned),
+            resource: None,
             decision: None,
-            code: Some(code.to_owned()),
+            code: None,
             reason,
             policy: None,
             rule: None,
@@ -146,6 +114,35 @@ impl Alert {
             gateway: gateway.to_owned(),
             enforced: true,
             test: false,
+        }
+    }
+
+    /// Fills in what `decision` says: effect, code, policy, rule and approval.
+    #[must_use]
+    pub fn decided(self, decision: &Decision) -> Alert {
+        Alert {
+            decision: Some(decision.effect()),
+            code: Some(decision.code.as_str()),
+            policy: decision.policy.clone(),
+            rule: decision.rule.clone(),
+            approval_id: decision.approval_id.clone(),
+            ..self
+        }
+    }
+
+    /// An `error` alert about a failure outside any check that changes what the gateway
+    /// enforces or records: no agent, no decision, no trace, no audit event.
+    pub fn failure(
+        code: &'static str,
+        action: &str,
+        resource: Option<&str>,
+        reason: String,
+        gateway: &str,
+    ) -> Alert {
+        Alert {
+            resource: resource.map(str::to_owned),
+            code: Some(code),
+            ..Alert::new(Trigger::Error, gateway, action, reason)
         }
     }
 }

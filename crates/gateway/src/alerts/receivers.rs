@@ -97,7 +97,7 @@ pub fn slack_text(alert: &Alert) -> String {
             ),
             None => ":lock: MeshGuard revoked an agent".to_owned(),
         },
-        Trigger::Error => match (alert.code.as_deref(), alert.resource.as_deref()) {
+        Trigger::Error => match (alert.code, alert.resource.as_deref()) {
             (Some(POLICY_FILE_NOT_APPLIED), Some(file)) => format!(
                 ":rotating_light: MeshGuard did not apply policy file `{}`: {}",
                 escape(file),

@@ -3,7 +3,6 @@
 use axum::http::HeaderMap;
 use meshguard_store::{AuditAgent, AuditKind, NewAuditEvent};
 use serde_json::{Map, Value};
-use time::OffsetDateTime;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -40,24 +39,13 @@ pub async fn record_change(
     change: AdminChange<'_>,
 ) -> Result<String, ApiError> {
     let event = NewAuditEvent {
-        id: uuid::Uuid::now_v7().to_string(),
-        ts: OffsetDateTime::now_utc(),
-        kind: AuditKind::Admin,
         agent: change.agent,
-        action: change.action.to_owned(),
         resource: Some(change.resource.to_owned()),
-        decision: None,
-        code: None,
         reason: Some(change.reason),
-        policy: None,
-        rule: None,
         trace_id: trace_of(headers),
-        approval_id: None,
         status: Some("success".to_owned()),
-        result: None,
         context: change.context,
-        latency_us: None,
-        gateway: state.instance_id.clone(),
+        ..NewAuditEvent::new(AuditKind::Admin, change.action, &state.instance_id)
     };
     let id = event.id.clone();
     state

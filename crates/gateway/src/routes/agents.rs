@@ -271,25 +271,18 @@ fn raise_revoked(state: &AppState, headers: &HeaderMap, agent: &AgentRecord) {
         return;
     }
     state.alerts.emit(Alert {
-        event: Trigger::AgentRevoked,
         agent: Some(AlertAgent {
             id: agent.id.clone(),
             name: agent.name.clone(),
         }),
-        action: "agent.revoke".into(),
         resource: Some(agent.name.clone()),
-        decision: None,
-        code: None,
-        reason: format!("agent `{}` revoked: its requests are refused", agent.name),
-        policy: None,
-        rule: None,
-        approval_id: None,
         trace_id: trace_of(headers),
-        audit_id: None,
-        timestamp: OffsetDateTime::now_utc(),
-        gateway: state.instance_id.clone(),
-        enforced: true,
-        test: false,
+        ..Alert::new(
+            Trigger::AgentRevoked,
+            &state.instance_id,
+            "agent.revoke",
+            format!("agent `{}` revoked: its requests are refused", agent.name),
+        )
     });
 }
 

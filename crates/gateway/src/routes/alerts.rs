@@ -2,8 +2,8 @@
 
 use axum::Json;
 use axum::extract::State;
+use meshguard_policy::Effect;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use crate::alerts::{Alert, AlertAgent, DeliveryReport, Trigger};
 use crate::error::ApiError;
@@ -42,25 +42,20 @@ pub async fn test(
             .map_err(|e: String| ApiError::BadRequest(format!("trigger: {e}")))?,
     };
     let alert = Alert {
-        event: trigger,
         agent: Some(AlertAgent {
             id: "00000000-0000-0000-0000-000000000000".into(),
             name: "meshguard-test-agent".into(),
         }),
-        action: "alerts:test".into(),
         resource: Some("*".into()),
-        decision: Some("deny".into()),
-        code: None,
-        reason: "test alert sent with `meshguard alerts test`".into(),
+        decision: Some(Effect::Deny),
         policy: Some("meshguard-test".into()),
-        rule: None,
-        approval_id: None,
-        trace_id: None,
-        audit_id: None,
-        timestamp: OffsetDateTime::now_utc(),
-        gateway: state.instance_id.clone(),
-        enforced: true,
         test: true,
+        ..Alert::new(
+            trigger,
+            &state.instance_id,
+            "alerts:test",
+            "test alert sent with `meshguard alerts test`".into(),
+        )
     };
     let receivers = state.alerts.test(alert).await;
     if receivers.is_empty() {

@@ -8,9 +8,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use meshguard_policy::{Code, Effect};
 use meshguard_store::{
     ApprovalDecision, ApprovalRecord, ApprovalStatus, ApprovalVerdict, AuditAgent, AuditKind,
-    NewAuditEvent, StoreChange, StoreError,
+    EventCode, NewAuditEvent, StoreChange, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -23,6 +24,8 @@ use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::state::AppState;
 use crate::trace::TraceId;
+
+use super::outcome::AuthRefusal;
 
 /// The longest an agent may wait in one long poll.
 pub const MAX_WAIT_SECS: u64 = 60;
@@ -89,8 +92,7 @@ pub async fn agent_approval(
         }
         Err(AgentAuthError::RejectedAudited { message, agent }) => {
             tracing::info!(trace = %trace.0, %message, "approval poll refused");
-            let charged = state.refusal_budget.charge(&agent.id);
-            return Err(super::check::refused(&state, charged, message));
+            return Err(AuthRefusal::not_honoured(&state, &agent.id, message).into_error());
         }
         Err(AgentAuthError::Unavailable(cause)) => return Err(ApiError::Unavailable(cause)),
         Err(AgentAuthError::Internal(cause)) => return Err(ApiError::Internal(cause)),
@@ -225,37 +227,32 @@ async fn decide(
         Ok(agent) => agent.name,
         Err(_) => record.agent_id.clone(),
     };
-    let (decision, verb) = match verdict {
-        ApprovalVerdict::Approve => ("allow", "approved"),
-        ApprovalVerdict::Deny => ("deny", "denied"),
+    let (decision, code, verb) = match verdict {
+        ApprovalVerdict::Approve => (Effect::Allow, EventCode::ApprovalApproved, "approved"),
+        ApprovalVerdict::Deny => (
+            Effect::Deny,
+            EventCode::Decided(Code::ApprovalDenied),
+            "denied",
+        ),
     };
     let mut context = Map::new();
     context.insert("decidedBy".into(), Value::String(decided_by.clone()));
     let event = NewAuditEvent {
-        id: uuid::Uuid::now_v7().to_string(),
-        ts: OffsetDateTime::now_utc(),
-        kind: AuditKind::Approval,
         agent: Some(AuditAgent {
             id: record.agent_id.clone(),
             name: agent_name,
         }),
-        action: record.action.clone(),
         resource: Some(record.resource.clone()),
-        decision: Some(decision.to_owned()),
-        code: Some(format!("approval_{verb}")),
+        decision: Some(decision),
+        code: Some(code),
         reason: Some(match &body.reason {
             Some(reason) => format!("approval '{}' {verb} by {decided_by}: {reason}", record.id),
             None => format!("approval '{}' {verb} by {decided_by}", record.id),
         }),
-        policy: None,
-        rule: None,
         trace_id: trace_of(headers).or_else(|| record.trace_id.clone()),
         approval_id: Some(record.id.clone()),
-        status: None,
-        result: None,
         context,
-        latency_us: None,
-        gateway: state.instance_id.clone(),
+        ..NewAuditEvent::new(AuditKind::Approval, &record.action, &state.instance_id)
     };
     state
         .audit

@@ -11,7 +11,7 @@ use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
-use meshguard_policy::{Loc, Pattern};
+use meshguard_policy::{Effect, Loc, Pattern};
 use meshguard_store::{
     AgentKey, AuditEvent, AuditFilter, AuditKind, AuditOrder, StatsQuery, export_audit,
 };
@@ -142,7 +142,7 @@ impl LiveFilter {
         let f = &self.filter;
         f.decision
             .as_ref()
-            .is_none_or(|d| event.decision.as_ref() == Some(d))
+            .is_none_or(|d| event.decision.map(Effect::as_str) == Some(d.as_str()))
             && f.agent.as_ref().is_none_or(|a| {
                 // As the stored query reads it: an id-shaped key is an id, anything else a name.
                 event

@@ -5,29 +5,28 @@ use std::time::Instant;
 use axum::Extension;
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use meshguard_policy::{CheckRequest, Code, Decision, Effect};
+use meshguard_policy::{CheckRequest, Code, Decision};
 use meshguard_store::{
     AuditAgent, AuditFilter, AuditKind, AuditOrder, MAX_RESULT_BYTES, NewAuditEvent, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use time::OffsetDateTime;
 
-use crate::alerts::{Alert, AlertAgent, Trigger};
 use crate::approvals::{self, ApprovalMode, ApprovalSettings};
 use crate::auth::{AgentAuthError, AuthenticatedAgent, authenticate_agent};
 use crate::config::Mode;
 use crate::error::ApiError;
 use crate::extract::{LimitedBody, parse_json};
 use crate::rate_limit::Charging;
-use crate::rate_limit_redis::{RATE_LIMITS_UNAVAILABLE, RedisLimitError};
+use crate::rate_limit_redis::RedisLimitError;
 use crate::refusals::{self, Refusal};
 use crate::state::AppState;
 use crate::trace::TraceId;
 
 use super::forward::Proxied;
+use super::outcome::{Asked, AuthRefusal, CheckOutcome, Outage};
 
 /// The body of `POST /proxy/governance/check`. `null` reads as absent for the optional fields.
 #[derive(Debug, Deserialize)]
@@ -70,26 +69,6 @@ impl Route {
     }
 }
 
-/// The body of every decision answer (SPEC 2), built from one [`Decision`].
-#[derive(Debug, Serialize)]
-pub struct DecisionBody {
-    allowed: bool,
-    decision: &'static str,
-    code: &'static str,
-    reason: String,
-    message: String,
-    action: String,
-    resource: String,
-    policy: Option<String>,
-    rule: Option<String>,
-    requires_approval: bool,
-    approval_id: Option<String>,
-    retry_after_seconds: Option<u64>,
-    enforced: bool,
-    trace_id: String,
-    audit_id: Option<String>,
-}
-
 pub(super) fn header_value(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError> {
     headers
         .get(name)
@@ -118,7 +97,9 @@ pub async fn post_check(
     let started = Instant::now();
     let agent = match authenticate_agent(&state, &headers).await {
         Ok(agent) => agent,
-        Err(err) => return refuse(&state, err, &trace, lenient_action(&body)).await,
+        Err(err) => {
+            return refuse(&state, err, &trace, Route::Post, lenient_action(&body)).await;
+        }
     };
     let input = parse_json::<CheckBody>(&body).and_then(|b| {
         Ok(CheckInput {
@@ -152,7 +133,7 @@ pub async fn get_check(
         Err(err) => {
             let named = action.as_ref().ok().cloned().flatten();
             let resource = resource.as_ref().ok().cloned().flatten();
-            return refuse(&state, err, &trace, (named, resource)).await;
+            return refuse(&state, err, &trace, Route::Get, (named, resource)).await;
         }
     };
     let input = (|| -> Result<CheckInput, ApiError> {
@@ -183,15 +164,20 @@ async fn check(
     route: Route,
     started: Instant,
 ) -> Response {
-    match evaluate(state, agent, &input, None, trace, route, started).await {
-        Ok((decision, audit_id)) => respond(state.mode, route, decision, input, trace, audit_id),
-        Err(unavailable) => unavailable,
-    }
+    let outcome = evaluate(state, agent, &input, None, trace, route, started).await;
+    let asked = Asked {
+        agent: Some(agent),
+        input: &input,
+        trace,
+        route,
+        mode: state.mode,
+    };
+    outcome.answer(state, &asked)
 }
 
 /// Decides, charges, settles approvals and commits the audit event of one check (also of a
-/// proxied request, which `proxied` describes); `Err` is the 503 answer when the store or the
-/// trail cannot be written.
+/// proxied request, which `proxied` describes). Only [`CheckOutcome::Decided`] or
+/// [`CheckOutcome::Unavailable`] come out of here.
 pub(super) async fn evaluate(
     state: &AppState,
     agent: &AuthenticatedAgent,
@@ -200,23 +186,24 @@ pub(super) async fn evaluate(
     trace: &TraceId,
     route: Route,
     started: Instant,
-) -> Result<(Decision, String), Response> {
-    // 1. Decide, and 2. charge the limits: the engine asks the oracle once, inside `decide`,
-    //    with every limit of every applicable policy (denied checks count too), all-or-nothing,
-    //    so a limit can never be charged for a decision that was not made. With Redis the
-    //    limits are global; if Redis cannot answer, nothing is allowed (503, like the store).
+) -> CheckOutcome {
+    // 1. Decide, and 2. charge the limits: the engine asks the oracle once, inside
+    //    `decide_in_mode`, with every limit of every applicable policy (denied checks count
+    //    too), all-or-nothing, so a limit can never be charged for a decision that was not made.
+    //    With Redis the limits are global; if Redis cannot answer, nothing is allowed (503).
     //    A proxied request is bounded by what the proxy saw: a path refused before routing is
     //    denied (and still charged), and what the agent claims can only narrow the decision.
-    let decision = decide(state, agent, input)
-        .await
-        .map_err(|err| unavailable(state, input, trace, Outage::RateLimits, &err.to_string()))?;
+    let decision = match decide_in_mode(state, agent, input).await {
+        Ok(decision) => decision,
+        Err(err) => return CheckOutcome::unavailable(Outage::RateLimits, err),
+    };
     let decision = match proxied {
         Some(proxied) => proxied.narrow(decision, &input.action),
         None => decision,
     };
     // 3. Approvals: only a decision that needs a human touches the approval store, after the
     //    engine, because an explicit deny must win before any approval is created or consumed.
-    let decision = approvals::settle(
+    let settled = approvals::settle(
         &*state.store,
         &agent.record.id,
         decision,
@@ -225,62 +212,31 @@ pub(super) async fn evaluate(
         ApprovalSettings::of(state),
         ApprovalMode::Apply,
     )
-    .await
-    .map_err(|err| unavailable(state, input, trace, Outage::Store, &err.to_string()))?;
+    .await;
+    let decision = match settled {
+        Ok(decision) => decision,
+        Err(err) => return CheckOutcome::unavailable(Outage::Store, err),
+    };
     // 4. Audit: the event is committed (group commit) before the answer leaves, so no decision
     //    an agent acted on is missing from the trail. If it cannot be written, nothing is allowed.
-    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    let mut event = decision_event(state, agent, input, &decision, trace, latency_us);
+    let mut event = check_event(state, agent, input, &decision, trace, started);
     if let Some(proxied) = proxied {
         event.context.extend(proxied.context());
     }
     let audit_id = event.id.clone();
-    state
-        .audit
-        .append(event)
-        .await
-        .map_err(|err| unavailable(state, input, trace, Outage::Store, &err.to_string()))?;
-    // 5. Count it; the caller responds.
-    state
-        .metrics
-        .decisions
-        .with_label_values(&[decision.effect.as_str(), decision.code.as_str()])
-        .inc();
+    if let Err(err) = state.audit.append(event).await {
+        return CheckOutcome::unavailable(Outage::Store, err);
+    }
     state
         .metrics
         .check_seconds
         .with_label_values(&[route.label()])
         .observe(started.elapsed().as_secs_f64());
-    // 6. Alert last, with a non-blocking hand-over: the decision is recorded and never waits.
-    raise_alert(state, agent, input, &decision, trace, &audit_id);
-    Ok((decision, audit_id))
+    CheckOutcome::Decided { decision, audit_id }
 }
 
-fn raise_alert(
-    state: &AppState,
-    agent: &AuthenticatedAgent,
-    input: &CheckInput,
-    decision: &Decision,
-    trace: &TraceId,
-    audit_id: &str,
-) {
-    let Some(trigger) = Trigger::of_decision(decision).filter(|t| state.alerts.wants(*t)) else {
-        return;
-    };
-    let agent = AlertAgent {
-        id: agent.record.id.clone(),
-        name: agent.record.name.clone(),
-    };
-    state.alerts.emit(Alert {
-        trace_id: Some(trace.0.clone()),
-        audit_id: Some(audit_id.to_owned()),
-        gateway: state.instance_id.clone(),
-        enforced: state.mode == Mode::Enforce,
-        ..Alert::of_decision(trigger, decision, agent, &input.action, &input.resource)
-    });
-}
-
-async fn decide(
+/// What the engine says in the gateway's mode, charging the limits it consults.
+async fn decide_in_mode(
     state: &AppState,
     agent: &AuthenticatedAgent,
     input: &CheckInput,
@@ -296,13 +252,12 @@ async fn decide(
             let policies = state.policies.current();
             state
                 .limiter
-                .decide(&agent.record.id, Charging::Charge, |oracle| {
+                .decide_with_limits(&agent.record.id, Charging::Charge, |oracle| {
                     policies.decide(&agent.profile, &request, oracle)
                 })
                 .await
         }
         Mode::Bypass => Ok(Decision {
-            effect: Effect::Allow,
             code: Code::Allowed,
             reason: format!(
                 "Action '{}' allowed: the gateway runs in bypass mode and evaluates no policy",
@@ -317,154 +272,30 @@ async fn decide(
     }
 }
 
-fn decision_event(
+/// The audit event of a decided check.
+fn check_event(
     state: &AppState,
     agent: &AuthenticatedAgent,
     input: &CheckInput,
     decision: &Decision,
     trace: &TraceId,
-    latency_us: u64,
+    started: Instant,
 ) -> NewAuditEvent {
     NewAuditEvent {
-        id: uuid::Uuid::now_v7().to_string(),
-        ts: OffsetDateTime::now_utc(),
-        kind: AuditKind::Check,
-        agent: Some(AuditAgent {
-            id: agent.record.id.clone(),
-            name: agent.record.name.clone(),
-        }),
-        action: input.action.clone(),
+        agent: Some(audit_agent(agent)),
         resource: Some(input.resource.clone()),
-        decision: Some(decision.effect.as_str().to_owned()),
-        code: Some(decision.code.as_str().to_owned()),
-        reason: Some(decision.reason.clone()),
-        policy: decision.policy.clone(),
-        rule: decision.rule.clone(),
         trace_id: Some(trace.0.clone()),
-        approval_id: decision.approval_id.clone(),
-        status: None,
-        result: None,
         context: input.context.clone(),
-        latency_us: Some(latency_us),
-        gateway: state.instance_id.clone(),
+        latency_us: Some(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)),
+        ..NewAuditEvent::new(AuditKind::Check, &input.action, &state.instance_id).decided(decision)
     }
 }
 
-pub(super) fn respond(
-    mode: Mode,
-    route: Route,
-    decision: Decision,
-    input: CheckInput,
-    trace: &TraceId,
-    audit_id: String,
-) -> Response {
-    let enforced = mode == Mode::Enforce;
-    let status = match (enforced, decision.effect, decision.code, route) {
-        (false, ..) | (true, Effect::Allow, ..) => StatusCode::OK,
-        (true, _, Code::RateLimited, Route::Get | Route::Forward) => StatusCode::TOO_MANY_REQUESTS,
-        (true, Effect::Deny | Effect::RequireApproval, ..) => StatusCode::FORBIDDEN,
-    };
-    let retry_after = decision.retry_after_secs;
-    let body = DecisionBody {
-        allowed: !enforced || decision.effect == Effect::Allow,
-        decision: decision.effect.as_str(),
-        code: decision.code.as_str(),
-        message: decision.reason.clone(),
-        reason: decision.reason,
-        action: input.action,
-        resource: input.resource,
-        policy: decision.policy,
-        rule: decision.rule,
-        requires_approval: decision.effect == Effect::RequireApproval,
-        approval_id: decision.approval_id,
-        retry_after_seconds: retry_after,
-        enforced,
-        trace_id: trace.0.clone(),
-        audit_id: Some(audit_id),
-    };
-    let mut response = (status, Json(body)).into_response();
-    if let (Some(secs), true) = (retry_after, status != StatusCode::OK) {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+fn audit_agent(agent: &AuthenticatedAgent) -> AuditAgent {
+    AuditAgent {
+        id: agent.record.id.clone(),
+        name: agent.record.name.clone(),
     }
-    response
-}
-
-/// What could not be reached when a check is answered 503.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Outage {
-    /// The store (or the audit trail could not be written).
-    Store,
-    /// Redis, which holds the global rate limits (`--redis-url`).
-    RateLimits,
-}
-
-impl Outage {
-    /// What is unavailable, as the answer, the log line and the alert say it.
-    fn message(self) -> &'static str {
-        match self {
-            Outage::Store => "store unavailable",
-            Outage::RateLimits => RATE_LIMITS_UNAVAILABLE,
-        }
-    }
-}
-
-/// 503: the store or Redis could not be reached (or the audit event not written); nothing is
-/// allowed, whatever the mode, and no event exists for this answer.
-pub(super) fn unavailable(
-    state: &AppState,
-    input: &CheckInput,
-    trace: &TraceId,
-    outage: Outage,
-    cause: &str,
-) -> Response {
-    let what = outage.message();
-    tracing::error!(%cause, action = %input.action, trace = %trace.0, "{what}: check denied");
-    state
-        .metrics
-        .decisions
-        .with_label_values(&["deny", "unavailable"])
-        .inc();
-    let reason = format!("{what}: nothing is allowed until it is back");
-    if state.alerts.wants(Trigger::Error) {
-        state.alerts.emit(Alert {
-            event: Trigger::Error,
-            agent: None,
-            action: input.action.clone(),
-            resource: Some(input.resource.clone()),
-            decision: Some("deny".into()),
-            code: Some("unavailable".into()),
-            reason: reason.clone(),
-            policy: None,
-            rule: None,
-            approval_id: None,
-            trace_id: Some(trace.0.clone()),
-            audit_id: None,
-            timestamp: OffsetDateTime::now_utc(),
-            gateway: state.instance_id.clone(),
-            enforced: true,
-            test: false,
-        });
-    }
-    let body = DecisionBody {
-        allowed: false,
-        decision: "deny",
-        code: "unavailable",
-        message: reason.clone(),
-        reason,
-        action: input.action.clone(),
-        resource: input.resource.clone(),
-        policy: None,
-        rule: None,
-        requires_approval: false,
-        approval_id: None,
-        retry_after_seconds: None,
-        enforced: true,
-        trace_id: trace.0.clone(),
-        audit_id: None,
-    };
-    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 /// The action and resource of a body that has not been validated, for the audit event of a
@@ -481,57 +312,43 @@ pub(super) async fn refuse(
     state: &AppState,
     err: AgentAuthError,
     trace: &TraceId,
+    route: Route,
     (action, resource): (Option<String>, Option<String>),
 ) -> Response {
-    match err {
-        AgentAuthError::Rejected(message) => {
-            tracing::info!(trace = %trace.0, %message, "agent request refused");
-            ApiError::Unauthorized(message).into_response()
-        }
+    let input = CheckInput {
+        action: action.clone().unwrap_or_default(),
+        resource: resource.clone().unwrap_or_else(|| "*".into()),
+        context: Map::new(),
+        approval_id: None,
+    };
+    let outcome = match err {
+        AgentAuthError::Rejected(message) => CheckOutcome::Refused(AuthRefusal::Rejected(message)),
         AgentAuthError::RejectedAudited { message, agent } => {
-            tracing::warn!(trace = %trace.0, agent = %agent.name, %message, "agent request refused");
-            let over_budget = state.refusal_budget.charge(&agent.id);
+            let refusal = AuthRefusal::not_honoured(state, &agent.id, message.clone());
             let due = state.refusals.count(Refusal {
                 agent,
-                reason: message.clone(),
+                reason: message,
                 action,
                 resource,
                 trace_id: trace.0.clone(),
             });
             refusals::write(&state.audit, due).await;
-            state
-                .metrics
-                .decisions
-                .with_label_values(&["deny", "unauthorized"])
-                .inc();
-            refused(state, over_budget, message).into_response()
+            CheckOutcome::Refused(refusal)
         }
-        AgentAuthError::Unavailable(cause) => {
-            let input = CheckInput {
-                action: action.unwrap_or_default(),
-                resource: resource.unwrap_or_else(|| "*".into()),
-                context: Map::new(),
-                approval_id: None,
-            };
-            unavailable(state, &input, trace, Outage::Store, &cause)
-        }
-        AgentAuthError::Internal(cause) => ApiError::Internal(cause).into_response(),
-    }
-}
-
-/// The answer to a request whose token is no longer honoured, given what charging it to the
-/// agent's refusal budget said: 401, or 429 once whoever replays the dead token should back off.
-pub(super) fn refused(state: &AppState, charged: Result<(), u64>, message: String) -> ApiError {
-    match charged {
-        Ok(()) => ApiError::Unauthorized(message),
-        Err(retry_after_secs) => ApiError::RateLimited {
-            message: format!(
-                "{message}; this agent's refused requests are over {} per minute: retry in {retry_after_secs} s",
-                state.refusal_budget.per_minute()
-            ),
-            retry_after_secs,
+        AgentAuthError::Unavailable(cause) => CheckOutcome::Unavailable {
+            outage: Outage::Store,
+            cause,
         },
-    }
+        AgentAuthError::Internal(cause) => return ApiError::Internal(cause).into_response(),
+    };
+    let asked = Asked {
+        agent: None,
+        input: &input,
+        trace,
+        route,
+        mode: state.mode,
+    };
+    outcome.answer(state, &asked)
 }
 
 /// The body of `POST /proxy/governance/record`.
@@ -635,7 +452,9 @@ pub async fn record(
         Err(AgentAuthError::Unavailable(cause)) => {
             return ApiError::Unavailable(cause).into_response();
         }
-        Err(err) => return refuse(&state, err, &trace, lenient_action(&body)).await,
+        Err(err) => {
+            return refuse(&state, err, &trace, Route::Post, lenient_action(&body)).await;
+        }
     };
     // Charged before the body is read: a spent budget costs no parsing and no store access.
     if let Err(retry_after_secs) = state.record_budget.charge(&agent.record.id) {
@@ -669,27 +488,13 @@ pub async fn record(
         context.insert("duration_ms".into(), Value::Number(ms));
     }
     let event = NewAuditEvent {
-        id: uuid::Uuid::now_v7().to_string(),
-        ts: OffsetDateTime::now_utc(),
-        kind: AuditKind::Record,
-        agent: Some(AuditAgent {
-            id: agent.record.id.clone(),
-            name: agent.record.name.clone(),
-        }),
-        action,
+        agent: Some(audit_agent(&agent)),
         resource: input.resource,
-        decision: None,
-        code: None,
-        reason: None,
-        policy: None,
-        rule: None,
         trace_id: Some(trace.0.clone()),
-        approval_id: None,
         status: input.status,
         result: input.result.map(|r| truncate(r, MAX_RESULT_BYTES)),
         context,
-        latency_us: None,
-        gateway: state.instance_id.clone(),
+        ..NewAuditEvent::new(AuditKind::Record, action, &state.instance_id)
     };
     let audit_id = event.id.clone();
     match state.audit.append(event).await {

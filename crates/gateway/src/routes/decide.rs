@@ -5,10 +5,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use meshguard_policy::{CheckRequest, Effect};
-use meshguard_store::{AgentStatus, AuditAgent, AuditKind, NewAuditEvent};
+use meshguard_store::{AgentStatus, AuditAgent, AuditKind, EventCode, NewAuditEvent};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use time::OffsetDateTime;
 
 use super::admin_event::trace_of;
 use crate::approvals::{self, ApprovalMode, ApprovalSettings};
@@ -33,7 +32,7 @@ pub struct DecideBody {
 }
 
 /// `POST /admin/decide`.
-pub async fn decide(
+pub async fn explain_check(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<DecideBody>,
@@ -55,7 +54,7 @@ pub async fn decide(
     let policies = state.policies.current();
     let explanation = state
         .limiter
-        .decide(&record.id, Charging::Peek, |oracle| {
+        .decide_with_limits(&record.id, Charging::Peek, |oracle| {
             policies.explain(&profile, &request, oracle)
         })
         .await?;
@@ -69,46 +68,32 @@ pub async fn decide(
         ApprovalMode::Peek,
     )
     .await?;
+    // A revoked agent's checks never reach the engine: the answer is the refusal it would get.
     let revoked = record.status == AgentStatus::Revoked;
-    let (effect, code, reason) = if revoked {
-        (
-            "deny",
-            "unauthorized",
-            format!(
-                "agent `{}` is revoked: every request is refused with 401",
-                record.name
-            ),
-        )
-    } else {
-        (
-            decision.effect.as_str(),
-            decision.code.as_str(),
-            decision.reason.clone(),
-        )
-    };
     let event = NewAuditEvent {
-        id: uuid::Uuid::now_v7().to_string(),
-        ts: OffsetDateTime::now_utc(),
-        kind: AuditKind::Test,
         agent: Some(AuditAgent {
             id: record.id.clone(),
             name: record.name.clone(),
         }),
-        action: body.action.clone(),
         resource: Some(resource.clone()),
-        decision: Some(effect.to_owned()),
-        code: Some(code.to_owned()),
-        reason: Some(reason.clone()),
-        policy: decision.policy.clone(),
-        rule: decision.rule.clone(),
         trace_id: trace_of(&headers),
-        approval_id: decision.approval_id.clone(),
-        status: None,
-        result: None,
         context: context.clone(),
-        latency_us: None,
-        gateway: state.instance_id.clone(),
+        ..NewAuditEvent::new(AuditKind::Test, &body.action, &state.instance_id).decided(&decision)
     };
+    let event = if revoked {
+        NewAuditEvent {
+            decision: Some(Effect::Deny),
+            code: Some(EventCode::Unauthorized),
+            reason: Some(format!(
+                "agent `{}` is revoked: every request is refused with 401",
+                record.name
+            )),
+            ..event
+        }
+    } else {
+        event
+    };
+    let (effect, code, reason) = (event.decision, event.code, event.reason.clone());
     let audit_id = event.id.clone();
     state
         .audit
@@ -119,13 +104,13 @@ pub async fn decide(
         "agent": record,
         "action": body.action,
         "resource": resource,
-        "allowed": !revoked && decision.effect == Effect::Allow,
+        "allowed": !revoked && decision.effect() == Effect::Allow,
         "decision": effect,
         "code": code,
         "reason": reason,
         "policy": decision.policy,
         "rule": decision.rule,
-        "requiresApproval": !revoked && decision.effect == Effect::RequireApproval,
+        "requiresApproval": !revoked && decision.effect() == Effect::RequireApproval,
         "approvalId": decision.approval_id,
         "retryAfterSeconds": decision.retry_after_secs,
         "explanation": explanation,

@@ -16,9 +16,8 @@ use axum::response::{IntoResponse, Response};
 use meshguard_policy::{ApprovalNeed, CheckRequest, Code, Decision, Effect};
 use serde_json::{Map, Value};
 
-use super::check::{
-    CheckInput, Outage, Route, evaluate, header_value, refuse, respond, unavailable,
-};
+use super::check::{CheckInput, Route, evaluate, header_value, refuse};
+use super::outcome::{Asked, CheckOutcome, Outage};
 use crate::auth::{AuthenticatedAgent, authenticate_agent};
 use crate::config::Mode;
 use crate::error::ApiError;
@@ -94,7 +93,7 @@ impl Proxied {
             Bound::Claimed(claimed) => claimed,
         };
         let note = format!(" (claimed by the agent; the request itself is '{action}')");
-        match (real.effect, claimed.effect) {
+        match (real.effect(), claimed.effect()) {
             (Effect::Deny, _) => real,
             (Effect::Allow | Effect::RequireApproval, Effect::Deny) => Decision {
                 reason: format!("{}{note}", claimed.reason),
@@ -149,7 +148,7 @@ async fn dry_run(
     let policies = state.policies.current();
     state
         .limiter
-        .decide(&agent.record.id, Charging::Peek, |oracle| {
+        .decide_with_limits(&agent.record.id, Charging::Peek, |oracle| {
             policies.decide(&agent.profile, &request, oracle)
         })
         .await
@@ -188,7 +187,8 @@ pub async fn forward(
     let agent = match authenticate_agent(&state, &parts.headers).await {
         Ok(agent) => agent,
         Err(err) => {
-            return refuse(&state, err, &trace, (Some(format!("{verb}:{raw}")), None)).await;
+            let named = (Some(format!("{verb}:{raw}")), None);
+            return refuse(&state, err, &trace, Route::Forward, named).await;
         }
     };
     let (claimed_action, claimed_resource, approval_id) = match (
@@ -236,13 +236,15 @@ pub async fn forward(
                             context: Map::new(),
                             approval_id,
                         };
-                        return unavailable(
-                            &state,
-                            &input,
-                            &trace,
-                            Outage::RateLimits,
-                            &err.to_string(),
-                        );
+                        let asked = Asked {
+                            agent: Some(&agent),
+                            input: &input,
+                            trace: &trace,
+                            route: Route::Forward,
+                            mode: state.mode,
+                        };
+                        return CheckOutcome::unavailable(Outage::RateLimits, err)
+                            .answer(&state, &asked);
                     }
                 }
             };
@@ -263,7 +265,7 @@ pub async fn forward(
         approval_id,
     };
     // 5. Decide, charge, settle approvals and audit, as a check does.
-    let (decision, audit_id) = match evaluate(
+    let outcome = evaluate(
         &state,
         &agent,
         &input,
@@ -272,42 +274,36 @@ pub async fn forward(
         Route::Forward,
         started,
     )
-    .await
-    {
-        Ok(outcome) => outcome,
-        Err(unavailable) => return unavailable,
-    };
+    .await;
     // 6. Denials are answered here, never forwarded; audit and bypass modes forward everything
     //    they decided on, but a refused path has nothing that could be forwarded.
-    let Some(routed) = routed else {
-        return respond(
-            Mode::Enforce,
-            Route::Forward,
-            decision,
-            input,
-            &trace,
-            audit_id,
-        );
+    let asked = Asked {
+        agent: Some(&agent),
+        input: &input,
+        trace: &trace,
+        route: Route::Forward,
+        mode: if routed.is_some() {
+            state.mode
+        } else {
+            Mode::Enforce
+        },
     };
-    if state.mode == Mode::Enforce && decision.effect != Effect::Allow {
-        return respond(
-            state.mode,
-            Route::Forward,
-            decision,
-            input,
-            &trace,
-            audit_id,
-        );
+    outcome.observe(&state, &asked);
+    match (&outcome, routed) {
+        (CheckOutcome::Decided { decision, .. }, Some(routed))
+            if state.mode != Mode::Enforce || decision.is_allowed() =>
+        {
+            // 7. Forward exactly what was decided, and answer without what the agent must not
+            //    get.
+            relay(&state, &routed, parts, body, decision, &agent).await
+        }
+        _ => outcome.into_response(&asked),
     }
-
-    // 7. Forward exactly what was decided, and answer without what the agent must not get.
-    relay(&state, &routed, parts, body, &decision, &agent).await
 }
 
 /// The path refusal as a decision: deny, `invalid_resource`, saying what was wrong.
 fn refused_path(action: &str, raw: &str, refusal: &PathRefusal) -> Decision {
     Decision {
-        effect: Effect::Deny,
         code: Code::InvalidResource,
         reason: format!(
             "Action '{action}' denied: the path `/proxy/{raw}` is refused because {refusal}"
@@ -383,7 +379,7 @@ async fn relay(
     let extra = [
         (
             "x-meshguard-decision",
-            Some(decision.effect.as_str().to_owned()),
+            Some(decision.effect().as_str().to_owned()),
         ),
         ("x-meshguard-policy", decision.policy.clone()),
         ("x-meshguard-agent-id", Some(agent.record.id.clone())),
@@ -404,7 +400,6 @@ mod tests {
 
     fn decision(code: Code, policy: &str) -> Decision {
         Decision {
-            effect: code.effect(),
             code,
             reason: format!("{} by {policy}", code.as_str()),
             policy: Some(policy.to_owned()),

@@ -9,6 +9,7 @@ mod check;
 mod decide;
 mod forward;
 mod health;
+mod outcome;
 mod policies;
 
 use axum::Router;
@@ -22,8 +23,6 @@ use crate::auth::require_admin;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::trace::with_trace_id;
-
-pub use check::DecisionBody;
 
 /// Builds the whole application: agent endpoints under `/proxy`, the admin API under `/admin`,
 /// and `/`, `/health`, `/metrics`.
@@ -60,7 +59,7 @@ pub fn app(state: AppState) -> Router {
                 .delete(policies::delete),
         )
         .route("/policies/{name}/revisions", get(policies::revisions))
-        .route("/decide", post(decide::decide))
+        .route("/decide", post(decide::explain_check))
         .route("/approvals", get(approvals::list))
         .route("/approvals/{id}/approve", post(approvals::approve))
         .route("/approvals/{id}/deny", post(approvals::deny))

@@ -389,22 +389,9 @@ async fn a_full_queue_drops_and_counts_without_waiting() {
     })
     .await;
     let alert = Alert {
-        event: Trigger::Deny,
-        agent: None,
-        action: "execute:shell".into(),
-        resource: None,
-        decision: Some("deny".into()),
-        code: Some("denied_by_rule".into()),
-        reason: "r".into(),
-        policy: None,
-        rule: None,
-        approval_id: None,
-        trace_id: None,
-        audit_id: None,
-        timestamp: time::OffsetDateTime::now_utc(),
-        gateway: "g".into(),
-        enforced: true,
-        test: false,
+        decision: Some(meshguard_policy::Effect::Deny),
+        code: Some("denied_by_rule"),
+        ..Alert::new(Trigger::Deny, "g", "execute:shell", "r".into())
     };
     // No await between the hand-overs: the dispatcher cannot take any off the queue, so exactly
     // the queue's capacity is kept and the rest are dropped.

@@ -96,7 +96,12 @@ async fn required_pending_approved_once_then_denied() {
         .await
         .into_iter()
         .filter(|e| e.event.kind == AuditKind::Approval)
-        .map(|e| (e.event.decision.unwrap(), e.event.approval_id.unwrap()))
+        .map(|e| {
+            (
+                e.event.decision.unwrap().as_str().to_owned(),
+                e.event.approval_id.unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         decisions,

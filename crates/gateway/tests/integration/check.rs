@@ -66,7 +66,10 @@ async fn allowed_check_answers_200_with_every_field_and_is_audited_before_the_an
         .expect("the answer's audit event is committed");
     assert_eq!(event.event.kind, AuditKind::Check);
     assert_eq!(event.event.agent.as_ref().unwrap().id, id);
-    assert_eq!(event.event.decision.as_deref(), Some("allow"));
+    assert_eq!(
+        event.event.decision.map(meshguard_policy::Effect::as_str),
+        Some("allow")
+    );
     assert_eq!(event.event.trace_id.as_deref(), Some(trace));
     assert!(event.event.latency_us.is_some());
 }
@@ -251,7 +254,12 @@ async fn audit_mode_answers_200_with_the_decision_as_computed() {
     assert_eq!(reply.body["code"], "denied_by_rule");
     let events = gw.events().await;
     assert_eq!(
-        events.last().unwrap().event.decision.as_deref(),
+        events
+            .last()
+            .unwrap()
+            .event
+            .decision
+            .map(meshguard_policy::Effect::as_str),
         Some("deny")
     );
 }

@@ -174,7 +174,10 @@ async fn a_claimed_action_only_narrows_and_audit_mode_forwards_denials() {
     let events = gw.events().await;
     let event = &events.last().unwrap().event;
     assert_eq!(event.action, "read:api/users");
-    assert_eq!(event.code.as_deref(), Some("denied_by_rule"));
+    assert_eq!(
+        event.code.map(meshguard_store::EventCode::as_str),
+        Some("denied_by_rule")
+    );
     assert_eq!(event.context["claimedAction"], "delete:everything");
     assert_eq!(event.context["method"], "GET");
     assert_eq!(event.context["path"], "/proxy/api/users");

@@ -313,7 +313,7 @@ proptest! {
         let mut with = generated.clone();
         with.push(deny);
         let decision = decide(&build(&with), &agent, &action, &resource, &ctx);
-        prop_assert_eq!(decision.effect, Effect::Deny);
+        prop_assert_eq!(decision.effect(), Effect::Deny);
         let without = decide(&set_without, &agent, &action, &resource, &ctx);
         if !matches!(without.code, Code::InvalidResource | Code::InvalidAction) {
             prop_assert_eq!(decision.code, Code::DeniedByRule);
@@ -434,7 +434,7 @@ fn canonical_path_parts() -> impl Strategy<Value = Vec<String>> {
 
 /// What a user sees of a decision, without the reason (which quotes the action as received).
 fn outcome(d: &Decision) -> (Effect, Code, Option<String>, Option<String>) {
-    (d.effect, d.code, d.policy.clone(), d.rule.clone())
+    (d.effect(), d.code, d.policy.clone(), d.rule.clone())
 }
 
 fn deny_then_allow_everything(deny: &str) -> PolicySet {
@@ -464,14 +464,14 @@ proptest! {
         let written_verb = if upper_verb { verb.to_uppercase() } else { verb.to_owned() };
         let action = format!("{written_verb}:{}", respell(&parts, &respellings));
         let decision = decide(&set, &agent, &action, "*", &ctx);
-        prop_assert_eq!(decision.effect, Effect::Deny, "{:?} → {:?}", action, decision);
+        prop_assert_eq!(decision.effect(), Effect::Deny, "{:?} → {:?}", action, decision);
 
         // The same through the resource: deny `verb:first/*`, ask for `verb:first` + the rest.
         if let [first, rest @ ..] = parts.as_slice() && !rest.is_empty() {
             let set = deny_then_allow_everything(&format!("{verb}:{first}/*"));
             let resource = respell(rest, &respellings);
             let decision = decide(&set, &agent, &format!("{written_verb}:{first}"), &resource, &ctx);
-            prop_assert_eq!(decision.effect, Effect::Deny, "{:?} → {:?}", resource, decision);
+            prop_assert_eq!(decision.effect(), Effect::Deny, "{:?} → {:?}", resource, decision);
         }
     }
 

@@ -133,7 +133,7 @@ fn exhausted_limit_reports_its_policy_rule_and_retry() {
         },
     };
     let decision = set.decide(&dev, &check("api:x", "*", &ctx), &mut oracle);
-    assert_eq!(decision.effect, Effect::Deny);
+    assert_eq!(decision.effect(), Effect::Deny);
     assert_eq!(decision.code, Code::RateLimited);
     assert_eq!(decision.policy.as_deref(), Some("limited"));
     assert_eq!(decision.rule.as_deref(), Some("api"));
@@ -226,7 +226,7 @@ fn approval_need_is_normalised_and_takes_the_smallest_timeout() {
         &mut Unlimited,
     );
     assert_eq!(decision.code, Code::ApprovalRequired);
-    assert_eq!(decision.effect, Effect::RequireApproval);
+    assert_eq!(decision.effect(), Effect::RequireApproval);
     assert_eq!(decision.policy.as_deref(), Some("approvals"));
     let need = decision.approval.clone().unwrap();
     assert_eq!(need.action, "send:email");
@@ -248,7 +248,7 @@ fn approval_table() {
 
     let none = required.clone().with_approval(ApprovalState::None);
     assert_eq!(
-        (none.effect, none.code, none.approval_id.clone()),
+        (none.effect(), none.code, none.approval_id.clone()),
         (Effect::RequireApproval, Code::ApprovalRequired, None)
     );
 
@@ -256,7 +256,7 @@ fn approval_table() {
         .clone()
         .with_approval(ApprovalState::Pending { id: id() });
     assert_eq!(
-        (pending.effect, pending.code),
+        (pending.effect(), pending.code),
         (Effect::RequireApproval, Code::ApprovalPending)
     );
     assert_eq!(pending.approval_id.as_deref(), Some("appr_1"));
@@ -265,7 +265,7 @@ fn approval_table() {
         .clone()
         .with_approval(ApprovalState::Approved { id: id() });
     assert_eq!(
-        (approved.effect, approved.code),
+        (approved.effect(), approved.code),
         (Effect::Allow, Code::AllowedWithApproval)
     );
     assert!(approved.is_allowed());
@@ -273,7 +273,7 @@ fn approval_table() {
 
     let denied = required.with_approval(ApprovalState::Denied { id: id() });
     assert_eq!(
-        (denied.effect, denied.code),
+        (denied.effect(), denied.code),
         (Effect::Deny, Code::ApprovalDenied)
     );
     assert!(denied.reason.contains("denied"), "{}", denied.reason);
@@ -462,7 +462,7 @@ fn empty_set_and_escapes_fail_closed() {
     let dev = agent("dev", TrustTier::Privileged, &["autogpt"]);
     let decision = empty.decide(&dev, &check("read:x", "*", &ctx), &mut Unlimited);
     assert_eq!(
-        (decision.effect, decision.code),
+        (decision.effect(), decision.code),
         (Effect::Deny, Code::NoPolicy)
     );
     assert!(decision.reason.contains("denied"), "{}", decision.reason);

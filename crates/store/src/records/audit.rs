@@ -1,5 +1,6 @@
+use meshguard_policy::{Code, Decision, Effect};
 use serde::ser::SerializeStruct as _;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::OffsetDateTime;
 
 use crate::chain::timestamp;
@@ -56,6 +57,61 @@ impl AuditKind {
     }
 }
 
+/// The `code` of an audit event: the closed set of every code the trail holds. A decision's
+/// code, or the code of an event that no engine decided. Stored and hashed as its wire name, so
+/// typing it changed no stored hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventCode {
+    /// The code of a decision (a check, a `decide`, or a human deciding an approval: a human's
+    /// "no" is `approval_denied`, as the checks that follow it are).
+    Decided(Code),
+    /// Requests with a validly signed token that is no longer honoured (one event per agent per
+    /// minute, SPEC 6).
+    Unauthorized,
+    /// A human approved an approval.
+    ApprovalApproved,
+}
+
+impl EventCode {
+    /// The stored and serialised spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Decided(code) => code.as_str(),
+            Self::Unauthorized => "unauthorized",
+            Self::ApprovalApproved => "approval_approved",
+        }
+    }
+
+    /// Reads the stored spelling; `None` for a code MeshGuard never writes.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "unauthorized" => Some(Self::Unauthorized),
+            "approval_approved" => Some(Self::ApprovalApproved),
+            other => Code::parse(other).map(Self::Decided),
+        }
+    }
+}
+
+impl From<Code> for EventCode {
+    fn from(code: Code) -> Self {
+        Self::Decided(code)
+    }
+}
+
+impl Serialize for EventCode {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventCode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown event code `{text}`")))
+    }
+}
+
 /// The agent an event is about, as it was named at the time (names outlive purges here).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditAgent {
@@ -82,10 +138,10 @@ pub struct NewAuditEvent {
     pub action: String,
     /// The resource as received.
     pub resource: Option<String>,
-    /// `allow`, `deny` or `require_approval`.
-    pub decision: Option<String>,
+    /// The decision, when the event records one.
+    pub decision: Option<Effect>,
     /// The decision's machine code.
-    pub code: Option<String>,
+    pub code: Option<EventCode>,
     /// The decision's human reason.
     pub reason: Option<String>,
     /// The policy that decided.
@@ -107,6 +163,49 @@ pub struct NewAuditEvent {
     pub latency_us: Option<u64>,
     /// Instance id of the gateway; names the chain the event joins.
     pub gateway: String,
+}
+
+impl NewAuditEvent {
+    /// An event of `kind` about `action`, happening now on `gateway`, with a new time-ordered
+    /// id and every optional field empty: the one place an event is begun, so a field added
+    /// here is added for every writer.
+    pub fn new(kind: AuditKind, action: impl Into<String>, gateway: impl Into<String>) -> Self {
+        Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            ts: OffsetDateTime::now_utc(),
+            kind,
+            agent: None,
+            action: action.into(),
+            resource: None,
+            decision: None,
+            code: None,
+            reason: None,
+            policy: None,
+            rule: None,
+            trace_id: None,
+            approval_id: None,
+            status: None,
+            result: None,
+            context: serde_json::Map::new(),
+            latency_us: None,
+            gateway: gateway.into(),
+        }
+    }
+
+    /// Records `decision`: its effect, code, reason, the policy and rule that decided and the
+    /// approval it refers to, the way every decided event carries them.
+    #[must_use]
+    pub fn decided(self, decision: &Decision) -> Self {
+        Self {
+            decision: Some(decision.effect()),
+            code: Some(EventCode::Decided(decision.code)),
+            reason: Some(decision.reason.clone()),
+            policy: decision.policy.clone(),
+            rule: decision.rule.clone(),
+            approval_id: decision.approval_id.clone(),
+            ..self
+        }
+    }
 }
 
 /// A committed audit event: the event as submitted plus its link in the chain. Its JSON form
@@ -374,4 +473,26 @@ pub struct ChainAnchor {
     pub seq: u64,
     /// `hash` of the last deleted event.
     pub hash: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_code_reads_back_as_written() {
+        let codes = Code::ALL
+            .into_iter()
+            .map(EventCode::Decided)
+            .chain([EventCode::Unauthorized, EventCode::ApprovalApproved]);
+        for code in codes {
+            assert_eq!(
+                EventCode::parse(code.as_str()),
+                Some(code),
+                "{}",
+                code.as_str()
+            );
+        }
+        assert_eq!(EventCode::parse("denied"), None);
+    }
 }

@@ -19,8 +19,8 @@ pub use approval::{
 };
 pub use audit::{
     ActionCount, AuditAgent, AuditEvent, AuditFilter, AuditKind, AuditOrder, AuditPage, AuditStats,
-    ChainAnchor, ChainBreak, ChainReport, HourlyBucket, MAX_ACTION_BYTES, MAX_REASON_BYTES,
-    MAX_RESULT_BYTES, NewAuditEvent, RetentionReport, StatsQuery, VerifyReport,
+    ChainAnchor, ChainBreak, ChainReport, EventCode, HourlyBucket, MAX_ACTION_BYTES,
+    MAX_REASON_BYTES, MAX_RESULT_BYTES, NewAuditEvent, RetentionReport, StatsQuery, VerifyReport,
 };
 pub use change::StoreChange;
 pub use policy::{NewPolicy, PolicyOrigin, PolicyRevision, PolicyUpsert, StoredPolicy};

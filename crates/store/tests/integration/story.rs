@@ -717,7 +717,7 @@ async fn query_and_paging(store: &Arc<dyn Store>, committed: &[AuditEvent]) {
     assert!(
         denied
             .iter()
-            .all(|e| e.event.decision.as_deref() == Some("deny"))
+            .all(|e| e.event.decision.map(meshguard_policy::Effect::as_str) == Some("deny"))
     );
     assert_eq!(
         count(AuditFilter {
@@ -821,7 +821,7 @@ async fn query_and_paging(store: &Arc<dyn Store>, committed: &[AuditEvent]) {
     let expected = committed
         .iter()
         .filter(|e| {
-            e.event.decision.as_deref() == Some("allow")
+            e.event.decision.map(meshguard_policy::Effect::as_str) == Some("allow")
                 && e.event.gateway == "gw-a"
                 && e.event.ts >= datetime!(2026-03-01 11:00:00 UTC)
         })
@@ -879,7 +879,7 @@ async fn stats(store: &Arc<dyn Store>, committed: &[AuditEvent]) {
     let count = |decision: &str| {
         checks
             .iter()
-            .filter(|e| e.event.decision.as_deref() == Some(decision))
+            .filter(|e| e.event.decision.map(meshguard_policy::Effect::as_str) == Some(decision))
             .count() as u64
     };
     assert_eq!(stats.total, checks.len() as u64);

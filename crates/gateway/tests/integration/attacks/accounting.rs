@@ -104,7 +104,10 @@ async fn one_agent_cannot_flood_the_approvers() {
         .events()
         .await
         .into_iter()
-        .filter(|e| e.event.code.as_deref() == Some("too_many_pending_approvals"))
+        .filter(|e| {
+            e.event.code.map(meshguard_store::EventCode::as_str)
+                == Some("too_many_pending_approvals")
+        })
         .count();
     assert_eq!(denials, 37, "every refused check is in the trail");
 }
@@ -179,7 +182,10 @@ async fn a_rate_limited_denial_does_not_store_the_action_twice() {
     assert!(!reason.contains("aaaa"), "the reason repeats the action");
     assert!(reason.contains("rate limit"), "{reason}");
     let event = gw.events().await.pop().unwrap().event;
-    assert_eq!(event.code.as_deref(), Some("rate_limited"));
+    assert_eq!(
+        event.code.map(meshguard_store::EventCode::as_str),
+        Some("rate_limited")
+    );
     assert!(
         event.action.len() <= MAX_ACTION_BYTES,
         "{}",
@@ -224,8 +230,14 @@ async fn refusals_of_a_revoked_token_are_one_event_per_minute_with_a_count() {
     }
     assert_eq!(events.len(), 1, "{events:#?}");
     let event = &events[0].event;
-    assert_eq!(event.code.as_deref(), Some("unauthorized"));
-    assert_eq!(event.decision.as_deref(), Some("deny"));
+    assert_eq!(
+        event.code.map(meshguard_store::EventCode::as_str),
+        Some("unauthorized")
+    );
+    assert_eq!(
+        event.decision.map(meshguard_policy::Effect::as_str),
+        Some("deny")
+    );
     assert_eq!(event.agent.as_ref().unwrap().id, id);
     assert_eq!(event.context["count"], 60);
     assert!(event.context["since"].is_string());

@@ -173,8 +173,16 @@ async fn no_spelling_walks_around_a_deny() {
         );
         // The trail records the refusal with the strings as received.
         assert_eq!(event.event.action, action, "{what}");
-        assert_eq!(event.event.decision.as_deref(), Some("deny"), "{what}");
-        assert_eq!(event.event.code.as_deref(), Some(code), "{what}");
+        assert_eq!(
+            event.event.decision.map(meshguard_policy::Effect::as_str),
+            Some("deny"),
+            "{what}"
+        );
+        assert_eq!(
+            event.event.code.map(meshguard_store::EventCode::as_str),
+            Some(code),
+            "{what}"
+        );
     }
 
     // Canonical text that no deny names is still allowed: the rules are not simply broader.
@@ -205,7 +213,10 @@ async fn a_resource_outside_the_object_does_not_pass_a_slash_star_allow() {
         );
         assert_eq!(reply.body["code"], "default_deny", "{resource}");
         assert_eq!(event.event.resource.as_deref(), Some(resource));
-        assert_eq!(event.event.code.as_deref(), Some("default_deny"));
+        assert_eq!(
+            event.event.code.map(meshguard_store::EventCode::as_str),
+            Some("default_deny")
+        );
     }
     // A relative resource lies under the object and is allowed, as before.
     let reply = gw
@@ -258,7 +269,10 @@ async fn the_shipped_examples_together_do_not_allow_python_without_a_sandbox() {
     assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text);
     assert_eq!(reply.body["code"], "denied_by_rule");
     assert_eq!(reply.body["policy"], "autogpt-production");
-    assert_eq!(event.event.code.as_deref(), Some("denied_by_rule"));
+    assert_eq!(
+        event.event.code.map(meshguard_store::EventCode::as_str),
+        Some("denied_by_rule")
+    );
     // `sandbox: false` is no better; the agent's claim of a sandbox still decides (it is a claim:
     // docs/threat-model.md), as the production policy says.
     let reply = gw
@@ -348,7 +362,10 @@ rules:
         );
         assert_eq!(reply.body["code"], "rate_limited", "{action}");
         assert_eq!(reply.body["rule"], "web", "{action}");
-        assert_eq!(event.event.code.as_deref(), Some("rate_limited"));
+        assert_eq!(
+            event.event.code.map(meshguard_store::EventCode::as_str),
+            Some("rate_limited")
+        );
     }
     // Another object is another rule's business.
     let reply = gw.check(&token, json!({"action": "browse:docs"})).await;

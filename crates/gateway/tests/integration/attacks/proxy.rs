@@ -127,7 +127,10 @@ async fn a_claimed_read_does_not_carry_a_denied_delete_upstream() {
     // The trail holds the call that was attempted, and the claim as a claim.
     let event = last_event(&s.gw).await.event;
     assert_eq!(event.action, "delete:github/repos/acme/app");
-    assert_eq!(event.decision.as_deref(), Some("deny"));
+    assert_eq!(
+        event.decision.map(meshguard_policy::Effect::as_str),
+        Some("deny")
+    );
     assert_eq!(event.context["method"], "DELETE");
     assert_eq!(event.context["path"], "/proxy/github/repos/acme/app");
     assert_eq!(event.context["claimedAction"], "read:api/anything");
@@ -175,7 +178,11 @@ async fn paths_read_two_ways_are_refused_before_any_upstream_is_chosen() {
         let events = s.gw.events().await;
         assert_eq!(events.len(), before + 1, "{uri}");
         let event = &events.last().unwrap().event;
-        assert_eq!(event.code.as_deref(), Some("invalid_resource"), "{uri}");
+        assert_eq!(
+            event.code.map(meshguard_store::EventCode::as_str),
+            Some("invalid_resource"),
+            "{uri}"
+        );
         assert_eq!(event.context["path"], uri);
         assert_eq!(event.context["method"], "GET");
     }

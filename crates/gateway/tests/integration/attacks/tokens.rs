@@ -134,8 +134,14 @@ async fn revoked_agent_is_refused_on_the_very_next_request_and_audited() {
     assert_eq!(reply.body["error"], "unauthorized");
     gw.flush_refusals().await;
     let last = gw.events().await.pop().unwrap();
-    assert_eq!(last.event.decision.as_deref(), Some("deny"));
-    assert_eq!(last.event.code.as_deref(), Some("unauthorized"));
+    assert_eq!(
+        last.event.decision.map(meshguard_policy::Effect::as_str),
+        Some("deny")
+    );
+    assert_eq!(
+        last.event.code.map(meshguard_store::EventCode::as_str),
+        Some("unauthorized")
+    );
     assert_eq!(last.event.action, "read:x");
     assert_eq!(last.event.agent.unwrap().id, id);
 
@@ -176,7 +182,12 @@ async fn rotated_token_id_is_unknown_and_audited() {
     let events = gw.events().await;
     assert_eq!(events.len(), count + 1);
     assert_eq!(
-        events.last().unwrap().event.code.as_deref(),
+        events
+            .last()
+            .unwrap()
+            .event
+            .code
+            .map(meshguard_store::EventCode::as_str),
         Some("unauthorized")
     );
     assert_eq!(

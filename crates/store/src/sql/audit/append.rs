@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use meshguard_policy::Effect;
 use sqlx::{Any, Transaction};
 
 use super::COLUMNS;
@@ -10,7 +11,8 @@ use crate::sql::{
     Dialect, SqlStore, column, db_error, is_unique_violation, micros, signed, unsigned,
 };
 use crate::{
-    AuditEvent, MAX_ACTION_BYTES, MAX_REASON_BYTES, MAX_RESULT_BYTES, NewAuditEvent, StoreError,
+    AuditEvent, EventCode, MAX_ACTION_BYTES, MAX_REASON_BYTES, MAX_RESULT_BYTES, NewAuditEvent,
+    StoreError,
 };
 
 /// Most events per `INSERT` statement. One statement per event costs a round trip per event (on
@@ -194,8 +196,8 @@ async fn insert(
             .bind(event.agent.as_ref().map(|agent| agent.name.as_str()))
             .bind(&event.action)
             .bind(&event.resource)
-            .bind(&event.decision)
-            .bind(&event.code)
+            .bind(event.decision.map(Effect::as_str))
+            .bind(event.code.map(EventCode::as_str))
             .bind(&event.reason)
             .bind(&event.policy)
             .bind(&event.rule)

@@ -17,11 +17,27 @@ pub(super) use verify::verify;
 use sqlx::any::AnyRow;
 
 use super::{column, time_column, unsigned, unsigned_opt};
-use crate::{AuditAgent, AuditEvent, AuditKind, NewAuditEvent, StoreError};
+use meshguard_policy::Effect;
+
+use crate::{AuditAgent, AuditEvent, AuditKind, EventCode, NewAuditEvent, StoreError};
 
 const COLUMNS: &str = "id, gateway, seq, ts, kind, agent_id, agent_name, action, resource, \
                        decision, code, reason, policy, rule, trace_id, approval_id, status, \
                        result, context, latency_us, prev_hash, hash";
+
+/// Reads a typed column that may be NULL; a spelling MeshGuard never writes is corrupt data.
+fn typed<T>(
+    id: &str,
+    name: &str,
+    text: Option<String>,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>, StoreError> {
+    text.map(|text| {
+        parse(&text)
+            .ok_or_else(|| StoreError::Corrupt(format!("audit event `{id}` has {name} `{text}`")))
+    })
+    .transpose()
+}
 
 fn from_row(row: &AnyRow) -> Result<AuditEvent, StoreError> {
     let id: String = column(row, "id")?;
@@ -46,8 +62,8 @@ fn from_row(row: &AnyRow) -> Result<AuditEvent, StoreError> {
             }),
             action: column(row, "action")?,
             resource: column(row, "resource")?,
-            decision: column(row, "decision")?,
-            code: column(row, "code")?,
+            decision: typed(&id, "decision", column(row, "decision")?, Effect::parse)?,
+            code: typed(&id, "code", column(row, "code")?, EventCode::parse)?,
             reason: column(row, "reason")?,
             policy: column(row, "policy")?,
             rule: column(row, "rule")?,
