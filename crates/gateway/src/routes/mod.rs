@@ -11,6 +11,7 @@ mod forward;
 mod health;
 mod outcome;
 mod policies;
+mod record;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -30,7 +31,7 @@ pub fn app(state: AppState) -> Router {
     let proxy = Router::new()
         .route("/proxy/governance/check", post(check::post_check))
         .route("/proxy/check", get(check::get_check))
-        .route("/proxy/governance/record", post(check::record))
+        .route("/proxy/governance/record", post(record::record))
         .route(
             "/proxy/governance/approvals/{id}",
             get(approvals::agent_approval),

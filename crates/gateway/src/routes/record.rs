@@ -1,0 +1,190 @@
+//! `POST /proxy/governance/record`: the agent reports what an action did, after its own check.
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use meshguard_store::{
+    AuditFilter, AuditKind, AuditOrder, MAX_RESULT_BYTES, NewAuditEvent, StoreError,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::auth::{AgentAuthError, AuthenticatedAgent, authenticate_agent};
+use crate::error::ApiError;
+use crate::extract::{LimitedBody, parse_json};
+use crate::state::AppState;
+use crate::trace::TraceId;
+
+use super::check::{Route, audit_agent, lenient_action, refuse, require_action};
+
+/// The body of `POST /proxy/governance/record`.
+#[derive(Debug, Deserialize)]
+struct RecordBody {
+    action: String,
+    #[serde(default)]
+    resource: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    result: Option<String>,
+    #[serde(default)]
+    audit_id: Option<String>,
+    #[serde(default)]
+    duration_ms: Option<f64>,
+    #[serde(default)]
+    context: Option<Map<String, Value>>,
+}
+
+/// The answer to a record.
+#[derive(Debug, Serialize)]
+struct Recorded {
+    recorded: bool,
+    audit_id: String,
+}
+
+/// Cuts `text` to at most `max` bytes at a character boundary.
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// Refuses a record that names another agent's check, by its `audit_id` or by the trace it is
+/// sent in: an agent writes into its own history only.
+async fn own_check(
+    state: &AppState,
+    agent: &AuthenticatedAgent,
+    audit_id: Option<&str>,
+    trace: &TraceId,
+) -> Result<(), ApiError> {
+    let own = |event: &meshguard_store::AuditEvent| {
+        event
+            .event
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.id == agent.record.id)
+    };
+    if let Some(id) = audit_id {
+        match state.store.audit_event(id).await {
+            Ok(event) if event.event.kind == AuditKind::Check && own(&event) => {}
+            Ok(_) => {
+                return Err(ApiError::Forbidden(format!(
+                    "audit_id: `{id}` is not a check of this agent: a record can only follow the agent's own checks"
+                )));
+            }
+            Err(StoreError::NotFound { .. }) => {
+                return Err(ApiError::NotFound(format!(
+                    "audit_id: no check `{id}` in the audit trail"
+                )));
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    // The trace's first check says whose trace it is.
+    let first = state
+        .store
+        .query_audit(&AuditFilter {
+            limit: 1,
+            trace_id: Some(trace.0.clone()),
+            kind: Some(AuditKind::Check),
+            order: AuditOrder::OldestFirst,
+            ..AuditFilter::default()
+        })
+        .await?;
+    if first.entries.first().is_some_and(|event| !own(event)) {
+        return Err(ApiError::Forbidden(format!(
+            "trace `{}` belongs to another agent's checks: send the record in a trace of this agent's own",
+            trace.0
+        )));
+    }
+    Ok(())
+}
+
+/// `POST /proxy/governance/record`: the agent reports what an action did. Policies never count
+/// it (SPEC 3); the agent's record budget does.
+pub async fn record(
+    State(state): State<AppState>,
+    Extension(trace): Extension<TraceId>,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Response {
+    let agent = match authenticate_agent(&state, &headers).await {
+        Ok(agent) => agent,
+        Err(AgentAuthError::Unavailable(cause)) => {
+            return ApiError::Unavailable(cause).into_response();
+        }
+        Err(err) => {
+            return refuse(&state, err, &trace, Route::Post, lenient_action(&body)).await;
+        }
+    };
+    // Charged before the body is read: a spent budget costs no parsing and no store access.
+    if let Err(retry_after_secs) = state.record_budget.charge(&agent.record.id) {
+        return ApiError::RateLimited {
+            message: format!(
+                "this agent's budget of {} records per minute is spent; retry in {retry_after_secs} s",
+                state.record_budget.per_minute()
+            ),
+            retry_after_secs,
+        }
+        .into_response();
+    }
+    let input = match parse_json::<RecordBody>(&body) {
+        Ok(input) => input,
+        Err(err) => return err.into_response(),
+    };
+    let action = match require_action(input.action, "action") {
+        Ok(action) => action,
+        Err(err) => return err.into_response(),
+    };
+    if let Err(err) = own_check(&state, &agent, input.audit_id.as_deref(), &trace).await {
+        return err.into_response();
+    }
+    // The check this record belongs to and the reported duration go with the context: they are
+    // the agent's statements, not the gateway's measurements.
+    let mut context = input.context.unwrap_or_default();
+    if let Some(check) = input.audit_id {
+        context.insert("check_audit_id".into(), Value::String(check));
+    }
+    if let Some(ms) = input.duration_ms.and_then(serde_json::Number::from_f64) {
+        context.insert("duration_ms".into(), Value::Number(ms));
+    }
+    let event = NewAuditEvent {
+        agent: Some(audit_agent(&agent)),
+        resource: input.resource,
+        trace_id: Some(trace.0.clone()),
+        status: input.status,
+        result: input.result.map(|r| truncate(r, MAX_RESULT_BYTES)),
+        context,
+        ..NewAuditEvent::new(AuditKind::Record, action, &state.instance_id)
+    };
+    let audit_id = event.id.clone();
+    match state.audit.append(event).await {
+        Ok(()) => (
+            StatusCode::CREATED,
+            Json(Recorded {
+                recorded: true,
+                audit_id,
+            }),
+        )
+            .into_response(),
+        Err(err) => ApiError::Unavailable(err.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn truncation_respects_character_boundaries() {
+        assert_eq!(truncate("héllo".into(), 2), "h");
+        assert_eq!(truncate("hello".into(), 10), "hello");
+    }
+}
