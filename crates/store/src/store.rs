@@ -6,10 +6,10 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::{
-    AdminAudit, AdminCommit, AdminMutation, AgentPatch, AgentRecord, AgentStatus, ApprovalDecision, ApprovalRecord, ApprovalStatus,
-    AuditEvent, AuditFilter, AuditPage, AuditStats, NewAgent, NewApproval, NewAuditEvent,
-    NewPolicy, NewToken, PendingApproval, PolicyRevision, PolicyUpsert, RetentionReport,
-    StatsQuery, StoreChange, StoreError, StoredPolicy, TokenRecord, VerifyReport,
+    AdminAudit, AdminCommit, AdminMutation, AgentPatch, AgentRecord, AgentStatus, ApprovalDecision,
+    ApprovalRecord, ApprovalStatus, AuditEvent, AuditFilter, AuditPage, AuditStats, NewAgent,
+    NewApproval, NewAuditEvent, NewPolicy, NewToken, PendingApproval, PolicyRevision, PolicyUpsert,
+    RetentionReport, StatsQuery, StoreChange, StoreError, StoredPolicy, TokenRecord, VerifyReport,
 };
 
 /// Everything MeshGuard persists. The gateway holds it as `Arc<dyn Store>`; [`crate::open`]

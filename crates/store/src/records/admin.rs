@@ -114,8 +114,9 @@ impl AdminOutcome {
 }
 
 /// Builds the audit event of a change from what the change did; called inside the transaction,
-/// after the change and before its event is appended.
-pub type AdminAudit = Box<dyn FnOnce(&AdminOutcome) -> NewAuditEvent + Send>;
+/// after the change and before its event is appended. `None` (an outcome it cannot describe)
+/// rolls the change back like a refused event.
+pub type AdminAudit = Box<dyn FnOnce(&AdminOutcome) -> Option<NewAuditEvent> + Send>;
 
 /// A committed admin change: what it did, and its audit event (none when nothing changed).
 #[derive(Debug, Clone, PartialEq)]

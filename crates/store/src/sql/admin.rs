@@ -75,7 +75,12 @@ pub(super) async fn apply(
         }
     };
     let event = if outcome.changed() {
-        let event = audit(&outcome);
+        let event = audit(&outcome).ok_or_else(|| {
+            not_audited(StoreError::invalid(
+                "event",
+                format!("no audit event describes {outcome:?}"),
+            ))
+        })?;
         let mut chained = audit::append_in(&mut tx, store.dialect, std::slice::from_ref(&event))
             .await
             .map_err(not_audited)?;

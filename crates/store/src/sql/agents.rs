@@ -11,7 +11,8 @@ use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
 use super::{
-    Dialect, SqlStore, column, db_error, is_unique_violation, micros, one_row, random_id, time_column,
+    Dialect, SqlStore, column, db_error, is_unique_violation, micros, one_row, random_id,
+    time_column,
 };
 use crate::records::agent::{canonical_trust, validate_tags};
 use crate::{

@@ -5,8 +5,8 @@ use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
 use super::{
-    Dialect, SqlStore, column, db_error, is_foreign_key_violation, micros, one_row, random_id, signed,
-    time_column, time_column_opt, unsigned,
+    Dialect, SqlStore, column, db_error, is_foreign_key_violation, micros, one_row, random_id,
+    signed, time_column, time_column_opt, unsigned,
 };
 use crate::{
     ApprovalDecision, ApprovalRecord, ApprovalStatus, ApprovalVerdict, NewApproval,
@@ -336,7 +336,10 @@ pub(super) async fn decide(
 
 /// The refusal of a decision that came after the approval expired.
 pub(super) fn expired_before_decided(id: &str) -> StoreError {
-    StoreError::conflict(format!("approval `{id}`"), "it expired before it was decided")
+    StoreError::conflict(
+        format!("approval `{id}`"),
+        "it expired before it was decided",
+    )
 }
 
 pub(super) async fn mark_used(

@@ -24,11 +24,11 @@ use sqlx::{AnyPool, Row};
 use time::OffsetDateTime;
 
 use crate::{
-    AdminAudit, AdminCommit, AdminMutation, AgentPatch, AgentRecord, AgentStatus, ApprovalDecision, ApprovalRecord, ApprovalStatus,
-    AuditEvent, AuditFilter, AuditPage, AuditStats, NewAgent, NewApproval, NewAuditEvent,
-    NewPolicy, NewToken, PendingApproval, PolicyRevision, PolicyUpsert, RetentionReport,
-    StatsQuery, Store, StoreChange, StoreError, StoreLocation, StoredPolicy, TokenRecord,
-    VerifyReport,
+    AdminAudit, AdminCommit, AdminMutation, AgentPatch, AgentRecord, AgentStatus, ApprovalDecision,
+    ApprovalRecord, ApprovalStatus, AuditEvent, AuditFilter, AuditPage, AuditStats, NewAgent,
+    NewApproval, NewAuditEvent, NewPolicy, NewToken, PendingApproval, PolicyRevision, PolicyUpsert,
+    RetentionReport, StatsQuery, Store, StoreChange, StoreError, StoreLocation, StoredPolicy,
+    TokenRecord, VerifyReport,
 };
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -381,7 +381,8 @@ impl Store for SqlStore {
         id_or_name: &str,
         status: AgentStatus,
     ) -> Result<AgentRecord, StoreError> {
-        let changed = agents::set_status(&mut *self.connection().await?, id_or_name, status).await?;
+        let changed =
+            agents::set_status(&mut *self.connection().await?, id_or_name, status).await?;
         self.announce(StoreChange::Agent {
             id: changed.id.clone(),
         })
@@ -420,7 +421,8 @@ impl Store for SqlStore {
         keep_jti: Option<&str>,
         at: OffsetDateTime,
     ) -> Result<u64, StoreError> {
-        let revoked = tokens::revoke_all(&mut *self.connection().await?, agent_id, keep_jti, at).await?;
+        let revoked =
+            tokens::revoke_all(&mut *self.connection().await?, agent_id, keep_jti, at).await?;
         if revoked > 0 {
             self.announce(StoreChange::Tokens {
                 agent_id: agent_id.to_owned(),

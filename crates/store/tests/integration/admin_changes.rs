@@ -46,7 +46,12 @@ async fn a_change_commits_with_its_event(db: TestDb) {
     let store = db.open().await;
     // An event appended before the change: the change's event continues the chain after it.
     store
-        .append_audit(&[check_event("gw-1", OffsetDateTime::now_utc(), "read:file", "allow")])
+        .append_audit(&[check_event(
+            "gw-1",
+            OffsetDateTime::now_utc(),
+            "read:file",
+            "allow",
+        )])
         .await
         .unwrap();
     let commit = store
@@ -60,7 +65,7 @@ async fn a_change_commits_with_its_event(db: TestDb) {
                 if let AdminOutcome::Token { agent, .. } = outcome {
                     event.resource = Some(agent.id.clone());
                 }
-                event
+                Some(event)
             }),
         )
         .await
@@ -90,7 +95,7 @@ async fn a_change_commits_with_its_event(db: TestDb) {
     let first = store
         .apply_admin(
             AdminMutation::UpsertPolicy(policy.clone()),
-            Box::new(|_| admin_event("evt-policy-1")),
+            Box::new(|_| Some(admin_event("evt-policy-1"))),
         )
         .await
         .unwrap();
@@ -98,7 +103,7 @@ async fn a_change_commits_with_its_event(db: TestDb) {
     let again = store
         .apply_admin(
             AdminMutation::UpsertPolicy(policy),
-            Box::new(|_| admin_event("evt-policy-2")),
+            Box::new(|_| Some(admin_event("evt-policy-2"))),
         )
         .await
         .unwrap();
@@ -120,7 +125,7 @@ async fn a_refused_event_rolls_the_change_back(db: TestDb) {
                 token: grant("tok-worker"),
                 rotate: false,
             },
-            Box::new(|_| admin_event("evt-taken")),
+            Box::new(|_| Some(admin_event("evt-taken"))),
         )
         .await
         .unwrap();
@@ -149,7 +154,10 @@ async fn a_refused_event_rolls_the_change_back(db: TestDb) {
     ];
     for mutation in refused {
         let err = store
-            .apply_admin(mutation.clone(), Box::new(|_| admin_event("evt-taken")))
+            .apply_admin(
+                mutation.clone(),
+                Box::new(|_| Some(admin_event("evt-taken"))),
+            )
             .await
             .unwrap_err();
         assert!(
@@ -161,8 +169,20 @@ async fn a_refused_event_rolls_the_change_back(db: TestDb) {
     let now = OffsetDateTime::now_utc();
     let kept = store.get_agent(&agent.id).await.unwrap();
     assert_eq!(kept.status, AgentStatus::Active);
-    assert!(store.active_token("tok-worker", now).await.unwrap().is_some());
-    assert!(store.active_token("tok-rotated", now).await.unwrap().is_none());
+    assert!(
+        store
+            .active_token("tok-worker", now)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .active_token("tok-rotated", now)
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(matches!(
         store.get_policy("ops").await.unwrap_err(),
         StoreError::NotFound { .. }
@@ -178,7 +198,7 @@ async fn a_refused_event_rolls_the_change_back(db: TestDb) {
                 agent: agent.name.clone(),
                 status: AgentStatus::Revoked,
             },
-            Box::new(|_| admin_event("evt-revoke")),
+            Box::new(|_| Some(admin_event("evt-revoke"))),
         )
         .await
         .unwrap();
