@@ -65,7 +65,7 @@ pub(super) async fn apply(
         }
         AdminMutation::DecideApproval { id, decision } => {
             match approvals::decide(&mut tx, store.dialect, &id, &decision).await? {
-                Decided::Recorded(record) => AdminOutcome::Approval(record),
+                Decided::Recorded(record) => AdminOutcome::Approval(*record),
                 Decided::Expired => {
                     // The expiry is housekeeping, not the admin change: it is kept, unaudited.
                     tx.commit().await.map_err(super::db_error)?;

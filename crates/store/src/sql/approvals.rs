@@ -272,7 +272,7 @@ pub(super) async fn list(
 /// What [`decide`] did inside the caller's transaction.
 pub(super) enum Decided {
     /// The decision is recorded.
-    Recorded(ApprovalRecord),
+    Recorded(Box<ApprovalRecord>),
     /// The approval's time ran out before the decision: it is now marked expired (commit that),
     /// and the decision is refused.
     Expired,
@@ -331,7 +331,7 @@ pub(super) async fn decide(
         .fetch_one(&mut *tx)
         .await
         .map_err(db_error)?;
-    Ok(Decided::Recorded(from_row(&row)?))
+    Ok(Decided::Recorded(Box::new(from_row(&row)?)))
 }
 
 /// The refusal of a decision that came after the approval expired.

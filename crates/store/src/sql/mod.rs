@@ -510,7 +510,7 @@ impl Store for SqlStore {
         let mut tx = self.begin_write().await?;
         let decided = approvals::decide(&mut tx, self.dialect, id, &decision).await;
         let decided = match decided? {
-            approvals::Decided::Recorded(record) => record,
+            approvals::Decided::Recorded(record) => *record,
             approvals::Decided::Expired => {
                 tx.commit().await.map_err(db_error)?;
                 return Err(approvals::expired_before_decided(id));
