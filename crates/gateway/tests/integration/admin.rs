@@ -634,3 +634,58 @@ async fn an_admin_change_whose_audit_event_is_not_committed_is_not_made() {
     let verified = gw.admin(Method::GET, "/admin/audit/verify", None).await;
     assert_eq!(verified.body["ok"], true, "{}", verified.text);
 }
+
+#[tokio::test]
+async fn an_approval_whose_decision_is_not_audited_stays_pending() {
+    let gw = TestGateway::new().await;
+    gw.policy(AUTOGPT_PRODUCTION).await;
+    let (_, token) = gw
+        .agent("prod", "trusted", &["autogpt", "production"])
+        .await;
+    let ask = json!({"action": "post:social", "resource": "twitter"});
+    let asked = gw.check(&token, ask.clone()).await;
+    assert_eq!(asked.body["code"], "approval_required", "{}", asked.text);
+    let id = asked.body["approval_id"].as_str().unwrap().to_owned();
+
+    refuse_admin_events(&gw, true).await;
+    let approved = gw
+        .admin(
+            Method::POST,
+            &format!("/admin/approvals/{id}/approve"),
+            Some(json!({"decidedBy": "alice"})),
+        )
+        .await;
+    assert_eq!(
+        approved.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        approved.text
+    );
+    // The approval was not granted: the retry still waits for a human.
+    let retried = gw.check(&token, ask.clone()).await;
+    assert_eq!(retried.body["code"], "approval_pending", "{}", retried.text);
+    assert_eq!(retried.body["approval_id"], id.as_str());
+    let shown = gw
+        .admin(Method::GET, "/admin/approvals?status=pending", None)
+        .await;
+    assert_eq!(shown.body["approvals"][0]["id"], id.as_str());
+
+    refuse_admin_events(&gw, false).await;
+    let approved = gw
+        .admin(
+            Method::POST,
+            &format!("/admin/approvals/{id}/approve"),
+            Some(json!({"decidedBy": "alice"})),
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.text);
+    assert_eq!(gw.check(&token, ask).await.status, StatusCode::OK);
+    let decisions: Vec<_> = gw
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.event.kind == AuditKind::Approval)
+        .collect();
+    assert_eq!(decisions.len(), 1);
+    assert_eq!(decisions[0].event.approval_id.as_deref(), Some(id.as_str()));
+}
