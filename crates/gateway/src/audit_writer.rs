@@ -6,13 +6,19 @@
 //! grow by themselves and the cost of a commit is shared; at rest a lone event commits at once.
 //! See docs/architecture/group-commit.md.
 //!
+//! An admin change travels the same queue ([`AuditWriter::commit_admin`]): the writer commits
+//! the events queued before it, then the change with its event in one transaction, so this
+//! gateway's chain stays in queue order and followers see the event once it is committed.
+//!
 //! A failed commit raises one `error` alert per streak of failures: the first failure alerts,
 //! the next ones do not until a commit has succeeded, so a dead disk does not flood receivers.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use meshguard_store::{AuditEvent, NewAuditEvent, Store};
+use meshguard_store::{
+    AdminAudit, AdminCommit, AdminMutation, AuditEvent, NewAuditEvent, Store, StoreError,
+};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -43,6 +49,11 @@ enum Message {
         event: Box<NewAuditEvent>,
         done: Option<oneshot::Sender<Result<(), AuditError>>>,
     },
+    Admin {
+        mutation: Box<AdminMutation>,
+        audit: AdminAudit,
+        done: oneshot::Sender<Result<AdminCommit, StoreError>>,
+    },
     Stop(oneshot::Sender<()>),
 }
 
@@ -58,6 +69,7 @@ impl std::fmt::Debug for Message {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Message::Event { event, .. } => write!(f, "Event({})", event.id),
+            Message::Admin { mutation, .. } => write!(f, "Admin({mutation:?})"),
             Message::Stop(_) => f.write_str("Stop"),
         }
     }
@@ -123,6 +135,26 @@ impl AuditWriter {
         committed.await.map_err(|_| AuditError::Stopped)?
     }
 
+    /// Makes an admin change and commits its audit event (built by `audit`) in one transaction,
+    /// after the events queued before it. A change whose event is not committed is not made.
+    pub async fn commit_admin(
+        &self,
+        mutation: AdminMutation,
+        audit: AdminAudit,
+    ) -> Result<AdminCommit, StoreError> {
+        let stopped = || StoreError::Unavailable(AuditError::Stopped.to_string());
+        let (done, committed) = oneshot::channel();
+        self.tx
+            .send(Message::Admin {
+                mutation: Box::new(mutation),
+                audit,
+                done,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        committed.await.map_err(|_| stopped())?
+    }
+
     /// Every event committed from now on, for `GET /admin/audit/stream`. A follower that falls
     /// more than a buffer behind is told how many it missed (and can re-read them by query).
     pub fn subscribe(&self) -> broadcast::Receiver<AuditEvent> {
@@ -172,6 +204,15 @@ async fn run(mut rx: mpsc::Receiver<Message>, mut sink: Sink) {
                     events.push(*event);
                     waiters.push(done);
                 }
+                Message::Admin {
+                    mutation,
+                    audit,
+                    done,
+                } => {
+                    // The events queued before the change go first, so the chain keeps queue order.
+                    sink.commit(&mut events, &mut waiters).await;
+                    sink.admin(*mutation, audit, done).await;
+                }
                 Message::Stop(done) => stop = Some(done),
             }
             if events.len() < MAX_BATCH {
@@ -191,6 +232,14 @@ async fn run(mut rx: mpsc::Receiver<Message>, mut sink: Sink) {
                     sink.commit(&mut events, &mut waiters).await;
                 }
             }
+            Message::Admin {
+                mutation,
+                audit,
+                done,
+            } => {
+                sink.commit(&mut events, &mut waiters).await;
+                sink.admin(*mutation, audit, done).await;
+            }
             Message::Stop(done) => {
                 let _ = done.send(());
             }
@@ -203,6 +252,25 @@ async fn run(mut rx: mpsc::Receiver<Message>, mut sink: Sink) {
 }
 
 impl Sink {
+    /// Commits one admin change with its event and hands the event to followers.
+    async fn admin(
+        &mut self,
+        mutation: AdminMutation,
+        audit: AdminAudit,
+        done: oneshot::Sender<Result<AdminCommit, StoreError>>,
+    ) {
+        let result = self.store.apply_admin(mutation, audit).await;
+        if let Ok(AdminCommit {
+            event: Some(event), ..
+        }) = &result
+        {
+            // No follower listening is the normal case, not an error.
+            let _ = self.committed.send(event.clone());
+        }
+        // A caller that went away (client disconnected) no longer needs the answer.
+        let _ = done.send(result);
+    }
+
     async fn commit(
         &mut self,
         events: &mut Vec<NewAuditEvent>,

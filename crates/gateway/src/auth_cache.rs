@@ -1,8 +1,9 @@
 //! In-memory copies of the two store reads every agent request needs (its token id, its agent),
 //! so that a check does no store read before its audit append.
 //!
-//! A copy never outlives a change this gateway makes: the admin handlers clear the cache after
-//! their store write and before they answer. Changes made by other gateways arrive on the store's
+//! A copy never outlives a change this gateway makes: every admin change goes through
+//! `routes::admin_event::apply`, which clears the cache after the change's transaction and before
+//! the answer. Changes made by other gateways arrive on the store's
 //! change feed and evict the agent they name; a lagged feed or a resync clears everything, and a
 //! closed feed turns the cache off (every request reads the store again). Each entry also lives
 //! at most [`ENTRY_TTL`], so even a silent feed cannot keep a copy longer than that. Unknown or

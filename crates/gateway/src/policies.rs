@@ -4,6 +4,7 @@
 //! The store is the source of truth. Every change (admin API, policy files) is written to the
 //! store first and the set is then rebuilt from it; changes are serialised by one async lock.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -90,18 +91,52 @@ impl PolicyRegistry {
         Ok(())
     }
 
-    /// Validates `text` and stores it under its name (upsert), then puts it in force. An API
-    /// change (`origin` = `Api`) to a file-owned policy is refused, naming the file.
-    pub async fn apply(
+    /// Validates the text of a policy file and stores it under its name (upsert), then puts it
+    /// in force. A name another file defines is refused, naming that file.
+    pub async fn apply_file(
+        &self,
+        file: &str,
+        text: &str,
+    ) -> Result<(Policy, PolicyUpsert), PolicyChangeError> {
+        let store = &self.store;
+        self.apply_with(
+            PolicyOrigin::File(file.to_owned()),
+            text,
+            |policy| async move { Ok(store.upsert_policy(policy).await?) },
+        )
+        .await
+    }
+
+    /// Validates a policy an operator applies and hands it to `write` (the admin change that
+    /// stores it with its audit event), then puts it in force. A file-owned policy is refused,
+    /// naming the file; when `write` fails, the policies in force stay as they were.
+    pub async fn apply_by_admin<E, Fut>(
+        &self,
+        text: &str,
+        write: impl FnOnce(NewPolicy) -> Fut,
+    ) -> Result<(Policy, PolicyUpsert), E>
+    where
+        E: From<PolicyChangeError>,
+        Fut: Future<Output = Result<PolicyUpsert, E>>,
+    {
+        self.apply_with(PolicyOrigin::Api, text, write).await
+    }
+
+    async fn apply_with<E, Fut>(
         &self,
         origin: PolicyOrigin,
         text: &str,
-    ) -> Result<(Policy, PolicyUpsert), PolicyChangeError> {
+        write: impl FnOnce(NewPolicy) -> Fut,
+    ) -> Result<(Policy, PolicyUpsert), E>
+    where
+        E: From<PolicyChangeError>,
+        Fut: Future<Output = Result<PolicyUpsert, E>>,
+    {
         let label = match &origin {
             PolicyOrigin::Api => "request body".to_owned(),
             PolicyOrigin::File(path) => path.clone(),
         };
-        let policy = parse_policy(&label, text)?;
+        let policy = parse_policy(&label, text).map_err(PolicyChangeError::from)?;
         let _guard = self.changes.lock().await;
         match &origin {
             PolicyOrigin::Api => refuse_file_owned(&*self.store, policy.name()).await?,
@@ -117,31 +152,53 @@ impl PolicyRegistry {
             .cloned()
             .chain([policy.clone()])
             .collect();
-        let set = PolicySet::new(candidate)?;
-        let upsert = self
-            .store
-            .upsert_policy(NewPolicy {
-                name: policy.name().to_owned(),
-                version: policy.version().to_owned(),
-                origin,
-                source: text.to_owned(),
-            })
-            .await?;
+        let set = PolicySet::new(candidate).map_err(PolicyChangeError::from)?;
+        let upsert = write(NewPolicy {
+            name: policy.name().to_owned(),
+            version: policy.version().to_owned(),
+            origin,
+            source: text.to_owned(),
+        })
+        .await?;
         self.current.store(Arc::new(set));
         Ok((policy, upsert))
     }
 
-    /// Removes a policy from force. An API delete of a file-owned policy is refused.
-    pub async fn delete(
+    /// Removes the policy of a policy file that is gone (or now defines another name).
+    pub async fn delete_for_file(&self, name: &str) -> Result<StoredPolicy, PolicyChangeError> {
+        let _guard = self.changes.lock().await;
+        let store = &self.store;
+        self.remove_after(name, || async move { Ok(store.delete_policy(name).await?) })
+            .await
+    }
+
+    /// Removes a policy an operator deletes: `write` is the admin change that deletes it with
+    /// its audit event. A file-owned policy is refused, naming the file.
+    pub async fn delete_by_admin<E, Fut>(
         &self,
         name: &str,
-        by_api: bool,
-    ) -> Result<StoredPolicy, PolicyChangeError> {
+        write: impl FnOnce() -> Fut,
+    ) -> Result<StoredPolicy, E>
+    where
+        E: From<PolicyChangeError>,
+        Fut: Future<Output = Result<StoredPolicy, E>>,
+    {
         let _guard = self.changes.lock().await;
-        if by_api {
-            refuse_file_owned(&*self.store, name).await?;
-        }
-        let deleted = self.store.delete_policy(name).await?;
+        refuse_file_owned(&*self.store, name).await?;
+        self.remove_after(name, write).await
+    }
+
+    /// Runs `write`, then takes `name` out of the set in force. The caller holds `changes`.
+    async fn remove_after<E, Fut>(
+        &self,
+        name: &str,
+        write: impl FnOnce() -> Fut,
+    ) -> Result<StoredPolicy, E>
+    where
+        E: From<PolicyChangeError>,
+        Fut: Future<Output = Result<StoredPolicy, E>>,
+    {
+        let deleted = write().await?;
         let remaining: Vec<Policy> = self
             .current
             .load()
@@ -149,7 +206,9 @@ impl PolicyRegistry {
             .filter(|p| p.name() != name)
             .cloned()
             .collect();
-        self.current.store(Arc::new(PolicySet::new(remaining)?));
+        self.current.store(Arc::new(
+            PolicySet::new(remaining).map_err(PolicyChangeError::from)?,
+        ));
         Ok(deleted)
     }
 }

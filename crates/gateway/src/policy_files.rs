@@ -77,7 +77,7 @@ impl PolicyDir {
                         let path = PathBuf::from(file);
                         if path.parent() == Some(dir) && !state.seen.contains_key(&path) {
                             tracing::info!(policy = %policy.name, file, "policy file is gone; removing its policy");
-                            let removed = registry.delete(&policy.name, false).await;
+                            let removed = registry.delete_for_file(&policy.name).await;
                             state.report(removed.map(|_| ()), &path);
                         }
                     }
@@ -127,7 +127,7 @@ impl PolicyDir {
             if let Some(name) = self.owned.get(&path).cloned() {
                 let label = path.display().to_string();
                 tracing::info!(policy = %name, file = %label, "policy file removed; removing its policy");
-                let removed = registry.delete(&name, false).await;
+                let removed = registry.delete_for_file(&name).await;
                 if removed.as_ref().is_err_and(is_transient) {
                     // Still known as seen and owned: the next poll tries the removal again.
                     self.report(removed.map(|_| ()), &path);
@@ -153,10 +153,7 @@ impl PolicyDir {
             }
             self.seen.insert(path.clone(), text.clone());
             let label = path.display().to_string();
-            match registry
-                .apply(PolicyOrigin::File(label.clone()), text)
-                .await
-            {
+            match registry.apply_file(&label, text).await {
                 Ok((policy, upsert)) => {
                     tracing::info!(policy = policy.name(), file = %label, revision = upsert.revision, changed = upsert.changed, "policy file applied");
                     self.refused.remove(path);
@@ -164,7 +161,7 @@ impl PolicyDir {
                     self.alerted.remove(path);
                     let previous = self.owned.insert(path.clone(), policy.name().to_owned());
                     if let Some(old) = previous.filter(|old| old != policy.name()) {
-                        let removed = registry.delete(&old, false).await;
+                        let removed = registry.delete_for_file(&old).await;
                         self.report(removed.map(|_| ()), path);
                     }
                 }

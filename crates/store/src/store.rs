@@ -6,10 +6,10 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::{
-    AgentPatch, AgentRecord, AgentStatus, ApprovalDecision, ApprovalRecord, ApprovalStatus,
-    AuditEvent, AuditFilter, AuditPage, AuditStats, NewAgent, NewApproval, NewAuditEvent,
-    NewPolicy, NewToken, PendingApproval, PolicyRevision, PolicyUpsert, RetentionReport,
-    StatsQuery, StoreChange, StoreError, StoredPolicy, TokenRecord, VerifyReport,
+    AdminAudit, AdminCommit, AdminMutation, AgentPatch, AgentRecord, AgentStatus, ApprovalDecision,
+    ApprovalRecord, ApprovalStatus, AuditEvent, AuditFilter, AuditPage, AuditStats, NewAgent,
+    NewApproval, NewAuditEvent, NewPolicy, NewToken, PendingApproval, PolicyRevision, PolicyUpsert,
+    RetentionReport, StatsQuery, StoreChange, StoreError, StoredPolicy, TokenRecord, VerifyReport,
 };
 
 /// Everything MeshGuard persists. The gateway holds it as `Arc<dyn Store>`; [`crate::open`]
@@ -165,6 +165,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Marks pending and approved approvals whose time ran out as expired; returns how many.
     async fn expire_approvals(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+
+    // ----- admin changes -----
+
+    /// Makes an operator's change and appends its audit event (built by `audit` from what the
+    /// change did) in one transaction: a change whose event cannot be committed is rolled back
+    /// and answered `Unavailable`, whatever refused the event. The event joins the chain of its
+    /// `gateway` like an [`Store::append_audit`] batch. A change that changes nothing (an
+    /// unchanged policy body) writes no event. The gateway's admin API makes every change
+    /// through this method; the single-purpose methods above serve policy files and tools.
+    async fn apply_admin(
+        &self,
+        mutation: AdminMutation,
+        audit: AdminAudit,
+    ) -> Result<AdminCommit, StoreError>;
 
     // ----- audit -----
 

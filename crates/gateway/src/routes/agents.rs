@@ -1,5 +1,6 @@
 //! `/admin/agents`: create, list, show, change, revoke, restore and delete agents, and issue
-//! their tokens. Every change is audited (kind `admin`).
+//! their tokens. Every change goes through [`apply`]: committed with its audit event (kind
+//! `admin`), then the auth cache is cleared.
 
 use std::collections::BTreeSet;
 
@@ -7,12 +8,15 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use meshguard_store::{AgentPatch, AgentRecord, AgentStatus, AuditAgent, NewAgent, NewToken};
+use meshguard_store::{
+    AdminMutation, AdminOutcome, AgentPatch, AgentRecord, AgentStatus, AuditAgent, NewAgent,
+    TokenGrant, TokenRecord,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
-use super::admin_event::{AdminChange, record_change, trace_of};
+use super::admin_event::{AdminChange, ChangedBy, apply, trace_of, unexpected};
 use crate::alerts::{Alert, AlertAgent, Trigger};
 use crate::auth::profile_of;
 use crate::error::ApiError;
@@ -58,11 +62,8 @@ struct IssuedToken {
     expires_at: Option<OffsetDateTime>,
 }
 
-async fn issue(
-    state: &AppState,
-    agent: &AgentRecord,
-    ttl_seconds: Option<u64>,
-) -> Result<IssuedToken, ApiError> {
+/// The id and lifetime of a token to issue, checked before anything is stored.
+fn grant(ttl_seconds: Option<u64>) -> Result<TokenGrant, ApiError> {
     let now = OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .unwrap_or(OffsetDateTime::now_utc());
@@ -80,31 +81,34 @@ async fn issue(
                 .ok_or_else(|| ApiError::BadRequest("ttlSeconds: too large".into()))?,
         ),
     };
-    let jti = format!("tok_{}", uuid::Uuid::new_v4().simple());
-    state
-        .store
-        .insert_token(NewToken {
-            jti: jti.clone(),
-            agent_id: agent.id.clone(),
-            issued_at: now,
-            expires_at,
-        })
-        .await?;
-    let token = state
+    Ok(TokenGrant {
+        jti: format!("tok_{}", uuid::Uuid::new_v4().simple()),
+        issued_at: now,
+        expires_at,
+    })
+}
+
+/// Signs a token whose id is committed.
+fn sign(
+    state: &AppState,
+    agent: &AgentRecord,
+    token: &TokenRecord,
+) -> Result<IssuedToken, ApiError> {
+    let signed = state
         .keys
         .sign(&AgentClaims {
             iss: ISSUER.to_owned(),
             sub: agent.id.clone(),
             name: agent.name.clone(),
-            jti: jti.clone(),
-            iat: now.unix_timestamp(),
-            exp: expires_at.map(OffsetDateTime::unix_timestamp),
+            jti: token.jti.clone(),
+            iat: token.issued_at.unix_timestamp(),
+            exp: token.expires_at.map(OffsetDateTime::unix_timestamp),
         })
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(IssuedToken {
-        token,
-        token_id: jti,
-        expires_at,
+        token: signed,
+        token_id: token.jti.clone(),
+        expires_at: token.expires_at,
     })
 }
 
@@ -117,39 +121,59 @@ fn with_token(agent: &AgentRecord, token: IssuedToken) -> Result<Value, ApiError
     Ok(body)
 }
 
+/// The change to one agent, as the trail tells it.
+fn agent_change(
+    action: &str,
+    agent: &AgentRecord,
+    reason: String,
+    context: Map<String, Value>,
+) -> AdminChange {
+    AdminChange {
+        action: action.to_owned(),
+        agent: audit_agent(agent),
+        resource: agent.name.clone(),
+        reason,
+        context,
+        by: ChangedBy::Operator,
+    }
+}
+
 /// `POST /admin/agents`: the agent plus its first token, shown once.
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateAgent>,
 ) -> Result<Response, ApiError> {
-    let agent = state
-        .store
-        .create_agent(NewAgent {
+    let mutation = AdminMutation::CreateAgent {
+        agent: NewAgent {
             name: body.name,
             trust: body.trust_tier.unwrap_or_else(|| "verified".to_owned()),
             tags: body.tags.unwrap_or_default(),
             description: body.description,
-        })
-        .await?;
-    let token = issue(&state, &agent, body.ttl_seconds).await?;
-    let mut context = Map::new();
-    context.insert("trustTier".into(), Value::String(agent.trust.clone()));
-    context.insert("tags".into(), json!(agent.tags));
-    context.insert("tokenId".into(), Value::String(token.token_id.clone()));
-    record_change(
-        &state,
-        &headers,
-        AdminChange {
-            action: "agent.create",
-            agent: audit_agent(&agent),
-            resource: &agent.name,
-            reason: format!("agent `{}` created", agent.name),
-            context,
         },
-    )
+        token: grant(body.ttl_seconds)?,
+    };
+    let outcome = apply(&state, &headers, mutation, |outcome| {
+        let AdminOutcome::Token { agent, token, .. } = outcome else {
+            return None;
+        };
+        let mut context = Map::new();
+        context.insert("trustTier".into(), Value::String(agent.trust.clone()));
+        context.insert("tags".into(), json!(agent.tags));
+        context.insert("tokenId".into(), Value::String(token.jti.clone()));
+        Some(agent_change(
+            "agent.create",
+            agent,
+            format!("agent `{}` created", agent.name),
+            context,
+        ))
+    })
     .await?;
-    Ok((StatusCode::CREATED, Json(with_token(&agent, token)?)).into_response())
+    let AdminOutcome::Token { agent, token, .. } = &outcome else {
+        return Err(unexpected(&outcome));
+    };
+    let issued = sign(&state, agent, token)?;
+    Ok((StatusCode::CREATED, Json(with_token(agent, issued)?)).into_response())
 }
 
 /// `GET /admin/agents/{id-or-name}`: the agent and its token ids.
@@ -204,64 +228,54 @@ pub async fn update(
     if let Some(description) = &body.description {
         changed.insert("description".into(), json!(description));
     }
-    let updated = state
-        .store
-        .update_agent(
-            &agent,
-            AgentPatch {
-                trust: body.trust_tier,
-                tags: body.tags,
-                description: body.description,
-            },
-        )
-        .await;
-    // Cleared whatever the outcome (an error may follow a commit), before the answer leaves.
-    state.auth_cache.clear();
-    let updated = updated?;
-    record_change(
-        &state,
-        &headers,
-        AdminChange {
-            action: "agent.update",
-            agent: audit_agent(&updated),
-            resource: &updated.name,
-            reason: format!("agent `{}` updated", updated.name),
-            context: changed,
+    let mutation = AdminMutation::UpdateAgent {
+        agent,
+        patch: AgentPatch {
+            trust: body.trust_tier,
+            tags: body.tags,
+            description: body.description,
         },
-    )
+    };
+    let outcome = apply(&state, &headers, mutation, |outcome| {
+        let AdminOutcome::Agent(updated) = outcome else {
+            return None;
+        };
+        let reason = format!("agent `{}` updated", updated.name);
+        Some(agent_change("agent.update", updated, reason, changed))
+    })
     .await?;
+    let AdminOutcome::Agent(updated) = outcome else {
+        return Err(unexpected(&outcome));
+    };
     Ok(Json(updated))
 }
 
 async fn set_status(
     state: &AppState,
     headers: &HeaderMap,
-    agent: &str,
+    agent: String,
     status: AgentStatus,
 ) -> Result<AgentRecord, ApiError> {
-    let updated = state.store.set_agent_status(agent, status).await;
-    state.auth_cache.clear();
-    let updated = updated?;
     let (action, verb) = match status {
         AgentStatus::Revoked => ("agent.revoke", "revoked"),
         AgentStatus::Active => ("agent.restore", "restored"),
+    };
+    let mutation = AdminMutation::SetAgentStatus { agent, status };
+    let outcome = apply(state, headers, mutation, move |outcome| {
+        let AdminOutcome::Agent(updated) = outcome else {
+            return None;
+        };
+        let reason = format!("agent `{}` {verb}", updated.name);
+        Some(agent_change(action, updated, reason, Map::new()))
+    })
+    .await?;
+    let AdminOutcome::Agent(updated) = outcome else {
+        return Err(unexpected(&outcome));
     };
     if status == AgentStatus::Revoked {
         tracing::warn!(agent = %updated.name, "agent revoked: its next request is refused");
         raise_revoked(state, headers, &updated);
     }
-    record_change(
-        state,
-        headers,
-        AdminChange {
-            action,
-            agent: audit_agent(&updated),
-            resource: &updated.name,
-            reason: format!("agent `{}` {verb}", updated.name),
-            context: Map::new(),
-        },
-    )
-    .await?;
     Ok(updated)
 }
 
@@ -292,7 +306,7 @@ pub async fn revoke(
     Path(agent): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<AgentRecord>, ApiError> {
-    set_status(&state, &headers, &agent, AgentStatus::Revoked)
+    set_status(&state, &headers, agent, AgentStatus::Revoked)
         .await
         .map(Json)
 }
@@ -303,7 +317,7 @@ pub async fn restore(
     Path(agent): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<AgentRecord>, ApiError> {
-    set_status(&state, &headers, &agent, AgentStatus::Active)
+    set_status(&state, &headers, agent, AgentStatus::Active)
         .await
         .map(Json)
 }
@@ -333,26 +347,27 @@ pub async fn delete(
         }
     };
     if !purge {
-        let revoked = set_status(&state, &headers, &agent, AgentStatus::Revoked).await?;
+        let revoked = set_status(&state, &headers, agent, AgentStatus::Revoked).await?;
         return Ok(Json(
             json!({ "revoked": true, "purged": false, "agent": revoked }),
         ));
     }
-    let purged = state.store.purge_agent(&agent).await;
-    state.auth_cache.clear();
-    let purged = purged?;
-    record_change(
+    let outcome = apply(
         &state,
         &headers,
-        AdminChange {
-            action: "agent.purge",
-            agent: audit_agent(&purged),
-            resource: &purged.name,
-            reason: format!("agent `{}` deleted with its tokens", purged.name),
-            context: Map::new(),
+        AdminMutation::PurgeAgent { agent },
+        |outcome| {
+            let AdminOutcome::Agent(purged) = outcome else {
+                return None;
+            };
+            let reason = format!("agent `{}` deleted with its tokens", purged.name);
+            Some(agent_change("agent.purge", purged, reason, Map::new()))
         },
     )
     .await?;
+    let AdminOutcome::Agent(purged) = outcome else {
+        return Err(unexpected(&outcome));
+    };
     Ok(Json(
         json!({ "revoked": true, "purged": true, "agent": purged }),
     ))
@@ -381,43 +396,46 @@ pub async fn issue_token(
     headers: HeaderMap,
     ApiJson(body): ApiJson<TokenBody>,
 ) -> Result<Response, ApiError> {
-    let agent = state.store.get_agent(&agent).await?;
-    let token = issue(&state, &agent, body.ttl_seconds).await?;
     let rotate = query.rotate.unwrap_or(false);
-    let revoked = if rotate {
-        let revoked = state
-            .store
-            .revoke_tokens(&agent.id, Some(&token.token_id), OffsetDateTime::now_utc())
-            .await;
-        state.auth_cache.clear();
-        revoked?
-    } else {
-        0
+    let mutation = AdminMutation::IssueToken {
+        agent,
+        token: grant(body.ttl_seconds)?,
+        rotate,
     };
-    let mut context = Map::new();
-    context.insert("tokenId".into(), Value::String(token.token_id.clone()));
-    context.insert("rotate".into(), Value::Bool(rotate));
-    context.insert("revokedTokens".into(), json!(revoked));
-    record_change(
-        &state,
-        &headers,
-        AdminChange {
-            action: "agent.token",
-            agent: audit_agent(&agent),
-            resource: &agent.name,
-            reason: if rotate {
-                format!(
-                    "token issued for agent `{}`; {revoked} older token(s) revoked",
-                    agent.name
-                )
-            } else {
-                format!("token issued for agent `{}`", agent.name)
-            },
-            context,
-        },
-    )
+    let outcome = apply(&state, &headers, mutation, move |outcome| {
+        let AdminOutcome::Token {
+            agent,
+            token,
+            revoked,
+        } = outcome
+        else {
+            return None;
+        };
+        let mut context = Map::new();
+        context.insert("tokenId".into(), Value::String(token.jti.clone()));
+        context.insert("rotate".into(), Value::Bool(rotate));
+        context.insert("revokedTokens".into(), json!(revoked));
+        let reason = if rotate {
+            format!(
+                "token issued for agent `{}`; {revoked} older token(s) revoked",
+                agent.name
+            )
+        } else {
+            format!("token issued for agent `{}`", agent.name)
+        };
+        Some(agent_change("agent.token", agent, reason, context))
+    })
     .await?;
-    let mut body = serde_json::to_value(&token).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let AdminOutcome::Token {
+        agent,
+        token,
+        revoked,
+    } = &outcome
+    else {
+        return Err(unexpected(&outcome));
+    };
+    let issued = sign(&state, agent, token)?;
+    let mut body = serde_json::to_value(&issued).map_err(|e| ApiError::Internal(e.to_string()))?;
     if let Some(body) = body.as_object_mut() {
         body.insert("agentId".into(), Value::String(agent.id.clone()));
         body.insert("name".into(), Value::String(agent.name.clone()));

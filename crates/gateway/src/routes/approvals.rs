@@ -1,5 +1,6 @@
 //! Approvals over HTTP: the agent long-polls its own approval; operators list, approve and deny
-//! them. A decision is audited (kind `approval`).
+//! them. A decision goes through the admin change path: committed with its audit event (kind
+//! `approval`), then the auth cache is cleared.
 
 use std::time::Duration;
 
@@ -8,17 +9,16 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use meshguard_policy::{Code, Effect};
 use meshguard_store::{
-    ApprovalDecision, ApprovalRecord, ApprovalStatus, ApprovalVerdict, AuditAgent, AuditKind,
-    EventCode, NewAuditEvent, StoreChange, StoreError,
+    AdminMutation, AdminOutcome, ApprovalDecision, ApprovalRecord, ApprovalStatus, ApprovalVerdict,
+    AuditAgent, StoreChange, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::admin_event::trace_of;
+use super::admin_event::{AdminChange, ChangedBy, apply, unexpected};
 use crate::auth::{AgentAuthError, authenticate_agent};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
@@ -190,75 +190,79 @@ pub async fn list(
     Ok(Json(json!({ "approvals": approvals })))
 }
 
-/// The optional body of approve and deny.
+/// The optional body of approve and deny: the human's verdict, with why and who.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DecisionBody {
+pub struct VerdictBody {
     #[serde(default)]
     reason: Option<String>,
     #[serde(default)]
     decided_by: Option<String>,
 }
 
-async fn decide(
+/// Settles a pending approval by a human's verdict: the decision and its audit event (kind
+/// `approval`) commit together.
+async fn settle_by_human(
     state: &AppState,
     headers: &HeaderMap,
     id: &str,
     verdict: ApprovalVerdict,
-    body: DecisionBody,
+    body: VerdictBody,
 ) -> Result<Json<Value>, ApiError> {
     let decided_by = body
         .decided_by
         .filter(|s| !s.trim().is_empty())
         .unwrap_or_else(|| "admin".to_owned());
-    let record = state
-        .store
-        .decide_approval(
-            id,
-            ApprovalDecision {
-                verdict,
-                decided_by: decided_by.clone(),
-                reason: body.reason.clone(),
-                decided_at: OffsetDateTime::now_utc(),
-            },
-        )
-        .await?;
-    let agent_name = match state.store.get_agent(&record.agent_id).await {
+    // The agent's name is read first: the event is built inside the decision's transaction.
+    let pending = state.store.get_approval(id).await?;
+    let agent_name = match state.store.get_agent(&pending.agent_id).await {
         Ok(agent) => agent.name,
-        Err(_) => record.agent_id.clone(),
+        Err(_) => pending.agent_id.clone(),
     };
-    let (decision, code, verb) = match verdict {
-        ApprovalVerdict::Approve => (Effect::Allow, EventCode::ApprovalApproved, "approved"),
-        ApprovalVerdict::Deny => (
-            Effect::Deny,
-            EventCode::Decided(Code::ApprovalDenied),
-            "denied",
-        ),
+    let verb = match verdict {
+        ApprovalVerdict::Approve => "approved",
+        ApprovalVerdict::Deny => "denied",
     };
-    let mut context = Map::new();
-    context.insert("decidedBy".into(), Value::String(decided_by.clone()));
-    let event = NewAuditEvent {
-        agent: Some(AuditAgent {
-            id: record.agent_id.clone(),
-            name: agent_name,
-        }),
-        resource: Some(record.resource.clone()),
-        decision: Some(decision),
-        code: Some(code),
-        reason: Some(match &body.reason {
-            Some(reason) => format!("approval '{}' {verb} by {decided_by}: {reason}", record.id),
-            None => format!("approval '{}' {verb} by {decided_by}", record.id),
-        }),
-        trace_id: trace_of(headers).or_else(|| record.trace_id.clone()),
-        approval_id: Some(record.id.clone()),
-        context,
-        ..NewAuditEvent::new(AuditKind::Approval, &record.action, &state.instance_id)
+    let reason = body.reason.clone();
+    let by = decided_by.clone();
+    let mutation = AdminMutation::DecideApproval {
+        id: id.to_owned(),
+        decision: ApprovalDecision {
+            verdict,
+            decided_by,
+            reason: body.reason,
+            decided_at: OffsetDateTime::now_utc(),
+        },
     };
-    state
-        .audit
-        .append_committed(event)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let outcome = apply(state, headers, mutation, move |outcome| {
+        let AdminOutcome::Approval(record) = outcome else {
+            return None;
+        };
+        let mut context = Map::new();
+        context.insert("decidedBy".into(), Value::String(by.clone()));
+        Some(AdminChange {
+            action: record.action.clone(),
+            agent: Some(AuditAgent {
+                id: record.agent_id.clone(),
+                name: agent_name,
+            }),
+            resource: record.resource.clone(),
+            reason: match &reason {
+                Some(reason) => format!("approval '{}' {verb} by {by}: {reason}", record.id),
+                None => format!("approval '{}' {verb} by {by}", record.id),
+            },
+            context,
+            by: ChangedBy::Approver {
+                verdict,
+                approval_id: record.id.clone(),
+                request_trace: record.trace_id.clone(),
+            },
+        })
+    })
+    .await?;
+    let AdminOutcome::Approval(record) = outcome else {
+        return Err(unexpected(&outcome));
+    };
     Ok(Json(admin_view(record)))
 }
 
@@ -267,9 +271,9 @@ pub async fn approve(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<DecisionBody>,
+    ApiJson(body): ApiJson<VerdictBody>,
 ) -> Result<Json<Value>, ApiError> {
-    decide(&state, &headers, &id, ApprovalVerdict::Approve, body).await
+    settle_by_human(&state, &headers, &id, ApprovalVerdict::Approve, body).await
 }
 
 /// `POST /admin/approvals/{id}/deny {"reason"}`: refused until the approval's timeout runs out.
@@ -277,7 +281,7 @@ pub async fn deny(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<DecisionBody>,
+    ApiJson(body): ApiJson<VerdictBody>,
 ) -> Result<Json<Value>, ApiError> {
-    decide(&state, &headers, &id, ApprovalVerdict::Deny, body).await
+    settle_by_human(&state, &headers, &id, ApprovalVerdict::Deny, body).await
 }

@@ -1,15 +1,16 @@
 //! `/admin/policies`: apply (YAML or JSON body, upsert by name), list, show, delete, revisions,
-//! and validate without applying. Every change is audited (kind `admin`).
+//! and validate without applying. Every change goes through [`apply`]: committed with its
+//! audit event (kind `admin`), then the auth cache is cleared.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use meshguard_policy::{AgentProfile, Policy, lint, parse_policy};
-use meshguard_store::{PolicyOrigin, PolicyUpsert, StoredPolicy};
+use meshguard_store::{AdminMutation, AdminOutcome, PolicyUpsert, StoredPolicy};
 use serde_json::{Map, Value, json};
 
-use super::admin_event::{AdminChange, record_change};
+use super::admin_event::{AdminChange, ChangedBy, apply, unexpected};
 use crate::auth::profile_of;
 use crate::error::ApiError;
 use crate::extract::LimitedBody;
@@ -64,7 +65,24 @@ pub async fn revisions(
     Ok(Json(json!({ "name": name, "revisions": revisions })))
 }
 
-async fn apply(
+/// The change to one policy, as the trail tells it.
+fn policy_change(
+    action: &str,
+    policy: &StoredPolicy,
+    reason: String,
+    context: Map<String, Value>,
+) -> AdminChange {
+    AdminChange {
+        action: action.to_owned(),
+        agent: None,
+        resource: policy.name.clone(),
+        reason,
+        context,
+        by: ChangedBy::Operator,
+    }
+}
+
+async fn apply_text(
     state: &AppState,
     headers: &HeaderMap,
     text: &str,
@@ -83,29 +101,39 @@ async fn apply(
             )));
         }
     }
-    let (policy, upsert): (Policy, PolicyUpsert) =
-        state.policies.apply(PolicyOrigin::Api, text).await?;
-    if upsert.changed {
-        let mut context = Map::new();
-        context.insert("revision".into(), json!(upsert.revision));
-        context.insert("version".into(), Value::String(policy.version().to_owned()));
-        record_change(
-            state,
-            headers,
-            AdminChange {
-                action: "policy.apply",
-                agent: None,
-                resource: policy.name(),
-                reason: format!(
-                    "policy `{}` applied (revision {})",
-                    policy.name(),
-                    upsert.revision
-                ),
-                context,
-            },
-        )
+    let (_, upsert): (Policy, PolicyUpsert) = state
+        .policies
+        .apply_by_admin(text, |policy| async {
+            let outcome = apply(
+                state,
+                headers,
+                AdminMutation::UpsertPolicy(policy),
+                |outcome| {
+                    let AdminOutcome::Policy(upsert) = outcome else {
+                        return None;
+                    };
+                    let stored = &upsert.policy;
+                    let mut context = Map::new();
+                    context.insert("revision".into(), json!(upsert.revision));
+                    context.insert("version".into(), Value::String(stored.version.clone()));
+                    Some(policy_change(
+                        "policy.apply",
+                        stored,
+                        format!(
+                            "policy `{}` applied (revision {})",
+                            stored.name, upsert.revision
+                        ),
+                        context,
+                    ))
+                },
+            )
+            .await?;
+            match outcome {
+                AdminOutcome::Policy(upsert) => Ok(upsert),
+                other => Err(unexpected(&other)),
+            }
+        })
         .await?;
-    }
     let status = if upsert.revision == 1 && upsert.changed {
         StatusCode::CREATED
     } else {
@@ -124,7 +152,7 @@ pub async fn apply_any(
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
-    apply(&state, &headers, text_of(&body)?, None).await
+    apply_text(&state, &headers, text_of(&body)?, None).await
 }
 
 /// `PUT /admin/policies/{name}`: upsert; the body's `name` must be `{name}`.
@@ -134,7 +162,7 @@ pub async fn apply_named(
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
-    apply(&state, &headers, text_of(&body)?, Some(&name)).await
+    apply_text(&state, &headers, text_of(&body)?, Some(&name)).await
 }
 
 /// `DELETE /admin/policies/{name}`: out of force; its revisions stay.
@@ -143,21 +171,26 @@ pub async fn delete(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let deleted = state.policies.delete(&name, true).await?;
-    let mut context = Map::new();
-    context.insert("revision".into(), json!(deleted.revision));
-    record_change(
-        &state,
-        &headers,
-        AdminChange {
-            action: "policy.delete",
-            agent: None,
-            resource: &deleted.name,
-            reason: format!("policy `{}` deleted", deleted.name),
-            context,
-        },
-    )
-    .await?;
+    let deleted = state
+        .policies
+        .delete_by_admin(&name, || async {
+            let mutation = AdminMutation::DeletePolicy { name: name.clone() };
+            let outcome = apply(&state, &headers, mutation, |outcome| {
+                let AdminOutcome::PolicyDeleted(deleted) = outcome else {
+                    return None;
+                };
+                let mut context = Map::new();
+                context.insert("revision".into(), json!(deleted.revision));
+                let reason = format!("policy `{}` deleted", deleted.name);
+                Some(policy_change("policy.delete", deleted, reason, context))
+            })
+            .await?;
+            match outcome {
+                AdminOutcome::PolicyDeleted(deleted) => Ok(deleted),
+                other => Err(unexpected(&other)),
+            }
+        })
+        .await?;
     Ok(Json(
         json!({ "deleted": true, "name": deleted.name, "revision": deleted.revision }),
     ))

@@ -522,3 +522,170 @@ async fn the_admin_token_works_as_a_bearer_token_and_a_wrong_one_does_not() {
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.body["message"], "invalid admin token");
 }
+
+/// Makes the gateway's database refuse every audit event of an admin change (kind `admin` or
+/// `approval`), as a full or failing disk would, while checks keep being audited.
+async fn refuse_admin_events(gw: &TestGateway, refuse: bool) {
+    let meshguard_store::StoreLocation::Sqlite { path } =
+        meshguard_store::StoreLocation::in_data_dir(gw.dir.path())
+    else {
+        unreachable!()
+    };
+    let sql = if refuse {
+        "CREATE TRIGGER refuse_admin_events BEFORE INSERT ON audit_events \
+         WHEN NEW.kind IN ('admin', 'approval') \
+         BEGIN SELECT RAISE(ABORT, 'disk refused the write'); END"
+    } else {
+        "DROP TRIGGER refuse_admin_events"
+    };
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}", path.display());
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query(sql).execute(&mut conn).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_admin_change_whose_audit_event_is_not_committed_is_not_made() {
+    let gw = TestGateway::new().await;
+    gw.policy(AUTOGPT).await;
+    let (_, token) = gw.agent("dev", "verified", &["autogpt"]).await;
+    let read = json!({"action": "read:x"});
+    assert_eq!(gw.check(&token, read.clone()).await.status, StatusCode::OK);
+    let admin_events = || async {
+        gw.events()
+            .await
+            .into_iter()
+            .filter(|e| e.event.kind == AuditKind::Admin)
+            .count()
+    };
+    let before = admin_events().await;
+
+    refuse_admin_events(&gw, true).await;
+    let revoked = gw
+        .admin(Method::POST, "/admin/agents/dev/revoke", None)
+        .await;
+    assert_eq!(
+        revoked.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        revoked.text
+    );
+    assert_eq!(revoked.body["error"], "unavailable");
+    let purged = gw
+        .admin(Method::DELETE, "/admin/agents/dev?purge=true", None)
+        .await;
+    assert_eq!(
+        purged.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        purged.text
+    );
+    let rotated = gw
+        .admin(
+            Method::POST,
+            "/admin/agents/dev/token?rotate=true",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        rotated.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        rotated.text
+    );
+    let policy = gw
+        .admin_text(
+            Method::POST,
+            "/admin/policies",
+            "name: autogpt-policy\nversion: \"2\"\nrules:\n  - effect: deny\n    actions: [\"read:*\"]\n",
+        )
+        .await;
+    assert_eq!(
+        policy.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        policy.text
+    );
+
+    // Nothing changed: the agent, its token and the policy in force still let it read.
+    assert_eq!(gw.check(&token, read.clone()).await.status, StatusCode::OK);
+    let shown = gw.admin(Method::GET, "/admin/agents/dev", None).await;
+    assert_eq!(shown.body["status"], "active");
+    assert_eq!(shown.body["tokens"].as_array().unwrap().len(), 1);
+    let stored = gw
+        .admin(Method::GET, "/admin/policies/autogpt-policy", None)
+        .await;
+    assert_eq!(stored.body["revision"], 1);
+    assert_eq!(admin_events().await, before);
+
+    // Once the database takes events again, the same change is made and audited.
+    refuse_admin_events(&gw, false).await;
+    let revoked = gw
+        .admin(Method::POST, "/admin/agents/dev/revoke", None)
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.text);
+    assert_eq!(
+        gw.check(&token, read).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(admin_events().await, before + 1);
+    let verified = gw.admin(Method::GET, "/admin/audit/verify", None).await;
+    assert_eq!(verified.body["ok"], true, "{}", verified.text);
+}
+
+#[tokio::test]
+async fn an_approval_whose_decision_is_not_audited_stays_pending() {
+    let gw = TestGateway::new().await;
+    gw.policy(AUTOGPT_PRODUCTION).await;
+    let (_, token) = gw
+        .agent("prod", "trusted", &["autogpt", "production"])
+        .await;
+    let ask = json!({"action": "post:social", "resource": "twitter"});
+    let asked = gw.check(&token, ask.clone()).await;
+    assert_eq!(asked.body["code"], "approval_required", "{}", asked.text);
+    let id = asked.body["approval_id"].as_str().unwrap().to_owned();
+
+    refuse_admin_events(&gw, true).await;
+    let approved = gw
+        .admin(
+            Method::POST,
+            &format!("/admin/approvals/{id}/approve"),
+            Some(json!({"decidedBy": "alice"})),
+        )
+        .await;
+    assert_eq!(
+        approved.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        approved.text
+    );
+    // The approval was not granted: the retry still waits for a human.
+    let retried = gw.check(&token, ask.clone()).await;
+    assert_eq!(retried.body["code"], "approval_pending", "{}", retried.text);
+    assert_eq!(retried.body["approval_id"], id.as_str());
+    let shown = gw
+        .admin(Method::GET, "/admin/approvals?status=pending", None)
+        .await;
+    assert_eq!(shown.body["approvals"][0]["id"], id.as_str());
+
+    refuse_admin_events(&gw, false).await;
+    let approved = gw
+        .admin(
+            Method::POST,
+            &format!("/admin/approvals/{id}/approve"),
+            Some(json!({"decidedBy": "alice"})),
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.text);
+    assert_eq!(gw.check(&token, ask).await.status, StatusCode::OK);
+    let decisions: Vec<_> = gw
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.event.kind == AuditKind::Approval)
+        .collect();
+    assert_eq!(decisions.len(), 1);
+    assert_eq!(decisions[0].event.approval_id.as_deref(), Some(id.as_str()));
+}

@@ -3,6 +3,7 @@
 //! Agent, token, policy and approval records serialise in camelCase, the shape of the admin API;
 //! audit events serialise in the snake_case shape that the hash chain covers (see `chain`).
 
+pub(crate) mod admin;
 pub(crate) mod agent;
 pub(crate) mod approval;
 pub(crate) mod audit;
@@ -10,6 +11,7 @@ pub(crate) mod change;
 pub(crate) mod policy;
 pub(crate) mod token;
 
+pub use admin::{AdminAudit, AdminCommit, AdminMutation, AdminOutcome, TokenGrant};
 pub use agent::{
     AGENT_ID_PREFIX, AgentKey, AgentPatch, AgentRecord, AgentStatus, NewAgent, TRUST_TIERS,
     validate_agent_name, validate_name,

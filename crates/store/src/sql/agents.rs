@@ -6,11 +6,13 @@
 
 use std::collections::BTreeSet;
 
+use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
 use super::{
-    SqlStore, column, db_error, is_unique_violation, micros, one_row, random_id, time_column,
+    Dialect, SqlStore, column, db_error, is_unique_violation, micros, one_row, random_id,
+    time_column,
 };
 use crate::records::agent::{canonical_trust, validate_tags};
 use crate::{
@@ -57,7 +59,10 @@ fn key_condition(id_or_name: &str) -> &'static str {
     }
 }
 
-pub(super) async fn create(store: &SqlStore, agent: NewAgent) -> Result<AgentRecord, StoreError> {
+pub(super) async fn create(
+    conn: &mut AnyConnection,
+    agent: NewAgent,
+) -> Result<AgentRecord, StoreError> {
     validate_agent_name("name", &agent.name)?;
     let trust = canonical_trust(&agent.trust)?;
     validate_tags(&agent.tags)?;
@@ -73,7 +78,7 @@ pub(super) async fn create(store: &SqlStore, agent: NewAgent) -> Result<AgentRec
         .bind(tags_json(&agent.tags))
         .bind(&agent.description)
         .bind(now)
-        .fetch_one(&store.pool)
+        .fetch_one(&mut *conn)
         .await
         .map_err(|err| {
             if is_unique_violation(&err) {
@@ -98,6 +103,25 @@ pub(super) async fn get(store: &SqlStore, id_or_name: &str) -> Result<AgentRecor
     one_row(row, from_row, || not_found(id_or_name))
 }
 
+/// Looks an agent up inside the caller's write transaction, holding its row until commit.
+pub(super) async fn get_in(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    id_or_name: &str,
+) -> Result<AgentRecord, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM agents WHERE {}{}",
+        key_condition(id_or_name),
+        dialect.lock_row()
+    );
+    let row = sqlx::query(&sql)
+        .bind(id_or_name)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    one_row(row, from_row, || not_found(id_or_name))
+}
+
 pub(super) async fn list(store: &SqlStore) -> Result<Vec<AgentRecord>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM agents");
     let rows = sqlx::query(&sql)
@@ -111,7 +135,7 @@ pub(super) async fn list(store: &SqlStore) -> Result<Vec<AgentRecord>, StoreErro
 }
 
 pub(super) async fn update(
-    store: &SqlStore,
+    conn: &mut AnyConnection,
     id_or_name: &str,
     patch: AgentPatch,
 ) -> Result<AgentRecord, StoreError> {
@@ -138,14 +162,14 @@ pub(super) async fn update(
         .bind(set_description)
         .bind(description)
         .bind(micros(OffsetDateTime::now_utc()))
-        .fetch_optional(&store.pool)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(db_error)?;
     one_row(row, from_row, || not_found(id_or_name))
 }
 
 pub(super) async fn set_status(
-    store: &SqlStore,
+    conn: &mut AnyConnection,
     id_or_name: &str,
     status: AgentStatus,
 ) -> Result<AgentRecord, StoreError> {
@@ -157,13 +181,16 @@ pub(super) async fn set_status(
         .bind(id_or_name)
         .bind(status.as_str())
         .bind(micros(OffsetDateTime::now_utc()))
-        .fetch_optional(&store.pool)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(db_error)?;
     one_row(row, from_row, || not_found(id_or_name))
 }
 
-pub(super) async fn purge(store: &SqlStore, id_or_name: &str) -> Result<AgentRecord, StoreError> {
+pub(super) async fn purge(
+    conn: &mut AnyConnection,
+    id_or_name: &str,
+) -> Result<AgentRecord, StoreError> {
     // Tokens and approvals go with the agent (ON DELETE CASCADE); audit events keep the id and
     // name they were written with.
     let sql = format!(
@@ -172,7 +199,7 @@ pub(super) async fn purge(store: &SqlStore, id_or_name: &str) -> Result<AgentRec
     );
     let row = sqlx::query(&sql)
         .bind(id_or_name)
-        .fetch_optional(&store.pool)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(db_error)?;
     one_row(row, from_row, || not_found(id_or_name))

@@ -1,11 +1,12 @@
 //! Approvals: one human decision on one (agent, action, resource).
 
+use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
 use super::{
-    SqlStore, column, db_error, is_foreign_key_violation, micros, one_row, random_id, signed,
-    time_column, time_column_opt, unsigned,
+    Dialect, SqlStore, column, db_error, is_foreign_key_violation, micros, one_row, random_id,
+    signed, time_column, time_column_opt, unsigned,
 };
 use crate::{
     ApprovalDecision, ApprovalRecord, ApprovalStatus, ApprovalVerdict, NewApproval,
@@ -268,15 +269,25 @@ pub(super) async fn list(
     rows.iter().map(from_row).collect()
 }
 
+/// What [`decide`] did inside the caller's transaction.
+pub(super) enum Decided {
+    /// The decision is recorded.
+    Recorded(Box<ApprovalRecord>),
+    /// The approval's time ran out before the decision: it is now marked expired (commit that),
+    /// and the decision is refused.
+    Expired,
+}
+
+/// Records a decision inside the caller's write transaction.
 pub(super) async fn decide(
-    store: &SqlStore,
+    tx: &mut AnyConnection,
+    dialect: Dialect,
     id: &str,
-    decision: ApprovalDecision,
-) -> Result<ApprovalRecord, StoreError> {
-    let mut tx = store.begin_write().await?;
+    decision: &ApprovalDecision,
+) -> Result<Decided, StoreError> {
     let sql = format!(
         "SELECT {COLUMNS} FROM approvals WHERE id = $1{}",
-        store.dialect.lock_row()
+        dialect.lock_row()
     );
     let current = sqlx::query(&sql)
         .bind(id)
@@ -299,11 +310,7 @@ pub(super) async fn decide(
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
-        return Err(StoreError::conflict(
-            format!("approval `{id}`"),
-            "it expired before it was decided",
-        ));
+        return Ok(Decided::Expired);
     }
     let status = match decision.verdict {
         ApprovalVerdict::Approve => ApprovalStatus::Approved,
@@ -324,9 +331,15 @@ pub(super) async fn decide(
         .fetch_one(&mut *tx)
         .await
         .map_err(db_error)?;
-    let decided = from_row(&row)?;
-    tx.commit().await.map_err(db_error)?;
-    Ok(decided)
+    Ok(Decided::Recorded(Box::new(from_row(&row)?)))
+}
+
+/// The refusal of a decision that came after the approval expired.
+pub(super) fn expired_before_decided(id: &str) -> StoreError {
+    StoreError::conflict(
+        format!("approval `{id}`"),
+        "it expired before it was decided",
+    )
 }
 
 pub(super) async fn mark_used(

@@ -6,6 +6,7 @@
 //! integer microseconds since the Unix epoch: exact, sortable, and bucketable by integer division
 //! in both dialects.
 
+mod admin;
 mod agents;
 mod approvals;
 mod audit;
@@ -23,11 +24,11 @@ use sqlx::{AnyPool, Row};
 use time::OffsetDateTime;
 
 use crate::{
-    AgentPatch, AgentRecord, AgentStatus, ApprovalDecision, ApprovalRecord, ApprovalStatus,
-    AuditEvent, AuditFilter, AuditPage, AuditStats, NewAgent, NewApproval, NewAuditEvent,
-    NewPolicy, NewToken, PendingApproval, PolicyRevision, PolicyUpsert, RetentionReport,
-    StatsQuery, Store, StoreChange, StoreError, StoreLocation, StoredPolicy, TokenRecord,
-    VerifyReport,
+    AdminAudit, AdminCommit, AdminMutation, AgentPatch, AgentRecord, AgentStatus, ApprovalDecision,
+    ApprovalRecord, ApprovalStatus, AuditEvent, AuditFilter, AuditPage, AuditStats, NewAgent,
+    NewApproval, NewAuditEvent, NewPolicy, NewToken, PendingApproval, PolicyRevision, PolicyUpsert,
+    RetentionReport, StatsQuery, Store, StoreChange, StoreError, StoreLocation, StoredPolicy,
+    TokenRecord, VerifyReport,
 };
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -180,6 +181,11 @@ impl SqlStore {
             changes,
             listener,
         })
+    }
+
+    /// A pooled connection for a one-statement write (its own implicit transaction).
+    async fn connection(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, StoreError> {
+        self.pool.acquire().await.map_err(db_error)
     }
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
@@ -341,7 +347,7 @@ impl Store for SqlStore {
     }
 
     async fn create_agent(&self, agent: NewAgent) -> Result<AgentRecord, StoreError> {
-        let created = agents::create(self, agent).await?;
+        let created = agents::create(&mut *self.connection().await?, agent).await?;
         self.announce(StoreChange::Agent {
             id: created.id.clone(),
         })
@@ -362,7 +368,7 @@ impl Store for SqlStore {
         id_or_name: &str,
         patch: AgentPatch,
     ) -> Result<AgentRecord, StoreError> {
-        let updated = agents::update(self, id_or_name, patch).await?;
+        let updated = agents::update(&mut *self.connection().await?, id_or_name, patch).await?;
         self.announce(StoreChange::Agent {
             id: updated.id.clone(),
         })
@@ -375,7 +381,8 @@ impl Store for SqlStore {
         id_or_name: &str,
         status: AgentStatus,
     ) -> Result<AgentRecord, StoreError> {
-        let changed = agents::set_status(self, id_or_name, status).await?;
+        let changed =
+            agents::set_status(&mut *self.connection().await?, id_or_name, status).await?;
         self.announce(StoreChange::Agent {
             id: changed.id.clone(),
         })
@@ -384,7 +391,7 @@ impl Store for SqlStore {
     }
 
     async fn purge_agent(&self, id_or_name: &str) -> Result<AgentRecord, StoreError> {
-        let purged = agents::purge(self, id_or_name).await?;
+        let purged = agents::purge(&mut *self.connection().await?, id_or_name).await?;
         self.announce(StoreChange::Agent {
             id: purged.id.clone(),
         })
@@ -393,7 +400,7 @@ impl Store for SqlStore {
     }
 
     async fn insert_token(&self, token: NewToken) -> Result<TokenRecord, StoreError> {
-        tokens::insert(self, token).await
+        tokens::insert(&mut *self.connection().await?, token).await
     }
 
     async fn active_token(
@@ -414,7 +421,8 @@ impl Store for SqlStore {
         keep_jti: Option<&str>,
         at: OffsetDateTime,
     ) -> Result<u64, StoreError> {
-        let revoked = tokens::revoke_all(self, agent_id, keep_jti, at).await?;
+        let revoked =
+            tokens::revoke_all(&mut *self.connection().await?, agent_id, keep_jti, at).await?;
         if revoked > 0 {
             self.announce(StoreChange::Tokens {
                 agent_id: agent_id.to_owned(),
@@ -425,7 +433,9 @@ impl Store for SqlStore {
     }
 
     async fn upsert_policy(&self, policy: NewPolicy) -> Result<PolicyUpsert, StoreError> {
-        let upsert = policies::upsert(self, policy).await?;
+        let mut tx = self.begin_write().await?;
+        let upsert = policies::upsert(&mut tx, self.dialect, policy).await?;
+        tx.commit().await.map_err(db_error)?;
         if upsert.changed {
             self.announce(StoreChange::Policy {
                 name: upsert.policy.name.clone(),
@@ -444,7 +454,7 @@ impl Store for SqlStore {
     }
 
     async fn delete_policy(&self, name: &str) -> Result<StoredPolicy, StoreError> {
-        let deleted = policies::delete(self, name).await?;
+        let deleted = policies::delete(&mut *self.connection().await?, name).await?;
         self.announce(StoreChange::Policy {
             name: deleted.name.clone(),
         })
@@ -497,7 +507,16 @@ impl Store for SqlStore {
         id: &str,
         decision: ApprovalDecision,
     ) -> Result<ApprovalRecord, StoreError> {
-        let decided = approvals::decide(self, id, decision).await?;
+        let mut tx = self.begin_write().await?;
+        let decided = approvals::decide(&mut tx, self.dialect, id, &decision).await;
+        let decided = match decided? {
+            approvals::Decided::Recorded(record) => *record,
+            approvals::Decided::Expired => {
+                tx.commit().await.map_err(db_error)?;
+                return Err(approvals::expired_before_decided(id));
+            }
+        };
+        tx.commit().await.map_err(db_error)?;
         self.announce(StoreChange::Approval {
             id: decided.id.clone(),
         })
@@ -524,6 +543,16 @@ impl Store for SqlStore {
         self.announce_all(expired.into_iter().map(|id| StoreChange::Approval { id }))
             .await;
         Ok(count)
+    }
+
+    async fn apply_admin(
+        &self,
+        mutation: AdminMutation,
+        audit: AdminAudit,
+    ) -> Result<AdminCommit, StoreError> {
+        let (commit, changes) = admin::apply(self, mutation, audit).await?;
+        self.announce_all(changes).await;
+        Ok(commit)
     }
 
     async fn append_audit(&self, batch: &[NewAuditEvent]) -> Result<Vec<AuditEvent>, StoreError> {

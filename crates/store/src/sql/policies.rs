@@ -1,9 +1,10 @@
 //! Policies: upsert by name with revisions, list, get, delete.
 
+use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
-use super::{SqlStore, column, db_error, micros, one_row, time_column, unsigned};
+use super::{Dialect, SqlStore, column, db_error, micros, one_row, time_column, unsigned};
 use crate::{
     NewPolicy, PolicyOrigin, PolicyRevision, PolicyUpsert, StoreError, StoredPolicy, validate_name,
 };
@@ -38,16 +39,17 @@ fn not_found(name: &str) -> StoreError {
     StoreError::not_found(format!("policy `{name}`"))
 }
 
+/// Stores a policy inside the caller's write transaction.
 pub(super) async fn upsert(
-    store: &SqlStore,
+    tx: &mut AnyConnection,
+    dialect: Dialect,
     policy: NewPolicy,
 ) -> Result<PolicyUpsert, StoreError> {
     validate_name("name", &policy.name)?;
     let now = micros(OffsetDateTime::now_utc());
-    let mut tx = store.begin_write().await?;
     let current_sql = format!(
         "SELECT {COLUMNS} FROM policies WHERE name = $1{}",
-        store.dialect.lock_row()
+        dialect.lock_row()
     );
     let current = sqlx::query(&current_sql)
         .bind(&policy.name)
@@ -75,7 +77,6 @@ pub(super) async fn upsert(
             .await
             .map_err(db_error)?;
         let stored = from_row(&row)?;
-        tx.commit().await.map_err(db_error)?;
         return Ok(PolicyUpsert {
             revision: stored.revision,
             policy: stored,
@@ -121,7 +122,6 @@ pub(super) async fn upsert(
         .await
         .map_err(db_error)?;
     let stored = from_row(&row)?;
-    tx.commit().await.map_err(db_error)?;
     Ok(PolicyUpsert {
         revision: stored.revision,
         policy: stored,
@@ -149,12 +149,15 @@ pub(super) async fn get(store: &SqlStore, name: &str) -> Result<StoredPolicy, St
     one_row(row, from_row, || not_found(name))
 }
 
-pub(super) async fn delete(store: &SqlStore, name: &str) -> Result<StoredPolicy, StoreError> {
+pub(super) async fn delete(
+    conn: &mut AnyConnection,
+    name: &str,
+) -> Result<StoredPolicy, StoreError> {
     let row = sqlx::query(&format!(
         "DELETE FROM policies WHERE name = $1 RETURNING {COLUMNS}"
     ))
     .bind(name)
-    .fetch_optional(&store.pool)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(db_error)?;
     one_row(row, from_row, || not_found(name))

@@ -1,5 +1,6 @@
 //! Token ids: remember on issue, look up on every request, revoke on rotation.
 
+use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
@@ -20,7 +21,10 @@ fn from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
     })
 }
 
-pub(super) async fn insert(store: &SqlStore, token: NewToken) -> Result<TokenRecord, StoreError> {
+pub(super) async fn insert(
+    conn: &mut AnyConnection,
+    token: NewToken,
+) -> Result<TokenRecord, StoreError> {
     if token.jti.is_empty() {
         return Err(StoreError::invalid("jti", "a token id cannot be empty"));
     }
@@ -31,7 +35,7 @@ pub(super) async fn insert(store: &SqlStore, token: NewToken) -> Result<TokenRec
         .bind(&token.agent_id)
         .bind(micros(token.issued_at))
         .bind(token.expires_at.map(micros))
-        .fetch_one(&store.pool)
+        .fetch_one(&mut *conn)
         .await
         .map_err(|err| {
             if is_foreign_key_violation(&err) {
@@ -75,7 +79,7 @@ pub(super) async fn list(store: &SqlStore, agent_id: &str) -> Result<Vec<TokenRe
 }
 
 pub(super) async fn revoke_all(
-    store: &SqlStore,
+    conn: &mut AnyConnection,
     agent_id: &str,
     keep_jti: Option<&str>,
     at: OffsetDateTime,
@@ -87,7 +91,7 @@ pub(super) async fn revoke_all(
     .bind(agent_id)
     .bind(keep_jti)
     .bind(micros(at))
-    .execute(&store.pool)
+    .execute(&mut *conn)
     .await
     .map_err(db_error)?;
     Ok(result.rows_affected())

@@ -9,6 +9,7 @@
     reason = "test code: a failed step must fail the test, loudly"
 )]
 
+mod admin_changes;
 mod agent_keys;
 mod audit_concurrency;
 mod changes;

@@ -204,6 +204,15 @@ impl Store for Severable {
         self.inner.decide_approval(id, decision).await
     }
 
+    async fn apply_admin(
+        &self,
+        mutation: AdminMutation,
+        audit: AdminAudit,
+    ) -> Result<AdminCommit, StoreError> {
+        self.up()?;
+        self.inner.apply_admin(mutation, audit).await
+    }
+
     async fn mark_approval_used(
         &self,
         id: &str,

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use meshguard_policy::Effect;
-use sqlx::{Any, Transaction};
+use sqlx::AnyConnection;
 
 use super::COLUMNS;
 use crate::chain::{GENESIS_HASH, canonical_json, event_hash, timestamp};
@@ -36,11 +36,24 @@ pub(crate) async fn append(
     if batch.is_empty() {
         return Ok(Vec::new());
     }
+    let _one_append_at_a_time = store.append_lock.lock().await;
+    let mut tx = store.begin_write().await?;
+    let committed = append_in(&mut tx, store.dialect, batch).await?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(committed)
+}
+
+/// Appends a batch inside the caller's write transaction (which must hold `append_lock`), so
+/// that an admin change and its event commit together. Nothing is durable before the caller
+/// commits.
+pub(crate) async fn append_in(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    batch: &[NewAuditEvent],
+) -> Result<Vec<AuditEvent>, StoreError> {
     for event in batch {
         validate(event)?;
     }
-    let _one_append_at_a_time = store.append_lock.lock().await;
-    let mut tx = store.begin_write().await?;
     // Heads are read inside the write transaction, never cached across batches: a second process
     // (or a second gateway with the same instance id) appending to the same chain then
     // continues it instead of forking it. The cost is one primary-key read per chain per batch.
@@ -48,7 +61,7 @@ pub(crate) async fn append(
     let mut heads: BTreeMap<&str, Head> = BTreeMap::new();
     let gateways: BTreeSet<&str> = batch.iter().map(|event| event.gateway.as_str()).collect();
     for gateway in gateways {
-        let head = load_head(&mut tx, gateway).await?;
+        let head = load_head(tx, gateway).await?;
         heads.insert(gateway, head);
     }
     let mut committed = Vec::with_capacity(batch.len());
@@ -65,7 +78,7 @@ pub(crate) async fn append(
     let mut rest = committed.as_slice();
     while !rest.is_empty() {
         let (rows, tail) = rest.split_at(insert_size(rest.len()));
-        insert(&mut tx, store.dialect, rows).await?;
+        insert(tx, dialect, rows).await?;
         rest = tail;
     }
     for (gateway, head) in &heads {
@@ -77,7 +90,6 @@ pub(crate) async fn append(
             .await
             .map_err(db_error)?;
     }
-    tx.commit().await.map_err(db_error)?;
     Ok(committed)
 }
 
@@ -130,7 +142,7 @@ fn cut(text: &str, max: usize) -> String {
     text.get(..end).unwrap_or_default().to_owned()
 }
 
-async fn load_head(tx: &mut Transaction<'static, Any>, gateway: &str) -> Result<Head, StoreError> {
+async fn load_head(tx: &mut AnyConnection, gateway: &str) -> Result<Head, StoreError> {
     // One statement creates the chain on first use and reads (and, on PostgreSQL, row-locks)
     // its head: the no-op update makes `RETURNING` answer for an existing row too.
     let row = sqlx::query(
@@ -141,7 +153,7 @@ async fn load_head(tx: &mut Transaction<'static, Any>, gateway: &str) -> Result<
     )
     .bind(gateway)
     .bind(GENESIS_HASH)
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *tx)
     .await
     .map_err(db_error)?;
     Ok(Head {
@@ -160,7 +172,7 @@ fn insert_size(remaining: usize) -> usize {
 
 /// Inserts `rows` with one multi-row `INSERT`.
 async fn insert(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     dialect: Dialect,
     rows: &[AuditEvent],
 ) -> Result<(), StoreError> {
@@ -215,7 +227,7 @@ async fn insert(
             .bind(prev_hash)
             .bind(hash);
     }
-    query.execute(&mut **tx).await.map_err(|err| {
+    query.execute(&mut *tx).await.map_err(|err| {
         if is_unique_violation(&err) {
             StoreError::conflict(
                 "audit batch",

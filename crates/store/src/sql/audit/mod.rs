@@ -7,7 +7,7 @@ mod retention;
 mod stats;
 mod verify;
 
-pub(super) use append::append;
+pub(super) use append::{append, append_in};
 pub(super) use follow::{chain_after, heads};
 pub(super) use query::{event, query};
 pub(super) use retention::retain;
