@@ -282,11 +282,15 @@ pub struct PolicyTestArgs {
     /// Context entry `k=v`; `v` is read as JSON when it parses, else as a string.
     #[arg(long, value_name = "K=V", value_parser = parse_context_entry)]
     pub context: Vec<(String, serde_json::Value)>,
+    /// Decide as if asked at this time (RFC 3339, e.g. `2026-03-02T10:00:00Z`): what schedules
+    /// see [default: the gateway's clock]
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
     /// Print every rule considered and why it matched or not.
     #[arg(long)]
     pub verbose: bool,
     /// Run a test file: `tests:` against the gateway, or `suites:` (the conformance corpus) offline.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["agent", "action", "resource", "context"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["agent", "action", "resource", "context", "at"])]
     pub file: Option<PathBuf>,
 }
 

@@ -260,6 +260,7 @@ pub async fn serve_listener(
         alerts: AlertSettings::from_config(&config.alerts),
         redis,
         quotas: config.quotas,
+        ..GatewayOptions::default()
     };
     let (state, background) = AppState::new(Arc::clone(&store), &dir, options).await?;
     let (stop_tx, stop_rx) = watch::channel(false);

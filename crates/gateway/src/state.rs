@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::FromRef;
 use meshguard_store::Store;
+use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -23,6 +24,9 @@ use crate::rate_limit_redis::RedisLimiter;
 use crate::refusals::{self, RefusalTally};
 use crate::token::TokenKeys;
 
+/// The wall clock a decision is made at: the system's, or the one a test sets.
+pub type WallClock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
+
 /// Settings of one gateway that tests choose freely (no config file, no environment).
 #[derive(Clone)]
 pub struct GatewayOptions {
@@ -36,6 +40,8 @@ pub struct GatewayOptions {
     pub approval_timeout: Duration,
     /// The rate limiter's clock.
     pub clock: Arc<dyn Clock>,
+    /// The time of day policies read (`schedule` conditions).
+    pub wall_clock: WallClock,
     /// Reverse-proxy upstreams (none by default).
     pub upstreams: Upstreams,
     /// Alert receivers and triggers (none by default).
@@ -54,6 +60,7 @@ impl Default for GatewayOptions {
             audit_durability: AuditDurability::Sync,
             approval_timeout: crate::config::DEFAULT_APPROVAL_TIMEOUT,
             clock: Arc::new(SystemClock::new()),
+            wall_clock: Arc::new(OffsetDateTime::now_utc),
             upstreams: Upstreams::default(),
             alerts: AlertSettings::default(),
             redis: None,
@@ -118,6 +125,8 @@ pub struct Gateway {
     pub refusal_budget: AgentBudget,
     /// Refusals of honoured-no-more tokens, written as one event per agent per minute.
     pub refusals: Arc<RefusalTally>,
+    /// The time of day policies read.
+    pub wall_clock: WallClock,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -246,6 +255,7 @@ impl AppState {
             record_budget,
             refusal_budget,
             refusals,
+            wall_clock: options.wall_clock,
         };
         Ok((
             AppState(Arc::new(gateway)),

@@ -320,8 +320,8 @@ impl Schedule {
         let yesterday = (today + 6) % 7;
         let opens_today = self.days.get(today).copied().unwrap_or(false);
         let opened_yesterday = self.days.get(yesterday).copied().unwrap_or(false);
-        let minute = u16::try_from(i32::from(local.hour()) * 60 + i32::from(local.minute()))
-            .unwrap_or(0);
+        let minute =
+            u16::try_from(i32::from(local.hour()) * 60 + i32::from(local.minute())).unwrap_or(0);
         match self.hours {
             None => opens_today,
             Some((start, end)) if start < end => opens_today && (start..end).contains(&minute),

@@ -4,7 +4,8 @@
 //!
 //! Format: `suites: [{name, policies, agents, cases}]`. A `policies` entry is a file name, or
 //! an inline policy (any string holding a newline). `agents` maps a name to
-//! `{trust, tags}`. A case is `{name, agent, action, resource = "*", context = {}, expect}`, where
+//! `{trust, tags}`. A case is `{name, agent, action, resource = "*", context = {}, now?, expect}`
+//! (`now`, an RFC 3339 time, is when the check is asked; without it, the runner's clock), where
 //! `expect` may hold `decision`, `code`, `policy` and `rule`; only the fields present are
 //! checked, and `policy: null` / `rule: null` expect no policy / rule.
 //!
@@ -83,6 +84,12 @@ pub struct Case {
     pub resource: String,
     /// The context (empty when absent).
     pub context: Map<String, Value>,
+    /// When the check is asked (`now:`, an RFC 3339 time); `None`: the runner's clock.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub now: Option<time::OffsetDateTime>,
     /// The expected fields.
     pub expect: Expectation,
 }
@@ -244,9 +251,11 @@ impl Corpus {
     }
 
     /// Runs every case offline: per suite a fresh [`BurstCounter`] (a limit of N admits exactly
-    /// N checks) and no approvals. `resolve` turns a policy file name into its contents.
+    /// N checks) and no approvals. `resolve` turns a policy file name into its contents; a case
+    /// that sets no `now` is asked at `now`.
     pub fn run_offline(
         &self,
+        now: time::OffsetDateTime,
         resolve: &mut dyn FnMut(&str) -> Result<PolicyFile, String>,
     ) -> Result<Vec<CaseOutcome>, CorpusError> {
         let mut outcomes = Vec::with_capacity(self.case_count());
@@ -261,6 +270,7 @@ impl Corpus {
                     action: &case.action,
                     resource: &case.resource,
                     context: &case.context,
+                    now: case.now.unwrap_or(now),
                 };
                 let actual = set.decide(agent, &request, &mut limiter);
                 let mismatches = compare(&case.expect, &actual);
@@ -456,7 +466,9 @@ fn case(
     let fields = walker.fields(
         node,
         path,
-        &["name", "agent", "action", "resource", "context", "expect"],
+        &[
+            "name", "agent", "action", "resource", "context", "now", "expect",
+        ],
     )?;
     let name = walker.string(
         walker.required(&fields, path, "name")?,
@@ -486,6 +498,20 @@ fn case(
         },
         None => Map::new(),
     };
+    let now = fields
+        .optional("now")
+        .map(|n| {
+            let text = walker.string(n, &child(path, "now"))?;
+            time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| {
+                    walker.wrong_type(
+                        n,
+                        &child(path, "now"),
+                        "an RFC 3339 time such as \"2026-03-02T10:00:00Z\"",
+                    )
+                })
+        })
+        .transpose()?;
     let expect_path = child(path, "expect");
     let expect_node = walker.required(&fields, path, "expect")?;
     let expect = expectation(walker, expect_node, &expect_path)?;
@@ -496,6 +522,7 @@ fn case(
         action,
         resource,
         context,
+        now,
         expect,
     })
 }

@@ -6,11 +6,13 @@
 
 use std::borrow::Cow;
 
+use jiff::Timestamp;
 use serde_json::{Map, Value};
 
 use crate::canonical::{
     Fault, NotCanonical, Part, canonical_action, canonical_resource, is_relative,
 };
+use crate::conditions::{ContextCondition, Schedule, ValueTest, instant};
 use crate::limits::{Admission, LimitCharge, LimitKey, RateLimitOracle, Window};
 use crate::model::{AgentProfile, ApprovalNeed, CheckRequest, Code, Decision, TrustTier};
 use crate::pattern::Pattern;
@@ -30,6 +32,8 @@ pub(crate) struct Prepared<'r> {
     folded_qualified: Option<String>,
     folded_resource: Option<String>,
     pub context: &'r Map<String, Value>,
+    /// When the check is asked.
+    pub now: Timestamp,
 }
 
 /// The lower-cased text, when it differs.
@@ -69,6 +73,7 @@ impl<'r> Prepared<'r> {
             resource,
             qualified,
             context: req.context,
+            now: instant(req.now),
         })
     }
 
@@ -113,9 +118,17 @@ pub(crate) enum RuleCheck<'p> {
     Matched(&'p Pattern),
     NoActionMatch,
     ResourcePattern,
-    Sandbox { required: bool },
-    MinTrust { required: TrustTier },
-    Context { key: &'p str, expected: &'p Value },
+    Sandbox {
+        required: bool,
+    },
+    MinTrust {
+        required: TrustTier,
+    },
+    Context {
+        condition: &'p ContextCondition,
+        test: &'p ValueTest,
+    },
+    Schedule(&'p Schedule),
 }
 
 /// Whether `rule` matches: a deny rule ignores case (when in doubt, deny), an allow rule does not.
@@ -153,40 +166,17 @@ fn check_rule_as<'p>(
     {
         return RuleCheck::MinTrust { required };
     }
-    if let Some(expected) = &conditions.context {
-        for (key, value) in expected {
-            if !req
-                .context
-                .get(key)
-                .is_some_and(|actual| json_eq(actual, value))
-            {
-                return RuleCheck::Context {
-                    key,
-                    expected: value,
-                };
-            }
+    for condition in &conditions.context {
+        if let Some(test) = condition.failing(req.context) {
+            return RuleCheck::Context { condition, test };
         }
+    }
+    if let Some(schedule) = &conditions.schedule
+        && !schedule.is_open(req.now)
+    {
+        return RuleCheck::Schedule(schedule);
     }
     RuleCheck::Matched(pattern)
-}
-
-/// JSON equality where numbers compare by value (`1` equals `1.0`), as YAML and JSON authors
-/// expect.
-fn json_eq(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            x == y || matches!((x.as_f64(), y.as_f64()), (Some(p), Some(q)) if p == q)
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
-        }
-        _ => a == b,
-    }
 }
 
 /// What one policy's rules say about a request (step 3).
@@ -528,6 +518,7 @@ mod tests {
             action,
             resource: "",
             context: &context,
+            now: time::OffsetDateTime::now_utc(),
         };
         set.decide(&agent(), &req, &mut Unlimited)
     }

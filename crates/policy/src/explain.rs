@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::conditions::lookup;
 use crate::evaluate::{Prepared, RuleCheck, approval_matches, check_rule};
 use crate::limits::{Admission, LimitCharge, RateLimitOracle};
 use crate::model::{AgentProfile, CheckRequest, Decision, Effect};
@@ -158,15 +159,33 @@ fn outcome(check: RuleCheck<'_>, req: &Prepared<'_>, agent: &AgentProfile) -> Ru
             "minTrust",
             format!("requires `{required}`, the agent is `{}`", agent.trust),
         ),
-        RuleCheck::Context { key, expected } => failed(
+        RuleCheck::Context { condition, test } => failed(
             "context",
             format!(
-                "requires `{key}` = {expected}, context has {}",
-                req.context
-                    .get(key)
+                "requires `{}` {} (`{}` failed), context has {}",
+                condition.key(),
+                condition.written(),
+                test.operator(),
+                lookup(req.context, &condition.path)
                     .map_or_else(|| "none".to_owned(), ToString::to_string)
             ),
         ),
+        RuleCheck::Schedule(schedule) => {
+            let written = schedule.written();
+            failed(
+                "schedule",
+                format!(
+                    "outside the schedule (days {}, hours {}, {}); the check was asked at {}",
+                    written
+                        .days
+                        .as_ref()
+                        .map_or_else(|| "every day".to_owned(), |d| d.join(", ")),
+                    written.hours.as_deref().unwrap_or("all day"),
+                    written.timezone,
+                    req.now
+                ),
+            )
+        }
     }
 }
 

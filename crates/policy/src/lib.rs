@@ -58,7 +58,7 @@
 //!     tags: ["autogpt".to_string()].into(),
 //! };
 //! let context = serde_json::Map::new();
-//! let check = |action, resource| CheckRequest { action, resource, context: &context };
+//! let check = |action, resource| CheckRequest { action, resource, context: &context, now: time::OffsetDateTime::now_utc() };
 //!
 //! let write = set.decide(&agent, &check("write:workspace", "notes.txt"), &mut Unlimited);
 //! assert!(write.is_allowed());
@@ -74,6 +74,7 @@
 //! ```
 
 mod canonical;
+mod conditions;
 pub mod corpus;
 mod error;
 mod evaluate;
@@ -88,6 +89,9 @@ mod set;
 mod yaml;
 
 pub use canonical::{Fault, NotCanonical, Part, canonical_action, canonical_resource, is_relative};
+pub use conditions::{
+    Comparison, ContextCondition, DAY_NAMES, OPERATORS, Operand, Schedule, ScheduleText, ValueTest,
+};
 pub use error::{LoadError, Loc, PolicyError, PolicySetError};
 pub use explain::{
     ApprovalEntry, Explanation, LimitEntry, PermissionEntry, Permissions, PolicyTrace, RuleOutcome,

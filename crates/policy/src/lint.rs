@@ -61,6 +61,9 @@ pub enum LintKind {
     AppliesToNoAgent,
     /// A `sandbox` or `context` condition: it rests on what the agent says about itself.
     AgentAssertedContext,
+    /// A `context` condition that no value can satisfy, or a `schedule` that never opens: the
+    /// rule never matches.
+    ImpossibleCondition,
 }
 
 impl LintKind {
@@ -76,7 +79,8 @@ impl LintKind {
             | LintKind::NoAppliesTo
             | LintKind::NumericVersion
             | LintKind::AppliesToNoAgent
-            | LintKind::AgentAssertedContext => false,
+            | LintKind::AgentAssertedContext
+            | LintKind::ImpossibleCondition => false,
         }
     }
 }
@@ -142,6 +146,7 @@ pub fn lint(policies: &[Policy], agents: Option<&[AgentProfile]>) -> Vec<LintWar
             );
         }
         agent_asserted_context(&mut linter);
+        impossible_conditions(&mut linter);
         unmatchable_patterns(&mut linter);
         shadowed_rules(&mut linter);
         unreachable_approvals(&mut linter, policies);
@@ -165,7 +170,7 @@ fn agent_asserted_context(linter: &mut Linter<'_>) {
                 conditions
                     .context
                     .iter()
-                    .flat_map(|context| context.keys().map(|key| format!("`context.{key}`"))),
+                    .map(|condition| format!("`context.{}`", condition.key())),
             )
             .collect();
         if keys.is_empty() {
@@ -184,6 +189,41 @@ fn agent_asserted_context(linter: &mut Linter<'_>) {
                 keys.join(", ")
             ),
         );
+    }
+}
+
+/// A condition no check can satisfy makes its rule dead, which its author did not mean.
+fn impossible_conditions(linter: &mut Linter<'_>) {
+    let policy = linter.policy;
+    for rule in &policy.rules {
+        for condition in &rule.conditions.context {
+            if let Some(why) = condition.contradiction() {
+                linter.warn(
+                    rule.loc,
+                    LintKind::ImpossibleCondition,
+                    format!(
+                        "rule '{}' can never match: its condition on `context.{}` never holds ({why})",
+                        rule.name,
+                        condition.key()
+                    ),
+                );
+            }
+        }
+        if let Some(why) = rule
+            .conditions
+            .schedule
+            .as_ref()
+            .and_then(|s| s.never_opens())
+        {
+            linter.warn(
+                rule.loc,
+                LintKind::ImpossibleCondition,
+                format!(
+                    "rule '{}' can never match: its schedule never opens ({why})",
+                    rule.name
+                ),
+            );
+        }
     }
 }
 
@@ -254,12 +294,14 @@ fn conditions_implied(earlier: &Conditions, later: &Conditions) -> bool {
         (Some(_), None) => false,
         (Some(mine), Some(theirs)) => theirs >= mine,
     };
-    let context = match (&earlier.context, &later.context) {
-        (None, _) => true,
-        (Some(_), None) => false,
-        (Some(mine), Some(theirs)) => mine.iter().all(|(k, v)| theirs.get(k) == Some(v)),
-    };
-    resource && sandbox && trust && context
+    let context = earlier.context.iter().all(|mine| {
+        later
+            .context
+            .iter()
+            .any(|theirs| theirs.key() == mine.key() && theirs.written() == mine.written())
+    });
+    let schedule = earlier.schedule.is_none() || earlier.schedule == later.schedule;
+    resource && sandbox && trust && context && schedule
 }
 
 fn covering<'r>(earlier: &'r Rule, pattern: &Pattern) -> Option<&'r Pattern> {

@@ -100,6 +100,9 @@ pub struct CheckRequest<'a> {
     pub resource: &'a str,
     /// Free-form facts about the request, matched by `sandbox` and `context` conditions.
     pub context: &'a serde_json::Map<String, serde_json::Value>,
+    /// When the check is asked, read by `schedule` conditions: the caller's clock, so that the
+    /// engine stays pure and tests can set the time.
+    pub now: time::OffsetDateTime,
 }
 
 /// The three answers a check can get.

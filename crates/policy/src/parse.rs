@@ -3,6 +3,12 @@
 
 use std::collections::HashMap;
 
+use jiff::tz::TimeZone;
+
+use crate::conditions::{
+    Comparison, ContextCondition, DAY_NAMES, OPERATORS, Operand, Schedule, ScheduleText, ValueTest,
+    parse_hours, parse_time,
+};
 use crate::error::{Loc, PolicyError};
 use crate::model::TrustTier;
 use crate::pattern::Pattern;
@@ -395,6 +401,7 @@ impl Walker<'_> {
                 "sandbox",
                 "minTrust",
                 "context",
+                "schedule",
                 "rateLimit",
             ],
         )?;
@@ -418,12 +425,12 @@ impl Walker<'_> {
             .transpose()?;
         let context = fields
             .optional("context")
-            .map(|n| match n.to_json() {
-                serde_json::Value::Object(map) if matches!(n.kind, NodeKind::Map(_)) => Ok(map),
-                _ => {
-                    Err(self.wrong_type(n, &child(path, "context"), "a mapping of keys to values"))
-                }
-            })
+            .map(|n| self.context_conditions(n, &child(path, "context")))
+            .transpose()?
+            .unwrap_or_default();
+        let schedule = fields
+            .optional("schedule")
+            .map(|n| self.schedule(n, &child(path, "schedule")))
             .transpose()?;
         let rate_limit = fields
             .optional("rateLimit")
@@ -434,7 +441,189 @@ impl Walker<'_> {
             sandbox,
             min_trust,
             context,
+            schedule,
             rate_limit,
+        })
+    }
+
+    /// `conditions.context`: each key a dotted path; each value a plain value (equality) or a
+    /// mapping whose keys are all operators.
+    fn context_conditions(
+        &self,
+        node: &Node,
+        path: &str,
+    ) -> Result<Vec<ContextCondition>, PolicyError> {
+        let NodeKind::Map(entries) = &node.kind else {
+            return Err(self.wrong_type(node, path, "a mapping of keys to values"));
+        };
+        entries
+            .iter()
+            .map(|(key, value)| {
+                let name = key.scalar_text().unwrap_or_default();
+                let here = child(path, name);
+                let segments: Vec<String> = name.split('.').map(str::to_owned).collect();
+                if segments.iter().any(String::is_empty) {
+                    return Err(self.error(
+                        key.loc,
+                        &here,
+                        format!("`{name}` is not a dotted path: a segment is empty"),
+                    ));
+                }
+                let tests = match &value.kind {
+                    NodeKind::Map(ops)
+                        if !ops.is_empty()
+                            && ops.iter().all(|(k, _)| {
+                                OPERATORS.contains(&k.scalar_text().unwrap_or_default())
+                            }) =>
+                    {
+                        ops.iter()
+                            .map(|(op, operand)| {
+                                let op = op.scalar_text().unwrap_or_default();
+                                self.value_test(op, operand, &child(&here, op))
+                            })
+                            .collect::<Result<Vec<_>, _>>()?
+                    }
+                    NodeKind::Map(ops)
+                        if ops.iter().any(|(k, _)| {
+                            OPERATORS.contains(&k.scalar_text().unwrap_or_default())
+                        }) =>
+                    {
+                        return Err(self.error(
+                            value.loc,
+                            &here,
+                            "mixes operators with plain keys: to compare with a mapping, write it under `eq`",
+                        ));
+                    }
+                    _ => vec![ValueTest::Eq(value.to_json())],
+                };
+                Ok(ContextCondition {
+                    key: name.to_owned(),
+                    path: segments,
+                    tests,
+                    written: value.to_json(),
+                })
+            })
+            .collect()
+    }
+
+    /// One operator of a context condition and its operand.
+    fn value_test(&self, op: &str, node: &Node, path: &str) -> Result<ValueTest, PolicyError> {
+        let comparison = match op {
+            "lt" => Some(Comparison::Lt),
+            "le" => Some(Comparison::Le),
+            "gt" => Some(Comparison::Gt),
+            "ge" => Some(Comparison::Ge),
+            _ => None,
+        };
+        if let Some(comparison) = comparison {
+            let operand = match node.to_json() {
+                serde_json::Value::Number(n) => n.as_f64().map(Operand::Number),
+                serde_json::Value::String(text) => parse_time(&text).map(Operand::Time),
+                _ => None,
+            };
+            return operand
+                .map(|operand| ValueTest::Compare(comparison, operand))
+                .ok_or_else(|| {
+                    self.wrong_type(
+                        node,
+                        path,
+                        "a number or an RFC 3339 time such as \"2026-03-01T09:00:00Z\"",
+                    )
+                });
+        }
+        let values = |node: &Node| -> Result<Vec<serde_json::Value>, PolicyError> {
+            match node.to_json() {
+                serde_json::Value::Array(items) => Ok(items),
+                _ => Err(self.wrong_type(node, path, "a list of values")),
+            }
+        };
+        match op {
+            "eq" => Ok(ValueTest::Eq(node.to_json())),
+            "ne" => Ok(ValueTest::Ne(node.to_json())),
+            "in" => Ok(ValueTest::In(values(node)?)),
+            "notIn" => Ok(ValueTest::NotIn(values(node)?)),
+            "matches" => Ok(ValueTest::Matches(match node.kind {
+                NodeKind::Seq(_) => self.patterns(node, path)?,
+                _ => vec![self.pattern(node, path)?],
+            })),
+            "exists" => Ok(ValueTest::Exists(self.boolean(node, path)?)),
+            other => Err(self.error(
+                node.loc,
+                path,
+                format!(
+                    "unknown operator `{other}`; expected one of {}",
+                    OPERATORS.join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// `conditions.schedule: {days, hours, timezone}`.
+    fn schedule(&self, node: &Node, path: &str) -> Result<Schedule, PolicyError> {
+        let fields = self.fields(node, path, &["days", "hours", "timezone"])?;
+        let days_written = fields
+            .optional("days")
+            .map(|n| self.string_list(n, &child(path, "days")))
+            .transpose()?;
+        let mut days = [days_written.is_none(); 7];
+        if let (Some(written), Some(n)) = (&days_written, fields.optional("days")) {
+            let items = self.list(n, &child(path, "days"), "day names")?;
+            for (i, (day, item)) in written.iter().zip(items).enumerate() {
+                let index = DAY_NAMES.iter().position(|d| d == day).ok_or_else(|| {
+                    self.error(
+                        item.loc,
+                        &format!("{}[{i}]", child(path, "days")),
+                        format!(
+                            "unknown day `{day}`; expected one of {}",
+                            DAY_NAMES.join(", ")
+                        ),
+                    )
+                })?;
+                if let Some(slot) = days.get_mut(index) {
+                    *slot = true;
+                }
+            }
+        }
+        let hours_written = fields
+            .optional("hours")
+            .map(|n| self.string(n, &child(path, "hours")))
+            .transpose()?;
+        let hours = match (&hours_written, fields.optional("hours")) {
+            (Some(text), Some(n)) => Some(
+                parse_hours(text)
+                    .map_err(|message| self.error(n.loc, &child(path, "hours"), message))?,
+            ),
+            _ => None,
+        };
+        let timezone = fields
+            .optional("timezone")
+            .map(|n| {
+                self.string(n, &child(path, "timezone"))
+                    .map(|name| (name, n.loc))
+            })
+            .transpose()?;
+        let (zone, timezone) = match timezone {
+            None => (TimeZone::UTC, "UTC".to_owned()),
+            Some((name, loc)) => {
+                let zone = TimeZone::get(&name).map_err(|_| {
+                    self.error(
+                        loc,
+                        &child(path, "timezone"),
+                        format!("unknown time zone `{name}`; expected an IANA name such as \"Europe/Berlin\" or \"UTC\""),
+                    )
+                })?;
+                (zone, name)
+            }
+        };
+        Ok(Schedule {
+            days,
+            hours,
+            zone,
+            written: ScheduleText {
+                days: days_written,
+                hours: hours_written,
+                timezone,
+            },
         })
     }
 

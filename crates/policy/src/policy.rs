@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::conditions::{ContextCondition, Schedule};
 use crate::error::Loc;
 use crate::model::{AgentProfile, TrustTier};
 use crate::pattern::Pattern;
@@ -150,9 +151,18 @@ pub struct Conditions {
     /// The agent's tier is at least this.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_trust: Option<TrustTier>,
-    /// The context holds these values (JSON equality).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub context: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Tests on the check's context, by dotted path; all must hold.
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "serialize_context"
+    )]
+    pub context: Vec<ContextCondition>,
+    /// When the rule applies.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_schedule"
+    )]
+    pub schedule: Option<Schedule>,
     /// Limits charged when this rule decides for its policy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimits>,
@@ -169,7 +179,27 @@ impl Conditions {
         self.resource_pattern.is_none()
             && self.sandbox.is_none()
             && self.min_trust.is_none()
-            && self.context.is_none()
+            && self.context.is_empty()
+            && self.schedule.is_none()
+    }
+}
+
+/// `context` as written: key → plain value or mapping of operators.
+fn serialize_context<S: serde::Serializer>(
+    context: &[ContextCondition],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(context.iter().map(|c| (c.key(), c.written())))
+}
+
+/// `schedule` as written.
+fn serialize_schedule<S: serde::Serializer>(
+    schedule: &Option<Schedule>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match schedule {
+        Some(schedule) => schedule.written().serialize(serializer),
+        None => serializer.serialize_none(),
     }
 }
 

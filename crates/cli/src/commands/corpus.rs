@@ -31,7 +31,7 @@ pub fn run(path: &Path, origin: &str, text: &str) -> anyhow::Result<Vec<TestResu
         let searched: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
         Err(format!("not found in {}", searched.join(", ")))
     };
-    let outcomes = corpus.run_offline(&mut resolve)?;
+    let outcomes = corpus.run_offline(time::OffsetDateTime::now_utc(), &mut resolve)?;
     Ok(outcomes
         .into_iter()
         .map(|outcome| {

@@ -34,6 +34,7 @@ pub async fn run(ctx: &Context, args: PolicyTestArgs) -> anyhow::Result<ExitCode
         action,
         resource: args.resource.unwrap_or_else(|| "*".to_owned()),
         context: args.context.into_iter().collect(),
+        now: args.at,
     };
     let answer = decide(&ctx.client()?, &request).await?;
     if ctx.out.json {
@@ -57,6 +58,8 @@ struct DecideRequest {
     action: String,
     resource: String,
     context: Map<String, Value>,
+    /// When the question is asked (RFC 3339); the gateway's clock when absent.
+    now: Option<String>,
 }
 
 async fn decide(client: &AdminClient, request: &DecideRequest) -> anyhow::Result<Value> {
@@ -65,6 +68,7 @@ async fn decide(client: &AdminClient, request: &DecideRequest) -> anyhow::Result
         "action": request.action,
         "resource": request.resource,
         "context": request.context,
+        "now": request.now,
     });
     client
         .send_json(Method::POST, &["admin", "decide"], &[], Some(&body))
@@ -252,6 +256,9 @@ struct GatewayTest {
     resource: Option<String>,
     #[serde(default)]
     context: Map<String, Value>,
+    /// When the check is asked (RFC 3339): schedules are decided at this time.
+    #[serde(default)]
+    now: Option<String>,
     expect: Expectation,
 }
 
@@ -333,6 +340,7 @@ async fn run_tests(ctx: &Context, origin: &str, text: &str) -> anyhow::Result<Ve
             action: test.action,
             resource: test.resource.unwrap_or_else(|| "*".to_owned()),
             context: test.context,
+            now: test.now,
         };
         let failure = match decide(&client, &request).await {
             Ok(answer) => test.expect.check(&answer).err(),

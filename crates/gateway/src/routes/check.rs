@@ -244,6 +244,7 @@ async fn decide_in_mode(
         action: &input.action,
         resource: &input.resource,
         context: &input.context,
+        now: (state.wall_clock)(),
     };
     match state.mode {
         Mode::Enforce | Mode::Audit => {

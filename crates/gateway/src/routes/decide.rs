@@ -8,6 +8,7 @@ use meshguard_policy::{CheckRequest, Effect};
 use meshguard_store::{AgentStatus, AuditAgent, AuditKind, EventCode, NewAuditEvent};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
 
 use super::admin_event::trace_of;
 use crate::approvals::{self, ApprovalMode, ApprovalSettings};
@@ -29,6 +30,10 @@ pub struct DecideBody {
     context: Option<Map<String, Value>>,
     #[serde(default, alias = "approvalId")]
     approval_id: Option<String>,
+    /// Decide as if asked at this time (RFC 3339), for schedules; the gateway's clock when
+    /// absent.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    now: Option<OffsetDateTime>,
 }
 
 /// `POST /admin/decide`.
@@ -48,6 +53,7 @@ pub async fn explain_check(
         action: &body.action,
         resource: &resource,
         context: &context,
+        now: body.now.unwrap_or_else(|| (state.wall_clock)()),
     };
     // The peeking oracle reports an exhausted limit exactly as a check would see it, and charges
     // nothing.

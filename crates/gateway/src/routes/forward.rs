@@ -144,6 +144,7 @@ async fn dry_run(
         action,
         resource,
         context: &context,
+        now: (state.wall_clock)(),
     };
     let policies = state.policies.current();
     state

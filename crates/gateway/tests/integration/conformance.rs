@@ -3,10 +3,14 @@
 //! policies applied through the admin API, one check per case.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use crate::common::TestGateway;
+use meshguard_gateway::GatewayOptions;
+use meshguard_gateway::state::WallClock;
 use meshguard_policy::corpus::{Corpus, PolicySource};
 use serde_json::{Value, json};
+use time::OffsetDateTime;
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -25,8 +29,21 @@ async fn every_case_of_the_corpus_gets_its_expected_decision_over_http() {
 
     let mut failures = Vec::new();
     let mut ran = 0;
+    // The gateway's wall clock, set to each case's `now` (or the real time when it has none).
+    let now = Arc::new(Mutex::new(None::<OffsetDateTime>));
+    let clock = Arc::clone(&now);
+    let wall_clock: WallClock = Arc::new(move || {
+        clock
+            .lock()
+            .unwrap()
+            .unwrap_or_else(OffsetDateTime::now_utc)
+    });
     for suite in &corpus.suites {
-        let gw = TestGateway::new().await;
+        let gw = TestGateway::with_options(GatewayOptions {
+            wall_clock: Arc::clone(&wall_clock),
+            ..GatewayOptions::default()
+        })
+        .await;
         for source in &suite.policies {
             let text = match source {
                 PolicySource::File { name, .. } => {
@@ -45,6 +62,7 @@ async fn every_case_of_the_corpus_gets_its_expected_decision_over_http() {
         }
         for case in &suite.cases {
             ran += 1;
+            *now.lock().unwrap() = case.now;
             let token = &tokens[&case.agent];
             let reply = gw
                 .check(

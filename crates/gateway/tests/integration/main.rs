@@ -23,4 +23,5 @@ mod policy_files;
 mod proxy;
 mod rate_limits;
 mod redis_limits;
+mod schedules;
 mod serve;

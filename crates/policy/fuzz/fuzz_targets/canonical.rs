@@ -74,6 +74,7 @@ fuzz_target!(|input: Input<'_>| {
                 action,
                 resource,
                 context: &context,
+                now: time::OffsetDateTime::now_utc(),
             },
             &mut Unlimited,
         )

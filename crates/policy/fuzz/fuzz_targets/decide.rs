@@ -135,6 +135,7 @@ fuzz_target!(|input: Input<'_>| {
         action: input.action,
         resource: input.resource,
         context: &context,
+        now: time::OffsetDateTime::now_utc(),
     };
     let mut limits = ScriptedLimits {
         answers: input.limits,

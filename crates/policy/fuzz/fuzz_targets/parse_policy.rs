@@ -38,6 +38,7 @@ fuzz_target!(|data: &[u8]| {
             action,
             resource,
             context: &context,
+            now: time::OffsetDateTime::now_utc(),
         };
         let _ = set.decide(&agent, &request, &mut Unlimited);
     }

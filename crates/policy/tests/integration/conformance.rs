@@ -30,7 +30,9 @@ fn every_conformance_case_passes() {
     let path = repo_root().join("tests/conformance/decisions.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
     let corpus = Corpus::parse("decisions.yaml", &text).unwrap();
-    let outcomes = corpus.run_offline(&mut resolver(&path)).unwrap();
+    let outcomes = corpus
+        .run_offline(time::OffsetDateTime::now_utc(), &mut resolver(&path))
+        .unwrap();
     assert_eq!(outcomes.len(), corpus.case_count());
     assert!(
         outcomes.len() >= 50,

@@ -37,7 +37,9 @@ fn resolve(name: &str) -> Result<PolicyFile, String> {
 #[test]
 fn outcomes_print_one_line_per_case() {
     let corpus = Corpus::parse("suite.yaml", CORPUS).unwrap();
-    let outcomes = corpus.run_offline(&mut resolve).unwrap();
+    let outcomes = corpus
+        .run_offline(time::OffsetDateTime::now_utc(), &mut resolve)
+        .unwrap();
     let lines: Vec<String> = outcomes.iter().map(ToString::to_string).collect();
     assert_eq!(
         lines,
@@ -87,7 +89,9 @@ fn corpus_errors_have_positions() {
 #[test]
 fn unresolved_files_and_bad_policies_name_the_suite() {
     let corpus = Corpus::parse("suite.yaml", &CORPUS.replace("mail.yaml", "missing.yaml")).unwrap();
-    let err = corpus.run_offline(&mut resolve).unwrap_err();
+    let err = corpus
+        .run_offline(time::OffsetDateTime::now_utc(), &mut resolve)
+        .unwrap_err();
     assert!(matches!(err, CorpusError::Unresolved { .. }));
     assert_eq!(
         err.to_string(),
@@ -98,7 +102,10 @@ fn unresolved_files_and_bad_policies_name_the_suite() {
         &CORPUS.replace("effect: deny", "effect: nope"),
     )
     .unwrap();
-    let err = corpus.run_offline(&mut resolve).unwrap_err().to_string();
+    let err = corpus
+        .run_offline(time::OffsetDateTime::now_utc(), &mut resolve)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.starts_with("suite `mail`: suite.yaml:suites[0].policies[1]:4:18: rules[0].effect:"),
         "{err}"

@@ -259,3 +259,59 @@ fn an_allow_with_an_upper_case_verb_can_never_match() {
         ]
     );
 }
+
+#[test]
+fn conditions_that_never_hold_are_reported() {
+    let text = r#"name: dead
+version: "1"
+appliesTo: {tags: [t]}
+rules:
+  - name: empty-range
+    effect: allow
+    actions: ["pay:*"]
+    conditions:
+      context:
+        arguments.amount: {gt: 100, le: 50}
+  - name: empty-list
+    effect: allow
+    actions: ["push:git"]
+    conditions:
+      context:
+        arguments.repo: {in: []}
+  - name: absent-and-compared
+    effect: allow
+    actions: ["merge:git"]
+    conditions:
+      context:
+        arguments.branch: {exists: false, ne: main}
+  - name: equal-outside-its-range
+    effect: allow
+    actions: ["deploy:*"]
+    conditions:
+      context:
+        arguments.replicas: {eq: 3, ge: 5}
+  - name: closed-schedule
+    effect: allow
+    actions: ["run:*"]
+    conditions:
+      schedule: {days: [], hours: "09:00-18:00"}
+  - name: fine
+    effect: allow
+    actions: ["read:*"]
+    conditions:
+      context:
+        arguments.amount: {gt: 0, le: 50}
+      schedule: {days: [mon], hours: "22:00-06:00", timezone: Europe/Berlin}
+"#;
+    let warnings = lint(&[policy("dead.yaml", text)], None);
+    assert_eq!(
+        of_kind(&warnings, LintKind::ImpossibleCondition),
+        vec![
+            "dead.yaml:5:5: warning: rule 'empty-range' can never match: its condition on `context.arguments.amount` never holds (its lower bound is not below its upper bound)",
+            "dead.yaml:11:5: warning: rule 'empty-list' can never match: its condition on `context.arguments.repo` never holds (`in` lists no value)",
+            "dead.yaml:17:5: warning: rule 'absent-and-compared' can never match: its condition on `context.arguments.branch` never holds (`exists: false` and a test that needs the value)",
+            "dead.yaml:23:5: warning: rule 'equal-outside-its-range' can never match: its condition on `context.arguments.replicas` never holds (its `eq` value 3 fails its own `ge` test)",
+            "dead.yaml:29:5: warning: rule 'closed-schedule' can never match: its schedule never opens (it lists no day)",
+        ]
+    );
+}

@@ -48,7 +48,44 @@ fn error_table() {
             format!(
                 "{HEAD}rules:\n  - effect: allow\n    actions: [\"x\"]\n    conditions: {{sandbx: true}}\n"
             ),
-            "autogpt.yaml:6:18: rules[0].conditions.sandbx: unknown key `sandbx`; expected one of `resourcePattern`, `sandbox`, `minTrust`, `context`, `rateLimit`",
+            "autogpt.yaml:6:18: rules[0].conditions.sandbx: unknown key `sandbx`; expected one of `resourcePattern`, `sandbox`, `minTrust`, `context`, `schedule`, `rateLimit`",
+        ),
+        // conditions on the context and the time
+        (
+            format!(
+                "{HEAD}rules:\n  - effect: allow\n    actions: [\"x\"]\n    conditions: {{context: {{arguments.amount: {{lt: ten}}}}}}\n"
+            ),
+            "autogpt.yaml:6:51: rules[0].conditions.context.arguments.amount.lt: expected a number or an RFC 3339 time such as \"2026-03-01T09:00:00Z\", got the string \"ten\"",
+        ),
+        (
+            format!(
+                "{HEAD}rules:\n  - effect: allow\n    actions: [\"x\"]\n    conditions: {{context: {{amount: {{lt: 5, max: 9}}}}}}\n"
+            ),
+            "autogpt.yaml:6:36: rules[0].conditions.context.amount: mixes operators with plain keys: to compare with a mapping, write it under `eq`",
+        ),
+        (
+            format!(
+                "{HEAD}rules:\n  - effect: allow\n    actions: [\"x\"]\n    conditions: {{context: {{a..b: 1}}}}\n"
+            ),
+            "autogpt.yaml:6:28: rules[0].conditions.context.a..b: `a..b` is not a dotted path: a segment is empty",
+        ),
+        (
+            format!(
+                "{HEAD}rules:\n  - effect: allow\n    actions: [\"x\"]\n    conditions: {{schedule: {{days: [mon, fry]}}}}\n"
+            ),
+            "autogpt.yaml:6:41: rules[0].conditions.schedule.days[1]: unknown day `fry`; expected one of mon, tue, wed, thu, fri, sat, sun",
+        ),
+        (
+            format!(
+                "{HEAD}rules:\n  - effect: allow\n    actions: [\"x\"]\n    conditions: {{schedule: {{hours: \"9-18\"}}}}\n"
+            ),
+            "autogpt.yaml:6:36: rules[0].conditions.schedule.hours: expected a window `HH:MM-HH:MM` such as \"09:00-18:00\", got \"9-18\"",
+        ),
+        (
+            format!(
+                "{HEAD}rules:\n  - effect: allow\n    actions: [\"x\"]\n    conditions: {{schedule: {{timezone: Europe/Berlni}}}}\n"
+            ),
+            "autogpt.yaml:6:39: rules[0].conditions.schedule.timezone: unknown time zone `Europe/Berlni`; expected an IANA name such as \"Europe/Berlin\" or \"UTC\"",
         ),
         (
             format!("{HEAD}rateLimits: {{requestsPerSecond: 5}}\n"),

@@ -14,6 +14,8 @@ struct GenRule {
     actions: Vec<String>,
     resource_pattern: Option<String>,
     sandbox: Option<bool>,
+    /// An operator condition on `context.arguments.amount`: (`le` or `gt`, bound).
+    amount: Option<(bool, u8)>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,13 +45,17 @@ fn rule() -> impl Strategy<Value = GenRule> {
         prop::collection::vec(pattern(), 1..4),
         prop::option::of(prop::sample::select(vec!["a/*", "*.txt", "b"]).prop_map(str::to_owned)),
         prop::option::of(any::<bool>()),
+        prop::option::of((any::<bool>(), prop::sample::select(vec![5u8, 7, 10]))),
     )
-        .prop_map(|(deny, actions, resource_pattern, sandbox)| GenRule {
-            deny,
-            actions,
-            resource_pattern,
-            sandbox,
-        })
+        .prop_map(
+            |(deny, actions, resource_pattern, sandbox, amount)| GenRule {
+                deny,
+                actions,
+                resource_pattern,
+                sandbox,
+                amount,
+            },
+        )
 }
 
 fn policies() -> impl Strategy<Value = Vec<GenPolicy>> {
@@ -107,8 +113,14 @@ fn to_yaml(p: &GenPolicy) -> String {
             if r.deny { "deny" } else { "allow" },
             quoted(&r.actions)
         ));
-        if r.resource_pattern.is_some() || r.sandbox.is_some() {
+        if r.resource_pattern.is_some() || r.sandbox.is_some() || r.amount.is_some() {
             out.push_str("    conditions:\n");
+            if let Some((le, bound)) = r.amount {
+                let op = if le { "le" } else { "gt" };
+                out.push_str(&format!(
+                    "      context: {{arguments.amount: {{{op}: {bound}}}}}\n"
+                ));
+            }
             if let Some(rp) = &r.resource_pattern {
                 out.push_str(&format!("      resourcePattern: \"{rp}\"\n"));
             }
@@ -160,9 +172,17 @@ fn agent(tagged: bool) -> AgentProfile {
     }
 }
 
+/// The context of a generated request: the sandbox flag, and an amount that is a number in a
+/// sandbox and a string (which no number test matches) outside one.
 fn context(sandbox: bool) -> Map<String, Value> {
     let mut map = Map::new();
     map.insert("sandbox".into(), Value::Bool(sandbox));
+    let amount = if sandbox {
+        Value::from(7)
+    } else {
+        Value::from("7")
+    };
+    map.insert("arguments".into(), serde_json::json!({ "amount": amount }));
     map
 }
 
@@ -179,6 +199,7 @@ fn decide(
             action,
             resource,
             context: ctx,
+            now: time::OffsetDateTime::now_utc(),
         },
         &mut Unlimited,
     )
@@ -198,6 +219,7 @@ fn reference(
             action,
             resource,
             context: ctx,
+            now: time::OffsetDateTime::now_utc(),
         },
         &mut Unlimited,
     );
@@ -263,7 +285,7 @@ proptest! {
         let mut ctx = Map::new();
         ctx.insert(key, value);
         let agent = AgentProfile { id: "agent_x".into(), name: "x".into(), trust: TrustTier::Trusted, tags: ["autogpt".to_owned(), "production".to_owned()].into() };
-        let request = CheckRequest { action: &action, resource: &resource, context: &ctx };
+        let request = CheckRequest { action: &action, resource: &resource, context: &ctx, now: time::OffsetDateTime::now_utc() };
         let decision = set.decide(&agent, &request, &mut Unlimited);
         let explained = set.explain(&agent, &request, &mut Unlimited);
         prop_assert_eq!(&explained.decision, &decision);
@@ -304,8 +326,8 @@ proptest! {
             name: deny_name.to_owned(),
             tagged: false,
             rules: vec![
-                GenRule { deny: true, actions: vec![format!("{verb}:*"), verb.clone()], resource_pattern: None, sandbox: None },
-                GenRule { deny: false, actions: vec!["*".into()], resource_pattern: None, sandbox: None },
+                GenRule { deny: true, actions: vec![format!("{verb}:*"), verb.clone()], resource_pattern: None, sandbox: None, amount: None },
+                GenRule { deny: false, actions: vec!["*".into()], resource_pattern: None, sandbox: None, amount: None },
             ],
             default_allow: true,
             approvals: vec!["*".into()],

@@ -10,7 +10,9 @@ fn semantics_table() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases/semantics.yaml");
     let corpus = Corpus::parse("semantics.yaml", &std::fs::read_to_string(path).unwrap()).unwrap();
     let outcomes = corpus
-        .run_offline(&mut |name| Err(format!("no file `{name}` expected")))
+        .run_offline(time::OffsetDateTime::now_utc(), &mut |name| {
+            Err(format!("no file `{name}` expected"))
+        })
         .unwrap();
     assert!(outcomes.len() >= 80, "{}", outcomes.len());
     let failures: Vec<String> = outcomes
@@ -82,6 +84,7 @@ fn check<'a>(
         action,
         resource,
         context,
+        now: time::OffsetDateTime::now_utc(),
     }
 }
 

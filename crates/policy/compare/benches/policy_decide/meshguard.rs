@@ -44,6 +44,7 @@ pub fn decide(
         action,
         resource,
         context,
+        now: time::OffsetDateTime::now_utc(),
     };
     let decision = set.decide(agent, &request, &mut Unlimited);
     let named = |s: Option<String>| s.unwrap_or_default();
