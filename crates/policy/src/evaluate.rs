@@ -16,7 +16,7 @@ use crate::conditions::{ContextCondition, Schedule, ValueTest, instant};
 use crate::limits::{Admission, LimitCharge, LimitKey, RateLimitOracle, Window};
 use crate::model::{AgentProfile, ApprovalNeed, CheckRequest, Code, Decision, TrustTier};
 use crate::pattern::Pattern;
-use crate::policy::{Policy, RateLimits, Rule, RuleEffect};
+use crate::policy::{Conditions, Policy, RateLimits, Rule, RuleEffect};
 use crate::set::{BrokenIndex, IndexedPolicy, PolicySet, VerbKey};
 
 /// A request in canonical form (SPEC 3), ready for matching.
@@ -149,34 +149,47 @@ fn check_rule_as<'p>(
     let Some(pattern) = rule.actions.iter().find(|p| req.action_matches(p, folded)) else {
         return RuleCheck::NoActionMatch;
     };
-    let conditions = &rule.conditions;
+    match failed_condition(&rule.conditions, req, agent, folded) {
+        Some(failed) => failed,
+        None => RuleCheck::Matched(pattern),
+    }
+}
+
+/// The first of `conditions` that does not hold for the request, as the reason; `None` when
+/// all hold. Shared by rules and conditional approvals.
+pub(crate) fn failed_condition<'p>(
+    conditions: &'p Conditions,
+    req: &Prepared<'_>,
+    agent: &AgentProfile,
+    folded: bool,
+) -> Option<RuleCheck<'p>> {
     if let Some(patterns) = &conditions.resource_pattern
         && !patterns.iter().any(|p| req.resource_matches(p, folded))
     {
-        return RuleCheck::ResourcePattern;
+        return Some(RuleCheck::ResourcePattern);
     }
     if let Some(required) = conditions.sandbox {
         let actual = req.context.get("sandbox").unwrap_or(&Value::Bool(false));
         if actual != &Value::Bool(required) {
-            return RuleCheck::Sandbox { required };
+            return Some(RuleCheck::Sandbox { required });
         }
     }
     if let Some(required) = conditions.min_trust
         && agent.trust < required
     {
-        return RuleCheck::MinTrust { required };
+        return Some(RuleCheck::MinTrust { required });
     }
     for condition in &conditions.context {
         if let Some(test) = condition.failing(req.context) {
-            return RuleCheck::Context { condition, test };
+            return Some(RuleCheck::Context { condition, test });
         }
     }
     if let Some(schedule) = &conditions.schedule
         && !schedule.is_open(req.now)
     {
-        return RuleCheck::Schedule(schedule);
+        return Some(RuleCheck::Schedule(schedule));
     }
-    RuleCheck::Matched(pattern)
+    None
 }
 
 /// What one policy's rules say about a request (step 3).
@@ -233,11 +246,21 @@ pub(crate) fn push_charges(charges: &mut Vec<LimitCharge>, key: LimitKey, limits
     }
 }
 
-pub(crate) fn approval_matches<'p>(policy: &'p Policy, req: &Prepared<'_>) -> Option<&'p Pattern> {
+/// The first `requireApproval` entry of `policy` that the request matches: its pattern
+/// (ignoring case, like a deny) and its conditions, if any.
+pub(crate) fn approval_matches<'p>(
+    policy: &'p Policy,
+    req: &Prepared<'_>,
+    agent: &AgentProfile,
+) -> Option<&'p Pattern> {
     policy
-        .approval_patterns()
+        .approval_requirements()
         .iter()
-        .find(|p| req.action_matches(p, true))
+        .find(|entry| {
+            req.action_matches(&entry.action, true)
+                && failed_condition(&entry.when, req, agent, true).is_none()
+        })
+        .map(|entry| &entry.action)
 }
 
 /// What the applicable policies say before limits and approvals are considered.
@@ -303,7 +326,7 @@ impl PolicySet {
             return rate_limited(verdicts.charges.get(charge), retry_after_secs);
         }
         // Step 5: a matching approval entry sends the action to a human.
-        if let Some(decision) = self.approval(&applicable, &prepared, action) {
+        if let Some(decision) = self.approval(&applicable, &prepared, agent, action) {
             return decision;
         }
         // Step 6: an explicit allow anywhere beats every weak default.
@@ -367,6 +390,7 @@ impl PolicySet {
         &self,
         applicable: &[&IndexedPolicy],
         prepared: &Prepared<'_>,
+        agent: &AgentProfile,
         action: &str,
     ) -> Option<Decision> {
         let mut first: Option<&Policy> = None;
@@ -375,7 +399,7 @@ impl PolicySet {
         let matching = applicable
             .iter()
             .map(|indexed| &indexed.policy)
-            .filter(|policy| approval_matches(policy, prepared).is_some());
+            .filter(|policy| approval_matches(policy, prepared, agent).is_some());
         for policy in matching {
             match policy
                 .human_in_the_loop

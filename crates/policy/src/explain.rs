@@ -231,6 +231,9 @@ pub struct ApprovalEntry {
     pub policy: String,
     /// The policy's approval timeout.
     pub timeout_seconds: Option<u64>,
+    /// Only when these conditions hold (a conditional entry); empty: always.
+    #[serde(skip_serializing_if = "Conditions::is_empty")]
+    pub when: Conditions,
 }
 
 /// One rate limit.
@@ -304,7 +307,7 @@ impl PolicySet {
                     verdict: verdict_rule.map_or(policy.default_effect, |r| r.effect),
                     verdict_is_default: verdict_rule.is_none(),
                     approval_pattern: applies
-                        .then(|| approval_matches(policy, &prepared))
+                        .then(|| approval_matches(policy, &prepared, agent))
                         .flatten()
                         .map(|p| p.as_str().to_owned()),
                 }
@@ -376,9 +379,10 @@ impl PolicySet {
                     });
                 }
             }
-            for pattern in policy.approval_patterns() {
+            for entry in policy.approval_requirements() {
                 permissions.approvals.push(ApprovalEntry {
-                    pattern: pattern.as_str().to_owned(),
+                    pattern: entry.action().as_str().to_owned(),
+                    when: entry.when().clone(),
                     policy: policy.name.clone(),
                     timeout_seconds: policy
                         .human_in_the_loop

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::error::Loc;
 use crate::model::AgentProfile;
 use crate::pattern::Pattern;
-use crate::policy::{AppliesTo, Conditions, Policy, Rule, RuleEffect};
+use crate::policy::{AppliesTo, ApprovalRequirement, Conditions, Policy, Rule, RuleEffect};
 
 /// One warning, with where it points.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -225,6 +225,33 @@ fn impossible_conditions(linter: &mut Linter<'_>) {
             );
         }
     }
+    for entry in policy.approval_requirements() {
+        let when = entry.when();
+        let contradiction = when
+            .context
+            .iter()
+            .find_map(|c| {
+                c.contradiction().map(|why| {
+                    format!("its condition on `context.{}` never holds ({why})", c.key())
+                })
+            })
+            .or_else(|| {
+                when.schedule
+                    .as_ref()
+                    .and_then(|s| s.never_opens())
+                    .map(|why| format!("its schedule never opens ({why})"))
+            });
+        if let Some(why) = contradiction {
+            linter.warn(
+                entry.action().loc(),
+                LintKind::ImpossibleCondition,
+                format!(
+                    "requireApproval entry `{}` never asks for approval: {why}",
+                    entry.action()
+                ),
+            );
+        }
+    }
 }
 
 /// Canonical actions and resources never hold a `.` or `..` segment.
@@ -359,7 +386,11 @@ fn unreachable_approvals(linter: &mut Linter<'_>, policies: &[Policy]) {
         .iter()
         .filter(|other| other.name == policy.name || other.applies_to.is_none())
         .collect();
-    for entry in policy.approval_patterns() {
+    for entry in policy
+        .approval_requirements()
+        .iter()
+        .map(ApprovalRequirement::action)
+    {
         let blocker = deciding.iter().find_map(|other| {
             other.rules.iter().enumerate().find_map(|(i, rule)| {
                 let denies = rule.effect == RuleEffect::Deny

@@ -13,7 +13,8 @@ use crate::error::{Loc, PolicyError};
 use crate::model::TrustTier;
 use crate::pattern::Pattern;
 use crate::policy::{
-    AppliesTo, Conditions, HumanInTheLoop, Policy, PolicyPositions, RateLimits, Rule, RuleEffect,
+    AppliesTo, ApprovalRequirement, Conditions, HumanInTheLoop, Policy, PolicyPositions,
+    RateLimits, Rule, RuleEffect,
 };
 use crate::yaml::{Node, NodeKind, ScalarType, parse_document, parse_int};
 
@@ -646,14 +647,65 @@ impl Walker<'_> {
         })
     }
 
+    /// A `requireApproval` entry: a pattern, or `{action, when}` with conditions as a rule's
+    /// (every condition but `rateLimit`, which only rules charge).
+    fn approval_requirement(
+        &self,
+        node: &Node,
+        path: &str,
+    ) -> Result<ApprovalRequirement, PolicyError> {
+        if !matches!(node.kind, NodeKind::Map(_)) {
+            return Ok(ApprovalRequirement {
+                action: self.pattern(node, path)?,
+                when: Conditions::default(),
+            });
+        }
+        let fields = self.fields(node, path, &["action", "when"])?;
+        let action_node = self.required(&fields, path, "action")?;
+        let action = self.pattern(action_node, &child(path, "action"))?;
+        let when = match fields.optional("when") {
+            Some(n) => {
+                let when_path = child(path, "when");
+                let when = self.conditions(n, &when_path)?;
+                if when.rate_limit.is_some() {
+                    let loc = match &n.kind {
+                        NodeKind::Map(entries) => entries
+                            .iter()
+                            .find(|(k, _)| k.scalar_text() == Some("rateLimit"))
+                            .map_or(n.loc, |(k, _)| k.loc),
+                        _ => n.loc,
+                    };
+                    return Err(self.error(
+                        loc,
+                        &child(&when_path, "rateLimit"),
+                        "an approval has no rate limit: put `rateLimit` on a rule",
+                    ));
+                }
+                when
+            }
+            None => Conditions::default(),
+        };
+        Ok(ApprovalRequirement { action, when })
+    }
+
     fn human_in_the_loop(&self, node: &Node) -> Result<HumanInTheLoop, PolicyError> {
         let path = "humanInTheLoop";
         let fields = self.fields(node, path, &["requireApproval", "timeoutSeconds"])?;
-        let require_approval = fields
-            .optional("requireApproval")
-            .map(|n| self.patterns(n, "humanInTheLoop.requireApproval"))
-            .transpose()?
-            .unwrap_or_default();
+        let require_approval = match fields.optional("requireApproval") {
+            None => Vec::new(),
+            Some(n) => {
+                let list_path = "humanInTheLoop.requireApproval";
+                let items = self.list(n, list_path, "patterns or `{action, when}` entries")?;
+                if items.is_empty() {
+                    return Err(self.error(n.loc, list_path, "expected at least one pattern"));
+                }
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| self.approval_requirement(item, &format!("{list_path}[{i}]")))
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+        };
         let timeout_seconds = fields
             .optional("timeoutSeconds")
             .map(|n| self.positive(n, "humanInTheLoop.timeoutSeconds"))

@@ -219,11 +219,48 @@ pub struct RateLimits {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HumanInTheLoop {
-    /// Patterns of actions needing approval (matched like rule actions).
-    pub require_approval: Vec<Pattern>,
+    /// What needs approval: action patterns (matched like deny rules), each perhaps only when
+    /// its conditions hold.
+    pub require_approval: Vec<ApprovalRequirement>,
     /// How long an approval stays valid; `None` means the gateway's default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+}
+
+/// One entry of `requireApproval`: a pattern, or `{action, when}` so that only the checks whose
+/// conditions hold wait for a human (the large payments, not every payment).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalRequirement {
+    /// The action pattern.
+    pub(crate) action: Pattern,
+    /// The conditions; empty for a plain pattern.
+    pub(crate) when: Conditions,
+}
+
+impl ApprovalRequirement {
+    /// The action pattern.
+    pub fn action(&self) -> &Pattern {
+        &self.action
+    }
+
+    /// The conditions under which the action needs approval (empty: always).
+    pub fn when(&self) -> &Conditions {
+        &self.when
+    }
+}
+
+impl Serialize for ApprovalRequirement {
+    /// A plain entry as its pattern, a conditional one as `{action, when}`, as written.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        if self.when.is_empty() {
+            return self.action.serialize(serializer);
+        }
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("action", &self.action)?;
+        map.serialize_entry("when", &self.when)?;
+        map.end()
+    }
 }
 
 impl Policy {
@@ -282,8 +319,8 @@ impl Policy {
         self.applies_to.as_ref().is_none_or(|a| a.matches(agent))
     }
 
-    /// Approval patterns, empty when there are none.
-    pub(crate) fn approval_patterns(&self) -> &[Pattern] {
+    /// Approval requirements, empty when there are none.
+    pub(crate) fn approval_requirements(&self) -> &[ApprovalRequirement] {
         self.human_in_the_loop
             .as_ref()
             .map_or(&[][..], |h| h.require_approval.as_slice())

@@ -315,3 +315,28 @@ rules:
         ]
     );
 }
+
+#[test]
+fn a_conditional_approval_that_never_holds_is_reported() {
+    let text = r#"name: pay
+version: "1"
+appliesTo: {tags: [t]}
+rules:
+  - effect: allow
+    actions: ["pay:*"]
+humanInTheLoop:
+  requireApproval:
+    - "send:email"
+    - action: "pay:*"
+      when:
+        context:
+          arguments.amount: {gt: 500, lt: 100}
+"#;
+    let warnings = lint(&[policy("pay.yaml", text)], None);
+    assert_eq!(
+        of_kind(&warnings, LintKind::ImpossibleCondition),
+        vec![
+            "pay.yaml:10:15: warning: requireApproval entry `pay:*` never asks for approval: its condition on `context.arguments.amount` never holds (its lower bound is not below its upper bound)",
+        ]
+    );
+}

@@ -50,6 +50,19 @@ fn error_table() {
             ),
             "autogpt.yaml:6:18: rules[0].conditions.sandbx: unknown key `sandbx`; expected one of `resourcePattern`, `sandbox`, `minTrust`, `context`, `schedule`, `rateLimit`",
         ),
+        // conditional approvals
+        (
+            format!(
+                "{HEAD}humanInTheLoop:\n  requireApproval:\n    - {{action: \"pay:*\", when: {{rateLimit: {{requestsPerMinute: 1}}}}}}\n"
+            ),
+            "autogpt.yaml:5:32: humanInTheLoop.requireApproval[0].when.rateLimit: an approval has no rate limit: put `rateLimit` on a rule",
+        ),
+        (
+            format!(
+                "{HEAD}humanInTheLoop:\n  requireApproval:\n    - {{when: {{sandbox: true}}}}\n"
+            ),
+            "autogpt.yaml:5:7: humanInTheLoop.requireApproval[0].action: missing required field `action`",
+        ),
         // conditions on the context and the time
         (
             format!(
