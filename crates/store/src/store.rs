@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 use crate::{
     AgentPatch, AgentRecord, AgentStatus, ApprovalDecision, ApprovalRecord, ApprovalStatus,
     AuditEvent, AuditFilter, AuditPage, AuditStats, NewAgent, NewApproval, NewAuditEvent,
-    NewPolicy, NewToken, PendingApproval, PolicyRevision, PolicyUpsert, RetentionReport,
-    StatsQuery, StoreChange, StoreError, StoredPolicy, TokenRecord, VerifyReport,
+    NewPolicy, NewToken, Page, PageRequest, PendingApproval, PolicyRevision, PolicyUpsert,
+    RetentionReport, StatsQuery, StoreChange, StoreError, StoredPolicy, TokenRecord, VerifyReport,
 };
 
 /// Everything MeshGuard persists. The gateway holds it as `Arc<dyn Store>`; [`crate::open`]
@@ -48,8 +48,8 @@ pub trait Store: Send + Sync + 'static {
     /// Looks an agent up by id or name.
     async fn get_agent(&self, id_or_name: &str) -> Result<AgentRecord, StoreError>;
 
-    /// Every agent, ordered by name.
-    async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
+    /// One page of the agents, ordered by name (byte-wise).
+    async fn list_agents(&self, page: &PageRequest) -> Result<Page<AgentRecord>, StoreError>;
 
     /// Changes trust, tags or description.
     async fn update_agent(
@@ -99,8 +99,9 @@ pub trait Store: Send + Sync + 'static {
     /// current one.
     async fn upsert_policy(&self, policy: NewPolicy) -> Result<PolicyUpsert, StoreError>;
 
-    /// The current revision of every policy, ordered by name (byte-wise).
-    async fn list_policies(&self) -> Result<Vec<StoredPolicy>, StoreError>;
+    /// One page of the policies in force (their current revisions), ordered by name
+    /// (byte-wise); [`crate::all_policies`] reads them all.
+    async fn list_policies(&self, page: &PageRequest) -> Result<Page<StoredPolicy>, StoreError>;
 
     /// The current revision of one policy.
     async fn get_policy(&self, name: &str) -> Result<StoredPolicy, StoreError>;
@@ -109,8 +110,13 @@ pub trait Store: Send + Sync + 'static {
     /// numbering. Returns what was deleted.
     async fn delete_policy(&self, name: &str) -> Result<StoredPolicy, StoreError>;
 
-    /// Every stored revision of a policy, oldest first; `NotFound` when there is none.
-    async fn policy_revisions(&self, name: &str) -> Result<Vec<PolicyRevision>, StoreError>;
+    /// One page of the stored revisions of a policy, oldest first; `NotFound` when the policy
+    /// has none.
+    async fn policy_revisions(
+        &self,
+        name: &str,
+        page: &PageRequest,
+    ) -> Result<Page<PolicyRevision>, StoreError>;
 
     // ----- approvals -----
 
@@ -141,11 +147,13 @@ pub trait Store: Send + Sync + 'static {
         resource: &str,
     ) -> Result<Option<ApprovalRecord>, StoreError>;
 
-    /// Approvals with this status (all when `None`), newest first.
+    /// One page of the approvals with this stored status (all when `None`), newest first (by
+    /// creation time, then id).
     async fn list_approvals(
         &self,
         status: Option<ApprovalStatus>,
-    ) -> Result<Vec<ApprovalRecord>, StoreError>;
+        page: &PageRequest,
+    ) -> Result<Page<ApprovalRecord>, StoreError>;
 
     /// Records a human's decision on a pending approval; deciding twice, or after it expired,
     /// is a `Conflict`. The decision holds for the approval's timeout from now on.
@@ -205,4 +213,19 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes events older than `cutoff`, keeping each chain verifiable: a chain loses only a
     /// prefix, and its last deleted `seq` and `hash` become its anchor.
     async fn apply_retention(&self, cutoff: OffsetDateTime) -> Result<RetentionReport, StoreError>;
+}
+
+/// Every policy in force, ordered by name, however many pages that takes: what a gateway loads
+/// into its engine.
+pub async fn all_policies(store: &dyn Store) -> Result<Vec<StoredPolicy>, StoreError> {
+    let mut page = PageRequest::first(crate::MAX_PAGE_SIZE);
+    let mut policies = Vec::new();
+    loop {
+        let listed = store.list_policies(&page).await?;
+        policies.extend(listed.items);
+        match listed.next_cursor {
+            Some(cursor) => page.cursor = Some(cursor),
+            None => return Ok(policies),
+        }
+    }
 }
