@@ -10,7 +10,7 @@ mod agents;
 mod approvals;
 mod audit;
 mod changes;
-mod page;
+pub(crate) mod page;
 mod policies;
 mod tokens;
 
