@@ -215,17 +215,32 @@ pub trait Store: Send + Sync + 'static {
     async fn apply_retention(&self, cutoff: OffsetDateTime) -> Result<RetentionReport, StoreError>;
 }
 
+/// Every agent, ordered by name, however many pages that takes: what a lint over all agents
+/// needs.
+pub async fn all_agents(store: &dyn Store) -> Result<Vec<AgentRecord>, StoreError> {
+    every_page(|page| async move { store.list_agents(&page).await }).await
+}
+
 /// Every policy in force, ordered by name, however many pages that takes: what a gateway loads
 /// into its engine.
 pub async fn all_policies(store: &dyn Store) -> Result<Vec<StoredPolicy>, StoreError> {
-    let mut page = PageRequest::first(crate::MAX_PAGE_SIZE);
-    let mut policies = Vec::new();
+    every_page(|page| async move { store.list_policies(&page).await }).await
+}
+
+/// Reads a listing page after page, the largest pages allowed, until its last.
+async fn every_page<T, F, Fut>(mut list: F) -> Result<Vec<T>, StoreError>
+where
+    F: FnMut(PageRequest) -> Fut,
+    Fut: std::future::Future<Output = Result<Page<T>, StoreError>>,
+{
+    let mut request = PageRequest::first(crate::MAX_PAGE_SIZE);
+    let mut items = Vec::new();
     loop {
-        let listed = store.list_policies(&page).await?;
-        policies.extend(listed.items);
-        match listed.next_cursor {
-            Some(cursor) => page.cursor = Some(cursor),
-            None => return Ok(policies),
+        let page = list(request.clone()).await?;
+        items.extend(page.items);
+        match page.next_cursor {
+            Some(cursor) => request.cursor = Some(cursor),
+            None => return Ok(items),
         }
     }
 }
