@@ -30,7 +30,7 @@ impl Listing {
     }
 
     /// The key part of `cursor`, or an `Invalid` naming the `cursor` parameter.
-    fn payload<'c>(self, cursor: &'c str) -> Result<&'c str, StoreError> {
+    fn payload(self, cursor: &str) -> Result<&str, StoreError> {
         cursor
             .strip_prefix(self.tag())
             .ok_or_else(|| invalid_cursor(cursor))
@@ -50,7 +50,7 @@ impl Listing {
     }
 
     /// The cursor after a row with this number.
-    pub(super) fn number_cursor(self, number: i64) -> String {
+    pub(super) fn number_cursor(self, number: u64) -> String {
         format!("{}{number:x}", self.tag())
     }
 

@@ -207,7 +207,7 @@ pub(super) async fn revisions(
         .map(revision_from_row)
         .collect::<Result<Vec<_>, _>>()?;
     let (items, next_cursor) = cut(revisions, page, |last| {
-        Listing::Revisions.number_cursor(i64::try_from(last.revision).unwrap_or(i64::MAX))
+        Listing::Revisions.number_cursor(last.revision)
     });
     Ok(Page { items, next_cursor })
 }
