@@ -337,6 +337,12 @@ pub enum AuditCommand {
     Trace {
         /// Trace id (as sent in `X-Trace-ID`).
         trace_id: String,
+        /// Show at most N events (the first N, oldest first); by default every event.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        limit: Option<u32>,
+        /// Go on from where a `--limit` stopped (the cursor it printed).
+        #[arg(long, value_name = "CURSOR")]
+        cursor: Option<String>,
     },
     /// Verify the hash chain of every gateway's audit trail.
     Verify,

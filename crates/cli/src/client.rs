@@ -15,6 +15,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Upper bound for one ordinary admin request; streams (`--follow`, `export`) have none.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The largest page the gateway serves: listings are read in pages of this size.
+const MAX_PAGE_SIZE: usize = 1000;
+
+/// Rows read from a paged listing, and where the rest starts when reading stopped early.
+#[derive(Debug, Default)]
+pub struct Listed {
+    /// The rows, in the listing's order.
+    pub rows: Vec<Value>,
+    /// The `nextCursor` to pass to read on; `None` when the listing was read to its end.
+    pub next_cursor: Option<String>,
+}
+
 /// A connection to one gateway's admin API.
 pub struct AdminClient {
     base: Url,
@@ -114,6 +126,70 @@ impl AdminClient {
     pub async fn get(&self, segments: &[&str], query: &[(&str, String)]) -> anyhow::Result<Value> {
         let req = self.request(&self.http, Method::GET, segments).query(query);
         json_body(self.send(req).await?).await
+    }
+
+    /// Reads a paged listing (rows under `key`, `nextCursor` beside them) from `cursor` on,
+    /// following cursors to the end, or until `cap` rows when given.
+    pub async fn list(
+        &self,
+        segments: &[&str],
+        filters: &[(&str, String)],
+        key: &str,
+        mut cursor: Option<String>,
+        cap: Option<usize>,
+    ) -> anyhow::Result<Listed> {
+        let mut rows = Vec::new();
+        loop {
+            let wanted = cap.map_or(MAX_PAGE_SIZE, |cap| {
+                cap.saturating_sub(rows.len()).min(MAX_PAGE_SIZE)
+            });
+            if wanted == 0 {
+                return Ok(Listed {
+                    rows,
+                    next_cursor: cursor,
+                });
+            }
+            let mut query = filters.to_vec();
+            query.push(("limit", wanted.to_string()));
+            if let Some(cursor) = &cursor {
+                query.push(("cursor", cursor.clone()));
+            }
+            let page = self.get(segments, &query).await?;
+            if let Some(listed) = page.get(key).and_then(Value::as_array) {
+                rows.extend(listed.iter().cloned());
+            }
+            let next = page
+                .get("nextCursor")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            match next {
+                None => {
+                    return Ok(Listed {
+                        rows,
+                        next_cursor: None,
+                    });
+                }
+                // A gateway that answers with the cursor it was given would never end.
+                Some(next) if cursor.as_deref() == Some(next.as_str()) => {
+                    anyhow::bail!(
+                        "the gateway at {} repeated the cursor `{next}` of {}",
+                        self.base,
+                        segments.join("/")
+                    );
+                }
+                Some(next) => cursor = Some(next),
+            }
+        }
+    }
+
+    /// Every row of a paged listing (rows under `key`), however many pages it takes.
+    pub async fn list_all(
+        &self,
+        segments: &[&str],
+        filters: &[(&str, String)],
+        key: &str,
+    ) -> anyhow::Result<Vec<Value>> {
+        Ok(self.list(segments, filters, key, None, None).await?.rows)
     }
 
     /// Sends a JSON body (or none) with `method` and reads the JSON answer (`null` when empty).

@@ -247,7 +247,7 @@ async fn refuse_other_file(
 }
 
 async fn build(store: &dyn Store) -> Result<PolicySet, PolicyChangeError> {
-    let stored = store.list_policies().await?;
+    let stored = meshguard_store::all_policies(store).await?;
     let policies = stored
         .iter()
         .map(|p| parse_policy(&origin_label(p), &p.source))

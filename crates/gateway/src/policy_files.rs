@@ -70,7 +70,7 @@ impl PolicyDir {
             source,
         })?;
         state.sync(registry, files).await;
-        match store.list_policies().await {
+        match meshguard_store::all_policies(store).await {
             Ok(stored) => {
                 for policy in stored {
                     if let PolicyOrigin::File(file) = &policy.origin {

@@ -8,8 +8,9 @@ use time::OffsetDateTime;
 use crate::{
     AdminAudit, AdminCommit, AdminMutation, AgentPatch, AgentRecord, AgentStatus, ApprovalDecision,
     ApprovalRecord, ApprovalStatus, AuditEvent, AuditFilter, AuditPage, AuditStats, NewAgent,
-    NewApproval, NewAuditEvent, NewPolicy, NewToken, PendingApproval, PolicyRevision, PolicyUpsert,
-    RetentionReport, StatsQuery, StoreChange, StoreError, StoredPolicy, TokenRecord, VerifyReport,
+    NewApproval, NewAuditEvent, NewPolicy, NewToken, Page, PageRequest, PendingApproval,
+    PolicyRevision, PolicyUpsert, RetentionReport, StatsQuery, StoreChange, StoreError,
+    StoredPolicy, TokenRecord, VerifyReport,
 };
 
 /// Everything MeshGuard persists. The gateway holds it as `Arc<dyn Store>`; [`crate::open`]
@@ -48,8 +49,8 @@ pub trait Store: Send + Sync + 'static {
     /// Looks an agent up by id or name.
     async fn get_agent(&self, id_or_name: &str) -> Result<AgentRecord, StoreError>;
 
-    /// Every agent, ordered by name.
-    async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
+    /// One page of the agents, ordered by name (byte-wise).
+    async fn list_agents(&self, page: &PageRequest) -> Result<Page<AgentRecord>, StoreError>;
 
     /// Changes trust, tags or description.
     async fn update_agent(
@@ -99,8 +100,9 @@ pub trait Store: Send + Sync + 'static {
     /// current one.
     async fn upsert_policy(&self, policy: NewPolicy) -> Result<PolicyUpsert, StoreError>;
 
-    /// The current revision of every policy, ordered by name (byte-wise).
-    async fn list_policies(&self) -> Result<Vec<StoredPolicy>, StoreError>;
+    /// One page of the policies in force (their current revisions), ordered by name
+    /// (byte-wise); [`crate::all_policies`] reads them all.
+    async fn list_policies(&self, page: &PageRequest) -> Result<Page<StoredPolicy>, StoreError>;
 
     /// The current revision of one policy.
     async fn get_policy(&self, name: &str) -> Result<StoredPolicy, StoreError>;
@@ -109,8 +111,13 @@ pub trait Store: Send + Sync + 'static {
     /// numbering. Returns what was deleted.
     async fn delete_policy(&self, name: &str) -> Result<StoredPolicy, StoreError>;
 
-    /// Every stored revision of a policy, oldest first; `NotFound` when there is none.
-    async fn policy_revisions(&self, name: &str) -> Result<Vec<PolicyRevision>, StoreError>;
+    /// One page of the stored revisions of a policy, oldest first; `NotFound` when the policy
+    /// has none.
+    async fn policy_revisions(
+        &self,
+        name: &str,
+        page: &PageRequest,
+    ) -> Result<Page<PolicyRevision>, StoreError>;
 
     // ----- approvals -----
 
@@ -141,11 +148,13 @@ pub trait Store: Send + Sync + 'static {
         resource: &str,
     ) -> Result<Option<ApprovalRecord>, StoreError>;
 
-    /// Approvals with this status (all when `None`), newest first.
+    /// One page of the approvals with this stored status (all when `None`), newest first (by
+    /// creation time, then id).
     async fn list_approvals(
         &self,
         status: Option<ApprovalStatus>,
-    ) -> Result<Vec<ApprovalRecord>, StoreError>;
+        page: &PageRequest,
+    ) -> Result<Page<ApprovalRecord>, StoreError>;
 
     /// Records a human's decision on a pending approval; deciding twice, or after it expired,
     /// is a `Conflict`. The decision holds for the approval's timeout from now on.
@@ -219,4 +228,34 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes events older than `cutoff`, keeping each chain verifiable: a chain loses only a
     /// prefix, and its last deleted `seq` and `hash` become its anchor.
     async fn apply_retention(&self, cutoff: OffsetDateTime) -> Result<RetentionReport, StoreError>;
+}
+
+/// Every agent, ordered by name, however many pages that takes: what a lint over all agents
+/// needs.
+pub async fn all_agents(store: &dyn Store) -> Result<Vec<AgentRecord>, StoreError> {
+    every_page(|page| async move { store.list_agents(&page).await }).await
+}
+
+/// Every policy in force, ordered by name, however many pages that takes: what a gateway loads
+/// into its engine.
+pub async fn all_policies(store: &dyn Store) -> Result<Vec<StoredPolicy>, StoreError> {
+    every_page(|page| async move { store.list_policies(&page).await }).await
+}
+
+/// Reads a listing page after page, the largest pages allowed, until its last.
+async fn every_page<T, F, Fut>(mut list: F) -> Result<Vec<T>, StoreError>
+where
+    F: FnMut(PageRequest) -> Fut,
+    Fut: std::future::Future<Output = Result<Page<T>, StoreError>>,
+{
+    let mut request = PageRequest::first(crate::MAX_PAGE_SIZE);
+    let mut items = Vec::new();
+    loop {
+        let page = list(request.clone()).await?;
+        items.extend(page.items);
+        match page.next_cursor {
+            Some(cursor) => request.cursor = Some(cursor),
+            None => return Ok(items),
+        }
+    }
 }

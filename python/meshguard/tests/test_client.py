@@ -9,6 +9,7 @@ from typing import Any, Callable, List
 
 import pytest
 
+import meshguard.admin
 from canned_answer import CannedAnswer
 from gateway_process import AUTOGPT_POLICY, AgentIdentity, Gateway, event_field, meshguard_binary
 from meshguard import (
@@ -226,6 +227,24 @@ def test_admin_helpers(shared_gateway: Gateway, agent: AgentIdentity) -> None:
     assert admin.get_audit_log(limit=5)
     with pytest.raises(AuthenticationError):
         MeshGuardClient(gateway_url=shared_gateway.url, admin_token="wrong").list_agents()
+
+
+def test_list_helpers_follow_the_gateways_pages(
+    private_gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The list helpers return every row, however many pages the gateway splits them into."""
+    admin = MeshGuardClient(
+        gateway_url=private_gateway.url, admin_token=private_gateway.admin_token
+    )
+    names = [f"paged-{n}" for n in range(5)]
+    for name in reversed(names):
+        admin.create_agent(name)
+    monkeypatch.setattr(meshguard.admin, "_MAX_PAGE_SIZE", 2)
+    assert [listed.name for listed in admin.list_agents()] == names
+    # Each creation is audited: five events, read two at a time, newest first.
+    events = admin.get_audit_log(limit=5, kind="admin")
+    assert [event["resource"] for event in events] == names
+    assert len(admin.get_audit_log(limit=3, kind="admin")) == 3
 
 
 def test_health(shared_gateway: Gateway) -> None:

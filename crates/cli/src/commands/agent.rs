@@ -14,16 +14,11 @@ pub async fn run(ctx: &Context, command: AgentCommand) -> anyhow::Result<()> {
     match command {
         AgentCommand::Create(args) => create(ctx, args).await,
         AgentCommand::List => {
-            let listed = client.get(&["admin", "agents"], &[]).await?;
+            let agents = client.list_all(&["admin", "agents"], &[], "agents").await?;
             if out.json {
-                out.print_json(&listed);
+                out.print_json(&json!({ "agents": agents }));
                 return Ok(());
             }
-            let agents = listed
-                .get("agents")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
             let rows = agents
                 .iter()
                 .map(|a| {

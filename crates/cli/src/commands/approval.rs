@@ -32,16 +32,13 @@ async fn list(
     status: ApprovalStatusArg,
 ) -> anyhow::Result<()> {
     let query = [("status", status.as_str().to_owned())];
-    let listed = client.get(&["admin", "approvals"], &query).await?;
+    let approvals = client
+        .list_all(&["admin", "approvals"], &query, "approvals")
+        .await?;
     if ctx.out.json {
-        ctx.out.print_json(&listed);
+        ctx.out.print_json(&json!({ "approvals": approvals }));
         return Ok(());
     }
-    let approvals = listed
-        .get("approvals")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
     if approvals.is_empty() {
         match status {
             ApprovalStatusArg::All => outln!("no approvals"),
@@ -84,17 +81,11 @@ async fn list(
 
 /// Agent id → name, so that the table names agents the way operators do.
 async fn agent_names(client: &AdminClient) -> anyhow::Result<HashMap<String, String>> {
-    let listed = client.get(&["admin", "agents"], &[]).await?;
-    Ok(listed
-        .get("agents")
-        .and_then(Value::as_array)
-        .map(|agents| {
-            agents
-                .iter()
-                .map(|a| (field(a, "id"), field(a, "name")))
-                .collect()
-        })
-        .unwrap_or_default())
+    let agents = client.list_all(&["admin", "agents"], &[], "agents").await?;
+    Ok(agents
+        .iter()
+        .map(|a| (field(a, "id"), field(a, "name")))
+        .collect())
 }
 
 fn paint_status(ctx: &Context, status: &str) -> String {
@@ -211,12 +202,14 @@ async fn explain_refusal(client: &AdminClient, id: &str, err: anyhow::Error) -> 
 /// The approval's status as the gateway shows it now, and who decided it.
 async fn current_state(client: &AdminClient, id: &str) -> Option<(String, Option<String>)> {
     let listed = client
-        .get(&["admin", "approvals"], &[("status", "all".to_owned())])
+        .list_all(
+            &["admin", "approvals"],
+            &[("status", "all".to_owned())],
+            "approvals",
+        )
         .await
         .ok()?;
     let found = listed
-        .get("approvals")?
-        .as_array()?
         .iter()
         .find(|a| a.get("id").and_then(Value::as_str) == Some(id))?;
     let by = found

@@ -39,13 +39,26 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<ExitCod
                 crate::commands::audit_view::print_stats(ctx.out, period, &stats);
             }
         }
-        AuditCommand::Trace { trace_id } => {
-            let query = [("traceId", trace_id.clone()), ("limit", "1000".to_owned())];
-            let listed = client.get(&["admin", "audit"], &query).await?;
-            let events = chronological(entries(&listed));
+        AuditCommand::Trace {
+            trace_id,
+            limit,
+            cursor,
+        } => {
+            // Oldest first, so that `--limit` keeps the start of the trace and `--cursor`
+            // goes on from there.
+            let filters = [
+                ("traceId", trace_id.clone()),
+                ("order", "oldest".to_owned()),
+            ];
+            let cap = limit.map(|n| n as usize);
+            let first_page = cursor.is_none();
+            let listed = client
+                .list(&["admin", "audit"], &filters, "entries", cursor, cap)
+                .await?;
+            let events = chronological(listed.rows);
             if ctx.out.json {
                 ctx.out.print_json(&Value::Array(events));
-            } else if events.is_empty() {
+            } else if events.is_empty() && first_page {
                 return Err(CliError::Api {
                     status: 404,
                     message: format!("no audit event has the trace id `{trace_id}`"),
@@ -53,6 +66,11 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<ExitCod
                 .into());
             } else {
                 print_events(ctx.out, &events);
+            }
+            if let Some(next) = listed.next_cursor {
+                eprintln!(
+                    "… more events of this trace: meshguard audit trace {trace_id} --cursor {next}"
+                );
             }
         }
         AuditCommand::Verify => return verify(ctx, &client).await,
@@ -88,14 +106,6 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-fn entries(listed: &Value) -> Vec<Value> {
-    listed
-        .get("entries")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
-}
-
 /// Oldest first, like `tail`: ids are UUIDv7, so their text order is their time order.
 fn chronological(mut events: Vec<Value>) -> Vec<Value> {
     events.sort_by_key(|e| field(e, "id"));
@@ -123,11 +133,19 @@ async fn tail(ctx: &Context, client: &AdminClient, args: AuditTailArgs) -> anyho
     } else {
         None
     };
-    let mut backlog_query = query.clone();
-    backlog_query.push(("limit", args.lines.to_string()));
-    let events = chronological(entries(
-        &client.get(&["admin", "audit"], &backlog_query).await?,
-    ));
+    let backlog = client
+        .list(
+            &["admin", "audit"],
+            &query,
+            "entries",
+            None,
+            Some(args.lines as usize),
+        )
+        .await?;
+    let events = chronological(backlog.rows);
+    if backlog.next_cursor.is_some() {
+        eprintln!("… older events exist: show more with -n");
+    }
     let Some(stream) = stream else {
         if ctx.out.json {
             ctx.out.print_json(&Value::Array(events));

@@ -119,16 +119,14 @@ fn report_invalid(errors: &[String], consequence: &str) -> anyhow::Error {
 }
 
 async fn list(ctx: &Context) -> anyhow::Result<()> {
-    let listed = ctx.client()?.get(&["admin", "policies"], &[]).await?;
+    let policies = ctx
+        .client()?
+        .list_all(&["admin", "policies"], &[], "policies")
+        .await?;
     if ctx.out.json {
-        ctx.out.print_json(&listed);
+        ctx.out.print_json(&json!({ "policies": policies }));
         return Ok(());
     }
-    let policies = listed
-        .get("policies")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
     let rows = policies
         .iter()
         .map(|p| {

@@ -18,6 +18,7 @@ mod cli_errors;
 mod crash_recovery;
 mod docs_examples;
 mod multi_gateway;
+mod paging;
 mod policy_test_files;
 mod readme_quickstart;
 mod support;

@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 use super::admin_event::{AdminChange, ChangedBy, apply, trace_of, unexpected};
+use super::page::{PageParams, listing};
 use crate::alerts::{Alert, AlertAgent, Trigger};
 use crate::auth::profile_of;
 use crate::error::ApiError;
@@ -31,10 +32,13 @@ fn audit_agent(record: &AgentRecord) -> Option<AuditAgent> {
     })
 }
 
-/// `GET /admin/agents`.
-pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let agents = state.store.list_agents().await?;
-    Ok(Json(json!({ "agents": agents })))
+/// `GET /admin/agents?limit=&cursor=`: one page of agents, by name.
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(page): ApiQuery<PageParams>,
+) -> Result<Json<Value>, ApiError> {
+    let page = state.store.list_agents(&page.request()).await?;
+    Ok(Json(listing("agents", json!(page.items), page.next_cursor)))
 }
 
 /// The body of `POST /admin/agents`.

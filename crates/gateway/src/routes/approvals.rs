@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::admin_event::{AdminChange, ChangedBy, apply, unexpected};
+use super::page::{PageParams, listing};
 use crate::auth::{AgentAuthError, authenticate_agent};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
@@ -157,10 +158,11 @@ fn admin_view(record: ApprovalRecord) -> Value {
     value
 }
 
-/// `GET /admin/approvals?status=pending`: newest first.
+/// `GET /admin/approvals?status=pending&limit=&cursor=`: one page, newest first.
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
+    ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Value>, ApiError> {
     let status = match query.status.as_deref() {
         None | Some("" | "all") => None,
@@ -172,22 +174,24 @@ pub async fn list(
     };
     let now = OffsetDateTime::now_utc();
     // The store lists by stored status; one whose time ran out is shown as expired, and only
-    // under `expired`.
-    let records = match status {
-        Some(ApprovalStatus::Expired) => {
-            let mut all = state.store.list_approvals(None).await?;
-            all.retain(|r| effective_status(r, now) == ApprovalStatus::Expired);
-            all
-        }
-        Some(wanted) => {
-            let mut some = state.store.list_approvals(Some(wanted)).await?;
-            some.retain(|r| effective_status(r, now) == wanted);
-            some
-        }
-        None => state.store.list_approvals(None).await?,
+    // under `expired`. Filtering a page after reading it can leave it short (even empty) while
+    // more follow: only a null `nextCursor` ends the listing.
+    let request = page.request();
+    let page = match status {
+        Some(ApprovalStatus::Expired) | None => state.store.list_approvals(None, &request).await?,
+        Some(wanted) => state.store.list_approvals(Some(wanted), &request).await?,
     };
-    let approvals: Vec<Value> = records.into_iter().map(admin_view).collect();
-    Ok(Json(json!({ "approvals": approvals })))
+    let approvals: Vec<Value> = page
+        .items
+        .into_iter()
+        .filter(|r| status.is_none_or(|wanted| effective_status(r, now) == wanted))
+        .map(admin_view)
+        .collect();
+    Ok(Json(listing(
+        "approvals",
+        Value::Array(approvals),
+        page.next_cursor,
+    )))
 }
 
 /// The optional body of approve and deny: the human's verdict, with why and who.

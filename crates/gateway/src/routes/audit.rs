@@ -21,6 +21,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::broadcast::error::RecvError;
 
+use super::page::listing;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::state::AppState;
@@ -115,9 +116,11 @@ pub async fn query(
     ApiQuery(params): ApiQuery<AuditParams>,
 ) -> Result<Json<Value>, ApiError> {
     let page = state.store.query_audit(&params.filter()?).await?;
-    Ok(Json(
-        json!({ "entries": page.entries, "nextCursor": page.next_cursor }),
-    ))
+    Ok(Json(listing(
+        "entries",
+        json!(page.entries),
+        page.next_cursor,
+    )))
 }
 
 /// The in-memory form of a filter, applied to events as they are committed.

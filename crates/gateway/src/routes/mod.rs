@@ -10,6 +10,7 @@ mod decide;
 mod forward;
 mod health;
 mod outcome;
+mod page;
 mod policies;
 mod record;
 

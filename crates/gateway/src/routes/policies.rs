@@ -11,9 +11,10 @@ use meshguard_store::{AdminMutation, AdminOutcome, PolicyUpsert, StoredPolicy};
 use serde_json::{Map, Value, json};
 
 use super::admin_event::{AdminChange, ChangedBy, apply, unexpected};
+use super::page::{PageParams, listing};
 use crate::auth::profile_of;
 use crate::error::ApiError;
-use crate::extract::LimitedBody;
+use crate::extract::{ApiQuery, LimitedBody};
 use crate::state::AppState;
 
 fn text_of(body: &[u8]) -> Result<&str, ApiError> {
@@ -40,11 +41,18 @@ fn policy_json(stored: &StoredPolicy, with_source: bool) -> Value {
     body
 }
 
-/// `GET /admin/policies`: every policy in force, by name.
-pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let stored = state.store.list_policies().await?;
-    let policies: Vec<Value> = stored.iter().map(|p| policy_json(p, false)).collect();
-    Ok(Json(json!({ "policies": policies })))
+/// `GET /admin/policies?limit=&cursor=`: one page of the policies in force, by name.
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(page): ApiQuery<PageParams>,
+) -> Result<Json<Value>, ApiError> {
+    let page = state.store.list_policies(&page.request()).await?;
+    let policies: Vec<Value> = page.items.iter().map(|p| policy_json(p, false)).collect();
+    Ok(Json(listing(
+        "policies",
+        Value::Array(policies),
+        page.next_cursor,
+    )))
 }
 
 /// `GET /admin/policies/{name}`.
@@ -56,13 +64,19 @@ pub async fn show(
     Ok(Json(policy_json(&stored, true)))
 }
 
-/// `GET /admin/policies/{name}/revisions`: every stored body, oldest first.
+/// `GET /admin/policies/{name}/revisions?limit=&cursor=`: one page of the stored bodies,
+/// oldest first.
 pub async fn revisions(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let revisions = state.store.policy_revisions(&name).await?;
-    Ok(Json(json!({ "name": name, "revisions": revisions })))
+    let page = state.store.policy_revisions(&name, &page.request()).await?;
+    let mut body = listing("revisions", json!(page.items), page.next_cursor);
+    if let Some(body) = body.as_object_mut() {
+        body.insert("name".into(), Value::String(name));
+    }
+    Ok(Json(body))
 }
 
 /// The change to one policy, as the trail tells it.
@@ -221,9 +235,7 @@ pub async fn validate(
         .cloned()
         .collect();
     policies.push(policy.clone());
-    let agents: Vec<AgentProfile> = state
-        .store
-        .list_agents()
+    let agents: Vec<AgentProfile> = meshguard_store::all_agents(&*state.store)
         .await?
         .iter()
         .filter_map(|a| profile_of(a).ok())

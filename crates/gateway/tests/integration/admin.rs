@@ -258,8 +258,12 @@ async fn decide_explains_without_charging_or_creating_approvals_and_is_audited_a
         assert!(reply.body["approvalId"].is_null());
         assert!(reply.body["explanation"]["policies"].is_array());
     }
-    let approvals = gw.store.list_approvals(None).await.unwrap();
-    assert!(approvals.is_empty());
+    let approvals = gw
+        .store
+        .list_approvals(None, &meshguard_store::PageRequest::default())
+        .await
+        .unwrap();
+    assert!(approvals.items.is_empty());
     let tests = gw
         .events()
         .await
@@ -512,7 +516,7 @@ async fn the_admin_token_works_as_a_bearer_token_and_a_wrong_one_does_not() {
         .unwrap();
     let reply = gw.send(bearer).await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.body, json!({"agents": []}));
+    assert_eq!(reply.body, json!({"agents": [], "nextCursor": null}));
     let wrong = Request::builder()
         .uri("/admin/agents")
         .header("x-admin-token", format!("{}x", gw.admin))

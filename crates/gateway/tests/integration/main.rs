@@ -19,6 +19,7 @@ mod common;
 mod conformance;
 mod group_commit;
 mod outage;
+mod paging;
 mod policy_files;
 mod proxy;
 mod rate_limits;

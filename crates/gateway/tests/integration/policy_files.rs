@@ -11,8 +11,7 @@ fn policy(name: &str, version: &str) -> String {
 }
 
 async fn in_force(gw: &TestGateway) -> Vec<(String, String, String)> {
-    gw.store
-        .list_policies()
+    meshguard_store::all_policies(&*gw.store)
         .await
         .unwrap()
         .into_iter()

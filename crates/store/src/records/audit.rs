@@ -302,7 +302,8 @@ pub enum AuditOrder {
 /// Which events to list. Every set field must match.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AuditFilter {
-    /// Page size; 0 means the default (100), larger than 1000 is read as 1000.
+    /// Page size, bounded as a [`crate::PageRequest`]'s: 0 means the default (100), larger
+    /// than 1000 is read as 1000.
     pub limit: u32,
     /// `allow`, `deny` or `require_approval`.
     pub decision: Option<String>,

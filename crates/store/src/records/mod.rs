@@ -8,6 +8,7 @@ pub(crate) mod agent;
 pub(crate) mod approval;
 pub(crate) mod audit;
 pub(crate) mod change;
+pub(crate) mod page;
 pub(crate) mod policy;
 pub(crate) mod token;
 
@@ -25,5 +26,6 @@ pub use audit::{
     MAX_REASON_BYTES, MAX_RESULT_BYTES, NewAuditEvent, RetentionReport, StatsQuery, VerifyReport,
 };
 pub use change::StoreChange;
+pub use page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, PageRequest};
 pub use policy::{NewPolicy, PolicyOrigin, PolicyRevision, PolicyUpsert, StoredPolicy};
 pub use token::{NewToken, TokenRecord};

@@ -10,14 +10,15 @@ use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
+use super::page::{Listing, cut, fetch_size};
 use super::{
     Dialect, SqlStore, column, db_error, is_unique_violation, micros, one_row, random_id,
     time_column,
 };
 use crate::records::agent::{canonical_trust, validate_tags};
 use crate::{
-    AGENT_ID_PREFIX, AgentKey, AgentPatch, AgentRecord, AgentStatus, NewAgent, StoreError,
-    validate_agent_name,
+    AGENT_ID_PREFIX, AgentKey, AgentPatch, AgentRecord, AgentStatus, NewAgent, Page, PageRequest,
+    StoreError, validate_agent_name,
 };
 
 const COLUMNS: &str = "id, name, trust, tags, status, description, created_at, updated_at";
@@ -122,16 +123,28 @@ pub(super) async fn get_in(
     one_row(row, from_row, || not_found(id_or_name))
 }
 
-pub(super) async fn list(store: &SqlStore) -> Result<Vec<AgentRecord>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM agents");
+pub(super) async fn list(
+    store: &SqlStore,
+    page: &PageRequest,
+) -> Result<Page<AgentRecord>, StoreError> {
+    let after = page
+        .cursor
+        .as_deref()
+        .map(|cursor| Listing::Agents.name_after(cursor))
+        .transpose()?;
+    let name = store.dialect.bytewise("name");
+    let sql = format!(
+        "SELECT {COLUMNS} FROM agents WHERE ($1 IS NULL OR {name} > $1) ORDER BY {name} LIMIT $2"
+    );
     let rows = sqlx::query(&sql)
+        .bind(after)
+        .bind(fetch_size(page))
         .fetch_all(&store.pool)
         .await
         .map_err(db_error)?;
-    let mut agents = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-    // Byte-wise by name, whatever the database's collation says.
-    agents.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
-    Ok(agents)
+    let agents = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    let (items, next_cursor) = cut(agents, page, |last| Listing::Agents.name_cursor(&last.name));
+    Ok(Page { items, next_cursor })
 }
 
 pub(super) async fn update(

@@ -4,13 +4,14 @@ use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
+use super::page::{Listing, cut, fetch_size};
 use super::{
     Dialect, SqlStore, column, db_error, is_foreign_key_violation, micros, one_row, random_id,
     signed, time_column, time_column_opt, unsigned,
 };
 use crate::{
-    ApprovalDecision, ApprovalRecord, ApprovalStatus, ApprovalVerdict, NewApproval,
-    PendingApproval, StoreError,
+    ApprovalDecision, ApprovalRecord, ApprovalStatus, ApprovalVerdict, NewApproval, Page,
+    PageRequest, PendingApproval, StoreError,
 };
 
 const COLUMNS: &str = "id, agent_id, action, resource, status, timeout_secs, created_at, \
@@ -256,17 +257,33 @@ pub(super) async fn latest(
 pub(super) async fn list(
     store: &SqlStore,
     status: Option<ApprovalStatus>,
-) -> Result<Vec<ApprovalRecord>, StoreError> {
+    page: &PageRequest,
+) -> Result<Page<ApprovalRecord>, StoreError> {
+    let (at, id) = match page.cursor.as_deref() {
+        Some(cursor) => {
+            let (at, id) = Listing::Approvals.created_after(cursor)?;
+            (Some(at), Some(id))
+        }
+        None => (None, None),
+    };
     let sql = format!(
         "SELECT {COLUMNS} FROM approvals WHERE ($1 IS NULL OR status = $1) \
-         ORDER BY created_at DESC, id DESC"
+         AND ($2 IS NULL OR created_at < $2 OR (created_at = $2 AND id < $3)) \
+         ORDER BY created_at DESC, id DESC LIMIT $4"
     );
     let rows = sqlx::query(&sql)
         .bind(status.map(ApprovalStatus::as_str))
+        .bind(at)
+        .bind(id)
+        .bind(fetch_size(page))
         .fetch_all(&store.pool)
         .await
         .map_err(db_error)?;
-    rows.iter().map(from_row).collect()
+    let approvals = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    let (items, next_cursor) = cut(approvals, page, |last| {
+        Listing::Approvals.created_cursor(micros(last.created_at), &last.id)
+    });
+    Ok(Page { items, next_cursor })
 }
 
 /// What [`decide`] did inside the caller's transaction.

@@ -11,6 +11,7 @@ mod agents;
 mod approvals;
 mod audit;
 mod changes;
+pub(crate) mod page;
 mod policies;
 mod tokens;
 
@@ -26,9 +27,9 @@ use time::OffsetDateTime;
 use crate::{
     AdminAudit, AdminCommit, AdminMutation, AgentPatch, AgentRecord, AgentStatus, ApprovalDecision,
     ApprovalRecord, ApprovalStatus, AuditEvent, AuditFilter, AuditPage, AuditStats, NewAgent,
-    NewApproval, NewAuditEvent, NewPolicy, NewToken, PendingApproval, PolicyRevision, PolicyUpsert,
-    RetentionReport, StatsQuery, Store, StoreChange, StoreError, StoreLocation, StoredPolicy,
-    TokenRecord, VerifyReport,
+    NewApproval, NewAuditEvent, NewPolicy, NewToken, Page, PageRequest, PendingApproval,
+    PolicyRevision, PolicyUpsert, RetentionReport, StatsQuery, Store, StoreChange, StoreError,
+    StoreLocation, StoredPolicy, TokenRecord, VerifyReport,
 };
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -72,6 +73,15 @@ impl Dialect {
         match self {
             Self::Sqlite => "",
             Self::Postgres => " FOR UPDATE",
+        }
+    }
+
+    /// `column` compared and sorted byte-wise, as Rust compares strings: SQLite's default
+    /// collation already is; PostgreSQL's follows the database's locale unless told `"C"`.
+    fn bytewise(self, column: &str) -> String {
+        match self {
+            Self::Sqlite => column.to_owned(),
+            Self::Postgres => format!("{column} COLLATE \"C\""),
         }
     }
 
@@ -359,8 +369,8 @@ impl Store for SqlStore {
         agents::get(self, id_or_name).await
     }
 
-    async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        agents::list(self).await
+    async fn list_agents(&self, page: &PageRequest) -> Result<Page<AgentRecord>, StoreError> {
+        agents::list(self, page).await
     }
 
     async fn update_agent(
@@ -445,8 +455,8 @@ impl Store for SqlStore {
         Ok(upsert)
     }
 
-    async fn list_policies(&self) -> Result<Vec<StoredPolicy>, StoreError> {
-        policies::list(self).await
+    async fn list_policies(&self, page: &PageRequest) -> Result<Page<StoredPolicy>, StoreError> {
+        policies::list(self, page).await
     }
 
     async fn get_policy(&self, name: &str) -> Result<StoredPolicy, StoreError> {
@@ -462,8 +472,12 @@ impl Store for SqlStore {
         Ok(deleted)
     }
 
-    async fn policy_revisions(&self, name: &str) -> Result<Vec<PolicyRevision>, StoreError> {
-        policies::revisions(self, name).await
+    async fn policy_revisions(
+        &self,
+        name: &str,
+        page: &PageRequest,
+    ) -> Result<Page<PolicyRevision>, StoreError> {
+        policies::revisions(self, name, page).await
     }
 
     async fn create_approval(&self, approval: NewApproval) -> Result<PendingApproval, StoreError> {
@@ -498,8 +512,9 @@ impl Store for SqlStore {
     async fn list_approvals(
         &self,
         status: Option<ApprovalStatus>,
-    ) -> Result<Vec<ApprovalRecord>, StoreError> {
-        approvals::list(self, status).await
+        page: &PageRequest,
+    ) -> Result<Page<ApprovalRecord>, StoreError> {
+        approvals::list(self, status, page).await
     }
 
     async fn decide_approval(

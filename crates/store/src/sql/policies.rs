@@ -4,9 +4,11 @@ use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
+use super::page::{Listing, cut, fetch_size};
 use super::{Dialect, SqlStore, column, db_error, micros, one_row, time_column, unsigned};
 use crate::{
-    NewPolicy, PolicyOrigin, PolicyRevision, PolicyUpsert, StoreError, StoredPolicy, validate_name,
+    NewPolicy, Page, PageRequest, PolicyOrigin, PolicyRevision, PolicyUpsert, StoreError,
+    StoredPolicy, validate_name,
 };
 
 const COLUMNS: &str = "name, revision, version, origin, source, created_at, updated_at";
@@ -129,15 +131,31 @@ pub(super) async fn upsert(
     })
 }
 
-pub(super) async fn list(store: &SqlStore) -> Result<Vec<StoredPolicy>, StoreError> {
-    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM policies"))
+pub(super) async fn list(
+    store: &SqlStore,
+    page: &PageRequest,
+) -> Result<Page<StoredPolicy>, StoreError> {
+    let after = page
+        .cursor
+        .as_deref()
+        .map(|cursor| Listing::Policies.name_after(cursor))
+        .transpose()?;
+    let name = store.dialect.bytewise("name");
+    let sql = format!(
+        "SELECT {COLUMNS} FROM policies WHERE ($1 IS NULL OR {name} > $1) ORDER BY {name} \
+         LIMIT $2"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(after)
+        .bind(fetch_size(page))
         .fetch_all(&store.pool)
         .await
         .map_err(db_error)?;
-    let mut policies = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-    // Byte-wise by name, whatever the database's collation says.
-    policies.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
-    Ok(policies)
+    let policies = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    let (items, next_cursor) = cut(policies, page, |last| {
+        Listing::Policies.name_cursor(&last.name)
+    });
+    Ok(Page { items, next_cursor })
 }
 
 pub(super) async fn get(store: &SqlStore, name: &str) -> Result<StoredPolicy, StoreError> {
@@ -166,16 +184,33 @@ pub(super) async fn delete(
 pub(super) async fn revisions(
     store: &SqlStore,
     name: &str,
-) -> Result<Vec<PolicyRevision>, StoreError> {
+    page: &PageRequest,
+) -> Result<Page<PolicyRevision>, StoreError> {
+    let after = page
+        .cursor
+        .as_deref()
+        .map(|cursor| Listing::Revisions.number_after(cursor))
+        .transpose()?;
     let rows = sqlx::query(&format!(
-        "SELECT {REVISION_COLUMNS} FROM policy_revisions WHERE name = $1 ORDER BY revision"
+        "SELECT {REVISION_COLUMNS} FROM policy_revisions WHERE name = $1 \
+         AND revision > $2 ORDER BY revision LIMIT $3"
     ))
     .bind(name)
+    .bind(after.unwrap_or(0))
+    .bind(fetch_size(page))
     .fetch_all(&store.pool)
     .await
     .map_err(db_error)?;
-    if rows.is_empty() {
+    // Revisions are never deleted, so only a first page can show that there are none.
+    if rows.is_empty() && after.is_none() {
         return Err(not_found(name));
     }
-    rows.iter().map(revision_from_row).collect()
+    let revisions = rows
+        .iter()
+        .map(revision_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let (items, next_cursor) = cut(revisions, page, |last| {
+        Listing::Revisions.number_cursor(last.revision)
+    });
+    Ok(Page { items, next_cursor })
 }

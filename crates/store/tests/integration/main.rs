@@ -16,6 +16,7 @@ mod changes;
 mod common;
 mod follow;
 mod open;
+mod paging;
 mod pending_approvals;
 mod purge;
 mod story;

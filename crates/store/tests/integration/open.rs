@@ -2,7 +2,7 @@
 
 use crate::common::{TestDb, new_agent};
 use crate::on_every_backend;
-use meshguard_store::{StoreError, StoreLocation, open};
+use meshguard_store::{PageRequest, StoreError, StoreLocation, open};
 
 on_every_backend!(a_database_from_a_newer_meshguard_is_refused);
 
@@ -32,7 +32,15 @@ async fn the_data_directory_is_created_and_odd_paths_work() {
     drop(store);
     assert!(data_dir.join("meshguard.db").is_file());
     let reopened = open(&location).await.unwrap();
-    assert_eq!(reopened.list_agents().await.unwrap().len(), 1);
+    assert_eq!(
+        reopened
+            .list_agents(&PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
     assert_eq!(reopened.backend(), "sqlite");
 }
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use crate::common::{TestDb, new_agent};
 use crate::on_every_backend;
 use meshguard_store::{
-    ApprovalDecision, ApprovalStatus, ApprovalVerdict, NewApproval, PendingApproval, Store,
-    StoreChange, StoreLocation,
+    ApprovalDecision, ApprovalStatus, ApprovalVerdict, NewApproval, PageRequest, PendingApproval,
+    Store, StoreChange, StoreLocation,
 };
 use sqlx::Connection;
 use time::{Duration, OffsetDateTime};
@@ -84,9 +84,10 @@ async fn the_pending_cap_holds_across_stores(db: TestDb) {
         "{answers:#?}"
     );
     let pending = first
-        .list_approvals(Some(ApprovalStatus::Pending))
+        .list_approvals(Some(ApprovalStatus::Pending), &PageRequest::default())
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(pending.len(), 5);
     // Asking again for a request that waits is answered with its approval, not refused.
     let again = second
@@ -146,9 +147,10 @@ async fn concurrent_creates_share_one_pending_approval(db: TestDb) {
             "round {round}: {answers:#?}"
         );
         let pending: Vec<_> = first
-            .list_approvals(Some(ApprovalStatus::Pending))
+            .list_approvals(Some(ApprovalStatus::Pending), &PageRequest::default())
             .await
             .unwrap()
+            .items
             .into_iter()
             .filter(|a| a.action == action)
             .collect();

@@ -12,7 +12,7 @@ use futures::TryStreamExt;
 use meshguard_store::{
     AgentPatch, AgentStatus, ApprovalDecision, ApprovalStatus, ApprovalVerdict, AuditEvent,
     AuditFilter, AuditKind, AuditOrder, MAX_RESULT_BYTES, NewApproval, NewAuditEvent, NewPolicy,
-    NewToken, PolicyOrigin, StatsQuery, Store, StoreError, chain, export_audit,
+    NewToken, PageRequest, PolicyOrigin, StatsQuery, Store, StoreError, chain, export_audit,
 };
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -85,9 +85,10 @@ async fn agents(store: &Arc<dyn Store>) -> String {
         "{err}"
     );
     let names: Vec<_> = store
-        .list_agents()
+        .list_agents(&PageRequest::default())
         .await
         .unwrap()
+        .items
         .into_iter()
         .map(|agent| agent.name)
         .collect();
@@ -282,9 +283,10 @@ async fn policies(store: &Arc<dyn Store>) {
         .await
         .unwrap();
     let names: Vec<_> = store
-        .list_policies()
+        .list_policies(&PageRequest::default())
         .await
         .unwrap()
+        .items
         .into_iter()
         .map(|p| (p.name, p.revision))
         .collect();
@@ -294,7 +296,11 @@ async fn policies(store: &Arc<dyn Store>) {
     );
     assert_eq!(store.get_policy("base").await.unwrap().origin, file);
 
-    let revisions = store.policy_revisions("autogpt-policy").await.unwrap();
+    let revisions = store
+        .policy_revisions("autogpt-policy", &PageRequest::default())
+        .await
+        .unwrap()
+        .items;
     assert_eq!(revisions.len(), 2);
     assert_eq!(revisions[0].source, v1.source);
     assert_eq!(revisions[1].source, v2.source);
@@ -312,9 +318,10 @@ async fn policies(store: &Arc<dyn Store>) {
     ));
     assert_eq!(
         store
-            .policy_revisions("autogpt-policy")
+            .policy_revisions("autogpt-policy", &PageRequest::default())
             .await
             .unwrap()
+            .items
             .len(),
         2,
         "history outlives the policy"
@@ -332,7 +339,10 @@ async fn policies(store: &Arc<dyn Store>) {
         "{err}"
     );
     assert!(matches!(
-        store.policy_revisions("never-applied").await.unwrap_err(),
+        store
+            .policy_revisions("never-applied", &PageRequest::default())
+            .await
+            .unwrap_err(),
         StoreError::NotFound { .. }
     ));
 }
@@ -486,9 +496,10 @@ async fn approvals(store: &Arc<dyn Store>, agent_id: &str) {
 
     let by_status = |status| async move {
         store
-            .list_approvals(Some(status))
+            .list_approvals(Some(status), &PageRequest::default())
             .await
             .unwrap()
+            .items
             .into_iter()
             .map(|a| a.id)
             .collect::<Vec<_>>()
@@ -499,7 +510,15 @@ async fn approvals(store: &Arc<dyn Store>, agent_id: &str) {
     );
     assert_eq!(by_status(ApprovalStatus::Used).await, [pending.id.as_str()]);
     assert!(by_status(ApprovalStatus::Pending).await.is_empty());
-    assert_eq!(store.list_approvals(None).await.unwrap().len(), 4);
+    assert_eq!(
+        store
+            .list_approvals(None, &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        4
+    );
     assert!(matches!(
         store.get_approval("apr_unknown").await.unwrap_err(),
         StoreError::NotFound { .. }

@@ -8,6 +8,9 @@ from urllib.parse import quote
 from ._connection import _GatewayConnection, json_object
 from .decision import Agent
 
+# The largest page the gateway serves: listings are read in pages of this size.
+_MAX_PAGE_SIZE = 1000
+
 
 class AdminCalls(_GatewayConnection):
     """The admin helpers of ``MeshGuardClient``; every one needs the admin token."""
@@ -31,12 +34,34 @@ class AdminCalls(_GatewayConnection):
         self._raise_for_failure(response)
         return json_object(response) if response.content else {}
 
+    def _listing(
+        self,
+        path: str,
+        key: str,
+        params: Optional[Dict[str, Any]] = None,
+        cap: Optional[int] = None,
+    ) -> List[Dict[str, Any]]:
+        """The rows under ``key`` of a paged listing, following ``nextCursor`` to its end (or
+        until ``cap`` rows), so that nothing is cut off at one page."""
+        query: Dict[str, Any] = dict(params or {})
+        rows: List[Dict[str, Any]] = []
+        while True:
+            size = _MAX_PAGE_SIZE if cap is None else min(_MAX_PAGE_SIZE, cap - len(rows))
+            if size <= 0:
+                return rows
+            query["limit"] = size
+            body = self._admin("GET", path, params=query)
+            rows.extend(body.get(key, []))
+            cursor = body.get("nextCursor")
+            if not cursor or cursor == query.get("cursor"):
+                return rows
+            query["cursor"] = cursor
+
     # --- agents ---
 
     def list_agents(self) -> List[Agent]:
         """Every registered agent, revoked ones included."""
-        body = self._admin("GET", "/agents")
-        return [Agent.from_body(entry) for entry in body.get("agents", [])]
+        return [Agent.from_body(entry) for entry in self._listing("/agents", "agents")]
 
     def create_agent(
         self,
@@ -77,7 +102,7 @@ class AdminCalls(_GatewayConnection):
 
     def list_policies(self) -> List[Dict[str, Any]]:
         """Every policy in force, ordered by name."""
-        return list(self._admin("GET", "/policies").get("policies", []))
+        return self._listing("/policies", "policies")
 
     def get_policy(self, name: str) -> Dict[str, Any]:
         """One policy by name."""
@@ -103,8 +128,9 @@ class AdminCalls(_GatewayConnection):
         trace_id: Optional[str] = None,
         kind: Optional[str] = None,
     ) -> List[Dict[str, Any]]:
-        """Audit events, newest first as the gateway orders them, filtered as asked."""
-        params: Dict[str, Any] = {"limit": limit}
+        """Up to ``limit`` audit events, newest first as the gateway orders them, filtered as
+        asked; a ``limit`` above the gateway's page size is read over several pages."""
+        params: Dict[str, Any] = {}
         for key, value in (
             ("decision", decision),
             ("agentId", agent_id),
@@ -114,14 +140,14 @@ class AdminCalls(_GatewayConnection):
         ):
             if value is not None:
                 params[key] = value
-        return list(self._admin("GET", "/audit", params=params).get("entries", []))
+        return self._listing("/audit", "entries", params, cap=limit)
 
     # --- approvals ---
 
     def list_approvals(self, status: Optional[str] = None) -> List[Dict[str, Any]]:
         """Approvals, e.g. ``status="pending"`` for those waiting on a human."""
         params = {"status": status} if status else None
-        return list(self._admin("GET", "/approvals", params=params).get("approvals", []))
+        return self._listing("/approvals", "approvals", params)
 
     def approve(self, approval_id: str) -> Dict[str, Any]:
         """Approves a pending approval (single use by the agent that asked)."""

@@ -82,9 +82,9 @@ impl Store for Severable {
         self.inner.get_agent(id_or_name).await
     }
 
-    async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+    async fn list_agents(&self, page: &PageRequest) -> Result<Page<AgentRecord>, StoreError> {
         self.up()?;
-        self.inner.list_agents().await
+        self.inner.list_agents(page).await
     }
 
     async fn update_agent(
@@ -144,9 +144,9 @@ impl Store for Severable {
         self.inner.upsert_policy(policy).await
     }
 
-    async fn list_policies(&self) -> Result<Vec<StoredPolicy>, StoreError> {
+    async fn list_policies(&self, page: &PageRequest) -> Result<Page<StoredPolicy>, StoreError> {
         self.up()?;
-        self.inner.list_policies().await
+        self.inner.list_policies(page).await
     }
 
     async fn get_policy(&self, name: &str) -> Result<StoredPolicy, StoreError> {
@@ -159,9 +159,13 @@ impl Store for Severable {
         self.inner.delete_policy(name).await
     }
 
-    async fn policy_revisions(&self, name: &str) -> Result<Vec<PolicyRevision>, StoreError> {
+    async fn policy_revisions(
+        &self,
+        name: &str,
+        page: &PageRequest,
+    ) -> Result<Page<PolicyRevision>, StoreError> {
         self.up()?;
-        self.inner.policy_revisions(name).await
+        self.inner.policy_revisions(name, page).await
     }
 
     async fn create_approval(&self, approval: NewApproval) -> Result<PendingApproval, StoreError> {
@@ -190,9 +194,10 @@ impl Store for Severable {
     async fn list_approvals(
         &self,
         status: Option<ApprovalStatus>,
-    ) -> Result<Vec<ApprovalRecord>, StoreError> {
+        page: &PageRequest,
+    ) -> Result<Page<ApprovalRecord>, StoreError> {
         self.up()?;
-        self.inner.list_approvals(status).await
+        self.inner.list_approvals(status, page).await
     }
 
     async fn decide_approval(

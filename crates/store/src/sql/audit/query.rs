@@ -4,11 +4,9 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 
 use super::{COLUMNS, from_row};
+use crate::sql::page::invalid_cursor;
 use crate::sql::{Dialect, SqlStore, column, db_error, micros, one_row};
-use crate::{AuditEvent, AuditFilter, AuditOrder, AuditPage, StoreError};
-
-const DEFAULT_LIMIT: u32 = 100;
-const MAX_LIMIT: u32 = 1000;
+use crate::{AuditEvent, AuditFilter, AuditOrder, AuditPage, PageRequest, StoreError};
 
 /// A value bound to a `$n` placeholder of a query built at run time.
 pub(super) enum Arg {
@@ -102,10 +100,7 @@ pub(crate) async fn event(store: &SqlStore, id: &str) -> Result<AuditEvent, Stor
 }
 
 pub(crate) async fn query(store: &SqlStore, filter: &AuditFilter) -> Result<AuditPage, StoreError> {
-    let limit = match filter.limit {
-        0 => DEFAULT_LIMIT,
-        n => n.min(MAX_LIMIT),
-    };
+    let limit = PageRequest::first(filter.limit).size();
     let mut conditions = Conditions::default();
     if let Some(decision) = &filter.decision {
         let p = conditions.bind(Arg::Text(decision.clone()));
@@ -194,12 +189,7 @@ fn encode_cursor(position: i64, order: AuditOrder) -> String {
 }
 
 fn decode_cursor(cursor: &str, order: AuditOrder) -> Result<i64, StoreError> {
-    let invalid = || {
-        StoreError::invalid(
-            "cursor",
-            format!("`{cursor}` is not a cursor returned by this listing"),
-        )
-    };
+    let invalid = || invalid_cursor(cursor);
     let expected = match order {
         AuditOrder::NewestFirst => "n",
         AuditOrder::OldestFirst => "o",
