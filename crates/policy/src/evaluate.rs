@@ -13,11 +13,11 @@ use crate::canonical::{
     Fault, NotCanonical, Part, canonical_action, canonical_resource, is_relative,
 };
 use crate::conditions::{ContextCondition, Schedule, ValueTest, instant};
-use crate::limits::{Admission, LimitCharge, LimitKey, RateLimitOracle, Window};
+use crate::limits::{Admission, LimitCharge, LimitKey, RateLimitOracle, Unlimited, Window};
 use crate::model::{AgentProfile, ApprovalNeed, CheckRequest, Code, Decision, TrustTier};
 use crate::pattern::Pattern;
-use crate::policy::{Conditions, Policy, RateLimits, Rule, RuleEffect};
-use crate::set::{BrokenIndex, IndexedPolicy, PolicySet, VerbKey};
+use crate::policy::{Conditions, Policy, PolicyMode, RateLimits, Rule, RuleEffect};
+use crate::set::{BrokenIndex, IndexedPolicy, PolicySet, Scope, VerbKey};
 
 /// A request in canonical form (SPEC 3), ready for matching.
 pub(crate) struct Prepared<'r> {
@@ -272,13 +272,39 @@ struct Verdicts<'s> {
 }
 
 impl PolicySet {
-    /// Decides one check (SPEC 3 steps 1–7). Calls `limits` once with every charge that
-    /// applies; pass an oracle that only peeks for dry runs (admin `decide`, `policy test`).
+    /// Decides one check (SPEC 3 steps 1–7) with the enforced policies. Calls `limits` once
+    /// with every charge that applies; pass an oracle that only peeks for dry runs (admin
+    /// `decide`, `policy test`).
     pub fn decide(
         &self,
         agent: &AgentProfile,
         req: &CheckRequest<'_>,
         limits: &mut dyn RateLimitOracle,
+    ) -> Decision {
+        self.decide_in(agent, req, limits, Scope::Enforced)
+    }
+
+    /// What the check would get if the shadow policies that apply to the agent were enforced
+    /// too; `None` when none applies (the common case costs one flag test). Limits are not
+    /// consulted: a shadow decision charges nothing, so it never reports `rate_limited`.
+    pub fn decide_shadow(&self, agent: &AgentProfile, req: &CheckRequest<'_>) -> Option<Decision> {
+        if !self.inner.has_shadow {
+            return None;
+        }
+        let shadow_applies = self
+            .applicable(agent, Scope::Shadow)
+            .ok()?
+            .iter()
+            .any(|indexed| indexed.policy.mode == PolicyMode::Shadow);
+        shadow_applies.then(|| self.decide_in(agent, req, &mut Unlimited, Scope::Shadow))
+    }
+
+    fn decide_in(
+        &self,
+        agent: &AgentProfile,
+        req: &CheckRequest<'_>,
+        limits: &mut dyn RateLimitOracle,
+        scope: Scope,
     ) -> Decision {
         let action = req.action;
         // Canonical form before anything else: a text without one is denied whoever asks. The
@@ -290,7 +316,7 @@ impl PolicySet {
             }
         };
         // Step 1: the applicable policies, in name order.
-        let applicable = match self.applicable(agent) {
+        let applicable = match self.applicable(agent, scope) {
             Ok(applicable) => applicable,
             Err(broken) => return broken_index(action, &broken),
         };

@@ -7,7 +7,7 @@ use crate::conditions::lookup;
 use crate::evaluate::{Prepared, RuleCheck, approval_matches, check_rule};
 use crate::limits::{Admission, LimitCharge, RateLimitOracle};
 use crate::model::{AgentProfile, CheckRequest, Decision, Effect};
-use crate::policy::{AppliesTo, Conditions, Policy, RuleEffect};
+use crate::policy::{AppliesTo, Conditions, Policy, PolicyMode, RuleEffect};
 use crate::set::PolicySet;
 
 /// A decision with every policy and rule that was considered and why each did or did not count.
@@ -97,6 +97,10 @@ pub enum RuleOutcome {
 }
 
 fn describe_applies(policy: &Policy, agent: &AgentProfile) -> String {
+    if policy.mode == PolicyMode::Shadow {
+        return "shadow mode: decided beside the enforced policies and recorded, never enforced"
+            .to_owned();
+    }
     let Some(applies_to) = &policy.applies_to else {
         return "no `appliesTo`: applies to every agent".to_owned();
     };
@@ -280,7 +284,7 @@ impl PolicySet {
         let policies = self
             .policies()
             .map(|policy| {
-                let applies = policy.applies(agent);
+                let applies = policy.mode == PolicyMode::Enforce && policy.applies(agent);
                 let mut rules = Vec::new();
                 let mut verdict_rule = None;
                 if applies {
@@ -335,7 +339,10 @@ impl PolicySet {
             default_effect: Effect::Deny,
         };
         let mut every_default_allows = true;
-        for policy in self.policies().filter(|p| p.applies(agent)) {
+        for policy in self
+            .policies()
+            .filter(|p| p.mode == PolicyMode::Enforce && p.applies(agent))
+        {
             permissions.policies.push(policy.name.clone());
             every_default_allows &= policy.default_effect == RuleEffect::Allow;
             if let Some(limits) = &policy.rate_limits {

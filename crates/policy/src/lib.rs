@@ -107,5 +107,8 @@ pub use model::{
 };
 pub use parse::{is_valid_name, parse_policy};
 pub use pattern::Pattern;
-pub use policy::{AppliesTo, Conditions, HumanInTheLoop, Policy, RateLimits, Rule, RuleEffect};
+pub use policy::{
+    AppliesTo, ApprovalRequirement, Conditions, HumanInTheLoop, Policy, PolicyMode, RateLimits,
+    Rule, RuleEffect,
+};
 pub use set::PolicySet;

@@ -13,8 +13,8 @@ use crate::error::{Loc, PolicyError};
 use crate::model::TrustTier;
 use crate::pattern::Pattern;
 use crate::policy::{
-    AppliesTo, ApprovalRequirement, Conditions, HumanInTheLoop, Policy, PolicyPositions,
-    RateLimits, Rule, RuleEffect,
+    AppliesTo, ApprovalRequirement, Conditions, HumanInTheLoop, Policy, PolicyMode,
+    PolicyPositions, RateLimits, Rule, RuleEffect,
 };
 use crate::yaml::{Node, NodeKind, ScalarType, parse_document, parse_int};
 
@@ -226,6 +226,7 @@ impl Walker<'_> {
                 "defaultEffect",
                 "rateLimits",
                 "humanInTheLoop",
+                "mode",
             ],
         )?;
         let name_node = self.required(&fields, "", "name")?;
@@ -280,6 +281,16 @@ impl Walker<'_> {
             .optional("humanInTheLoop")
             .map(|n| self.human_in_the_loop(n))
             .transpose()?;
+        let mode = match fields.optional("mode") {
+            None => PolicyMode::Enforce,
+            Some(n) => match (n.scalar_type(), n.scalar_text()) {
+                (Some(ScalarType::Str), Some("enforce")) => PolicyMode::Enforce,
+                (Some(ScalarType::Str), Some("shadow")) => PolicyMode::Shadow,
+                _ => {
+                    return Err(self.wrong_type(n, "mode", "\"enforce\" or \"shadow\""));
+                }
+            },
+        };
         Ok(Policy {
             name,
             version,
@@ -289,6 +300,7 @@ impl Walker<'_> {
             default_effect,
             rate_limits,
             human_in_the_loop,
+            mode,
             origin: self.origin.to_owned(),
             source: text.to_owned(),
             positions: PolicyPositions {

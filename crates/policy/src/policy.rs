@@ -25,12 +25,34 @@ pub struct Policy {
     pub(crate) rate_limits: Option<RateLimits>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) human_in_the_loop: Option<HumanInTheLoop>,
+    /// Enforced, or decided beside the enforced set and only recorded.
+    #[serde(skip_serializing_if = "PolicyMode::is_enforce")]
+    pub(crate) mode: PolicyMode,
     #[serde(skip)]
     pub(crate) origin: String,
     #[serde(skip)]
     pub(crate) source: String,
     #[serde(skip)]
     pub(crate) positions: PolicyPositions,
+}
+
+/// Whether a policy decides checks, or is tried beside them before it is switched on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    /// The policy takes part in every decision it applies to.
+    #[default]
+    Enforce,
+    /// The policy is decided on every check it applies to but never enforced: where it would
+    /// change the verdict, the audit event says how (`shadow`).
+    Shadow,
+}
+
+impl PolicyMode {
+    /// Whether this is the default mode (not written out).
+    pub fn is_enforce(&self) -> bool {
+        *self == PolicyMode::Enforce
+    }
 }
 
 /// Where the top-level parts of a policy were written, for lints.
@@ -312,6 +334,11 @@ impl Policy {
     /// Approval settings.
     pub fn human_in_the_loop(&self) -> Option<&HumanInTheLoop> {
         self.human_in_the_loop.as_ref()
+    }
+
+    /// Enforced or shadow.
+    pub fn mode(&self) -> PolicyMode {
+        self.mode
     }
 
     /// Whether the policy applies to `agent`.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::error::PolicySetError;
 use crate::model::{AgentProfile, TrustTier};
 use crate::pattern::Pattern;
-use crate::policy::{Policy, Rule};
+use crate::policy::{Policy, PolicyMode, Rule};
 
 /// Policies ordered by name (byte-wise), indexed for fast decisions. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -30,6 +30,8 @@ pub(crate) struct SetInner {
     by_tag: HashMap<String, Vec<usize>>,
     by_tier: [Vec<usize>; 4],
     everyone: Vec<usize>,
+    /// Whether any policy is in shadow mode: without one, no check pays for a shadow decision.
+    pub has_shadow: bool,
 }
 
 #[derive(Debug)]
@@ -219,6 +221,7 @@ impl PolicySet {
             } else {
                 inner.everyone.push(position);
             }
+            inner.has_shadow |= policy.mode == PolicyMode::Shadow;
             let rules = RuleIndex::build(&policy.rules, &mut inner.verbs);
             inner.policies.push(IndexedPolicy { policy, rules });
         }
@@ -282,11 +285,13 @@ impl PolicySet {
         }
     }
 
-    /// The policies that apply to `agent`, by name. A position of the indexes that does not
+    /// The policies that apply to `agent`, by name: the enforced ones, or (`Scope::Shadow`)
+    /// the enforced and the shadow ones together. A position of the indexes that does not
     /// resolve is an error, so a policy the index meant is never left out silently.
     pub(crate) fn applicable(
         &self,
         agent: &AgentProfile,
+        scope: Scope,
     ) -> Result<Vec<&IndexedPolicy>, BrokenIndex> {
         let inner = &*self.inner;
         let mut candidates: Vec<usize> = inner.everyone.clone();
@@ -311,12 +316,23 @@ impl PolicySet {
                 .policies
                 .get(position)
                 .ok_or(BrokenIndex::Policy(position))?;
-            if indexed.policy.applies(agent) {
+            let in_scope = scope == Scope::Shadow || indexed.policy.mode == PolicyMode::Enforce;
+            if in_scope && indexed.policy.applies(agent) {
                 applicable.push(indexed);
             }
         }
         Ok(applicable)
     }
+}
+
+/// Which policies a decision is made with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// The enforced policies: the decision the gateway answers.
+    Enforced,
+    /// The enforced policies with the shadow ones as if they were enforced: the decision a
+    /// shadow rollout would bring.
+    Shadow,
 }
 
 fn tier_slot(tier: TrustTier) -> usize {

@@ -43,6 +43,7 @@ fn events(n: usize) -> Vec<NewAuditEvent> {
             context: serde_json::Map::new(),
             latency_us: Some(40),
             gateway: "bench".into(),
+            shadow: None,
         })
         .collect()
 }

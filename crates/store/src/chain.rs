@@ -22,7 +22,7 @@ pub fn event_hash(event: &AuditEvent) -> String {
 /// The object the hash covers: the event's JSON form without `hash`.
 fn chained_fields(committed: &AuditEvent) -> Value {
     let event = &committed.event;
-    json!({
+    let mut fields = json!({
         "id": event.id,
         "seq": committed.seq,
         "ts": timestamp::format(event.ts),
@@ -43,7 +43,12 @@ fn chained_fields(committed: &AuditEvent) -> Value {
         "latency_us": event.latency_us,
         "gateway": event.gateway,
         "prev_hash": committed.prev_hash,
-    })
+    });
+    // Only present when there is one, so events without it hash as they always did.
+    if let (Some(shadow), Some(map)) = (&event.shadow, fields.as_object_mut()) {
+        map.insert("shadow".into(), json!(shadow));
+    }
+    fields
 }
 
 /// Canonical JSON: object keys sorted by their UTF-8 bytes, no whitespace, strings escaped only
@@ -186,6 +191,7 @@ mod tests {
                 context,
                 latency_us: Some(42),
                 gateway: "gw-1".into(),
+                shadow: None,
             },
             seq: 1,
             prev_hash: GENESIS_HASH.into(),
@@ -257,5 +263,26 @@ mod tests {
         );
         let truncated = timestamp::truncate(datetime!(2026-03-01 12:00:00.123456789 UTC));
         assert_eq!(truncated, datetime!(2026-03-01 12:00:00.123456 UTC));
+    }
+
+    #[test]
+    fn a_shadow_verdict_is_hashed_only_when_present() {
+        let plain = sample_event();
+        let mut shadowed = sample_event();
+        shadowed.event.shadow = Some(crate::ShadowVerdict {
+            decision: meshguard_policy::Effect::Allow,
+            code: meshguard_policy::Code::Allowed,
+            policy: Some("next".into()),
+            rule: Some("rule-1".into()),
+        });
+        assert_ne!(event_hash(&plain), event_hash(&shadowed));
+        let text = serde_json::to_string(&shadowed).unwrap();
+        assert!(
+            text.contains(r#""gateway":"gw-1","shadow":{"decision":"allow","code":"allowed","policy":"next","rule":"rule-1"},"prev_hash""#),
+            "{text}"
+        );
+        assert!(!serde_json::to_string(&plain).unwrap().contains("shadow"));
+        let back: AuditEvent = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, shadowed);
     }
 }

@@ -50,6 +50,28 @@ pub fn print_stats(out: Output, period: u32, stats: &Value) {
             .collect();
         outln!("{}", out.table(&["top denied action", "denials"], rows));
     }
+    let shadow = stats
+        .get("shadow")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if !shadow.is_empty() {
+        outln!();
+        let rows = shadow
+            .iter()
+            .map(|s| {
+                vec![
+                    field(s, "policy"),
+                    format!("{} → {}", field(s, "from"), field(s, "to")),
+                    field(s, "count"),
+                ]
+            })
+            .collect();
+        outln!(
+            "{}",
+            out.table(&["shadow policy", "would change", "checks"], rows)
+        );
+    }
     let hourly = stats
         .get("hourly")
         .and_then(Value::as_array)

@@ -130,8 +130,14 @@ async fn list(ctx: &Context) -> anyhow::Result<()> {
     let rows = policies
         .iter()
         .map(|p| {
+            let name = field(p, "name");
+            let shadow = p.get("mode").and_then(Value::as_str) == Some("shadow");
             vec![
-                field(p, "name"),
+                if shadow {
+                    format!("{name} (shadow)")
+                } else {
+                    name
+                },
                 field(p, "version"),
                 field(p, "revision"),
                 field(p, "origin"),

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use meshguard_policy::{CheckRequest, Code, Decision};
-use meshguard_store::{AuditAgent, AuditKind, NewAuditEvent};
+use meshguard_store::{AuditAgent, AuditKind, NewAuditEvent, ShadowVerdict};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -192,8 +192,8 @@ pub(super) async fn evaluate(
     //    With Redis the limits are global; if Redis cannot answer, nothing is allowed (503).
     //    A proxied request is bounded by what the proxy saw: a path refused before routing is
     //    denied (and still charged), and what the agent claims can only narrow the decision.
-    let decision = match decide_in_mode(state, agent, input).await {
-        Ok(decision) => decision,
+    let (decision, shadow) = match decide_in_mode(state, agent, input).await {
+        Ok(decided) => decided,
         Err(err) => return CheckOutcome::unavailable(Outage::RateLimits, err),
     };
     let decision = match proxied {
@@ -219,6 +219,7 @@ pub(super) async fn evaluate(
     // 4. Audit: the event is committed (group commit) before the answer leaves, so no decision
     //    an agent acted on is missing from the trail. If it cannot be written, nothing is allowed.
     let mut event = check_event(state, agent, input, &decision, trace, started);
+    event.shadow = shadow;
     if let Some(proxied) = proxied {
         event.context.extend(proxied.context());
     }
@@ -234,12 +235,13 @@ pub(super) async fn evaluate(
     CheckOutcome::Decided { decision, audit_id }
 }
 
-/// What the engine says in the gateway's mode, charging the limits it consults.
+/// What the engine says in the gateway's mode, charging the limits it consults, and what the
+/// shadow policies would have said instead, when they would have said something else.
 async fn decide_in_mode(
     state: &AppState,
     agent: &AuthenticatedAgent,
     input: &CheckInput,
-) -> Result<Decision, RedisLimitError> {
+) -> Result<(Decision, Option<ShadowVerdict>), RedisLimitError> {
     let request = CheckRequest {
         action: &input.action,
         resource: &input.resource,
@@ -250,25 +252,34 @@ async fn decide_in_mode(
         Mode::Enforce | Mode::Audit => {
             // One snapshot of the policies, so a second run (Redis) decides on the same set.
             let policies = state.policies.current();
-            state
+            let decision = state
                 .limiter
                 .decide_with_limits(&agent.record.id, Charging::Charge, |oracle| {
                     policies.decide(&agent.profile, &request, oracle)
                 })
-                .await
+                .await?;
+            // A shadow decision charges no limit, so it is not compared with a rate-limited one.
+            let shadow = policies
+                .decide_shadow(&agent.profile, &request)
+                .filter(|_| decision.code != Code::RateLimited)
+                .and_then(|shadow| ShadowVerdict::differing(&decision, &shadow));
+            Ok((decision, shadow))
         }
-        Mode::Bypass => Ok(Decision {
-            code: Code::Allowed,
-            reason: format!(
-                "Action '{}' allowed: the gateway runs in bypass mode and evaluates no policy",
-                input.action
-            ),
-            policy: None,
-            rule: None,
-            retry_after_secs: None,
-            approval: None,
-            approval_id: None,
-        }),
+        Mode::Bypass => Ok((
+            Decision {
+                code: Code::Allowed,
+                reason: format!(
+                    "Action '{}' allowed: the gateway runs in bypass mode and evaluates no policy",
+                    input.action
+                ),
+                policy: None,
+                rule: None,
+                retry_after_secs: None,
+                approval: None,
+                approval_id: None,
+            },
+            None,
+        )),
     }
 }
 

@@ -31,6 +31,7 @@ fn policy_json(stored: &StoredPolicy, with_source: bool) -> Value {
         "description": parsed.as_ref().and_then(|p| p.description().map(str::to_owned)),
         "origin": stored.origin,
         "revision": stored.revision,
+        "mode": parsed.as_ref().map(|p| p.mode()),
         "createdAt": stored.created_at.format(&time::format_description::well_known::Rfc3339).ok(),
         "updatedAt": stored.updated_at.format(&time::format_description::well_known::Rfc3339).ok(),
         "policy": parsed,

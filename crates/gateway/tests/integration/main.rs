@@ -26,3 +26,4 @@ mod rate_limits;
 mod redis_limits;
 mod schedules;
 mod serve;
+mod shadow;

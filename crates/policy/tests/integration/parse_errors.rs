@@ -38,7 +38,11 @@ fn error_table() {
         // unknown keys, at every level
         (
             format!("{HEAD}appliesto: {{tags: [a]}}\n"),
-            "autogpt.yaml:3:1: appliesto: unknown key `appliesto`; expected one of `name`, `version`, `description`, `appliesTo`, `rules`, `defaultEffect`, `rateLimits`, `humanInTheLoop`",
+            "autogpt.yaml:3:1: appliesto: unknown key `appliesto`; expected one of `name`, `version`, `description`, `appliesTo`, `rules`, `defaultEffect`, `rateLimits`, `humanInTheLoop`, `mode`",
+        ),
+        (
+            format!("{HEAD}mode: dry-run\n"),
+            "autogpt.yaml:3:7: mode: expected \"enforce\" or \"shadow\", got the string \"dry-run\"",
         ),
         (
             format!("{HEAD}rules:\n  - effect: allow\n    action: [\"x\"]\n"),

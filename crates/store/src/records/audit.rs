@@ -163,6 +163,35 @@ pub struct NewAuditEvent {
     pub latency_us: Option<u64>,
     /// Instance id of the gateway; names the chain the event joins.
     pub gateway: String,
+    /// What the shadow policies would have decided, when it differs from `decision`/`code`.
+    /// Absent from the JSON (and so from the hash) when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowVerdict>,
+}
+
+/// The verdict a check would have had with the `mode: shadow` policies enforced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowVerdict {
+    /// The decision.
+    pub decision: Effect,
+    /// Its code.
+    pub code: Code,
+    /// The policy that would have decided.
+    pub policy: Option<String>,
+    /// The rule that would have decided.
+    pub rule: Option<String>,
+}
+
+impl ShadowVerdict {
+    /// The shadow decision, when it says something else than `enforced`.
+    pub fn differing(enforced: &Decision, shadow: &Decision) -> Option<ShadowVerdict> {
+        (shadow.code != enforced.code).then(|| ShadowVerdict {
+            decision: shadow.effect(),
+            code: shadow.code,
+            policy: shadow.policy.clone(),
+            rule: shadow.rule.clone(),
+        })
+    }
 }
 
 impl NewAuditEvent {
@@ -189,6 +218,7 @@ impl NewAuditEvent {
             context: serde_json::Map::new(),
             latency_us: None,
             gateway: gateway.into(),
+            shadow: None,
         }
     }
 
@@ -258,6 +288,7 @@ impl Serialize for AuditEvent {
             context,
             latency_us,
             gateway,
+            shadow,
         } = &self.event;
         let mut out = serializer.serialize_struct("AuditEvent", 21)?;
         out.serialize_field("id", id)?;
@@ -279,6 +310,11 @@ impl Serialize for AuditEvent {
         out.serialize_field("context", context)?;
         out.serialize_field("latency_us", latency_us)?;
         out.serialize_field("gateway", gateway)?;
+        if let Some(shadow) = shadow {
+            out.serialize_field("shadow", shadow)?;
+        } else {
+            out.skip_field("shadow")?;
+        }
         out.serialize_field("prev_hash", &self.prev_hash)?;
         out.serialize_field("hash", &self.hash)?;
         out.end()
@@ -378,6 +414,22 @@ pub struct AuditStats {
     pub top_denied: Vec<ActionCount>,
     /// When asked for: one bucket per hour of the period, oldest first, empty hours included.
     pub hourly: Vec<HourlyBucket>,
+    /// The checks a shadow policy would have decided otherwise, by policy and transition, most
+    /// first; empty when no shadow policy changed anything.
+    pub shadow: Vec<ShadowChange>,
+}
+
+/// How many checks of the period a shadow policy would have moved from one decision to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowChange {
+    /// The shadow decision's policy.
+    pub policy: Option<String>,
+    /// The enforced decision.
+    pub from: Effect,
+    /// The shadow decision.
+    pub to: Effect,
+    /// How many checks.
+    pub count: u64,
 }
 
 /// How often an action was denied.

@@ -23,7 +23,8 @@ pub use approval::{
 pub use audit::{
     ActionCount, AuditAgent, AuditEvent, AuditFilter, AuditKind, AuditOrder, AuditPage, AuditStats,
     ChainAnchor, ChainBreak, ChainReport, EventCode, HourlyBucket, MAX_ACTION_BYTES,
-    MAX_REASON_BYTES, MAX_RESULT_BYTES, NewAuditEvent, RetentionReport, StatsQuery, VerifyReport,
+    MAX_REASON_BYTES, MAX_RESULT_BYTES, NewAuditEvent, RetentionReport, ShadowChange,
+    ShadowVerdict, StatsQuery, VerifyReport,
 };
 pub use change::StoreChange;
 pub use page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, PageRequest};

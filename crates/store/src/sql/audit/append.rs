@@ -21,7 +21,7 @@ use crate::{
 const MAX_ROWS_PER_INSERT: usize = 64;
 
 /// Columns of `audit_events` written per event.
-const INSERT_COLUMNS: usize = 22;
+const INSERT_COLUMNS: usize = 26;
 
 /// The last committed event of a chain.
 struct Head {
@@ -225,7 +225,11 @@ async fn insert(
                     .transpose()?,
             )
             .bind(prev_hash)
-            .bind(hash);
+            .bind(hash)
+            .bind(event.shadow.as_ref().map(|s| s.decision.as_str()))
+            .bind(event.shadow.as_ref().map(|s| s.code.as_str()))
+            .bind(event.shadow.as_ref().and_then(|s| s.policy.clone()))
+            .bind(event.shadow.as_ref().and_then(|s| s.rule.clone()));
     }
     query.execute(&mut *tx).await.map_err(|err| {
         if is_unique_violation(&err) {

@@ -17,13 +17,16 @@ pub(super) use verify::verify;
 use sqlx::any::AnyRow;
 
 use super::{column, time_column, unsigned, unsigned_opt};
-use meshguard_policy::Effect;
+use meshguard_policy::{Code, Effect};
 
-use crate::{AuditAgent, AuditEvent, AuditKind, EventCode, NewAuditEvent, StoreError};
+use crate::{
+    AuditAgent, AuditEvent, AuditKind, EventCode, NewAuditEvent, ShadowVerdict, StoreError,
+};
 
 const COLUMNS: &str = "id, gateway, seq, ts, kind, agent_id, agent_name, action, resource, \
                        decision, code, reason, policy, rule, trace_id, approval_id, status, \
-                       result, context, latency_us, prev_hash, hash";
+                       result, context, latency_us, prev_hash, hash, shadow_decision, \
+                       shadow_code, shadow_policy, shadow_rule";
 
 /// Reads a typed column that may be NULL; a spelling MeshGuard never writes is corrupt data.
 fn typed<T>(
@@ -37,6 +40,31 @@ fn typed<T>(
             .ok_or_else(|| StoreError::Corrupt(format!("audit event `{id}` has {name} `{text}`")))
     })
     .transpose()
+}
+
+/// The shadow verdict columns, all NULL when the event has none.
+fn shadow_of(id: &str, row: &AnyRow) -> Result<Option<ShadowVerdict>, StoreError> {
+    let Some(decision) = typed(
+        id,
+        "shadow_decision",
+        column(row, "shadow_decision")?,
+        Effect::parse,
+    )?
+    else {
+        return Ok(None);
+    };
+    let code =
+        typed(id, "shadow_code", column(row, "shadow_code")?, Code::parse)?.ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "audit event `{id}` has a shadow decision without a code"
+            ))
+        })?;
+    Ok(Some(ShadowVerdict {
+        decision,
+        code,
+        policy: column(row, "shadow_policy")?,
+        rule: column(row, "shadow_rule")?,
+    }))
 }
 
 fn from_row(row: &AnyRow) -> Result<AuditEvent, StoreError> {
@@ -74,6 +102,7 @@ fn from_row(row: &AnyRow) -> Result<AuditEvent, StoreError> {
             context,
             latency_us: unsigned_opt(row, "latency_us")?,
             gateway: column(row, "gateway")?,
+            shadow: shadow_of(&id, row)?,
             id,
         },
         seq: unsigned(row, "seq")?,

@@ -6,7 +6,9 @@ use time::OffsetDateTime;
 
 use super::query::{Arg, Conditions};
 use crate::sql::{SqlStore, column, db_error, from_micros, micros, unsigned};
-use crate::{ActionCount, AuditStats, HourlyBucket, StatsQuery, StoreError};
+use meshguard_policy::Effect;
+
+use crate::{ActionCount, AuditStats, HourlyBucket, ShadowChange, StatsQuery, StoreError};
 
 const HOUR_US: i64 = 3_600_000_000;
 const TOP_DENIED: i64 = 10;
@@ -85,6 +87,34 @@ pub(crate) async fn stats(store: &SqlStore, query: &StatsQuery) -> Result<AuditS
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
 
+    let sql = format!(
+        "SELECT shadow_policy, decision, shadow_decision, COUNT(*) AS n FROM audit_events \
+         {where_clause} AND shadow_decision IS NOT NULL \
+         GROUP BY shadow_policy, decision, shadow_decision ORDER BY n DESC, shadow_policy"
+    );
+    let rows = conditions(query)
+        .query(&sql)
+        .fetch_all(&store.pool)
+        .await
+        .map_err(db_error)?;
+    let shadow = rows
+        .iter()
+        .map(|row| {
+            let effect = |name: &str| -> Result<Effect, StoreError> {
+                let text: Option<String> = column(row, name)?;
+                text.as_deref().and_then(Effect::parse).ok_or_else(|| {
+                    StoreError::Corrupt(format!("audit event column `{name}` holds {text:?}"))
+                })
+            };
+            Ok(ShadowChange {
+                policy: column(row, "shadow_policy")?,
+                from: effect("decision")?,
+                to: effect("shadow_decision")?,
+                count: unsigned(row, "n")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+
     let hourly = if query.hourly {
         hourly(store, query, &where_clause, first_hour, last_hour).await?
     } else {
@@ -103,6 +133,7 @@ pub(crate) async fn stats(store: &SqlStore, query: &StatsQuery) -> Result<AuditS
         require_approval_pct: percent(require_approval, total),
         top_denied,
         hourly,
+        shadow,
     })
 }
 

@@ -161,5 +161,6 @@ pub fn check_event(
         context: serde_json::Map::new(),
         latency_us: Some(12),
         gateway: gateway.to_owned(),
+        shadow: None,
     }
 }
