@@ -11,6 +11,7 @@ mod forward;
 mod health;
 mod outcome;
 mod policies;
+mod preview;
 mod record;
 
 use axum::Router;
@@ -32,6 +33,7 @@ pub fn app(state: AppState) -> Router {
         .route("/proxy/governance/check", post(check::post_check))
         .route("/proxy/check", get(check::get_check))
         .route("/proxy/governance/record", post(record::record))
+        .route("/proxy/governance/preview", post(preview::preview))
         .route(
             "/proxy/governance/approvals/{id}",
             get(approvals::agent_approval),

@@ -20,6 +20,7 @@ mod conformance;
 mod group_commit;
 mod outage;
 mod policy_files;
+mod preview;
 mod proxy;
 mod rate_limits;
 mod redis_limits;
