@@ -98,7 +98,7 @@ fn validate_reports_errors_with_positions_and_lints_offline() {
         "{}",
         run.stdout
     );
-    assert!(run.stdout.contains("2 policies valid"), "{}", run.stdout);
+    assert!(run.stdout.contains("3 policies valid"), "{}", run.stdout);
 
     let agents = dir.path().join("agents.yaml");
     std::fs::write(

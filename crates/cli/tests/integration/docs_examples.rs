@@ -36,7 +36,7 @@ fn the_operations_guide_config_validates() {
         "{}",
         run.stdout
     );
-    assert!(run.stdout.contains("policies: 2 file(s)"), "{}", run.stdout);
+    assert!(run.stdout.contains("policies: 3 file(s)"), "{}", run.stdout);
     assert!(
         !dir.path().join("data").exists(),
         "--validate-only creates nothing"
