@@ -105,11 +105,20 @@ pub enum GatewayFailure {
     BadAnswer(String),
 }
 
+/// The three decisions of SPEC 1; any other text is a bad answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Decision {
+    Allow,
+    Deny,
+    RequireApproval,
+}
+
 /// The body of a check answer, as far as the proxy reads it.
 #[derive(Debug, Deserialize)]
 struct Answer {
     allowed: bool,
-    decision: String,
+    decision: Decision,
     code: String,
     #[serde(default)]
     reason: String,
@@ -306,7 +315,7 @@ impl GatewayClient {
 fn listing_of(answer: &Answer) -> Listing {
     if !answer.enforced || answer.allowed {
         Listing::Open
-    } else if answer.decision == "require_approval" {
+    } else if answer.decision == Decision::RequireApproval {
         Listing::NeedsApproval
     } else if CLOSED_CODES.contains(&answer.code.as_str()) {
         Listing::Closed
@@ -325,11 +334,11 @@ pub fn verdict_of(status: StatusCode, bytes: &[u8]) -> Result<Verdict, GatewayFa
     let answer: Answer = serde_json::from_slice(bytes).map_err(|e| {
         GatewayFailure::BadAnswer(format!("check answered {}: {e}", status.as_u16()))
     })?;
-    match (status, answer.allowed, answer.decision.as_str()) {
+    match (status, answer.allowed, answer.decision) {
         (StatusCode::OK, true, _) => Ok(Verdict::Allowed {
             audit_id: answer.audit_id,
         }),
-        (StatusCode::FORBIDDEN, false, "require_approval") => match answer.approval_id {
+        (StatusCode::FORBIDDEN, false, Decision::RequireApproval) => match answer.approval_id {
             Some(approval_id) => Ok(Verdict::ApprovalRequired {
                 approval_id,
                 reason: answer.reason,
@@ -338,14 +347,14 @@ pub fn verdict_of(status: StatusCode, bytes: &[u8]) -> Result<Verdict, GatewayFa
                 "an approval is required but the answer names none".into(),
             )),
         },
-        (StatusCode::FORBIDDEN, false, "deny") => Ok(Verdict::Denied(Refusal {
+        (StatusCode::FORBIDDEN, false, Decision::Deny) => Ok(Verdict::Denied(Refusal {
             code: answer.code,
             reason: answer.reason,
             policy: answer.policy,
             rule: answer.rule,
         })),
         (status, allowed, decision) => Err(GatewayFailure::BadAnswer(format!(
-            "check answered {} with allowed={allowed} and decision `{decision}`",
+            "check answered {} with allowed={allowed} and decision {decision:?}",
             status.as_u16()
         ))),
     }

@@ -52,18 +52,25 @@ pub enum RelayEnd {
     ClientClosed,
 }
 
-/// A request forwarded to the server whose answer the relay waits for.
+/// A request of the client's forwarded to the server, whose answer the relay waits for.
 #[derive(Debug)]
 enum Awaited {
     /// A governed call: its answer is recorded under the check's trace id.
-    Governed {
-        call: GovernedCall,
-        trace_id: String,
-        audit_id: Option<String>,
-        started: Instant,
-    },
+    Governed(GovernedAnswer),
     /// A `tools/list`: its answer is filtered.
     ToolsList,
+    /// Any other request: its answer passes as it is (kept so that an answer the relay must
+    /// drop can still be answered with an error under its id).
+    Plain,
+}
+
+/// What the record of a governed call needs once the server has answered.
+#[derive(Debug)]
+struct GovernedAnswer {
+    call: GovernedCall,
+    trace_id: String,
+    audit_id: Option<String>,
+    started: Instant,
 }
 
 /// The relay's shared state: the two outgoing channels and the requests awaiting an answer.
@@ -76,16 +83,47 @@ struct Session {
     awaited: Mutex<HashMap<String, Awaited>>,
 }
 
+/// How much of a message over the limit is kept: enough to find its id, which JSON-RPC
+/// implementations write before the params or the result.
+const HEAD_BYTES: usize = 4096;
+
 /// One line read from either side.
 #[derive(Debug, PartialEq, Eq)]
 enum Line {
     Message(Vec<u8>),
-    TooLarge,
+    /// Over the limit: only its first [`HEAD_BYTES`] are kept.
+    TooLarge {
+        head: Vec<u8>,
+    },
     Eof,
 }
 
+/// The `id` of a JSON-RPC message whose text is cut short or broken after the id: the top-level
+/// keys are read one by one until `id` (a string or an integer). So a request or an answer that
+/// cannot be relayed still gets an error under its own id, and nobody waits for it forever.
+fn leading_id(bytes: &[u8]) -> Option<Value> {
+    let mut rest = bytes.trim_ascii_start().strip_prefix(b"{")?;
+    loop {
+        rest = rest.trim_ascii_start();
+        let mut keys = serde_json::Deserializer::from_slice(rest).into_iter::<String>();
+        let key = keys.next()?.ok()?;
+        rest = rest.get(keys.byte_offset()..)?.trim_ascii_start();
+        rest = rest.strip_prefix(b":")?.trim_ascii_start();
+        if key == "id" {
+            let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<Value>();
+            let id = values.next()?.ok()?;
+            return request_id(&id).map(|_| id);
+        }
+        let mut values =
+            serde_json::Deserializer::from_slice(rest).into_iter::<serde::de::IgnoredAny>();
+        values.next()?.ok()?;
+        rest = rest.get(values.byte_offset()..)?.trim_ascii_start();
+        rest = rest.strip_prefix(b",")?;
+    }
+}
+
 /// Reads one newline-terminated message of at most `limit` bytes; a longer one is skipped up to
-/// its newline without being held in memory.
+/// its newline without being held in memory (only its head is kept).
 async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R, limit: usize) -> std::io::Result<Line> {
     let mut line = Vec::new();
     let mut too_large = false;
@@ -93,7 +131,7 @@ async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R, limit: usize) -> std
         let available = reader.fill_buf().await?;
         if available.is_empty() {
             return Ok(match (too_large, line.is_empty()) {
-                (true, _) => Line::TooLarge,
+                (true, _) => Line::TooLarge { head: line },
                 (false, true) => Line::Eof,
                 (false, false) => Line::Message(line),
             });
@@ -104,14 +142,15 @@ async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R, limit: usize) -> std
             line.extend_from_slice(available.get(..take).unwrap_or_default());
             if line.len() > limit {
                 too_large = true;
-                line = Vec::new();
+                line.truncate(HEAD_BYTES.min(limit));
+                line.shrink_to_fit();
             }
         }
         let consumed = newline.map_or(take, |at| at + 1);
         reader.consume(consumed);
         if newline.is_some() {
             return Ok(if too_large {
-                Line::TooLarge
+                Line::TooLarge { head: line }
             } else {
                 Line::Message(line)
             });
@@ -270,9 +309,12 @@ impl Session {
                     tasks.spawn(async move { session.govern(governed, id, object, line).await });
                     return;
                 }
-                if method == "tools/list" {
-                    self.await_answer(id, Awaited::ToolsList);
-                }
+                let awaited = if method == "tools/list" {
+                    Awaited::ToolsList
+                } else {
+                    Awaited::Plain
+                };
+                self.await_answer(id, awaited);
                 self.send_server(line);
             }
             // Notifications (progress, cancellation, …) and answers to the server's requests.
@@ -343,15 +385,13 @@ impl Session {
         let text = match self.governor.gateway.check(&call, &trace_id).await {
             Ok(Verdict::Allowed { audit_id }) => {
                 let started = Instant::now();
-                self.await_answer(
-                    &id,
-                    Awaited::Governed {
-                        call,
-                        trace_id,
-                        audit_id,
-                        started,
-                    },
-                );
+                let governed = GovernedAnswer {
+                    call,
+                    trace_id,
+                    audit_id,
+                    started,
+                };
+                self.await_answer(&id, Awaited::Governed(governed));
                 self.send_server(line);
                 return;
             }
@@ -381,56 +421,79 @@ impl Session {
         if line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
-        let message: Value = match serde_json::from_slice(&line) {
-            Ok(Value::Object(message)) => Value::Object(message),
+        let message = match serde_json::from_slice(&line) {
+            Ok(Value::Object(message)) => message,
             Ok(_) | Err(_) => {
-                let text = "MeshGuard: the server sent a message that is not a JSON-RPC object; it was dropped";
-                tracing::warn!("{text}");
-                return self.send_client(error_line(
-                    None,
-                    ErrorCode::INTERNAL_ERROR,
-                    text.into(),
-                    None,
-                ));
+                let why = "a message that is not a JSON-RPC object";
+                return self.server_message_lost(&line, why, tasks);
             }
         };
-        let is_answer = message.get("method").is_none();
+        let is_answer = !message.contains_key("method");
         let awaited = match message.get("id") {
             Some(id) if is_answer => self.take_awaited(id),
             _ => None,
         };
         match awaited {
-            None => self.send_client(line),
-            Some(Awaited::Governed {
-                call,
-                trace_id,
-                audit_id,
-                started,
-            }) => {
-                let status = match (message.get("error"), message.pointer("/result/isError")) {
-                    (None, None | Some(Value::Bool(false))) => CallStatus::Success,
+            None | Some(Awaited::Plain) => self.send_client(line),
+            Some(Awaited::Governed(governed)) => {
+                let status = match (message.get("error"), message.get("result")) {
+                    (None, Some(result)) if result.get("isError") != Some(&Value::Bool(true)) => {
+                        CallStatus::Success
+                    }
                     _ => CallStatus::Error,
                 };
                 self.send_client(line);
-                let session = Arc::clone(self);
-                tasks.spawn(async move {
-                    let gateway = &session.governor.gateway;
-                    let recorded = gateway
-                        .record(&call, &trace_id, audit_id.as_deref(), status, started.elapsed())
-                        .await;
-                    if let Err(failure) = recorded {
-                        tracing::warn!(target = %call.target, %failure, "the call's outcome was not recorded");
-                    }
-                });
+                self.record(governed, status, tasks);
             }
             Some(Awaited::ToolsList) => {
                 let session = Arc::clone(self);
                 tasks.spawn(async move {
-                    let filtered = session.filter_tools(message).await;
+                    let filtered = session.filter_tools(Value::Object(message)).await;
                     session.send_client(to_line(&filtered));
                 });
             }
         }
+    }
+
+    /// A message from the server that cannot be relayed (`text` is all of it or its head). When
+    /// it is the answer to a request of the client's, the client gets an error under that id, so
+    /// it does not wait forever; a governed call is recorded as failed.
+    fn server_message_lost(self: &Arc<Self>, text: &[u8], why: &str, tasks: &mut JoinSet<()>) {
+        tracing::warn!("the server sent {why}; it was dropped");
+        let message = format!("MeshGuard: the server sent {why}; it was dropped");
+        let id = leading_id(text);
+        let awaited = id.as_ref().and_then(|id| self.take_awaited(id));
+        let answer_id = match awaited {
+            None => None,
+            Some(Awaited::Governed(governed)) => {
+                self.record(governed, CallStatus::Error, tasks);
+                id.as_ref().and_then(request_id)
+            }
+            Some(Awaited::Plain | Awaited::ToolsList) => id.as_ref().and_then(request_id),
+        };
+        let error = ErrorCode::INTERNAL_ERROR;
+        self.send_client(error_line(answer_id, error, message, None));
+    }
+
+    /// Records the outcome of a governed call under its check's trace id.
+    fn record(
+        self: &Arc<Self>,
+        governed: GovernedAnswer,
+        status: CallStatus,
+        tasks: &mut JoinSet<()>,
+    ) {
+        let session = Arc::clone(self);
+        tasks.spawn(async move {
+            let GovernedAnswer { call, trace_id, audit_id, started } = governed;
+            let recorded = session
+                .governor
+                .gateway
+                .record(&call, &trace_id, audit_id.as_deref(), status, started.elapsed())
+                .await;
+            if let Err(failure) = recorded {
+                tracing::warn!(target = %call.target, %failure, "the call's outcome was not recorded");
+            }
+        });
     }
 
     /// Leaves out of a `tools/list` answer the tools the agent can never use, and says in the
@@ -527,17 +590,9 @@ impl Governor {
                 loop {
                     match read_line(&mut reader, limit).await {
                         Ok(Line::Message(line)) => session.from_server(line, &mut tasks),
-                        Ok(Line::TooLarge) => {
-                            let text = format!(
-                                "MeshGuard: the server sent a message larger than {limit} bytes; it was dropped"
-                            );
-                            tracing::warn!("{text}");
-                            session.send_client(error_line(
-                                None,
-                                ErrorCode::INTERNAL_ERROR,
-                                text,
-                                None,
-                            ));
+                        Ok(Line::TooLarge { head }) => {
+                            let why = format!("a message larger than {limit} bytes");
+                            session.server_message_lost(&head, &why, &mut tasks);
                         }
                         Ok(Line::Eof) | Err(_) => break,
                     }
@@ -555,16 +610,13 @@ impl Governor {
                 loop {
                     match read_line(&mut reader, limit).await {
                         Ok(Line::Message(line)) => session.from_client(line, &mut tasks),
-                        Ok(Line::TooLarge) => {
+                        Ok(Line::TooLarge { head }) => {
                             let text = format!(
                                 "MeshGuard: the message is larger than {limit} bytes; nothing was forwarded"
                             );
-                            session.send_client(error_line(
-                                None,
-                                ErrorCode::INVALID_REQUEST,
-                                text,
-                                None,
-                            ));
+                            let id = leading_id(&head).as_ref().and_then(request_id);
+                            let error = ErrorCode::INVALID_REQUEST;
+                            session.send_client(error_line(id, error, text, None));
                         }
                         Ok(Line::Eof) | Err(_) => break,
                     }
@@ -755,6 +807,7 @@ mod tests {
             .await
             .unwrap();
         let answer = next_json(&mut h.client_out).await;
+        assert_eq!(answer["id"], 1);
         assert_eq!(answer["error"]["code"], -32600);
         assert!(
             answer["error"]["message"]
@@ -850,12 +903,83 @@ mod tests {
             read_line(&mut reader, 8).await.unwrap(),
             Line::Message(b"short".to_vec())
         );
-        assert_eq!(read_line(&mut reader, 8).await.unwrap(), Line::TooLarge);
+        assert_eq!(
+            read_line(&mut reader, 8).await.unwrap(),
+            Line::TooLarge {
+                head: b"this one".to_vec()
+            }
+        );
         assert_eq!(
             read_line(&mut reader, 8).await.unwrap(),
             Line::Message(b"last".to_vec())
         );
         assert_eq!(read_line(&mut reader, 8).await.unwrap(), Line::Eof);
+    }
+
+    #[test]
+    fn the_id_of_a_cut_or_broken_message_is_found_when_it_comes_first() {
+        let id = |text: &str| leading_id(text.as_bytes());
+        assert_eq!(
+            id(r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"text":"xx"#),
+            Some(json!(7))
+        );
+        assert_eq!(id(r#" { "id" : "a\"b" , "method": "#), Some(json!("a\"b")));
+        assert_eq!(
+            id(r#"{"jsonrpc":"2.0","params":{"id":1},"id":2}"#),
+            Some(json!(2))
+        );
+        assert_eq!(id(r#"{"result":"cut short"#), None);
+        assert_eq!(id(r#"{"id":null}"#), None);
+        assert_eq!(id(r#"{"id":{"x":1}}"#), None);
+        assert_eq!(id("[1]"), None);
+        assert_eq!(id(""), None);
+    }
+
+    #[tokio::test]
+    async fn an_answer_the_relay_must_drop_still_ends_the_client_s_wait() {
+        let mut h = harness(1024);
+        for (id, method) in [(1, "resources/list"), (2, "prompts/list")] {
+            let request = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}"}}"#);
+            h.client_in
+                .write_all(format!("{request}\n").as_bytes())
+                .await
+                .unwrap();
+            assert_eq!(next(&mut h.server_in).await, Some(request));
+        }
+        // Too large: the id is read from the head of the message.
+        let huge = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":{{"x":"{}"}}}}"#,
+            "y".repeat(4096)
+        );
+        h.server_out
+            .write_all(format!("{huge}\n").as_bytes())
+            .await
+            .unwrap();
+        let answer = next_json(&mut h.client_out).await;
+        assert_eq!(answer["id"], 1);
+        assert_eq!(answer["error"]["code"], -32603);
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("larger than 1024 bytes")
+        );
+        // Broken after the id.
+        h.server_out
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{oops}\n")
+            .await
+            .unwrap();
+        let answer = next_json(&mut h.client_out).await;
+        assert_eq!(answer["id"], 2);
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("not a JSON-RPC object")
+        );
+        // Broken with an id nobody waits for: reported without one.
+        h.server_out.write_all(b"{\"id\":99,\n").await.unwrap();
+        assert!(next_json(&mut h.client_out).await["id"].is_null());
     }
 
     #[test]
