@@ -344,3 +344,75 @@ def test_a_stopped_gateway_fails_closed(tmp_path: Path, workspace: Workspace) ->
         "MeshGuard could not check `read_text_file`, so it was not called"
     ), text_of(second)
     assert "hello" not in text_of(second)
+
+
+def test_a_revoked_agent_s_calls_fail_closed(gateway: Gateway, workspace: Workspace) -> None:
+    agent = gateway.create_agent()
+    notes = str(workspace.root / "notes.txt")
+
+    async def body(session: ClientSession) -> Any:
+        first = await session.call_tool("read_text_file", {"path": notes})
+        gateway.cli("agent", "revoke", agent.name)
+        second = await session.call_tool("read_text_file", {"path": notes})
+        return first, second
+
+    first, second = run_session(gateway, agent, workspace, body)
+    assert text_of(first) == "hello from the workspace\n"
+    assert second.is_error
+    assert "the gateway refused the agent token" in text_of(second), text_of(second)
+    assert "hello" not in text_of(second)
+
+
+APPROVAL_POLICY = """
+name: mcp-fs-approvals
+version: "1"
+appliesTo:
+  tags: [mcp-fs-approvals]
+rules:
+  - name: read-workspace
+    effect: allow
+    actions: ["read:workspace/*"]
+humanInTheLoop:
+  requireApproval: ["write:workspace/*"]
+defaultEffect: deny
+"""
+
+
+def test_a_write_that_needs_approval_names_the_approval_and_goes_through_once_approved(
+    gateway: Gateway, workspace: Workspace, tmp_path: Path
+) -> None:
+    policy = tmp_path / "approvals.yaml"
+    policy.write_text(APPROVAL_POLICY)
+    gateway.cli("policy", "apply", str(policy))
+    name = f"mcp-{uuid.uuid4().hex[:10]}"
+    created = json.loads(
+        gateway.cli(
+            "agent", "create", name, "--trust", "verified", "--tags", "mcp-fs-approvals", "--json"
+        )
+    )
+    agent = Agent(name=name, token=str(created["token"]))
+    target = workspace.root / "notes.txt"
+    arguments = {"path": str(target), "content": "approved change\n"}
+
+    async def body(session: ClientSession) -> Any:
+        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+        asked = await session.call_tool("write_file", arguments)
+        untouched = target.read_text()
+        approval_id = text_of(asked).split("Approval id: ")[1].split(".")[0]
+        gateway.cli("approval", "approve", approval_id)
+        approved = await session.call_tool("write_file", arguments)
+        again = await session.call_tool("write_file", arguments)
+        return tools, asked, untouched, approval_id, approved, again
+
+    tools, asked, untouched, approval_id, approved, again = run_session(
+        gateway, agent, workspace, body
+    )
+    assert "needs a human's approval" in (tools["write_file"].description or "")
+    assert asked.is_error
+    assert f"meshguard approval approve {approval_id}" in text_of(asked), text_of(asked)
+    assert untouched == "hello from the workspace\n"
+    assert not approved.is_error, text_of(approved)
+    assert target.read_text() == "approved change\n"
+    # Single use: the next write needs a new approval.
+    assert again.is_error
+    assert "needs a human's approval" in text_of(again)
