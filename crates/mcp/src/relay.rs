@@ -159,18 +159,13 @@ async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R, limit: usize) -> std
 }
 
 /// A JSON-RPC error message, as a line.
-fn error_line(
-    id: Option<RequestId>,
-    code: ErrorCode,
-    message: String,
-    data: Option<Value>,
-) -> Vec<u8> {
+fn error_line(id: Option<RequestId>, code: ErrorCode, message: String) -> Vec<u8> {
     let error = JsonRpcError::new(
         id,
         ErrorData {
             code,
             message: message.into(),
-            data,
+            data: None,
         },
     );
     to_line(&serde_json::to_value(error).unwrap_or(Value::Null))
@@ -287,7 +282,7 @@ impl Session {
             Err(e) => {
                 let text =
                     format!("MeshGuard: the message is not JSON ({e}); nothing was forwarded");
-                return self.send_client(error_line(None, ErrorCode::PARSE_ERROR, text, None));
+                return self.send_client(error_line(None, ErrorCode::PARSE_ERROR, text));
             }
         };
         let object = match message {
@@ -296,32 +291,35 @@ impl Session {
             _ => {
                 let text =
                     "MeshGuard: a JSON-RPC message is an object; nothing was forwarded".to_owned();
-                return self.send_client(error_line(None, ErrorCode::INVALID_REQUEST, text, None));
+                return self.send_client(error_line(None, ErrorCode::INVALID_REQUEST, text));
             }
         };
         let method = object.get("method").and_then(Value::as_str);
         let id = object.get("id").filter(|id| !id.is_null());
-        match (method, id) {
-            (Some(method), Some(id)) => {
-                if let Some(governed) = GovernedMethod::of(method) {
-                    let session = Arc::clone(self);
-                    let id = id.clone();
-                    tasks.spawn(async move { session.govern(governed, id, object, line).await });
-                    return;
-                }
-                let awaited = if method == "tools/list" {
-                    Awaited::ToolsList
-                } else {
-                    Awaited::Plain
-                };
-                self.await_answer(id, awaited);
-                self.send_server(line);
-            }
-            // Notifications (progress, cancellation, …) and answers to the server's requests.
-            _ => {
-                self.send_server(line);
-            }
+        if let Some(governed) = method.and_then(GovernedMethod::of) {
+            // Governed whatever its form: a governed method without a usable id (a notification,
+            // an id of another type) would reach a server that might act on it unchecked.
+            let Some(id) = id.filter(|id| request_id(id).is_some()).cloned() else {
+                let text = format!(
+                    "MeshGuard: `{}` needs a string or integer id; nothing was forwarded",
+                    method.unwrap_or_default()
+                );
+                return self.send_client(error_line(None, ErrorCode::INVALID_REQUEST, text));
+            };
+            let session = Arc::clone(self);
+            tasks.spawn(async move { session.govern(governed, id, object, line).await });
+            return;
         }
+        if let (Some(method), Some(id)) = (method, id) {
+            let awaited = if method == "tools/list" {
+                Awaited::ToolsList
+            } else {
+                Awaited::Plain
+            };
+            self.await_answer(id, awaited);
+        }
+        // Requests, notifications (progress, cancellation, …) and answers to the server's requests.
+        self.send_server(line);
     }
 
     fn refuse_batch(&self, batch: &[Value]) {
@@ -332,19 +330,13 @@ impl Session {
             .filter_map(request_id)
             .collect();
         if ids.is_empty() {
-            return self.send_client(error_line(
-                None,
-                ErrorCode::INVALID_REQUEST,
-                text.into(),
-                None,
-            ));
+            return self.send_client(error_line(None, ErrorCode::INVALID_REQUEST, text.into()));
         }
         for id in ids {
             self.send_client(error_line(
                 Some(id),
                 ErrorCode::INVALID_REQUEST,
                 text.into(),
-                None,
             ));
         }
     }
@@ -377,7 +369,6 @@ impl Session {
                     request_id(&id),
                     ErrorCode::INVALID_PARAMS,
                     text,
-                    None,
                 ));
             }
         };
@@ -410,7 +401,7 @@ impl Session {
             GovernedMethod::ToolsCall => result_line(&id, refusal_result(text)),
             // Resources and prompts have no error result: a JSON-RPC error says the same.
             GovernedMethod::ResourcesRead | GovernedMethod::PromptsGet => {
-                error_line(request_id(&id), ErrorCode::INVALID_REQUEST, text, None)
+                error_line(request_id(&id), ErrorCode::INVALID_REQUEST, text)
             }
         };
         self.send_client(answer);
@@ -472,7 +463,7 @@ impl Session {
             Some(Awaited::Plain | Awaited::ToolsList) => id.as_ref().and_then(request_id),
         };
         let error = ErrorCode::INTERNAL_ERROR;
-        self.send_client(error_line(answer_id, error, message, None));
+        self.send_client(error_line(answer_id, error, message));
     }
 
     /// Records the outcome of a governed call under its check's trace id.
@@ -616,7 +607,7 @@ impl Governor {
                             );
                             let id = leading_id(&head).as_ref().and_then(request_id);
                             let error = ErrorCode::INVALID_REQUEST;
-                            session.send_client(error_line(id, error, text, None));
+                            session.send_client(error_line(id, error, text));
                         }
                         Ok(Line::Eof) | Err(_) => break,
                     }
@@ -871,6 +862,32 @@ mod tests {
             (answer["id"].clone(), answer["error"]["code"].clone()),
             (json!(7), json!(-32602))
         );
+        assert_nothing_forwarded_before_a_ping(&mut h).await;
+    }
+
+    #[tokio::test]
+    async fn a_governed_method_without_a_usable_id_is_refused() {
+        let mut h = harness(DEFAULT_MAX_MESSAGE_BYTES);
+        let forms = [
+            r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"write_file","arguments":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"write_file"}}"#,
+            r#"{"jsonrpc":"2.0","id":1.5,"method":"resources/read","params":{"uri":"file:///x"}}"#,
+            r#"{"jsonrpc":"2.0","id":{"a":1},"method":"prompts/get","params":{"name":"p"}}"#,
+        ];
+        for form in forms {
+            h.client_in
+                .write_all(format!("{form}\n").as_bytes())
+                .await
+                .unwrap();
+            let answer = next_json(&mut h.client_out).await;
+            assert_eq!(answer["error"]["code"], -32600, "{form}");
+            assert!(answer["id"].is_null());
+            let message = answer["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains("needs a string or integer id"),
+                "{message}"
+            );
+        }
         assert_nothing_forwarded_before_a_ping(&mut h).await;
     }
 
