@@ -3,8 +3,8 @@
 //! checked by the gateway (`POST /proxy/governance/check`) before the server sees it, then its
 //! outcome recorded under the same trace id (docs/integrations/mcp.md, SPEC "MCP tool calls").
 //!
-//! The parts; all but the relay know nothing of how messages travel, so a later transport (a
-//! gateway-hosted endpoint) reuses them:
+//! The parts; all but the relay know nothing of how messages travel, so that another transport
+//! can reuse them:
 //! - [`config`]: the operator's mapping file, typed and validated at start;
 //! - [`naming`]: how a call becomes a check (action, resource, context);
 //! - [`gateway`]: check, record and preview over HTTP, where every failure is a refusal;
