@@ -41,3 +41,8 @@ if [ -x scripts/test-python.sh ]; then
   echo "== Python =="
   scripts/test-python.sh
 fi
+
+if [ -x scripts/test-mcp.sh ]; then
+  echo "== MCP proxy end to end =="
+  scripts/test-mcp.sh
+fi

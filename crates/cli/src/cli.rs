@@ -80,6 +80,38 @@ pub enum Command {
     /// Check the gateway's alert receivers.
     #[command(subcommand)]
     Alerts(AlertsCommand),
+    /// Govern an MCP server: every tool call is checked by the gateway first.
+    #[command(subcommand)]
+    Mcp(McpCommand),
+}
+
+/// `meshguard mcp …`.
+#[derive(Debug, Subcommand)]
+pub enum McpCommand {
+    /// Start an MCP server (stdio) as a child and relay its JSON-RPC, checking every
+    /// `tools/call`, `resources/read` and `prompts/get` with the agent token in MESHGUARD_TOKEN.
+    /// An MCP client launches this instead of the server.
+    Run(McpRunArgs),
+}
+
+/// `meshguard mcp run --server S [--config FILE] -- COMMAND ARGS…`.
+#[derive(Debug, Args)]
+pub struct McpRunArgs {
+    /// The server's name in actions: a call of tool T is checked as `mcp:S/T`.
+    #[arg(long, value_name = "S")]
+    pub server: String,
+    /// TOML file mapping tools to actions and resources (docs/integrations/mcp.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Keep in `tools/list` the tools the policies deny outright.
+    #[arg(long)]
+    pub show_denied: bool,
+    /// The longest JSON-RPC message accepted from either side.
+    #[arg(long, value_name = "BYTES", default_value_t = meshguard_mcp::relay::DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+    /// The server's command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 /// `meshguard alerts …`.

@@ -31,8 +31,15 @@ fn main() -> ExitCode {
         }
     };
     let is_policy_test = matches!(cli.command, Command::Policy(PolicyCommand::Test(_)));
+    let is_mcp = matches!(cli.command, Command::Mcp(_));
     let ctx = Context::resolve(cli.global);
-    match runtime.block_on(run(&ctx, cli.command)) {
+    let result = runtime.block_on(run(&ctx, cli.command));
+    if is_mcp {
+        // The relay's stdin reader sits in a blocking read that only a new line would end: the
+        // proxy must exit with the server without waiting for the client.
+        runtime.shutdown_background();
+    }
+    match result {
         Ok(code) => code,
         // `policy test` has its own scheme: 0 allowed, 1 denied, 2 any error.
         Err(e) if is_policy_test => {
@@ -57,5 +64,6 @@ async fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Alerts(command) => commands::alerts::run(ctx, command)
             .await
             .map(|()| ExitCode::SUCCESS),
+        Command::Mcp(command) => commands::mcp::run(ctx, command).await,
     }
 }

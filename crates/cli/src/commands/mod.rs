@@ -6,6 +6,7 @@ pub mod approval;
 pub mod audit;
 pub mod audit_view;
 pub mod corpus;
+pub mod mcp;
 pub mod permissions;
 pub mod policy;
 pub mod policy_test;

@@ -17,6 +17,7 @@ mod autogpt_walkthrough;
 mod cli_errors;
 mod crash_recovery;
 mod docs_examples;
+mod mcp_proxy;
 mod multi_gateway;
 mod paging;
 mod policy_test_files;

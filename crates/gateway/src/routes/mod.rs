@@ -12,6 +12,7 @@ mod health;
 mod outcome;
 mod page;
 mod policies;
+mod preview;
 mod record;
 
 use axum::Router;
@@ -33,6 +34,7 @@ pub fn app(state: AppState) -> Router {
         .route("/proxy/governance/check", post(check::post_check))
         .route("/proxy/check", get(check::get_check))
         .route("/proxy/governance/record", post(record::record))
+        .route("/proxy/governance/preview", post(preview::preview))
         .route(
             "/proxy/governance/approvals/{id}",
             get(approvals::agent_approval),

@@ -21,6 +21,7 @@ mod group_commit;
 mod outage;
 mod paging;
 mod policy_files;
+mod preview;
 mod proxy;
 mod rate_limits;
 mod redis_limits;

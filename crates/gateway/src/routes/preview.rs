@@ -1,0 +1,120 @@
+//! `POST /proxy/governance/preview`: the decision a check would get, asked by the agent itself.
+//! Nothing is charged and no approval is created, so a client can ask ahead of time which of its
+//! actions are open to it (the MCP proxy hides the tools it can never use) without spending its
+//! limits or leaving approvals for a human. The question is audited (kind `test`), like the
+//! admin `decide`.
+
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use meshguard_policy::{CheckRequest, Effect};
+use meshguard_store::{AuditKind, NewAuditEvent};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::approvals::{self, ApprovalMode, ApprovalSettings};
+use crate::auth::authenticate_agent;
+use crate::config::Mode;
+use crate::error::ApiError;
+use crate::extract::{LimitedBody, parse_json};
+use crate::rate_limit::Charging;
+use crate::state::AppState;
+use crate::trace::TraceId;
+
+use super::check::{Route, audit_agent, lenient_action, refuse, require_action};
+
+/// The body of `POST /proxy/governance/preview`: a check's body without an approval id.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreviewBody {
+    action: String,
+    #[serde(default)]
+    resource: Option<String>,
+    #[serde(default)]
+    context: Option<Map<String, Value>>,
+}
+
+/// `POST /proxy/governance/preview`. Always 200 when the agent is authenticated: the answer is
+/// information, never a permission (only a check's 200 allows anything).
+pub async fn preview(
+    State(state): State<AppState>,
+    Extension(trace): Extension<TraceId>,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Response {
+    let started = Instant::now();
+    let agent = match authenticate_agent(&state, &headers).await {
+        Ok(agent) => agent,
+        Err(err) => return refuse(&state, err, &trace, Route::Post, lenient_action(&body)).await,
+    };
+    let body = match parse_json::<PreviewBody>(&body)
+        .and_then(|b| Ok((require_action(b.action, "action")?, b.resource, b.context)))
+    {
+        Ok(body) => body,
+        Err(err) => return err.into_response(),
+    };
+    let (action, resource, context) = body;
+    let resource = resource.unwrap_or_else(|| "*".to_owned());
+    let context = context.unwrap_or_default();
+    let request = CheckRequest {
+        action: &action,
+        resource: &resource,
+        context: &context,
+        now: (state.wall_clock)(),
+    };
+    // The peeking oracle reports an exhausted limit as a check would see it, and charges nothing.
+    let policies = state.policies.current();
+    let decision = state
+        .limiter
+        .decide_with_limits(&agent.record.id, Charging::Peek, |oracle| {
+            policies.decide(&agent.profile, &request, oracle)
+        })
+        .await;
+    let decision = match decision {
+        Ok(decision) => decision,
+        Err(err) => return ApiError::Unavailable(err.to_string()).into_response(),
+    };
+    let decision = match approvals::settle(
+        &*state.store,
+        &agent.record.id,
+        decision,
+        None,
+        None,
+        ApprovalSettings::of(&state),
+        ApprovalMode::Peek,
+    )
+    .await
+    {
+        Ok(decision) => decision,
+        Err(err) => return ApiError::from(err).into_response(),
+    };
+    let event = NewAuditEvent {
+        agent: Some(audit_agent(&agent)),
+        resource: Some(resource.clone()),
+        trace_id: Some(trace.0.clone()),
+        context,
+        latency_us: Some(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)),
+        ..NewAuditEvent::new(AuditKind::Test, &action, &state.instance_id).decided(&decision)
+    };
+    let (effect, code, reason) = (event.decision, event.code, event.reason.clone());
+    if let Err(err) = state.audit.append(event).await {
+        return ApiError::Unavailable(err.to_string()).into_response();
+    }
+    let answer = json!({
+        "action": action,
+        "resource": resource,
+        "allowed": decision.effect() == Effect::Allow,
+        "decision": effect,
+        "code": code,
+        "reason": reason,
+        "policy": decision.policy,
+        "rule": decision.rule,
+        "requires_approval": decision.effect() == Effect::RequireApproval,
+        "enforced": state.mode == Mode::Enforce,
+        "trace_id": trace.0,
+    });
+    (StatusCode::OK, Json(answer)).into_response()
+}

@@ -1,0 +1,498 @@
+//! The agent side of the gateway's API (SPEC 2): `check` before a call, `record` after it, and
+//! `preview` for `tools/list`. Every answer but a well-formed decision is a [`GatewayFailure`],
+//! and a failure is never an allow.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::naming::GovernedCall;
+
+/// How long to wait for a TCP connection to the gateway.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Upper bound for one check, record or preview.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The header that carries a call's trace id to the gateway.
+pub const TRACE_HEADER: &str = "X-Trace-ID";
+
+/// Where the gateway is and which agent is asking.
+#[derive(Clone)]
+pub struct GatewayClient {
+    base: reqwest::Url,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for GatewayClient {
+    // The agent token must never end up in a log or an error message.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayClient")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The gateway URL is not an http(s) URL.
+    #[error("the gateway URL `{0}` must be an http:// or https:// URL")]
+    BadUrl(String),
+    /// No agent token was given.
+    #[error("no agent token: set MESHGUARD_TOKEN to the token `meshguard agent create` printed")]
+    NoToken,
+    /// The HTTP client could not be built.
+    #[error("cannot set up the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// What the gateway said about one call. Only [`Verdict::Allowed`] lets it through.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// 200: forward the call; `audit_id` is the check the record belongs to.
+    Allowed {
+        /// The check's audit event.
+        audit_id: Option<String>,
+    },
+    /// 403 `deny`: a rule, a default, no policy, a rate limit, a human's no.
+    Denied(Refusal),
+    /// 403 `require_approval`: a human must decide first.
+    ApprovalRequired {
+        /// The approval to approve.
+        approval_id: String,
+        /// The gateway's reason.
+        reason: String,
+    },
+}
+
+/// The parts of a denial the model is told.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Refusal {
+    /// The wire code (`denied_by_rule`, `default_deny`, …).
+    pub code: String,
+    /// The gateway's reason.
+    #[serde(default)]
+    pub reason: String,
+    /// The policy that decided.
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// The rule that decided.
+    #[serde(default)]
+    pub rule: Option<String>,
+}
+
+/// Why the gateway's answer cannot be trusted: the call is not forwarded (fail closed).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GatewayFailure {
+    /// No answer at all.
+    #[error("the gateway at {url} cannot be reached ({cause})")]
+    Unreachable {
+        /// The gateway's base URL.
+        url: String,
+        /// The transport error.
+        cause: String,
+    },
+    /// 401 or 429: the token is not (or no longer) honoured.
+    #[error("the gateway refused the agent token ({0})")]
+    TokenRefused(String),
+    /// 503: the gateway cannot decide.
+    #[error("the gateway cannot decide now ({0})")]
+    Unavailable(String),
+    /// Anything else: a status or body no gateway answers a check with.
+    #[error("the gateway's answer makes no sense ({0})")]
+    BadAnswer(String),
+}
+
+/// The three decisions of SPEC 1; any other text is a bad answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Decision {
+    Allow,
+    Deny,
+    RequireApproval,
+}
+
+/// The body of a check answer, as far as the proxy reads it.
+#[derive(Debug, Deserialize)]
+struct Answer {
+    allowed: bool,
+    decision: Decision,
+    code: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    policy: Option<String>,
+    #[serde(default)]
+    rule: Option<String>,
+    #[serde(default)]
+    approval_id: Option<String>,
+    #[serde(default)]
+    audit_id: Option<String>,
+    #[serde(default = "enforced_by_default")]
+    enforced: bool,
+}
+
+fn enforced_by_default() -> bool {
+    true
+}
+
+/// What a preview says about a tool, for `tools/list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// A check may allow it (now, with some resource, or after an approval).
+    Open,
+    /// A human must approve each call.
+    NeedsApproval,
+    /// No check of this action can be allowed: denied by a rule, by default, or by no policy.
+    Closed,
+}
+
+/// The codes that say an action is closed whatever the resource or the moment.
+const CLOSED_CODES: [&str; 3] = ["denied_by_rule", "default_deny", "no_policy"];
+
+/// How a call ended, for the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallStatus {
+    /// The server answered with a result that is not an error.
+    Success,
+    /// The server answered with a JSON-RPC error or an `isError` result.
+    Error,
+}
+
+impl CallStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            CallStatus::Success => "success",
+            CallStatus::Error => "error",
+        }
+    }
+}
+
+impl GatewayClient {
+    /// A client for the gateway at `url`, asking as the agent whose token is `token`.
+    pub fn new(url: &str, token: Option<String>) -> Result<Self, ClientError> {
+        let base = reqwest::Url::parse(url).map_err(|_| ClientError::BadUrl(url.to_owned()))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(ClientError::BadUrl(url.to_owned()));
+        }
+        let token = token
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .ok_or(ClientError::NoToken)?;
+        // reqwest is built without a bundled crypto provider so that the binary carries only
+        // ring; installing fails only when one is already installed, which is just as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("meshguard-mcp/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()?;
+        Ok(GatewayClient { base, token, http })
+    }
+
+    fn url(&self, segments: &[&str]) -> reqwest::Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    fn unreachable(&self, err: &reqwest::Error) -> GatewayFailure {
+        GatewayFailure::Unreachable {
+            url: self.base.as_str().trim_end_matches('/').to_owned(),
+            cause: err.to_string(),
+        }
+    }
+
+    async fn post(
+        &self,
+        segments: &[&str],
+        trace_id: &str,
+        body: &Value,
+    ) -> Result<(StatusCode, Vec<u8>), GatewayFailure> {
+        let response = self
+            .http
+            .post(self.url(segments))
+            .bearer_auth(&self.token)
+            .header(TRACE_HEADER, trace_id)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
+        Ok((status, bytes.to_vec()))
+    }
+
+    /// `POST /proxy/governance/check` for `call` under `trace_id`.
+    pub async fn check(
+        &self,
+        call: &GovernedCall,
+        trace_id: &str,
+    ) -> Result<Verdict, GatewayFailure> {
+        let body = json!({
+            "action": call.action,
+            "resource": call.resource,
+            "context": call.context,
+        });
+        let (status, bytes) = self
+            .post(&["proxy", "governance", "check"], trace_id, &body)
+            .await?;
+        verdict_of(status, &bytes)
+    }
+
+    /// `POST /proxy/governance/record`: the outcome and duration of a call the check allowed.
+    pub async fn record(
+        &self,
+        call: &GovernedCall,
+        trace_id: &str,
+        audit_id: Option<&str>,
+        status: CallStatus,
+        duration: Duration,
+    ) -> Result<(), GatewayFailure> {
+        let mut context = Map::new();
+        for key in [
+            crate::naming::context_key::SERVER,
+            crate::naming::context_key::TOOL,
+        ] {
+            if let Some(value) = call.context.get(key) {
+                context.insert(key.to_owned(), value.clone());
+            }
+        }
+        let body = json!({
+            "action": call.action,
+            "resource": call.resource,
+            "status": status.as_str(),
+            "audit_id": audit_id,
+            "duration_ms": u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            "context": context,
+        });
+        let (code, bytes) = self
+            .post(&["proxy", "governance", "record"], trace_id, &body)
+            .await?;
+        match code {
+            StatusCode::CREATED | StatusCode::OK => Ok(()),
+            StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS => {
+                Err(GatewayFailure::TokenRefused(message_of(&bytes)))
+            }
+            other => Err(GatewayFailure::BadAnswer(format!(
+                "record answered {}: {}",
+                other.as_u16(),
+                message_of(&bytes)
+            ))),
+        }
+    }
+
+    /// `POST /proxy/governance/preview`: what a check of `call` would get, charging nothing and
+    /// creating no approval.
+    pub async fn preview(
+        &self,
+        call: &GovernedCall,
+        trace_id: &str,
+    ) -> Result<Listing, GatewayFailure> {
+        let body = json!({
+            "action": call.action,
+            "resource": call.resource,
+            "context": call.context,
+        });
+        let (status, bytes) = self
+            .post(&["proxy", "governance", "preview"], trace_id, &body)
+            .await?;
+        match status {
+            StatusCode::OK => {
+                let answer: Answer = serde_json::from_slice(&bytes)
+                    .map_err(|e| GatewayFailure::BadAnswer(format!("preview: {e}")))?;
+                Ok(listing_of(&answer))
+            }
+            other => Err(failure_of(other, &bytes)),
+        }
+    }
+}
+
+fn listing_of(answer: &Answer) -> Listing {
+    if !answer.enforced || answer.allowed {
+        Listing::Open
+    } else if answer.decision == Decision::RequireApproval {
+        Listing::NeedsApproval
+    } else if CLOSED_CODES.contains(&answer.code.as_str()) {
+        Listing::Closed
+    } else {
+        // Rate limits and a human's no pass; the tool itself stays open.
+        Listing::Open
+    }
+}
+
+/// Reads a check's answer: only a 200 whose body says `allowed: true` allows.
+pub fn verdict_of(status: StatusCode, bytes: &[u8]) -> Result<Verdict, GatewayFailure> {
+    match status {
+        StatusCode::OK | StatusCode::FORBIDDEN => {}
+        other => return Err(failure_of(other, bytes)),
+    }
+    let answer: Answer = serde_json::from_slice(bytes).map_err(|e| {
+        GatewayFailure::BadAnswer(format!("check answered {}: {e}", status.as_u16()))
+    })?;
+    match (status, answer.allowed, answer.decision) {
+        (StatusCode::OK, true, _) => Ok(Verdict::Allowed {
+            audit_id: answer.audit_id,
+        }),
+        (StatusCode::FORBIDDEN, false, Decision::RequireApproval) => match answer.approval_id {
+            Some(approval_id) => Ok(Verdict::ApprovalRequired {
+                approval_id,
+                reason: answer.reason,
+            }),
+            None => Err(GatewayFailure::BadAnswer(
+                "an approval is required but the answer names none".into(),
+            )),
+        },
+        (StatusCode::FORBIDDEN, false, Decision::Deny) => Ok(Verdict::Denied(Refusal {
+            code: answer.code,
+            reason: answer.reason,
+            policy: answer.policy,
+            rule: answer.rule,
+        })),
+        (status, allowed, decision) => Err(GatewayFailure::BadAnswer(format!(
+            "check answered {} with allowed={allowed} and decision {decision:?}",
+            status.as_u16()
+        ))),
+    }
+}
+
+fn failure_of(status: StatusCode, bytes: &[u8]) -> GatewayFailure {
+    let message = message_of(bytes);
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS => {
+            GatewayFailure::TokenRefused(message)
+        }
+        StatusCode::SERVICE_UNAVAILABLE => GatewayFailure::Unavailable(message),
+        other => GatewayFailure::BadAnswer(format!("{}: {message}", other.as_u16())),
+    }
+}
+
+/// The `message` (else `reason`, else `error`) of a gateway body, else a short body.
+fn message_of(bytes: &[u8]) -> String {
+    let parsed: Option<Value> = serde_json::from_slice(bytes).ok();
+    let field = |name: &str| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.get(name))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    field("message")
+        .or_else(|| field("reason"))
+        .or_else(|| field("error"))
+        .unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(bytes);
+            text.chars().take(200).collect()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_200_that_says_allowed_allows() {
+        let allowed = br#"{"allowed":true,"decision":"allow","code":"allowed","audit_id":"a1"}"#;
+        assert_eq!(
+            verdict_of(StatusCode::OK, allowed),
+            Ok(Verdict::Allowed {
+                audit_id: Some("a1".into())
+            })
+        );
+        // A 200 that says no, a 403 that says yes, a 500, a body that is not JSON: no allow.
+        let denied = br#"{"allowed":false,"decision":"deny","code":"denied_by_rule"}"#;
+        assert!(matches!(
+            verdict_of(StatusCode::OK, denied),
+            Err(GatewayFailure::BadAnswer(_))
+        ));
+        assert!(matches!(
+            verdict_of(StatusCode::FORBIDDEN, allowed),
+            Err(GatewayFailure::BadAnswer(_))
+        ));
+        assert!(matches!(
+            verdict_of(StatusCode::INTERNAL_SERVER_ERROR, allowed),
+            Err(GatewayFailure::BadAnswer(_))
+        ));
+        assert!(matches!(
+            verdict_of(StatusCode::OK, b"<html>"),
+            Err(GatewayFailure::BadAnswer(_))
+        ));
+        assert!(matches!(
+            verdict_of(StatusCode::UNAUTHORIZED, br#"{"error":"unauthorized","message":"agent revoked"}"#),
+            Err(GatewayFailure::TokenRefused(m)) if m == "agent revoked"
+        ));
+        assert!(matches!(
+            verdict_of(StatusCode::SERVICE_UNAVAILABLE, b"{}"),
+            Err(GatewayFailure::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn denials_and_approvals_carry_what_the_model_is_told() {
+        let denied = br#"{"allowed":false,"decision":"deny","code":"denied_by_rule","reason":"no","policy":"p","rule":"r"}"#;
+        assert_eq!(
+            verdict_of(StatusCode::FORBIDDEN, denied),
+            Ok(Verdict::Denied(Refusal {
+                code: "denied_by_rule".into(),
+                reason: "no".into(),
+                policy: Some("p".into()),
+                rule: Some("r".into()),
+            }))
+        );
+        let approval = br#"{"allowed":false,"decision":"require_approval","code":"approval_required","reason":"ask","approval_id":"ap1"}"#;
+        assert_eq!(
+            verdict_of(StatusCode::FORBIDDEN, approval),
+            Ok(Verdict::ApprovalRequired {
+                approval_id: "ap1".into(),
+                reason: "ask".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_listing_is_closed_only_for_denials_no_resource_can_lift() {
+        let answer = |body: &str| listing_of(&serde_json::from_str::<Answer>(body).unwrap());
+        let deny = |code: &str| {
+            answer(&format!(
+                r#"{{"allowed":false,"decision":"deny","code":"{code}"}}"#
+            ))
+        };
+        assert_eq!(deny("denied_by_rule"), Listing::Closed);
+        assert_eq!(deny("default_deny"), Listing::Closed);
+        assert_eq!(deny("no_policy"), Listing::Closed);
+        assert_eq!(deny("rate_limited"), Listing::Open);
+        assert_eq!(
+            answer(r#"{"allowed":false,"decision":"require_approval","code":"approval_required"}"#),
+            Listing::NeedsApproval
+        );
+        assert_eq!(
+            answer(r#"{"allowed":false,"decision":"deny","code":"default_deny","enforced":false}"#),
+            Listing::Open
+        );
+    }
+
+    #[test]
+    fn a_client_needs_a_token_and_an_http_url() {
+        assert!(matches!(
+            GatewayClient::new("http://localhost:3100", None),
+            Err(ClientError::NoToken)
+        ));
+        assert!(matches!(
+            GatewayClient::new("http://localhost:3100", Some(" ".into())),
+            Err(ClientError::NoToken)
+        ));
+        assert!(matches!(
+            GatewayClient::new("localhost:3100", Some("t".into())),
+            Err(ClientError::BadUrl(_))
+        ));
+        let client = GatewayClient::new("http://localhost:3100/mg/", Some("t".into())).unwrap();
+        assert_eq!(
+            client.url(&["proxy", "governance", "check"]).as_str(),
+            "http://localhost:3100/mg/proxy/governance/check"
+        );
+    }
+}
