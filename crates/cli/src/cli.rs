@@ -297,6 +297,25 @@ pub enum PolicyCommand {
     },
     /// Ask the gateway what it would decide, or run a test file.
     Test(PolicyTestArgs),
+    /// Decide the audited checks of a period again with candidate policies (in place of the live
+    /// ones of the same names) and show what would change.
+    Replay {
+        /// Candidate policy files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Start of the period: an RFC 3339 time or an age such as `7d`.
+        #[arg(long, value_name = "TIME", default_value = "7d")]
+        since: String,
+        /// End of the period [default: now].
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Only this agent's checks (name or id).
+        #[arg(long, value_name = "A")]
+        agent: Option<String>,
+        /// Exit 1 when any check would change (for CI pipelines that review policy changes).
+        #[arg(long)]
+        fail_on_change: bool,
+    },
 }
 
 /// `meshguard policy test`.

@@ -263,7 +263,7 @@ async fn verify(ctx: &Context, client: &AdminClient) -> anyhow::Result<ExitCode>
 }
 
 /// An RFC 3339 time, or an age (`24h`, `7d`) counted back from now.
-fn parse_time(text: &str) -> anyhow::Result<String> {
+pub(crate) fn parse_time(text: &str) -> anyhow::Result<String> {
     use time::format_description::well_known::Rfc3339;
     if let Ok(t) = time::OffsetDateTime::parse(text, &Rfc3339) {
         return t.format(&Rfc3339).context("cannot format the time");

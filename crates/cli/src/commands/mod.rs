@@ -9,6 +9,7 @@ pub mod corpus;
 pub mod mcp;
 pub mod permissions;
 pub mod policy;
+pub mod policy_replay;
 pub mod policy_test;
 pub mod serve;
 

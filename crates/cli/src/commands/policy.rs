@@ -47,6 +47,22 @@ pub async fn run(ctx: &Context, command: PolicyCommand) -> anyhow::Result<std::p
         } => validate(ctx, &files, agents.as_deref(), strict)?,
         PolicyCommand::Allowed { agent } => allowed(ctx, &agent).await?,
         PolicyCommand::Test(args) => return crate::commands::policy_test::run(ctx, args).await,
+        PolicyCommand::Replay {
+            paths,
+            since,
+            until,
+            agent,
+            fail_on_change,
+        } => {
+            let replay = crate::commands::policy_replay::Replay {
+                paths,
+                since,
+                until,
+                agent,
+                fail_on_change,
+            };
+            return crate::commands::policy_replay::run(ctx, replay).await;
+        }
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -107,7 +123,7 @@ async fn apply(ctx: &Context, path: PathBuf) -> anyhow::Result<()> {
 }
 
 /// Prints each problem on its own line and returns the closing error (exit 1).
-fn report_invalid(errors: &[String], consequence: &str) -> anyhow::Error {
+pub(crate) fn report_invalid(errors: &[String], consequence: &str) -> anyhow::Error {
     for error in errors {
         eprintln!("error: {error}");
     }

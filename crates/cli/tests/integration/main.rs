@@ -20,6 +20,7 @@ mod docs_examples;
 mod mcp_proxy;
 mod multi_gateway;
 mod paging;
+mod policy_replay;
 mod policy_test_files;
 mod readme_quickstart;
 mod support;

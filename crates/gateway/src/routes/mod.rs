@@ -14,6 +14,7 @@ mod page;
 mod policies;
 mod preview;
 mod record;
+mod replay;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -64,6 +65,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/policies/{name}/revisions", get(policies::revisions))
         .route("/decide", post(decide::explain_check))
+        .route("/replay", post(replay::replay))
         .route("/approvals", get(approvals::list))
         .route("/approvals/{id}/approve", post(approvals::approve))
         .route("/approvals/{id}/deny", post(approvals::deny))
