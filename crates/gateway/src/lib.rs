@@ -55,6 +55,7 @@ pub mod connections;
 pub mod data_dir;
 pub mod error;
 pub mod extract;
+pub mod history;
 pub mod metrics;
 pub mod policies;
 pub mod policy_files;

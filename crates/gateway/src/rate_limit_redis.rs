@@ -252,6 +252,67 @@ impl RedisLimiter {
         }
     }
 
+    /// The key of an agent's history hash: `<prefix>{<agent>}:history`, or the session's
+    /// `…:history:session:<trace>`; one hash tag per agent, like the limits.
+    fn history_key(&self, agent_id: &str, session: Option<&str>) -> String {
+        let mut key = format!("{}{{{}}}:history", self.prefix, escape(agent_id));
+        if let Some(session) = session {
+            let _ = write!(key, ":session:{}", escape(session));
+        }
+        key
+    }
+
+    /// When an allowed check of the agent (and of its session) last matched each pattern, in
+    /// milliseconds since the Unix epoch, read in one round trip.
+    pub async fn history_view(
+        &self,
+        agent_id: &str,
+        session: Option<&str>,
+        patterns: &[&str],
+    ) -> Result<(Vec<Option<i64>>, Vec<Option<i64>>), RedisLimitError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET")
+            .arg(self.history_key(agent_id, None))
+            .arg(patterns);
+        if let Some(session) = session {
+            pipe.cmd("HMGET")
+                .arg(self.history_key(agent_id, Some(session)))
+                .arg(patterns);
+        }
+        let mut connection = self.connection.clone();
+        let mut answers: Vec<Vec<Option<i64>>> =
+            self.bounded(pipe.query_async(&mut connection)).await?;
+        let session_seen = if session.is_some() {
+            answers.pop().unwrap_or_default()
+        } else {
+            vec![None; patterns.len()]
+        };
+        let agent_seen = answers.pop().unwrap_or_default();
+        Ok((agent_seen, session_seen))
+    }
+
+    /// Records an allowed check at `at_ms` under `patterns`; both hashes expire `keep_ms` after
+    /// their last write, the longest window any history condition uses.
+    pub async fn history_record(
+        &self,
+        agent_id: &str,
+        session: Option<&str>,
+        patterns: &[&str],
+        at_ms: i64,
+        keep_ms: i64,
+    ) -> Result<(), RedisLimitError> {
+        let mut pipe = redis::pipe();
+        let keys = std::iter::once(self.history_key(agent_id, None))
+            .chain(session.map(|s| self.history_key(agent_id, Some(s))));
+        for key in keys {
+            let fields: Vec<(&str, i64)> = patterns.iter().map(|p| (*p, at_ms)).collect();
+            pipe.cmd("HSET").arg(&key).arg(fields).ignore();
+            pipe.cmd("PEXPIRE").arg(&key).arg(keep_ms).ignore();
+        }
+        let mut connection = self.connection.clone();
+        self.bounded(pipe.query_async::<()>(&mut connection)).await
+    }
+
     async fn bounded<T>(
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,

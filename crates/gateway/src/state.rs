@@ -16,6 +16,7 @@ use crate::auth_cache::AuthCache;
 use crate::config::{AgentQuotas, AuditDurability, Mode, Secret};
 use crate::data_dir::DataDir;
 use crate::extract::BodyLimit;
+use crate::history::HistoryStore;
 use crate::metrics::GatewayMetrics;
 use crate::policies::{PolicyChangeError, PolicyRegistry};
 use crate::proxy::Upstreams;
@@ -127,6 +128,8 @@ pub struct Gateway {
     pub refusals: Arc<RefusalTally>,
     /// The time of day policies read.
     pub wall_clock: WallClock,
+    /// Each agent's past allowed checks, for `after` / `notAfter` conditions.
+    pub history: HistoryStore,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -238,6 +241,10 @@ impl AppState {
             admin_token: dir.admin_token.clone(),
             instance_id: dir.instance_id.clone(),
             mode: options.mode,
+            history: match &options.redis {
+                Some(redis) => HistoryStore::Redis(redis.clone()),
+                None => HistoryStore::memory(),
+            },
             limiter: match options.redis {
                 Some(redis) => RateLimitStore::Redis(redis),
                 None => RateLimitStore::Memory(MemoryLimiter::new(options.clock)),

@@ -5,7 +5,9 @@
 //! Format: `suites: [{name, policies, agents, cases}]`. A `policies` entry is a file name, or
 //! an inline policy (any string holding a newline). `agents` maps a name to
 //! `{trust, tags}`. A case is `{name, agent, action, resource = "*", context = {}, now?, expect}`
-//! (`now`, an RFC 3339 time, is when the check is asked; without it, the runner's clock), where
+//! (`now`, an RFC 3339 time, is when the check is asked; without it, the runner's clock; `session`
+//! names the trace the check belongs to; the allowed checks of a suite are its agents' past for
+//! `after` / `notAfter` conditions), where
 //! `expect` may hold `decision`, `code`, `policy` and `rule`; only the fields present are
 //! checked, and `policy: null` / `rule: null` expect no policy / rule.
 //!
@@ -21,6 +23,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::error::{Loc, PolicyError};
+use crate::history::HistoryLog;
 use crate::limits::BurstCounter;
 use crate::model::{AgentProfile, CheckRequest, Code, Decision, Effect, TrustTier};
 use crate::parse::{Walker, child, parse_policy};
@@ -84,6 +87,9 @@ pub struct Case {
     pub resource: String,
     /// The context (empty when absent).
     pub context: Map<String, Value>,
+    /// The session (trace id) the check belongs to, for `scope: session` history conditions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
     /// When the check is asked (`now:`, an RFC 3339 time); `None`: the runner's clock.
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -262,17 +268,24 @@ impl Corpus {
         for suite in &self.suites {
             let set = self.load_suite(suite, resolve)?;
             let mut limiter = BurstCounter::new();
+            let mut past = HistoryLog::new();
             for case in &suite.cases {
                 let Some(agent) = suite.agents.get(&case.agent) else {
                     continue;
                 };
+                let asked_at = case.now.unwrap_or(now);
                 let request = CheckRequest {
                     action: &case.action,
                     resource: &case.resource,
                     context: &case.context,
-                    now: case.now.unwrap_or(now),
+                    now: asked_at,
                 };
-                let actual = set.decide(agent, &request, &mut limiter);
+                let history = past.view(&agent.id, case.session.as_deref(), set.history_patterns());
+                let actual = set.decide_with_history(agent, &request, &history, &mut limiter);
+                if actual.is_allowed() {
+                    let matched = set.history_matches(&case.action, &case.resource);
+                    past.record(&agent.id, case.session.as_deref(), &matched, asked_at);
+                }
                 let mismatches = compare(&case.expect, &actual);
                 outcomes.push(CaseOutcome {
                     suite: suite.name.clone(),
@@ -467,7 +480,7 @@ fn case(
         node,
         path,
         &[
-            "name", "agent", "action", "resource", "context", "now", "expect",
+            "name", "agent", "action", "resource", "context", "now", "session", "expect",
         ],
     )?;
     let name = walker.string(
@@ -512,6 +525,10 @@ fn case(
                 })
         })
         .transpose()?;
+    let session = fields
+        .optional("session")
+        .map(|n| walker.string(n, &child(path, "session")))
+        .transpose()?;
     let expect_path = child(path, "expect");
     let expect_node = walker.required(&fields, path, "expect")?;
     let expect = expectation(walker, expect_node, &expect_path)?;
@@ -522,6 +539,7 @@ fn case(
         action,
         resource,
         context,
+        session,
         now,
         expect,
     })

@@ -8,11 +8,13 @@ use std::borrow::Cow;
 
 use jiff::Timestamp;
 use serde_json::{Map, Value};
+use time::OffsetDateTime;
 
 use crate::canonical::{
     Fault, NotCanonical, Part, canonical_action, canonical_resource, is_relative,
 };
 use crate::conditions::{ContextCondition, Schedule, ValueTest, instant};
+use crate::history::{History, HistoryCondition, NO_HISTORY};
 use crate::limits::{Admission, LimitCharge, LimitKey, RateLimitOracle, Unlimited, Window};
 use crate::model::{AgentProfile, ApprovalNeed, CheckRequest, Code, Decision, TrustTier};
 use crate::pattern::Pattern;
@@ -34,6 +36,10 @@ pub(crate) struct Prepared<'r> {
     pub context: &'r Map<String, Value>,
     /// When the check is asked.
     pub now: Timestamp,
+    /// The same instant, for history windows.
+    pub asked_at: OffsetDateTime,
+    /// The agent's past allowed checks, by history pattern.
+    pub history: &'r History,
 }
 
 /// The lower-cased text, when it differs.
@@ -50,7 +56,7 @@ fn fold(text: &str) -> Option<String> {
 }
 
 impl<'r> Prepared<'r> {
-    pub fn new(req: &CheckRequest<'r>) -> Result<Prepared<'r>, NotCanonical> {
+    pub fn new(req: &CheckRequest<'r>, history: &'r History) -> Result<Prepared<'r>, NotCanonical> {
         let action = canonical_action(req.action)?;
         let resource = canonical_resource(req.resource)?;
         let qualified = (is_relative(&resource) && !resource.is_empty())
@@ -74,6 +80,8 @@ impl<'r> Prepared<'r> {
             qualified,
             context: req.context,
             now: instant(req.now),
+            asked_at: req.now,
+            history,
         })
     }
 
@@ -129,6 +137,11 @@ pub(crate) enum RuleCheck<'p> {
         test: &'p ValueTest,
     },
     Schedule(&'p Schedule),
+    /// `after` (`wanted`) or `notAfter` did not hold.
+    History {
+        condition: &'p HistoryCondition,
+        wanted: bool,
+    },
 }
 
 /// Whether `rule` matches: a deny rule ignores case (when in doubt, deny), an allow rule does not.
@@ -188,6 +201,22 @@ pub(crate) fn failed_condition<'p>(
         && !schedule.is_open(req.now)
     {
         return Some(RuleCheck::Schedule(schedule));
+    }
+    if let Some(after) = &conditions.after
+        && !after.happened(req.history, req.asked_at)
+    {
+        return Some(RuleCheck::History {
+            condition: after,
+            wanted: true,
+        });
+    }
+    if let Some(not_after) = &conditions.not_after
+        && not_after.happened(req.history, req.asked_at)
+    {
+        return Some(RuleCheck::History {
+            condition: not_after,
+            wanted: false,
+        });
     }
     None
 }
@@ -281,13 +310,55 @@ impl PolicySet {
         req: &CheckRequest<'_>,
         limits: &mut dyn RateLimitOracle,
     ) -> Decision {
-        self.decide_in(agent, req, limits, Scope::Enforced)
+        self.decide_in(agent, req, &NO_HISTORY, limits, Scope::Enforced)
+    }
+
+    /// [`PolicySet::decide`] for an agent with a past: `after` and `notAfter` conditions read
+    /// `history` (see [`PolicySet::history_patterns`]).
+    pub fn decide_with_history(
+        &self,
+        agent: &AgentProfile,
+        req: &CheckRequest<'_>,
+        history: &History,
+        limits: &mut dyn RateLimitOracle,
+    ) -> Decision {
+        self.decide_in(agent, req, history, limits, Scope::Enforced)
+    }
+
+    /// The history patterns an allowed check of `action` on `resource` matches (ignoring case,
+    /// like a deny rule): the ones the caller records it under. Empty for a text with no
+    /// canonical form.
+    pub fn history_matches(&self, action: &str, resource: &str) -> Vec<&Pattern> {
+        if self.inner.history.is_empty() {
+            return Vec::new();
+        }
+        let context = Map::new();
+        let req = CheckRequest {
+            action,
+            resource,
+            context: &context,
+            now: OffsetDateTime::UNIX_EPOCH,
+        };
+        let Ok(prepared) = Prepared::new(&req, &NO_HISTORY) else {
+            return Vec::new();
+        };
+        self.inner
+            .history
+            .iter()
+            .map(|(pattern, _)| pattern)
+            .filter(|pattern| prepared.action_matches(pattern, true))
+            .collect()
     }
 
     /// What the check would get if the shadow policies that apply to the agent were enforced
     /// too; `None` when none applies (the common case costs one flag test). Limits are not
     /// consulted: a shadow decision charges nothing, so it never reports `rate_limited`.
-    pub fn decide_shadow(&self, agent: &AgentProfile, req: &CheckRequest<'_>) -> Option<Decision> {
+    pub fn decide_shadow(
+        &self,
+        agent: &AgentProfile,
+        req: &CheckRequest<'_>,
+        history: &History,
+    ) -> Option<Decision> {
         if !self.inner.has_shadow {
             return None;
         }
@@ -296,20 +367,21 @@ impl PolicySet {
             .ok()?
             .iter()
             .any(|indexed| indexed.policy.mode == PolicyMode::Shadow);
-        shadow_applies.then(|| self.decide_in(agent, req, &mut Unlimited, Scope::Shadow))
+        shadow_applies.then(|| self.decide_in(agent, req, history, &mut Unlimited, Scope::Shadow))
     }
 
-    fn decide_in(
+    pub(crate) fn decide_in(
         &self,
         agent: &AgentProfile,
         req: &CheckRequest<'_>,
+        history: &History,
         limits: &mut dyn RateLimitOracle,
         scope: Scope,
     ) -> Decision {
         let action = req.action;
         // Canonical form before anything else: a text without one is denied whoever asks. The
         // reason names the fault, not the text, which may hold control characters.
-        let prepared = match Prepared::new(req) {
+        let prepared = match Prepared::new(req, history) {
             Ok(prepared) => prepared,
             Err(refusal) => {
                 return Decision::new(refusal_code(refusal), format!("Action denied: {refusal}"));

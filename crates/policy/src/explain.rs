@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::conditions::lookup;
 use crate::evaluate::{Prepared, RuleCheck, approval_matches, check_rule};
+use crate::history::{History, HistoryScope, NO_HISTORY};
 use crate::limits::{Admission, LimitCharge, RateLimitOracle};
 use crate::model::{AgentProfile, CheckRequest, Decision, Effect};
 use crate::policy::{AppliesTo, Conditions, Policy, PolicyMode, RuleEffect};
@@ -174,6 +175,19 @@ fn outcome(check: RuleCheck<'_>, req: &Prepared<'_>, agent: &AgentProfile) -> Ru
                     .map_or_else(|| "none".to_owned(), ToString::to_string)
             ),
         ),
+        RuleCheck::History { condition, wanted } => failed(
+            if wanted { "after" } else { "notAfter" },
+            format!(
+                "{} allowed check of {} matched `{}` within {}",
+                if wanted { "no" } else { "an" },
+                match condition.scope {
+                    HistoryScope::Agent => "the agent",
+                    HistoryScope::Session => "this session",
+                },
+                condition.action(),
+                condition.within_text
+            ),
+        ),
         RuleCheck::Schedule(schedule) => {
             let written = schedule.written();
             failed(
@@ -262,16 +276,27 @@ impl PolicySet {
         req: &CheckRequest<'_>,
         limits: &mut dyn RateLimitOracle,
     ) -> Explanation {
+        self.explain_with_history(agent, req, &NO_HISTORY, limits)
+    }
+
+    /// [`PolicySet::explain`] for an agent with a past (`after` / `notAfter` conditions).
+    pub fn explain_with_history(
+        &self,
+        agent: &AgentProfile,
+        req: &CheckRequest<'_>,
+        history: &History,
+        limits: &mut dyn RateLimitOracle,
+    ) -> Explanation {
         let mut recording = RecordingOracle {
             inner: limits,
             charges: Vec::new(),
             admission: None,
         };
-        let decision = self.decide(agent, req, &mut recording);
+        let decision = self.decide_with_history(agent, req, history, &mut recording);
         let RecordingOracle {
             charges, admission, ..
         } = recording;
-        let Ok(prepared) = Prepared::new(req) else {
+        let Ok(prepared) = Prepared::new(req, history) else {
             return Explanation {
                 decision,
                 normalised_action: None,

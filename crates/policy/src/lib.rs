@@ -79,6 +79,7 @@ pub mod corpus;
 mod error;
 mod evaluate;
 mod explain;
+mod history;
 mod limits;
 mod lint;
 mod model;
@@ -96,6 +97,10 @@ pub use error::{LoadError, Loc, PolicyError, PolicySetError};
 pub use explain::{
     ApprovalEntry, Explanation, LimitEntry, PermissionEntry, Permissions, PolicyTrace, RuleOutcome,
     RuleTrace,
+};
+pub use history::{
+    History, HistoryCondition, HistoryLog, HistoryScope, LastSeen, MAX_SESSIONS_PER_AGENT,
+    NO_HISTORY,
 };
 pub use limits::{
     Admission, BurstCounter, LimitCharge, LimitKey, RateLimitOracle, Unlimited, Window,

@@ -328,7 +328,9 @@ fn conditions_implied(earlier: &Conditions, later: &Conditions) -> bool {
             .any(|theirs| theirs.key() == mine.key() && theirs.written() == mine.written())
     });
     let schedule = earlier.schedule.is_none() || earlier.schedule == later.schedule;
-    resource && sandbox && trust && context && schedule
+    let history = (earlier.after.is_none() || earlier.after == later.after)
+        && (earlier.not_after.is_none() || earlier.not_after == later.not_after);
+    resource && sandbox && trust && context && schedule && history
 }
 
 fn covering<'r>(earlier: &'r Rule, pattern: &Pattern) -> Option<&'r Pattern> {

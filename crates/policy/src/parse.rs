@@ -10,6 +10,7 @@ use crate::conditions::{
     parse_hours, parse_time,
 };
 use crate::error::{Loc, PolicyError};
+use crate::history::{HistoryCondition, HistoryScope, parse_window};
 use crate::model::TrustTier;
 use crate::pattern::Pattern;
 use crate::policy::{
@@ -415,6 +416,8 @@ impl Walker<'_> {
                 "minTrust",
                 "context",
                 "schedule",
+                "after",
+                "notAfter",
                 "rateLimit",
             ],
         )?;
@@ -445,6 +448,14 @@ impl Walker<'_> {
             .optional("schedule")
             .map(|n| self.schedule(n, &child(path, "schedule")))
             .transpose()?;
+        let after = fields
+            .optional("after")
+            .map(|n| self.history_condition(n, &child(path, "after")))
+            .transpose()?;
+        let not_after = fields
+            .optional("notAfter")
+            .map(|n| self.history_condition(n, &child(path, "notAfter")))
+            .transpose()?;
         let rate_limit = fields
             .optional("rateLimit")
             .map(|n| self.rate_limits(n, &child(path, "rateLimit")))
@@ -455,7 +466,40 @@ impl Walker<'_> {
             min_trust,
             context,
             schedule,
+            after,
+            not_after,
             rate_limit,
+        })
+    }
+
+    /// `after` / `notAfter: {action: pattern, within: "1h", scope: agent|session}`.
+    fn history_condition(&self, node: &Node, path: &str) -> Result<HistoryCondition, PolicyError> {
+        let fields = self.fields(node, path, &["action", "within", "scope"])?;
+        let action_node = self.required(&fields, path, "action")?;
+        let action = self.pattern(action_node, &child(path, "action"))?;
+        let within_node = self.required(&fields, path, "within")?;
+        let within_text = self.string(within_node, &child(path, "within"))?;
+        let within = parse_window(&within_text)
+            .map_err(|message| self.error(within_node.loc, &child(path, "within"), message))?;
+        let scope = match fields.optional("scope") {
+            None => HistoryScope::Agent,
+            Some(n) => match self.string(n, &child(path, "scope"))?.as_str() {
+                "agent" => HistoryScope::Agent,
+                "session" => HistoryScope::Session,
+                other => {
+                    return Err(self.error(
+                        n.loc,
+                        &child(path, "scope"),
+                        format!("expected \"agent\" or \"session\", got \"{other}\""),
+                    ));
+                }
+            },
+        };
+        Ok(HistoryCondition {
+            action,
+            within,
+            scope,
+            within_text,
         })
     }
 

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::conditions::{ContextCondition, Schedule};
 use crate::error::Loc;
+use crate::history::HistoryCondition;
 use crate::model::{AgentProfile, TrustTier};
 use crate::pattern::Pattern;
 
@@ -185,6 +186,12 @@ pub struct Conditions {
         serialize_with = "serialize_schedule"
     )]
     pub schedule: Option<Schedule>,
+    /// An allowed check of the agent matched this before, within its window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<HistoryCondition>,
+    /// No allowed check of the agent matched this before, within its window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<HistoryCondition>,
     /// Limits charged when this rule decides for its policy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimits>,
@@ -203,6 +210,8 @@ impl Conditions {
             && self.min_trust.is_none()
             && self.context.is_empty()
             && self.schedule.is_none()
+            && self.after.is_none()
+            && self.not_after.is_none()
     }
 }
 

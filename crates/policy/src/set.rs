@@ -32,6 +32,9 @@ pub(crate) struct SetInner {
     everyone: Vec<usize>,
     /// Whether any policy is in shadow mode: without one, no check pays for a shadow decision.
     pub has_shadow: bool,
+    /// The patterns of every `after` / `notAfter` condition, one per text, with the longest
+    /// window any of them is given: what the caller must remember of an agent's past.
+    pub history: Vec<(Pattern, time::Duration)>,
 }
 
 #[derive(Debug)]
@@ -222,6 +225,20 @@ impl PolicySet {
                 inner.everyone.push(position);
             }
             inner.has_shadow |= policy.mode == PolicyMode::Shadow;
+            let conditions = policy
+                .rules
+                .iter()
+                .map(|rule| &rule.conditions)
+                .chain(policy.approval_requirements().iter().map(|a| a.when()));
+            for condition in conditions.flat_map(|c| [&c.after, &c.not_after]).flatten() {
+                let text = condition.action().as_str();
+                match inner.history.iter_mut().find(|(p, _)| p.as_str() == text) {
+                    Some((_, window)) => *window = (*window).max(condition.within),
+                    None => inner
+                        .history
+                        .push((condition.action().clone(), condition.within)),
+                }
+            }
             let rules = RuleIndex::build(&policy.rules, &mut inner.verbs);
             inner.policies.push(IndexedPolicy { policy, rules });
         }
@@ -261,6 +278,13 @@ impl PolicySet {
             .get(name)
             .and_then(|&i| self.inner.policies.get(i))
             .map(|p| &p.policy)
+    }
+
+    /// The patterns of the set's history conditions (`after`, `notAfter`) and the longest window
+    /// each is used with: the gateway remembers, per agent, when an allowed check last matched
+    /// each, for that long. Empty when no policy looks at history.
+    pub fn history_patterns(&self) -> &[(Pattern, time::Duration)] {
+        &self.inner.history
     }
 
     /// How many policies the set holds.

@@ -8,7 +8,7 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use meshguard_policy::{CheckRequest, Code, Decision};
+use meshguard_policy::{CheckRequest, Code, Decision, History};
 use meshguard_store::{AuditAgent, AuditKind, NewAuditEvent, ShadowVerdict};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -192,7 +192,7 @@ pub(super) async fn evaluate(
     //    With Redis the limits are global; if Redis cannot answer, nothing is allowed (503).
     //    A proxied request is bounded by what the proxy saw: a path refused before routing is
     //    denied (and still charged), and what the agent claims can only narrow the decision.
-    let (decision, shadow) = match decide_in_mode(state, agent, input).await {
+    let (decision, shadow) = match decide_in_mode(state, agent, input, trace).await {
         Ok(decided) => decided,
         Err(err) => return CheckOutcome::unavailable(Outage::RateLimits, err),
     };
@@ -216,7 +216,14 @@ pub(super) async fn evaluate(
         Ok(decision) => decision,
         Err(err) => return CheckOutcome::unavailable(Outage::Store, err),
     };
-    // 4. Audit: the event is committed (group commit) before the answer leaves, so no decision
+    // 4. History: an allowed check is remembered under the history patterns it matches before it
+    //    is answered, so a later `notAfter` never misses it (if it cannot be, nothing is allowed).
+    if decision.is_allowed()
+        && let Err(err) = remember(state, agent, input, trace).await
+    {
+        return CheckOutcome::unavailable(Outage::RateLimits, err);
+    }
+    // 5. Audit: the event is committed (group commit) before the answer leaves, so no decision
     //    an agent acted on is missing from the trail. If it cannot be written, nothing is allowed.
     let mut event = check_event(state, agent, input, &decision, trace, started);
     event.shadow = shadow;
@@ -235,12 +242,37 @@ pub(super) async fn evaluate(
     CheckOutcome::Decided { decision, audit_id }
 }
 
+/// Records an allowed check in the agent's history, under every history pattern it matches.
+async fn remember(
+    state: &AppState,
+    agent: &AuthenticatedAgent,
+    input: &CheckInput,
+    trace: &TraceId,
+) -> Result<(), RedisLimitError> {
+    let policies = state.policies.current();
+    let matched = policies.history_matches(&input.action, &input.resource);
+    let Some(keep) = policies.history_patterns().iter().map(|(_, w)| *w).max() else {
+        return Ok(());
+    };
+    state
+        .history
+        .record(
+            &agent.record.id,
+            Some(&trace.0),
+            &matched,
+            (state.wall_clock)(),
+            keep,
+        )
+        .await
+}
+
 /// What the engine says in the gateway's mode, charging the limits it consults, and what the
 /// shadow policies would have said instead, when they would have said something else.
 async fn decide_in_mode(
     state: &AppState,
     agent: &AuthenticatedAgent,
     input: &CheckInput,
+    trace: &TraceId,
 ) -> Result<(Decision, Option<ShadowVerdict>), RedisLimitError> {
     let request = CheckRequest {
         action: &input.action,
@@ -252,15 +284,25 @@ async fn decide_in_mode(
         Mode::Enforce | Mode::Audit => {
             // One snapshot of the policies, so a second run (Redis) decides on the same set.
             let policies = state.policies.current();
+            // The agent's past is read only when some policy looks at it.
+            let patterns = policies.history_patterns();
+            let history = if patterns.is_empty() {
+                History::empty()
+            } else {
+                state
+                    .history
+                    .view(&agent.record.id, Some(&trace.0), patterns)
+                    .await?
+            };
             let decision = state
                 .limiter
                 .decide_with_limits(&agent.record.id, Charging::Charge, |oracle| {
-                    policies.decide(&agent.profile, &request, oracle)
+                    policies.decide_with_history(&agent.profile, &request, &history, oracle)
                 })
                 .await?;
             // A shadow decision charges no limit, so it is not compared with a rate-limited one.
             let shadow = policies
-                .decide_shadow(&agent.profile, &request)
+                .decide_shadow(&agent.profile, &request, &history)
                 .filter(|_| decision.code != Code::RateLimited)
                 .and_then(|shadow| ShadowVerdict::differing(&decision, &shadow));
             Ok((decision, shadow))

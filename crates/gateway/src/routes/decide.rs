@@ -58,10 +58,15 @@ pub async fn explain_check(
     // The peeking oracle reports an exhausted limit exactly as a check would see it, and charges
     // nothing.
     let policies = state.policies.current();
+    // The agent's past as its next check would see it (outside any session).
+    let history = state
+        .history
+        .view(&record.id, None, policies.history_patterns())
+        .await?;
     let explanation = state
         .limiter
         .decide_with_limits(&record.id, Charging::Peek, |oracle| {
-            policies.explain(&profile, &request, oracle)
+            policies.explain_with_history(&profile, &request, &history, oracle)
         })
         .await?;
     let decision = approvals::settle(

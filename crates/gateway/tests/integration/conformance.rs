@@ -64,12 +64,12 @@ async fn every_case_of_the_corpus_gets_its_expected_decision_over_http() {
             ran += 1;
             *now.lock().unwrap() = case.now;
             let token = &tokens[&case.agent];
-            let reply = gw
-                .check(
-                    token,
-                    json!({"action": case.action, "resource": case.resource, "context": case.context}),
-                )
-                .await;
+            let body =
+                json!({"action": case.action, "resource": case.resource, "context": case.context});
+            let reply = match &case.session {
+                Some(session) => gw.check_in_trace(token, body, session).await,
+                None => gw.check(token, body).await,
+            };
             let body = &reply.body;
             let mut wrong = Vec::new();
             if let Some(decision) = &case.expect.decision {

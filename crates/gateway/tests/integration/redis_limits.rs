@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use meshguard_gateway::config::Config;
+use meshguard_gateway::history::HistoryStore;
 use meshguard_gateway::rate_limit_redis::{RedisCounter, RedisLimiter};
 use meshguard_gateway::{ConfigFlags, GatewayOptions, serve_listener};
 use meshguard_policy::{Admission, LimitCharge, LimitKey, Window};
@@ -485,4 +486,59 @@ async fn serve_refuses_to_start_when_redis_does_not_answer() {
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     assert!(err.contains("redis"), "{err}");
     assert!(!err.contains("secret"), "{err}");
+}
+
+const EXFILTRATION: &str = r#"name: exfiltration
+version: "1"
+appliesTo: {tags: [t]}
+rules:
+  - name: no-mail-after-secrets
+    effect: deny
+    actions: ["send:email"]
+    conditions:
+      after: {action: "read:secrets/*", within: "1h"}
+  - name: rest
+    effect: allow
+    actions: ["read:*", "send:*"]
+"#;
+
+#[tokio::test]
+async fn history_conditions_read_the_past_that_redis_keeps_for_every_gateway() {
+    let url = match redis_url() {
+        Some(url) => url,
+        None => return,
+    };
+    let prefix = prefix("history");
+    let first = RedisLimiter::connect(&url, &prefix).await.unwrap();
+    let second = RedisLimiter::connect(&url, &prefix).await.unwrap();
+
+    // A check path on Redis: the secret read makes the next mail a denial.
+    let gw = redis_gateway(first.clone()).await;
+    gw.policy(EXFILTRATION).await;
+    let (id, token) = gw.agent("dev", "verified", &["t"]).await;
+    let mail = gw.check(&token, json!({"action": "send:email"})).await;
+    assert_eq!(mail.status, StatusCode::OK, "{}", mail.text);
+    let read = gw
+        .check(
+            &token,
+            json!({"action": "read:secrets", "resource": "db.key"}),
+        )
+        .await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.text);
+    let mail = gw.check(&token, json!({"action": "send:email"})).await;
+    assert_eq!(mail.body["rule"], "no-mail-after-secrets", "{}", mail.text);
+
+    // Another gateway on the same Redis sees the same past for the same agent.
+    let patterns = gw.state.policies.current().history_patterns().to_vec();
+    let other = HistoryStore::Redis(second);
+    let history = other.view(&id, None, &patterns).await.unwrap();
+    let last = history
+        .last("read:secrets/*", meshguard_policy::HistoryScope::Agent)
+        .expect("the read is in Redis");
+    assert!(time::OffsetDateTime::now_utc() - last < time::Duration::minutes(1));
+    assert!(
+        history
+            .last("read:secrets/*", meshguard_policy::HistoryScope::Session)
+            .is_none()
+    );
 }

@@ -52,7 +52,7 @@ fn error_table() {
             format!(
                 "{HEAD}rules:\n  - effect: allow\n    actions: [\"x\"]\n    conditions: {{sandbx: true}}\n"
             ),
-            "autogpt.yaml:6:18: rules[0].conditions.sandbx: unknown key `sandbx`; expected one of `resourcePattern`, `sandbox`, `minTrust`, `context`, `schedule`, `rateLimit`",
+            "autogpt.yaml:6:18: rules[0].conditions.sandbx: unknown key `sandbx`; expected one of `resourcePattern`, `sandbox`, `minTrust`, `context`, `schedule`, `after`, `notAfter`, `rateLimit`",
         ),
         // conditional approvals
         (

@@ -187,6 +187,19 @@ impl TestGateway {
         self.send(request).await
     }
 
+    /// A check sent in the trace (session) `trace`.
+    pub async fn check_in_trace(&self, token: &str, body: Value, trace: &str) -> Reply {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/proxy/governance/check")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .header("x-trace-id", trace)
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        self.send(request).await
+    }
+
     pub async fn check_raw(&self, token: &str, body: impl Into<Body>) -> Reply {
         let request = Request::builder()
             .method(Method::POST)
