@@ -279,6 +279,17 @@ impl ConfigKey {
         ConfigKey::ALL.into_iter().find(|k| k.file_key() == name)
     }
 
+    /// The known key a misspelt `name` most likely meant: at most two single-character edits
+    /// away, so a suggestion is offered only when it is close.
+    pub fn nearest(name: &str) -> Option<ConfigKey> {
+        ConfigKey::ALL
+            .into_iter()
+            .map(|k| (edit_distance(name, k.file_key()), k))
+            .filter(|(d, _)| *d <= 2)
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, k)| k)
+    }
+
     /// The environment variable every key is read from: `MESHGUARD_A__B` for `a.b`.
     pub fn env(self) -> String {
         format!(
@@ -386,12 +397,14 @@ pub enum ConfigError {
         message: String,
     },
     /// A key that MeshGuard does not know (a typo would otherwise be silently ignored).
-    #[error("{origin}: unknown key `{key}`")]
+    #[error("{origin}: unknown key `{key}`{}", .nearest.map(|k| format!("; did you mean `{k}`?")).unwrap_or_default())]
     UnknownKey {
         /// Where the key came from.
         origin: String,
         /// The dotted key.
         key: String,
+        /// The known key one or two edits away, if there is one.
+        nearest: Option<ConfigKey>,
     },
     /// A `[tls]` table or `tls.*` key: `serve` speaks plain HTTP, so a certificate would be
     /// ignored and the operator would believe the traffic encrypted.
@@ -558,6 +571,7 @@ impl Config {
                 let Some(key) = ConfigKey::from_file_key(&key) else {
                     return Err(ConfigError::UnknownKey {
                         origin: origin.to_owned(),
+                        nearest: ConfigKey::nearest(&key),
                         key,
                     });
                 };
@@ -634,6 +648,23 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, toml::Value
         }
         other => out.push((prefix.to_owned(), other.clone())),
     }
+}
+
+/// The number of single-character insertions, deletions and substitutions from `a` to `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous.get(j).copied().unwrap_or(0) + usize::from(ca != *cb);
+            let delete = previous.get(j + 1).copied().unwrap_or(0) + 1;
+            let insert = current.get(j).copied().unwrap_or(0) + 1;
+            current.push(substitute.min(delete).min(insert));
+        }
+        previous = current;
+    }
+    previous.last().copied().unwrap_or(0)
 }
 
 /// Replaces every `${NAME}` with the environment variable `NAME`; a missing one is an error, so
@@ -1247,7 +1278,29 @@ mod tests {
             home(),
         )
         .unwrap_err();
-        assert_eq!(err.to_string(), "gw.toml: unknown key `mod`");
+        assert_eq!(
+            err.to_string(),
+            "gw.toml: unknown key `mod`; did you mean `mode`?"
+        );
+        let err = Config::load(
+            Some(("gw.toml", "[server]\nbody_timout = \"5s\"\n")),
+            &env(&[]),
+            &ConfigFlags::default(),
+            home(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "gw.toml: unknown key `server.body_timout`; did you mean `server.body_timeout`?"
+        );
+        let err = Config::load(
+            Some(("gw.toml", "[cache]\nsize = 3\n")),
+            &env(&[]),
+            &ConfigFlags::default(),
+            home(),
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "gw.toml: unknown key `cache.size`");
 
         let err = Config::load(
             None,
