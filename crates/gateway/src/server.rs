@@ -14,7 +14,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 
 use crate::alerts::AlertSettings;
-use crate::config::{Config, Mode, Secret};
+use crate::config::{Config, ConfigKey, Mode, Secret};
 use crate::data_dir::{DataDir, DataDirError};
 use crate::policies::PolicyChangeError;
 use crate::policy_files::{PolicyDir, PolicyDirError, list_policy_files, spawn_watcher};
@@ -322,7 +322,9 @@ fn raise_open_file_limit(max_connections: usize) {
                 tracing::warn!(
                     open_files = limit,
                     max_connections,
-                    "the open-file limit is below the connection cap; raise the hard limit (ulimit -Hn) or lower server.max_connections"
+                    "the open-file limit is below the connection cap; raise the hard limit \
+                     (ulimit -Hn) or lower {}",
+                    ConfigKey::MaxConnections
                 );
             } else {
                 tracing::debug!(open_files = limit, "open-file limit raised");
