@@ -579,4 +579,32 @@ mod tests {
                 .is_err()
         );
     }
+
+    /// The `serve` flags and the gateway's table of configuration keys agree both ways: every
+    /// key's flag exists, and every `serve` flag but `--config` and `--validate-only` sets a key.
+    #[test]
+    fn serve_flags_are_the_config_keys_flags() {
+        use meshguard_gateway::ConfigKey;
+        let mut cli = Cli::command();
+        cli.build();
+        let serve = cli.find_subcommand("serve").unwrap();
+        let longs: Vec<&str> = serve.get_arguments().filter_map(|a| a.get_long()).collect();
+        for key in ConfigKey::ALL {
+            if let Some(flag) = key.flag() {
+                assert!(longs.contains(&flag), "`serve` has no --{flag} for `{key}`");
+            }
+        }
+        let own: Vec<&str> = serve
+            .get_arguments()
+            .filter(|a| !a.is_global_set())
+            .filter_map(|a| a.get_long())
+            .filter(|l| !["config", "validate-only", "help", "version"].contains(l))
+            .collect();
+        for long in own {
+            assert!(
+                ConfigKey::ALL.iter().any(|k| k.flag() == Some(long)),
+                "`serve --{long}` sets no configuration key"
+            );
+        }
+    }
 }

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::alerts::Trigger;
+
 /// The default listen address: loopback only, so a fresh gateway is never exposed by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3100";
 /// The default request body limit (64 KiB): checks are small, large bodies are an attack or a bug.
@@ -134,13 +136,235 @@ pub enum AuditDurability {
     Async,
 }
 
+/// Every key of the gateway configuration, declared once: its name in the TOML file, the
+/// environment variables that set it and the `serve` flag that sets it all come from here, so a
+/// misspelt key is a compile error rather than a setting silently ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ConfigKey {
+    /// `listen`: the address the HTTP server binds.
+    Listen,
+    /// `mode`: enforce, audit or bypass.
+    Mode,
+    /// `data_dir`: home of the database, keys and tokens.
+    DataDir,
+    /// `admin_token`: the admin token, instead of a generated one.
+    AdminToken,
+    /// `policies_dir`: the directory of policy files.
+    PoliciesDir,
+    /// `database.url`: where the store lives.
+    DatabaseUrl,
+    /// `redis.url`: shared rate limits.
+    RedisUrl,
+    /// `body_limit`: the largest request body.
+    BodyLimit,
+    /// `server.header_timeout`.
+    HeaderTimeout,
+    /// `server.body_timeout`.
+    BodyTimeout,
+    /// `server.idle_timeout`.
+    IdleTimeout,
+    /// `server.max_connections`.
+    MaxConnections,
+    /// `audit.durability`.
+    AuditDurability,
+    /// `audit.retention`.
+    AuditRetention,
+    /// `approvals.timeout`.
+    ApprovalTimeout,
+    /// `agents.max_pending_approvals`.
+    MaxPendingApprovals,
+    /// `agents.records_per_minute`.
+    RecordsPerMinute,
+    /// `agents.refusals_per_minute`.
+    RefusalsPerMinute,
+    /// `alerts.webhook_url`.
+    AlertWebhookUrl,
+    /// `alerts.webhook_secret`.
+    AlertWebhookSecret,
+    /// `alerts.slack_webhook`.
+    AlertSlackWebhook,
+    /// `alerts.on`: the triggers that alert.
+    AlertOn,
+    /// `alerts.queue_size`.
+    AlertQueueSize,
+    /// `alerts.max_attempts`.
+    AlertMaxAttempts,
+    /// `alerts.backoff`.
+    AlertBackoff,
+    /// `alerts.backoff_max`.
+    AlertBackoffMax,
+    /// `alerts.timeout`.
+    AlertTimeout,
+    /// `alerts.per_minute`.
+    AlertPerMinute,
+    /// `proxy.target`: the default upstream.
+    ProxyTarget,
+    /// `proxy.forward_headers`: the agent headers the default upstream receives.
+    ProxyForwardHeaders,
+}
+
+impl ConfigKey {
+    /// Every key, in documentation order.
+    pub const ALL: [ConfigKey; 30] = [
+        ConfigKey::Listen,
+        ConfigKey::Mode,
+        ConfigKey::DataDir,
+        ConfigKey::AdminToken,
+        ConfigKey::PoliciesDir,
+        ConfigKey::DatabaseUrl,
+        ConfigKey::RedisUrl,
+        ConfigKey::BodyLimit,
+        ConfigKey::HeaderTimeout,
+        ConfigKey::BodyTimeout,
+        ConfigKey::IdleTimeout,
+        ConfigKey::MaxConnections,
+        ConfigKey::AuditDurability,
+        ConfigKey::AuditRetention,
+        ConfigKey::ApprovalTimeout,
+        ConfigKey::MaxPendingApprovals,
+        ConfigKey::RecordsPerMinute,
+        ConfigKey::RefusalsPerMinute,
+        ConfigKey::AlertWebhookUrl,
+        ConfigKey::AlertWebhookSecret,
+        ConfigKey::AlertSlackWebhook,
+        ConfigKey::AlertOn,
+        ConfigKey::AlertQueueSize,
+        ConfigKey::AlertMaxAttempts,
+        ConfigKey::AlertBackoff,
+        ConfigKey::AlertBackoffMax,
+        ConfigKey::AlertTimeout,
+        ConfigKey::AlertPerMinute,
+        ConfigKey::ProxyTarget,
+        ConfigKey::ProxyForwardHeaders,
+    ];
+
+    /// The dotted name in the TOML file (`[server] body_timeout` is `server.body_timeout`).
+    pub fn file_key(self) -> &'static str {
+        match self {
+            ConfigKey::Listen => "listen",
+            ConfigKey::Mode => "mode",
+            ConfigKey::DataDir => "data_dir",
+            ConfigKey::AdminToken => "admin_token",
+            ConfigKey::PoliciesDir => "policies_dir",
+            ConfigKey::DatabaseUrl => "database.url",
+            ConfigKey::RedisUrl => "redis.url",
+            ConfigKey::BodyLimit => "body_limit",
+            ConfigKey::HeaderTimeout => "server.header_timeout",
+            ConfigKey::BodyTimeout => "server.body_timeout",
+            ConfigKey::IdleTimeout => "server.idle_timeout",
+            ConfigKey::MaxConnections => "server.max_connections",
+            ConfigKey::AuditDurability => "audit.durability",
+            ConfigKey::AuditRetention => "audit.retention",
+            ConfigKey::ApprovalTimeout => "approvals.timeout",
+            ConfigKey::MaxPendingApprovals => "agents.max_pending_approvals",
+            ConfigKey::RecordsPerMinute => "agents.records_per_minute",
+            ConfigKey::RefusalsPerMinute => "agents.refusals_per_minute",
+            ConfigKey::AlertWebhookUrl => "alerts.webhook_url",
+            ConfigKey::AlertWebhookSecret => "alerts.webhook_secret",
+            ConfigKey::AlertSlackWebhook => "alerts.slack_webhook",
+            ConfigKey::AlertOn => "alerts.on",
+            ConfigKey::AlertQueueSize => "alerts.queue_size",
+            ConfigKey::AlertMaxAttempts => "alerts.max_attempts",
+            ConfigKey::AlertBackoff => "alerts.backoff",
+            ConfigKey::AlertBackoffMax => "alerts.backoff_max",
+            ConfigKey::AlertTimeout => "alerts.timeout",
+            ConfigKey::AlertPerMinute => "alerts.per_minute",
+            ConfigKey::ProxyTarget => "proxy.target",
+            ConfigKey::ProxyForwardHeaders => "proxy.forward_headers",
+        }
+    }
+
+    /// The key of a dotted file name, if MeshGuard knows it.
+    pub fn from_file_key(name: &str) -> Option<ConfigKey> {
+        ConfigKey::ALL.into_iter().find(|k| k.file_key() == name)
+    }
+
+    /// The known key a misspelt `name` most likely meant: at most two single-character edits
+    /// away, so a suggestion is offered only when it is close.
+    pub fn nearest(name: &str) -> Option<ConfigKey> {
+        ConfigKey::ALL
+            .into_iter()
+            .map(|k| (edit_distance(name, k.file_key()), k))
+            .filter(|(d, _)| *d <= 2)
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, k)| k)
+    }
+
+    /// The environment variable every key is read from: `MESHGUARD_A__B` for `a.b`.
+    pub fn env(self) -> String {
+        format!(
+            "MESHGUARD_{}",
+            self.file_key().to_uppercase().replace('.', "__")
+        )
+    }
+
+    /// Older, documented environment names; [`ConfigKey::env`] wins over them.
+    pub fn env_aliases(self) -> &'static [&'static str] {
+        match self {
+            ConfigKey::Mode => &["MODE"],
+            ConfigKey::DataDir => &["MESHGUARD_HOME"],
+            ConfigKey::AdminToken => &["ADMIN_TOKEN"],
+            ConfigKey::PoliciesDir => &["POLICIES_DIR"],
+            ConfigKey::DatabaseUrl => &["DB_PATH"],
+            ConfigKey::AlertWebhookUrl => &["ALERT_WEBHOOK_URL"],
+            ConfigKey::AlertWebhookSecret => &["ALERT_WEBHOOK_SECRET"],
+            ConfigKey::AlertSlackWebhook => &["ALERT_SLACK_WEBHOOK"],
+            ConfigKey::AlertOn => &["ALERT_ON"],
+            ConfigKey::ProxyTarget => &["PROXY_TARGET"],
+            _ => &[],
+        }
+    }
+
+    /// The `meshguard serve` flag that sets the key, without its leading `--`.
+    pub fn flag(self) -> Option<&'static str> {
+        match self {
+            ConfigKey::Listen => Some("addr"),
+            ConfigKey::Mode => Some("mode"),
+            ConfigKey::DataDir => Some("data-dir"),
+            ConfigKey::AdminToken => Some("admin-token"),
+            ConfigKey::PoliciesDir => Some("policies"),
+            ConfigKey::DatabaseUrl => Some("database-url"),
+            ConfigKey::RedisUrl => Some("redis-url"),
+            ConfigKey::HeaderTimeout => Some("header-timeout"),
+            ConfigKey::BodyTimeout => Some("body-timeout"),
+            ConfigKey::IdleTimeout => Some("idle-timeout"),
+            ConfigKey::MaxConnections => Some("max-connections"),
+            _ => None,
+        }
+    }
+
+    /// The value given on the command line for this key, if any.
+    fn flag_value(self, flags: &ConfigFlags) -> Option<String> {
+        match self {
+            ConfigKey::Listen => flags.listen.clone(),
+            ConfigKey::Mode => flags.mode.map(|m| m.as_str().to_owned()),
+            ConfigKey::DataDir => flags.data_dir.as_ref().map(|p| p.display().to_string()),
+            ConfigKey::AdminToken => flags.admin_token.clone(),
+            ConfigKey::PoliciesDir => flags.policies_dir.as_ref().map(|p| p.display().to_string()),
+            ConfigKey::DatabaseUrl => flags.database_url.clone(),
+            ConfigKey::RedisUrl => flags.redis_url.clone(),
+            ConfigKey::HeaderTimeout => flags.header_timeout.clone(),
+            ConfigKey::BodyTimeout => flags.body_timeout.clone(),
+            ConfigKey::IdleTimeout => flags.idle_timeout.clone(),
+            ConfigKey::MaxConnections => flags.max_connections.clone(),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.file_key())
+    }
+}
+
 /// Values given on the command line; `None` means "not given", so lower layers apply.
 #[derive(Debug, Clone, Default)]
 pub struct ConfigFlags {
     /// `--addr`.
     pub listen: Option<String>,
     /// `--mode`.
-    pub mode: Option<String>,
+    pub mode: Option<Mode>,
     /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
     /// `--policies`.
@@ -173,8 +397,22 @@ pub enum ConfigError {
         message: String,
     },
     /// A key that MeshGuard does not know (a typo would otherwise be silently ignored).
-    #[error("{origin}: unknown key `{key}`")]
+    #[error("{origin}: unknown key `{key}`{}", .nearest.map(|k| format!("; did you mean `{k}`?")).unwrap_or_default())]
     UnknownKey {
+        /// Where the key came from.
+        origin: String,
+        /// The dotted key.
+        key: String,
+        /// The known key one or two edits away, if there is one.
+        nearest: Option<ConfigKey>,
+    },
+    /// A `[tls]` table or `tls.*` key: `serve` speaks plain HTTP, so a certificate would be
+    /// ignored and the operator would believe the traffic encrypted.
+    #[error(
+        "{origin}: unknown key `{key}`: TLS is not supported by `serve` yet; terminate TLS in \
+         front of the gateway (a reverse proxy or load balancer)"
+    )]
+    TlsNotSupported {
         /// Where the key came from.
         origin: String,
         /// The dotted key.
@@ -185,7 +423,7 @@ pub enum ConfigError {
     Invalid {
         /// Where the value came from (file name, environment variable, or flag).
         origin: String,
-        /// The dotted key.
+        /// The dotted key (a `targets.NAME…` key has no [`ConfigKey`]).
         key: String,
         /// What was wrong.
         message: String,
@@ -235,8 +473,8 @@ pub struct Alerts {
     pub webhook_secret: Option<Secret>,
     /// Slack incoming webhook URL (the URL is the credential).
     pub slack_webhook: Option<Secret>,
-    /// Which events alert: `deny`, `rate_limit`, `approval_required`, `agent_revoked`, `error`.
-    pub on: Vec<String>,
+    /// Which events alert; empty means every trigger.
+    pub on: Vec<Trigger>,
     /// `alerts.queue_size`: alerts waiting for delivery before new ones are dropped.
     pub queue_size: Option<usize>,
     /// `alerts.max_attempts`: delivery attempts per alert and receiver.
@@ -288,8 +526,6 @@ pub struct Config {
     pub targets: BTreeMap<String, ProxyTarget>,
     /// Alerting.
     pub alerts: Alerts,
-    /// TLS certificate and key files.
-    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Where a raw value came from; it names the origin in error messages.
@@ -297,47 +533,6 @@ pub struct Config {
 struct Sourced {
     value: toml::Value,
     origin: String,
-}
-
-/// Scalar keys: (dotted key, documented environment aliases). `MESHGUARD_A__B` is always read too.
-const KEYS: &[(&str, &[&str])] = &[
-    ("listen", &[]),
-    ("mode", &["MODE"]),
-    ("data_dir", &["MESHGUARD_HOME"]),
-    ("admin_token", &["ADMIN_TOKEN"]),
-    ("policies_dir", &["POLICIES_DIR"]),
-    ("database.url", &["DB_PATH"]),
-    ("redis.url", &[]),
-    ("body_limit", &[]),
-    ("server.header_timeout", &[]),
-    ("server.body_timeout", &[]),
-    ("server.idle_timeout", &[]),
-    ("server.max_connections", &[]),
-    ("audit.durability", &[]),
-    ("audit.retention", &[]),
-    ("approvals.timeout", &[]),
-    ("agents.max_pending_approvals", &[]),
-    ("agents.records_per_minute", &[]),
-    ("agents.refusals_per_minute", &[]),
-    ("alerts.webhook_url", &["ALERT_WEBHOOK_URL"]),
-    ("alerts.webhook_secret", &["ALERT_WEBHOOK_SECRET"]),
-    ("alerts.slack_webhook", &["ALERT_SLACK_WEBHOOK"]),
-    ("alerts.on", &["ALERT_ON"]),
-    ("alerts.queue_size", &[]),
-    ("alerts.max_attempts", &[]),
-    ("alerts.backoff", &[]),
-    ("alerts.backoff_max", &[]),
-    ("alerts.timeout", &[]),
-    ("alerts.per_minute", &[]),
-    ("proxy.target", &["PROXY_TARGET"]),
-    ("proxy.forward_headers", &[]),
-    ("tls.cert", &[]),
-    ("tls.key", &[]),
-];
-
-/// The environment variable `MESHGUARD_A__B` for key `a.b`.
-fn env_name(key: &str) -> String {
-    format!("MESHGUARD_{}", key.to_uppercase().replace('.', "__"))
 }
 
 impl Config {
@@ -349,7 +544,7 @@ impl Config {
         flags: &ConfigFlags,
         home: Option<&Path>,
     ) -> Result<Config, ConfigError> {
-        let mut layered: BTreeMap<String, Sourced> = BTreeMap::new();
+        let mut layered: BTreeMap<ConfigKey, Sourced> = BTreeMap::new();
         let mut targets = BTreeMap::new();
 
         // Lowest layer above the defaults: the file.
@@ -360,6 +555,12 @@ impl Config {
                         origin: origin.to_owned(),
                         message: e.to_string().trim_end().replace('\n', " "),
                     })?;
+            if table.contains_key("tls") {
+                return Err(ConfigError::TlsNotSupported {
+                    origin: origin.to_owned(),
+                    key: "tls".to_owned(),
+                });
+            }
             let mut flat = Vec::new();
             flatten("", &toml::Value::Table(table), &mut flat);
             for (key, value) in flat {
@@ -367,12 +568,13 @@ impl Config {
                     collect_target(origin, rest, value, &mut targets)?;
                     continue;
                 }
-                if !KEYS.iter().any(|(k, _)| *k == key) {
+                let Some(key) = ConfigKey::from_file_key(&key) else {
                     return Err(ConfigError::UnknownKey {
                         origin: origin.to_owned(),
+                        nearest: ConfigKey::nearest(&key),
                         key,
                     });
-                }
+                };
                 layered.insert(
                     key,
                     Sourced {
@@ -384,16 +586,17 @@ impl Config {
         }
 
         // Environment: the documented alias first, then `MESHGUARD_A__B`, which wins over it.
-        for (key, aliases) in KEYS {
-            for name in aliases
+        for key in ConfigKey::ALL {
+            for name in key
+                .env_aliases()
                 .iter()
                 .copied()
                 .map(str::to_owned)
-                .chain([env_name(key)])
+                .chain([key.env()])
             {
                 if let Some(value) = env.get(&name) {
                     layered.insert(
-                        (*key).to_owned(),
+                        key,
                         Sourced {
                             value: toml::Value::String(value.clone()),
                             origin: format!("environment variable {name}"),
@@ -404,32 +607,13 @@ impl Config {
         }
 
         // Flags: the top layer.
-        let flag_values: [(&str, Option<String>); 11] = [
-            ("listen", flags.listen.clone()),
-            ("mode", flags.mode.clone()),
-            (
-                "data_dir",
-                flags.data_dir.as_ref().map(|p| p.display().to_string()),
-            ),
-            (
-                "policies_dir",
-                flags.policies_dir.as_ref().map(|p| p.display().to_string()),
-            ),
-            ("database.url", flags.database_url.clone()),
-            ("redis.url", flags.redis_url.clone()),
-            ("admin_token", flags.admin_token.clone()),
-            ("server.header_timeout", flags.header_timeout.clone()),
-            ("server.body_timeout", flags.body_timeout.clone()),
-            ("server.idle_timeout", flags.idle_timeout.clone()),
-            ("server.max_connections", flags.max_connections.clone()),
-        ];
-        for (key, value) in flag_values {
-            if let Some(value) = value {
+        for key in ConfigKey::ALL {
+            if let (Some(flag), Some(value)) = (key.flag(), key.flag_value(flags)) {
                 layered.insert(
-                    key.to_owned(),
+                    key,
                     Sourced {
                         value: toml::Value::String(value),
-                        origin: format!("flag for `{key}`"),
+                        origin: format!("flag --{flag}"),
                     },
                 );
             }
@@ -464,6 +648,23 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, toml::Value
         }
         other => out.push((prefix.to_owned(), other.clone())),
     }
+}
+
+/// The number of single-character insertions, deletions and substitutions from `a` to `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous.get(j).copied().unwrap_or(0) + usize::from(ca != *cb);
+            let delete = previous.get(j + 1).copied().unwrap_or(0) + 1;
+            let insert = current.get(j).copied().unwrap_or(0) + 1;
+            current.push(substitute.min(delete).min(insert));
+        }
+        previous = current;
+    }
+    previous.last().copied().unwrap_or(0)
 }
 
 /// Replaces every `${NAME}` with the environment variable `NAME`; a missing one is an error, so
@@ -562,24 +763,24 @@ fn header_list(value: &toml::Value) -> Result<Vec<String>, String> {
 }
 
 struct Validator<'a> {
-    layered: BTreeMap<String, Sourced>,
+    layered: BTreeMap<ConfigKey, Sourced>,
     home: Option<&'a Path>,
 }
 
 impl Validator<'_> {
-    fn invalid(&self, key: &str, message: String) -> ConfigError {
+    fn invalid(&self, key: ConfigKey, message: String) -> ConfigError {
         ConfigError::Invalid {
             origin: self
                 .layered
-                .get(key)
+                .get(&key)
                 .map_or_else(|| "default".to_owned(), |s| s.origin.clone()),
-            key: key.to_owned(),
+            key: key.file_key().to_owned(),
             message,
         }
     }
 
-    fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
-        match self.layered.get(key).map(|s| &s.value) {
+    fn string(&self, key: ConfigKey) -> Result<Option<String>, ConfigError> {
+        match self.layered.get(&key).map(|s| &s.value) {
             None => Ok(None),
             Some(toml::Value::String(s)) => Ok(Some(s.clone())),
             Some(toml::Value::Integer(i)) => Ok(Some(i.to_string())),
@@ -589,13 +790,13 @@ impl Validator<'_> {
         }
     }
 
-    fn path(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
+    fn path(&self, key: ConfigKey) -> Result<Option<PathBuf>, ConfigError> {
         Ok(self.string(key)?.map(|s| expand_home(&s, self.home)))
     }
 
     fn parsed<T>(
         &self,
-        key: &str,
+        key: ConfigKey,
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> Result<Option<T>, ConfigError> {
         match self.string(key)? {
@@ -611,106 +812,108 @@ impl Validator<'_> {
         targets: BTreeMap<String, ProxyTarget>,
     ) -> Result<Config, ConfigError> {
         let listen = self.listen(env, flags)?;
-        let mode = self.parsed("mode", |s| s.parse())?.unwrap_or(Mode::Enforce);
-        let data_dir = match self.path("data_dir")? {
+        let mode = self
+            .parsed(ConfigKey::Mode, |s| s.parse())?
+            .unwrap_or(Mode::Enforce);
+        let data_dir = match self.path(ConfigKey::DataDir)? {
             Some(dir) => dir,
             None => self.home.map(|h| h.join(".meshguard")).ok_or_else(|| {
+                let key = ConfigKey::DataDir;
                 self.invalid(
-                    "data_dir",
-                    "no home directory: set MESHGUARD_HOME or --data-dir".into(),
+                    key,
+                    format!(
+                        "no home directory: set {} or --{}",
+                        key.env(),
+                        key.flag().unwrap_or_default()
+                    ),
                 )
             })?,
         };
         let database_url = self
-            .string("database.url")?
+            .string(ConfigKey::DatabaseUrl)?
             .filter(|s| !s.is_empty())
             .map(Secret::new);
         let redis_url = self
-            .string("redis.url")?
+            .string(ConfigKey::RedisUrl)?
             .filter(|s| !s.is_empty())
             .map(Secret::new);
         let body_limit = self
-            .parsed("body_limit", parse_size)?
+            .parsed(ConfigKey::BodyLimit, parse_size)?
             .unwrap_or(DEFAULT_BODY_LIMIT);
         if body_limit == 0 {
-            return Err(self.invalid("body_limit", "must be at least 1 byte".into()));
+            return Err(self.invalid(ConfigKey::BodyLimit, "must be at least 1 byte".into()));
         }
         let server = self.server_limits()?;
         let audit_durability = self
-            .parsed("audit.durability", |s| match s {
+            .parsed(ConfigKey::AuditDurability, |s| match s {
                 "sync" => Ok(AuditDurability::Sync),
                 "async" => Ok(AuditDurability::Async),
                 other => Err(format!("expected `sync` or `async`, got `{other}`")),
             })?
             .unwrap_or(AuditDurability::Sync);
         let audit_retention = self
-            .parsed("audit.retention", parse_duration)?
+            .parsed(ConfigKey::AuditRetention, parse_duration)?
             .unwrap_or(DEFAULT_AUDIT_RETENTION);
         let approval_timeout = self
-            .parsed("approvals.timeout", parse_duration)?
+            .parsed(ConfigKey::ApprovalTimeout, parse_duration)?
             .unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
         if audit_retention < Duration::from_secs(3600) {
             return Err(self.invalid(
-                "audit.retention",
+                ConfigKey::AuditRetention,
                 "must be at least 1h: retention deletes every older event".into(),
             ));
         }
         if approval_timeout.is_zero() {
-            return Err(self.invalid("approvals.timeout", "must be at least 1s".into()));
+            return Err(self.invalid(ConfigKey::ApprovalTimeout, "must be at least 1s".into()));
         }
         let quotas = AgentQuotas {
             max_pending_approvals: self
-                .parsed("agents.max_pending_approvals", positive)?
+                .parsed(ConfigKey::MaxPendingApprovals, positive)?
                 .unwrap_or(DEFAULT_AGENT_QUOTAS.max_pending_approvals),
             records_per_minute: self
-                .parsed("agents.records_per_minute", positive)?
+                .parsed(ConfigKey::RecordsPerMinute, positive)?
                 .unwrap_or(DEFAULT_AGENT_QUOTAS.records_per_minute),
             refusals_per_minute: self
-                .parsed("agents.refusals_per_minute", positive)?
+                .parsed(ConfigKey::RefusalsPerMinute, positive)?
                 .unwrap_or(DEFAULT_AGENT_QUOTAS.refusals_per_minute),
         };
-        let policies_dir = self.path("policies_dir")?;
-        let admin_token = self.string("admin_token")?.filter(|s| !s.is_empty());
+        let policies_dir = self.path(ConfigKey::PoliciesDir)?;
+        let admin_token = self
+            .string(ConfigKey::AdminToken)?
+            .filter(|s| !s.is_empty());
         if let Some(token) = &admin_token
             && token.len() < 16
         {
-            return Err(self.invalid("admin_token", "must be at least 16 characters long".into()));
+            return Err(self.invalid(
+                ConfigKey::AdminToken,
+                "must be at least 16 characters long".into(),
+            ));
         }
         let alerts = Alerts {
-            webhook_url: self.string("alerts.webhook_url")?.map(Secret::new),
-            webhook_secret: self.string("alerts.webhook_secret")?.map(Secret::new),
-            slack_webhook: self.string("alerts.slack_webhook")?.map(Secret::new),
+            webhook_url: self.string(ConfigKey::AlertWebhookUrl)?.map(Secret::new),
+            webhook_secret: self.string(ConfigKey::AlertWebhookSecret)?.map(Secret::new),
+            slack_webhook: self.string(ConfigKey::AlertSlackWebhook)?.map(Secret::new),
             on: self.alert_triggers()?,
-            queue_size: self.parsed("alerts.queue_size", positive)?,
-            max_attempts: self.parsed("alerts.max_attempts", positive)?,
-            backoff: self.parsed("alerts.backoff", parse_short_duration)?,
-            backoff_max: self.parsed("alerts.backoff_max", parse_short_duration)?,
-            timeout: self.parsed("alerts.timeout", parse_short_duration)?,
-            per_minute: self.parsed("alerts.per_minute", positive)?,
+            queue_size: self.parsed(ConfigKey::AlertQueueSize, positive)?,
+            max_attempts: self.parsed(ConfigKey::AlertMaxAttempts, positive)?,
+            backoff: self.parsed(ConfigKey::AlertBackoff, parse_short_duration)?,
+            backoff_max: self.parsed(ConfigKey::AlertBackoffMax, parse_short_duration)?,
+            timeout: self.parsed(ConfigKey::AlertTimeout, parse_short_duration)?,
+            per_minute: self.parsed(ConfigKey::AlertPerMinute, positive)?,
         };
         if alerts.on.is_empty()
-            && self.layered.contains_key("alerts.on")
+            && self.layered.contains_key(&ConfigKey::AlertOn)
             && (alerts.webhook_url.is_some() || alerts.slack_webhook.is_some())
         {
             return Err(self.invalid(
-                "alerts.on",
+                ConfigKey::AlertOn,
                 "lists no trigger: name at least one, or remove it to alert on every trigger"
                     .into(),
             ));
         }
         if alerts.timeout.is_some_and(|t| t.is_zero()) {
-            return Err(self.invalid("alerts.timeout", "must be more than 0ms".into()));
+            return Err(self.invalid(ConfigKey::AlertTimeout, "must be more than 0ms".into()));
         }
-        let tls = match (self.path("tls.cert")?, self.path("tls.key")?) {
-            (None, None) => None,
-            (Some(cert), Some(key)) => Some((cert, key)),
-            (Some(_), None) => {
-                return Err(self.invalid("tls.key", "required when `tls.cert` is set".into()));
-            }
-            (None, Some(_)) => {
-                return Err(self.invalid("tls.cert", "required when `tls.key` is set".into()));
-            }
-        };
         Ok(Config {
             listen,
             mode,
@@ -728,7 +931,6 @@ impl Validator<'_> {
             proxy_target: self.proxy_target()?,
             targets,
             alerts,
-            tls,
         })
     }
 
@@ -739,18 +941,21 @@ impl Validator<'_> {
         env: &HashMap<String, String>,
         flags: &ConfigFlags,
     ) -> Result<SocketAddr, ConfigError> {
-        let whole_from_top = flags.listen.is_some() || env.contains_key(&env_name("listen"));
+        let whole_from_top = flags.listen.is_some() || env.contains_key(&ConfigKey::Listen.env());
         let text = self
-            .string("listen")?
+            .string(ConfigKey::Listen)?
             .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let mut addr: SocketAddr = text
-            .parse()
-            .map_err(|_| self.invalid("listen", format!("`{text}` is not an IP:port address")))?;
+        let mut addr: SocketAddr = text.parse().map_err(|_| {
+            self.invalid(
+                ConfigKey::Listen,
+                format!("`{text}` is not an IP:port address"),
+            )
+        })?;
         if !whole_from_top {
             if let Some(host) = env.get("HOST") {
                 let ip = host.parse().map_err(|_| ConfigError::Invalid {
                     origin: "environment variable HOST".into(),
-                    key: "listen".into(),
+                    key: ConfigKey::Listen.file_key().to_owned(),
                     message: format!("`{host}` is not an IP address"),
                 })?;
                 addr.set_ip(ip);
@@ -758,7 +963,7 @@ impl Validator<'_> {
             if let Some(port) = env.get("PORT") {
                 let port = port.parse().map_err(|_| ConfigError::Invalid {
                     origin: "environment variable PORT".into(),
-                    key: "listen".into(),
+                    key: ConfigKey::Listen.file_key().to_owned(),
                     message: format!("`{port}` is not a port number"),
                 })?;
                 addr.set_port(port);
@@ -769,14 +974,14 @@ impl Validator<'_> {
 
     /// The default upstream: `proxy.target` and the request headers it receives.
     fn proxy_target(&self) -> Result<Option<ProxyTarget>, ConfigError> {
-        let key = "proxy.forward_headers";
+        let key = ConfigKey::ProxyForwardHeaders;
         let forward_headers = self
             .layered
-            .get(key)
+            .get(&key)
             .map(|s| header_list(&s.value).map_err(|m| self.invalid(key, m)))
             .transpose()?;
         Ok(self
-            .string("proxy.target")?
+            .string(ConfigKey::ProxyTarget)?
             .filter(|s| !s.is_empty())
             .map(|url| ProxyTarget {
                 url,
@@ -786,7 +991,7 @@ impl Validator<'_> {
     }
 
     fn server_limits(&self) -> Result<ServerLimits, ConfigError> {
-        let timeout = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
+        let timeout = |key: ConfigKey, default: Duration| -> Result<Duration, ConfigError> {
             let value = self.parsed(key, parse_short_duration)?.unwrap_or(default);
             if value < Duration::from_millis(100) {
                 return Err(self.invalid(key, "must be at least 100ms".into()));
@@ -794,11 +999,11 @@ impl Validator<'_> {
             Ok(value)
         };
         Ok(ServerLimits {
-            header_timeout: timeout("server.header_timeout", DEFAULT_HEADER_TIMEOUT)?,
-            body_timeout: timeout("server.body_timeout", DEFAULT_BODY_TIMEOUT)?,
-            idle_timeout: timeout("server.idle_timeout", DEFAULT_IDLE_TIMEOUT)?,
+            header_timeout: timeout(ConfigKey::HeaderTimeout, DEFAULT_HEADER_TIMEOUT)?,
+            body_timeout: timeout(ConfigKey::BodyTimeout, DEFAULT_BODY_TIMEOUT)?,
+            idle_timeout: timeout(ConfigKey::IdleTimeout, DEFAULT_IDLE_TIMEOUT)?,
             max_connections: self
-                .parsed("server.max_connections", |s| match positive(s) {
+                .parsed(ConfigKey::MaxConnections, |s| match positive(s) {
                     Ok(n) if n > MAX_MAX_CONNECTIONS => {
                         Err(format!("`{s}` is more than {MAX_MAX_CONNECTIONS}"))
                     }
@@ -808,17 +1013,13 @@ impl Validator<'_> {
         })
     }
 
-    fn alert_triggers(&self) -> Result<Vec<String>, ConfigError> {
-        const KNOWN: [&str; 5] = [
-            "deny",
-            "rate_limit",
-            "approval_required",
-            "agent_revoked",
-            "error",
-        ];
-        let key = "alerts.on";
-        let items: Vec<String> =
-            match self.layered.get(key).map(|s| &s.value) {
+    /// `alerts.on`: a TOML array of trigger names, or one comma-separated string (the
+    /// environment's form). A name that is no trigger is an error naming it and where it came
+    /// from, never dropped: a typo would otherwise silence the alerts it meant to raise.
+    fn alert_triggers(&self) -> Result<Vec<Trigger>, ConfigError> {
+        let key = ConfigKey::AlertOn;
+        let names: Vec<String> =
+            match self.layered.get(&key).map(|s| &s.value) {
                 None => return Ok(Vec::new()),
                 Some(toml::Value::String(s)) => s
                     .split(',')
@@ -828,7 +1029,7 @@ impl Validator<'_> {
                 Some(toml::Value::Array(items)) => items
                     .iter()
                     .map(|v| match v {
-                        toml::Value::String(s) => Ok(s.clone()),
+                        toml::Value::String(s) => Ok(s.trim().to_owned()),
                         other => Err(self
                             .invalid(key, format!("expected strings, got {}", other.type_str()))),
                     })
@@ -840,18 +1041,10 @@ impl Validator<'_> {
                     ));
                 }
             };
-        for item in &items {
-            if !KNOWN.contains(&item.as_str()) {
-                return Err(self.invalid(
-                    key,
-                    format!(
-                        "unknown trigger `{item}` (expected one of {})",
-                        KNOWN.join(", ")
-                    ),
-                ));
-            }
-        }
-        Ok(items)
+        names
+            .iter()
+            .map(|name| name.parse().map_err(|m| self.invalid(key, m)))
+            .collect()
     }
 }
 
@@ -1026,7 +1219,7 @@ mod tests {
         assert_eq!(c.audit_durability, AuditDurability::Sync);
 
         let flags = ConfigFlags {
-            mode: Some("enforce".into()),
+            mode: Some(Mode::Enforce),
             ..ConfigFlags::default()
         };
         let c = Config::load(Some(("gw.toml", file)), &e, &flags, home()).unwrap();
@@ -1058,7 +1251,7 @@ mod tests {
             c.admin_token.as_ref().map(Secret::expose),
             Some("0123456789abcdef0123")
         );
-        assert_eq!(c.alerts.on, vec!["deny", "rate_limit"]);
+        assert_eq!(c.alerts.on, vec![Trigger::Deny, Trigger::RateLimit]);
 
         let e = env(&[("MODE", "audit"), ("MESHGUARD_MODE", "enforce")]);
         let c = Config::load(None, &e, &ConfigFlags::default(), home()).unwrap();
@@ -1085,7 +1278,29 @@ mod tests {
             home(),
         )
         .unwrap_err();
-        assert_eq!(err.to_string(), "gw.toml: unknown key `mod`");
+        assert_eq!(
+            err.to_string(),
+            "gw.toml: unknown key `mod`; did you mean `mode`?"
+        );
+        let err = Config::load(
+            Some(("gw.toml", "[server]\nbody_timout = \"5s\"\n")),
+            &env(&[]),
+            &ConfigFlags::default(),
+            home(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "gw.toml: unknown key `server.body_timout`; did you mean `server.body_timeout`?"
+        );
+        let err = Config::load(
+            Some(("gw.toml", "[cache]\nsize = 3\n")),
+            &env(&[]),
+            &ConfigFlags::default(),
+            home(),
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "gw.toml: unknown key `cache.size`");
 
         let err = Config::load(
             None,
@@ -1244,7 +1459,7 @@ mod tests {
             ("MESHGUARD_ALERTS__QUEUE_SIZE", "64"),
         ]);
         let c = Config::load(Some(("gw.toml", file)), &e, &ConfigFlags::default(), home()).unwrap();
-        assert_eq!(c.alerts.on, vec!["deny", "error"]);
+        assert_eq!(c.alerts.on, vec![Trigger::Deny, Trigger::Error]);
         assert_eq!(
             c.alerts.webhook_url.as_ref().map(Secret::expose),
             Some("http://127.0.0.1:9/hook")
@@ -1301,5 +1516,116 @@ mod tests {
         ]);
         let c = Config::load(None, &e, &ConfigFlags::default(), home()).unwrap();
         assert!(!format!("{c:?}").contains("super-secret"));
+    }
+
+    #[test]
+    fn a_bad_alert_trigger_names_the_value_where_it_came_from_and_the_choices() {
+        let load = |file: Option<(&str, &str)>, e: &[(&str, &str)]| {
+            Config::load(file, &env(e), &ConfigFlags::default(), home())
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            load(
+                Some(("gw.toml", "[alerts]\non = [\"deny\", \"revoked\"]\n")),
+                &[]
+            ),
+            "gw.toml: `alerts.on`: unknown trigger `revoked` (expected one of deny, rate_limit, \
+             approval_required, agent_revoked, error)"
+        );
+        assert_eq!(
+            load(None, &[("MESHGUARD_ALERTS__ON", "deny, Deny")]),
+            "environment variable MESHGUARD_ALERTS__ON: `alerts.on`: unknown trigger `Deny` \
+             (expected one of deny, rate_limit, approval_required, agent_revoked, error)"
+        );
+        let c = Config::load(
+            Some(("gw.toml", "[alerts]\non = [\"deny\"]\n")),
+            &env(&[("ALERT_ON", "agent_revoked,error")]),
+            &ConfigFlags::default(),
+            home(),
+        )
+        .unwrap();
+        assert_eq!(c.alerts.on, vec![Trigger::AgentRevoked, Trigger::Error]);
+    }
+
+    #[test]
+    fn a_tls_table_is_refused_with_the_way_out() {
+        for file in [
+            "[tls]\ncert = \"/etc/gw.crt\"\nkey = \"/etc/gw.key\"\n",
+            "[tls]\n",
+            "tls = {}\n",
+        ] {
+            let err = Config::load(
+                Some(("gw.toml", file)),
+                &env(&[]),
+                &ConfigFlags::default(),
+                home(),
+            )
+            .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "gw.toml: unknown key `tls`: TLS is not supported by `serve` yet; terminate TLS \
+                 in front of the gateway (a reverse proxy or load balancer)",
+                "{file}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_flag_is_named_as_typed() {
+        let flags = ConfigFlags {
+            body_timeout: Some("soon".into()),
+            ..ConfigFlags::default()
+        };
+        let err = Config::load(None, &env(&[]), &flags, home()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("flag --body-timeout: `server.body_timeout`: `soon` is not"),
+            "{err}"
+        );
+    }
+
+    /// Every key and every environment name of [`ConfigKey`] has its row in the operations
+    /// guide's table, with its flag, so the guide cannot drift from what the gateway reads.
+    #[test]
+    fn the_operations_guide_lists_every_key_its_variables_and_flag() {
+        let guide = include_str!("../../../docs/operations.md");
+        let section = guide
+            .split("\n## ")
+            .find(|s| s.starts_with("Configuration\n"))
+            .expect("docs/operations.md has a Configuration section");
+        let rows: Vec<&str> = section.lines().filter(|l| l.starts_with("| `")).collect();
+        for key in ConfigKey::ALL {
+            let head = format!("| `{}` |", key.file_key());
+            let row = rows
+                .iter()
+                .find(|r| r.starts_with(&head))
+                .unwrap_or_else(|| panic!("docs/operations.md has no row for `{key}`"));
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let flag = key.flag().map(|f| format!("`--{f}`")).unwrap_or_default();
+            assert_eq!(cells[1].trim(), flag, "flag of `{key}`");
+            for name in key
+                .env_aliases()
+                .iter()
+                .copied()
+                .map(str::to_owned)
+                .chain([key.env()])
+            {
+                assert!(
+                    cells[2].contains(&format!("`{name}`")),
+                    "`{name}` of `{key}`"
+                );
+            }
+        }
+        for row in rows {
+            let name = row.split('`').nth(1).unwrap_or_default();
+            if name.starts_with("targets.") {
+                continue;
+            }
+            assert!(
+                ConfigKey::from_file_key(name).is_some(),
+                "docs/operations.md documents `{name}`, which the gateway does not read"
+            );
+        }
     }
 }

@@ -70,7 +70,9 @@ pub mod token;
 pub mod trace;
 pub mod wire;
 
-pub use config::{AuditDurability, Config, ConfigError, ConfigFlags, Mode, ServerLimits};
+pub use config::{
+    AuditDurability, Config, ConfigError, ConfigFlags, ConfigKey, Mode, ServerLimits,
+};
 pub use routes::app;
 pub use server::{ServeError, serve, serve_listener, shutdown_signal, validate_only};
 pub use state::{AppState, Background, GatewayOptions};

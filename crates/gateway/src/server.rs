@@ -14,7 +14,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 
 use crate::alerts::AlertSettings;
-use crate::config::{Config, Mode, Secret};
+use crate::config::{Config, ConfigKey, Mode, Secret};
 use crate::data_dir::{DataDir, DataDirError};
 use crate::policies::PolicyChangeError;
 use crate::policy_files::{PolicyDir, PolicyDirError, list_policy_files, spawn_watcher};
@@ -80,20 +80,10 @@ pub fn store_location(config: &Config) -> Result<StoreLocation, StoreError> {
     }
 }
 
-fn refuse_unsupported(config: &Config) -> Result<(), ServeError> {
-    if config.tls.is_some() {
-        return Err(ServeError::Unsupported(
-            "tls: this build serves plain HTTP; terminate TLS in front of the gateway".into(),
-        ));
-    }
-    Ok(())
-}
-
 /// `serve --validate-only`: checks the configuration, the database URL and every policy file
 /// (each parses and validates, and no two define the same policy name, which `serve` would
 /// refuse) without creating or starting anything. Returns one line per thing checked.
 pub fn validate_only(config: &Config) -> Result<Vec<String>, ServeError> {
-    refuse_unsupported(config)?;
     let location = store_location(config)?;
     Upstreams::from_config(config.proxy_target.as_ref(), &config.targets)
         .map_err(ServeError::Proxy)?;
@@ -210,7 +200,6 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    refuse_unsupported(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -226,7 +215,6 @@ pub async fn serve_listener(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    refuse_unsupported(&config)?;
     raise_open_file_limit(config.server.max_connections);
     let dir = DataDir::open(&config.data_dir, config.admin_token.as_ref())?;
     let location = store_location(&config)?;
@@ -334,7 +322,9 @@ fn raise_open_file_limit(max_connections: usize) {
                 tracing::warn!(
                     open_files = limit,
                     max_connections,
-                    "the open-file limit is below the connection cap; raise the hard limit (ulimit -Hn) or lower server.max_connections"
+                    "the open-file limit is below the connection cap; raise the hard limit \
+                     (ulimit -Hn) or lower {}",
+                    ConfigKey::MaxConnections
                 );
             } else {
                 tracing::debug!(open_files = limit, "open-file limit raised");

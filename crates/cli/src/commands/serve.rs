@@ -6,7 +6,7 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use meshguard_gateway::{Config, ConfigFlags, ServeError};
+use meshguard_gateway::{Config, ConfigFlags, Mode, ServeError};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{ModeArg, ServeArgs};
@@ -40,7 +40,7 @@ fn load_config(ctx: &Context, args: &ServeArgs) -> anyhow::Result<Config> {
     let env: HashMap<String, String> = std::env::vars().collect();
     let flags = ConfigFlags {
         listen: args.addr.clone(),
-        mode: args.mode.map(|m| mode_name(m).to_owned()),
+        mode: args.mode.map(mode),
         data_dir: ctx.data_dir_flag.clone(),
         policies_dir: args.policies.clone(),
         database_url: args.database_url.clone(),
@@ -67,11 +67,11 @@ fn load_config(ctx: &Context, args: &ServeArgs) -> anyhow::Result<Config> {
     })
 }
 
-fn mode_name(mode: ModeArg) -> &'static str {
+fn mode(mode: ModeArg) -> Mode {
     match mode {
-        ModeArg::Enforce => "enforce",
-        ModeArg::Audit => "audit",
-        ModeArg::Bypass => "bypass",
+        ModeArg::Enforce => Mode::Enforce,
+        ModeArg::Audit => Mode::Audit,
+        ModeArg::Bypass => Mode::Bypass,
     }
 }
 

@@ -313,6 +313,64 @@ fn serve_validate_only_checks_the_config() {
 }
 
 #[test]
+fn serve_validate_only_names_a_bad_trigger_and_refuses_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("gw.toml");
+    let validate = |env: &[(&str, &str)]| {
+        CliRun::with_env(
+            &[
+                "serve",
+                "--validate-only",
+                "--config",
+                config.to_str().unwrap(),
+                "--data-dir",
+                data.to_str().unwrap(),
+            ],
+            env,
+        )
+    };
+
+    std::fs::write(&config, "[alerts]\non = [\"deny\", \"denied\"]\n").unwrap();
+    let run = validate(&[]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "{}: `alerts.on`: unknown trigger `denied` (expected one of deny, rate_limit, \
+             approval_required, agent_revoked, error)",
+            config.display()
+        )),
+        "{}",
+        run.stderr
+    );
+
+    std::fs::write(&config, "mode = \"audit\"\n").unwrap();
+    let run = validate(&[("ALERT_ON", "deny,revoke")]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains(
+            "environment variable ALERT_ON: `alerts.on`: unknown trigger `revoke` (expected one of"
+        ),
+        "{}",
+        run.stderr
+    );
+
+    std::fs::write(&config, "[tls]\ncert = \"gw.crt\"\nkey = \"gw.key\"\n").unwrap();
+    let run = validate(&[]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "{}: unknown key `tls`: TLS is not supported by `serve` yet; terminate TLS in front \
+             of the gateway (a reverse proxy or load balancer)",
+            config.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(!data.exists(), "validate-only creates nothing");
+}
+
+#[test]
 fn serve_validate_only_refuses_a_policy_defined_by_two_files() {
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies");

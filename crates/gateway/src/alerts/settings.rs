@@ -131,7 +131,7 @@ impl AlertSettings {
             triggers: if alerts.on.is_empty() {
                 defaults.triggers.clone()
             } else {
-                alerts.on.iter().filter_map(|t| t.parse().ok()).collect()
+                alerts.on.iter().copied().collect()
             },
             queue_capacity: alerts.queue_size.unwrap_or(defaults.queue_capacity),
             max_attempts: alerts.max_attempts.unwrap_or(defaults.max_attempts),
