@@ -24,6 +24,8 @@ use std::time::Duration;
 use meshguard_policy::{Admission, LimitCharge, Window};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use crate::config::ConfigKey;
+
 /// What a Redis failure is called in answers, logs and alerts: the rate-limit store, not the
 /// store of agents, policies and the audit trail.
 pub const RATE_LIMITS_UNAVAILABLE: &str = "rate-limit store (Redis) unavailable";
@@ -77,7 +79,7 @@ return {-1, 0}
 #[derive(Debug, thiserror::Error)]
 pub enum RedisLimitError {
     /// The URL does not parse.
-    #[error("redis.url: {0}")]
+    #[error("{key}: {0}", key = ConfigKey::RedisUrl.file_key())]
     Url(String),
     /// Redis refused or failed the command.
     #[error("redis at {addr}: {cause}")]

@@ -6,6 +6,7 @@ use meshguard_policy::Effect;
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::{Alert, AlertAgent, DeliveryReport, Trigger};
+use crate::config::ConfigKey;
 use crate::error::ApiError;
 use crate::extract::{LimitedBody, parse_json};
 use crate::state::AppState;
@@ -59,10 +60,11 @@ pub async fn test(
     };
     let receivers = state.alerts.test(alert).await;
     if receivers.is_empty() {
-        return Err(ApiError::BadRequest(
-            "no alert receiver is configured: set `alerts.webhook_url` or `alerts.slack_webhook`"
-                .into(),
-        ));
+        return Err(ApiError::BadRequest(format!(
+            "no alert receiver is configured: set `{}` or `{}`",
+            ConfigKey::AlertWebhookUrl.file_key(),
+            ConfigKey::AlertSlackWebhook.file_key()
+        )));
     }
     Ok(Json(TestReport { trigger, receivers }))
 }
