@@ -50,7 +50,7 @@ rules:
     actions: ["read:*"]
 YAML
 "$bin" policy apply "$work/live.yaml" >/dev/null
-"$bin" agent create replay-bot --trust verified --tags replay >/dev/null
+"$bin" agent create replay-bot --trust verified --tags replay >/dev/null 2>&1
 
 peak_kb() { awk '/VmHWM/ {print $2}' "/proc/$gateway_pid/status"; }
 
@@ -68,7 +68,7 @@ assert report["checked"] == checked, (report["checked"], checked)
 assert report["changed"] == changed, (report["changed"], changed)
 assert report["transitions"] == [{"from": "allow", "to": "deny", "count": changed}], report["transitions"]
 PY
-  echo "$(python3 -c "print(f'{$ended - $started:.1f}')") $(peak_kb)"
+  echo "$(python3 -c "print(f'{$ended - $started:.3f}')") $(peak_kb)"
 }
 
 tenth=$((count / 10))
@@ -86,5 +86,5 @@ import sys
 a = sys.argv[1:]
 for n, changed, t, kb in (a[0:4], a[4:8]):
     n, changed, t, kb = int(n), int(changed), float(t), int(kb)
-    print(f"| {n:,} | {changed:,} | {t:.1f} s | {n / t:,.0f} | {kb / 1024:.0f} MiB |")
+    print(f"| {n:,} | {changed:,} | {t:.2f} s | {n / max(t, 0.001):,.0f} | {kb / 1024:.0f} MiB |")
 PY

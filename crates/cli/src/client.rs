@@ -207,6 +207,19 @@ impl AdminClient {
         json_body(self.send(req).await?).await
     }
 
+    /// `POST`s a JSON body whose answer may take minutes (a replay over months of audit events):
+    /// no request timeout, only the connect timeout.
+    pub async fn post_json_unbounded(
+        &self,
+        segments: &[&str],
+        body: &Value,
+    ) -> anyhow::Result<Value> {
+        let req = self
+            .request(&self.streaming, Method::POST, segments)
+            .json(body);
+        json_body(self.send(req).await?).await
+    }
+
     /// `PUT`s a policy document as YAML, exactly as written in its file.
     pub async fn put_yaml(&self, segments: &[&str], yaml: String) -> anyhow::Result<Value> {
         let req = self

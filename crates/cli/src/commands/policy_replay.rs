@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::commands::Context;
@@ -51,7 +50,7 @@ pub async fn run(ctx: &Context, args: Replay) -> anyhow::Result<ExitCode> {
     });
     let report = ctx
         .client()?
-        .send_json(Method::POST, &["admin", "replay"], &[], Some(&body))
+        .post_json_unbounded(&["admin", "replay"], &body)
         .await?;
     if ctx.out.json {
         ctx.out.print_json(&report);
