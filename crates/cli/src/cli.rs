@@ -83,6 +83,39 @@ pub enum Command {
     /// Govern an MCP server: every tool call is checked by the gateway first.
     #[command(subcommand)]
     Mcp(McpCommand),
+    /// Print a completion script for a shell (e.g. `meshguard completions bash >
+    /// /etc/bash_completion.d/meshguard`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (`meshguard.1` and one per command) into a directory, or print
+    /// `meshguard.1` without one.
+    Man {
+        /// Where to write the pages (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Check this machine's MeshGuard setup (data dir permissions, keys, store, Redis, policy
+    /// files, alert receivers, the gateway and its clock) and say what to fix.
+    Doctor(DoctorArgs),
+}
+
+/// `meshguard doctor [--config FILE] [--database-url URL] [--redis-url URL] [--policies DIR]`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The gateway's config file, read as `serve` reads it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The store the gateway uses [default: SQLite in the data dir].
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Redis for global rate limits, if the gateway uses it.
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// The gateway's policy directory.
+    #[arg(long, value_name = "DIR")]
+    pub policies: Option<PathBuf>,
 }
 
 /// `meshguard mcp …`.

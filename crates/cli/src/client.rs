@@ -27,6 +27,13 @@ pub struct Listed {
     pub next_cursor: Option<String>,
 }
 
+/// Installs the TLS crypto provider every reqwest client of the binary needs: reqwest is built
+/// without a bundled one so that the binary carries only ring. Installing fails only when one is
+/// already installed, which is just as good.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A connection to one gateway's admin API.
 pub struct AdminClient {
     base: Url,
@@ -55,9 +62,7 @@ impl AdminClient {
             ))
             .into());
         }
-        // reqwest is built without a bundled crypto provider so that the binary carries only
-        // ring; installing fails only when one is already installed, which is just as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_crypto();
         let user_agent = concat!("meshguard-cli/", env!("CARGO_PKG_VERSION"));
         let http = reqwest::Client::builder()
             .user_agent(user_agent)

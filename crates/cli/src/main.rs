@@ -65,5 +65,11 @@ async fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Mcp(command) => commands::mcp::run(ctx, command).await,
+        Command::Completions { shell } => {
+            commands::shell::completions(shell);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => commands::shell::man(dir.as_deref()).map(|()| ExitCode::SUCCESS),
+        Command::Doctor(args) => commands::doctor::run(ctx, args).await,
     }
 }

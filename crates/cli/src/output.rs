@@ -76,6 +76,14 @@ impl Output {
         )
     }
 
+    /// Paints something to look at, not yet wrong (a doctor's `warn`), in yellow.
+    pub fn caution(&self, text: &str) -> String {
+        self.paint(
+            text,
+            Style::new().fg_color(Some(AnsiColor::Yellow.into())).bold(),
+        )
+    }
+
     /// Paints a warning state (revoked, broken) in red.
     pub fn alert(&self, text: &str) -> String {
         self.paint(

@@ -6,12 +6,14 @@ pub mod approval;
 pub mod audit;
 pub mod audit_view;
 pub mod corpus;
+pub mod doctor;
 pub mod mcp;
 pub mod permissions;
 pub mod policy;
 pub mod policy_replay;
 pub mod policy_test;
 pub mod serve;
+pub mod shell;
 
 use std::path::PathBuf;
 

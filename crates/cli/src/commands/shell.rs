@@ -1,0 +1,38 @@
+//! `meshguard completions SHELL` and `meshguard man`: generated from the same clap definition
+//! the binary parses, so they cannot drift from the commands.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use clap::CommandFactory as _;
+
+use crate::cli::Cli;
+
+/// Prints the completion script of `shell` on stdout.
+pub fn completions(shell: clap_complete::Shell) {
+    let mut command = Cli::command();
+    clap_complete::generate(shell, &mut command, "meshguard", &mut std::io::stdout());
+}
+
+/// Writes `meshguard.1` and one page per command into `dir`, or prints `meshguard.1`.
+pub fn man(dir: Option<&Path>) -> anyhow::Result<()> {
+    let command = Cli::command();
+    match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create `{}`", dir.display()))?;
+            clap_mangen::generate_to(command, dir).with_context(|| {
+                format!("cannot write the manual pages into `{}`", dir.display())
+            })?;
+            outln!("manual pages written to {}", dir.display());
+        }
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(command)
+                .render(&mut page)
+                .context("cannot render the manual page")?;
+            outln!("{}", String::from_utf8_lossy(&page));
+        }
+    }
+    Ok(())
+}
