@@ -8,6 +8,9 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # PostgreSQL and Redis for the shared-store suites (started when installed but stopped).
 eval "$(bash scripts/services.sh)"
 
+# Debian packages the suites drive (nginx for the forward-auth test), installed when missing.
+bash scripts/tools.sh
+
 # A CI run builds once from scratch: incremental state would only cost disk.
 if [ -n "${CI:-}" ]; then
   export CARGO_INCREMENTAL=0

@@ -353,6 +353,13 @@ pub struct ProxyPath {
 }
 
 impl ProxyPath {
+    /// The decoded segments joined by `/`: the object of the action the path is checked as.
+    pub fn object(&self) -> String {
+        self.segments.join("/")
+    }
+}
+
+impl ProxyPath {
     /// Reads the raw (still percent-encoded) path after `/proxy/`.
     pub fn parse(raw: &str) -> Result<ProxyPath, PathRefusal> {
         if raw.contains('\\') {

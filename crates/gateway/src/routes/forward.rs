@@ -28,7 +28,7 @@ use crate::trace::TraceId;
 
 /// The verb of the action a method performs: `GET`/`HEAD` read, `DELETE` delete, anything else
 /// writes.
-fn verb(method: &Method) -> &'static str {
+pub(super) fn verb(method: &Method) -> &'static str {
     match *method {
         Method::GET | Method::HEAD => "read",
         Method::DELETE => "delete",
@@ -81,6 +81,18 @@ enum Bound {
 }
 
 impl Proxied {
+    /// A request another gateway asks about (forward auth): what it saw, with no claim, and a
+    /// path refused before deciding when it is `refused`.
+    pub(super) fn seen(method: Method, path: String, refused: Option<Decision>) -> Proxied {
+        Proxied {
+            method,
+            path,
+            claimed_action: None,
+            claimed_resource: None,
+            bound: refused.map_or(Bound::Free, Bound::Refused),
+        }
+    }
+
     /// The decision about the real request (`action`, resource `*`), bounded by what the proxy
     /// saw. A refused path is denied whatever the engine said (the engine was still asked, so
     /// the request is charged like any denied check). A claim narrows: an explicit deny of
@@ -303,7 +315,7 @@ pub async fn forward(
 }
 
 /// The path refusal as a decision: deny, `invalid_resource`, saying what was wrong.
-fn refused_path(action: &str, raw: &str, refusal: &PathRefusal) -> Decision {
+pub(super) fn refused_path(action: &str, raw: &str, refusal: &PathRefusal) -> Decision {
     Decision {
         code: Code::InvalidResource,
         reason: format!(

@@ -8,6 +8,7 @@ mod audit;
 mod check;
 mod decide;
 mod forward;
+mod forward_auth;
 mod health;
 mod outcome;
 mod page;
@@ -41,6 +42,11 @@ pub fn app(state: AppState) -> Router {
             get(approvals::agent_approval),
         )
         .route("/proxy/{*path}", any(forward::forward))
+        .route(
+            forward_auth::FORWARD_AUTH_PREFIX,
+            any(forward_auth::forward_auth),
+        )
+        .route("/auth/forward/{*path}", any(forward_auth::forward_auth))
         .layer(middleware::from_fn(with_trace_id));
 
     let admin = Router::new()

@@ -17,6 +17,7 @@ mod auth_cache;
 mod check;
 mod common;
 mod conformance;
+mod forward_auth;
 mod group_commit;
 mod outage;
 mod paging;
