@@ -5,6 +5,7 @@ mod agents;
 mod alerts;
 mod approvals;
 mod audit;
+mod authzen;
 mod check;
 mod decide;
 mod forward;
@@ -42,6 +43,8 @@ pub fn app(state: AppState) -> Router {
             get(approvals::agent_approval),
         )
         .route("/proxy/{*path}", any(forward::forward))
+        .route("/access/v1/evaluation", post(authzen::evaluation))
+        .route("/access/v1/evaluations", post(authzen::evaluations))
         .route(
             forward_auth::FORWARD_AUTH_PREFIX,
             any(forward_auth::forward_auth),

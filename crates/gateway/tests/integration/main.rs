@@ -14,6 +14,7 @@ mod alerts;
 mod approvals;
 mod attacks;
 mod auth_cache;
+mod authzen;
 mod check;
 mod common;
 mod conformance;
