@@ -121,9 +121,17 @@ pub(crate) async fn query(store: &SqlStore, filter: &AuditFilter) -> Result<Audi
         let p = conditions.bind(Arg::Text(trace_id.clone()));
         conditions.and(&format!("trace_id = {p}"));
     }
+    // On SQLite, `kind` and `ts` are kept out of index selection (`+column`): the page is read in
+    // `pos` order from the cursor (a seek on the primary key), with the time window bounding
+    // `pos` below; through the (kind, ts) index every page sorted the whole window again, so
+    // walking a long window cost its length squared.
+    let unindexed = |column: &str| match store.dialect {
+        Dialect::Sqlite => format!("+{column}"),
+        Dialect::Postgres => column.to_owned(),
+    };
     if let Some(kind) = filter.kind {
         let p = conditions.bind(Arg::Text(kind.as_str().to_owned()));
-        conditions.and(&format!("kind = {p}"));
+        conditions.and(&format!("{} = {p}", unindexed("kind")));
     }
     if let Some(gateway) = &filter.gateway {
         let p = conditions.bind(Arg::Text(gateway.clone()));
@@ -131,11 +139,19 @@ pub(crate) async fn query(store: &SqlStore, filter: &AuditFilter) -> Result<Audi
     }
     if let Some(from) = filter.from {
         let p = conditions.bind(Arg::Int(micros(from)));
-        conditions.and(&format!("ts >= {p}"));
+        conditions.and(&format!("{} >= {p}", unindexed("ts")));
+        // No event of the window comes before the first one at or after `from` (the ts index
+        // finds it); on later pages the cursor bounds `pos` tighter.
+        if store.dialect == Dialect::Sqlite && filter.cursor.is_none() {
+            let q = conditions.bind(Arg::Int(micros(from)));
+            conditions.and(&format!(
+                "pos >= COALESCE((SELECT MIN(pos) FROM audit_events WHERE ts >= {q}), 0)"
+            ));
+        }
     }
     if let Some(to) = filter.to {
         let p = conditions.bind(Arg::Int(micros(to)));
-        conditions.and(&format!("ts < {p}"));
+        conditions.and(&format!("{} < {p}", unindexed("ts")));
     }
     if let Some(cursor) = &filter.cursor {
         let position = decode_cursor(cursor, filter.order)?;
