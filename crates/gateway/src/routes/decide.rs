@@ -5,13 +5,15 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use meshguard_policy::{CheckRequest, Effect};
-use meshguard_store::{AgentStatus, AuditAgent, AuditKind, EventCode, NewAuditEvent};
+use meshguard_store::{
+    AgentStatus, AuditAgent, AuditKind, BoundArguments, EventCode, NewAuditEvent,
+};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 use super::admin_event::trace_of;
-use crate::approvals::{self, ApprovalMode, ApprovalSettings};
+use crate::approvals::{self, ApprovalMode, ApprovalSettings, Asking};
 use crate::auth::profile_of;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -69,12 +71,17 @@ pub async fn explain_check(
             policies.explain_with_history(&profile, &request, &history, oracle)
         })
         .await?;
+    let arguments = BoundArguments::from_context(&context);
+    let asking = Asking {
+        agent_id: &record.id,
+        named: body.approval_id.as_deref(),
+        trace_id: None,
+        arguments: arguments.as_ref(),
+    };
     let decision = approvals::settle(
         &*state.store,
-        &record.id,
+        asking,
         explanation.decision.clone(),
-        body.approval_id.as_deref(),
-        None,
         ApprovalSettings::of(&state),
         ApprovalMode::Peek,
     )

@@ -11,11 +11,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use meshguard_policy::{CheckRequest, Effect};
-use meshguard_store::{AuditKind, NewAuditEvent};
+use meshguard_store::{AuditKind, BoundArguments, NewAuditEvent};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::approvals::{self, ApprovalMode, ApprovalSettings};
+use crate::approvals::{self, ApprovalMode, ApprovalSettings, Asking};
 use crate::auth::authenticate_agent;
 use crate::config::Mode;
 use crate::error::ApiError;
@@ -77,12 +77,17 @@ pub async fn preview(
         Ok(decision) => decision,
         Err(err) => return ApiError::Unavailable(err.to_string()).into_response(),
     };
+    let arguments = BoundArguments::from_context(&context);
+    let asking = Asking {
+        agent_id: &agent.record.id,
+        named: None,
+        trace_id: None,
+        arguments: arguments.as_ref(),
+    };
     let decision = match approvals::settle(
         &*state.store,
-        &agent.record.id,
+        asking,
         decision,
-        None,
-        None,
         ApprovalSettings::of(&state),
         ApprovalMode::Peek,
     )
