@@ -18,6 +18,7 @@ mod check;
 mod common;
 mod conformance;
 mod group_commit;
+mod mcp_metrics;
 mod outage;
 mod paging;
 mod policy_files;
