@@ -109,6 +109,10 @@ pub struct McpRunArgs {
     /// The longest JSON-RPC message accepted from either side.
     #[arg(long, value_name = "BYTES", default_value_t = meshguard_mcp::relay::DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
+    /// How long a call that needs approval waits for a human before the model is told to ask
+    /// again (0: answer at once).
+    #[arg(long, value_name = "SECONDS", default_value_t = meshguard_mcp::relay::DEFAULT_APPROVAL_WAIT.as_secs())]
+    pub approval_wait: u64,
     /// The server's command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<std::ffi::OsString>,

@@ -27,6 +27,7 @@
 //!     token: std::env::var("MESHGUARD_TOKEN").ok(),
 //!     show_denied: false,
 //!     max_message_bytes: meshguard_mcp::relay::DEFAULT_MAX_MESSAGE_BYTES,
+//!     approval_wait: meshguard_mcp::relay::DEFAULT_APPROVAL_WAIT,
 //! };
 //! let command = vec!["npx".into(), "@modelcontextprotocol/server-filesystem".into(), "/srv/ws".into()];
 //! let exit = run_stdio(options, &command).await?;
@@ -62,6 +63,8 @@ pub struct ProxyOptions {
     pub show_denied: bool,
     /// The longest message accepted from either side.
     pub max_message_bytes: usize,
+    /// How long a call that needs approval waits for a human.
+    pub approval_wait: std::time::Duration,
 }
 
 /// Why the proxy could not run.
@@ -125,6 +128,7 @@ pub async fn run_stdio(
         gateway,
         show_denied: options.show_denied,
         max_message_bytes: options.max_message_bytes,
+        approval_wait: options.approval_wait,
     };
     let end = governor
         .relay(

@@ -21,7 +21,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWrite
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::gateway::{CallStatus, GatewayClient, GatewayFailure, Listing, Verdict};
+use crate::gateway::{ApprovalStatus, CallStatus, GatewayClient, GatewayFailure, Listing, Verdict};
 use crate::naming::{GovernedCall, GovernedMethod, Naming};
 
 /// The default limit of one message, either way: a tool result may carry a whole file.
@@ -29,6 +29,34 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// How long the server may take to exit after the client went away before it is killed.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The longest single long poll of an approval: between polls the client hears that the call is
+/// still waiting.
+pub const APPROVAL_POLL: Duration = Duration::from_secs(10);
+
+/// The default of `--approval-wait`.
+pub const DEFAULT_APPROVAL_WAIT: Duration = Duration::from_secs(120);
+
+/// Why a governed call is not forwarded, beyond the gateway's own verdicts. Every case is a
+/// refusal: nothing here lets a call through.
+#[derive(Debug)]
+enum Stopped {
+    /// The gateway could not be asked or answered nonsense.
+    Gateway(GatewayFailure),
+    /// The approval was still pending when the wait ran out.
+    Undecided { approval_id: String },
+    /// The approval ended without a yes.
+    Refused {
+        approval_id: String,
+        status: ApprovalStatus,
+    },
+}
+
+impl From<GatewayFailure> for Stopped {
+    fn from(failure: GatewayFailure) -> Self {
+        Stopped::Gateway(failure)
+    }
+}
 
 /// What the relay needs to govern one server's session.
 #[derive(Debug, Clone)]
@@ -41,6 +69,8 @@ pub struct Governor {
     pub show_denied: bool,
     /// The longest message accepted from either side, in bytes.
     pub max_message_bytes: usize,
+    /// How long a call that needs approval waits for a human (zero: it does not wait).
+    pub approval_wait: Duration,
 }
 
 /// Why the relay stopped.
@@ -228,6 +258,58 @@ pub fn approval_text(target: &str, approval_id: &str, reason: &str) -> String {
     )
 }
 
+/// What the model is told when nobody decided within the approval wait.
+pub fn undecided_text(target: &str, approval_id: &str, waited: Duration) -> String {
+    format!(
+        "MeshGuard: `{target}` needs a human's approval and none came within {} s, so it was not \
+         called. Approval id: {approval_id}. An operator approves it with \
+         `meshguard approval approve {approval_id}`; then call it again.",
+        waited.as_secs()
+    )
+}
+
+/// What the model is told when the approval it waited for ended without a yes.
+pub fn refused_text(target: &str, approval_id: &str, status: ApprovalStatus) -> String {
+    let what = match status {
+        ApprovalStatus::Denied => "a human denied it",
+        ApprovalStatus::Expired => "it expired before anyone decided",
+        // Another call with the same arguments used it first.
+        ApprovalStatus::Used | ApprovalStatus::Pending | ApprovalStatus::Approved => {
+            "another call used it first"
+        }
+    };
+    format!(
+        "MeshGuard: `{target}` was not called: its approval {approval_id} did not let it through \
+         ({what}). `meshguard approval list --status all` shows it; a new call asks for a new \
+         approval, which an operator approves with `meshguard approval approve ID`."
+    )
+}
+
+/// A `notifications/progress` for the client's `token` while a call waits for a human: the
+/// `poll`th of at most one per [`APPROVAL_POLL`] in `wait`.
+fn progress_line(
+    token: &Value,
+    poll: u32,
+    wait: Duration,
+    target: &str,
+    approval_id: &str,
+) -> Vec<u8> {
+    let total = wait.as_secs().div_ceil(APPROVAL_POLL.as_secs()).max(1);
+    to_line(&json!({
+        "jsonrpc": "2.0",
+        "method": "notifications/progress",
+        "params": {
+            "progressToken": token,
+            "progress": poll,
+            "total": total,
+            "message": format!(
+                "MeshGuard: `{target}` waits for a human's approval ({approval_id}; \
+                 `meshguard approval approve {approval_id}`)"
+            ),
+        },
+    }))
+}
+
 /// What the model is told when the gateway could not decide: the call was not made.
 pub fn failure_text(target: &str, failure: &GatewayFailure) -> String {
     format!("MeshGuard could not check `{target}`, so it was not called: {failure}")
@@ -373,7 +455,12 @@ impl Session {
             }
         };
         let trace_id = uuid::Uuid::now_v7().to_string();
-        let text = match self.governor.gateway.check(&call, &trace_id).await {
+        let progress = request
+            .get("params")
+            .and_then(|p| p.pointer("/_meta/progressToken"))
+            .filter(|token| request_id(token).is_some())
+            .cloned();
+        let text = match self.decide(&call, &trace_id, &id, progress).await {
             Ok(Verdict::Allowed { audit_id }) => {
                 let started = Instant::now();
                 let governed = GovernedAnswer {
@@ -391,10 +478,17 @@ impl Session {
                 approval_id,
                 reason,
             }) => approval_text(&call.target, &approval_id, &reason),
-            Err(failure) => {
+            Err(Stopped::Gateway(failure)) => {
                 tracing::warn!(target = %call.target, %failure, "call not forwarded");
                 failure_text(&call.target, &failure)
             }
+            Err(Stopped::Undecided { approval_id }) => {
+                undecided_text(&call.target, &approval_id, self.governor.approval_wait)
+            }
+            Err(Stopped::Refused {
+                approval_id,
+                status,
+            }) => refused_text(&call.target, &approval_id, status),
         };
         let answer = match method {
             // A tool result the model reads, so the session goes on.
@@ -405,6 +499,57 @@ impl Session {
             }
         };
         self.send_client(answer);
+    }
+
+    /// The check of `call`; when it needs a human, waits for one (at most the approval wait,
+    /// telling the client it is waiting when it gave a progress token) and checks again with the
+    /// granted approval, whose answer is the verdict.
+    async fn decide(
+        &self,
+        call: &GovernedCall,
+        trace_id: &str,
+        id: &Value,
+        progress: Option<Value>,
+    ) -> Result<Verdict, Stopped> {
+        let gateway = &self.governor.gateway;
+        let verdict = gateway.check(call, trace_id, None).await?;
+        let Verdict::ApprovalRequired { approval_id, .. } = &verdict else {
+            return Ok(verdict);
+        };
+        let wait = self.governor.approval_wait;
+        if wait.is_zero() {
+            return Ok(verdict);
+        }
+        let deadline = Instant::now() + wait;
+        let mut polls = 0_u32;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Stopped::Undecided {
+                    approval_id: approval_id.clone(),
+                });
+            }
+            if let Some(token) = &progress {
+                polls += 1;
+                self.send_client(progress_line(token, polls, wait, &call.target, approval_id));
+            }
+            let poll = left.min(APPROVAL_POLL).max(Duration::from_secs(1));
+            match gateway.poll_approval(approval_id, poll, trace_id).await? {
+                ApprovalStatus::Pending => {}
+                ApprovalStatus::Approved => break,
+                status @ (ApprovalStatus::Denied
+                | ApprovalStatus::Expired
+                | ApprovalStatus::Used) => {
+                    return Err(Stopped::Refused {
+                        approval_id: approval_id.clone(),
+                        status,
+                    });
+                }
+            }
+        }
+        tracing::debug!(request = %id, %approval_id, "approved; checking again");
+        // The approval is used up by this check only if the gateway allows it.
+        Ok(gateway.check(call, trace_id, Some(approval_id)).await?)
     }
 
     /// One line from the server.
@@ -672,6 +817,7 @@ mod tests {
             gateway: GatewayClient::new("http://127.0.0.1:1", Some("token".into())).unwrap(),
             show_denied: false,
             max_message_bytes,
+            approval_wait: DEFAULT_APPROVAL_WAIT,
         };
         let (client_in, relay_client_in) = duplex(1 << 20);
         let (relay_client_out, client_out) = duplex(1 << 20);

@@ -33,6 +33,7 @@ async fn run_proxy(ctx: &Context, args: McpRunArgs) -> anyhow::Result<ExitCode> 
         token: std::env::var(TOKEN_ENV).ok(),
         show_denied: args.show_denied,
         max_message_bytes: args.max_message_bytes,
+        approval_wait: std::time::Duration::from_secs(args.approval_wait),
     };
     let status = meshguard_mcp::run_stdio(options, &args.command)
         .await
