@@ -599,3 +599,51 @@ def test_the_servers_log_notifications_reach_the_client(
     )
     assert not started.is_error and not stopped.is_error, text_of(started)
     assert logged and "message" in str(logged[0].data), logged
+
+
+def test_mcp_tools_shows_what_the_policies_let_an_agent_do_with_each_tool(
+    gateway: Gateway, workspace: Workspace, tmp_path: Path
+) -> None:
+    reader = gateway.create_agent()
+    writer = approvals_agent(gateway, tmp_path)
+
+    def decisions(agent: Agent) -> Dict[str, Dict[str, Any]]:
+        shown = json.loads(
+            gateway.cli(
+                "--json",
+                "mcp",
+                "tools",
+                "fs",
+                "--agent",
+                agent.name,
+                "--config",
+                str(workspace.mapping),
+                "--",
+                str(SERVER),
+                str(workspace.root),
+            )
+        )
+        assert shown["server"] == "fs"
+        return {tool["tool"]: tool for tool in shown["tools"]}
+
+    for_reader = decisions(reader)
+    # Every tool the server offers is shown, as `mcp run` names it.
+    assert READ_TOOLS | {"write_file", "edit_file", "move_file"} <= set(for_reader)
+    for tool in READ_TOOLS:
+        assert for_reader[tool]["decision"] == "allow", for_reader[tool]
+    write = for_reader["write_file"]
+    assert (write["action"], write["decision"], write["rule"]) == (
+        "write:workspace",
+        "deny",
+        "deny-writes",
+    ), write
+    assert for_reader["search_files"]["action"] == "mcp:fs/search_files"
+    assert for_reader["search_files"]["rule"] == "deny-everything-else"
+
+    for_writer = decisions(writer)
+    assert for_writer["write_file"]["decision"] == "require_approval", for_writer["write_file"]
+    assert for_writer["read_text_file"]["decision"] == "allow"
+    assert for_writer["search_files"]["decision"] == "deny"
+    # Asking creates no approval.
+    pending = json.loads(gateway.cli("--json", "approval", "list"))["approvals"]
+    assert not [a for a in pending if a["action"] == "write:workspace" and a["resource"] == "*"]

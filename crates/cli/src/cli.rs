@@ -92,6 +92,26 @@ pub enum McpCommand {
     /// `tools/call`, `resources/read` and `prompts/get` with the agent token in MESHGUARD_TOKEN.
     /// An MCP client launches this instead of the server.
     Run(McpRunArgs),
+    /// Start an MCP server (stdio), list its tools, and show for an agent which of them the
+    /// policies allow, deny or send for approval (admin; asks `POST /admin/decide` per tool).
+    Tools(McpToolsArgs),
+}
+
+/// `meshguard mcp tools S --agent A [--config FILE] -- COMMAND ARGS…`.
+#[derive(Debug, Args)]
+pub struct McpToolsArgs {
+    /// The server's name in actions, as `mcp run --server` gives it.
+    #[arg(value_name = "S")]
+    pub server: String,
+    /// The agent (name or id) whose policies decide.
+    #[arg(long, value_name = "AGENT")]
+    pub agent: String,
+    /// TOML file mapping tools to actions and resources, as for `mcp run`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The server's command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 /// `meshguard mcp run --server S [--config FILE] -- COMMAND ARGS…`.

@@ -8,7 +8,8 @@
 //! - [`config`]: the operator's mapping file, typed and validated at start;
 //! - [`naming`]: how a call becomes a check (action, resource, context);
 //! - [`gateway`]: check, record and preview over HTTP, where every failure is a refusal;
-//! - [`relay`]: the stdio relay and the intercept.
+//! - [`relay`]: the stdio relay and the intercept;
+//! - [`inventory`]: the tools a server offers, for `meshguard mcp tools`.
 //!
 //! **Raw JSON-RPC, typed where MeshGuard speaks.** The relay forwards each message as the bytes
 //! that arrived and parses only what it governs, with the official SDK's (`rmcp`) types for the
@@ -36,6 +37,7 @@
 
 pub mod config;
 pub mod gateway;
+pub mod inventory;
 pub mod naming;
 pub mod relay;
 
