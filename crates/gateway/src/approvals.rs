@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 /// Number of locks that [`SETTLING`] spreads requests over.
 const STRIPES: usize = 64;
 
-/// Serialises the read-then-write of one (agent, action, resource) within this gateway, so that
+/// Serialises the read-then-write of one (agent, action, resource, arguments) within this gateway, so that
 /// concurrent checks for the same request settle one after the other: the second sees the
 /// pending approval the first created and answers `approval_pending` without trying to create
 /// one. Striped by a hash of the request, so checks for different requests rarely wait on each

@@ -121,7 +121,7 @@ pub trait Store: Send + Sync + 'static {
 
     // ----- approvals -----
 
-    /// The pending approval of (agent, action, resource), created when there is none; the agent
+    /// The pending approval of (agent, action, resource, arguments), created when there is none; the agent
     /// must exist.
     ///
     /// At most one approval of a request is pending at any time, however many callers ask at

@@ -73,7 +73,7 @@ impl ApprovalStatus {
     }
 }
 
-/// One human decision on one (agent, normalised action, normalised resource).
+/// One human decision on one (agent, normalised action, normalised resource, arguments).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ApprovalRecord {
