@@ -121,8 +121,8 @@ pub trait Store: Send + Sync + 'static {
 
     // ----- approvals -----
 
-    /// The pending approval of (agent, action, resource, arguments), created when there is none; the agent
-    /// must exist.
+    /// The pending approval of (agent, action, resource, arguments), created when there is none;
+    /// the agent must exist.
     ///
     /// At most one approval of a request is pending at any time, however many callers ask at
     /// once, in this process or in other gateways sharing the database: each gets the same
