@@ -460,7 +460,7 @@ impl Session {
             .and_then(|p| p.pointer("/_meta/progressToken"))
             .filter(|token| request_id(token).is_some())
             .cloned();
-        let text = match self.decide(&call, &trace_id, &id, progress).await {
+        let text = match self.decide(&call, &trace_id, progress).await {
             Ok(Verdict::Allowed { audit_id }) => {
                 let started = Instant::now();
                 let governed = GovernedAnswer {
@@ -508,7 +508,6 @@ impl Session {
         &self,
         call: &GovernedCall,
         trace_id: &str,
-        id: &Value,
         progress: Option<Value>,
     ) -> Result<Verdict, Stopped> {
         let gateway = &self.governor.gateway;
@@ -547,7 +546,6 @@ impl Session {
                 }
             }
         }
-        tracing::debug!(request = %id, %approval_id, "approved; checking again");
         // The approval is used up by this check only if the gateway allows it.
         Ok(gateway.check(call, trace_id, Some(approval_id)).await?)
     }
@@ -1164,5 +1162,41 @@ mod tests {
         );
         let text = approval_text("write_file", "apr_1", "a human must decide");
         assert!(text.contains("meshguard approval approve apr_1"), "{text}");
+    }
+
+    #[test]
+    fn a_call_that_waited_in_vain_names_its_approval() {
+        let text = undecided_text("write_file", "apr_1", Duration::from_secs(120));
+        assert!(text.contains("within 120 s"), "{text}");
+        assert!(text.contains("meshguard approval approve apr_1"), "{text}");
+        let text = refused_text("write_file", "apr_1", ApprovalStatus::Denied);
+        assert!(
+            text.contains("apr_1") && text.contains("a human denied it"),
+            "{text}"
+        );
+        let text = refused_text("write_file", "apr_1", ApprovalStatus::Expired);
+        assert!(text.contains("expired"), "{text}");
+    }
+
+    #[test]
+    fn waiting_is_reported_as_progress_on_the_clients_token() {
+        let line = progress_line(
+            &json!("tok"),
+            2,
+            Duration::from_secs(120),
+            "write_file",
+            "apr_1",
+        );
+        let sent: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(sent["method"], "notifications/progress");
+        assert_eq!(sent["params"]["progressToken"], "tok");
+        assert_eq!(sent["params"]["progress"], 2);
+        assert_eq!(sent["params"]["total"], 12);
+        let message = sent["params"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("meshguard approval approve apr_1"),
+            "{message}"
+        );
+        assert!(line.ends_with(b"\n") && !line[..line.len() - 1].contains(&b'\n'));
     }
 }
