@@ -286,7 +286,9 @@ pub fn refused_text(target: &str, approval_id: &str, status: ApprovalStatus) -> 
 }
 
 /// A `notifications/progress` for the client's `token` while a call waits for a human: the
-/// `poll`th of at most one per [`APPROVAL_POLL`] in `wait`.
+/// `poll`th of at most one per [`APPROVAL_POLL`] in `wait`. Its `progress` is the share of the
+/// polls done, below 1 of a `total` of 1: once the call is forwarded the server may report
+/// progress on the same token from 1 up, and progress must only increase.
 fn progress_line(
     token: &Value,
     poll: u32,
@@ -294,14 +296,16 @@ fn progress_line(
     target: &str,
     approval_id: &str,
 ) -> Vec<u8> {
-    let total = wait.as_secs().div_ceil(APPROVAL_POLL.as_secs()).max(1);
+    let polls = wait.as_secs().div_ceil(APPROVAL_POLL.as_secs()).max(1);
+    // Lossless: both are far below 2^52.
+    let share = f64::from(poll) / (polls as f64 + 1.0);
     to_line(&json!({
         "jsonrpc": "2.0",
         "method": "notifications/progress",
         "params": {
             "progressToken": token,
-            "progress": poll,
-            "total": total,
+            "progress": share.min(0.99),
+            "total": 1,
             "message": format!(
                 "MeshGuard: `{target}` waits for a human's approval ({approval_id}; \
                  `meshguard approval approve {approval_id}`)"
@@ -1190,8 +1194,10 @@ mod tests {
         let sent: Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(sent["method"], "notifications/progress");
         assert_eq!(sent["params"]["progressToken"], "tok");
-        assert_eq!(sent["params"]["progress"], 2);
-        assert_eq!(sent["params"]["total"], 12);
+        // Two of at most twelve polls: a share below 1, so the server's own count can follow.
+        let progress = sent["params"]["progress"].as_f64().unwrap();
+        assert!((progress - 2.0 / 13.0).abs() < 1e-9, "{progress}");
+        assert_eq!(sent["params"]["total"], 1);
         let message = sent["params"]["message"].as_str().unwrap();
         assert!(
             message.contains("meshguard approval approve apr_1"),
