@@ -23,6 +23,7 @@ import anyio
 import pytest
 from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
+from mcp.shared.exceptions import MCPError
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
@@ -502,6 +503,33 @@ def test_a_denied_or_unanswered_approval_writes_nothing_and_each_call_needs_its_
     assert late_id not in text_of(other), text_of(other)
     assert not late.is_error, text_of(late)
     assert target.read_text() == "late change\n"
+
+
+def test_a_call_the_client_gave_up_on_is_not_made_when_approved_later(
+    gateway: Gateway, workspace: Workspace, tmp_path: Path
+) -> None:
+    agent = approvals_agent(gateway, tmp_path)
+    target = workspace.root / "notes.txt"
+    arguments = {"path": str(target), "content": "abandoned change\n"}
+
+    async def body(session: ClientSession) -> Any:
+        # The SDK gives up after the timeout and sends notifications/cancelled for the call.
+        with pytest.raises(MCPError, match="timed out"):
+            await session.call_tool("write_file", arguments, read_timeout_seconds=1.5)
+        approval = await pending_approval(gateway, arguments)
+        await anyio.to_thread.run_sync(gateway.cli, "approval", "approve", approval["id"])
+        await anyio.sleep(1.5)
+        read = await session.call_tool("read_text_file", {"path": str(target)})
+        approved = await anyio.to_thread.run_sync(
+            gateway.cli, "approval", "list", "--status", "approved", "--json"
+        )
+        return approval, read, json.loads(approved)["approvals"]
+
+    approval, read, approved = run_session(gateway, agent, workspace, body, "--approval-wait", "30")
+    assert text_of(read) == "hello from the workspace\n"
+    assert target.read_text() == "hello from the workspace\n"
+    # Nothing used the approval: the cancelled call was never checked again nor forwarded.
+    assert approval["id"] in [a["id"] for a in approved], approved
 
 
 EVERYTHING_POLICY = """

@@ -18,7 +18,7 @@ use rmcp::model::{
 };
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 
 use crate::gateway::{ApprovalStatus, CallStatus, GatewayClient, GatewayFailure, Listing, Verdict};
@@ -29,6 +29,9 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// How long the server may take to exit after the client went away before it is killed.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The notification by which a client gives up on one of its requests.
+const CANCELLED: &str = "notifications/cancelled";
 
 /// The longest single long poll of an approval: between polls the client hears that the call is
 /// still waiting.
@@ -111,6 +114,10 @@ struct Session {
     /// `None` once the client has gone: closing the server's input tells it to exit.
     to_server: Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>,
     awaited: Mutex<HashMap<String, Awaited>>,
+    /// The governed requests not yet forwarded or answered, by id: a `notifications/cancelled`
+    /// of one stops its check or its wait for a human, so a call the client gave up on is
+    /// never made.
+    undecided: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 /// How much of a message over the limit is kept: enough to find its id, which JSON-RPC
@@ -351,6 +358,37 @@ impl Session {
             .insert(id_key(id), awaited);
     }
 
+    fn watch_cancellation(&self, id: &Value) -> Arc<Notify> {
+        let notify = Arc::new(Notify::new());
+        self.undecided
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id_key(id), Arc::clone(&notify));
+        notify
+    }
+
+    fn unwatch_cancellation(&self, id: &Value) {
+        self.undecided
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id_key(id));
+    }
+
+    /// Stops the check or the wait of the governed request a `notifications/cancelled` names.
+    fn cancel_undecided(&self, notification: &Map<String, Value>) {
+        let Some(id) = notification.get("params").and_then(|p| p.get("requestId")) else {
+            return;
+        };
+        let undecided = self
+            .undecided
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(notify) = undecided.get(&id_key(id)) {
+            // A permit is kept when the task is not waiting yet.
+            notify.notify_one();
+        }
+    }
+
     fn take_awaited(&self, id: &Value) -> Option<Awaited> {
         self.awaited
             .lock()
@@ -392,9 +430,23 @@ impl Session {
                 );
                 return self.send_client(error_line(None, ErrorCode::INVALID_REQUEST, text));
             };
+            // Watched before the check starts, so a cancellation right behind it is not missed.
+            let cancelled = self.watch_cancellation(&id);
             let session = Arc::clone(self);
-            tasks.spawn(async move { session.govern(governed, id, object, line).await });
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = session.govern(governed, id.clone(), object, line) => {}
+                    // The client no longer waits for an answer, and none is sent.
+                    () = cancelled.notified() => {
+                        tracing::info!(request = %id, "cancelled by the client before it was decided; not forwarded");
+                    }
+                }
+                session.unwatch_cancellation(&id);
+            });
             return;
+        }
+        if method == Some(CANCELLED) {
+            self.cancel_undecided(&object);
         }
         if let (Some(method), Some(id)) = (method, id) {
             let awaited = if method == "tools/list" {
@@ -718,6 +770,7 @@ impl Governor {
             to_client,
             to_server: Mutex::new(Some(to_server)),
             awaited: Mutex::new(HashMap::new()),
+            undecided: Mutex::new(HashMap::new()),
         });
 
         let from_server = {
