@@ -11,13 +11,15 @@ use meshguard_policy::{ApprovalState, Code, Decision};
 use meshguard_store::{
     ApprovalRecord, ApprovalStatus, BoundArguments, NewApproval, PendingApproval, Store, StoreError,
 };
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
 /// Number of locks that [`SETTLING`] spreads requests over.
 const STRIPES: usize = 64;
 
-/// Serialises the read-then-write of one (agent, action, resource, arguments) within this gateway, so that
+/// Serialises the read-then-write of one (agent, action, resource, arguments) within this gateway,
+/// so that
 /// concurrent checks for the same request settle one after the other: the second sees the
 /// pending approval the first created and answers `approval_pending` without trying to create
 /// one. Striped by a hash of the request, so checks for different requests rarely wait on each
@@ -80,8 +82,9 @@ pub struct Asking<'a> {
     pub named: Option<&'a str>,
     /// The check's trace, stored with an approval it creates.
     pub trace_id: Option<&'a str>,
-    /// The check's arguments (`context.arguments`): an approval holds for these only.
-    pub arguments: Option<&'a BoundArguments>,
+    /// The check's context: an approval holds for its `arguments` only (bound only when a
+    /// human is needed, so that other checks never hash them).
+    pub context: &'a Map<String, Value>,
 }
 
 /// Settles a decision whose code is `approval_required`; other decisions pass unchanged.
@@ -98,12 +101,9 @@ pub async fn settle(
     let Some(need) = decision.approval.clone() else {
         return Ok(decision);
     };
-    let Asking {
-        agent_id,
-        named,
-        arguments,
-        ..
-    } = asking;
+    let (agent_id, named) = (asking.agent_id, asking.named);
+    let bound = BoundArguments::from_context(asking.context);
+    let arguments = bound.as_ref();
     let digest = arguments.map(|a| a.digest.as_str());
     let _settling = match mode {
         ApprovalMode::Apply => Some(
@@ -152,13 +152,13 @@ pub async fn settle(
                 Ok(_) => decision.with_approval(state),
                 // Another request used it first: this one needs a new approval.
                 Err(StoreError::Conflict { .. }) => {
-                    create(store, asking, decision, settings, now).await?
+                    create(store, asking, arguments, decision, settings, now).await?
                 }
                 Err(other) => return Err(other),
             }
         }
         (ApprovalState::None, ApprovalMode::Apply) => {
-            create(store, asking, decision, settings, now).await?
+            create(store, asking, arguments, decision, settings, now).await?
         }
         _ => decision.with_approval(state),
     };
@@ -196,6 +196,7 @@ fn state_of(record: &ApprovalRecord, now: OffsetDateTime) -> ApprovalState {
 async fn create(
     store: &dyn Store,
     asking: Asking<'_>,
+    arguments: Option<&BoundArguments>,
     mut decision: Decision,
     settings: ApprovalSettings,
     now: OffsetDateTime,
@@ -211,7 +212,7 @@ async fn create(
             resource: need.resource,
             timeout_secs,
             trace_id: asking.trace_id.map(str::to_owned),
-            arguments: asking.arguments.cloned(),
+            arguments: arguments.cloned(),
             created_at: now,
             max_pending: settings.max_pending,
         })

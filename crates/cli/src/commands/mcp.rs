@@ -145,3 +145,21 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+#[cfg(test)]
+mod tests {
+    use meshguard_mcp::naming::context_key;
+
+    /// The proxy and the gateway are separate crates that meet over HTTP: the context keys the
+    /// proxy sends must be the ones the gateway binds approvals to and counts MCP calls by.
+    #[test]
+    fn the_proxy_sends_the_context_keys_the_gateway_reads() {
+        use meshguard_gateway::metrics::McpCall;
+        assert_eq!(context_key::SERVER, McpCall::SERVER_KEY);
+        assert_eq!(context_key::TOOL, McpCall::TOOL_KEY);
+        assert_eq!(
+            context_key::ARGUMENTS,
+            meshguard_store::BoundArguments::CONTEXT_KEY
+        );
+    }
+}

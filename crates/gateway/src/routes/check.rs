@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use meshguard_policy::{CheckRequest, Code, Decision, History};
-use meshguard_store::{AuditAgent, AuditKind, BoundArguments, NewAuditEvent, ShadowVerdict};
+use meshguard_store::{AuditAgent, AuditKind, NewAuditEvent, ShadowVerdict};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -202,12 +202,11 @@ pub(super) async fn evaluate(
     };
     // 3. Approvals: only a decision that needs a human touches the approval store, after the
     //    engine, because an explicit deny must win before any approval is created or consumed.
-    let arguments = BoundArguments::from_context(&input.context);
     let asking = Asking {
         agent_id: &agent.record.id,
         named: input.approval_id.as_deref(),
         trace_id: Some(&trace.0),
-        arguments: arguments.as_ref(),
+        context: &input.context,
     };
     let settled = approvals::settle(
         &*state.store,

@@ -5,9 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use meshguard_policy::{CheckRequest, Effect};
-use meshguard_store::{
-    AgentStatus, AuditAgent, AuditKind, BoundArguments, EventCode, NewAuditEvent,
-};
+use meshguard_store::{AgentStatus, AuditAgent, AuditKind, EventCode, NewAuditEvent};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
@@ -71,12 +69,11 @@ pub async fn explain_check(
             policies.explain_with_history(&profile, &request, &history, oracle)
         })
         .await?;
-    let arguments = BoundArguments::from_context(&context);
     let asking = Asking {
         agent_id: &record.id,
         named: body.approval_id.as_deref(),
         trace_id: None,
-        arguments: arguments.as_ref(),
+        context: &context,
     };
     let decision = approvals::settle(
         &*state.store,

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use meshguard_policy::{CheckRequest, Effect};
-use meshguard_store::{AuditKind, BoundArguments, NewAuditEvent};
+use meshguard_store::{AuditKind, NewAuditEvent};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -77,12 +77,11 @@ pub async fn preview(
         Ok(decision) => decision,
         Err(err) => return ApiError::Unavailable(err.to_string()).into_response(),
     };
-    let arguments = BoundArguments::from_context(&context);
     let asking = Asking {
         agent_id: &agent.record.id,
         named: None,
         trace_id: None,
-        arguments: arguments.as_ref(),
+        context: &context,
     };
     let decision = match approvals::settle(
         &*state.store,
