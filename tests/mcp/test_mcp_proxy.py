@@ -17,18 +17,20 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional
+from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, Tuple
 
 import anyio
 import pytest
-from mcp import ClientSession, StdioServerParameters
+from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
+from mcp.shared.exceptions import MCPError
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 POLICY = REPO_ROOT / "examples" / "policies" / "mcp-filesystem.yaml"
 MAPPING = REPO_ROOT / "examples" / "mcp" / "filesystem.toml"
 SERVER = HERE / "node_modules" / ".bin" / "mcp-server-filesystem"
+EVERYTHING = HERE / "node_modules" / ".bin" / "mcp-server-everything"
 EXAMPLE_ROOT = "/srv/agent-ws"
 # Every tool of the reference server that the example policy leaves open to the agent.
 READ_TOOLS = {
@@ -168,13 +170,23 @@ def workspace(tmp_path: Path) -> Workspace:
 Session = Callable[[ClientSession], Awaitable[Any]]
 
 
-def run_session(gw: Gateway, agent: Agent, ws: Workspace, body: Session, *extra: str) -> Any:
-    """Starts ``meshguard mcp run`` as the client's server and runs ``body`` in the session."""
-    params = StdioServerParameters(
-        command=str(gw.binary),
-        args=[
-            "mcp",
-            "run",
+def run_session(
+    gw: Gateway,
+    agent: Agent,
+    ws: Workspace,
+    body: Session,
+    *extra: str,
+    everything: bool = False,
+    **session_options: Any,
+) -> Any:
+    """Starts ``meshguard mcp run`` as the client's server and runs ``body`` in the session: the
+    filesystem server on the workspace (``--server fs`` with its mapping), or with ``everything``
+    the everything server (``--server everything``). ``session_options`` go to the SDK's
+    ``ClientSession`` (sampling and logging callbacks)."""
+    if everything:
+        served = ["--server", "everything", *extra, "--", str(EVERYTHING), "stdio"]
+    else:
+        served = [
             "--server",
             "fs",
             "--config",
@@ -183,7 +195,10 @@ def run_session(gw: Gateway, agent: Agent, ws: Workspace, body: Session, *extra:
             "--",
             str(SERVER),
             str(ws.root),
-        ],
+        ]
+    params = StdioServerParameters(
+        command=str(gw.binary),
+        args=["mcp", "run", *served],
         env={
             "MESHGUARD_TOKEN": agent.token,
             "MESHGUARD_URL": gw.url,
@@ -195,7 +210,7 @@ def run_session(gw: Gateway, agent: Agent, ws: Workspace, body: Session, *extra:
     async def main() -> Any:
         with anyio.fail_after(60):
             async with stdio_client(params) as (read, write):
-                async with ClientSession(read, write) as session:
+                async with ClientSession(read, write, **session_options) as session:
                     await session.initialize()
                     return await body(session)
 
@@ -378,9 +393,7 @@ defaultEffect: deny
 """
 
 
-def test_a_write_that_needs_approval_names_the_approval_and_goes_through_once_approved(
-    gateway: Gateway, workspace: Workspace, tmp_path: Path
-) -> None:
+def approvals_agent(gateway: Gateway, tmp_path: Path) -> Agent:
     policy = tmp_path / "approvals.yaml"
     policy.write_text(APPROVAL_POLICY)
     gateway.cli("policy", "apply", str(policy))
@@ -390,29 +403,275 @@ def test_a_write_that_needs_approval_names_the_approval_and_goes_through_once_ap
             "agent", "create", name, "--trust", "verified", "--tags", "mcp-fs-approvals", "--json"
         )
     )
-    agent = Agent(name=name, token=str(created["token"]))
+    return Agent(name=name, token=str(created["token"]))
+
+
+async def pending_approval(gateway: Gateway, arguments: Dict[str, Any]) -> Dict[str, Any]:
+    """The pending approval bound to ``arguments``, as ``meshguard approval list`` shows it to
+    the operator, once the proxy's check has created it."""
+    with anyio.fail_after(20):
+        while True:
+            listed = await anyio.to_thread.run_sync(
+                gateway.cli, "approval", "list", "--status", "pending", "--json"
+            )
+            for approval in json.loads(listed)["approvals"]:
+                if approval.get("arguments", {}).get("value") == arguments:
+                    return dict(approval)
+            await anyio.sleep(0.2)
+
+
+def test_a_write_that_needs_approval_waits_for_the_human_and_goes_through_once(
+    gateway: Gateway, workspace: Workspace, tmp_path: Path
+) -> None:
+    agent = approvals_agent(gateway, tmp_path)
     target = workspace.root / "notes.txt"
     arguments = {"path": str(target), "content": "approved change\n"}
+    progress: List[Tuple[float, Optional[float], Optional[str]]] = []
+
+    async def on_progress(done: float, total: Optional[float], message: Optional[str]) -> None:
+        progress.append((done, total, message))
 
     async def body(session: ClientSession) -> Any:
         tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-        asked = await session.call_tool("write_file", arguments)
-        untouched = target.read_text()
-        approval_id = text_of(asked).split("Approval id: ")[1].split(".")[0]
-        gateway.cli("approval", "approve", approval_id)
-        approved = await session.call_tool("write_file", arguments)
-        again = await session.call_tool("write_file", arguments)
-        return tools, asked, untouched, approval_id, approved, again
+        results: List[Any] = []
 
-    tools, asked, untouched, approval_id, approved, again = run_session(
-        gateway, agent, workspace, body
-    )
+        async def call() -> None:
+            results.append(
+                await session.call_tool("write_file", arguments, progress_callback=on_progress)
+            )
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(call)
+            approval = await pending_approval(gateway, arguments)
+            # Nothing reached the server while the human had not decided.
+            untouched = target.read_text()
+            await anyio.to_thread.run_sync(gateway.cli, "approval", "approve", approval["id"])
+        return tools, approval, untouched, results[0]
+
+    tools, approval, untouched, written = run_session(gateway, agent, workspace, body)
     assert "needs a human's approval" in (tools["write_file"].description or "")
-    assert asked.is_error
-    assert f"meshguard approval approve {approval_id}" in text_of(asked), text_of(asked)
+    assert (approval["action"], approval["resource"]) == ("write:workspace", "notes.txt"), approval
     assert untouched == "hello from the workspace\n"
-    assert not approved.is_error, text_of(approved)
+    assert not written.is_error, text_of(written)
     assert target.read_text() == "approved change\n"
-    # Single use: the next write needs a new approval.
-    assert again.is_error
-    assert "needs a human's approval" in text_of(again)
+    # The client heard that the call waited, and for which approval.
+    assert progress, "no progress notification while waiting"
+    assert approval["id"] in (progress[0][2] or ""), progress
+
+
+def test_a_denied_or_unanswered_approval_writes_nothing_and_each_call_needs_its_own(
+    gateway: Gateway, workspace: Workspace, tmp_path: Path
+) -> None:
+    agent = approvals_agent(gateway, tmp_path)
+    target = workspace.root / "notes.txt"
+    denied_change = {"path": str(target), "content": "denied change\n"}
+    late_change = {"path": str(target), "content": "late change\n"}
+    other_change = {"path": str(target), "content": "another change\n"}
+
+    async def body(session: ClientSession) -> Any:
+        results: List[Any] = []
+
+        async def call() -> None:
+            results.append(await session.call_tool("write_file", denied_change))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(call)
+            approval = await pending_approval(gateway, denied_change)
+            await anyio.to_thread.run_sync(
+                gateway.cli, "approval", "deny", approval["id"], "--reason", "not today"
+            )
+        # Nobody answers within the wait: the model is told which approval to ask for.
+        unanswered = await session.call_tool("write_file", late_change)
+        untouched = target.read_text()
+        late_id = (await pending_approval(gateway, late_change))["id"]
+        await anyio.to_thread.run_sync(gateway.cli, "approval", "approve", late_id)
+        # Approved for the late change only: other content needs an approval of its own.
+        other = await session.call_tool("write_file", other_change)
+        late = await session.call_tool("write_file", late_change)
+        return approval, results[0], unanswered, untouched, late_id, other, late
+
+    approval, denied, unanswered, untouched, late_id, other, late = run_session(
+        gateway, agent, workspace, body, "--approval-wait", "2"
+    )
+    assert denied.is_error
+    assert approval["id"] in text_of(denied), text_of(denied)
+    assert "a human denied it" in text_of(denied), text_of(denied)
+    assert unanswered.is_error
+    assert f"meshguard approval approve {late_id}" in text_of(unanswered), text_of(unanswered)
+    assert untouched == "hello from the workspace\n"
+    assert other.is_error
+    assert late_id not in text_of(other), text_of(other)
+    assert not late.is_error, text_of(late)
+    assert target.read_text() == "late change\n"
+
+
+def test_a_call_the_client_gave_up_on_is_not_made_when_approved_later(
+    gateway: Gateway, workspace: Workspace, tmp_path: Path
+) -> None:
+    agent = approvals_agent(gateway, tmp_path)
+    target = workspace.root / "notes.txt"
+    arguments = {"path": str(target), "content": "abandoned change\n"}
+
+    async def body(session: ClientSession) -> Any:
+        # The SDK gives up after the timeout and sends notifications/cancelled for the call.
+        with pytest.raises(MCPError, match="timed out"):
+            await session.call_tool("write_file", arguments, read_timeout_seconds=1.5)
+        approval = await pending_approval(gateway, arguments)
+        await anyio.to_thread.run_sync(gateway.cli, "approval", "approve", approval["id"])
+        await anyio.sleep(1.5)
+        read = await session.call_tool("read_text_file", {"path": str(target)})
+        approved = await anyio.to_thread.run_sync(
+            gateway.cli, "approval", "list", "--status", "approved", "--json"
+        )
+        return approval, read, json.loads(approved)["approvals"]
+
+    approval, read, approved = run_session(gateway, agent, workspace, body, "--approval-wait", "30")
+    assert text_of(read) == "hello from the workspace\n"
+    assert target.read_text() == "hello from the workspace\n"
+    # Nothing used the approval: the cancelled call was never checked again nor forwarded.
+    assert approval["id"] in [a["id"] for a in approved], approved
+
+
+EVERYTHING_POLICY = """
+name: mcp-everything
+version: "1"
+appliesTo:
+  tags: [mcp-everything]
+rules:
+  - name: everything-open
+    effect: allow
+    actions: ["mcp:everything/*"]
+defaultEffect: deny
+"""
+
+
+@pytest.fixture
+def everything_agent(gateway: Gateway, tmp_path: Path) -> Agent:
+    policy = tmp_path / "everything.yaml"
+    policy.write_text(EVERYTHING_POLICY)
+    gateway.cli("policy", "apply", str(policy))
+    name = f"mcp-{uuid.uuid4().hex[:10]}"
+    created = json.loads(
+        gateway.cli(
+            "agent", "create", name, "--trust", "verified", "--tags", "mcp-everything", "--json"
+        )
+    )
+    return Agent(name=name, token=str(created["token"]))
+
+
+def test_the_servers_progress_notifications_reach_the_client(
+    gateway: Gateway, workspace: Workspace, everything_agent: Agent
+) -> None:
+    progress: List[Tuple[float, Optional[float], Optional[str]]] = []
+
+    async def on_progress(done: float, total: Optional[float], message: Optional[str]) -> None:
+        progress.append((done, total, message))
+
+    async def body(session: ClientSession) -> Any:
+        return await session.call_tool(
+            "trigger-long-running-operation",
+            {"duration": 1, "steps": 3},
+            progress_callback=on_progress,
+        )
+
+    result = run_session(gateway, everything_agent, workspace, body, everything=True)
+    assert not result.is_error, text_of(result)
+    assert "Long running operation completed" in text_of(result)
+    assert [(done, total) for done, total, _ in progress] == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_a_sampling_request_of_the_server_round_trips_through_the_client(
+    gateway: Gateway, workspace: Workspace, everything_agent: Agent
+) -> None:
+    asked: List[str] = []
+
+    async def sample(context: Any, params: types.CreateMessageRequestParams) -> Any:
+        asked.append("".join(getattr(m.content, "text", "") for m in params.messages))
+        return types.CreateMessageResult(
+            role="assistant",
+            content=types.TextContent(type="text", text="sampled by the test client"),
+            model="test-model",
+        )
+
+    async def body(session: ClientSession) -> Any:
+        return await session.call_tool("trigger-sampling-request", {"prompt": "say hello"})
+
+    result = run_session(
+        gateway, everything_agent, workspace, body, everything=True, sampling_callback=sample
+    )
+    assert not result.is_error, text_of(result)
+    assert len(asked) == 1 and "say hello" in asked[0], asked
+    assert "sampled by the test client" in text_of(result)
+
+
+def test_the_servers_log_notifications_reach_the_client(
+    gateway: Gateway, workspace: Workspace, everything_agent: Agent
+) -> None:
+    logged: List[Any] = []
+    heard = anyio.Event()
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        logged.append(params)
+        heard.set()
+
+    async def body(session: ClientSession) -> Any:
+        await session.set_logging_level("debug")
+        started = await session.call_tool("toggle-simulated-logging", {})
+        with anyio.fail_after(15):
+            await heard.wait()
+        stopped = await session.call_tool("toggle-simulated-logging", {})
+        return started, stopped
+
+    started, stopped = run_session(
+        gateway, everything_agent, workspace, body, everything=True, logging_callback=on_log
+    )
+    assert not started.is_error and not stopped.is_error, text_of(started)
+    assert logged and "message" in str(logged[0].data), logged
+
+
+def test_mcp_tools_shows_what_the_policies_let_an_agent_do_with_each_tool(
+    gateway: Gateway, workspace: Workspace, tmp_path: Path
+) -> None:
+    reader = gateway.create_agent()
+    writer = approvals_agent(gateway, tmp_path)
+
+    def decisions(agent: Agent) -> Dict[str, Dict[str, Any]]:
+        shown = json.loads(
+            gateway.cli(
+                "--json",
+                "mcp",
+                "tools",
+                "fs",
+                "--agent",
+                agent.name,
+                "--config",
+                str(workspace.mapping),
+                "--",
+                str(SERVER),
+                str(workspace.root),
+            )
+        )
+        assert shown["server"] == "fs"
+        return {tool["tool"]: tool for tool in shown["tools"]}
+
+    for_reader = decisions(reader)
+    # Every tool the server offers is shown, as `mcp run` names it.
+    assert READ_TOOLS | {"write_file", "edit_file", "move_file"} <= set(for_reader)
+    for tool in READ_TOOLS:
+        assert for_reader[tool]["decision"] == "allow", for_reader[tool]
+    write = for_reader["write_file"]
+    assert (write["action"], write["decision"], write["rule"]) == (
+        "write:workspace",
+        "deny",
+        "deny-writes",
+    ), write
+    assert for_reader["search_files"]["action"] == "mcp:fs/search_files"
+    assert for_reader["search_files"]["rule"] == "deny-everything-else"
+
+    for_writer = decisions(writer)
+    assert for_writer["write_file"]["decision"] == "require_approval", for_writer["write_file"]
+    assert for_writer["read_text_file"]["decision"] == "allow"
+    assert for_writer["search_files"]["decision"] == "deny"
+    # Asking creates no approval.
+    pending = json.loads(gateway.cli("--json", "approval", "list"))["approvals"]
+    assert not [a for a in pending if a["action"] == "write:workspace" and a["resource"] == "*"]

@@ -125,6 +125,26 @@ pub enum McpCommand {
     /// `tools/call`, `resources/read` and `prompts/get` with the agent token in MESHGUARD_TOKEN.
     /// An MCP client launches this instead of the server.
     Run(McpRunArgs),
+    /// Start an MCP server (stdio), list its tools, and show for an agent which of them the
+    /// policies allow, deny or send for approval (admin; asks `POST /admin/decide` per tool).
+    Tools(McpToolsArgs),
+}
+
+/// `meshguard mcp tools S --agent A [--config FILE] -- COMMAND ARGS…`.
+#[derive(Debug, Args)]
+pub struct McpToolsArgs {
+    /// The server's name in actions, as `mcp run --server` gives it.
+    #[arg(value_name = "S")]
+    pub server: String,
+    /// The agent (name or id) whose policies decide.
+    #[arg(long, value_name = "AGENT")]
+    pub agent: String,
+    /// TOML file mapping tools to actions and resources, as for `mcp run`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The server's command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 /// `meshguard mcp run --server S [--config FILE] -- COMMAND ARGS…`.
@@ -142,6 +162,10 @@ pub struct McpRunArgs {
     /// The longest JSON-RPC message accepted from either side.
     #[arg(long, value_name = "BYTES", default_value_t = meshguard_mcp::relay::DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
+    /// How long a call that needs approval waits for a human before the model is told to ask
+    /// again (0: answer at once).
+    #[arg(long, value_name = "SECONDS", default_value_t = meshguard_mcp::relay::DEFAULT_APPROVAL_WAIT.as_secs())]
+    pub approval_wait: u64,
     /// The server's command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<std::ffi::OsString>,

@@ -1,5 +1,6 @@
 //! Applies SPEC 3's approval table to a decision that needs a human: finds the approval for
-//! (agent, normalised action, normalised resource), creates one when there is none, and consumes
+//! (agent, normalised action, normalised resource, arguments digest), creates one when there is
+//! none, and consumes
 //! an approved one (single use). An agent may have only so many approvals pending at once
 //! ([`ApprovalSettings::max_pending`]): a check that would create one more is denied with
 //! `too_many_pending_approvals` and creates nothing.
@@ -8,15 +9,17 @@ use std::hash::{Hash as _, Hasher as _};
 
 use meshguard_policy::{ApprovalState, Code, Decision};
 use meshguard_store::{
-    ApprovalRecord, ApprovalStatus, NewApproval, PendingApproval, Store, StoreError,
+    ApprovalRecord, ApprovalStatus, BoundArguments, NewApproval, PendingApproval, Store, StoreError,
 };
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
 /// Number of locks that [`SETTLING`] spreads requests over.
 const STRIPES: usize = 64;
 
-/// Serialises the read-then-write of one (agent, action, resource) within this gateway, so that
+/// Serialises the read-then-write of one (agent, action, resource, arguments) within this gateway,
+/// so that
 /// concurrent checks for the same request settle one after the other: the second sees the
 /// pending approval the first created and answers `approval_pending` without trying to create
 /// one. Striped by a hash of the request, so checks for different requests rarely wait on each
@@ -25,9 +28,14 @@ const STRIPES: usize = 64;
 /// sharing one database rely on.
 static SETTLING: [Mutex<()>; STRIPES] = [const { Mutex::const_new(()) }; STRIPES];
 
-fn stripe(agent_id: &str, action: &str, resource: &str) -> &'static Mutex<()> {
+fn stripe(
+    agent_id: &str,
+    action: &str,
+    resource: &str,
+    digest: Option<&str>,
+) -> &'static Mutex<()> {
     let mut hasher = std::hash::DefaultHasher::new();
-    (agent_id, action, resource).hash(&mut hasher);
+    (agent_id, action, resource, digest).hash(&mut hasher);
     let index = usize::try_from(hasher.finish() % STRIPES as u64).unwrap_or(0);
     #[expect(
         clippy::indexing_slicing,
@@ -65,13 +73,25 @@ impl ApprovalSettings {
     }
 }
 
+/// Who asks, for what: the parts of a check that the approval table needs beyond its decision.
+#[derive(Debug, Clone, Copy)]
+pub struct Asking<'a> {
+    /// The agent that asks.
+    pub agent_id: &'a str,
+    /// The approval the check names (`approval_id`), if any.
+    pub named: Option<&'a str>,
+    /// The check's trace, stored with an approval it creates.
+    pub trace_id: Option<&'a str>,
+    /// The check's context: an approval holds for its `arguments` only (bound only when a
+    /// human is needed, so that other checks never hash them).
+    pub context: &'a Map<String, Value>,
+}
+
 /// Settles a decision whose code is `approval_required`; other decisions pass unchanged.
 pub async fn settle(
     store: &dyn Store,
-    agent_id: &str,
+    asking: Asking<'_>,
     decision: Decision,
-    named: Option<&str>,
-    trace_id: Option<&str>,
     settings: ApprovalSettings,
     mode: ApprovalMode,
 ) -> Result<Decision, StoreError> {
@@ -81,8 +101,16 @@ pub async fn settle(
     let Some(need) = decision.approval.clone() else {
         return Ok(decision);
     };
+    let (agent_id, named) = (asking.agent_id, asking.named);
+    let bound = BoundArguments::from_context(asking.context);
+    let arguments = bound.as_ref();
+    let digest = arguments.map(|a| a.digest.as_str());
     let _settling = match mode {
-        ApprovalMode::Apply => Some(stripe(agent_id, &need.action, &need.resource).lock().await),
+        ApprovalMode::Apply => Some(
+            stripe(agent_id, &need.action, &need.resource, digest)
+                .lock()
+                .await,
+        ),
         ApprovalMode::Peek => None,
     };
     let now = OffsetDateTime::now_utc();
@@ -95,7 +123,8 @@ pub async fn settle(
             Ok(r)
                 if r.agent_id == agent_id
                     && r.action == need.action
-                    && r.resource == need.resource =>
+                    && r.resource == need.resource
+                    && r.arguments.as_ref().map(|a| a.digest.as_str()) == digest =>
             {
                 if state_of(&r, now) != ApprovalState::None {
                     record = Some(r);
@@ -103,7 +132,7 @@ pub async fn settle(
             }
             Ok(_) | Err(StoreError::NotFound { .. }) => {
                 ignored_note = Some(format!(
-                    " (approval id '{id}' ignored: it is not an approval of this agent for this action and resource)"
+                    " (approval id '{id}' ignored: it is not an approval of this agent for this action, resource and arguments)"
                 ));
             }
             Err(other) => return Err(other),
@@ -111,7 +140,7 @@ pub async fn settle(
     }
     if record.is_none() {
         record = store
-            .latest_approval(agent_id, &need.action, &need.resource)
+            .latest_approval(agent_id, &need.action, &need.resource, arguments)
             .await?;
     }
     let state = record
@@ -123,13 +152,13 @@ pub async fn settle(
                 Ok(_) => decision.with_approval(state),
                 // Another request used it first: this one needs a new approval.
                 Err(StoreError::Conflict { .. }) => {
-                    create(store, agent_id, decision, trace_id, settings, now).await?
+                    create(store, asking, arguments, decision, settings, now).await?
                 }
                 Err(other) => return Err(other),
             }
         }
         (ApprovalState::None, ApprovalMode::Apply) => {
-            create(store, agent_id, decision, trace_id, settings, now).await?
+            create(store, asking, arguments, decision, settings, now).await?
         }
         _ => decision.with_approval(state),
     };
@@ -166,9 +195,9 @@ fn state_of(record: &ApprovalRecord, now: OffsetDateTime) -> ApprovalState {
 
 async fn create(
     store: &dyn Store,
-    agent_id: &str,
+    asking: Asking<'_>,
+    arguments: Option<&BoundArguments>,
     mut decision: Decision,
-    trace_id: Option<&str>,
     settings: ApprovalSettings,
     now: OffsetDateTime,
 ) -> Result<Decision, StoreError> {
@@ -178,11 +207,12 @@ async fn create(
     let timeout_secs = need.timeout_or(settings.default_timeout_secs);
     let pending = store
         .create_approval(NewApproval {
-            agent_id: agent_id.to_owned(),
+            agent_id: asking.agent_id.to_owned(),
             action: need.action,
             resource: need.resource,
             timeout_secs,
-            trace_id: trace_id.map(str::to_owned),
+            trace_id: asking.trace_id.map(str::to_owned),
+            arguments: arguments.cloned(),
             created_at: now,
             max_pending: settings.max_pending,
         })

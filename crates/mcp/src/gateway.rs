@@ -138,6 +138,23 @@ fn enforced_by_default() -> bool {
     true
 }
 
+/// Where an approval stands (SPEC 3), as the agent's long poll answers; any other text is a bad
+/// answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalStatus {
+    /// Nobody decided yet.
+    Pending,
+    /// A human said yes: the next check naming it goes through, once.
+    Approved,
+    /// A human said no.
+    Denied,
+    /// Nobody decided in time.
+    Expired,
+    /// Another call used it already.
+    Used,
+}
+
 /// What a preview says about a tool, for `tools/list`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listing {
@@ -227,17 +244,22 @@ impl GatewayClient {
         Ok((status, bytes.to_vec()))
     }
 
-    /// `POST /proxy/governance/check` for `call` under `trace_id`.
+    /// `POST /proxy/governance/check` for `call` under `trace_id`; `approval_id` names the
+    /// approval a human granted for it (the gateway ignores one of another call).
     pub async fn check(
         &self,
         call: &GovernedCall,
         trace_id: &str,
+        approval_id: Option<&str>,
     ) -> Result<Verdict, GatewayFailure> {
-        let body = json!({
+        let mut body = json!({
             "action": call.action,
             "resource": call.resource,
             "context": call.context,
         });
+        if let (Some(id), Some(object)) = (approval_id, body.as_object_mut()) {
+            object.insert("approval_id".into(), Value::String(id.to_owned()));
+        }
         let (status, bytes) = self
             .post(&["proxy", "governance", "check"], trace_id, &body)
             .await?;
@@ -284,6 +306,41 @@ impl GatewayClient {
                 message_of(&bytes)
             ))),
         }
+    }
+
+    /// `GET /proxy/governance/approvals/{id}?wait=S`: where the agent's approval stands, held by
+    /// the gateway until a human decides or `wait` is over.
+    pub async fn poll_approval(
+        &self,
+        approval_id: &str,
+        wait: Duration,
+        trace_id: &str,
+    ) -> Result<ApprovalStatus, GatewayFailure> {
+        let mut url = self.url(&["proxy", "governance", "approvals", approval_id]);
+        url.query_pairs_mut()
+            .append_pair("wait", &wait.as_secs().to_string());
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(&self.token)
+            .header(TRACE_HEADER, trace_id)
+            // The gateway holds the answer for `wait`: the usual bound would cut a long wait.
+            .timeout(wait.saturating_add(REQUEST_TIMEOUT))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
+        if status != StatusCode::OK {
+            return Err(failure_of(status, &bytes));
+        }
+        #[derive(Deserialize)]
+        struct Polled {
+            status: ApprovalStatus,
+        }
+        serde_json::from_slice::<Polled>(&bytes)
+            .map(|p| p.status)
+            .map_err(|e| GatewayFailure::BadAnswer(format!("approval poll: {e}")))
     }
 
     /// `POST /proxy/governance/preview`: what a check of `call` would get, charging nothing and

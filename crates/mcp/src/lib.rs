@@ -8,7 +8,8 @@
 //! - [`config`]: the operator's mapping file, typed and validated at start;
 //! - [`naming`]: how a call becomes a check (action, resource, context);
 //! - [`gateway`]: check, record and preview over HTTP, where every failure is a refusal;
-//! - [`relay`]: the stdio relay and the intercept.
+//! - [`relay`]: the stdio relay and the intercept;
+//! - [`inventory`]: the tools a server offers, for `meshguard mcp tools`.
 //!
 //! **Raw JSON-RPC, typed where MeshGuard speaks.** The relay forwards each message as the bytes
 //! that arrived and parses only what it governs, with the official SDK's (`rmcp`) types for the
@@ -27,6 +28,7 @@
 //!     token: std::env::var("MESHGUARD_TOKEN").ok(),
 //!     show_denied: false,
 //!     max_message_bytes: meshguard_mcp::relay::DEFAULT_MAX_MESSAGE_BYTES,
+//!     approval_wait: meshguard_mcp::relay::DEFAULT_APPROVAL_WAIT,
 //! };
 //! let command = vec!["npx".into(), "@modelcontextprotocol/server-filesystem".into(), "/srv/ws".into()];
 //! let exit = run_stdio(options, &command).await?;
@@ -35,6 +37,7 @@
 
 pub mod config;
 pub mod gateway;
+pub mod inventory;
 pub mod naming;
 pub mod relay;
 
@@ -62,6 +65,8 @@ pub struct ProxyOptions {
     pub show_denied: bool,
     /// The longest message accepted from either side.
     pub max_message_bytes: usize,
+    /// How long a call that needs approval waits for a human.
+    pub approval_wait: std::time::Duration,
 }
 
 /// Why the proxy could not run.
@@ -125,6 +130,7 @@ pub async fn run_stdio(
         gateway,
         show_denied: options.show_denied,
         max_message_bytes: options.max_message_bytes,
+        approval_wait: options.approval_wait,
     };
     let end = governor
         .relay(

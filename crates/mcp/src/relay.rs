@@ -18,10 +18,10 @@ use rmcp::model::{
 };
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 
-use crate::gateway::{CallStatus, GatewayClient, GatewayFailure, Listing, Verdict};
+use crate::gateway::{ApprovalStatus, CallStatus, GatewayClient, GatewayFailure, Listing, Verdict};
 use crate::naming::{GovernedCall, GovernedMethod, Naming};
 
 /// The default limit of one message, either way: a tool result may carry a whole file.
@@ -29,6 +29,37 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// How long the server may take to exit after the client went away before it is killed.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The notification by which a client gives up on one of its requests.
+const CANCELLED: &str = "notifications/cancelled";
+
+/// The longest single long poll of an approval: between polls the client hears that the call is
+/// still waiting.
+pub const APPROVAL_POLL: Duration = Duration::from_secs(10);
+
+/// The default of `--approval-wait`.
+pub const DEFAULT_APPROVAL_WAIT: Duration = Duration::from_secs(120);
+
+/// Why a governed call is not forwarded, beyond the gateway's own verdicts. Every case is a
+/// refusal: nothing here lets a call through.
+#[derive(Debug)]
+enum Stopped {
+    /// The gateway could not be asked or answered nonsense.
+    Gateway(GatewayFailure),
+    /// The approval was still pending when the wait ran out.
+    Undecided { approval_id: String },
+    /// The approval ended without a yes.
+    Refused {
+        approval_id: String,
+        status: ApprovalStatus,
+    },
+}
+
+impl From<GatewayFailure> for Stopped {
+    fn from(failure: GatewayFailure) -> Self {
+        Stopped::Gateway(failure)
+    }
+}
 
 /// What the relay needs to govern one server's session.
 #[derive(Debug, Clone)]
@@ -41,6 +72,8 @@ pub struct Governor {
     pub show_denied: bool,
     /// The longest message accepted from either side, in bytes.
     pub max_message_bytes: usize,
+    /// How long a call that needs approval waits for a human (zero: it does not wait).
+    pub approval_wait: Duration,
 }
 
 /// Why the relay stopped.
@@ -81,6 +114,10 @@ struct Session {
     /// `None` once the client has gone: closing the server's input tells it to exit.
     to_server: Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>,
     awaited: Mutex<HashMap<String, Awaited>>,
+    /// The governed requests not yet forwarded or answered, by id: a `notifications/cancelled`
+    /// of one stops its check or its wait for a human, so a call the client gave up on is
+    /// never made.
+    undecided: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 /// How much of a message over the limit is kept: enough to find its id, which JSON-RPC
@@ -228,6 +265,62 @@ pub fn approval_text(target: &str, approval_id: &str, reason: &str) -> String {
     )
 }
 
+/// What the model is told when nobody decided within the approval wait.
+pub fn undecided_text(target: &str, approval_id: &str, waited: Duration) -> String {
+    format!(
+        "MeshGuard: `{target}` needs a human's approval and none came within {} s, so it was not \
+         called. Approval id: {approval_id}. An operator approves it with \
+         `meshguard approval approve {approval_id}`; then call it again.",
+        waited.as_secs()
+    )
+}
+
+/// What the model is told when the approval it waited for ended without a yes.
+pub fn refused_text(target: &str, approval_id: &str, status: ApprovalStatus) -> String {
+    let what = match status {
+        ApprovalStatus::Denied => "a human denied it",
+        ApprovalStatus::Expired => "it expired before anyone decided",
+        // Another call with the same arguments used it first.
+        ApprovalStatus::Used | ApprovalStatus::Pending | ApprovalStatus::Approved => {
+            "another call used it first"
+        }
+    };
+    format!(
+        "MeshGuard: `{target}` was not called: its approval {approval_id} did not let it through \
+         ({what}). `meshguard approval list --status all` shows it; a new call asks for a new \
+         approval, which an operator approves with `meshguard approval approve ID`."
+    )
+}
+
+/// A `notifications/progress` for the client's `token` while a call waits for a human: the
+/// `poll`th of at most one per [`APPROVAL_POLL`] in `wait`. Its `progress` is the share of the
+/// polls done, below 1 of a `total` of 1: once the call is forwarded the server may report
+/// progress on the same token from 1 up, and progress must only increase.
+fn progress_line(
+    token: &Value,
+    poll: u32,
+    wait: Duration,
+    target: &str,
+    approval_id: &str,
+) -> Vec<u8> {
+    let polls = wait.as_secs().div_ceil(APPROVAL_POLL.as_secs()).max(1);
+    // Lossless: both are far below 2^52.
+    let share = f64::from(poll) / (polls as f64 + 1.0);
+    to_line(&json!({
+        "jsonrpc": "2.0",
+        "method": "notifications/progress",
+        "params": {
+            "progressToken": token,
+            "progress": share.min(0.99),
+            "total": 1,
+            "message": format!(
+                "MeshGuard: `{target}` waits for a human's approval ({approval_id}; \
+                 `meshguard approval approve {approval_id}`)"
+            ),
+        },
+    }))
+}
+
 /// What the model is told when the gateway could not decide: the call was not made.
 pub fn failure_text(target: &str, failure: &GatewayFailure) -> String {
     format!("MeshGuard could not check `{target}`, so it was not called: {failure}")
@@ -263,6 +356,37 @@ impl Session {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id_key(id), awaited);
+    }
+
+    fn watch_cancellation(&self, id: &Value) -> Arc<Notify> {
+        let notify = Arc::new(Notify::new());
+        self.undecided
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id_key(id), Arc::clone(&notify));
+        notify
+    }
+
+    fn unwatch_cancellation(&self, id: &Value) {
+        self.undecided
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id_key(id));
+    }
+
+    /// Stops the check or the wait of the governed request a `notifications/cancelled` names.
+    fn cancel_undecided(&self, notification: &Map<String, Value>) {
+        let Some(id) = notification.get("params").and_then(|p| p.get("requestId")) else {
+            return;
+        };
+        let undecided = self
+            .undecided
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(notify) = undecided.get(&id_key(id)) {
+            // A permit is kept when the task is not waiting yet.
+            notify.notify_one();
+        }
     }
 
     fn take_awaited(&self, id: &Value) -> Option<Awaited> {
@@ -306,9 +430,23 @@ impl Session {
                 );
                 return self.send_client(error_line(None, ErrorCode::INVALID_REQUEST, text));
             };
+            // Watched before the check starts, so a cancellation right behind it is not missed.
+            let cancelled = self.watch_cancellation(&id);
             let session = Arc::clone(self);
-            tasks.spawn(async move { session.govern(governed, id, object, line).await });
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = session.govern(governed, id.clone(), object, line) => {}
+                    // The client no longer waits for an answer, and none is sent.
+                    () = cancelled.notified() => {
+                        tracing::info!(request = %id, "cancelled by the client before it was decided; not forwarded");
+                    }
+                }
+                session.unwatch_cancellation(&id);
+            });
             return;
+        }
+        if method == Some(CANCELLED) {
+            self.cancel_undecided(&object);
         }
         if let (Some(method), Some(id)) = (method, id) {
             let awaited = if method == "tools/list" {
@@ -373,7 +511,12 @@ impl Session {
             }
         };
         let trace_id = uuid::Uuid::now_v7().to_string();
-        let text = match self.governor.gateway.check(&call, &trace_id).await {
+        let progress = request
+            .get("params")
+            .and_then(|p| p.pointer("/_meta/progressToken"))
+            .filter(|token| request_id(token).is_some())
+            .cloned();
+        let text = match self.decide(&call, &trace_id, progress).await {
             Ok(Verdict::Allowed { audit_id }) => {
                 let started = Instant::now();
                 let governed = GovernedAnswer {
@@ -391,10 +534,17 @@ impl Session {
                 approval_id,
                 reason,
             }) => approval_text(&call.target, &approval_id, &reason),
-            Err(failure) => {
+            Err(Stopped::Gateway(failure)) => {
                 tracing::warn!(target = %call.target, %failure, "call not forwarded");
                 failure_text(&call.target, &failure)
             }
+            Err(Stopped::Undecided { approval_id }) => {
+                undecided_text(&call.target, &approval_id, self.governor.approval_wait)
+            }
+            Err(Stopped::Refused {
+                approval_id,
+                status,
+            }) => refused_text(&call.target, &approval_id, status),
         };
         let answer = match method {
             // A tool result the model reads, so the session goes on.
@@ -405,6 +555,55 @@ impl Session {
             }
         };
         self.send_client(answer);
+    }
+
+    /// The check of `call`; when it needs a human, waits for one (at most the approval wait,
+    /// telling the client it is waiting when it gave a progress token) and checks again with the
+    /// granted approval, whose answer is the verdict.
+    async fn decide(
+        &self,
+        call: &GovernedCall,
+        trace_id: &str,
+        progress: Option<Value>,
+    ) -> Result<Verdict, Stopped> {
+        let gateway = &self.governor.gateway;
+        let verdict = gateway.check(call, trace_id, None).await?;
+        let Verdict::ApprovalRequired { approval_id, .. } = &verdict else {
+            return Ok(verdict);
+        };
+        let wait = self.governor.approval_wait;
+        if wait.is_zero() {
+            return Ok(verdict);
+        }
+        let deadline = Instant::now() + wait;
+        let mut polls = 0_u32;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Stopped::Undecided {
+                    approval_id: approval_id.clone(),
+                });
+            }
+            if let Some(token) = &progress {
+                polls += 1;
+                self.send_client(progress_line(token, polls, wait, &call.target, approval_id));
+            }
+            let poll = left.min(APPROVAL_POLL).max(Duration::from_secs(1));
+            match gateway.poll_approval(approval_id, poll, trace_id).await? {
+                ApprovalStatus::Pending => {}
+                ApprovalStatus::Approved => break,
+                status @ (ApprovalStatus::Denied
+                | ApprovalStatus::Expired
+                | ApprovalStatus::Used) => {
+                    return Err(Stopped::Refused {
+                        approval_id: approval_id.clone(),
+                        status,
+                    });
+                }
+            }
+        }
+        // The approval is used up by this check only if the gateway allows it.
+        Ok(gateway.check(call, trace_id, Some(approval_id)).await?)
     }
 
     /// One line from the server.
@@ -571,6 +770,7 @@ impl Governor {
             to_client,
             to_server: Mutex::new(Some(to_server)),
             awaited: Mutex::new(HashMap::new()),
+            undecided: Mutex::new(HashMap::new()),
         });
 
         let from_server = {
@@ -672,6 +872,7 @@ mod tests {
             gateway: GatewayClient::new("http://127.0.0.1:1", Some("token".into())).unwrap(),
             show_denied: false,
             max_message_bytes,
+            approval_wait: DEFAULT_APPROVAL_WAIT,
         };
         let (client_in, relay_client_in) = duplex(1 << 20);
         let (relay_client_out, client_out) = duplex(1 << 20);
@@ -1018,5 +1219,43 @@ mod tests {
         );
         let text = approval_text("write_file", "apr_1", "a human must decide");
         assert!(text.contains("meshguard approval approve apr_1"), "{text}");
+    }
+
+    #[test]
+    fn a_call_that_waited_in_vain_names_its_approval() {
+        let text = undecided_text("write_file", "apr_1", Duration::from_secs(120));
+        assert!(text.contains("within 120 s"), "{text}");
+        assert!(text.contains("meshguard approval approve apr_1"), "{text}");
+        let text = refused_text("write_file", "apr_1", ApprovalStatus::Denied);
+        assert!(
+            text.contains("apr_1") && text.contains("a human denied it"),
+            "{text}"
+        );
+        let text = refused_text("write_file", "apr_1", ApprovalStatus::Expired);
+        assert!(text.contains("expired"), "{text}");
+    }
+
+    #[test]
+    fn waiting_is_reported_as_progress_on_the_clients_token() {
+        let line = progress_line(
+            &json!("tok"),
+            2,
+            Duration::from_secs(120),
+            "write_file",
+            "apr_1",
+        );
+        let sent: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(sent["method"], "notifications/progress");
+        assert_eq!(sent["params"]["progressToken"], "tok");
+        // Two of at most twelve polls: a share below 1, so the server's own count can follow.
+        let progress = sent["params"]["progress"].as_f64().unwrap();
+        assert!((progress - 2.0 / 13.0).abs() < 1e-9, "{progress}");
+        assert_eq!(sent["params"]["total"], 1);
+        let message = sent["params"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("meshguard approval approve apr_1"),
+            "{message}"
+        );
+        assert!(line.ends_with(b"\n") && !line[..line.len() - 1].contains(&b'\n'));
     }
 }

@@ -7,8 +7,8 @@ use time::OffsetDateTime;
 
 use crate::{
     AdminAudit, AdminCommit, AdminMutation, AgentPatch, AgentRecord, AgentStatus, ApprovalDecision,
-    ApprovalRecord, ApprovalStatus, AuditEvent, AuditFilter, AuditPage, AuditStats, NewAgent,
-    NewApproval, NewAuditEvent, NewPolicy, NewToken, Page, PageRequest, PendingApproval,
+    ApprovalRecord, ApprovalStatus, AuditEvent, AuditFilter, AuditPage, AuditStats, BoundArguments,
+    NewAgent, NewApproval, NewAuditEvent, NewPolicy, NewToken, Page, PageRequest, PendingApproval,
     PolicyRevision, PolicyUpsert, RetentionReport, StatsQuery, StoreChange, StoreError,
     StoredPolicy, TokenRecord, VerifyReport,
 };
@@ -121,8 +121,8 @@ pub trait Store: Send + Sync + 'static {
 
     // ----- approvals -----
 
-    /// The pending approval of (agent, action, resource), created when there is none; the agent
-    /// must exist.
+    /// The pending approval of (agent, action, resource, arguments), created when there is none;
+    /// the agent must exist.
     ///
     /// At most one approval of a request is pending at any time, however many callers ask at
     /// once, in this process or in other gateways sharing the database: each gets the same
@@ -139,13 +139,15 @@ pub trait Store: Send + Sync + 'static {
     /// One approval by the id the store gave it (`apr_…`).
     async fn get_approval(&self, id: &str) -> Result<ApprovalRecord, StoreError>;
 
-    /// The most recent approval for (agent, normalised action, normalised resource), whatever
-    /// its status: the gateway applies the approval table to it.
+    /// The most recent approval for (agent, normalised action, normalised resource, arguments),
+    /// whatever its status: the gateway applies the approval table to it. Requests with other
+    /// arguments, or without any when these have some, are other requests.
     async fn latest_approval(
         &self,
         agent_id: &str,
         action: &str,
         resource: &str,
+        arguments: Option<&BoundArguments>,
     ) -> Result<Option<ApprovalRecord>, StoreError>;
 
     /// One page of the approvals with this stored status (all when `None`), newest first (by

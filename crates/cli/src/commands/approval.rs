@@ -12,7 +12,7 @@ use crate::cli::{ApprovalCommand, ApprovalDecisionArgs, ApprovalStatusArg};
 use crate::client::AdminClient;
 use crate::commands::Context;
 use crate::error::CliError;
-use crate::output::{field, short_time};
+use crate::output::{display, field, short_time};
 
 /// Runs one `approval` subcommand.
 pub async fn run(ctx: &Context, command: ApprovalCommand) -> anyhow::Result<()> {
@@ -23,6 +23,15 @@ pub async fn run(ctx: &Context, command: ApprovalCommand) -> anyhow::Result<()> 
         ApprovalCommand::Deny { decision, reason } => {
             decide(ctx, &client, Verdict::Deny, decision, reason).await
         }
+    }
+}
+
+/// The arguments an approval is bound to, in full as compact JSON: the approver decides on the
+/// exact call, so nothing of it is cut.
+fn arguments_of(approval: &Value) -> String {
+    match approval.get("arguments").and_then(|a| a.get("value")) {
+        Some(value) => display(value),
+        None => "-".to_owned(),
     }
 }
 
@@ -60,6 +69,7 @@ async fn list(
                 short_time(a.get("createdAt").unwrap_or(&Value::Null)),
                 short_time(a.get("expiresAt").unwrap_or(&Value::Null)),
                 field(a, "decidedBy"),
+                arguments_of(a),
             ]
         })
         .collect();
@@ -73,6 +83,7 @@ async fn list(
             "created",
             "expires",
             "decided by",
+            "arguments",
         ],
         rows,
     );

@@ -98,6 +98,7 @@ async fn terminal_controls_in_actions_and_resources_are_printed_escaped() {
             trace_id: None,
             created_at: OffsetDateTime::now_utc(),
             max_pending: 20,
+            arguments: None,
         })
         .await
         .unwrap();

@@ -118,3 +118,40 @@ fn bad_arguments_exit_2_before_anything_starts() {
     assert_eq!(run.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&run.stderr).contains("MESHGUARD_TOKEN"));
 }
+
+#[test]
+fn mcp_tools_refuses_a_bad_server_name_and_reports_a_server_that_does_not_answer() {
+    let tools = |args: &[&str]| {
+        Command::new(BIN)
+            .args([
+                "--url",
+                "http://127.0.0.1:1",
+                "--admin-token",
+                "t",
+                "mcp",
+                "tools",
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let run = tools(&["Bad/Name", "--agent", "a", "--", "cat"]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("server `Bad/Name`"));
+    // The server exits without answering: named, and nothing asked of the gateway.
+    let run = tools(&["fs", "--agent", "a", "--", "true"]);
+    assert_eq!(run.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("the server `true` did not answer `initialize` before closing its output"),
+        "{stderr}"
+    );
+    let run = tools(&["fs", "--agent", "a", "--", "/nonexistent/mcp-server"]);
+    assert_eq!(run.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("cannot run the server `/nonexistent/mcp-server`"),
+        "{stderr}"
+    );
+}

@@ -13,7 +13,7 @@ use meshguard_store::{AuditAgent, AuditKind, NewAuditEvent, ShadowVerdict};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::approvals::{self, ApprovalMode, ApprovalSettings};
+use crate::approvals::{self, ApprovalMode, ApprovalSettings, Asking};
 use crate::auth::{AgentAuthError, AuthenticatedAgent, authenticate_agent};
 use crate::config::Mode;
 use crate::error::ApiError;
@@ -202,12 +202,16 @@ pub(super) async fn evaluate(
     };
     // 3. Approvals: only a decision that needs a human touches the approval store, after the
     //    engine, because an explicit deny must win before any approval is created or consumed.
+    let asking = Asking {
+        agent_id: &agent.record.id,
+        named: input.approval_id.as_deref(),
+        trace_id: Some(&trace.0),
+        context: &input.context,
+    };
     let settled = approvals::settle(
         &*state.store,
-        &agent.record.id,
+        asking,
         decision,
-        input.approval_id.as_deref(),
-        Some(&trace.0),
         ApprovalSettings::of(state),
         ApprovalMode::Apply,
     )

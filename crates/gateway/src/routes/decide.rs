@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 use super::admin_event::trace_of;
-use crate::approvals::{self, ApprovalMode, ApprovalSettings};
+use crate::approvals::{self, ApprovalMode, ApprovalSettings, Asking};
 use crate::auth::profile_of;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -69,12 +69,16 @@ pub async fn explain_check(
             policies.explain_with_history(&profile, &request, &history, oracle)
         })
         .await?;
+    let asking = Asking {
+        agent_id: &record.id,
+        named: body.approval_id.as_deref(),
+        trace_id: None,
+        context: &context,
+    };
     let decision = approvals::settle(
         &*state.store,
-        &record.id,
+        asking,
         explanation.decision.clone(),
-        body.approval_id.as_deref(),
-        None,
         ApprovalSettings::of(&state),
         ApprovalMode::Peek,
     )

@@ -15,6 +15,7 @@ use crate::alerts::{Alert, AlertAgent, Trigger};
 use crate::auth::AuthenticatedAgent;
 use crate::config::Mode;
 use crate::error::{ApiError, STORE_UNAVAILABLE};
+use crate::metrics::McpCall;
 use crate::rate_limit_redis::RATE_LIMITS_UNAVAILABLE;
 use crate::state::AppState;
 use crate::trace::TraceId;
@@ -286,6 +287,9 @@ impl CheckOutcome {
                 .decisions
                 .with_label_values(&[effect.as_str(), code.as_str()])
                 .inc();
+            if let Some(call) = McpCall::of(&asked.input.context) {
+                state.metrics.mcp_calls.observe(call, effect.as_str());
+            }
         }
         if let Some(alert) = self.alert(&state.instance_id, asked) {
             state.alerts.emit(alert);

@@ -15,7 +15,7 @@ use meshguard_store::{AuditKind, NewAuditEvent};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::approvals::{self, ApprovalMode, ApprovalSettings};
+use crate::approvals::{self, ApprovalMode, ApprovalSettings, Asking};
 use crate::auth::authenticate_agent;
 use crate::config::Mode;
 use crate::error::ApiError;
@@ -77,12 +77,16 @@ pub async fn preview(
         Ok(decision) => decision,
         Err(err) => return ApiError::Unavailable(err.to_string()).into_response(),
     };
+    let asking = Asking {
+        agent_id: &agent.record.id,
+        named: None,
+        trace_id: None,
+        context: &context,
+    };
     let decision = match approvals::settle(
         &*state.store,
-        &agent.record.id,
+        asking,
         decision,
-        None,
-        None,
         ApprovalSettings::of(&state),
         ApprovalMode::Peek,
     )

@@ -253,6 +253,7 @@ async fn a_first_check_racing_another_gateway_shares_its_pending_approval() {
             trace_id: None,
             created_at: OffsetDateTime::now_utc(),
             max_pending: u32::MAX,
+            arguments: None,
         })
         .await
         .unwrap()
@@ -281,4 +282,58 @@ async fn a_first_check_racing_another_gateway_shares_its_pending_approval() {
         .map(|a| a["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [theirs.id.as_str()]);
+}
+
+/// An approval is bound to the arguments of the check that asked for it: the approver sees them,
+/// the same arguments in another key order use it, and any other arguments (or none) need an
+/// approval of their own, even when they name the approved one.
+#[tokio::test]
+async fn an_approval_holds_for_the_exact_arguments_only() {
+    let gw = TestGateway::new().await;
+    gw.policy(AUTOGPT_PRODUCTION).await;
+    let (_, token) = gw
+        .agent("prod", "trusted", &["autogpt", "production"])
+        .await;
+    let ask = |arguments: serde_json::Value| json!({"action": "post:social", "resource": "twitter", "context": {"arguments": arguments}});
+    let hello = json!({"text": "hello", "tags": ["a", "b"]});
+
+    let first = gw.check(&token, ask(hello.clone())).await;
+    assert_eq!(first.body["code"], "approval_required");
+    let id = first.body["approval_id"].as_str().unwrap().to_owned();
+    let pending = gw
+        .admin(Method::GET, "/admin/approvals?status=pending", None)
+        .await;
+    assert_eq!(pending.body["approvals"][0]["id"], id.as_str());
+    assert_eq!(pending.body["approvals"][0]["arguments"]["value"], hello);
+    gw.admin(
+        Method::POST,
+        &format!("/admin/approvals/{id}/approve"),
+        None,
+    )
+    .await;
+
+    // Other arguments, naming the approved id or not, and no arguments at all: not this approval.
+    let mut other = ask(json!({"text": "hello!", "tags": ["a", "b"]}));
+    other["approval_id"] = json!(id);
+    let refused = gw.check(&token, other).await;
+    assert_eq!(
+        refused.body["code"], "approval_required",
+        "{}",
+        refused.text
+    );
+    assert_ne!(refused.body["approval_id"], id.as_str());
+    let bare = gw
+        .check(
+            &token,
+            json!({"action": "post:social", "resource": "twitter"}),
+        )
+        .await;
+    assert_eq!(bare.body["code"], "approval_required", "{}", bare.text);
+    assert_ne!(bare.body["approval_id"], id.as_str());
+
+    let mut same = ask(json!({"tags": ["a", "b"], "text": "hello"}));
+    same["approval_id"] = json!(id);
+    let allowed = gw.check(&token, same).await;
+    assert_eq!(allowed.status, StatusCode::OK, "{}", allowed.text);
+    assert_eq!(allowed.body["approval_id"], id.as_str());
 }

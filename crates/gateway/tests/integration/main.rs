@@ -20,6 +20,7 @@ mod common;
 mod conformance;
 mod forward_auth;
 mod group_commit;
+mod mcp_metrics;
 mod outage;
 mod paging;
 mod policy_files;

@@ -75,6 +75,7 @@ async fn approvals_page_newest_first_with_limit_two() {
                 trace_id: None,
                 created_at: now + time::Duration::seconds(n),
                 max_pending: u32::MAX,
+                arguments: None,
             })
             .await
             .unwrap()

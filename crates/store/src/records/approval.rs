@@ -1,5 +1,36 @@
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
+
+use crate::chain::canonical_json;
+
+/// The arguments of the call an approval is bound to (SPEC 3): a check that sends
+/// `context.arguments` is approved for those exact arguments, so an agent cannot have one call
+/// approved and make another. The approver sees `value`; the store matches on `digest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoundArguments {
+    /// SHA-256 (lowercase hex) of the canonical JSON of `value`.
+    pub digest: String,
+    /// The arguments as the check sent them.
+    pub value: Value,
+}
+
+impl BoundArguments {
+    /// The check context key whose value an approval is bound to.
+    pub const CONTEXT_KEY: &'static str = "arguments";
+
+    /// Binds `value`: two values bind alike exactly when their canonical JSON is the same.
+    pub fn of(value: Value) -> BoundArguments {
+        let digest = hex::encode(Sha256::digest(canonical_json(&value).as_bytes()));
+        BoundArguments { digest, value }
+    }
+
+    /// The arguments of a check's context, when it sends any.
+    pub fn from_context(context: &serde_json::Map<String, Value>) -> Option<BoundArguments> {
+        context.get(Self::CONTEXT_KEY).cloned().map(Self::of)
+    }
+}
 
 /// Where an approval stands (SPEC 3, "Approvals").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -42,7 +73,7 @@ impl ApprovalStatus {
     }
 }
 
-/// One human decision on one (agent, normalised action, normalised resource).
+/// One human decision on one (agent, normalised action, normalised resource, arguments).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ApprovalRecord {
@@ -77,6 +108,9 @@ pub struct ApprovalRecord {
     pub used_at: Option<OffsetDateTime>,
     /// Trace of the request that asked, to find it in the audit trail.
     pub trace_id: Option<String>,
+    /// The arguments the approval is bound to, when the check sent any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<BoundArguments>,
 }
 
 /// A request for a human decision.
@@ -92,6 +126,8 @@ pub struct NewApproval {
     pub timeout_secs: u64,
     /// Trace of the asking request.
     pub trace_id: Option<String>,
+    /// The arguments of the asking request: part of its key when present.
+    pub arguments: Option<BoundArguments>,
     /// When it was asked for (the gateway's clock).
     pub created_at: OffsetDateTime,
     /// The most pending approvals (not yet expired at `created_at`) the agent may have: a new

@@ -18,7 +18,8 @@ pub use agent::{
     validate_agent_name, validate_name,
 };
 pub use approval::{
-    ApprovalDecision, ApprovalRecord, ApprovalStatus, ApprovalVerdict, NewApproval, PendingApproval,
+    ApprovalDecision, ApprovalRecord, ApprovalStatus, ApprovalVerdict, BoundArguments, NewApproval,
+    PendingApproval,
 };
 pub use audit::{
     ActionCount, AuditAgent, AuditEvent, AuditFilter, AuditKind, AuditOrder, AuditPage, AuditStats,

@@ -1,4 +1,4 @@
-//! Approvals: one human decision on one (agent, action, resource).
+//! Approvals: one human decision on one (agent, action, resource, arguments digest).
 
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
@@ -9,13 +9,44 @@ use super::{
     Dialect, SqlStore, column, db_error, is_foreign_key_violation, micros, one_row, random_id,
     signed, time_column, time_column_opt, unsigned,
 };
+use crate::chain::canonical_json;
 use crate::{
-    ApprovalDecision, ApprovalRecord, ApprovalStatus, ApprovalVerdict, NewApproval, Page,
-    PageRequest, PendingApproval, StoreError,
+    ApprovalDecision, ApprovalRecord, ApprovalStatus, ApprovalVerdict, BoundArguments, NewApproval,
+    Page, PageRequest, PendingApproval, StoreError,
 };
 
 const COLUMNS: &str = "id, agent_id, action, resource, status, timeout_secs, created_at, \
-                       expires_at, decided_at, decided_by, reason, used_at, trace_id";
+                       expires_at, decided_at, decided_by, reason, used_at, trace_id, \
+                       arguments_digest, arguments";
+
+/// The stored digest of a request without arguments: empty rather than NULL, so that the
+/// one-pending index (which treats NULLs as distinct) covers such requests too.
+const NO_ARGUMENTS: &str = "";
+
+fn digest_of(arguments: Option<&BoundArguments>) -> &str {
+    arguments.map_or(NO_ARGUMENTS, |a| a.digest.as_str())
+}
+
+fn arguments_column(row: &AnyRow, id: &str) -> Result<Option<BoundArguments>, StoreError> {
+    let digest: String = column(row, "arguments_digest")?;
+    let text: Option<String> = column(row, "arguments")?;
+    if digest == NO_ARGUMENTS {
+        return Ok(None);
+    }
+    let value = text
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| {
+            StoreError::Corrupt(format!(
+                "approval `{id}` has arguments that are not JSON: {e}"
+            ))
+        })?
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!("approval `{id}` has a digest but no arguments"))
+        })?;
+    Ok(Some(BoundArguments { digest, value }))
+}
 
 fn from_row(row: &AnyRow) -> Result<ApprovalRecord, StoreError> {
     let id: String = column(row, "id")?;
@@ -35,6 +66,7 @@ fn from_row(row: &AnyRow) -> Result<ApprovalRecord, StoreError> {
         reason: column(row, "reason")?,
         used_at: time_column_opt(row, "used_at")?,
         trace_id: column(row, "trace_id")?,
+        arguments: arguments_column(row, &id)?,
         id,
     })
 }
@@ -60,8 +92,8 @@ pub(super) struct Created {
 }
 
 /// The pending approval of the request, inserted when there is none. Atomic across processes:
-/// the partial unique index `approvals_one_pending` (migration 0002) admits one pending row per
-/// (agent, action, resource), and an insert that meets it does nothing, so the loser reads the
+/// the partial unique index `approvals_one_pending` (migrations 0002, 0004) admits one pending row
+/// per (agent, action, resource, arguments digest), and an insert that meets it does nothing, so the loser reads the
 /// winner's row instead. On PostgreSQL the losing insert waits for the winner's commit.
 pub(super) async fn create(store: &SqlStore, approval: NewApproval) -> Result<Created, StoreError> {
     if approval.timeout_secs == 0 {
@@ -116,13 +148,14 @@ pub(super) async fn create(store: &SqlStore, approval: NewApproval) -> Result<Cr
 async fn expire_stale(store: &SqlStore, approval: &NewApproval) -> Result<Vec<String>, StoreError> {
     sqlx::query_scalar(
         "UPDATE approvals SET status = 'expired' \
-         WHERE agent_id = $1 AND action = $2 AND resource = $3 AND status = 'pending' \
-         AND expires_at <= $4 RETURNING id",
+         WHERE agent_id = $1 AND action = $2 AND resource = $3 AND arguments_digest = $5 \
+         AND status = 'pending' AND expires_at <= $4 RETURNING id",
     )
     .bind(&approval.agent_id)
     .bind(&approval.action)
     .bind(&approval.resource)
     .bind(micros(approval.created_at))
+    .bind(digest_of(approval.arguments.as_ref()))
     .fetch_all(&store.pool)
     .await
     .map_err(db_error)
@@ -179,8 +212,9 @@ async fn insert(
     // SQLite accepts the same clause.
     let sql = format!(
         "INSERT INTO approvals ({COLUMNS}) \
-         VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, NULL, NULL, NULL, NULL, $8) \
-         ON CONFLICT (agent_id, action, resource) WHERE status = 'pending' DO NOTHING \
+         VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, NULL, NULL, NULL, NULL, $8, $9, $10) \
+         ON CONFLICT (agent_id, action, resource, arguments_digest) WHERE status = 'pending' \
+         DO NOTHING \
          RETURNING {COLUMNS}"
     );
     let row = sqlx::query(&sql)
@@ -192,6 +226,13 @@ async fn insert(
         .bind(micros(approval.created_at))
         .bind(deadline(approval.created_at, timeout))
         .bind(&approval.trace_id)
+        .bind(digest_of(approval.arguments.as_ref()))
+        .bind(
+            approval
+                .arguments
+                .as_ref()
+                .map(|a| canonical_json(&a.value)),
+        )
         .fetch_optional(&mut *tx)
         .await
         .map_err(|err| {
@@ -213,12 +254,14 @@ async fn pending(
 ) -> Result<Option<ApprovalRecord>, StoreError> {
     let sql = format!(
         "SELECT {COLUMNS} FROM approvals \
-         WHERE agent_id = $1 AND action = $2 AND resource = $3 AND status = 'pending'"
+         WHERE agent_id = $1 AND action = $2 AND resource = $3 AND arguments_digest = $4 \
+         AND status = 'pending'"
     );
     let row = sqlx::query(&sql)
         .bind(&approval.agent_id)
         .bind(&approval.action)
         .bind(&approval.resource)
+        .bind(digest_of(approval.arguments.as_ref()))
         .fetch_optional(&store.pool)
         .await
         .map_err(db_error)?;
@@ -239,15 +282,17 @@ pub(super) async fn latest(
     agent_id: &str,
     action: &str,
     resource: &str,
+    arguments: Option<&BoundArguments>,
 ) -> Result<Option<ApprovalRecord>, StoreError> {
     let sql = format!(
         "SELECT {COLUMNS} FROM approvals WHERE agent_id = $1 AND action = $2 AND resource = $3 \
-         ORDER BY created_at DESC, id DESC LIMIT 1"
+         AND arguments_digest = $4 ORDER BY created_at DESC, id DESC LIMIT 1"
     );
     let row = sqlx::query(&sql)
         .bind(agent_id)
         .bind(action)
         .bind(resource)
+        .bind(digest_of(arguments))
         .fetch_optional(&store.pool)
         .await
         .map_err(db_error)?;

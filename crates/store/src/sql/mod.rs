@@ -26,8 +26,8 @@ use time::OffsetDateTime;
 
 use crate::{
     AdminAudit, AdminCommit, AdminMutation, AgentPatch, AgentRecord, AgentStatus, ApprovalDecision,
-    ApprovalRecord, ApprovalStatus, AuditEvent, AuditFilter, AuditPage, AuditStats, NewAgent,
-    NewApproval, NewAuditEvent, NewPolicy, NewToken, Page, PageRequest, PendingApproval,
+    ApprovalRecord, ApprovalStatus, AuditEvent, AuditFilter, AuditPage, AuditStats, BoundArguments,
+    NewAgent, NewApproval, NewAuditEvent, NewPolicy, NewToken, Page, PageRequest, PendingApproval,
     PolicyRevision, PolicyUpsert, RetentionReport, StatsQuery, Store, StoreChange, StoreError,
     StoreLocation, StoredPolicy, TokenRecord, VerifyReport,
 };
@@ -505,8 +505,9 @@ impl Store for SqlStore {
         agent_id: &str,
         action: &str,
         resource: &str,
+        arguments: Option<&BoundArguments>,
     ) -> Result<Option<ApprovalRecord>, StoreError> {
-        approvals::latest(self, agent_id, action, resource).await
+        approvals::latest(self, agent_id, action, resource, arguments).await
     }
 
     async fn list_approvals(

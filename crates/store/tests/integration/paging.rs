@@ -150,6 +150,7 @@ async fn approvals_page_newest_first(db: TestDb) {
         trace_id: None,
         created_at,
         max_pending: u32::MAX,
+        arguments: None,
     };
     // Three at the same instant, so that pages also split rows ordered by id alone.
     let mut expected = Vec::new();

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use crate::common::{TestDb, new_agent};
 use crate::on_every_backend;
 use meshguard_store::{
-    ApprovalDecision, ApprovalStatus, ApprovalVerdict, NewApproval, PageRequest, PendingApproval,
-    Store, StoreChange, StoreLocation,
+    ApprovalDecision, ApprovalStatus, ApprovalVerdict, BoundArguments, NewApproval, PageRequest,
+    PendingApproval, Store, StoreChange, StoreLocation,
 };
+use serde_json::json;
 use sqlx::Connection;
 use time::{Duration, OffsetDateTime};
 
@@ -22,6 +23,7 @@ fn ask(agent_id: &str, action: &str, created_at: OffsetDateTime) -> NewApproval 
         trace_id: None,
         created_at,
         max_pending: u32::MAX,
+        arguments: None,
     }
 }
 
@@ -31,7 +33,85 @@ on_every_backend!(
     a_decided_approval_does_not_block_a_new_one,
     duplicate_pending_approvals_from_before_migrate_cleanly,
     the_pending_cap_holds_across_stores,
+    approvals_are_bound_to_their_arguments,
 );
+
+/// Requests that differ only in their arguments are different requests: each gets its own
+/// pending approval, the latest of one is not the other's, and the approver reads the
+/// arguments back as they were sent.
+async fn approvals_are_bound_to_their_arguments(db: TestDb) {
+    let store = db.open().await;
+    let agent = store
+        .create_agent(new_agent("writer", "trusted", &[]))
+        .await
+        .unwrap();
+    let now = OffsetDateTime::now_utc();
+    let with = |arguments: Option<BoundArguments>| NewApproval {
+        arguments,
+        ..ask(&agent.id, "mcp:fs/write_file", now)
+    };
+    let hello = BoundArguments::of(json!({"path": "/ws/a.txt", "content": "hello"}));
+    // The same arguments in another key order bind alike; another content does not.
+    let hello_again = BoundArguments::of(json!({"content": "hello", "path": "/ws/a.txt"}));
+    let other = BoundArguments::of(json!({"path": "/ws/a.txt", "content": "rm -rf /"}));
+    assert_eq!(hello.digest, hello_again.digest);
+    assert_ne!(hello.digest, other.digest);
+    assert_eq!(hello.digest.len(), 64);
+
+    let first = store
+        .create_approval(with(Some(hello.clone())))
+        .await
+        .unwrap();
+    let PendingApproval::Created(first) = first else {
+        panic!("the first request creates: {first:?}");
+    };
+    assert_eq!(first.arguments.as_ref(), Some(&hello));
+    let again = store
+        .create_approval(with(Some(hello_again)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&again, PendingApproval::Existing(r) if r.id == first.id),
+        "{again:?}"
+    );
+    for distinct in [Some(other.clone()), None] {
+        let created = store.create_approval(with(distinct)).await.unwrap();
+        assert!(
+            matches!(&created, PendingApproval::Created(r) if r.id != first.id),
+            "{created:?}"
+        );
+    }
+
+    let latest = |arguments: Option<BoundArguments>| {
+        let store = store.clone();
+        let agent_id = agent.id.clone();
+        async move {
+            store
+                .latest_approval(
+                    &agent_id,
+                    "mcp:fs/write_file",
+                    "twitter",
+                    arguments.as_ref(),
+                )
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    assert_eq!(latest(Some(hello.clone())).await.id, first.id);
+    let of_other = latest(Some(other.clone())).await;
+    assert_eq!(of_other.arguments.map(|a| a.value), Some(other.value));
+    assert!(latest(None).await.arguments.is_none());
+    let listed = store
+        .list_approvals(Some(ApprovalStatus::Pending), &PageRequest::default())
+        .await
+        .unwrap();
+    let shown = listed.items.iter().find(|r| r.id == first.id).unwrap();
+    assert_eq!(
+        shown.arguments.as_ref().map(|a| &a.value),
+        Some(&hello.value)
+    );
+}
 
 /// 24 different requests of one agent, asked at once over two stores (two gateways on one
 /// database), with a cap of 5: exactly 5 are created and the rest are refused; the request's own

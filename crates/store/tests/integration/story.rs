@@ -357,6 +357,7 @@ async fn approvals(store: &Arc<dyn Store>, agent_id: &str) {
         trace_id: Some("trace-approval".into()),
         created_at,
         max_pending: u32::MAX,
+        arguments: None,
     };
     let pending = store
         .create_approval(ask("send:email", now))
@@ -372,14 +373,14 @@ async fn approvals(store: &Arc<dyn Store>, agent_id: &str) {
         "{pending:?}"
     );
     let latest = store
-        .latest_approval(agent_id, "send:email", "bob@example.com")
+        .latest_approval(agent_id, "send:email", "bob@example.com", None)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(latest.id, pending.id);
     assert!(
         store
-            .latest_approval(agent_id, "send:email", "alice@example.com")
+            .latest_approval(agent_id, "send:email", "alice@example.com", None)
             .await
             .unwrap()
             .is_none()
@@ -554,6 +555,7 @@ async fn purge(store: &Arc<dyn Store>) {
             trace_id: None,
             created_at: now,
             max_pending: u32::MAX,
+            arguments: None,
         })
         .await
         .unwrap();
@@ -573,7 +575,7 @@ async fn purge(store: &Arc<dyn Store>) {
     assert!(store.list_tokens(&reviewer.id).await.unwrap().is_empty());
     assert!(
         store
-            .latest_approval(&reviewer.id, "send:email", "*")
+            .latest_approval(&reviewer.id, "send:email", "*", None)
             .await
             .unwrap()
             .is_none()

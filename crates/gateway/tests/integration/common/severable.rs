@@ -183,12 +183,15 @@ impl Store for Severable {
         agent_id: &str,
         action: &str,
         resource: &str,
+        arguments: Option<&BoundArguments>,
     ) -> Result<Option<ApprovalRecord>, StoreError> {
         self.up()?;
         if self.stale_approval_reads.load(Ordering::SeqCst) {
             return Ok(None);
         }
-        self.inner.latest_approval(agent_id, action, resource).await
+        self.inner
+            .latest_approval(agent_id, action, resource, arguments)
+            .await
     }
 
     async fn list_approvals(
