@@ -1,5 +1,6 @@
-//! The whole life of a store, as the gateway drives it: agents, tokens, policies, approvals and
-//! the audit trail (append, query, stats, export, verify, tampering, retention).
+//! The life of a store, as the gateway drives it, one test per concern: agents, tokens, policies,
+//! approvals, purge, and the audit trail (append and verify, query and paging, stats, export,
+//! tampering, retention), each on a fresh store with what it needs set up first.
 //!
 //! Runs on SQLite in a temp dir, and on PostgreSQL when `MESHGUARD_TEST_DATABASE_URL` is set.
 
@@ -17,18 +18,86 @@ use meshguard_store::{
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
-on_every_backend!(store_story);
+// One test per concern, each on a fresh store with only what it needs before it, so that one
+// failure does not hide the others.
+on_every_backend!(
+    agents_story,
+    tokens_story,
+    policies_story,
+    approvals_story,
+    purge_story,
+    audit_append_story,
+    audit_query_story,
+    audit_stats_story,
+    audit_export_story,
+    audit_tampering_story,
+    audit_retention_story,
+);
 
-async fn store_story(db: TestDb) {
+async fn agents_story(db: TestDb) {
     let store = db.open().await;
     store.ping().await.unwrap();
+    agents(&store).await;
+}
 
+async fn tokens_story(db: TestDb) {
+    let store = db.open().await;
     let agent_id = agents(&store).await;
     tokens(&store, &agent_id).await;
-    policies(&store).await;
+}
+
+async fn policies_story(db: TestDb) {
+    policies(&db.open().await).await;
+}
+
+async fn approvals_story(db: TestDb) {
+    let store = db.open().await;
+    let agent_id = agents(&store).await;
+    approvals(&store, &agent_id).await;
+}
+
+async fn purge_story(db: TestDb) {
+    let store = db.open().await;
+    let agent_id = agents(&store).await;
+    tokens(&store, &agent_id).await;
     approvals(&store, &agent_id).await;
     purge(&store).await;
-    audit(&store, &db).await;
+}
+
+async fn audit_append_story(db: TestDb) {
+    let store = db.open().await;
+    append_fixture(&store).await;
+    verify_fixture(&store).await;
+}
+
+async fn audit_query_story(db: TestDb) {
+    let store = db.open().await;
+    let committed = append_fixture(&store).await;
+    query_and_paging(&store, &committed).await;
+}
+
+async fn audit_stats_story(db: TestDb) {
+    let store = db.open().await;
+    let committed = append_fixture(&store).await;
+    stats(&store, &committed).await;
+}
+
+async fn audit_export_story(db: TestDb) {
+    let store = db.open().await;
+    let committed = append_fixture(&store).await;
+    export(&store, &committed).await;
+}
+
+async fn audit_tampering_story(db: TestDb) {
+    let store = db.open().await;
+    append_fixture(&store).await;
+    tampering(&store, &db).await;
+}
+
+async fn audit_retention_story(db: TestDb) {
+    let store = db.open().await;
+    append_fixture(&store).await;
+    retention(&store, &db).await;
 }
 
 async fn agents(store: &Arc<dyn Store>) -> String {
@@ -621,7 +690,8 @@ fn audit_fixture() -> Vec<NewAuditEvent> {
         .collect()
 }
 
-async fn audit(store: &Arc<dyn Store>, db: &TestDb) {
+/// Appends the fixture in batches of several sizes, checks what was stored, and returns it.
+async fn append_fixture(store: &Arc<dyn Store>) -> Vec<AuditEvent> {
     let fixture = audit_fixture();
     let mut committed = Vec::new();
     let mut rest = fixture.as_slice();
@@ -662,11 +732,11 @@ async fn audit(store: &Arc<dyn Store>, db: &TestDb) {
             ..
         }
     ));
+    committed
+}
 
-    query_and_paging(store, &committed).await;
-    stats(store, &committed).await;
-    export(store, &committed).await;
-
+/// The fixture's two chains verify.
+async fn verify_fixture(store: &Arc<dyn Store>) {
     let report = store.verify_audit().await.unwrap();
     assert!(report.ok, "{report:?}");
     assert_eq!(report.events_checked, 200);
@@ -674,9 +744,6 @@ async fn audit(store: &Arc<dyn Store>, db: &TestDb) {
     assert_eq!(report.chains[0].gateway, "gw-a");
     assert_eq!(report.chains[0].head_seq, 133);
     assert_eq!(report.chains[1].head_seq, 67);
-
-    tampering(store, db).await;
-    retention(store, db).await;
 }
 
 /// Every chain starts at 1, has no gap, and links each event to the previous one.
