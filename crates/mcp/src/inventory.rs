@@ -167,17 +167,25 @@ impl Session<'_> {
         self.next_id += 1;
         let id = self.next_id;
         let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        write(input, &request)
-            .await
-            .map_err(|source| InventoryError::Io {
-                command: self.name.to_owned(),
-                source,
-            })?;
         let no_answer = |why| InventoryError::NoAnswer {
             command: self.name.to_owned(),
             method,
             why,
         };
+        // A server that already exited closes its input too: writing to it then fails with a
+        // broken pipe, which says the same as its closed output.
+        match write(input, &request).await {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {
+                return Err(no_answer("before closing its output"));
+            }
+            Err(source) => {
+                return Err(InventoryError::Io {
+                    command: self.name.to_owned(),
+                    source,
+                });
+            }
+        }
         let answer = tokio::time::timeout(ANSWER_TIMEOUT, async {
             while let Ok(Some(line)) = output.next_line().await {
                 let Ok(message) = serde_json::from_str::<Value>(&line) else {
