@@ -247,12 +247,17 @@ async fn every_trigger_reaches_the_webhook_signed() {
     assert_eq!(body["trace_id"], down.body["trace_id"]);
     gw.link.cut(false);
 
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(seen.try_recv().is_err(), "one alert per trigger");
-    assert!(metric(
-        &gw,
-        r#"meshguard_alerts_sent_total{receiver="webhook"} 5"#
-    ));
+    // One alert per trigger: the next one the receiver sees is the witness.
+    quiet(&gw, &mut [&mut seen]).await;
+    // Five alerts and the witness, counted once the witness's delivery has been answered.
+    let sent = r#"meshguard_alerts_sent_total{receiver="webhook"} 6"#;
+    for _ in 0..100 {
+        if metric(&gw, sent) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(metric(&gw, sent));
 }
 
 #[tokio::test]
@@ -311,8 +316,8 @@ async fn a_failing_receiver_gets_the_alert_on_the_third_try_with_backoff() {
         &gw,
         r#"meshguard_alerts_sent_total{receiver="webhook"} 1"#
     ));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(seen.try_recv().is_err(), "no attempt after the success");
+    // No attempt after the success: the next request the receiver sees is the witness.
+    quiet(&gw, &mut [&mut seen]).await;
 }
 
 #[tokio::test]
@@ -342,8 +347,8 @@ async fn a_receiver_that_keeps_failing_is_given_up_and_counted() {
         &gw,
         r#"meshguard_alerts_failed_total{receiver="webhook"} 1"#
     ));
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(seen.try_recv().is_err(), "exactly max_attempts tries");
+    // Exactly max_attempts tries: the next request the receiver sees is the witness.
+    quiet(&gw, &mut [&mut seen]).await;
 }
 
 #[tokio::test]
@@ -429,8 +434,7 @@ async fn alerts_over_the_per_trigger_rate_are_suppressed_and_counted() {
         &gw,
         r#"meshguard_alerts_suppressed_total{trigger="deny"} 3"#
     ));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(seen.try_recv().is_err());
+    quiet(&gw, &mut [&mut seen]).await;
 }
 
 #[tokio::test]
@@ -529,9 +533,14 @@ async fn shutdown_delivers_queued_alerts_and_gives_up_on_a_hanging_receiver_with
     for _ in 0..3 {
         assert_eq!(verified(&next(&mut seen).await)["event"], "deny");
     }
-    // After shutdown nothing more is accepted.
+    // After shutdown nothing more is accepted: the alert is dropped at the hand-over (the
+    // dispatcher is gone, so nothing can reach the receiver later either).
     gw.check(&token, json!({"action": "execute:shell"})).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        metric(&gw, r#"meshguard_alerts_dropped_total{trigger="deny"} 1"#),
+        "{}",
+        gw.state.metrics.render().unwrap()
+    );
     assert!(seen.try_recv().is_err());
 
     let (hanging, mut hung) = receiver(&[], Answer::Hang).await;
@@ -553,13 +562,47 @@ async fn shutdown_delivers_queued_alerts_and_gives_up_on_a_hanging_receiver_with
         .expect("shutdown waited for a hanging receiver");
 }
 
-/// Receivers stay quiet for a moment: nothing more was sent.
-async fn quiet(seen: &mut mpsc::UnboundedReceiver<Seen>) {
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    if let Ok(extra) = seen.try_recv() {
-        panic!("unexpected alert: {}", String::from_utf8_lossy(&extra.body));
+/// A positive witness that nothing more is on its way: an `error` alert raised now reaches the
+/// receiver only after every alert queued before it, each with all of its retries (a receiver
+/// delivers one alert at a time), so the next request the receiver sees must be this one.
+async fn quiet(gw: &TestGateway, receivers: &mut [&mut mpsc::UnboundedReceiver<Seen>]) {
+    gw.state.alerts.queue().failure(
+        WITNESS,
+        WITNESS_ACTION,
+        None,
+        "nothing else is pending".into(),
+    );
+    for seen in receivers.iter_mut() {
+        let got = next(seen).await;
+        let body = String::from_utf8_lossy(&got.body);
+        assert!(
+            body.contains(WITNESS_ACTION),
+            "unexpected alert before the witness: {body}"
+        );
     }
 }
+
+/// The action the witness alert names, found in a webhook body and in a Slack line alike.
+const WITNESS_ACTION: &str = "test.witness";
+
+/// Waits (bounded) until the event `audit_id` is in the store.
+async fn committed(gw: &TestGateway, audit_id: &Value) {
+    for _ in 0..200 {
+        if gw
+            .events()
+            .await
+            .iter()
+            .any(|e| Some(e.event.id.as_str()) == audit_id.as_str())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("event {audit_id} was not committed within 2 s");
+}
+
+/// The code of the witness alert of [`quiet`].
+const WITNESS: &str = "test_witness";
 
 const GOOD_FILE: &str =
     "name: files\nversion: \"1\"\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n";
@@ -581,7 +624,7 @@ async fn a_broken_policy_file_alerts_once_per_distinct_failure() {
     let path = file.display().to_string();
     std::fs::write(&file, GOOD_FILE).unwrap();
     let mut watched = gw.watch_policies(dir.path()).await;
-    quiet(&mut seen).await;
+    quiet(&gw, &mut [&mut seen, &mut heard]).await;
 
     // Broken: one alert naming the file and the position, however many polls follow.
     std::fs::write(&file, BROKEN_FILE).unwrap();
@@ -614,21 +657,21 @@ async fn a_broken_policy_file_alerts_once_per_distinct_failure() {
             reason.replace('`', "'")
         )
     );
-    quiet(&mut seen).await;
+    quiet(&gw, &mut [&mut seen]).await;
     // The last good version stays in force.
     assert_eq!(gw.store.get_policy("files").await.unwrap().version, "1");
 
     // Fixed, then broken again: a second alert.
     std::fs::write(&file, GOOD_FILE).unwrap();
     watched.poll(&gw.state.policies).await;
-    quiet(&mut seen).await;
+    quiet(&gw, &mut [&mut seen]).await;
     std::fs::write(&file, BROKEN_FILE).unwrap();
     watched.poll(&gw.state.policies).await;
     watched.poll(&gw.state.policies).await;
     let again = verified(&next(&mut seen).await);
     assert_eq!(again["code"], "policy_file_not_applied");
     assert_eq!(again["reason"], reason.as_str());
-    quiet(&mut seen).await;
+    quiet(&gw, &mut [&mut seen]).await;
 }
 
 #[tokio::test]
@@ -663,7 +706,7 @@ async fn an_unreadable_policy_directory_alerts_once_per_streak_and_keeps_the_pol
     std::fs::write(dir.join("files.yaml"), GOOD_FILE).unwrap();
     let mut watched = gw.watch_policies(&dir).await;
     let in_force = gw.state.policies.current().len();
-    quiet(&mut seen).await;
+    quiet(&gw, &mut [&mut seen]).await;
 
     // The directory disappears (an unmounted volume, a checkout being replaced): one alert
     // however many polls fail, and the policies in force stay.
@@ -682,13 +725,13 @@ async fn an_unreadable_policy_directory_alerts_once_per_streak_and_keeps_the_pol
         )),
         "{reason}"
     );
-    quiet(&mut seen).await;
+    quiet(&gw, &mut [&mut seen]).await;
     assert_eq!(gw.store.get_policy("files").await.unwrap().version, "1");
 
     // Back, then gone again: a second alert.
     std::fs::rename(&away, &dir).unwrap();
     watched.poll(&gw.state.policies).await;
-    quiet(&mut seen).await;
+    quiet(&gw, &mut [&mut seen]).await;
     std::fs::rename(&dir, &away).unwrap();
     watched.poll(&gw.state.policies).await;
     watched.poll(&gw.state.policies).await;
@@ -696,7 +739,7 @@ async fn an_unreadable_policy_directory_alerts_once_per_streak_and_keeps_the_pol
         verified(&next(&mut seen).await)["code"],
         "policy_file_not_applied"
     );
-    quiet(&mut seen).await;
+    quiet(&gw, &mut [&mut seen]).await;
     assert_eq!(gw.state.policies.current().len(), in_force);
 }
 
@@ -724,14 +767,10 @@ async fn an_audit_store_failure_alerts_once_per_streak() {
     )
     .await;
     let (_, token) = gw.agent("ops-agent", "verified", &["ops"]).await;
-    assert_eq!(
-        gw.check(&token, json!({"action": "read:docs"}))
-            .await
-            .status,
-        StatusCode::OK
-    );
+    let first = gw.check(&token, json!({"action": "read:docs"})).await;
+    assert_eq!(first.status, StatusCode::OK);
     // Committed before the store goes away (async durability answers before the commit).
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    committed(&gw, &first.body["audit_id"]).await;
 
     gw.link.cut(true);
     for _ in 0..5 {
@@ -751,19 +790,19 @@ async fn an_audit_store_failure_alerts_once_per_streak() {
         reason.contains(" audit event(s) not committed: ") && reason.contains("connection refused"),
         "{reason}"
     );
-    quiet(&mut seen).await;
+    quiet(&gw, &mut [&mut seen]).await;
     assert!(audit_failures(&gw) >= 3, "{}", audit_failures(&gw));
 
     // A commit succeeds: the next failure starts a new streak, and alerts again.
     gw.link.cut(false);
-    gw.check(&token, json!({"action": "read:docs"})).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ok = gw.check(&token, json!({"action": "read:docs"})).await;
+    committed(&gw, &ok.body["audit_id"]).await;
     gw.link.cut(true);
     gw.check(&token, json!({"action": "read:docs"})).await;
     let again = verified(&next(&mut seen).await);
     assert_eq!(again["code"], "audit_not_committed");
     gw.link.cut(false);
-    quiet(&mut seen).await;
+    quiet(&gw, &mut [&mut seen]).await;
 }
 
 #[tokio::test]
@@ -794,5 +833,5 @@ async fn a_refused_file_retried_with_the_same_failure_does_not_alert_again() {
     // Removing another file's policy retries the refused file, which fails the same way.
     std::fs::remove_file(&other).unwrap();
     watched.poll(&gw.state.policies).await;
-    quiet(&mut seen).await;
+    quiet(&gw, &mut [&mut seen]).await;
 }
