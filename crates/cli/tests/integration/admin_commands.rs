@@ -340,7 +340,14 @@ async fn a_policies_directory_owns_its_policies_and_reloads_them() {
         "name: lifecycle\nversion: \"3\"\nrules: [{effect: alow, actions: [\"x\"]}]\n",
     )
     .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The witness that the broken edit was read and refused: its position in the log (bounded
+    // wait, the watcher polls every second); only then does "unchanged" mean anything.
+    for _ in 0..100 {
+        if gateway.log().contains("lifecycle.yaml:3:") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(gateway.cli(&["policy", "show", "lifecycle"]).stdout, edited);
     assert!(
         gateway.log().contains("lifecycle.yaml:3:"),
