@@ -176,9 +176,29 @@ async fn a_broken_policy_file_under_watch_alerts_once_per_failure() {
     // The same message is in the log.
     assert!(gw.log().contains(reason), "{}", gw.log());
 
-    // The file stays broken over several polls: no second alert. Fixed, then broken again: one.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(deliveries.try_recv().is_err(), "one alert per failure");
+    // The file stays broken over several polls: no second alert. The witness: another broken
+    // file, written twice with two different faults, alerts twice; each alert comes from a later
+    // poll than the one before it, and every poll reads `watched.yaml` before `witness.yaml`, so
+    // a second alert about `watched.yaml` would have arrived first.
+    let witness = policies.join("witness.yaml");
+    // Two different faults, since a file alerts once per distinct failure.
+    for fault in ["alow", "dney"] {
+        std::fs::write(
+            &witness,
+            format!("name: witness\nversion: \"1\"\nrules:\n  - effect: {fault}\n"),
+        )
+        .unwrap();
+        let seen = tokio::time::timeout(Duration::from_secs(10), deliveries.recv()).await;
+        let Ok(Some(seen)) = seen else {
+            panic!("no witness alert; gateway log:\n{}", gw.log());
+        };
+        assert_eq!(
+            seen.body["resource"],
+            witness.display().to_string().as_str(),
+            "one alert per failure: {}",
+            seen.body
+        );
+    }
     replace(GOOD);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     replace(BROKEN);
