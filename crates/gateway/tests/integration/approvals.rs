@@ -124,12 +124,17 @@ async fn the_long_poll_answers_as_soon_as_a_human_decides() {
         .await;
     let id = first.body["approval_id"].as_str().unwrap().to_owned();
 
+    // The poll waits while pending: with nobody deciding, a one-second poll answers `pending`
+    // only once its second is over.
+    let waited = Instant::now();
+    let pending = gw.send(poll(&token, &id, 1)).await;
+    assert_eq!(pending.body["status"], "pending", "{}", pending.text);
+    assert!(waited.elapsed() >= Duration::from_secs(1));
+
     let app = meshguard_gateway::app(gw.state.clone());
     let request = poll(&token, &id, 30);
     let started = Instant::now();
     let waiter = tokio::spawn(async move { tower::ServiceExt::oneshot(app, request).await });
-    // The poll waits while pending: its answer can only say `denied` (below) if it was still
-    // waiting when the deny was made, since nothing else decides this approval.
     gw.admin(Method::POST, &format!("/admin/approvals/{id}/deny"), None)
         .await;
     let response = tokio::time::timeout(Duration::from_secs(10), waiter)

@@ -118,7 +118,25 @@ async fn serve_loads_policy_files_hot_reloads_them_and_flushes_on_shutdown() {
         "name: files\nversion: \"3\"\nrules:\n  - effect: alow\n",
     )
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The witness that a poll has read the broken edit: a new file's policy comes into force
+    // (every poll reads every file, `files.yaml` before `witness.yaml`).
+    std::fs::write(
+        policy_file.with_file_name("witness.yaml"),
+        "name: witness\nversion: \"1\"\nappliesTo: {agentIds: []}\nrules: []\n",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http(addr, "GET", "/admin/policies/witness", &admin_header, "")
+        .await
+        .0
+        != 200
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the witness file was not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         http(addr, "POST", "/proxy/governance/check", &auth, &check)
             .await
