@@ -26,16 +26,12 @@ pub struct GlobalOptions {
     /// Gateway URL [env: MESHGUARD_URL, else MESHGUARD_GATEWAY_URL] [default: http://localhost:3100]
     #[arg(long, global = true, value_name = "URL")]
     pub url: Option<String>,
-    /// Admin token [default: the contents of <data-dir>/admin.token]. Given as a flag it is
-    /// visible to every local user in `ps` and kept in shell history: prefer --admin-token-file or
-    /// the environment variable
-    #[arg(
-        long,
-        global = true,
-        value_name = "TOKEN",
-        env = "MESHGUARD_ADMIN_TOKEN",
-        hide_env_values = true
-    )]
+    /// Admin token [env: MESHGUARD_ADMIN_TOKEN] [default: the contents of
+    /// <data-dir>/admin.token]. Given as a flag it is visible to every local user in `ps` and kept
+    /// in shell history: prefer --admin-token-file or the environment variable
+    // No clap `env`: the variable is a configuration key's, read by `Context` and by `serve`'s
+    // environment layer, so that it stays below a flag and is named as itself in errors.
+    #[arg(long, global = true, value_name = "TOKEN")]
     pub admin_token: Option<String>,
     /// File holding the admin token (a trailing newline is ignored); keeps the token out of `ps`
     #[arg(
@@ -46,14 +42,10 @@ pub struct GlobalOptions {
         hide_env_values = true
     )]
     pub admin_token_file: Option<PathBuf>,
-    /// Data directory of the gateway (keys, admin token, SQLite database) [default: ~/.meshguard]
-    #[arg(
-        long,
-        global = true,
-        value_name = "DIR",
-        env = "MESHGUARD_HOME",
-        hide_env_values = true
-    )]
+    /// Data directory of the gateway (keys, admin token, SQLite database) [env:
+    /// MESHGUARD_DATA_DIR, else MESHGUARD_HOME] [default: ~/.meshguard]
+    // No clap `env`, as for `--admin-token`.
+    #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
@@ -662,6 +654,34 @@ mod tests {
                 ConfigKey::ALL.iter().any(|k| k.flag() == Some(long)),
                 "`serve --{long}` sets no configuration key"
             );
+        }
+    }
+
+    /// A global flag that sets a configuration key names the key's environment variables in its
+    /// help, and does not read them through clap: a variable that clap read would reach `serve`
+    /// as the flag, outranking the variables that should win over it.
+    #[test]
+    fn global_flags_of_config_keys_name_their_variables() {
+        use meshguard_gateway::ConfigKey;
+        let cli = Cli::command();
+        for key in [ConfigKey::DataDir, ConfigKey::AdminToken] {
+            let flag = key.flag().unwrap();
+            let arg = cli
+                .get_arguments()
+                .find(|a| a.get_long() == Some(flag))
+                .unwrap_or_else(|| panic!("no global --{flag}"));
+            assert_eq!(arg.get_env(), None, "--{flag}");
+            let help = arg.get_help().unwrap().to_string();
+            for name in
+                std::iter::once(key.env()).chain(key.env_aliases().iter().map(|a| (*a).to_owned()))
+            {
+                if name.starts_with("MESHGUARD_") {
+                    assert!(
+                        help.contains(&name),
+                        "--{flag} does not name {name}: {help}"
+                    );
+                }
+            }
         }
     }
 }

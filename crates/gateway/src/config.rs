@@ -298,6 +298,15 @@ impl ConfigKey {
         )
     }
 
+    /// The environment variable that sets this key in `env`, and its value: [`ConfigKey::env`]
+    /// wins over the older aliases. The one place that decides between the names, for `serve`
+    /// and for the admin commands that need the same key (the data dir, the admin token).
+    pub fn env_value(self, env: &HashMap<String, String>) -> Option<(String, &str)> {
+        std::iter::once(self.env())
+            .chain(self.env_aliases().iter().map(|a| (*a).to_owned()))
+            .find_map(|name| env.get(&name).map(|value| (name, value.as_str())))
+    }
+
     /// Older, documented environment names; [`ConfigKey::env`] wins over them.
     pub fn env_aliases(self) -> &'static [&'static str] {
         match self {
@@ -585,24 +594,16 @@ impl Config {
             }
         }
 
-        // Environment: the documented alias first, then `MESHGUARD_A__B`, which wins over it.
+        // Environment: `MESHGUARD_A__B`, else a documented alias.
         for key in ConfigKey::ALL {
-            for name in key
-                .env_aliases()
-                .iter()
-                .copied()
-                .map(str::to_owned)
-                .chain([key.env()])
-            {
-                if let Some(value) = env.get(&name) {
-                    layered.insert(
-                        key,
-                        Sourced {
-                            value: toml::Value::String(value.clone()),
-                            origin: format!("environment variable {name}"),
-                        },
-                    );
-                }
+            if let Some((name, value)) = key.env_value(env) {
+                layered.insert(
+                    key,
+                    Sourced {
+                        value: toml::Value::String(value.to_owned()),
+                        origin: format!("environment variable {name}"),
+                    },
+                );
             }
         }
 

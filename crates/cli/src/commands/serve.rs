@@ -45,7 +45,7 @@ fn load_config(ctx: &Context, args: &ServeArgs) -> anyhow::Result<Config> {
         policies_dir: args.policies.clone(),
         database_url: args.database_url.clone(),
         redis_url: args.redis_url.clone(),
-        admin_token: ctx.admin_token_given()?,
+        admin_token: ctx.admin_token_flag()?,
         header_timeout: args.header_timeout.clone(),
         body_timeout: args.body_timeout.clone(),
         idle_timeout: args.idle_timeout.clone(),

@@ -370,6 +370,64 @@ fn serve_validate_only_names_a_bad_trigger_and_refuses_tls() {
     assert!(!data.exists(), "validate-only creates nothing");
 }
 
+/// `--data-dir` and `--admin-token` are global flags, but their variables belong to the
+/// gateway's environment layer: `MESHGUARD_DATA_DIR` wins over the older `MESHGUARD_HOME`, a flag
+/// wins over both, and a bad value is blamed on the variable that gave it.
+#[test]
+fn serve_reads_data_dir_and_admin_token_variables_below_the_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home, data, flag) = (
+        dir.path().join("home"),
+        dir.path().join("data"),
+        dir.path().join("flag"),
+    );
+    let (home, data, flag) = (
+        home.to_str().unwrap(),
+        data.to_str().unwrap(),
+        flag.to_str().unwrap(),
+    );
+    let both = [("MESHGUARD_HOME", home), ("MESHGUARD_DATA_DIR", data)];
+    let run = CliRun::with_env(&["serve", "--validate-only"], &both);
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains(&format!("data dir: {data}\n")),
+        "{}",
+        run.stdout
+    );
+    let run = CliRun::with_env(&["serve", "--validate-only", "--data-dir", flag], &both);
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains(&format!("data dir: {flag}\n")),
+        "{}",
+        run.stdout
+    );
+
+    let short = [
+        ("MESHGUARD_DATA_DIR", data),
+        ("MESHGUARD_ADMIN_TOKEN", "short"),
+    ];
+    let run = CliRun::with_env(&["serve", "--validate-only"], &short);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains(
+            "environment variable MESHGUARD_ADMIN_TOKEN: `admin_token`: must be at least 16 \
+             characters long"
+        ),
+        "{}",
+        run.stderr
+    );
+    let run = CliRun::with_env(
+        &[
+            "serve",
+            "--validate-only",
+            "--admin-token",
+            "0123456789abcdef",
+        ],
+        &short,
+    );
+    run.assert_code(0);
+}
+
 #[test]
 fn serve_validate_only_refuses_a_policy_defined_by_two_files() {
     let dir = tempfile::tempdir().unwrap();
