@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde_json::{Map, Value};
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
     exponential_buckets,
 };
 
@@ -38,6 +38,9 @@ pub struct GatewayMetrics {
     pub alerts_suppressed: IntCounterVec,
     /// MCP calls checked, by server, tool and decision.
     pub mcp_calls: McpCallCounter,
+    /// Approval long polls waiting for a decision right now: how many agents are parked on a
+    /// human, and the sign that a poll is subscribed to decisions.
+    approval_polls_waiting: IntGauge,
 }
 
 impl std::fmt::Debug for GatewayMetrics {
@@ -111,6 +114,11 @@ impl GatewayMetrics {
             "Alerts over the per-trigger rate limit",
             "trigger",
         )?;
+        let approval_polls_waiting = IntGauge::with_opts(Opts::new(
+            "approval_polls_waiting",
+            "Approval long polls waiting for a decision",
+        ))?;
+        registry.register(Box::new(approval_polls_waiting.clone()))?;
         registry.register(Box::new(decisions.clone()))?;
         registry.register(Box::new(check_seconds.clone()))?;
         registry.register(Box::new(audit_batch_size.clone()))?;
@@ -140,7 +148,14 @@ impl GatewayMetrics {
             alerts_dropped,
             alerts_suppressed,
             mcp_calls,
+            approval_polls_waiting,
         })
+    }
+
+    /// Counts one long poll as waiting until the guard is dropped, however the wait ends.
+    pub fn approval_poll_waiting(&self) -> WaitingPoll {
+        self.approval_polls_waiting.inc();
+        WaitingPoll(self.approval_polls_waiting.clone())
     }
 
     /// The Prometheus text exposition of every metric.
@@ -290,5 +305,15 @@ mod tests {
             tool: "t",
         });
         assert_eq!(labels, (MCP_OTHER.into(), MCP_OTHER.into()));
+    }
+}
+
+/// One approval long poll counted in `meshguard_approval_polls_waiting` while it lives.
+#[derive(Debug)]
+pub struct WaitingPoll(IntGauge);
+
+impl Drop for WaitingPoll {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -199,8 +199,27 @@ async fn a_broken_policy_file_under_watch_alerts_once_per_failure() {
             seen.body
         );
     }
-    replace(GOOD);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Mended (as version 3, so its coming into force can be seen), then broken again: a new
+    // failure, a new alert.
+    replace(&GOOD.replace("\"1\"", "\"3\""));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = gw.cli_json(&["policy", "list"]);
+        let in_force = listed["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "watched" && p["version"] == "3");
+        if in_force {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mended file did not come into force: {listed:#}\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     replace(BROKEN);
     let again = next(&mut deliveries).await;
     assert_eq!(again.body["code"], "policy_file_not_applied");

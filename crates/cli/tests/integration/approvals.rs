@@ -614,8 +614,8 @@ async fn the_long_poll_returns_as_soon_as_a_human_decides() {
             (status, body, time::OffsetDateTime::now_utc())
         })
     };
-    // Let the poll reach the gateway and start waiting.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The poll has reached the gateway and waits for a decision.
+    crate::support::approval_polls_waiting(&gateway.url, 1).await;
     assert!(
         !waiting.is_finished(),
         "the poll returned before any decision"
@@ -636,6 +636,8 @@ async fn the_long_poll_returns_as_soon_as_a_human_decides() {
         .expect("the long poll is bounded")
         .unwrap();
     approve.await.unwrap().assert_code(0);
+    // Answered, the poll no longer counts as waiting.
+    crate::support::approval_polls_waiting(&gateway.url, 0).await;
 
     assert_eq!(status, 200);
     assert_eq!(body["status"], "approved");

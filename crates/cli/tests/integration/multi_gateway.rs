@@ -259,7 +259,7 @@ async fn an_approval_asked_on_one_gateway_is_approved_through_the_other_and_used
             (status, body, Instant::now())
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    crate::support::approval_polls_waiting(&a.url, 1).await;
     assert!(
         !waiting.is_finished(),
         "the poll returned before any decision"

@@ -121,6 +121,7 @@ pub async fn agent_approval(
         if tokio::time::Instant::now() >= deadline {
             return Ok(Json(AgentView::of(record)).into_response());
         }
+        let waiting = state.metrics.approval_poll_waiting();
         loop {
             tokio::select! {
                 change = changes.recv() => match change {
@@ -136,6 +137,7 @@ pub async fn agent_approval(
                 _ = stopping.changed() => break,
             }
         }
+        drop(waiting);
         if *stopping.borrow() {
             return Ok(Json(AgentView::of(record)).into_response());
         }

@@ -41,6 +41,33 @@ pub async fn approval_poll(url: &str, token: &str, id: &str, wait: u64) -> (u16,
     (status, response.json().await.unwrap())
 }
 
+/// Waits (bounded, 20 s) until the gateway at `url` reports `count` approval long polls parked
+/// on a decision in `meshguard_approval_polls_waiting`: the witness that a poll has reached the
+/// gateway and subscribed to decisions, so what follows is measured from a waiting poll.
+pub async fn approval_polls_waiting(url: &str, count: u64) {
+    let client = http(Duration::from_secs(5));
+    let wanted = format!("meshguard_approval_polls_waiting {count}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.lines().any(|line| line == wanted) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `{wanted}` within 20 s:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A free port on 127.0.0.1: bound, read, released, then handed to `serve --addr`.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

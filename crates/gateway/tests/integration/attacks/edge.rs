@@ -192,8 +192,8 @@ async fn connections_beyond_the_cap_wait_until_a_slot_frees() {
             .unwrap();
         holders.push(stream);
     }
-    // Let the gateway accept them all.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Each holder's handshake completed before the next connect returned, so all of them are
+    // ahead of the next connection in the kernel's accept queue, which is served in order.
 
     // The next connection is not served until the header timeout closes the holders: the gateway
     // did not accept it, it waited in the kernel's backlog.
@@ -461,7 +461,13 @@ async fn an_audit_stream_whose_client_stopped_reading_is_closed() {
         "GET /admin/audit/stream HTTP/1.1\r\nhost: x\r\nx-admin-token: {ADMIN}\r\naccept: text/event-stream\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The response head shows the stream is following the trail; after it, nothing is read.
+    let mut head = [0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
     let auth = [("authorization", bearer.as_str())];
     // More than the kernel's largest send buffer (4 MiB by default) must be written to block.
     let padded =
