@@ -136,6 +136,18 @@ pub enum AuditDurability {
     Async,
 }
 
+impl std::str::FromStr for AuditDurability {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sync" => Ok(AuditDurability::Sync),
+            "async" => Ok(AuditDurability::Async),
+            other => Err(format!("expected `sync` or `async`, got `{other}`")),
+        }
+    }
+}
+
 /// Every key of the gateway configuration, declared once: its name in the TOML file, the
 /// environment variables that set it and the `serve` flag that sets it all come from here, so a
 /// misspelt key is a compile error rather than a setting silently ignored.
@@ -806,6 +818,22 @@ impl Validator<'_> {
         }
     }
 
+    /// `parsed`, or `default` when no layer sets the key.
+    fn parsed_or<T>(
+        &self,
+        key: ConfigKey,
+        parse: impl Fn(&str) -> Result<T, String>,
+        default: T,
+    ) -> Result<T, ConfigError> {
+        Ok(self.parsed(key, parse)?.unwrap_or(default))
+    }
+
+    /// A secret: absent when unset or set to the empty string (so an environment can unset what
+    /// a file sets).
+    fn secret(&self, key: ConfigKey) -> Result<Option<Secret>, ConfigError> {
+        Ok(self.string(key)?.filter(|s| !s.is_empty()).map(Secret::new))
+    }
+
     fn finish(
         self,
         env: &HashMap<String, String>,
@@ -813,9 +841,7 @@ impl Validator<'_> {
         targets: BTreeMap<String, ProxyTarget>,
     ) -> Result<Config, ConfigError> {
         let listen = self.listen(env, flags)?;
-        let mode = self
-            .parsed(ConfigKey::Mode, |s| s.parse())?
-            .unwrap_or(Mode::Enforce);
+        let mode = self.parsed_or(ConfigKey::Mode, str::parse, Mode::Enforce)?;
         let data_dir = match self.path(ConfigKey::DataDir)? {
             Some(dir) => dir,
             None => self.home.map(|h| h.join(".meshguard")).ok_or_else(|| {
@@ -830,34 +856,28 @@ impl Validator<'_> {
                 )
             })?,
         };
-        let database_url = self
-            .string(ConfigKey::DatabaseUrl)?
-            .filter(|s| !s.is_empty())
-            .map(Secret::new);
-        let redis_url = self
-            .string(ConfigKey::RedisUrl)?
-            .filter(|s| !s.is_empty())
-            .map(Secret::new);
-        let body_limit = self
-            .parsed(ConfigKey::BodyLimit, parse_size)?
-            .unwrap_or(DEFAULT_BODY_LIMIT);
+        let database_url = self.secret(ConfigKey::DatabaseUrl)?;
+        let redis_url = self.secret(ConfigKey::RedisUrl)?;
+        let body_limit = self.parsed_or(ConfigKey::BodyLimit, parse_size, DEFAULT_BODY_LIMIT)?;
         if body_limit == 0 {
             return Err(self.invalid(ConfigKey::BodyLimit, "must be at least 1 byte".into()));
         }
         let server = self.server_limits()?;
-        let audit_durability = self
-            .parsed(ConfigKey::AuditDurability, |s| match s {
-                "sync" => Ok(AuditDurability::Sync),
-                "async" => Ok(AuditDurability::Async),
-                other => Err(format!("expected `sync` or `async`, got `{other}`")),
-            })?
-            .unwrap_or(AuditDurability::Sync);
-        let audit_retention = self
-            .parsed(ConfigKey::AuditRetention, parse_duration)?
-            .unwrap_or(DEFAULT_AUDIT_RETENTION);
-        let approval_timeout = self
-            .parsed(ConfigKey::ApprovalTimeout, parse_duration)?
-            .unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
+        let audit_durability = self.parsed_or(
+            ConfigKey::AuditDurability,
+            str::parse,
+            AuditDurability::Sync,
+        )?;
+        let audit_retention = self.parsed_or(
+            ConfigKey::AuditRetention,
+            parse_duration,
+            DEFAULT_AUDIT_RETENTION,
+        )?;
+        let approval_timeout = self.parsed_or(
+            ConfigKey::ApprovalTimeout,
+            parse_duration,
+            DEFAULT_APPROVAL_TIMEOUT,
+        )?;
         if audit_retention < Duration::from_secs(3600) {
             return Err(self.invalid(
                 ConfigKey::AuditRetention,
@@ -868,15 +888,21 @@ impl Validator<'_> {
             return Err(self.invalid(ConfigKey::ApprovalTimeout, "must be at least 1s".into()));
         }
         let quotas = AgentQuotas {
-            max_pending_approvals: self
-                .parsed(ConfigKey::MaxPendingApprovals, positive)?
-                .unwrap_or(DEFAULT_AGENT_QUOTAS.max_pending_approvals),
-            records_per_minute: self
-                .parsed(ConfigKey::RecordsPerMinute, positive)?
-                .unwrap_or(DEFAULT_AGENT_QUOTAS.records_per_minute),
-            refusals_per_minute: self
-                .parsed(ConfigKey::RefusalsPerMinute, positive)?
-                .unwrap_or(DEFAULT_AGENT_QUOTAS.refusals_per_minute),
+            max_pending_approvals: self.parsed_or(
+                ConfigKey::MaxPendingApprovals,
+                positive,
+                DEFAULT_AGENT_QUOTAS.max_pending_approvals,
+            )?,
+            records_per_minute: self.parsed_or(
+                ConfigKey::RecordsPerMinute,
+                positive,
+                DEFAULT_AGENT_QUOTAS.records_per_minute,
+            )?,
+            refusals_per_minute: self.parsed_or(
+                ConfigKey::RefusalsPerMinute,
+                positive,
+                DEFAULT_AGENT_QUOTAS.refusals_per_minute,
+            )?,
         };
         let policies_dir = self.path(ConfigKey::PoliciesDir)?;
         let admin_token = self

@@ -18,9 +18,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::check::{CheckInput, Route, evaluate, lenient_action, refuse};
+use super::check::{CheckInput, Route, authenticated, evaluate, lenient_action};
 use super::outcome::{Asked, CheckOutcome};
-use crate::auth::{AuthenticatedAgent, authenticate_agent};
+use crate::auth::AuthenticatedAgent;
 use crate::error::ApiError;
 use crate::extract::{LimitedBody, parse_json};
 use crate::state::AppState;
@@ -120,9 +120,10 @@ pub async fn evaluation(
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
 ) -> Response {
-    let agent = match authenticate_agent(&state, &headers).await {
+    let named = || lenient_action(&body);
+    let agent = match authenticated(&state, &headers, &trace, Route::Post, named).await {
         Ok(agent) => agent,
-        Err(err) => return refuse(&state, err, &trace, Route::Post, lenient_action(&body)).await,
+        Err(refused) => return refused,
     };
     let input = match parse_json::<Evaluation>(&body).and_then(|e| e.input(&agent, "")) {
         Ok(input) => input,
@@ -141,9 +142,9 @@ pub async fn evaluations(
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
 ) -> Response {
-    let agent = match authenticate_agent(&state, &headers).await {
+    let agent = match authenticated(&state, &headers, &trace, Route::Post, || (None, None)).await {
         Ok(agent) => agent,
-        Err(err) => return refuse(&state, err, &trace, Route::Post, (None, None)).await,
+        Err(refused) => return refused,
     };
     let batch = match parse_json::<Batch>(&body) {
         Ok(batch) => batch,

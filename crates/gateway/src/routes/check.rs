@@ -8,7 +8,7 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use meshguard_policy::{CheckRequest, Code, Decision, History};
+use meshguard_policy::{CheckRequest, Code, Decision, History, PolicySet};
 use meshguard_store::{AuditAgent, AuditKind, NewAuditEvent, ShadowVerdict};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -86,6 +86,23 @@ pub(super) fn require_action(action: String, field: &str) -> Result<String, ApiE
     Ok(action)
 }
 
+/// The agent a request comes from, or the answer that refuses it (audited as SPEC 6 asks, naming
+/// the action and resource that `named` reads from the request only when it is refused). Every
+/// agent endpoint starts here, before it parses its body, so an unauthenticated caller learns
+/// nothing.
+pub(super) async fn authenticated(
+    state: &AppState,
+    headers: &HeaderMap,
+    trace: &TraceId,
+    route: Route,
+    named: impl FnOnce() -> (Option<String>, Option<String>),
+) -> Result<AuthenticatedAgent, Response> {
+    match authenticate_agent(state, headers).await {
+        Ok(agent) => Ok(agent),
+        Err(err) => Err(refuse(state, err, trace, route, named()).await),
+    }
+}
+
 /// `POST /proxy/governance/check`.
 pub async fn post_check(
     State(state): State<AppState>,
@@ -94,11 +111,10 @@ pub async fn post_check(
     LimitedBody(body): LimitedBody,
 ) -> Response {
     let started = Instant::now();
-    let agent = match authenticate_agent(&state, &headers).await {
+    let named = || lenient_action(&body);
+    let agent = match authenticated(&state, &headers, &trace, Route::Post, named).await {
         Ok(agent) => agent,
-        Err(err) => {
-            return refuse(&state, err, &trace, Route::Post, lenient_action(&body)).await;
-        }
+        Err(refused) => return refused,
     };
     let input = parse_json::<CheckBody>(&body).and_then(|b| {
         Ok(CheckInput {
@@ -127,13 +143,13 @@ pub async fn get_check(
     let started = Instant::now();
     let action = header_value(&headers, "x-meshguard-action");
     let resource = header_value(&headers, "x-meshguard-resource");
-    let agent = match authenticate_agent(&state, &headers).await {
+    let named = || {
+        let named = action.as_ref().ok().cloned().flatten();
+        (named, resource.as_ref().ok().cloned().flatten())
+    };
+    let agent = match authenticated(&state, &headers, &trace, Route::Get, named).await {
         Ok(agent) => agent,
-        Err(err) => {
-            let named = action.as_ref().ok().cloned().flatten();
-            let resource = resource.as_ref().ok().cloned().flatten();
-            return refuse(&state, err, &trace, Route::Get, (named, resource)).await;
-        }
+        Err(refused) => return refused,
     };
     let input = (|| -> Result<CheckInput, ApiError> {
         let action =
@@ -192,7 +208,9 @@ pub(super) async fn evaluate(
     //    With Redis the limits are global; if Redis cannot answer, nothing is allowed (503).
     //    A proxied request is bounded by what the proxy saw: a path refused before routing is
     //    denied (and still charged), and what the agent claims can only narrow the decision.
-    let (decision, shadow) = match decide_in_mode(state, agent, input, trace).await {
+    // One snapshot of the policies decides, and says what history to remember.
+    let policies = state.policies.current();
+    let (decision, shadow) = match decide_in_mode(state, &policies, agent, input, trace).await {
         Ok(decided) => decided,
         Err(err) => return CheckOutcome::unavailable(Outage::RateLimits, err),
     };
@@ -223,7 +241,7 @@ pub(super) async fn evaluate(
     // 4. History: an allowed check is remembered under the history patterns it matches before it
     //    is answered, so a later `notAfter` never misses it (if it cannot be, nothing is allowed).
     if decision.is_allowed()
-        && let Err(err) = remember(state, agent, input, trace).await
+        && let Err(err) = remember(state, &policies, agent, input, trace).await
     {
         return CheckOutcome::unavailable(Outage::RateLimits, err);
     }
@@ -249,11 +267,11 @@ pub(super) async fn evaluate(
 /// Records an allowed check in the agent's history, under every history pattern it matches.
 async fn remember(
     state: &AppState,
+    policies: &PolicySet,
     agent: &AuthenticatedAgent,
     input: &CheckInput,
     trace: &TraceId,
 ) -> Result<(), RedisLimitError> {
-    let policies = state.policies.current();
     let matched = policies.history_matches(&input.action, &input.resource);
     let Some(keep) = policies.history_patterns().iter().map(|(_, w)| *w).max() else {
         return Ok(());
@@ -274,6 +292,7 @@ async fn remember(
 /// shadow policies would have said instead, when they would have said something else.
 async fn decide_in_mode(
     state: &AppState,
+    policies: &PolicySet,
     agent: &AuthenticatedAgent,
     input: &CheckInput,
     trace: &TraceId,
@@ -286,8 +305,6 @@ async fn decide_in_mode(
     };
     match state.mode {
         Mode::Enforce | Mode::Audit => {
-            // One snapshot of the policies, so a second run (Redis) decides on the same set.
-            let policies = state.policies.current();
             // The agent's past is read only when some policy looks at it.
             let patterns = policies.history_patterns();
             let history = if patterns.is_empty() {

@@ -16,9 +16,9 @@ use axum::response::{IntoResponse, Response};
 use meshguard_policy::{ApprovalNeed, CheckRequest, Code, Decision, Effect};
 use serde_json::{Map, Value};
 
-use super::check::{CheckInput, Route, evaluate, header_value, refuse};
+use super::check::{CheckInput, Route, authenticated, evaluate, header_value};
 use super::outcome::{Asked, CheckOutcome, Outage};
-use crate::auth::{AuthenticatedAgent, authenticate_agent};
+use crate::auth::AuthenticatedAgent;
 use crate::config::Mode;
 use crate::error::ApiError;
 use crate::proxy::{PathRefusal, ProxyPath, Routed};
@@ -197,12 +197,10 @@ pub async fn forward(
         .to_owned();
     let verb = verb(&parts.method);
     // 2. Authenticate; a refused token is audited with the real method and path.
-    let agent = match authenticate_agent(&state, &parts.headers).await {
+    let named = || (Some(format!("{verb}:{raw}")), None);
+    let agent = match authenticated(&state, &parts.headers, &trace, Route::Forward, named).await {
         Ok(agent) => agent,
-        Err(err) => {
-            let named = (Some(format!("{verb}:{raw}")), None);
-            return refuse(&state, err, &trace, Route::Forward, named).await;
-        }
+        Err(refused) => return refused,
     };
     let (claimed_action, claimed_resource, approval_id) = match (
         header_value(&parts.headers, "x-meshguard-action"),

@@ -15,10 +15,9 @@ use axum::http::{HeaderName, HeaderValue, Method};
 use axum::response::Response;
 use serde_json::Map;
 
-use super::check::{CheckInput, Route, evaluate, refuse};
+use super::check::{CheckInput, Route, authenticated, evaluate};
 use super::forward::{Proxied, refused_path, verb};
 use super::outcome::{Asked, CheckOutcome};
-use crate::auth::authenticate_agent;
 use crate::config::Mode;
 use crate::proxy::ProxyPath;
 use crate::state::AppState;
@@ -64,12 +63,10 @@ pub async fn forward_auth(
     let (method, path) = original(&parts);
     let verb = verb(&method);
     let raw = path.trim_start_matches('/').to_owned();
-    let agent = match authenticate_agent(&state, &parts.headers).await {
+    let named = || (Some(format!("{verb}:{raw}")), None);
+    let agent = match authenticated(&state, &parts.headers, &trace, Route::Forward, named).await {
         Ok(agent) => agent,
-        Err(err) => {
-            let named = (Some(format!("{verb}:{raw}")), None);
-            return with_reason(refuse(&state, err, &trace, Route::Forward, named).await).await;
-        }
+        Err(refused) => return with_reason(refused).await,
     };
     let (action, refused) = match ProxyPath::parse(&raw) {
         Ok(canonical) => (format!("{verb}:{}", canonical.object()), None),

@@ -16,7 +16,6 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::approvals::{self, ApprovalMode, ApprovalSettings, Asking};
-use crate::auth::authenticate_agent;
 use crate::config::Mode;
 use crate::error::ApiError;
 use crate::extract::{LimitedBody, parse_json};
@@ -24,7 +23,7 @@ use crate::rate_limit::Charging;
 use crate::state::AppState;
 use crate::trace::TraceId;
 
-use super::check::{Route, audit_agent, lenient_action, refuse, require_action};
+use super::check::{Route, audit_agent, authenticated, lenient_action, require_action};
 
 /// The body of `POST /proxy/governance/preview`: a check's body without an approval id.
 #[derive(Debug, Deserialize)]
@@ -46,9 +45,10 @@ pub async fn preview(
     LimitedBody(body): LimitedBody,
 ) -> Response {
     let started = Instant::now();
-    let agent = match authenticate_agent(&state, &headers).await {
+    let named = || lenient_action(&body);
+    let agent = match authenticated(&state, &headers, &trace, Route::Post, named).await {
         Ok(agent) => agent,
-        Err(err) => return refuse(&state, err, &trace, Route::Post, lenient_action(&body)).await,
+        Err(refused) => return refused,
     };
     let body = match parse_json::<PreviewBody>(&body)
         .and_then(|b| Ok((require_action(b.action, "action")?, b.resource, b.context)))
