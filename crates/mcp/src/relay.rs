@@ -516,7 +516,7 @@ impl Session {
             .and_then(|p| p.pointer("/_meta/progressToken"))
             .filter(|token| request_id(token).is_some())
             .cloned();
-        let text = match self.decide(&call, &trace_id, progress).await {
+        let text = match self.verdict_of(&call, &trace_id, progress).await {
             Ok(Verdict::Allowed { audit_id }) => {
                 let started = Instant::now();
                 let governed = GovernedAnswer {
@@ -560,7 +560,7 @@ impl Session {
     /// The check of `call`; when it needs a human, waits for one (at most the approval wait,
     /// telling the client it is waiting when it gave a progress token) and checks again with the
     /// granted approval, whose answer is the verdict.
-    async fn decide(
+    async fn verdict_of(
         &self,
         call: &GovernedCall,
         trace_id: &str,

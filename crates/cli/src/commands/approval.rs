@@ -19,9 +19,11 @@ pub async fn run(ctx: &Context, command: ApprovalCommand) -> anyhow::Result<()> 
     let client = ctx.client()?;
     match command {
         ApprovalCommand::List { status } => list(ctx, &client, status).await,
-        ApprovalCommand::Approve(args) => decide(ctx, &client, Verdict::Approve, args, None).await,
+        ApprovalCommand::Approve(args) => {
+            send_verdict(ctx, &client, Verdict::Approve, args, None).await
+        }
         ApprovalCommand::Deny { decision, reason } => {
-            decide(ctx, &client, Verdict::Deny, decision, reason).await
+            send_verdict(ctx, &client, Verdict::Deny, decision, reason).await
         }
     }
 }
@@ -126,7 +128,7 @@ impl Verdict {
     }
 }
 
-async fn decide(
+async fn send_verdict(
     ctx: &Context,
     client: &AdminClient,
     verdict: Verdict,

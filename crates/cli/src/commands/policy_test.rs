@@ -36,7 +36,7 @@ pub async fn run(ctx: &Context, args: PolicyTestArgs) -> anyhow::Result<ExitCode
         context: args.context.into_iter().collect(),
         now: args.at,
     };
-    let answer = decide(&ctx.client()?, &request).await?;
+    let answer = ask_gateway(&ctx.client()?, &request).await?;
     if ctx.out.json {
         ctx.out.print_json(&answer);
     } else {
@@ -62,7 +62,9 @@ struct DecideRequest {
     now: Option<String>,
 }
 
-async fn decide(client: &AdminClient, request: &DecideRequest) -> anyhow::Result<Value> {
+/// What `POST /admin/decide` answers for one case: the gateway decides, so a test runs against
+/// the policies and clock in force there.
+async fn ask_gateway(client: &AdminClient, request: &DecideRequest) -> anyhow::Result<Value> {
     let body = json!({
         "agent": request.agent,
         "action": request.action,
@@ -342,7 +344,7 @@ async fn run_tests(ctx: &Context, origin: &str, text: &str) -> anyhow::Result<Ve
             context: test.context,
             now: test.now,
         };
-        let failure = match decide(&client, &request).await {
+        let failure = match ask_gateway(&client, &request).await {
             Ok(answer) => test.expect.check(&answer).err(),
             // An unknown agent fails this test, not the whole run; an unreachable gateway or a bad
             // admin token fails every test the same way, so it stops the run.

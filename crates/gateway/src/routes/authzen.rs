@@ -129,7 +129,7 @@ pub async fn evaluation(
         Ok(input) => input,
         Err(err) => return err.into_response(),
     };
-    match decide(&state, &agent, input, &trace).await {
+    match evaluate_as_check(&state, &agent, input, &trace).await {
         Ok(answer) => Json(answer).into_response(),
         Err(response) => response,
     }
@@ -189,7 +189,7 @@ pub async fn evaluations(
     };
     let mut answers = Vec::with_capacity(inputs.len());
     for input in inputs {
-        let answer = match decide(&state, &agent, input, &trace).await {
+        let answer = match evaluate_as_check(&state, &agent, input, &trace).await {
             Ok(answer) => answer,
             Err(response) => return response,
         };
@@ -208,7 +208,7 @@ pub async fn evaluations(
 }
 
 /// One evaluation as a check; `Err` is the answer when it could not be decided (503).
-async fn decide(
+async fn evaluate_as_check(
     state: &AppState,
     agent: &AuthenticatedAgent,
     input: CheckInput,

@@ -64,7 +64,7 @@ pub(super) async fn apply(
             AdminOutcome::PolicyDeleted(policies::delete(&mut tx, &name).await?)
         }
         AdminMutation::DecideApproval { id, decision } => {
-            match approvals::decide(&mut tx, store.dialect, &id, &decision).await? {
+            match approvals::record_verdict(&mut tx, store.dialect, &id, &decision).await? {
                 Decided::Recorded(record) => AdminOutcome::Approval(*record),
                 Decided::Expired => {
                     // The expiry is housekeeping, not the admin change: it is kept, unaudited.

@@ -341,7 +341,7 @@ pub(super) enum Decided {
 }
 
 /// Records a decision inside the caller's write transaction.
-pub(super) async fn decide(
+pub(super) async fn record_verdict(
     tx: &mut AnyConnection,
     dialect: Dialect,
     id: &str,

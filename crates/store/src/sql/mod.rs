@@ -524,7 +524,7 @@ impl Store for SqlStore {
         decision: ApprovalDecision,
     ) -> Result<ApprovalRecord, StoreError> {
         let mut tx = self.begin_write().await?;
-        let decided = approvals::decide(&mut tx, self.dialect, id, &decision).await;
+        let decided = approvals::record_verdict(&mut tx, self.dialect, id, &decision).await;
         let decided = match decided? {
             approvals::Decided::Recorded(record) => *record,
             approvals::Decided::Expired => {
