@@ -1,12 +1,14 @@
 //! In-memory rate limits: exact sliding windows, charged all-or-nothing.
 //!
-//! Each counter (agent + policy, or agent + policy + rule, per window length) keeps the instants
-//! of the checks it admitted within the last window, oldest first. A check is admitted when every
-//! counter it is charged to holds fewer than `max` instants after dropping the expired ones; then
-//! all of them record it. This is exact ("at most N admitted checks in any rolling window"), which
-//! neither a token bucket (bursts of 2N) nor a two-window weighted estimate (up to 1.5N after a
-//! burst at a window's end) guarantees. The cost is 8 bytes per admitted check still in its
-//! window. See docs/architecture/rate-limits.md.
+//! Each counter (agent + policy, or agent + policy + rule, per kind and window length) keeps the
+//! instants and costs of the charges it admitted within the last window, oldest first, and their
+//! sum: a rate limit's charges cost 1, a budget's the check's amount. A check is admitted when,
+//! after dropping the expired charges, every counter it is charged to has room for its cost under
+//! `max`; then all of them record it. This is exact ("at most N admitted checks, or amounts
+//! summing to at most the budget, in any rolling window"), which neither a token bucket (bursts
+//! of 2N) nor a two-window weighted estimate (up to 1.5N after a burst at a window's end)
+//! guarantees. The cost is 16 bytes per admitted charge still in its window. See
+//! docs/architecture/rate-limits.md.
 //!
 //! [`RateLimitStore`] is what the gateway holds: these counters, or the same algorithm in Redis
 //! ([`crate::rate_limit_redis`]) when limits must hold across several gateways.
@@ -16,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use meshguard_policy::{Admission, LimitCharge, LimitKey, RateLimitOracle, Window};
+use meshguard_policy::{Admission, LimitCharge, LimitKey, LimitKind, RateLimitOracle, Window};
 
 use crate::rate_limit_redis::{RedisLimitError, RedisLimiter};
 
@@ -78,8 +80,46 @@ impl Clock for ManualClock {
     }
 }
 
-/// One counter: agent id, policy, optional rule, window length.
-type CounterKey = (String, String, Option<String>, Window);
+/// One counter: agent id, policy, optional rule, what it counts, window length.
+type CounterKey = (String, String, Option<String>, LimitKind, Window);
+
+/// The charges a counter admitted within its window, oldest first, and their sum.
+#[derive(Debug, Default)]
+struct Ring {
+    /// (instant in ms, cost) of every admitted charge with a cost.
+    admitted: VecDeque<(u64, u64)>,
+    /// The sum of the costs in `admitted`.
+    sum: u64,
+}
+
+impl Ring {
+    /// Drops the charges that left the window.
+    fn expire(&mut self, now: u64, window_ms: u64) {
+        while let Some(&(t, cost)) = self.admitted.front() {
+            if t.saturating_add(window_ms) > now {
+                break;
+            }
+            self.admitted.pop_front();
+            self.sum = self.sum.saturating_sub(cost);
+        }
+    }
+
+    /// Milliseconds until the window has room for `cost` under `max`: the instant the oldest
+    /// charges whose expiry frees enough leave it. `None` when `cost` alone is more than `max`.
+    fn wait_for(&self, cost: u64, max: u64, now: u64, window_ms: u64) -> Option<u64> {
+        if cost > max {
+            return None;
+        }
+        let mut sum = self.sum;
+        for &(t, spent) in &self.admitted {
+            sum = sum.saturating_sub(spent);
+            if sum.saturating_add(cost) <= max {
+                return Some(t.saturating_add(window_ms).saturating_sub(now));
+            }
+        }
+        Some(window_ms)
+    }
+}
 
 /// The counters in this gateway's own memory (no `--redis-url`), shared by all its requests;
 /// [`RedisLimiter`] is the same algorithm in Redis.
@@ -97,7 +137,7 @@ impl std::fmt::Debug for MemoryLimiter {
 
 #[derive(Default)]
 struct Counters {
-    admitted: HashMap<CounterKey, VecDeque<u64>>,
+    rings: HashMap<CounterKey, Ring>,
     /// Admissions since the last sweep of idle counters.
     since_sweep: u32,
 }
@@ -126,8 +166,8 @@ impl MemoryLimiter {
 
     fn admit(&self, agent_id: &str, charges: &[LimitCharge], charge: bool) -> Admission {
         let now = self.clock.now_millis();
-        // A poisoned lock only means another request panicked mid-update; the deques stay
-        // well-formed (every mutation is a single push or pop), so keep serving.
+        // A poisoned lock only means another request panicked mid-update; every ring stays
+        // well-formed (each mutation keeps `sum` equal to what `admitted` holds), so keep serving.
         let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
         let keys: Vec<CounterKey> = charges
             .iter()
@@ -136,51 +176,43 @@ impl MemoryLimiter {
                     agent_id.to_owned(),
                     c.key.policy.clone(),
                     c.key.rule.clone(),
+                    c.key.kind,
                     c.window,
                 )
             })
             .collect();
         for (index, (key, limit)) in keys.iter().zip(charges).enumerate() {
             let window_ms = limit.window.seconds().saturating_mul(1000);
-            let Some(ring) = counters.admitted.get_mut(key) else {
-                if limit.max == 0 {
-                    return exhausted(index, window_ms);
+            let empty = Ring::default();
+            let ring = match counters.rings.get_mut(key) {
+                Some(ring) => {
+                    ring.expire(now, window_ms);
+                    &*ring
                 }
-                continue;
+                None => &empty,
             };
-            while ring
-                .front()
-                .is_some_and(|&t| t.saturating_add(window_ms) <= now)
-            {
-                ring.pop_front();
-            }
-            let max = usize::try_from(limit.max).unwrap_or(usize::MAX);
-            if ring.len() >= max {
-                // One more check fits once the oldest instant that keeps the ring full expires.
-                let blocking = ring.len() - max;
-                let wait_ms = ring.get(blocking).map_or(window_ms, |&t| {
-                    t.saturating_add(window_ms).saturating_sub(now)
-                });
-                return exhausted(index, wait_ms);
+            if ring.sum.saturating_add(limit.cost) > limit.max {
+                let wait_ms = ring.wait_for(limit.cost, limit.max, now, window_ms);
+                return exhausted(index, ring.sum, wait_ms);
             }
         }
         if charge {
             for (key, limit) in keys.into_iter().zip(charges) {
-                let ring = counters.admitted.entry(key).or_default();
-                ring.push_back(now);
-                // Only the newest `max` instants can ever matter.
-                let max = usize::try_from(limit.max).unwrap_or(usize::MAX);
-                while ring.len() > max {
-                    ring.pop_front();
+                if limit.cost == 0 {
+                    continue;
                 }
+                let ring = counters.rings.entry(key).or_default();
+                ring.admitted.push_back((now, limit.cost));
+                ring.sum = ring.sum.saturating_add(limit.cost);
             }
             counters.since_sweep += 1;
             if counters.since_sweep >= SWEEP_EVERY {
                 counters.since_sweep = 0;
-                counters.admitted.retain(|(.., window), ring| {
+                counters.rings.retain(|(.., window), ring| {
                     let window_ms = window.seconds().saturating_mul(1000);
-                    ring.back()
-                        .is_some_and(|&t| t.saturating_add(window_ms) > now)
+                    ring.admitted
+                        .back()
+                        .is_some_and(|&(t, _)| t.saturating_add(window_ms) > now)
                 });
             }
         }
@@ -188,10 +220,11 @@ impl MemoryLimiter {
     }
 }
 
-fn exhausted(index: usize, wait_ms: u64) -> Admission {
+fn exhausted(index: usize, used: u64, wait_ms: Option<u64>) -> Admission {
     Admission::Exhausted {
         charge: index,
-        retry_after_secs: wait_ms.div_ceil(1000).max(1),
+        used,
+        retry_after_secs: wait_ms.map(|ms| ms.div_ceil(1000).max(1)),
     }
 }
 
@@ -218,18 +251,16 @@ impl AgentBudget {
     pub fn charge(&self, agent_id: &str) -> Result<(), u64> {
         let charge = LimitCharge {
             // The counters are this budget's alone: the key only has to be the same each time.
-            key: LimitKey {
-                policy: String::new(),
-                rule: None,
-            },
-            max: self.per_minute,
+            key: LimitKey::requests("", None),
+            max: u64::from(self.per_minute),
             window: Window::Minute,
+            cost: 1,
         };
         match self.counters.admit(agent_id, &[charge], true) {
             Admission::Admitted => Ok(()),
             Admission::Exhausted {
                 retry_after_secs, ..
-            } => Err(retry_after_secs),
+            } => Err(retry_after_secs.unwrap_or(60)),
         }
     }
 
@@ -356,14 +387,22 @@ mod tests {
 
     use super::*;
 
-    fn charge(policy: &str, rule: Option<&str>, max: u32, window: Window) -> LimitCharge {
+    fn charge(policy: &str, rule: Option<&str>, max: u64, window: Window) -> LimitCharge {
         LimitCharge {
-            key: LimitKey {
-                policy: policy.into(),
-                rule: rule.map(str::to_owned),
-            },
+            key: LimitKey::requests(policy, rule),
             max,
             window,
+            cost: 1,
+        }
+    }
+
+    /// A budget charge of `cost` whole units against `max`.
+    fn spend(policy: &str, max: u64, window: Window, cost: u64) -> LimitCharge {
+        LimitCharge {
+            key: LimitKey::budget(policy, None),
+            max: max * meshguard_policy::AMOUNT_SCALE,
+            window,
+            cost: cost * meshguard_policy::AMOUNT_SCALE,
         }
     }
 
@@ -388,7 +427,8 @@ mod tests {
             limiter.oracle("a", Charging::Charge).admit(&limits),
             Admission::Exhausted {
                 charge: 0,
-                retry_after_secs: 30
+                used: 3,
+                retry_after_secs: Some(30)
             }
         );
         clock.advance(Duration::from_millis(29_500));
@@ -396,7 +436,8 @@ mod tests {
             limiter.oracle("a", Charging::Charge).admit(&limits),
             Admission::Exhausted {
                 charge: 0,
-                retry_after_secs: 1
+                used: 3,
+                retry_after_secs: Some(1)
             }
         );
         clock.advance(Duration::from_millis(500));
@@ -408,7 +449,7 @@ mod tests {
         assert!(matches!(
             limiter.oracle("a", Charging::Charge).admit(&limits),
             Admission::Exhausted {
-                retry_after_secs: 10,
+                retry_after_secs: Some(10),
                 ..
             }
         ));
@@ -493,7 +534,7 @@ mod tests {
         assert!(matches!(
             limiter.oracle("a", Charging::Peek).admit(&limits),
             Admission::Exhausted {
-                retry_after_secs: 3600,
+                retry_after_secs: Some(3600),
                 ..
             }
         ));
@@ -514,6 +555,68 @@ mod tests {
         assert_eq!(budget.charge("b"), Ok(()));
         clock.advance(Duration::from_secs(40));
         assert_eq!(budget.charge("a"), Ok(()));
+    }
+
+    #[test]
+    fn a_budget_holds_the_sum_of_amounts_and_makes_room_as_they_leave_the_window() {
+        let (clock, limiter) = setup();
+        let oracle = |cost| [spend("pay", 100, Window::Hour, cost)];
+        let admit = |cost| limiter.oracle("a", Charging::Charge).admit(&oracle(cost));
+        assert_eq!(admit(60), Admission::Admitted);
+        clock.advance(Duration::from_secs(600));
+        assert_eq!(admit(30), Admission::Admitted);
+        // 90 used, 10 left: 20 does not fit until the 60 leaves, 50 min from now.
+        assert_eq!(
+            admit(20),
+            Admission::Exhausted {
+                charge: 0,
+                used: 90 * meshguard_policy::AMOUNT_SCALE,
+                retry_after_secs: Some(3000)
+            }
+        );
+        assert_eq!(admit(10), Admission::Admitted);
+        // More than the whole budget never fits.
+        assert!(matches!(
+            admit(101),
+            Admission::Exhausted {
+                retry_after_secs: None,
+                ..
+            }
+        ));
+        clock.advance(Duration::from_secs(3000));
+        assert_eq!(admit(60), Admission::Admitted);
+        // A zero amount always fits and is not kept.
+        assert_eq!(admit(0), Admission::Admitted);
+    }
+
+    #[test]
+    fn a_budget_and_a_rate_limit_are_charged_together_or_not_at_all() {
+        let (_clock, limiter) = setup();
+        let both = |cost| {
+            [
+                charge("pay", None, 2, Window::Minute),
+                spend("pay", 100, Window::Day, cost),
+            ]
+        };
+        let admit = |cost| limiter.oracle("a", Charging::Charge).admit(&both(cost));
+        // Over budget: the rate limit is not charged either.
+        assert!(matches!(admit(150), Admission::Exhausted { charge: 1, .. }));
+        assert_eq!(admit(40), Admission::Admitted);
+        assert_eq!(admit(40), Admission::Admitted);
+        // Out of requests: the budget is not charged, so 20 are still left.
+        assert!(matches!(admit(10), Admission::Exhausted { charge: 0, .. }));
+        assert!(matches!(
+            limiter
+                .oracle("a", Charging::Peek)
+                .admit(&[spend("pay", 100, Window::Day, 20)]),
+            Admission::Admitted
+        ));
+        assert!(matches!(
+            limiter
+                .oracle("a", Charging::Peek)
+                .admit(&[spend("pay", 100, Window::Day, 21)]),
+            Admission::Exhausted { .. }
+        ));
     }
 
     #[test]

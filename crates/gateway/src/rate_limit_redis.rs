@@ -1,17 +1,21 @@
 //! Global rate limits in Redis (`--redis-url`): the in-memory limiter's exact sliding windows,
 //! shared by every gateway that points at the same Redis.
 //!
-//! Each counter is a sorted set whose members are the checks it admitted (one unique member per
-//! check) scored by the instant, in milliseconds of **Redis's** clock, at which they were
-//! admitted. One Lua script (run with EVALSHA, falling back to EVAL) does the whole
-//! check-and-charge atomically for every counter a check is charged to:
+//! Each counter is a sorted set whose members are the charges it admitted (one unique member per
+//! check, `<id>:<cost>`) scored by the instant, in milliseconds of **Redis's** clock, at which
+//! they were admitted, beside a plain key holding the sum of their costs (a rate limit's charges
+//! cost 1, a budget's the check's amount in millionths). One Lua script (run with EVALSHA,
+//! falling back to EVAL) does the whole check-and-charge atomically for every counter a check is
+//! charged to:
 //!
 //! 1. `now` = the server's `TIME`, so gateways with skewed clocks agree on every window;
-//! 2. for each counter: drop the members older than `now - window`; if `ZCARD >= max` the check
-//!    is refused, and the answer is the (0-based) index of that counter and the milliseconds
-//!    until its member at rank `len - max` leaves the window (when one more check fits);
-//! 3. only if every counter had room (and the caller charges): `ZADD` the check to all of them,
-//!    trim each to its newest `max`, and `PEXPIRE` each after its window.
+//! 2. for each counter: drop the members older than `now - window` and take their costs off the
+//!    sum (rebuilt from the members if the sum key is missing); if `sum + cost > max` the check
+//!    is refused, and the answer is the (0-based) index of that counter, the milliseconds until
+//!    enough of its oldest members leave the window for the cost to fit (-1: never, the cost
+//!    alone is over `max`), and the sum;
+//! 3. only if every counter had room (and the caller charges): `ZADD` the charge to all of them,
+//!    `INCRBY` each sum, and `PEXPIRE` both keys after the window.
 //!
 //! This is the algorithm of [`crate::rate_limit::MemoryLimiter`] step for step, so a gateway
 //! behaves the same with and without Redis. Any Redis error (unreachable, timeout, script
@@ -21,7 +25,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use meshguard_policy::{Admission, LimitCharge, Window};
+use meshguard_policy::{Admission, LimitCharge, LimitKind};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::config::ConfigKey;
@@ -41,38 +45,86 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// than this for Redis before it is answered 503.
 const ADMIT_DEADLINE: Duration = Duration::from_secs(2);
 
-/// The check-and-charge script. KEYS: the counters. ARGV: `charge` ("1" or "0"), the check's
-/// unique member, then `max` and `window_ms` for each key in order. Returns `{-1, 0}` when
-/// admitted, else `{index, wait_ms}` for the first exhausted counter (index from 0).
+/// The check-and-charge script. KEYS: for each counter, its sorted set then its sum key. ARGV:
+/// `charge` ("1" or "0"), the check's unique id, then `max`, `window_ms`, `cost` and `unit` ("1"
+/// when every member costs 1: a rate limit) for each counter in order. Returns `{-1, 0, 0}` when
+/// admitted, else `{index, wait_ms, used}` for the first counter without room (index from 0,
+/// `wait_ms` -1 when the cost can never fit). Sums stay below 2^53, where Lua's numbers are exact.
 const SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local charge = ARGV[1] == '1'
 local member = ARGV[2]
-for i = 1, #KEYS do
-  local max = tonumber(ARGV[1 + 2 * i])
-  local window = tonumber(ARGV[2 + 2 * i])
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
-  local len = redis.call('ZCARD', KEYS[i])
-  if len >= max then
-    local wait = window
-    local blocking = redis.call('ZRANGE', KEYS[i], len - max, len - max, 'WITHSCORES')
-    if blocking[2] then
-      wait = tonumber(blocking[2]) + window - now
+local function cost_of(m)
+  local c = string.match(m, ':(%d+)$')
+  if c then return tonumber(c) end
+  return 1
+end
+local n = #KEYS / 2
+for i = 1, n do
+  local zkey, skey = KEYS[2 * i - 1], KEYS[2 * i]
+  local max = tonumber(ARGV[4 * i - 1])
+  local window = tonumber(ARGV[4 * i])
+  local cost = tonumber(ARGV[4 * i + 1])
+  local unit = ARGV[4 * i + 2] == '1'
+  local used = redis.call('GET', skey)
+  local expired = redis.call('ZRANGEBYSCORE', zkey, '-inf', now - window)
+  if #expired > 0 then
+    redis.call('ZREMRANGEBYSCORE', zkey, '-inf', now - window)
+  end
+  if used then
+    used = tonumber(used)
+    for _, m in ipairs(expired) do used = used - cost_of(m) end
+    if used < 0 then used = 0 end
+  else
+    used = 0
+    for _, m in ipairs(redis.call('ZRANGE', zkey, 0, -1)) do used = used + cost_of(m) end
+  end
+  if used > 0 then
+    redis.call('SET', skey, string.format('%d', used), 'PX', window)
+  else
+    redis.call('DEL', skey)
+  end
+  if used + cost > max then
+    local wait = -1
+    if cost <= max then
+      wait = window
+      local oldest
+      if unit then
+        local rank = used + cost - max - 1
+        oldest = redis.call('ZRANGE', zkey, rank, rank, 'WITHSCORES')[2]
+      else
+        local members = redis.call('ZRANGE', zkey, 0, -1, 'WITHSCORES')
+        local left = used
+        for j = 1, #members, 2 do
+          left = left - cost_of(members[j])
+          if left + cost <= max then
+            oldest = members[j + 1]
+            break
+          end
+        end
+      end
+      if oldest then
+        wait = tonumber(oldest) + window - now
+      end
     end
-    return {i - 1, wait}
+    return {i - 1, wait, used}
   end
 end
 if charge then
-  for i = 1, #KEYS do
-    local max = tonumber(ARGV[1 + 2 * i])
-    local window = tonumber(ARGV[2 + 2 * i])
-    redis.call('ZADD', KEYS[i], now, member)
-    redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -(max + 1))
-    redis.call('PEXPIRE', KEYS[i], window)
+  for i = 1, n do
+    local zkey, skey = KEYS[2 * i - 1], KEYS[2 * i]
+    local window = tonumber(ARGV[4 * i])
+    local cost = tonumber(ARGV[4 * i + 1])
+    if cost > 0 then
+      redis.call('ZADD', zkey, now, member .. ':' .. ARGV[4 * i + 1])
+      redis.call('INCRBY', skey, ARGV[4 * i + 1])
+      redis.call('PEXPIRE', zkey, window)
+      redis.call('PEXPIRE', skey, window)
+    end
   end
 end
-return {-1, 0}
+return {-1, 0, 0}
 ";
 
 /// Redis could not answer; the check is refused (fail closed).
@@ -108,12 +160,29 @@ pub enum RedisLimitError {
 /// One sorted-set counter as the script sees it: for tests, any window length.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisCounter {
-    /// The full key, prefix included.
+    /// The full key of the sorted set, prefix included (the sum's key is this plus `:sum`).
     pub key: String,
-    /// The most checks admitted in any window.
-    pub max: u32,
+    /// The most the window holds.
+    pub max: u64,
     /// The window length in milliseconds.
     pub window_ms: u64,
+    /// What this check adds.
+    pub cost: u64,
+    /// Every charge costs 1 (a rate limit): the wait is found by rank, not by a walk.
+    pub unit: bool,
+}
+
+impl RedisCounter {
+    /// A rate-limit counter: each check costs 1.
+    pub fn requests(key: String, max: u64, window_ms: u64) -> RedisCounter {
+        RedisCounter {
+            key,
+            max,
+            window_ms,
+            cost: 1,
+            unit: true,
+        }
+    }
 }
 
 /// The rate limits of every gateway on one Redis. Cheap to clone (one multiplexed connection
@@ -179,7 +248,7 @@ impl RedisLimiter {
             .map(|_| ())
     }
 
-    /// The key of one counter: `<prefix>{<agent>}:<policy>[:rule:<rule>]:<minute|hour>`. Each
+    /// The key of one counter: `<prefix>{<agent>}:<policy>[:rule:<rule>][:budget]:<minute|hour|day>`. Each
     /// part is escaped (`%`, `:`, `{`, `}`), so no two counters share a key; the agent is the
     /// hash tag, so all of one check's keys live on one Redis Cluster slot.
     pub fn key(&self, agent_id: &str, charge: &LimitCharge) -> String {
@@ -192,11 +261,11 @@ impl RedisLimiter {
         if let Some(rule) = &charge.key.rule {
             let _ = write!(key, ":rule:{}", escape(rule));
         }
+        if charge.key.kind == LimitKind::Budget {
+            key.push_str(":budget");
+        }
         key.push(':');
-        key.push_str(match charge.window {
-            Window::Minute => "minute",
-            Window::Hour => "hour",
-        });
+        key.push_str(charge.window.unit());
         key
     }
 
@@ -213,6 +282,8 @@ impl RedisLimiter {
                 key: self.key(agent_id, c),
                 max: c.max,
                 window_ms: c.window.seconds().saturating_mul(1000),
+                cost: c.cost,
+                unit: c.key.kind == LimitKind::Requests,
             })
             .collect();
         self.admit_counters(&counters, charge).await
@@ -234,18 +305,25 @@ impl RedisLimiter {
         for counter in counters {
             invocation
                 .key(&counter.key)
+                .key(format!("{}:sum", counter.key))
                 .arg(counter.max)
-                .arg(counter.window_ms);
+                .arg(counter.window_ms)
+                .arg(counter.cost)
+                .arg(if counter.unit { "1" } else { "0" });
         }
         let mut connection = self.connection.clone();
         let answer: Vec<i64> = self
             .bounded(invocation.invoke_async(&mut connection))
             .await?;
         match answer.as_slice() {
-            [-1, _] => Ok(Admission::Admitted),
-            &[index, wait_ms] if index >= 0 => Ok(Admission::Exhausted {
+            [-1, _, _] => Ok(Admission::Admitted),
+            &[index, wait_ms, used] if index >= 0 => Ok(Admission::Exhausted {
                 charge: usize::try_from(index).unwrap_or(usize::MAX),
-                retry_after_secs: u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000).max(1),
+                used: u64::try_from(used).unwrap_or(0),
+                // -1: the cost alone is over the maximum, so no wait makes room.
+                retry_after_secs: u64::try_from(wait_ms)
+                    .ok()
+                    .map(|ms| ms.div_ceil(1000).max(1)),
             }),
             _ => Err(RedisLimitError::Answer {
                 addr: self.addr.clone(),

@@ -13,12 +13,15 @@ use time::OffsetDateTime;
 use crate::canonical::{
     Fault, NotCanonical, Part, canonical_action, canonical_resource, is_relative,
 };
+use crate::conditions::lookup;
 use crate::conditions::{ContextCondition, Schedule, ValueTest, instant};
 use crate::history::{History, HistoryCondition, NO_HISTORY};
-use crate::limits::{Admission, LimitCharge, LimitKey, RateLimitOracle, Unlimited, Window};
+use crate::limits::{
+    Admission, LimitCharge, LimitKey, RateLimitOracle, Unlimited, Window, amount_of, format_amount,
+};
 use crate::model::{AgentProfile, ApprovalNeed, CheckRequest, Code, Decision, TrustTier};
 use crate::pattern::Pattern;
-use crate::policy::{Conditions, Policy, PolicyMode, RateLimits, Rule, RuleEffect};
+use crate::policy::{Budget, Conditions, Policy, PolicyMode, RateLimits, Rule, RuleEffect};
 use crate::set::{BrokenIndex, IndexedPolicy, PolicySet, Scope, VerbKey};
 
 /// A request in canonical form (SPEC 3), ready for matching.
@@ -268,11 +271,29 @@ pub(crate) fn push_charges(charges: &mut Vec<LimitCharge>, key: LimitKey, limits
         if let Some(max) = max {
             charges.push(LimitCharge {
                 key: key.clone(),
-                max,
+                max: u64::from(max),
                 window,
+                cost: 1,
             });
         }
     }
+}
+
+/// The amount a check spends from `budget`: the non-negative number at its field, in
+/// millionths; `None` when the field is missing or holds anything else.
+pub(crate) fn amount(budget: &Budget, context: &Map<String, Value>) -> Option<u64> {
+    lookup(context, budget.path())
+        .and_then(Value::as_f64)
+        .and_then(amount_of)
+}
+
+/// A budget that applies to the check: whose it is, and what it would be charged.
+struct Spending<'s> {
+    policy: &'s Policy,
+    rule: Option<&'s Rule>,
+    budget: &'s Budget,
+    /// The amount, or `None` when the check does not carry one.
+    cost: Option<u64>,
 }
 
 /// The first `requireApproval` entry of `policy` that the request matches: its pattern
@@ -295,6 +316,8 @@ pub(crate) fn approval_matches<'p>(
 /// What the applicable policies say before limits and approvals are considered.
 struct Verdicts<'s> {
     charges: Vec<LimitCharge>,
+    /// The budgets of the allow rules (and their policies) that are verdicts, in policy order.
+    spending: Vec<Spending<'s>>,
     first_deny: Option<(&'s Policy, &'s Rule)>,
     first_allow: Option<(&'s Policy, &'s Rule)>,
     first_default_deny: Option<&'s Policy>,
@@ -406,25 +429,64 @@ impl PolicySet {
             Ok(verdicts) => verdicts,
             Err(broken) => return broken_index(action, &broken),
         };
-        // Every check counts against its limits, denied or not, so the oracle is asked first.
-        let admission = if verdicts.charges.is_empty() {
+        // A budget is spent only by a check that goes through without a human: no explicit deny,
+        // no approval entry, and an amount for every budget that applies.
+        let approval = match verdicts.first_deny {
+            None => self.approval(&applicable, &prepared, agent, action),
+            Some(_) => None,
+        };
+        let missing_amount = verdicts.spending.iter().find(|s| s.cost.is_none());
+        let mut charges = verdicts.charges;
+        let rate_limits = charges.len();
+        let spends =
+            verdicts.first_deny.is_none() && approval.is_none() && missing_amount.is_none();
+        if spends {
+            for spending in &verdicts.spending {
+                let key = LimitKey::budget(&spending.policy.name, spending.rule.map(Rule::name));
+                for (window, max) in spending.budget.windows() {
+                    charges.push(LimitCharge {
+                        key: key.clone(),
+                        max,
+                        window,
+                        cost: spending.cost.unwrap_or(0),
+                    });
+                }
+            }
+        }
+        // Every check counts against its rate limits, denied or not, so the oracle is asked
+        // first, once, with the budgets too: all are charged or none.
+        let admission = if charges.is_empty() {
             Admission::Admitted
         } else {
-            limits.admit(&verdicts.charges)
+            limits.admit(&charges)
         };
-        // Step 4: an explicit deny anywhere wins, then an exhausted limit.
+        // Step 4: an explicit deny anywhere wins, then a missing amount, then an exhausted limit
+        // or budget.
         if let Some((policy, rule)) = verdicts.first_deny {
             return by_rule(Code::DeniedByRule, action, policy, rule);
         }
+        if let Some(spending) = missing_amount {
+            return invalid_amount(action, spending);
+        }
         if let Admission::Exhausted {
             charge,
+            used,
             retry_after_secs,
         } = admission
         {
-            return rate_limited(verdicts.charges.get(charge), retry_after_secs);
+            if charge < rate_limits {
+                return rate_limited(charges.get(charge), retry_after_secs);
+            }
+            return budget_exceeded(
+                action,
+                charges.get(charge),
+                used,
+                retry_after_secs,
+                &verdicts.spending,
+            );
         }
         // Step 5: a matching approval entry sends the action to a human.
-        if let Some(decision) = self.approval(&applicable, &prepared, agent, action) {
+        if let Some(decision) = approval {
             return decision;
         }
         // Step 6: an explicit allow anywhere beats every weak default.
@@ -445,6 +507,7 @@ impl PolicySet {
         let verb = self.verb_key(prepared.verb());
         let mut verdicts = Verdicts {
             charges: Vec::new(),
+            spending: Vec::new(),
             first_deny: None,
             first_allow: None,
             first_default_deny: None,
@@ -452,21 +515,31 @@ impl PolicySet {
         for &indexed in applicable {
             let policy = &indexed.policy;
             if let Some(limits) = &policy.rate_limits {
-                let key = LimitKey {
-                    policy: policy.name.clone(),
-                    rule: None,
-                };
+                let key = LimitKey::requests(&policy.name, None);
                 push_charges(&mut verdicts.charges, key, limits);
             }
             let PolicyMatch { verdict, limited } = first_match(indexed, verb, prepared, agent)?;
             if let Some(rule) = limited
                 && let Some(limits) = &rule.conditions.rate_limit
             {
-                let key = LimitKey {
-                    policy: policy.name.clone(),
-                    rule: Some(rule.name.clone()),
-                };
+                let key = LimitKey::requests(&policy.name, Some(&rule.name));
                 push_charges(&mut verdicts.charges, key, limits);
+            }
+            if let Some(rule) = verdict.filter(|rule| rule.effect == RuleEffect::Allow) {
+                let budgets = [
+                    (policy.budget.as_ref(), None),
+                    (rule.budget.as_ref(), Some(rule)),
+                ];
+                for (budget, rule) in budgets {
+                    if let Some(budget) = budget {
+                        verdicts.spending.push(Spending {
+                            policy,
+                            rule,
+                            budget,
+                            cost: amount(budget, prepared.context),
+                        });
+                    }
+                }
             }
             if let Some(rule) = verdict {
                 let slot = match rule.effect {
@@ -596,7 +669,63 @@ fn by_default(
     decision
 }
 
-fn rate_limited(charge: Option<&LimitCharge>, retry_after_secs: u64) -> Decision {
+/// A budget applies but the check carries no amount for it: `invalid_context`, naming the field.
+fn invalid_amount(action: &str, spending: &Spending<'_>) -> Decision {
+    let owner = LimitKey::budget(&spending.policy.name, spending.rule.map(Rule::name));
+    let mut decision = Decision::new(
+        Code::InvalidContext,
+        format!(
+            "Action '{action}' denied: the budget of {owner} counts `{}`, and the check's context holds no non-negative number there",
+            spending.budget.field
+        ),
+    );
+    decision.policy = Some(spending.policy.name.clone());
+    decision.rule = spending.rule.map(|r| r.name.clone());
+    decision
+}
+
+/// A budget has no room for this check's amount: `budget_exceeded`, saying how much is used and
+/// left, and when (if ever) the window makes room.
+fn budget_exceeded(
+    action: &str,
+    charge: Option<&LimitCharge>,
+    used: u64,
+    retry_after_secs: Option<u64>,
+    spending: &[Spending<'_>],
+) -> Decision {
+    let Some(charge) = charge else {
+        return Decision::new(
+            Code::BudgetExceeded,
+            format!("Action '{action}' denied: a budget is spent"),
+        );
+    };
+    let field = spending
+        .iter()
+        .find(|s| LimitKey::budget(&s.policy.name, s.rule.map(Rule::name)) == charge.key)
+        .map_or("", |s| s.budget.field.as_str());
+    let left = charge.max.saturating_sub(used);
+    let mut reason = format!(
+        "Action '{action}' denied: the budget of {} (`{field}`, {} per {}) has {} used and {} left; this check needs {}",
+        charge.key,
+        format_amount(charge.max),
+        charge.window.unit(),
+        format_amount(used),
+        format_amount(left),
+        format_amount(charge.cost),
+    );
+    match retry_after_secs {
+        Some(secs) => reason.push_str(&format!("; retry in {secs} s")),
+        None => reason.push_str("; more than the whole budget, so never within it"),
+    }
+    let mut decision = Decision::new(Code::BudgetExceeded, reason);
+    decision.policy = Some(charge.key.policy.clone());
+    decision.rule = charge.key.rule.clone();
+    decision.retry_after_secs = retry_after_secs;
+    decision
+}
+
+fn rate_limited(charge: Option<&LimitCharge>, retry_after_secs: Option<u64>) -> Decision {
+    let retry_after_secs = retry_after_secs.unwrap_or(0);
     let what = charge.map_or_else(
         || "a rate limit".to_owned(),
         |c| {

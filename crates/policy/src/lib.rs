@@ -103,7 +103,8 @@ pub use history::{
     NO_HISTORY,
 };
 pub use limits::{
-    Admission, BurstCounter, LimitCharge, LimitKey, RateLimitOracle, Unlimited, Window,
+    AMOUNT_SCALE, Admission, BurstCounter, LimitCharge, LimitKey, LimitKind, RateLimitOracle,
+    Unlimited, Window, amount_of, format_amount,
 };
 pub use lint::{LintKind, LintWarning, lint};
 pub use model::{

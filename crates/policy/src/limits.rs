@@ -1,5 +1,6 @@
-//! Rate limits as the engine sees them: it decides *which* limits a check is charged against,
-//! and asks an oracle (the gateway's sliding windows) whether they all have room.
+//! Rate limits and budgets as the engine sees them: it decides *which* limits a check is charged
+//! against and how much, and asks an oracle (the gateway's sliding windows) whether they all have
+//! room. A rate limit charges 1 per check; a budget charges the check's amount.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -12,8 +13,10 @@ use serde::{Deserialize, Serialize};
 pub enum Window {
     /// A rolling minute (`requestsPerMinute`).
     Minute,
-    /// A rolling hour (`requestsPerHour`).
+    /// A rolling hour (`requestsPerHour`, a budget's `perHour`).
     Hour,
+    /// A rolling day of 24 hours (a budget's `perDay`).
+    Day,
 }
 
 impl Window {
@@ -22,6 +25,7 @@ impl Window {
         match self {
             Window::Minute => 60,
             Window::Hour => 3600,
+            Window::Day => 86_400,
         }
     }
 
@@ -30,18 +34,76 @@ impl Window {
         match self {
             Window::Minute => "minute",
             Window::Hour => "hour",
+            Window::Day => "day",
         }
     }
 }
 
-/// Which counter a charge goes to. Limits are kept per agent and policy, and per agent and
-/// rule; the gateway prefixes the agent id.
+/// What a counter counts: checks, or the amounts of a budget's field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitKind {
+    /// A rate limit: every check charges 1.
+    Requests,
+    /// A budget: every check charges its amount, in millionths ([`AMOUNT_SCALE`]).
+    Budget,
+}
+
+/// Budget amounts are counted in millionths, so sums of decimal amounts are exact (no `0.1 +
+/// 0.2 > 0.3`) up to about 9 × 10¹² whole units.
+pub const AMOUNT_SCALE: u64 = 1_000_000;
+
+/// An amount in millionths as a decimal text without trailing zeros (`12.5`, `100`).
+pub fn format_amount(millionths: u64) -> String {
+    let whole = millionths / AMOUNT_SCALE;
+    let fraction = millionths % AMOUNT_SCALE;
+    if fraction == 0 {
+        return whole.to_string();
+    }
+    let digits = format!("{fraction:06}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+/// A non-negative finite number as millionths, rounded to the nearest; `None` for a negative,
+/// non-finite or too large one.
+pub fn amount_of(value: f64) -> Option<u64> {
+    if !value.is_finite() || value < 0.0 {
+        return None;
+    }
+    let scaled = (value * AMOUNT_SCALE as f64).round();
+    // 2^63: beyond it no sum of amounts is meaningful (and the cast would saturate).
+    (scaled < 9.223_372_036_854_776e18).then_some(scaled as u64)
+}
+
+/// Which counter a charge goes to. Limits and budgets are kept per agent and policy, and per
+/// agent and rule; the gateway prefixes the agent id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct LimitKey {
-    /// The policy whose `rateLimits` (or whose rule's `rateLimit`) this is.
+    /// The policy whose `rateLimits` or `budget` (or whose rule's) this is.
     pub policy: String,
     /// The rule, for a rule's own limit; `None` for the policy-level limit.
     pub rule: Option<String>,
+    /// A rate limit or a budget (a policy may have both, on the same windows).
+    pub kind: LimitKind,
+}
+
+impl LimitKey {
+    /// The rate limit of `policy`, or of its `rule`.
+    pub fn requests(policy: &str, rule: Option<&str>) -> LimitKey {
+        LimitKey {
+            policy: policy.to_owned(),
+            rule: rule.map(str::to_owned),
+            kind: LimitKind::Requests,
+        }
+    }
+
+    /// The budget of `policy`, or of its `rule`.
+    pub fn budget(policy: &str, rule: Option<&str>) -> LimitKey {
+        LimitKey {
+            kind: LimitKind::Budget,
+            ..LimitKey::requests(policy, rule)
+        }
+    }
 }
 
 impl fmt::Display for LimitKey {
@@ -53,15 +115,19 @@ impl fmt::Display for LimitKey {
     }
 }
 
-/// One limit a check must fit in: at most `max` admitted checks per rolling `window`.
+/// One limit a check must fit in: the charges admitted in any rolling `window` sum to at most
+/// `max`. A rate limit's charges cost 1 each (so `max` is a number of checks); a budget's cost
+/// the check's amount, in millionths.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LimitCharge {
     /// The counter.
     pub key: LimitKey,
-    /// The most checks admitted in any window.
-    pub max: u32,
+    /// The most the window holds.
+    pub max: u64,
     /// The window length.
     pub window: Window,
+    /// What this check adds.
+    pub cost: u64,
 }
 
 /// The oracle's answer for a whole set of charges.
@@ -74,8 +140,11 @@ pub enum Admission {
     Exhausted {
         /// Index into the charges of the (first) exhausted limit.
         charge: usize,
-        /// Whole seconds until one more check would be admitted.
-        retry_after_secs: u64,
+        /// What that limit's window holds now (checks, or millionths of a budget).
+        used: u64,
+        /// Whole seconds until the window has room for this charge; `None` when it never will
+        /// (a budget's amount above the budget itself).
+        retry_after_secs: Option<u64>,
     },
 }
 
@@ -97,10 +166,11 @@ impl RateLimitOracle for Unlimited {
 }
 
 /// An oracle without a clock: every check happens at the same instant, so a limit of N admits
-/// exactly N checks. Offline corpus runs use it to show what a burst would get.
+/// exactly N checks and a budget exactly its sum. Offline corpus runs use it to show what a
+/// burst would get.
 #[derive(Debug, Clone, Default)]
 pub struct BurstCounter {
-    used: HashMap<(LimitKey, Window), u32>,
+    used: HashMap<(LimitKey, Window), u64>,
 }
 
 impl BurstCounter {
@@ -109,8 +179,8 @@ impl BurstCounter {
         BurstCounter::default()
     }
 
-    /// How many checks were charged to `key` in `window` so far.
-    pub fn used(&self, key: &LimitKey, window: Window) -> u32 {
+    /// What was charged to `key` in `window` so far (checks, or millionths of a budget).
+    pub fn used(&self, key: &LimitKey, window: Window) -> u64 {
         self.used.get(&(key.clone(), window)).copied().unwrap_or(0)
     }
 }
@@ -118,20 +188,43 @@ impl BurstCounter {
 impl RateLimitOracle for BurstCounter {
     fn admit(&mut self, charges: &[LimitCharge]) -> Admission {
         for (index, charge) in charges.iter().enumerate() {
-            if self.used(&charge.key, charge.window) >= charge.max {
+            let used = self.used(&charge.key, charge.window);
+            if used.saturating_add(charge.cost) > charge.max {
                 return Admission::Exhausted {
                     charge: index,
-                    retry_after_secs: charge.window.seconds(),
+                    used,
+                    retry_after_secs: (charge.cost <= charge.max)
+                        .then_some(charge.window.seconds()),
                 };
             }
         }
         for charge in charges {
-            let count = self
+            let used = self
                 .used
                 .entry((charge.key.clone(), charge.window))
                 .or_insert(0);
-            *count = count.saturating_add(1);
+            *used = used.saturating_add(charge.cost);
         }
         Admission::Admitted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_are_exact_millionths_and_print_without_trailing_zeros() {
+        assert_eq!(amount_of(0.1), Some(100_000));
+        assert_eq!(
+            amount_of(0.1).zip(amount_of(0.2)).map(|(a, b)| a + b),
+            amount_of(0.3)
+        );
+        assert_eq!(amount_of(-0.5), None);
+        assert_eq!(amount_of(f64::NAN), None);
+        assert_eq!(amount_of(1e300), None);
+        assert_eq!(format_amount(12_500_000), "12.5");
+        assert_eq!(format_amount(100 * AMOUNT_SCALE), "100");
+        assert_eq!(format_amount(1), "0.000001");
     }
 }

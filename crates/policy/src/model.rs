@@ -162,6 +162,10 @@ pub enum Code {
     InvalidAction,
     /// A policy or rule rate limit is exhausted.
     RateLimited,
+    /// A policy or rule budget has no room for the check's amount.
+    BudgetExceeded,
+    /// A budget applies to the check, but its context holds no amount at the budget's field.
+    InvalidContext,
     /// A human said no.
     ApprovalDenied,
     /// A human must decide; a new approval is (to be) created.
@@ -175,7 +179,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, so that reading a stored one back needs no second list of spellings.
-    pub const ALL: [Code; 12] = [
+    pub const ALL: [Code; 14] = [
         Code::Allowed,
         Code::AllowedWithApproval,
         Code::DeniedByRule,
@@ -184,6 +188,8 @@ impl Code {
         Code::InvalidResource,
         Code::InvalidAction,
         Code::RateLimited,
+        Code::BudgetExceeded,
+        Code::InvalidContext,
         Code::ApprovalDenied,
         Code::ApprovalRequired,
         Code::ApprovalPending,
@@ -206,6 +212,8 @@ impl Code {
             Code::InvalidResource => "invalid_resource",
             Code::InvalidAction => "invalid_action",
             Code::RateLimited => "rate_limited",
+            Code::BudgetExceeded => "budget_exceeded",
+            Code::InvalidContext => "invalid_context",
             Code::ApprovalDenied => "approval_denied",
             Code::ApprovalRequired => "approval_required",
             Code::ApprovalPending => "approval_pending",
@@ -223,6 +231,8 @@ impl Code {
             | Code::InvalidResource
             | Code::InvalidAction
             | Code::RateLimited
+            | Code::BudgetExceeded
+            | Code::InvalidContext
             | Code::ApprovalDenied => Effect::Deny,
             Code::ApprovalRequired | Code::ApprovalPending => Effect::RequireApproval,
             Code::TooManyPendingApprovals => Effect::Deny,

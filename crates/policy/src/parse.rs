@@ -11,10 +11,11 @@ use crate::conditions::{
 };
 use crate::error::{Loc, PolicyError};
 use crate::history::{HistoryCondition, HistoryScope, parse_window};
+use crate::limits::amount_of;
 use crate::model::TrustTier;
 use crate::pattern::Pattern;
 use crate::policy::{
-    AppliesTo, ApprovalRequirement, Conditions, HumanInTheLoop, Policy, PolicyMode,
+    AppliesTo, ApprovalRequirement, Budget, Conditions, HumanInTheLoop, Policy, PolicyMode,
     PolicyPositions, RateLimits, Rule, RuleEffect,
 };
 use crate::yaml::{Node, NodeKind, ScalarType, parse_document, parse_int};
@@ -226,6 +227,7 @@ impl Walker<'_> {
                 "rules",
                 "defaultEffect",
                 "rateLimits",
+                "budget",
                 "humanInTheLoop",
                 "mode",
             ],
@@ -278,6 +280,10 @@ impl Walker<'_> {
             .optional("rateLimits")
             .map(|n| self.rate_limits(n, "rateLimits"))
             .transpose()?;
+        let budget = fields
+            .optional("budget")
+            .map(|n| self.budget(n, "budget"))
+            .transpose()?;
         let human_in_the_loop = fields
             .optional("humanInTheLoop")
             .map(|n| self.human_in_the_loop(n))
@@ -300,6 +306,7 @@ impl Walker<'_> {
             rules,
             default_effect,
             rate_limits,
+            budget,
             human_in_the_loop,
             mode,
             origin: self.origin.to_owned(),
@@ -368,7 +375,14 @@ impl Walker<'_> {
         let fields = self.fields(
             node,
             path,
-            &["name", "effect", "actions", "conditions", "reason"],
+            &[
+                "name",
+                "effect",
+                "actions",
+                "conditions",
+                "reason",
+                "budget",
+            ],
         )?;
         let name = fields
             .optional("name")
@@ -396,12 +410,24 @@ impl Walker<'_> {
             .optional("reason")
             .map(|n| self.string(n, &child(path, "reason")))
             .transpose()?;
+        let budget = match fields.optional("budget") {
+            Some(n) if effect == RuleEffect::Deny => {
+                return Err(self.error(
+                    n.loc,
+                    &child(path, "budget"),
+                    "a deny rule lets nothing through, so it spends no budget: put `budget` on an allow rule or on the policy",
+                ));
+            }
+            Some(n) => Some(self.budget(n, &child(path, "budget"))?),
+            None => None,
+        };
         Ok(Rule {
             name: name.unwrap_or_else(|| format!("rule-{}", index + 1)),
             effect,
             actions,
             conditions,
             reason,
+            budget,
             loc: node.loc,
         })
     }
@@ -700,6 +726,50 @@ impl Walker<'_> {
         Ok(RateLimits {
             requests_per_minute: count("requestsPerMinute")?,
             requests_per_hour: count("requestsPerHour")?,
+        })
+    }
+
+    /// `budget: {field: arguments.amount, perHour: 100, perDay: 1000}`: a dotted path and at
+    /// least one positive maximum (decimals allowed, to a millionth).
+    fn budget(&self, node: &Node, path: &str) -> Result<Budget, PolicyError> {
+        let fields = self.fields(node, path, &["field", "perHour", "perDay"])?;
+        let field_node = self.required(&fields, path, "field")?;
+        let field_path = child(path, "field");
+        let field = self.string(field_node, &field_path)?;
+        let segments: Vec<String> = field.split('.').map(str::to_owned).collect();
+        if segments.iter().any(String::is_empty) {
+            return Err(self.error(
+                field_node.loc,
+                &field_path,
+                format!("`{field}` is not a dotted path such as `arguments.amount`"),
+            ));
+        }
+        let amount = |key: &str| -> Result<Option<u64>, PolicyError> {
+            let Some(n) = fields.optional(key) else {
+                return Ok(None);
+            };
+            let p = child(path, key);
+            let value = match (n.scalar_type(), n.scalar_text()) {
+                (Some(ScalarType::Int | ScalarType::Float), Some(text)) => {
+                    text.replace('_', "").parse::<f64>().ok()
+                }
+                _ => None,
+            };
+            match value.and_then(amount_of) {
+                Some(millionths) if millionths > 0 => Ok(Some(millionths)),
+                _ => Err(self.wrong_type(n, &p, "a positive number")),
+            }
+        };
+        let per_hour = amount("perHour")?;
+        let per_day = amount("perDay")?;
+        if per_hour.is_none() && per_day.is_none() {
+            return Err(self.error(node.loc, path, "a budget needs `perHour`, `perDay` or both"));
+        }
+        Ok(Budget {
+            field,
+            path: segments,
+            per_hour,
+            per_day,
         })
     }
 

@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::conditions::{ContextCondition, Schedule};
 use crate::error::Loc;
 use crate::history::HistoryCondition;
+use crate::limits::Window;
 use crate::model::{AgentProfile, TrustTier};
 use crate::pattern::Pattern;
 
@@ -24,6 +25,9 @@ pub struct Policy {
     pub(crate) default_effect: RuleEffect,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) rate_limits: Option<RateLimits>,
+    /// Spent by every check one of the policy's allow rules lets through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) budget: Option<Budget>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) human_in_the_loop: Option<HumanInTheLoop>,
     /// Enforced, or decided beside the enforced set and only recorded.
@@ -129,6 +133,9 @@ pub struct Rule {
     pub(crate) conditions: Conditions,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) reason: Option<String>,
+    /// Spent by every check this (allow) rule lets through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) budget: Option<Budget>,
     #[serde(skip)]
     pub(crate) loc: Loc,
 }
@@ -157,6 +164,11 @@ impl Rule {
     /// The author's text for denials.
     pub fn reason(&self) -> Option<&str> {
         self.reason.as_deref()
+    }
+
+    /// The budget this rule spends, if any.
+    pub fn budget(&self) -> Option<&Budget> {
+        self.budget.as_ref()
     }
 }
 
@@ -244,6 +256,61 @@ pub struct RateLimits {
     /// Checks per rolling hour.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests_per_hour: Option<u32>,
+}
+
+/// A sum that the checks an agent is allowed may spend per rolling hour and/or day: the amount
+/// of each is the number at `field` in its context (for MCP calls, an argument such as
+/// `arguments.amount`). Amounts are counted in millionths ([`crate::AMOUNT_SCALE`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Budget {
+    /// The dotted path as written.
+    pub field: String,
+    #[serde(skip)]
+    pub(crate) path: Vec<String>,
+    /// The most per rolling hour, in millionths.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_amount"
+    )]
+    pub per_hour: Option<u64>,
+    /// The most per rolling day, in millionths.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_amount"
+    )]
+    pub per_day: Option<u64>,
+}
+
+impl Budget {
+    /// The windows and their maxima, hour first.
+    pub fn windows(&self) -> impl Iterator<Item = (Window, u64)> + '_ {
+        [(Window::Hour, self.per_hour), (Window::Day, self.per_day)]
+            .into_iter()
+            .filter_map(|(window, max)| max.map(|max| (window, max)))
+    }
+
+    /// The path into the context, split at dots.
+    pub fn path(&self) -> &[String] {
+        &self.path
+    }
+}
+
+/// An amount in millionths as the decimal number it was written as.
+fn serialize_amount<S: serde::Serializer>(
+    amount: &Option<u64>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match amount {
+        Some(millionths) => {
+            let text = crate::limits::format_amount(*millionths);
+            match text.parse::<u64>() {
+                Ok(whole) => serializer.serialize_u64(whole),
+                Err(_) => serializer.serialize_f64(text.parse::<f64>().unwrap_or(f64::NAN)),
+            }
+        }
+        None => serializer.serialize_none(),
+    }
 }
 
 /// Actions a human must approve.
@@ -338,6 +405,11 @@ impl Policy {
     /// Policy-level limits, per agent.
     pub fn rate_limits(&self) -> Option<&RateLimits> {
         self.rate_limits.as_ref()
+    }
+
+    /// The policy-level budget, if any.
+    pub fn budget(&self) -> Option<&Budget> {
+        self.budget.as_ref()
     }
 
     /// Approval settings.

@@ -321,10 +321,11 @@ async fn decide_in_mode(
                     policies.decide_with_history(&agent.profile, &request, &history, oracle)
                 })
                 .await?;
-            // A shadow decision charges no limit, so it is not compared with a rate-limited one.
+            // A shadow decision charges no limit or budget, so it is not compared with a decision
+            // that one of them refused.
             let shadow = policies
                 .decide_shadow(&agent.profile, &request, &history)
-                .filter(|_| decision.code != Code::RateLimited)
+                .filter(|_| !matches!(decision.code, Code::RateLimited | Code::BudgetExceeded))
                 .and_then(|shadow| ShadowVerdict::differing(&decision, &shadow));
             Ok((decision, shadow))
         }

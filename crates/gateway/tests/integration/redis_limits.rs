@@ -46,24 +46,18 @@ async fn limiter(test: &str) -> Option<RedisLimiter> {
     Some(RedisLimiter::connect(&url, &prefix(test)).await.unwrap())
 }
 
-fn counter(limiter: &RedisLimiter, name: &str, max: u32, window_ms: u64) -> RedisCounter {
+fn counter(limiter: &RedisLimiter, name: &str, max: u64, window_ms: u64) -> RedisCounter {
     // The limiter's own key layout, with a name standing in for the agent.
     let key = limiter.key(name, &charge("p", None, max, Window::Minute));
-    RedisCounter {
-        key,
-        max,
-        window_ms,
-    }
+    RedisCounter::requests(key, max, window_ms)
 }
 
-fn charge(policy: &str, rule: Option<&str>, max: u32, window: Window) -> LimitCharge {
+fn charge(policy: &str, rule: Option<&str>, max: u64, window: Window) -> LimitCharge {
     LimitCharge {
-        key: LimitKey {
-            policy: policy.into(),
-            rule: rule.map(str::to_owned),
-        },
+        key: LimitKey::requests(policy, rule),
         max,
         window,
+        cost: 1,
     }
 }
 
@@ -84,7 +78,8 @@ async fn admits_n_then_denies_with_retry_after_until_the_oldest_leaves() {
         limiter.admit("a", &limits, true).await.unwrap(),
         Admission::Exhausted {
             charge: 0,
-            retry_after_secs: 60
+            used: 3,
+            retry_after_secs: Some(60)
         }
     );
     // Another agent, another counter; peeking charges nothing.
@@ -107,7 +102,7 @@ async fn admits_n_then_denies_with_retry_after_until_the_oldest_leaves() {
     assert!(matches!(
         limiter.admit("c", &hourly, false).await.unwrap(),
         Admission::Exhausted {
-            retry_after_secs: 3600,
+            retry_after_secs: Some(3600),
             ..
         }
     ));
@@ -119,7 +114,8 @@ async fn admits_n_then_denies_with_retry_after_until_the_oldest_leaves() {
             .unwrap(),
         Admission::Exhausted {
             charge: 0,
-            retry_after_secs: 60
+            used: 0,
+            retry_after_secs: None
         }
     ));
 }
@@ -183,7 +179,8 @@ async fn the_window_rolls_and_keys_expire_after_it() {
         limiter.admit_counters(&c, true).await.unwrap(),
         Admission::Exhausted {
             charge: 0,
-            retry_after_secs: 1
+            used: 2,
+            retry_after_secs: Some(1)
         }
     );
     let url = redis_url().unwrap();
@@ -206,10 +203,11 @@ async fn the_window_rolls_and_keys_expire_after_it() {
         limiter.admit_counters(&c, true).await.unwrap(),
         Admission::Exhausted { .. }
     ));
-    // Idle for a whole window: the key is gone.
+    // Idle for a whole window: the counter and its sum are gone.
     tokio::time::sleep(Duration::from_millis(1600)).await;
     let exists: i64 = redis::cmd("EXISTS")
         .arg(&c[0].key)
+        .arg(format!("{}:sum", c[0].key))
         .query_async(&mut raw)
         .await
         .unwrap();

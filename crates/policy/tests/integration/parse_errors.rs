@@ -35,10 +35,37 @@ fn bad_effect_names_file_line_column_and_path() {
 #[test]
 fn error_table() {
     let cases: Vec<(String, &str)> = vec![
+        // budgets: a field, a positive maximum, never on a deny rule
+        (
+            format!("{HEAD}budget: {{perHour: 100}}\n"),
+            "autogpt.yaml:3:9: budget.field: missing required field `field`",
+        ),
+        (
+            format!("{HEAD}budget: {{field: arguments.amount}}\n"),
+            "autogpt.yaml:3:9: budget: a budget needs `perHour`, `perDay` or both",
+        ),
+        (
+            format!("{HEAD}budget: {{field: arguments.amount, perDay: -5}}\n"),
+            "autogpt.yaml:3:43: budget.perDay: expected a positive number, got the number `-5`",
+        ),
+        (
+            format!("{HEAD}budget: {{field: arguments..amount, perDay: 5}}\n"),
+            "autogpt.yaml:3:17: budget.field: `arguments..amount` is not a dotted path such as `arguments.amount`",
+        ),
+        (
+            format!("{HEAD}budget: {{field: amount, perWeek: 5}}\n"),
+            "autogpt.yaml:3:25: budget.perWeek: unknown key `perWeek`; expected one of `field`, `perHour`, `perDay`",
+        ),
+        (
+            format!(
+                "{HEAD}rules:\n  - effect: deny\n    actions: [\"pay:*\"]\n    budget: {{field: amount, perDay: 5}}\n"
+            ),
+            "autogpt.yaml:6:13: rules[0].budget: a deny rule lets nothing through, so it spends no budget: put `budget` on an allow rule or on the policy",
+        ),
         // unknown keys, at every level
         (
             format!("{HEAD}appliesto: {{tags: [a]}}\n"),
-            "autogpt.yaml:3:1: appliesto: unknown key `appliesto`; expected one of `name`, `version`, `description`, `appliesTo`, `rules`, `defaultEffect`, `rateLimits`, `humanInTheLoop`, `mode`",
+            "autogpt.yaml:3:1: appliesto: unknown key `appliesto`; expected one of `name`, `version`, `description`, `appliesTo`, `rules`, `defaultEffect`, `rateLimits`, `budget`, `humanInTheLoop`, `mode`",
         ),
         (
             format!("{HEAD}mode: dry-run\n"),
@@ -46,7 +73,7 @@ fn error_table() {
         ),
         (
             format!("{HEAD}rules:\n  - effect: allow\n    action: [\"x\"]\n"),
-            "autogpt.yaml:5:5: rules[0].action: unknown key `action`; expected one of `name`, `effect`, `actions`, `conditions`, `reason`",
+            "autogpt.yaml:5:5: rules[0].action: unknown key `action`; expected one of `name`, `effect`, `actions`, `conditions`, `reason`, `budget`",
         ),
         (
             format!(

@@ -104,14 +104,11 @@ fn oracle_gets_every_applicable_limit_in_one_call() {
         "Action 'api:x' allowed by rule 'api' of policy 'limited'"
     );
     assert_eq!(oracle.calls.len(), 1);
-    let keys: Vec<(LimitKey, u32, Window)> = oracle.calls[0]
+    let keys: Vec<(LimitKey, u64, Window)> = oracle.calls[0]
         .iter()
         .map(|c| (c.key.clone(), c.max, c.window))
         .collect();
-    let key = |policy: &str, rule: Option<&str>| LimitKey {
-        policy: policy.to_owned(),
-        rule: rule.map(str::to_owned),
-    };
+    let key = LimitKey::requests;
     assert_eq!(
         keys,
         vec![
@@ -132,7 +129,8 @@ fn exhausted_limit_reports_its_policy_rule_and_retry() {
         calls: Vec::new(),
         answer: Admission::Exhausted {
             charge: 2,
-            retry_after_secs: 17,
+            used: 0,
+            retry_after_secs: Some(17),
         },
     };
     let decision = set.decide(&dev, &check("api:x", "*", &ctx), &mut oracle);
@@ -166,7 +164,8 @@ fn explanation_shows_the_charges_and_the_answer() {
         calls: Vec::new(),
         answer: Admission::Exhausted {
             charge: 0,
-            retry_after_secs: 3,
+            used: 0,
+            retry_after_secs: Some(3),
         },
     };
     let explanation = set.explain(&dev, &check("web:x", "*", &ctx), &mut oracle);
@@ -192,7 +191,8 @@ fn no_limits_means_no_oracle_call() {
         calls: Vec::new(),
         answer: Admission::Exhausted {
             charge: 0,
-            retry_after_secs: 1,
+            used: 0,
+            retry_after_secs: Some(1),
         },
     };
     let decision = set.decide(
