@@ -148,3 +148,120 @@ async fn limits_are_per_agent_and_record_and_decide_never_count() {
         StatusCode::OK
     );
 }
+
+const PAYMENTS: &str = r#"
+name: payments
+version: "1"
+rules:
+  - name: small
+    effect: allow
+    actions: ["pay:*"]
+    conditions:
+      context:
+        arguments.amount: {le: 100}
+    budget: {field: arguments.amount, perHour: 100, perDay: 150}
+  - name: tips
+    effect: allow
+    actions: ["tip:*"]
+    budget: {field: arguments.amount, perDay: 10}
+"#;
+
+fn pay(amount: serde_json::Value) -> serde_json::Value {
+    json!({"action": "pay:vendor", "context": {"arguments": {"amount": amount}}})
+}
+
+#[tokio::test]
+async fn a_budget_sums_amounts_over_its_windows_and_answers_when_it_makes_room() {
+    let gw = TestGateway::new().await;
+    gw.policy(PAYMENTS).await;
+    let (_, token) = gw.agent("payer", "verified", &[]).await;
+    assert_eq!(
+        gw.check(&token, pay(json!(60))).await.status,
+        StatusCode::OK
+    );
+    gw.clock.advance(Duration::from_secs(600));
+    assert_eq!(
+        gw.check(&token, pay(json!(30))).await.status,
+        StatusCode::OK
+    );
+
+    // 90 of the hour's 100 used: 20 waits until the 60 leaves the hour, 50 minutes from now.
+    let refused = gw.check(&token, pay(json!(20))).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+    assert_eq!(refused.body["decision"], "deny");
+    assert_eq!(refused.body["code"], "budget_exceeded");
+    assert_eq!(refused.body["policy"], "payments");
+    assert_eq!(refused.body["rule"], "small");
+    assert_eq!(refused.body["retry_after_seconds"], 3000);
+    assert_eq!(refused.headers["retry-after"], "3000");
+    assert_eq!(
+        refused.body["reason"],
+        "Action 'pay:vendor' denied: the budget of rule 'small' of policy 'payments' (`arguments.amount`, 100 per hour) has 90 used and 10 left; this check needs 20; retry in 3000 s"
+    );
+    // A check with no amount where a budget applies: 403 `invalid_context`, on GET too.
+    let get = Request::builder()
+        .uri("/proxy/check")
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-meshguard-action", "tip:waiter")
+        .body(Body::empty())
+        .unwrap();
+    let reply = gw.send(get).await;
+    assert_eq!(reply.body["code"], "invalid_context", "{}", reply.text);
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+
+    // The hour rolls: 60 left it, so 60 fit again, but the day's 150 now holds only 150 - 90.
+    gw.clock.advance(Duration::from_secs(3000));
+    assert_eq!(
+        gw.check(&token, pay(json!(40))).await.status,
+        StatusCode::OK
+    );
+    let day = gw.check(&token, pay(json!(20.5))).await;
+    assert_eq!(day.body["code"], "budget_exceeded", "{}", day.text);
+    assert!(
+        day.body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("150 per day) has 130 used and 20 left; this check needs 20.5"),
+        "{}",
+        day.text
+    );
+    // More than the whole budget never fits: no Retry-After.
+    let never = gw
+        .check(
+            &token,
+            json!({"action": "tip:waiter", "context": {"arguments": {"amount": 11}}}),
+        )
+        .await;
+    assert_eq!(never.body["code"], "budget_exceeded", "{}", never.text);
+    assert!(
+        never.body["retry_after_seconds"].is_null(),
+        "{}",
+        never.text
+    );
+    assert!(never.headers.get("retry-after").is_none());
+    assert!(
+        never.text.contains("more than the whole budget"),
+        "{}",
+        never.text
+    );
+
+    // Every refusal is audited with its code.
+    let codes: Vec<String> = gw
+        .events()
+        .await
+        .iter()
+        .filter_map(|e| e.event.code.map(|c| c.as_str().to_owned()))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "allowed",
+            "allowed",
+            "budget_exceeded",
+            "invalid_context",
+            "allowed",
+            "budget_exceeded",
+            "budget_exceeded"
+        ]
+    );
+}

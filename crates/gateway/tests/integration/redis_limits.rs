@@ -540,3 +540,110 @@ async fn history_conditions_read_the_past_that_redis_keeps_for_every_gateway() {
             .is_none()
     );
 }
+
+const SPENDING: &str = r#"
+name: spending
+version: "1"
+appliesTo: {tags: [t]}
+rules:
+  - name: paid-calls
+    effect: allow
+    actions: ["call:*"]
+    budget: {field: arguments.cost, perHour: 100}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_on_one_redis_hold_one_budget_exactly_under_concurrent_checks() {
+    let Some(url) = redis_url() else {
+        return;
+    };
+    let prefix = prefix("budget");
+    let first = RedisLimiter::connect(&url, &prefix).await.unwrap();
+    let second = RedisLimiter::connect(&url, &prefix).await.unwrap();
+    let a = redis_gateway(first.clone()).await;
+    a.policy(SPENDING).await;
+    let (id, token) = a.agent("spender", "verified", &["t"]).await;
+    // A second gateway over the same store and the same Redis.
+    let data = meshguard_gateway::data_dir::DataDir::open(a.dir.path(), None).unwrap();
+    let options = GatewayOptions {
+        redis: Some(second),
+        ..GatewayOptions::default()
+    };
+    let (b_state, _background) =
+        meshguard_gateway::state::AppState::new(a.store.clone(), &data, options)
+            .await
+            .unwrap();
+    let b = meshguard_gateway::app(b_state);
+    let a_app = meshguard_gateway::app(a.state.clone());
+
+    // 40 checks of 5 at once, half through each gateway: the budget of 100 admits exactly 20.
+    let body = json!({"action": "call:api", "context": {"arguments": {"cost": 5}}}).to_string();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/proxy/governance/check")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.clone()))
+            .unwrap();
+        let app = if i % 2 == 0 { b.clone() } else { a_app.clone() };
+        tasks.spawn(async move {
+            use tower::ServiceExt as _;
+            let response = app.oneshot(request).await.unwrap();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["code"].clone()
+        });
+    }
+    let codes = tasks.join_all().await;
+    let allowed = codes.iter().filter(|c| **c == "allowed").count();
+    let exceeded = codes.iter().filter(|c| **c == "budget_exceeded").count();
+    assert_eq!((allowed, exceeded), (20, 20), "{codes:?}");
+
+    // Redis holds exactly the budget: 100 in millionths, over 20 charges.
+    let charge = LimitCharge {
+        key: LimitKey::budget("spending", Some("paid-calls")),
+        max: 100 * meshguard_policy::AMOUNT_SCALE,
+        window: Window::Hour,
+        cost: 0,
+    };
+    let key = first.key(&id, &charge);
+    let client = redis::Client::open(url).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let sum: i64 = redis::cmd("GET")
+        .arg(format!("{key}:sum"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(sum, 100_000_000);
+    let members: i64 = redis::cmd("ZCARD")
+        .arg(&key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(members, 20);
+
+    // The refusal says what is used and left, and when the window makes room.
+    let refused = a
+        .check(
+            &token,
+            json!({"action": "call:api", "context": {"arguments": {"cost": 1}}}),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+    assert_eq!(refused.body["code"], "budget_exceeded");
+    assert_eq!(refused.body["rule"], "paid-calls");
+    let reason = refused.body["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("has 100 used and 0 left; this check needs 1; retry in"),
+        "{reason}"
+    );
+    let retry: u64 = refused.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((3590..=3600).contains(&retry), "{retry}");
+}
