@@ -466,7 +466,7 @@ impl PolicySet {
             return by_rule(Code::DeniedByRule, action, policy, rule);
         }
         if let Some(spending) = missing_amount {
-            return invalid_amount(action, spending);
+            return invalid_amount(spending);
         }
         if let Admission::Exhausted {
             charge,
@@ -478,7 +478,6 @@ impl PolicySet {
                 return rate_limited(charges.get(charge), retry_after_secs);
             }
             return budget_exceeded(
-                action,
                 charges.get(charge),
                 used,
                 retry_after_secs,
@@ -670,12 +669,12 @@ fn by_default(
 }
 
 /// A budget applies but the check carries no amount for it: `invalid_context`, naming the field.
-fn invalid_amount(action: &str, spending: &Spending<'_>) -> Decision {
+fn invalid_amount(spending: &Spending<'_>) -> Decision {
     let owner = LimitKey::budget(&spending.policy.name, spending.rule.map(Rule::name));
     let mut decision = Decision::new(
         Code::InvalidContext,
         format!(
-            "Action '{action}' denied: the budget of {owner} counts `{}`, and the check's context holds no non-negative number there",
+            "Action denied: the budget of {owner} counts `{}`, and the check's context holds no non-negative number there",
             spending.budget.field
         ),
     );
@@ -687,7 +686,6 @@ fn invalid_amount(action: &str, spending: &Spending<'_>) -> Decision {
 /// A budget has no room for this check's amount: `budget_exceeded`, saying how much is used and
 /// left, and when (if ever) the window makes room.
 fn budget_exceeded(
-    action: &str,
     charge: Option<&LimitCharge>,
     used: u64,
     retry_after_secs: Option<u64>,
@@ -696,7 +694,7 @@ fn budget_exceeded(
     let Some(charge) = charge else {
         return Decision::new(
             Code::BudgetExceeded,
-            format!("Action '{action}' denied: a budget is spent"),
+            "Action denied: a budget is spent".to_owned(),
         );
     };
     let field = spending
@@ -705,7 +703,7 @@ fn budget_exceeded(
         .map_or("", |s| s.budget.field.as_str());
     let left = charge.max.saturating_sub(used);
     let mut reason = format!(
-        "Action '{action}' denied: the budget of {} (`{field}`, {} per {}) has {} used and {} left; this check needs {}",
+        "Action denied: the budget of {} (`{field}`, {} per {}) has {} used and {} left; this check needs {}",
         charge.key,
         format_amount(charge.max),
         charge.window.unit(),

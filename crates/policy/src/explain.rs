@@ -8,7 +8,7 @@ use crate::evaluate::{Prepared, RuleCheck, approval_matches, check_rule};
 use crate::history::{History, HistoryScope, NO_HISTORY};
 use crate::limits::{Admission, LimitCharge, RateLimitOracle};
 use crate::model::{AgentProfile, CheckRequest, Decision, Effect};
-use crate::policy::{AppliesTo, Conditions, Policy, PolicyMode, RuleEffect};
+use crate::policy::{AppliesTo, Budget, Conditions, Policy, PolicyMode, RuleEffect};
 use crate::set::PolicySet;
 
 /// A decision with every policy and rule that was considered and why each did or did not count.
@@ -221,6 +221,8 @@ pub struct Permissions {
     pub approvals: Vec<ApprovalEntry>,
     /// Limits that apply.
     pub rate_limits: Vec<LimitEntry>,
+    /// Budgets the agent's allowed checks spend.
+    pub budgets: Vec<BudgetEntry>,
     /// What happens to an action nothing matches: allow only if every applicable policy
     /// defaults to allow.
     pub default_effect: Effect,
@@ -265,6 +267,18 @@ pub struct LimitEntry {
     pub requests_per_minute: Option<u32>,
     /// Checks per rolling hour.
     pub requests_per_hour: Option<u32>,
+}
+
+/// A budget of a policy or of one of its allow rules.
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetEntry {
+    /// The policy.
+    pub policy: String,
+    /// The rule, for a rule's own budget.
+    pub rule: Option<String>,
+    /// The budget as written.
+    #[serde(flatten)]
+    pub budget: Budget,
 }
 
 impl PolicySet {
@@ -361,6 +375,7 @@ impl PolicySet {
             denied: Vec::new(),
             approvals: Vec::new(),
             rate_limits: Vec::new(),
+            budgets: Vec::new(),
             default_effect: Effect::Deny,
         };
         let mut every_default_allows = true;
@@ -376,6 +391,13 @@ impl PolicySet {
                     rule: None,
                     requests_per_minute: limits.requests_per_minute,
                     requests_per_hour: limits.requests_per_hour,
+                });
+            }
+            if let Some(budget) = &policy.budget {
+                permissions.budgets.push(BudgetEntry {
+                    policy: policy.name.clone(),
+                    rule: None,
+                    budget: budget.clone(),
                 });
             }
             for rule in &policy.rules {
@@ -408,6 +430,13 @@ impl PolicySet {
                         rule: Some(rule.name.clone()),
                         requests_per_minute: limits.requests_per_minute,
                         requests_per_hour: limits.requests_per_hour,
+                    });
+                }
+                if let Some(budget) = &rule.budget {
+                    permissions.budgets.push(BudgetEntry {
+                        policy: policy.name.clone(),
+                        rule: Some(rule.name.clone()),
+                        budget: budget.clone(),
                     });
                 }
             }

@@ -95,8 +95,8 @@ pub use conditions::{
 };
 pub use error::{LoadError, Loc, PolicyError, PolicySetError};
 pub use explain::{
-    ApprovalEntry, Explanation, LimitEntry, PermissionEntry, Permissions, PolicyTrace, RuleOutcome,
-    RuleTrace,
+    ApprovalEntry, BudgetEntry, Explanation, LimitEntry, PermissionEntry, Permissions, PolicyTrace,
+    RuleOutcome, RuleTrace,
 };
 pub use history::{
     History, HistoryCondition, HistoryLog, HistoryScope, LastSeen, MAX_SESSIONS_PER_AGENT,
@@ -114,7 +114,7 @@ pub use model::{
 pub use parse::{is_valid_name, parse_policy};
 pub use pattern::Pattern;
 pub use policy::{
-    AppliesTo, ApprovalRequirement, Conditions, HumanInTheLoop, Policy, PolicyMode, RateLimits,
-    Rule, RuleEffect,
+    AppliesTo, ApprovalRequirement, Budget, Conditions, HumanInTheLoop, Policy, PolicyMode,
+    RateLimits, Rule, RuleEffect,
 };
 pub use set::PolicySet;

@@ -64,6 +64,9 @@ pub enum LintKind {
     /// A `context` condition that no value can satisfy, or a `schedule` that never opens: the
     /// rule never matches.
     ImpossibleCondition,
+    /// A budget's field is tested by no `context` condition of its policy: a check without it is
+    /// denied `invalid_context` instead of being told by a rule what it must carry.
+    UncheckedBudgetField,
 }
 
 impl LintKind {
@@ -80,7 +83,8 @@ impl LintKind {
             | LintKind::NumericVersion
             | LintKind::AppliesToNoAgent
             | LintKind::AgentAssertedContext
-            | LintKind::ImpossibleCondition => false,
+            | LintKind::ImpossibleCondition
+            | LintKind::UncheckedBudgetField => false,
         }
     }
 }
@@ -147,6 +151,7 @@ pub fn lint(policies: &[Policy], agents: Option<&[AgentProfile]>) -> Vec<LintWar
         }
         agent_asserted_context(&mut linter);
         impossible_conditions(&mut linter);
+        unchecked_budget_fields(&mut linter);
         unmatchable_patterns(&mut linter);
         shadowed_rules(&mut linter);
         unreachable_approvals(&mut linter, policies);
@@ -154,6 +159,39 @@ pub fn lint(policies: &[Policy], agents: Option<&[AgentProfile]>) -> Vec<LintWar
         warnings.append(&mut linter.warnings);
     }
     warnings
+}
+
+/// Budgets whose field no rule of the policy tests: the budget is the only thing that asks for
+/// the amount, so an agent learns of it only from `invalid_context` denials.
+fn unchecked_budget_fields(linter: &mut Linter<'_>) {
+    let policy = linter.policy;
+    let tested = |field: &str| {
+        policy
+            .rules
+            .iter()
+            .any(|rule| rule.conditions.context.iter().any(|c| c.key() == field))
+    };
+    let budgets = policy
+        .budget
+        .iter()
+        .map(|b| (b, format!("policy '{}'", policy.name)))
+        .chain(policy.rules.iter().filter_map(|rule| {
+            rule.budget
+                .as_ref()
+                .map(|b| (b, format!("rule '{}'", rule.name)))
+        }));
+    let mut unchecked: Vec<_> = budgets.filter(|(b, _)| !tested(&b.field)).collect();
+    unchecked.sort_by_key(|(b, _)| b.loc);
+    for (budget, owner) in unchecked {
+        linter.warn(
+            budget.loc,
+            LintKind::UncheckedBudgetField,
+            format!(
+                "the budget of {owner} counts `{}`, which no rule's `context` condition tests: checks without it are denied `invalid_context`; say what the rule needs, e.g. `context: {{{}: {{ge: 0}}}}`",
+                budget.field, budget.field
+            ),
+        );
+    }
 }
 
 /// `sandbox` and `context` are read from the check's `context`, which the agent writes: through

@@ -770,6 +770,7 @@ impl Walker<'_> {
             path: segments,
             per_hour,
             per_day,
+            loc: node.loc,
         })
     }
 

@@ -280,6 +280,8 @@ pub struct Budget {
         serialize_with = "serialize_amount"
     )]
     pub per_day: Option<u64>,
+    #[serde(skip)]
+    pub(crate) loc: Loc,
 }
 
 impl Budget {

@@ -6,8 +6,8 @@ use serde_json::Value;
 use crate::commands::Context;
 use crate::output::{display, field};
 
-/// Prints the agent, the applicable policies, then allowed, denied and approval patterns and the
-/// rate limits as tables, each entry with the policy and rule it comes from.
+/// Prints the agent, the applicable policies, then allowed, denied and approval patterns, the
+/// rate limits and the budgets as tables, each entry with the policy and rule it comes from.
 pub fn print(ctx: &Context, agent: &str, answer: &Value) {
     let out = ctx.out;
     let profile = answer.get("agent").unwrap_or(&Value::Null);
@@ -90,6 +90,23 @@ pub fn print(ctx: &Context, agent: &str, answer: &Value) {
             })
             .collect();
         out.print_table(&["rate limit of", "rule", "per minute", "per hour"], rows);
+    }
+    let budgets = entries("budgets");
+    if !budgets.is_empty() {
+        outln!();
+        let rows = budgets
+            .iter()
+            .map(|b| {
+                vec![
+                    field(b, "policy"),
+                    field(b, "rule"),
+                    field(b, "field"),
+                    field(b, "perHour"),
+                    field(b, "perDay"),
+                ]
+            })
+            .collect();
+        out.print_table(&["budget of", "rule", "field", "per hour", "per day"], rows);
     }
 }
 

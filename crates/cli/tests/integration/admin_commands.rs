@@ -439,3 +439,60 @@ async fn validate_lints_against_the_gateways_agents() {
     run.assert_code(0);
     assert!(!run.stdout.contains("applies to none"), "{}", run.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payments_budget_is_listed_by_policy_allowed_and_spent_by_payments() {
+    let gateway = Gateway::start().await;
+    let payments = crate::support::repo_root().join("examples/policies/payments.yaml");
+    gateway
+        .cli(&["policy", "apply", payments.to_str().unwrap()])
+        .assert_code(0);
+    let token = gateway.create_agent("payer", "verified", "payer");
+
+    let allowed = gateway.cli(&["policy", "allowed", "payer"]);
+    allowed.assert_code(0);
+    let row = allowed
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("payments") && l.contains("arguments.amount"))
+        .unwrap_or_else(|| panic!("no budget row:\n{}", allowed.stdout));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells,
+        [
+            "payments",
+            "known-currencies-up-to-500",
+            "arguments.amount",
+            "100",
+            "200"
+        ],
+        "{}",
+        allowed.stdout
+    );
+
+    // Two payments of 45 go through; a third of 45 would pass the hour's 100.
+    let client = crate::support::http(Duration::from_secs(10));
+    let pay = |amount: u32| {
+        client
+            .post(format!("{}/proxy/governance/check", gateway.url))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({
+                "action": "pay:invoice",
+                "context": {"arguments": {"amount": amount, "currency": "EUR"}},
+            }))
+            .send()
+    };
+    for _ in 0..2 {
+        let answer: Value = pay(45).await.unwrap().json().await.unwrap();
+        assert_eq!(answer["code"], "allowed", "{answer}");
+    }
+    let refused = pay(45).await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(refused.headers().contains_key("retry-after"));
+    let refused: Value = refused.json().await.unwrap();
+    assert_eq!(refused["code"], "budget_exceeded", "{refused}");
+    assert_eq!(refused["rule"], "known-currencies-up-to-500");
+    // 10 still fit: what was refused spent nothing.
+    let answer: Value = pay(10).await.unwrap().json().await.unwrap();
+    assert_eq!(answer["code"], "allowed", "{answer}");
+}

@@ -196,7 +196,7 @@ async fn a_budget_sums_amounts_over_its_windows_and_answers_when_it_makes_room()
     assert_eq!(refused.headers["retry-after"], "3000");
     assert_eq!(
         refused.body["reason"],
-        "Action 'pay:vendor' denied: the budget of rule 'small' of policy 'payments' (`arguments.amount`, 100 per hour) has 90 used and 10 left; this check needs 20; retry in 3000 s"
+        "Action denied: the budget of rule 'small' of policy 'payments' (`arguments.amount`, 100 per hour) has 90 used and 10 left; this check needs 20; retry in 3000 s"
     );
     // A check with no amount where a budget applies: 403 `invalid_context`, on GET too.
     let get = Request::builder()

@@ -340,3 +340,40 @@ humanInTheLoop:
         ]
     );
 }
+
+#[test]
+fn a_budget_on_a_field_no_rule_tests_is_reported() {
+    let text = r#"name: spend
+version: "1"
+appliesTo: {tags: [t]}
+rules:
+  - name: calls
+    effect: allow
+    actions: ["call:*"]
+    budget: {field: arguments.cost, perDay: 20}
+  - name: payments
+    effect: allow
+    actions: ["pay:*"]
+    conditions:
+      context:
+        arguments.amount: {ge: 0}
+    budget: {field: arguments.amount, perDay: 100}
+budget: {field: arguments.tokens, perHour: 1000}
+"#;
+    let warnings = lint(&[policy("spend.yaml", text)], None);
+    assert_eq!(
+        of_kind(&warnings, LintKind::UncheckedBudgetField),
+        vec![
+            "spend.yaml:8:13: warning: the budget of rule 'calls' counts `arguments.cost`, which no rule's `context` condition tests: checks without it are denied `invalid_context`; say what the rule needs, e.g. `context: {arguments.cost: {ge: 0}}`",
+            "spend.yaml:16:9: warning: the budget of policy 'spend' counts `arguments.tokens`, which no rule's `context` condition tests: checks without it are denied `invalid_context`; say what the rule needs, e.g. `context: {arguments.tokens: {ge: 0}}`",
+        ]
+    );
+    // The example payments policy says what its budget counts.
+    assert!(
+        of_kind(
+            &lint(&[example("payments.yaml")], None),
+            LintKind::UncheckedBudgetField
+        )
+        .is_empty()
+    );
+}
