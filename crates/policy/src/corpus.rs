@@ -256,8 +256,9 @@ impl Corpus {
         self.suites.iter().map(|s| s.cases.len()).sum()
     }
 
-    /// Runs every case offline: per suite a fresh [`BurstCounter`] (a limit of N admits exactly
-    /// N checks) and no approvals. `resolve` turns a policy file name into its contents; a case
+    /// Runs every case offline: per suite a fresh [`BurstCounter`] on the case's clock (a limit
+    /// of N admits exactly N checks asked at one instant; windows roll as cases' `now` moves) and
+    /// no approvals. `resolve` turns a policy file name into its contents; a case
     /// that sets no `now` is asked at `now`.
     pub fn run_offline(
         &self,
@@ -274,6 +275,7 @@ impl Corpus {
                     continue;
                 };
                 let asked_at = case.now.unwrap_or(now);
+                limiter.set_time(asked_at);
                 let request = CheckRequest {
                     action: &case.action,
                     resource: &case.resource,

@@ -24,8 +24,8 @@
 //!
 //! # Interface notes
 //!
-//! The interface follows the workspace contract. Additions: [`BurstCounter`] (a clock-less
-//! oracle for offline runs), [`PolicySet::from_sources`] (build a set from YAML strings, for
+//! The interface follows the workspace contract. Additions: [`BurstCounter`] (an oracle on a
+//! clock the caller sets, for offline runs), [`PolicySet::from_sources`] (build a set from YAML strings, for
 //! tests and benchmarks), [`LoadError`], [`ApprovalNeed::default_timeout_applies`] with
 //! [`ApprovalNeed::timeout_or`] (a matching policy without `timeoutSeconds` stands for the
 //! gateway default), [`lint`]'s [`LintKind`], [`canonical_action`], [`canonical_resource`] and

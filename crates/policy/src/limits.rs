@@ -2,7 +2,7 @@
 //! against and how much, and asks an oracle (the gateway's sliding windows) whether they all have
 //! room. A rate limit charges 1 per check; a budget charges the check's amount.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -165,45 +165,94 @@ impl RateLimitOracle for Unlimited {
     }
 }
 
-/// An oracle without a clock: every check happens at the same instant, so a limit of N admits
-/// exactly N checks and a budget exactly its sum. Offline corpus runs use it to show what a
-/// burst would get.
+/// An oracle for offline runs: exact sliding windows on a clock the caller sets. Checks asked at
+/// the same instant are a burst (a limit of N admits exactly N, a budget exactly its sum); moving
+/// the clock forward lets the windows roll. Corpus runs set it to each case's `now`.
 #[derive(Debug, Clone, Default)]
 pub struct BurstCounter {
-    used: HashMap<(LimitKey, Window), u64>,
+    /// Seconds since the Unix epoch, with millisecond precision, of "now".
+    now_ms: i64,
+    admitted: HashMap<(LimitKey, Window), VecDeque<(i64, u64)>>,
 }
 
 impl BurstCounter {
-    /// A counter with every limit empty.
+    /// A counter with every limit empty, at the epoch.
     pub fn new() -> BurstCounter {
         BurstCounter::default()
     }
 
-    /// What was charged to `key` in `window` so far (checks, or millionths of a budget).
-    pub fn used(&self, key: &LimitKey, window: Window) -> u64 {
-        self.used.get(&(key.clone(), window)).copied().unwrap_or(0)
+    /// Moves the clock to `at` (a clock moved backwards keeps what it counted).
+    pub fn set_time(&mut self, at: time::OffsetDateTime) {
+        let ms = at.unix_timestamp_nanos() / 1_000_000;
+        self.now_ms = i64::try_from(ms).unwrap_or(i64::MAX);
     }
+
+    /// What was charged to `key` in the `window` ending now (checks, or millionths of a budget).
+    pub fn used(&self, key: &LimitKey, window: Window) -> u64 {
+        self.entries(key, window).map(|(_, cost)| cost).sum()
+    }
+
+    /// The charges of one counter still inside its window, oldest first.
+    fn entries(&self, key: &LimitKey, window: Window) -> impl Iterator<Item = (i64, u64)> + '_ {
+        let window_ms = window_ms(window);
+        let now = self.now_ms;
+        self.admitted
+            .get(&(key.clone(), window))
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(move |&(t, _)| t.saturating_add(window_ms) > now)
+    }
+}
+
+fn window_ms(window: Window) -> i64 {
+    i64::try_from(window.seconds())
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1000)
 }
 
 impl RateLimitOracle for BurstCounter {
     fn admit(&mut self, charges: &[LimitCharge]) -> Admission {
         for (index, charge) in charges.iter().enumerate() {
             let used = self.used(&charge.key, charge.window);
-            if used.saturating_add(charge.cost) > charge.max {
-                return Admission::Exhausted {
-                    charge: index,
-                    used,
-                    retry_after_secs: (charge.cost <= charge.max)
-                        .then_some(charge.window.seconds()),
-                };
+            if used.saturating_add(charge.cost) <= charge.max {
+                continue;
             }
+            // Room comes when enough of the oldest charges leave the window.
+            let window_ms = window_ms(charge.window);
+            let mut left = used;
+            let mut wait_ms = None;
+            if charge.cost <= charge.max {
+                for (t, cost) in self.entries(&charge.key, charge.window) {
+                    left = left.saturating_sub(cost);
+                    if left.saturating_add(charge.cost) <= charge.max {
+                        wait_ms = Some(t.saturating_add(window_ms).saturating_sub(self.now_ms));
+                        break;
+                    }
+                }
+            }
+            return Admission::Exhausted {
+                charge: index,
+                used,
+                retry_after_secs: wait_ms
+                    .map(|ms| u64::try_from(ms).unwrap_or(0).div_ceil(1000).max(1))
+                    .or((charge.cost <= charge.max).then_some(charge.window.seconds())),
+            };
         }
-        for charge in charges {
-            let used = self
-                .used
+        for charge in charges.iter().filter(|c| c.cost > 0) {
+            let now = self.now_ms;
+            let window_ms = window_ms(charge.window);
+            let entries = self
+                .admitted
                 .entry((charge.key.clone(), charge.window))
-                .or_insert(0);
-            *used = used.saturating_add(charge.cost);
+                .or_default();
+            while entries
+                .front()
+                .is_some_and(|&(t, _)| t.saturating_add(window_ms) <= now)
+            {
+                entries.pop_front();
+            }
+            entries.push_back((now, charge.cost));
         }
         Admission::Admitted
     }
