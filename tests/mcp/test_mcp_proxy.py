@@ -63,9 +63,10 @@ def free_port() -> int:
 class Gateway:
     """One ``meshguard serve`` process with its own data dir, driven through the CLI."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, serve_args: Tuple[str, ...] = ()) -> None:
         self.binary = binary()
         self.data_dir = data_dir
+        self.serve_args = serve_args
         self.port = free_port()
         self.process: Optional[subprocess.Popen[bytes]] = None
 
@@ -84,6 +85,7 @@ class Gateway:
                 "serve",
                 "--addr",
                 f"127.0.0.1:{self.port}",
+                *self.serve_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

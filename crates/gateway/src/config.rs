@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::mcp_host::HostedServerConfig;
 
 use crate::alerts::Trigger;
 
@@ -547,6 +549,8 @@ pub struct Config {
     pub targets: BTreeMap<String, ProxyTarget>,
     /// Alerting.
     pub alerts: Alerts,
+    /// MCP servers the gateway starts per session and serves at `/mcp/S` (`[mcp.servers.S]`).
+    pub mcp_servers: BTreeMap<String, HostedServerConfig>,
 }
 
 /// Where a raw value came from; it names the origin in error messages.
@@ -567,10 +571,11 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut layered: BTreeMap<ConfigKey, Sourced> = BTreeMap::new();
         let mut targets = BTreeMap::new();
+        let mut mcp_servers = BTreeMap::new();
 
         // Lowest layer above the defaults: the file.
         if let Some((origin, text)) = file {
-            let table: toml::Table =
+            let mut table: toml::Table =
                 text.parse()
                     .map_err(|e: toml::de::Error| ConfigError::Syntax {
                         origin: origin.to_owned(),
@@ -581,6 +586,9 @@ impl Config {
                     origin: origin.to_owned(),
                     key: "tls".to_owned(),
                 });
+            }
+            if let Some(mcp) = table.remove("mcp") {
+                mcp_servers = hosted_mcp_servers(origin, mcp)?;
             }
             let mut flat = Vec::new();
             flatten("", &toml::Value::Table(table), &mut flat);
@@ -643,7 +651,9 @@ impl Config {
                 *value = Secret::new(expanded);
             }
         }
-        Validator { layered, home }.finish(env, flags, targets)
+        let mut config = Validator { layered, home }.finish(env, flags, targets)?;
+        config.mcp_servers = mcp_servers;
+        Ok(config)
     }
 }
 
@@ -701,6 +711,55 @@ fn expand_env(text: &str, env: &HashMap<String, String>) -> Result<String, Strin
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// `[mcp.servers.S]` tables: each a stdio server the gateway starts per MCP session, served at
+/// `/mcp/S`. A mistyped or unknown key is an error naming it, like every other key.
+fn hosted_mcp_servers(
+    origin: &str,
+    value: toml::Value,
+) -> Result<BTreeMap<String, HostedServerConfig>, ConfigError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct McpTable {
+        #[serde(default)]
+        servers: BTreeMap<String, HostedServerConfig>,
+    }
+    let table: McpTable = serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key: if path == "." {
+                "mcp".to_owned()
+            } else {
+                format!("mcp.{path}")
+            },
+            message: err.into_inner().to_string(),
+        }
+    })?;
+    for (name, server) in &table.servers {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key: format!("mcp.servers.{name}{key}"),
+            message: message.to_owned(),
+        };
+        if !meshguard_mcp::config::is_server_name(name) {
+            return Err(invalid(
+                "",
+                "a server name is 1 to 64 of a-z, 0-9, `.`, `_`, `-`, starting with a letter or digit",
+            ));
+        }
+        if server.command.first().is_none_or(String::is_empty) {
+            return Err(invalid(
+                ".command",
+                "the server's program and its arguments, e.g. [\"npx\", \"@modelcontextprotocol/server-filesystem\", \"/srv/ws\"]",
+            ));
+        }
+        if server.idle_timeout_seconds == Some(0) {
+            return Err(invalid(".idle_timeout_seconds", "must be at least 1"));
+        }
+    }
+    Ok(table.servers)
 }
 
 fn collect_target(
@@ -958,6 +1017,7 @@ impl Validator<'_> {
             proxy_target: self.proxy_target()?,
             targets,
             alerts,
+            mcp_servers: BTreeMap::new(),
         })
     }
 
@@ -1573,6 +1633,69 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.alerts.on, vec![Trigger::AgentRevoked, Trigger::Error]);
+    }
+
+    #[test]
+    fn hosted_mcp_servers_are_read_and_their_mistakes_named() {
+        let file = r#"
+[mcp.servers.fs]
+command = ["npx", "@modelcontextprotocol/server-filesystem", "/srv/ws"]
+approval_wait_seconds = 30
+
+[mcp.servers.fs.tools]
+write_file = { action = "write:workspace", resource = "path", root = "/srv/ws" }
+"#;
+        let config = Config::load(
+            Some(("gw.toml", file)),
+            &env(&[]),
+            &ConfigFlags::default(),
+            home(),
+        )
+        .unwrap();
+        let fs = &config.mcp_servers["fs"];
+        assert_eq!(fs.command[0], "npx");
+        assert_eq!(fs.approval_wait_seconds, Some(30));
+        assert_eq!(
+            fs.tools["write_file"].action.as_deref(),
+            Some("write:workspace")
+        );
+
+        for (file, expected) in [
+            (
+                "[mcp.servers.fs]\ncommand = [\"x\"]\ncomand = 1\n",
+                "gw.toml: `mcp.servers.fs.comand`: unknown field `comand`",
+            ),
+            (
+                "[mcp.servers.fs]\nresource = \"path\"\n",
+                "gw.toml: `mcp.servers.fs`: missing field `command`",
+            ),
+            (
+                "[mcp.servers.fs]\ncommand = []\n",
+                "gw.toml: `mcp.servers.fs.command`: the server's program and its arguments",
+            ),
+            (
+                "[mcp.servers.Bad]\ncommand = [\"x\"]\n",
+                "gw.toml: `mcp.servers.Bad`: a server name is 1 to 64",
+            ),
+            (
+                "[mcp.servers.fs]\ncommand = [\"x\"]\nidle_timeout_seconds = 0\n",
+                "gw.toml: `mcp.servers.fs.idle_timeout_seconds`: must be at least 1",
+            ),
+            (
+                "[mcp.sever.fs]\n",
+                "gw.toml: `mcp.sever`: unknown field `sever`",
+            ),
+        ] {
+            let err = Config::load(
+                Some(("gw.toml", file)),
+                &env(&[]),
+                &ConfigFlags::default(),
+                home(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.starts_with(expected), "{file}: {err}");
+        }
     }
 
     #[test]

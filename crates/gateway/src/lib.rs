@@ -56,6 +56,7 @@ pub mod data_dir;
 pub mod error;
 pub mod extract;
 pub mod history;
+pub mod mcp_host;
 pub mod metrics;
 pub mod policies;
 pub mod policy_files;

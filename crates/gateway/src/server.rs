@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::alerts::AlertSettings;
 use crate::config::{Config, ConfigKey, Mode, Secret};
 use crate::data_dir::{DataDir, DataDirError};
+use crate::mcp_host::McpHost;
 use crate::policies::PolicyChangeError;
 use crate::policy_files::{PolicyDir, PolicyDirError, list_policy_files, spawn_watcher};
 use crate::proxy::Upstreams;
@@ -248,6 +249,7 @@ pub async fn serve_listener(
         alerts: AlertSettings::from_config(&config.alerts),
         redis,
         quotas: config.quotas,
+        mcp: Arc::new(McpHost::new(&config.mcp_servers)),
         ..GatewayOptions::default()
     };
     let (state, background) = AppState::new(Arc::clone(&store), &dir, options).await?;
@@ -272,6 +274,21 @@ pub async fn serve_listener(
     announce(&config, &dir.path);
 
     let local = listener.local_addr()?;
+    // Hosted MCP sessions send their checks to this gateway, over loopback when it listens on
+    // every address.
+    let reachable = match local.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => {
+            std::net::SocketAddr::from(([127, 0, 0, 1], local.port()))
+        }
+        ip if ip.is_unspecified() => {
+            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, local.port()))
+        }
+        _ => local,
+    };
+    state.mcp.set_self_url(format!("http://{reachable}"));
+    for name in state.mcp.server_names() {
+        tracing::info!(server = name, path = %format!("/mcp/{name}"), "hosting an MCP server");
+    }
     tracing::info!(
         addr = %local,
         mode = config.mode.as_str(),
@@ -370,7 +387,7 @@ fn spawn_change_follower(
                 change = changes.recv() => change,
                 _ = stop.changed() => break,
             };
-            let reload = match change {
+            let reload = match &change {
                 Ok(StoreChange::Policy { .. } | StoreChange::Resync)
                 | Err(RecvError::Lagged(_)) => true,
                 Ok(
@@ -380,11 +397,44 @@ fn spawn_change_follower(
                 ) => false,
                 Err(RecvError::Closed) => break,
             };
+            end_mcp_sessions_of_stopped_agents(&state, &change).await;
             if reload && let Err(err) = state.policies.reload().await {
                 tracing::error!(error = %err, "policies not reloaded; the previous set stays in force");
             }
         }
     })
+}
+
+/// Ends the hosted MCP sessions of an agent that can no longer act (revoked, purged) or whose
+/// tokens were revoked: the session's checks would fail anyway, and no method of such an agent
+/// may reach a server.
+async fn end_mcp_sessions_of_stopped_agents(
+    state: &AppState,
+    change: &Result<StoreChange, RecvError>,
+) {
+    let agents = match change {
+        Ok(StoreChange::Tokens { agent_id }) => {
+            state.mcp.end_sessions_of(agent_id);
+            return;
+        }
+        Ok(StoreChange::Agent { id }) => vec![id.clone()],
+        Ok(StoreChange::Resync) | Err(RecvError::Lagged(_)) => state.mcp.agents_with_sessions(),
+        _ => return,
+    };
+    for agent in agents {
+        if !state.mcp.agents_with_sessions().contains(&agent) {
+            continue;
+        }
+        let active = match state.store.get_agent(&agent).await {
+            Ok(record) => record.status == meshguard_store::AgentStatus::Active,
+            Err(StoreError::NotFound { .. }) => false,
+            // The store cannot say: the sessions' own checks fail closed meanwhile.
+            Err(_) => true,
+        };
+        if !active {
+            state.mcp.end_sessions_of(&agent);
+        }
+    }
 }
 
 /// Hourly audit retention and minutely approval expiry.

@@ -17,6 +17,7 @@ use crate::config::{AgentQuotas, AuditDurability, Mode, Secret};
 use crate::data_dir::DataDir;
 use crate::extract::BodyLimit;
 use crate::history::HistoryStore;
+use crate::mcp_host::McpHost;
 use crate::metrics::GatewayMetrics;
 use crate::policies::{PolicyChangeError, PolicyRegistry};
 use crate::proxy::Upstreams;
@@ -51,6 +52,8 @@ pub struct GatewayOptions {
     pub redis: Option<RedisLimiter>,
     /// Per-agent caps on pending approvals and records.
     pub quotas: AgentQuotas,
+    /// MCP servers served at `/mcp/S` (none by default).
+    pub mcp: Arc<McpHost>,
 }
 
 impl Default for GatewayOptions {
@@ -66,6 +69,7 @@ impl Default for GatewayOptions {
             alerts: AlertSettings::default(),
             redis: None,
             quotas: crate::config::DEFAULT_AGENT_QUOTAS,
+            mcp: Arc::new(McpHost::default()),
         }
     }
 }
@@ -130,6 +134,8 @@ pub struct Gateway {
     pub wall_clock: WallClock,
     /// Each agent's past allowed checks, for `after` / `notAfter` conditions.
     pub history: HistoryStore,
+    /// The MCP servers this gateway hosts, and their sessions.
+    pub mcp: Arc<McpHost>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -156,6 +162,8 @@ impl AppState {
     /// Ends the audit streams; called when the shutdown signal arrives.
     pub fn begin_shutdown(&self) {
         self.stopping.send_replace(true);
+        // MCP sessions hold response streams open; ending them ends those streams.
+        self.mcp.end_all();
     }
 }
 
@@ -241,6 +249,7 @@ impl AppState {
             admin_token: dir.admin_token.clone(),
             instance_id: dir.instance_id.clone(),
             mode: options.mode,
+            mcp: Arc::clone(&options.mcp),
             history: match &options.redis {
                 Some(redis) => HistoryStore::Redis(redis.clone()),
                 None => HistoryStore::memory(),

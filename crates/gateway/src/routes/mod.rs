@@ -11,6 +11,7 @@ mod decide;
 mod forward;
 mod forward_auth;
 mod health;
+mod mcp;
 mod outcome;
 mod page;
 mod policies;
@@ -43,6 +44,10 @@ pub fn app(state: AppState) -> Router {
             get(approvals::agent_approval),
         )
         .route("/proxy/{*path}", any(forward::forward))
+        .route(
+            "/mcp/{server}",
+            post(mcp::post).get(mcp::get).delete(mcp::delete),
+        )
         .route("/access/v1/evaluation", post(authzen::evaluation))
         .route("/access/v1/evaluations", post(authzen::evaluations))
         .route(
