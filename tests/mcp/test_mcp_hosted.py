@@ -11,6 +11,7 @@ written into the gateway's config, so both surfaces are held to the same answers
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Tuple
@@ -55,6 +56,8 @@ class Hosted:
             f"command = [{toml_string(str(SERVER))}, {toml_string(str(self.root))}]\n"
             f"cwd = {toml_string(str(self.root))}\n"
             "approval_wait_seconds = 30\n\n"
+            "[mcp.servers.crash]\n"
+            'command = ["sh", "-c", "read line; exit 3"]\n\n'
             "[mcp.servers.everything]\n"
             f'command = [{toml_string(str(EVERYTHING))}, "stdio"]\n\n' + tools
         )
@@ -126,8 +129,14 @@ def test_reads_pass_writes_are_denied_and_listing_hides_what_is_closed(hosted: H
     assert "(policy mcp-filesystem, rule deny-writes)" in text_of(write)
     assert notes.read_text() == "hello from the workspace\n"
     assert text_of(again) == "hello from the workspace\n"
-    # Each call's check and record share one trace id, as through the stdio proxy.
-    events = [e for e in hosted.gateway.audit(agent) if e["kind"] in ("check", "record")]
+    # Each call's check and record share one trace id, as through the stdio proxy. A record is
+    # sent once the server has answered, after the client has its answer: wait for both.
+    deadline = time.monotonic() + 10
+    while True:
+        events = [e for e in hosted.gateway.audit(agent) if e["kind"] in ("check", "record")]
+        if sum(e["kind"] == "record" for e in events) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     checks = [e for e in events if e["kind"] == "check"]
     assert [(e["action"], e["decision"]) for e in checks] == [
         ("read:workspace", "allow"),
@@ -237,6 +246,16 @@ def test_a_request_without_the_agent_s_token_or_session_is_refused(hosted: Hoste
     assert status == 404, text
     status, text = post([initialize], bearer)
     assert status == 400 and "batch" in text, text
+    broken = urllib.request.Request(
+        f"{hosted.gateway.url}/mcp/fs",
+        data=b'{"jsonrpc": "2.0", "id": 1, "method": ',
+        headers={"Content-Type": "application/json", **bearer},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as malformed:
+        urllib.request.urlopen(broken, timeout=10)
+    assert malformed.value.code == 400
+    assert "not JSON" in malformed.value.read().decode()
     status, text = post(initialize, {"Authorization": f"Bearer {agent.token}"})
     assert status == 200, text
     unknown = urllib.request.Request(
@@ -316,3 +335,17 @@ def test_a_stopped_gateway_fails_closed(hosted: Hosted) -> None:
         assert "hello" not in str(failed)
     assert text_of(seen[0]) == "hello from the workspace\n"
     assert all(result.is_error for result in seen[1:]), seen
+
+
+def test_a_server_that_exits_answers_the_waiting_request_and_its_session_is_gone(
+    hosted: Hosted,
+) -> None:
+    agent = hosted.agent("mcp-fs")
+
+    async def body(session: ClientSession) -> Any:
+        return None
+
+    # The server reads the initialize request and exits: the client is told, it does not hang.
+    with pytest.raises(BaseException) as ended:
+        run_hosted(hosted, agent, "crash", body)
+    assert "ended" in str(ended.value) or "ended" in repr(ended.value.__context__), ended.value

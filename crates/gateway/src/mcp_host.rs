@@ -310,7 +310,7 @@ impl McpHost {
             let _ = to_relay_pipe.shutdown().await;
         });
         // Relay → client: each message to the stream it belongs to.
-        {
+        let delivering = {
             let session = Arc::clone(&session);
             tokio::spawn(async move {
                 let mut reader = BufReader::new(from_relay);
@@ -323,8 +323,8 @@ impl McpHost {
                     }
                 }
                 session.end();
-            });
-        }
+            })
+        };
         // The relay itself; when it ends, so does the session and its server.
         {
             let host = Arc::clone(self);
@@ -335,6 +335,9 @@ impl McpHost {
                 governor
                     .relay(relay_in, relay_out, server_in, server_out)
                     .await;
+                // The server's last answers are delivered before anything still waiting is
+                // told the session ended.
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, delivering).await;
                 let _ = tokio::time::timeout(SHUTDOWN_GRACE, child.wait()).await;
                 let _ = child.start_kill();
                 let _ = child.wait().await;
@@ -383,6 +386,8 @@ struct Routes {
 
 #[derive(Debug)]
 struct Pending {
+    /// The request's id as the client sent it.
+    id: Value,
     stream: mpsc::UnboundedSender<Value>,
     /// The request's progress token, whose progress notifications belong to its stream.
     progress: Option<Value>,
@@ -435,14 +440,27 @@ impl HostedSession {
         *self.ended.borrow()
     }
 
-    /// Ends the session: open streams end, the relay's client side closes.
+    /// Ends the session: every request still waiting gets an error answer (so no client waits for
+    /// ever), open streams end, the relay's client side closes.
     fn end(&self) {
         if self.ended.send_replace(true) {
             return;
         }
         self.close_input();
         let mut routes = self.routes();
-        routes.pending.clear();
+        for (_, pending) in routes.pending.drain() {
+            let _ = pending.stream.send(json!({
+                "jsonrpc": "2.0",
+                "id": pending.id,
+                "error": {
+                    "code": -32603,
+                    "message": format!(
+                        "MeshGuard: the MCP session `{}` ended (its server exited, it was deleted or idle, its agent was revoked, or the gateway is stopping) before the server answered",
+                        self.id
+                    ),
+                },
+            }));
+        }
         routes.order.clear();
         routes.standalone = None;
     }
@@ -473,7 +491,14 @@ impl HostedSession {
         let mut routes = self.routes();
         routes.order.retain(|k| *k != key);
         routes.order.push_back(key.clone());
-        routes.pending.insert(key, Pending { stream, progress });
+        routes.pending.insert(
+            key,
+            Pending {
+                id: id.clone(),
+                stream,
+                progress,
+            },
+        );
         receiver
     }
 
