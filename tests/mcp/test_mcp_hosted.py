@@ -11,6 +11,9 @@ written into the gateway's config, so both surfaces are held to the same answers
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -32,6 +35,7 @@ from test_mcp_proxy import (
     SERVER,
     Agent,
     Gateway,
+    free_port,
     pending_approval,
     text_of,
 )
@@ -88,7 +92,7 @@ def hosted(tmp_path: Path) -> Iterator[Hosted]:
         host.gateway.stop()
 
 
-def run_hosted(host: Hosted, agent: Agent, server: str, body: Any, **options: Any) -> Any:
+def run_hosted(gateway: Gateway, agent: Agent, server: str, body: Any, **options: Any) -> Any:
     """Runs ``body`` in an MCP session with ``/mcp/<server>`` as ``agent``."""
 
     async def main() -> Any:
@@ -96,7 +100,7 @@ def run_hosted(host: Hosted, agent: Agent, server: str, body: Any, **options: An
         timeout = httpx2.Timeout(30, read=120)
         with anyio.fail_after(60):
             async with httpx2.AsyncClient(headers=headers, timeout=timeout) as http:
-                url = f"{host.gateway.url}/mcp/{server}"
+                url = f"{gateway.url}/mcp/{server}"
                 async with streamable_http_client(url, http_client=http) as (read, write):
                     async with ClientSession(read, write, **options) as session:
                         await session.initialize()
@@ -121,7 +125,7 @@ def test_reads_pass_writes_are_denied_and_listing_hides_what_is_closed(hosted: H
         again = await session.call_tool("read_text_file", {"path": str(notes)})
         return listed, read, write, again
 
-    listed, read, write, again = run_hosted(hosted, agent, "fs", body)
+    listed, read, write, again = run_hosted(hosted.gateway, agent, "fs", body)
     assert listed == READ_TOOLS
     assert not read.is_error and text_of(read) == "hello from the workspace\n"
     assert write.is_error
@@ -178,7 +182,7 @@ def test_a_write_that_needs_approval_waits_for_the_human_and_goes_through_once(
             )
         return approval, untouched, results[0]
 
-    approval, untouched, written = run_hosted(hosted, agent, "fs", body)
+    approval, untouched, written = run_hosted(hosted.gateway, agent, "fs", body)
     assert untouched == "hello from the workspace\n"
     assert not written.is_error, text_of(written)
     assert target.read_text() == "approved change\n"
@@ -199,7 +203,7 @@ def test_a_revoke_ends_the_session_and_nothing_more_reaches_the_server(hosted: H
             second = refused
         return first, second
 
-    first, second = run_hosted(hosted, agent, "fs", body)
+    first, second = run_hosted(hosted.gateway, agent, "fs", body)
     assert text_of(first) == "hello from the workspace\n"
     assert not hasattr(second, "content") or second.is_error, second
     assert "hello" not in str(getattr(second, "content", second))
@@ -306,7 +310,7 @@ def test_the_everything_servers_progress_sampling_and_logs_round_trip(hosted: Ho
         return long, sampled
 
     long, sampled = run_hosted(
-        hosted, agent, "everything", body, sampling_callback=sample, logging_callback=on_log
+        hosted.gateway, agent, "everything", body, sampling_callback=sample, logging_callback=on_log
     )
     assert not long.is_error, text_of(long)
     assert progress == [(1, 3), (2, 3), (3, 3)], progress
@@ -330,7 +334,7 @@ def test_a_stopped_gateway_fails_closed(hosted: Hosted) -> None:
     # The session cannot go on without its gateway: the client's transport fails (or the call
     # is refused); either way the file's text never comes back.
     try:
-        run_hosted(hosted, agent, "fs", body)
+        run_hosted(hosted.gateway, agent, "fs", body)
     except BaseException as failed:  # noqa: BLE001 - the transport's failure is the expected end
         assert "hello" not in str(failed)
     assert text_of(seen[0]) == "hello from the workspace\n"
@@ -347,5 +351,99 @@ def test_a_server_that_exits_answers_the_waiting_request_and_its_session_is_gone
 
     # The server reads the initialize request and exits: the client is told, it does not hang.
     with pytest.raises(BaseException) as ended:
-        run_hosted(hosted, agent, "crash", body)
+        run_hosted(hosted.gateway, agent, "crash", body)
     assert "ended" in str(ended.value) or "ended" in repr(ended.value.__context__), ended.value
+
+
+REMOTE_POLICY = """
+name: mcp-remote
+version: "1"
+appliesTo:
+  tags: [mcp-remote]
+rules:
+  - name: echo-only
+    effect: allow
+    actions: ["mcp:remote/echo", "mcp:remote/trigger-*"]
+defaultEffect: deny
+"""
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Iterator[Tuple[Gateway, Agent]]:
+    """A gateway hosting ``remote``: the everything server in its streamable-HTTP mode, reached by
+    URL with an injected header."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(EVERYTHING), "streamableHttp"],
+        env={**os.environ, "PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the everything server did not listen"
+                time.sleep(0.1)
+        config = tmp_path / "gateway.toml"
+        config.write_text(
+            "[mcp.servers.remote]\n"
+            f'url = "http://127.0.0.1:{port}/mcp"\n'
+            'headers = { "X-Upstream-Key" = "${UPSTREAM_KEY}" }\n'
+        )
+        os.environ["UPSTREAM_KEY"] = "upstream-secret"
+        gateway = Gateway(tmp_path / "data", ("--config", str(config)))
+        gateway.start()
+        try:
+            policy = tmp_path / "remote.yaml"
+            policy.write_text(REMOTE_POLICY)
+            gateway.cli("policy", "apply", str(policy))
+            created = json.loads(
+                gateway.cli(
+                    "agent",
+                    "create",
+                    "remote",
+                    "--trust",
+                    "verified",
+                    "--tags",
+                    "mcp-remote",
+                    "--json",
+                )
+            )
+            yield gateway, Agent(name="remote", token=str(created["token"]))
+        finally:
+            gateway.stop()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_a_streamable_http_upstream_is_governed_like_a_local_server(
+    remote: Tuple[Gateway, Agent],
+) -> None:
+    gateway, agent = remote
+    progress: List[Tuple[float, Optional[float]]] = []
+
+    async def on_progress(done: float, total: Optional[float], message: Optional[str]) -> None:
+        progress.append((done, total))
+
+    async def body(session: ClientSession) -> Any:
+        listed = {tool.name for tool in (await session.list_tools()).tools}
+        echoed = await session.call_tool("echo", {"message": "through the gateway"})
+        refused = await session.call_tool("get-sum", {"a": 1, "b": 2})
+        long = await session.call_tool(
+            "trigger-long-running-operation",
+            {"duration": 1, "steps": 2},
+            progress_callback=on_progress,
+        )
+        return listed, echoed, refused, long
+
+    listed, echoed, refused, long = run_hosted(gateway, agent, "remote", body)
+    assert "echo" in listed and "get-sum" not in listed, listed
+    assert not echoed.is_error and "through the gateway" in text_of(echoed)
+    assert refused.is_error and "rule" in text_of(refused), text_of(refused)
+    assert not long.is_error, text_of(long)
+    assert progress == [(1, 2), (2, 2)], progress

@@ -589,6 +589,7 @@ impl Config {
             }
             if let Some(mcp) = table.remove("mcp") {
                 mcp_servers = hosted_mcp_servers(origin, mcp)?;
+                expand_mcp_headers(origin, &mut mcp_servers, env)?;
             }
             let mut flat = Vec::new();
             flatten("", &toml::Value::Table(table), &mut flat);
@@ -749,7 +750,22 @@ fn hosted_mcp_servers(
                 "a server name is 1 to 64 of a-z, 0-9, `.`, `_`, `-`, starting with a letter or digit",
             ));
         }
-        if server.command.first().is_none_or(String::is_empty) {
+        match (&server.url, server.command.is_empty()) {
+            (Some(_), false) => {
+                return Err(invalid(
+                    "",
+                    "give `command` (a server the gateway starts) or `url` (a streamable-HTTP server), not both",
+                ));
+            }
+            (None, _) if !server.headers.is_empty() => {
+                return Err(invalid(
+                    ".headers",
+                    "headers are sent to a `url` server only",
+                ));
+            }
+            _ => {}
+        }
+        if server.url.is_none() && server.command.first().is_none_or(String::is_empty) {
             return Err(invalid(
                 ".command",
                 "the server's program and its arguments, e.g. [\"npx\", \"@modelcontextprotocol/server-filesystem\", \"/srv/ws\"]",
@@ -760,6 +776,24 @@ fn hosted_mcp_servers(
         }
     }
     Ok(table.servers)
+}
+
+/// `${ENV}` in the headers of hosted MCP servers, as in proxy targets' headers.
+fn expand_mcp_headers(
+    origin: &str,
+    servers: &mut BTreeMap<String, HostedServerConfig>,
+    env: &HashMap<String, String>,
+) -> Result<(), ConfigError> {
+    for (name, server) in servers {
+        for (header, value) in &mut server.headers {
+            *value = expand_env(value, env).map_err(|message| ConfigError::Invalid {
+                origin: origin.to_owned(),
+                key: format!("mcp.servers.{name}.headers.{header}"),
+                message,
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn collect_target(
@@ -1652,6 +1686,19 @@ write_file = { action = "write:workspace", resource = "path", root = "/srv/ws" }
             home(),
         )
         .unwrap();
+        let remote = Config::load(
+            Some((
+                "gw.toml",
+                "[mcp.servers.remote]\nurl = \"https://mcp.example\"\nheaders = { Authorization = \"Bearer ${UPSTREAM_TOKEN}\" }\n",
+            )),
+            &env(&[("UPSTREAM_TOKEN", "s3cret")]),
+            &ConfigFlags::default(),
+            home(),
+        )
+        .unwrap();
+        let server = &remote.mcp_servers["remote"];
+        assert_eq!(server.headers["Authorization"], "Bearer s3cret");
+        assert!(!format!("{server:?}").contains("s3cret"));
         let fs = &config.mcp_servers["fs"];
         assert_eq!(fs.command[0], "npx");
         assert_eq!(fs.approval_wait_seconds, Some(30));
@@ -1667,7 +1714,19 @@ write_file = { action = "write:workspace", resource = "path", root = "/srv/ws" }
             ),
             (
                 "[mcp.servers.fs]\nresource = \"path\"\n",
-                "gw.toml: `mcp.servers.fs`: missing field `command`",
+                "gw.toml: `mcp.servers.fs.command`: the server's program",
+            ),
+            (
+                "[mcp.servers.fs]\ncommand = [\"x\"]\nurl = \"http://u\"\n",
+                "gw.toml: `mcp.servers.fs`: give `command` (a server the gateway starts) or `url`",
+            ),
+            (
+                "[mcp.servers.fs]\ncommand = [\"x\"]\nheaders = { a = \"b\" }\n",
+                "gw.toml: `mcp.servers.fs.headers`: headers are sent to a `url` server only",
+            ),
+            (
+                "[mcp.servers.fs]\nurl = \"http://u\"\nheaders = { a = \"${NOPE}\" }\n",
+                "gw.toml: `mcp.servers.fs.headers.a`:",
             ),
             (
                 "[mcp.servers.fs]\ncommand = []\n",

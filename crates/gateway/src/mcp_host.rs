@@ -31,6 +31,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use meshguard_mcp::config::{ServerConfig, ToolMapping};
+use meshguard_mcp::http_upstream::HttpUpstream;
 use meshguard_mcp::naming::Naming;
 use meshguard_mcp::relay::{DEFAULT_APPROVAL_WAIT, DEFAULT_MAX_MESSAGE_BYTES, SHUTDOWN_GRACE};
 use meshguard_mcp::{GatewayClient, Governor};
@@ -39,18 +40,31 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::sync::{mpsc, watch};
 
+/// The server's input as the relay writes it: a child's stdin or an HTTP bridge.
+type ServerIn = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+/// The server's output as the relay reads it.
+type ServerOut = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+
 /// The header that names a session (MCP streamable HTTP).
 pub const SESSION_HEADER: &str = "mcp-session-id";
 
 /// How long a session may sit idle, when the server's config says nothing.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// One `[mcp.servers.S]` table of the gateway config, as written.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// One `[mcp.servers.S]` table of the gateway config, as written: a `command` the gateway
+/// starts per session, or the `url` of a streamable-HTTP server (with `headers`).
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostedServerConfig {
     /// The stdio server to start for each session: program and arguments.
+    #[serde(default)]
     pub command: Vec<String>,
+    /// A streamable-HTTP MCP server to bridge each session to.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Headers sent to `url` on every request (the upstream's credentials; `${ENV}` expanded).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
     /// The working directory of the server (relative paths in calls resolve against it);
     /// default: the gateway's.
     #[serde(default)]
@@ -72,10 +86,32 @@ pub struct HostedServerConfig {
     pub idle_timeout_seconds: Option<u64>,
 }
 
+impl std::fmt::Debug for HostedServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Header values are the upstream's credentials: only their names are shown.
+        f.debug_struct("HostedServerConfig")
+            .field("command", &self.command)
+            .field("url", &self.url)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("resource", &self.resource)
+            .field("tools", &self.tools)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a hosted server's sessions go.
+#[derive(Debug, Clone)]
+enum Backend {
+    /// A process per session.
+    Command(Vec<String>),
+    /// A streamable-HTTP server, one upstream session per session.
+    Http(HttpUpstream),
+}
+
 /// A hosted server, ready to start sessions.
 #[derive(Debug, Clone)]
 struct HostedServer {
-    command: Vec<String>,
+    backend: Backend,
     cwd: Option<PathBuf>,
     naming: ServerConfig,
     show_denied: bool,
@@ -84,9 +120,20 @@ struct HostedServer {
 }
 
 impl HostedServer {
-    fn of(config: &HostedServerConfig) -> HostedServer {
-        HostedServer {
-            command: config.command.clone(),
+    fn of(config: &HostedServerConfig) -> Result<HostedServer, String> {
+        let backend = match &config.url {
+            Some(url) => {
+                let headers: Vec<(String, String)> = config
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                Backend::Http(HttpUpstream::new(url, &headers).map_err(|e| e.to_string())?)
+            }
+            None => Backend::Command(config.command.clone()),
+        };
+        Ok(HostedServer {
+            backend,
             cwd: config.cwd.clone(),
             naming: ServerConfig {
                 resource: config.resource.clone(),
@@ -99,7 +146,7 @@ impl HostedServer {
             idle_timeout: config
                 .idle_timeout_seconds
                 .map_or(DEFAULT_IDLE_TIMEOUT, Duration::from_secs),
-        }
+        })
     }
 }
 
@@ -159,15 +206,19 @@ pub struct McpHost {
 }
 
 impl McpHost {
-    /// The host of `servers` (already validated by the config loader).
-    pub fn new(servers: &BTreeMap<String, HostedServerConfig>) -> McpHost {
-        McpHost {
-            servers: servers
-                .iter()
-                .map(|(name, config)| (name.clone(), HostedServer::of(config)))
-                .collect(),
-            ..McpHost::default()
+    /// The host of `servers` (validated by the config loader); an upstream that cannot be used
+    /// is an error naming its server.
+    pub fn new(servers: &BTreeMap<String, HostedServerConfig>) -> Result<McpHost, String> {
+        let mut hosted = BTreeMap::new();
+        for (name, config) in servers {
+            let server =
+                HostedServer::of(config).map_err(|e| format!("mcp.servers.{name}: {e}"))?;
+            hosted.insert(name.clone(), server);
         }
+        Ok(McpHost {
+            servers: hosted,
+            ..McpHost::default()
+        })
     }
 
     /// Where the sessions' checks go: this gateway, as its listener is bound.
@@ -258,21 +309,34 @@ impl McpHost {
             Some(dir) => dir.clone(),
             None => std::env::current_dir().map_err(|e| start_error(e.to_string()))?,
         };
-        let (program, args) = hosted
-            .command
-            .split_first()
-            .ok_or_else(|| start_error("no command".into()))?;
-        let mut child = tokio::process::Command::new(program)
-            .args(args)
-            .current_dir(&cwd)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| start_error(format!("`{program}`: {e}")))?;
-        let (Some(server_in), Some(server_out)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err(start_error("no pipe to the server".into()));
+        let (mut child, server_in, server_out) = match &hosted.backend {
+            Backend::Command(command) => {
+                let (program, args) = command
+                    .split_first()
+                    .ok_or_else(|| start_error("no command".into()))?;
+                let mut child = tokio::process::Command::new(program)
+                    .args(args)
+                    .current_dir(&cwd)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::inherit())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .map_err(|e| start_error(format!("`{program}`: {e}")))?;
+                let (Some(server_in), Some(server_out)) = (child.stdin.take(), child.stdout.take())
+                else {
+                    return Err(start_error("no pipe to the server".into()));
+                };
+                let server_in: ServerIn = Box::new(server_in);
+                let server_out: ServerOut = Box::new(server_out);
+                (Some(child), server_in, server_out)
+            }
+            Backend::Http(upstream) => {
+                let (server_in, server_out) = upstream.open();
+                let server_in: ServerIn = Box::new(server_in);
+                let server_out: ServerOut = Box::new(server_out);
+                (None, server_in, server_out)
+            }
         };
         let governor = Governor {
             naming: Naming::new(server, hosted.naming.clone(), cwd),
@@ -338,9 +402,11 @@ impl McpHost {
                 // The server's last answers are delivered before anything still waiting is
                 // told the session ended.
                 let _ = tokio::time::timeout(SHUTDOWN_GRACE, delivering).await;
-                let _ = tokio::time::timeout(SHUTDOWN_GRACE, child.wait()).await;
-                let _ = child.start_kill();
-                let _ = child.wait().await;
+                if let Some(child) = child.as_mut() {
+                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, child.wait()).await;
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                }
                 session.end();
                 host.lock().remove(&session.id);
                 tracing::info!(session = %session.id, "MCP session closed");

@@ -55,6 +55,9 @@ pub enum ServeError {
     /// count limits per gateway.
     #[error("{0}; global rate limits need it (remove `--redis-url` to keep limits per gateway)")]
     Redis(#[from] RedisLimitError),
+    /// A hosted MCP server that cannot be used.
+    #[error("{0}")]
+    Mcp(String),
     /// A configured feature this gateway does not provide.
     #[error("{0}")]
     Unsupported(String),
@@ -88,6 +91,7 @@ pub fn validate_only(config: &Config) -> Result<Vec<String>, ServeError> {
     let location = store_location(config)?;
     Upstreams::from_config(config.proxy_target.as_ref(), &config.targets)
         .map_err(ServeError::Proxy)?;
+    McpHost::new(&config.mcp_servers).map_err(ServeError::Mcp)?;
     let mut report = vec![
         format!("listen: {}", config.listen),
         format!("mode: {}", config.mode.as_str()),
@@ -249,7 +253,7 @@ pub async fn serve_listener(
         alerts: AlertSettings::from_config(&config.alerts),
         redis,
         quotas: config.quotas,
-        mcp: Arc::new(McpHost::new(&config.mcp_servers)),
+        mcp: Arc::new(McpHost::new(&config.mcp_servers).map_err(ServeError::Mcp)?),
         ..GatewayOptions::default()
     };
     let (state, background) = AppState::new(Arc::clone(&store), &dir, options).await?;

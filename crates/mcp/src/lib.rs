@@ -9,6 +9,7 @@
 //! - [`naming`]: how a call becomes a check (action, resource, context);
 //! - [`gateway`]: check, record and preview over HTTP, where every failure is a refusal;
 //! - [`relay`]: the stdio relay and the intercept;
+//! - [`http_upstream`]: a streamable-HTTP server as the relay's server side;
 //! - [`inventory`]: the tools a server offers, for `meshguard mcp tools`.
 //!
 //! **Raw JSON-RPC, typed where MeshGuard speaks.** The relay forwards each message as the bytes
@@ -37,6 +38,7 @@
 
 pub mod config;
 pub mod gateway;
+pub mod http_upstream;
 pub mod inventory;
 pub mod naming;
 pub mod relay;
