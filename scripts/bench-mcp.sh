@@ -3,7 +3,7 @@
 # through the gateway-hosted `/mcp/S` endpoint, against calling the same server directly, in one
 # run (release build, durable SQLite audit, loopback). Prints the table of docs/benchmarks.md
 # ("MCP tool calls").
-# Usage: [SKIP_BUILD=1] scripts/bench-mcp.sh [CALLS=500]
+# Usage: [SKIP_BUILD=1] [AUDIT_DURABILITY=sync|async] scripts/bench-mcp.sh [CALLS=500]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 calls="${1:-500}"

@@ -91,7 +91,11 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     config = work / "gateway.toml"
-    config.write_text(f'[mcp.servers.everything]\ncommand = ["{EVERYTHING}", "stdio"]\n')
+    durability = os.environ.get("AUDIT_DURABILITY", "sync")
+    config.write_text(
+        f'[audit]\ndurability = "{durability}"\n\n'
+        f'[mcp.servers.everything]\ncommand = ["{EVERYTHING}", "stdio"]\n'
+    )
     data = work / "data"
     log = open(work / "gateway.log", "wb")
     gateway = subprocess.Popen(
@@ -145,7 +149,10 @@ def main() -> None:
         for name, run in surfaces.items():
             results[name] = anyio.run(run)
         base = statistics.median(results["direct (stdio, no MeshGuard)"])
-        print(f"{calls} calls of `echo` per surface, after {WARMUP} warm-up calls\n")
+        print(
+            f"{calls} calls of `echo` per surface, after {WARMUP} warm-up calls; "
+            f"audit durability {durability}\n"
+        )
         print("| surface | median | p95 | added to direct (median) | / direct |")
         print("|---|---:|---:|---:|---:|")
         for name, samples in results.items():
