@@ -35,8 +35,10 @@ from test_mcp_proxy import (
     SERVER,
     Agent,
     Gateway,
+    Workspace,
     free_port,
     pending_approval,
+    run_session,
     text_of,
 )
 
@@ -447,3 +449,38 @@ def test_a_streamable_http_upstream_is_governed_like_a_local_server(
     assert refused.is_error and "rule" in text_of(refused), text_of(refused)
     assert not long.is_error, text_of(long)
     assert progress == [(1, 2), (2, 2)], progress
+
+
+LIMITED_POLICY = """
+name: mcp-limited
+version: "1"
+appliesTo:
+  tags: [mcp-limited]
+rules:
+  - name: three-echoes-a-minute
+    effect: allow
+    actions: ["mcp:everything/echo"]
+    conditions:
+      rateLimit: {requestsPerMinute: 3}
+defaultEffect: deny
+"""
+
+
+@pytest.mark.parametrize("surface", ["stdio", "hosted"])
+def test_a_rate_limit_of_n_calls_a_minute_admits_exactly_n_and_the_trail_verifies(
+    hosted: Hosted, surface: str
+) -> None:
+    agent = hosted.agent("mcp-limited", LIMITED_POLICY)
+
+    async def body(session: ClientSession) -> Any:
+        return [await session.call_tool("echo", {"message": f"m{i}"}) for i in range(5)]
+
+    if surface == "hosted":
+        results = run_hosted(hosted.gateway, agent, "everything", body)
+    else:
+        workspace = Workspace(root=hosted.root, mapping=MAPPING)
+        results = run_session(hosted.gateway, agent, workspace, body, everything=True)
+    assert [result.is_error for result in results] == [False, False, False, True, True]
+    assert "rate limit" in text_of(results[3]), text_of(results[3])
+    verified = hosted.gateway.cli("audit", "verify")
+    assert "ok" in verified.lower() or "verified" in verified.lower(), verified
