@@ -155,6 +155,41 @@ impl AuditWriter {
         committed.await.map_err(|_| stopped())?
     }
 
+    /// Whether answers leave before their events commit (`audit.durability = "async"`): then an
+    /// event a client was told of may not be in the store yet.
+    pub fn answers_before_commit(&self) -> bool {
+        self.durability == AuditDurability::Async
+    }
+
+    /// Waits (at most `limit`) until the event `id` is committed; `false` if it was not seen.
+    /// The caller has already looked in the store, and looks again after subscribing, so an
+    /// event committed in between is not missed.
+    pub async fn await_commit<F, Fut>(&self, id: &str, limit: std::time::Duration, found: F) -> bool
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let mut committed = self.committed.subscribe();
+        if found().await {
+            return true;
+        }
+        let wait = async {
+            loop {
+                match committed.recv().await {
+                    Ok(event) if event.event.id == id => return true,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if found().await {
+                            return true;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return false,
+                }
+            }
+        };
+        tokio::time::timeout(limit, wait).await.unwrap_or(false)
+    }
+
     /// Every event committed from now on, for `GET /admin/audit/stream`. A follower that falls
     /// more than a buffer behind is told how many it missed (and can re-read them by query).
     pub fn subscribe(&self) -> broadcast::Receiver<AuditEvent> {

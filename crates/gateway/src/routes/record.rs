@@ -72,7 +72,23 @@ async fn own_check(
             .is_some_and(|a| a.id == agent.record.id)
     };
     if let Some(id) = audit_id {
-        match state.store.audit_event(id).await {
+        let mut looked_up = state.store.audit_event(id).await;
+        // With async durability the check was answered before its event committed: a record
+        // that follows at once may arrive first, so it waits (briefly) for that commit.
+        if matches!(looked_up, Err(StoreError::NotFound { .. }))
+            && state.audit.answers_before_commit()
+        {
+            let store = &state.store;
+            let found = || async move { store.audit_event(id).await.is_ok() };
+            if state
+                .audit
+                .await_commit(id, std::time::Duration::from_secs(2), found)
+                .await
+            {
+                looked_up = state.store.audit_event(id).await;
+            }
+        }
+        match looked_up {
             Ok(event) if event.event.kind == AuditKind::Check && own(&event) => {}
             Ok(_) => {
                 return Err(ApiError::Forbidden(format!(

@@ -111,3 +111,53 @@ async fn shutdown_commits_queued_events_and_refuses_later_ones() {
     assert!(reply.body["audit_id"].is_null());
     assert_eq!(gw.events().await.len(), count);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_async_durability_a_record_right_after_its_check_is_accepted() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use meshguard_gateway::config::{AuditDurability, Mode};
+
+    let gw = TestGateway::with_durability(
+        Mode::Enforce,
+        meshguard_gateway::config::DEFAULT_BODY_LIMIT,
+        AuditDurability::Async,
+    )
+    .await;
+    gw.policy(UNLIMITED).await;
+    let (_, token) = gw.agent("dev", "verified", &["autogpt"]).await;
+    // The check is answered before its event commits; the record follows at once, as the MCP
+    // proxy sends it, and must not be told that the check does not exist.
+    for i in 0..30 {
+        let checked = gw.check(&token, json!({"action": "search:web"})).await;
+        assert_eq!(checked.status, StatusCode::OK, "{}", checked.text);
+        let check_id = checked.body["audit_id"].as_str().unwrap().to_owned();
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/proxy/governance/record")
+            .header("authorization", format!("Bearer {token}"))
+            .header("x-trace-id", checked.body["trace_id"].as_str().unwrap())
+            .body(Body::from(
+                json!({"action": "search:web", "status": "success", "audit_id": check_id})
+                    .to_string(),
+            ))
+            .unwrap();
+        let reply = gw.send(request).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "record {i}: {}",
+            reply.text
+        );
+    }
+    // An id that no check has is still refused (after the short wait).
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/proxy/governance/record")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::from(
+            json!({"action": "search:web", "status": "success", "audit_id": "nope"}).to_string(),
+        ))
+        .unwrap();
+    assert_eq!(gw.send(request).await.status, StatusCode::NOT_FOUND);
+}
