@@ -15,7 +15,7 @@ python3 - "$target_dir/criterion/policy_decide" <<'PY'
 import json, pathlib, sys
 
 root = pathlib.Path(sys.argv[1])
-cases = ["allowed", "denied", "default_deny", "rules_10", "rules_10000"]
+cases = ["allowed", "denied", "default_deny", "conditions_allowed", "conditions_denied", "schedule_allowed", "schedule_closed", "rules_10", "rules_10000"]
 engines = ["meshguard", "cedar", "rego"]
 
 def median_ns(engine, case):

@@ -17,6 +17,9 @@ pub struct CedarEngine {
     authorizer: Authorizer,
     check: EntityUid,
     resource_type: EntityTypeName,
+    /// The policies read the amount, the currency and the Berlin weekday and minute: the adapter
+    /// adds them to every request (only then, so that the other cases pay nothing for them).
+    conditions: bool,
 }
 
 /// An agent loaded once, as a gateway would cache it: its uid and an entity store holding it.
@@ -29,6 +32,15 @@ impl CedarEngine {
     /// Parses `policies` and refuses any statement the schema rejects, so that a typo in the
     /// translation cannot silently turn into "never matches".
     pub fn new(schema_text: &str, policies_text: &str) -> CedarEngine {
+        CedarEngine::build(schema_text, policies_text, false)
+    }
+
+    /// [`CedarEngine::new`] for policies with numeric and time conditions.
+    pub fn with_conditions(schema_text: &str, policies_text: &str) -> CedarEngine {
+        CedarEngine::build(schema_text, policies_text, true)
+    }
+
+    fn build(schema_text: &str, policies_text: &str, conditions: bool) -> CedarEngine {
         let (schema, warnings) =
             Schema::from_cedarschema_str(schema_text).expect("the Cedar schema parses");
         assert_eq!(warnings.count(), 0, "the Cedar schema has warnings");
@@ -44,6 +56,7 @@ impl CedarEngine {
             authorizer: Authorizer::new(),
             check: EntityUid::from_str(r#"Action::"check""#).expect("a valid action uid"),
             resource_type: EntityTypeName::from_str("Resource").expect("a valid type name"),
+            conditions,
         }
     }
 
@@ -68,22 +81,52 @@ impl CedarEngine {
         action: &str,
         resource: &str,
         context: &serde_json::Map<String, serde_json::Value>,
+        now: time::OffsetDateTime,
     ) -> Verdict {
         let sandbox = context.get("sandbox") == Some(&serde_json::Value::Bool(true));
-        let context = Context::from_pairs([
-            (
-                "action".to_owned(),
-                RestrictedExpression::new_string(action.to_owned()),
-            ),
-            (
-                "resource".to_owned(),
-                RestrictedExpression::new_string(resource.to_owned()),
-            ),
-            (
-                "sandbox".to_owned(),
-                RestrictedExpression::new_bool(sandbox),
-            ),
-        ])
+        let mut extra = Vec::new();
+        if self.conditions {
+            let arguments = context.get("arguments");
+            if let Some(amount) = arguments
+                .and_then(|a| a.get("amount"))
+                .and_then(|v| v.as_i64())
+            {
+                extra.push(("amount".to_owned(), RestrictedExpression::new_long(amount)));
+            }
+            if let Some(currency) = arguments
+                .and_then(|a| a.get("currency"))
+                .and_then(|v| v.as_str())
+            {
+                extra.push((
+                    "currency".to_owned(),
+                    RestrictedExpression::new_string(currency.to_owned()),
+                ));
+            }
+            let (day, minute) = crate::workload::berlin_day_and_minute(now);
+            extra.push((
+                "day".to_owned(),
+                RestrictedExpression::new_string(day.to_owned()),
+            ));
+            extra.push(("minute".to_owned(), RestrictedExpression::new_long(minute)));
+        }
+        let context = Context::from_pairs(
+            [
+                (
+                    "action".to_owned(),
+                    RestrictedExpression::new_string(action.to_owned()),
+                ),
+                (
+                    "resource".to_owned(),
+                    RestrictedExpression::new_string(resource.to_owned()),
+                ),
+                (
+                    "sandbox".to_owned(),
+                    RestrictedExpression::new_bool(sandbox),
+                ),
+            ]
+            .into_iter()
+            .chain(extra),
+        )
         .expect("a valid context");
         let resource =
             EntityUid::from_type_name_and_id(self.resource_type.clone(), EntityId::new(resource));

@@ -41,6 +41,10 @@ const PRODUCTION_YAML: &str = include_str!("../../policies/autogpt-production.ya
 const PRODUCTION_CEDAR: &str = include_str!("../../policies/autogpt-production.cedar");
 const PRODUCTION_REGO: &str = include_str!("../../policies/autogpt-production.rego");
 const CEDAR_SCHEMA: &str = include_str!("../../policies/autogpt-production.cedarschema");
+const PAYMENTS_YAML: &str = include_str!("../../policies/payments-hours.yaml");
+const PAYMENTS_CEDAR: &str = include_str!("../../policies/payments-hours.cedar");
+const PAYMENTS_REGO: &str = include_str!("../../policies/payments-hours.rego");
+const PAYMENTS_SCHEMA: &str = include_str!("../../policies/payments-hours.cedarschema");
 
 /// One policy set loaded into all three engines.
 struct Engines {
@@ -71,6 +75,21 @@ impl Engines {
         }
     }
 
+    /// payments-hours: numeric context conditions and a schedule.
+    fn conditions() -> Engines {
+        Engines {
+            meshguard: meshguard::policy_set(&[(
+                "payments-hours.yaml".to_owned(),
+                PAYMENTS_YAML.to_owned(),
+            )]),
+            cedar: CedarEngine::with_conditions(PAYMENTS_SCHEMA, PAYMENTS_CEDAR),
+            rego: rego::RegoEngine::with_conditions(workload::conditions_rego(
+                PRODUCTION_REGO,
+                PAYMENTS_REGO,
+            )),
+        }
+    }
+
     fn generated(policies: usize) -> Engines {
         Engines {
             meshguard: meshguard::policy_set(&workload::generated_yaml(policies)),
@@ -95,13 +114,22 @@ impl Engines {
             &probe.action,
             &probe.resource,
             &probe.context,
+            probe.now,
         );
-        let cedar = self
-            .cedar
-            .decide(&agent.cedar, &probe.action, &probe.resource, &probe.context);
-        let rego = self
-            .rego
-            .decide(&agent.rego, &probe.action, &probe.resource, &probe.context);
+        let cedar = self.cedar.decide(
+            &agent.cedar,
+            &probe.action,
+            &probe.resource,
+            &probe.context,
+            probe.now,
+        );
+        let rego = self.rego.decide(
+            &agent.rego,
+            &probe.action,
+            &probe.resource,
+            &probe.context,
+            probe.now,
+        );
         for (engine, verdict) in [("meshguard", ours), ("cedar", cedar), ("rego", rego)] {
             assert_eq!(
                 verdict, probe.expected,
@@ -135,10 +163,11 @@ fn bench_case(c: &mut Criterion, case: &Case<'_>, slow: bool) {
         agent,
         probe,
     } = case;
-    let (action, resource, context) = (
+    let (action, resource, context, now) = (
         probe.action.as_str(),
         probe.resource.as_str(),
         &probe.context,
+        probe.now,
     );
     group.bench_function(BenchmarkId::new("meshguard", id), |b| {
         b.iter(|| {
@@ -148,6 +177,7 @@ fn bench_case(c: &mut Criterion, case: &Case<'_>, slow: bool) {
                 black_box(action),
                 black_box(resource),
                 black_box(context),
+                black_box(now),
             )
         })
     });
@@ -158,6 +188,7 @@ fn bench_case(c: &mut Criterion, case: &Case<'_>, slow: bool) {
                 black_box(action),
                 black_box(resource),
                 black_box(context),
+                black_box(now),
             )
         })
     });
@@ -168,6 +199,7 @@ fn bench_case(c: &mut Criterion, case: &Case<'_>, slow: bool) {
                 black_box(action),
                 black_box(resource),
                 black_box(context),
+                black_box(now),
             )
         })
     });
@@ -176,6 +208,8 @@ fn bench_case(c: &mut Criterion, case: &Case<'_>, slow: bool) {
 
 fn policy_decide(c: &mut Criterion) {
     let production = Engines::production();
+    let conditions = Engines::conditions();
+    let payer = conditions.load(&workload::payer_agent());
     let small = Engines::generated(1);
     let large = Engines::generated(workload::LARGE_POLICIES);
 
@@ -216,6 +250,13 @@ fn policy_decide(c: &mut Criterion) {
             checked += 1;
         }
     }
+    for probe in workload::conditions_cases()
+        .iter()
+        .chain(&workload::conditions_coverage())
+    {
+        conditions.assert_agree("payments-hours", &payer, probe);
+        checked += 1;
+    }
     println!("policy_decide: meshguard, cedar and rego agree on all {checked} requests");
 
     let [allowed, denied, default_deny] =
@@ -229,6 +270,22 @@ fn policy_decide(c: &mut Criterion) {
             id,
             engines: &production,
             agent: &production_agent,
+            probe,
+        };
+        bench_case(c, &case, false);
+    }
+    let [small_payment, huge_payment, open, closed] =
+        <[Probe; 4]>::try_from(workload::conditions_cases()).expect("four condition cases");
+    for (id, probe) in [
+        ("conditions_allowed", small_payment),
+        ("conditions_denied", huge_payment),
+        ("schedule_allowed", open),
+        ("schedule_closed", closed),
+    ] {
+        let case = Case {
+            id,
+            engines: &conditions,
+            agent: &payer,
             probe,
         };
         bench_case(c, &case, false);

@@ -39,12 +39,13 @@ pub fn decide(
     action: &str,
     resource: &str,
     context: &serde_json::Map<String, serde_json::Value>,
+    now: time::OffsetDateTime,
 ) -> Verdict {
     let request = CheckRequest {
         action,
         resource,
         context,
-        now: time::OffsetDateTime::now_utc(),
+        now,
     };
     let decision = set.decide(agent, &request, &mut Unlimited);
     let named = |s: Option<String>| s.unwrap_or_default();

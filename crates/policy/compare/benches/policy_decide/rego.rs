@@ -8,6 +8,8 @@ use crate::workload::{Agent, Verdict};
 /// A compiled Rego policy set.
 pub struct RegoEngine {
     compiled: CompiledPolicy,
+    /// The policies read the Berlin weekday and minute: the adapter adds them to every input.
+    conditions: bool,
 }
 
 impl RegoEngine {
@@ -22,7 +24,18 @@ impl RegoEngine {
         let compiled = engine
             .compile_with_entrypoint(&"data.meshguard.decision".into())
             .expect("the Rego translation compiles");
-        RegoEngine { compiled }
+        RegoEngine {
+            compiled,
+            conditions: false,
+        }
+    }
+
+    /// [`RegoEngine::new`] for policies with time conditions.
+    pub fn with_conditions(modules: Vec<(String, String)>) -> RegoEngine {
+        RegoEngine {
+            conditions: true,
+            ..RegoEngine::new(modules)
+        }
     }
 
     /// The agent part of the input document, built once as a gateway would cache it.
@@ -38,6 +51,7 @@ impl RegoEngine {
         action: &str,
         resource: &str,
         context: &serde_json::Map<String, serde_json::Value>,
+        now: time::OffsetDateTime,
     ) -> Verdict {
         let mut input = Value::new_object();
         let fields = input.as_object_mut().expect("a new object");
@@ -48,6 +62,11 @@ impl RegoEngine {
             Value::from("context"),
             Value::from(serde_json::Value::Object(context.clone())),
         );
+        if self.conditions {
+            let (day, minute) = crate::workload::berlin_day_and_minute(now);
+            fields.insert(Value::from("day"), Value::from(day));
+            fields.insert(Value::from("minute"), Value::from(minute));
+        }
         let decision = self
             .compiled
             .eval_with_input(input)

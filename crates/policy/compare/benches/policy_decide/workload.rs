@@ -48,6 +48,9 @@ pub struct Probe {
     pub action: String,
     pub resource: String,
     pub context: serde_json::Map<String, serde_json::Value>,
+    /// When the check is asked: fixed, never the real clock, so schedules answer the same in
+    /// every run.
+    pub now: time::OffsetDateTime,
     pub expected: Verdict,
 }
 
@@ -58,8 +61,19 @@ impl Probe {
             action: action.into(),
             resource: resource.to_owned(),
             context: serde_json::Map::new(),
+            now: at(WEDNESDAY_MORNING),
             expected: Verdict::DenyWithoutRule,
         }
+    }
+
+    fn arguments(mut self, arguments: serde_json::Value) -> Probe {
+        self.context.insert("arguments".to_owned(), arguments);
+        self
+    }
+
+    fn at(mut self, instant: &str) -> Probe {
+        self.now = at(instant);
+        self
     }
 
     fn sandboxed(mut self) -> Probe {
@@ -89,6 +103,126 @@ fn deny(policy: &str, rule: &str) -> Verdict {
 }
 
 const PRODUCTION: &str = "autogpt-production";
+const PAYMENTS: &str = "payments-hours";
+
+/// 11:00 in Berlin on a Wednesday (CET).
+const WEDNESDAY_MORNING: &str = "2026-03-04T10:00:00Z";
+
+fn at(instant: &str) -> time::OffsetDateTime {
+    time::OffsetDateTime::parse(instant, &time::format_description::well_known::Rfc3339)
+        .expect("a fixed RFC 3339 instant")
+}
+
+/// The weekday (`mon` … `sun`) and minute of the day of `now` in Europe/Berlin: what the Cedar
+/// and Rego adapters give their engines, which have no time zones.
+pub fn berlin_day_and_minute(now: time::OffsetDateTime) -> (&'static str, i64) {
+    let zone = jiff::tz::TimeZone::get("Europe/Berlin").expect("the bundled zone database");
+    let instant =
+        jiff::Timestamp::from_second(now.unix_timestamp()).expect("a representable instant");
+    let local = instant.to_zoned(zone);
+    let day = match local.weekday() {
+        jiff::civil::Weekday::Monday => "mon",
+        jiff::civil::Weekday::Tuesday => "tue",
+        jiff::civil::Weekday::Wednesday => "wed",
+        jiff::civil::Weekday::Thursday => "thu",
+        jiff::civil::Weekday::Friday => "fri",
+        jiff::civil::Weekday::Saturday => "sat",
+        jiff::civil::Weekday::Sunday => "sun",
+    };
+    (
+        day,
+        i64::from(local.hour()) * 60 + i64::from(local.minute()),
+    )
+}
+
+/// The agent of payments-hours.yaml.
+pub fn payer_agent() -> Agent {
+    Agent::new("payer", 1, &["payer"])
+}
+
+/// The four measured requests against payments-hours: numeric conditions that allow and deny, a
+/// schedule that is open and one that is closed.
+pub fn conditions_cases() -> Vec<Probe> {
+    vec![
+        Probe::new("a small payment", "pay:invoice", "*")
+            .arguments(serde_json::json!({"amount": 20, "currency": "EUR"}))
+            .expect(allow(PAYMENTS, "small-payments")),
+        Probe::new("a huge payment", "pay:invoice", "*")
+            .arguments(serde_json::json!({"amount": 900, "currency": "EUR"}))
+            .expect(deny(PAYMENTS, "never-above-500")),
+        Probe::new("a deploy in office hours", "deploy:api", "*")
+            .expect(allow(PAYMENTS, "office-deploys")),
+        Probe::new("a deploy on a Saturday", "deploy:api", "*").at("2026-03-07T10:00:00Z"),
+    ]
+}
+
+/// More requests against payments-hours, checked (not measured): bounds, types and the edges of
+/// the schedule, daylight saving time included.
+pub fn conditions_coverage() -> Vec<Probe> {
+    let pay = |label, arguments: serde_json::Value| {
+        Probe::new(label, "pay:invoice", "*").arguments(arguments)
+    };
+    vec![
+        pay(
+            "the bound is inclusive",
+            serde_json::json!({"amount": 50, "currency": "USD"}),
+        )
+        .expect(allow(PAYMENTS, "small-payments")),
+        pay(
+            "above the bound",
+            serde_json::json!({"amount": 51, "currency": "EUR"}),
+        ),
+        pay(
+            "at 500 no deny",
+            serde_json::json!({"amount": 500, "currency": "EUR"}),
+        ),
+        pay(
+            "another currency",
+            serde_json::json!({"amount": 20, "currency": "GBP"}),
+        ),
+        pay(
+            "an amount as text",
+            serde_json::json!({"amount": "20", "currency": "EUR"}),
+        ),
+        pay("no amount", serde_json::json!({"currency": "EUR"})),
+        pay(
+            "a negative amount",
+            serde_json::json!({"amount": -5, "currency": "EUR"}),
+        ),
+        Probe::new("17:59 in Berlin", "deploy:api", "*")
+            .at("2026-03-04T16:59:00Z")
+            .expect(allow(PAYMENTS, "office-deploys")),
+        Probe::new("18:00 in Berlin", "deploy:api", "*").at("2026-03-04T17:00:00Z"),
+        Probe::new("08:59 in Berlin", "deploy:api", "*").at("2026-03-04T07:59:00Z"),
+        Probe::new("08:30 CET (winter)", "deploy:api", "*").at("2026-03-27T07:30:00Z"),
+        Probe::new("09:30 CEST (summer)", "deploy:api", "*")
+            .at("2026-03-30T07:30:00Z")
+            .expect(allow(PAYMENTS, "office-deploys")),
+        Probe::new("another action", "launch:rocket", "*"),
+    ]
+}
+
+/// The Rego modules of payments-hours: its policy, and the helpers and combining section of the
+/// production translation (as the generated sets use them).
+pub fn conditions_rego(production_rego: &str, payments_rego: &str) -> Vec<(String, String)> {
+    let policies_at = production_rego
+        .find("# ---- policy")
+        .expect("the Rego translation marks its policy section");
+    let combining_at = production_rego
+        .find("# ---- combining")
+        .expect("the Rego translation marks its combining section");
+    vec![
+        (
+            "combining.rego".to_owned(),
+            format!(
+                "{}{}",
+                &production_rego[..policies_at],
+                &production_rego[combining_at..]
+            ),
+        ),
+        ("payments-hours.rego".to_owned(), payments_rego.to_owned()),
+    ]
+}
 
 /// The agent of autogpt-production.yaml (beside it).
 pub fn production_agent() -> Agent {
