@@ -215,11 +215,13 @@ pub enum ConfigKey {
     ProxyTarget,
     /// `proxy.forward_headers`: the agent headers the default upstream receives.
     ProxyForwardHeaders,
+    /// `console.enabled`: serve the web console at `/console`.
+    ConsoleEnabled,
 }
 
 impl ConfigKey {
     /// Every key, in documentation order.
-    pub const ALL: [ConfigKey; 30] = [
+    pub const ALL: [ConfigKey; 31] = [
         ConfigKey::Listen,
         ConfigKey::Mode,
         ConfigKey::DataDir,
@@ -250,6 +252,7 @@ impl ConfigKey {
         ConfigKey::AlertPerMinute,
         ConfigKey::ProxyTarget,
         ConfigKey::ProxyForwardHeaders,
+        ConfigKey::ConsoleEnabled,
     ];
 
     /// The dotted name in the TOML file (`[server] body_timeout` is `server.body_timeout`).
@@ -285,6 +288,7 @@ impl ConfigKey {
             ConfigKey::AlertPerMinute => "alerts.per_minute",
             ConfigKey::ProxyTarget => "proxy.target",
             ConfigKey::ProxyForwardHeaders => "proxy.forward_headers",
+            ConfigKey::ConsoleEnabled => "console.enabled",
         }
     }
 
@@ -551,6 +555,8 @@ pub struct Config {
     pub alerts: Alerts,
     /// MCP servers the gateway starts per session and serves at `/mcp/S` (`[mcp.servers.S]`).
     pub mcp_servers: BTreeMap<String, HostedServerConfig>,
+    /// Whether `/console` is served.
+    pub console_enabled: bool,
 }
 
 /// Where a raw value came from; it names the origin in error messages.
@@ -890,6 +896,7 @@ impl Validator<'_> {
             None => Ok(None),
             Some(toml::Value::String(s)) => Ok(Some(s.clone())),
             Some(toml::Value::Integer(i)) => Ok(Some(i.to_string())),
+            Some(toml::Value::Boolean(b)) => Ok(Some(b.to_string())),
             Some(other) => {
                 Err(self.invalid(key, format!("expected a string, got {}", other.type_str())))
             }
@@ -1052,6 +1059,15 @@ impl Validator<'_> {
             targets,
             alerts,
             mcp_servers: BTreeMap::new(),
+            console_enabled: self.parsed_or(
+                ConfigKey::ConsoleEnabled,
+                |s| match s {
+                    "true" => Ok(true),
+                    "false" => Ok(false),
+                    other => Err(format!("expected `true` or `false`, got `{other}`")),
+                },
+                true,
+            )?,
         })
     }
 

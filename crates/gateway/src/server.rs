@@ -254,6 +254,7 @@ pub async fn serve_listener(
         redis,
         quotas: config.quotas,
         mcp: Arc::new(McpHost::new(&config.mcp_servers).map_err(ServeError::Mcp)?),
+        console: config.console_enabled,
         ..GatewayOptions::default()
     };
     let (state, background) = AppState::new(Arc::clone(&store), &dir, options).await?;

@@ -24,6 +24,7 @@ use crate::proxy::Upstreams;
 use crate::rate_limit::{AgentBudget, Clock, MemoryLimiter, RateLimitStore, SystemClock};
 use crate::rate_limit_redis::RedisLimiter;
 use crate::refusals::{self, RefusalTally};
+use crate::routes::console::ConsoleSessions;
 use crate::token::TokenKeys;
 
 /// The wall clock a decision is made at: the system's, or the one a test sets.
@@ -54,6 +55,8 @@ pub struct GatewayOptions {
     pub quotas: AgentQuotas,
     /// MCP servers served at `/mcp/S` (none by default).
     pub mcp: Arc<McpHost>,
+    /// Whether the web console is served at `/console`.
+    pub console: bool,
 }
 
 impl Default for GatewayOptions {
@@ -70,6 +73,7 @@ impl Default for GatewayOptions {
             redis: None,
             quotas: crate::config::DEFAULT_AGENT_QUOTAS,
             mcp: Arc::new(McpHost::default()),
+            console: true,
         }
     }
 }
@@ -136,6 +140,10 @@ pub struct Gateway {
     pub history: HistoryStore,
     /// The MCP servers this gateway hosts, and their sessions.
     pub mcp: Arc<McpHost>,
+    /// Whether `/console` is served.
+    pub console_enabled: bool,
+    /// The web console's signed-in operators.
+    pub console: Arc<ConsoleSessions>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -250,6 +258,8 @@ impl AppState {
             instance_id: dir.instance_id.clone(),
             mode: options.mode,
             mcp: Arc::clone(&options.mcp),
+            console_enabled: options.console,
+            console: Arc::new(ConsoleSessions::default()),
             history: match &options.redis {
                 Some(redis) => HistoryStore::Redis(redis.clone()),
                 None => HistoryStore::memory(),

@@ -254,12 +254,17 @@ pub async fn update(
     Ok(Json(updated))
 }
 
-async fn set_status(
+pub(super) async fn set_status(
     state: &AppState,
     headers: &HeaderMap,
     agent: String,
     status: AgentStatus,
+    operator: Option<&str>,
 ) -> Result<AgentRecord, ApiError> {
+    let mut context = Map::new();
+    if let Some(operator) = operator {
+        context.insert("operator".into(), Value::String(operator.to_owned()));
+    }
     let (action, verb) = match status {
         AgentStatus::Revoked => ("agent.revoke", "revoked"),
         AgentStatus::Active => ("agent.restore", "restored"),
@@ -270,7 +275,7 @@ async fn set_status(
             return None;
         };
         let reason = format!("agent `{}` {verb}", updated.name);
-        Some(agent_change(action, updated, reason, Map::new()))
+        Some(agent_change(action, updated, reason, context))
     })
     .await?;
     let AdminOutcome::Agent(updated) = outcome else {
@@ -310,7 +315,7 @@ pub async fn revoke(
     Path(agent): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<AgentRecord>, ApiError> {
-    set_status(&state, &headers, agent, AgentStatus::Revoked)
+    set_status(&state, &headers, agent, AgentStatus::Revoked, None)
         .await
         .map(Json)
 }
@@ -321,7 +326,7 @@ pub async fn restore(
     Path(agent): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<AgentRecord>, ApiError> {
-    set_status(&state, &headers, agent, AgentStatus::Active)
+    set_status(&state, &headers, agent, AgentStatus::Active, None)
         .await
         .map(Json)
 }
@@ -351,7 +356,7 @@ pub async fn delete(
         }
     };
     if !purge {
-        let revoked = set_status(&state, &headers, agent, AgentStatus::Revoked).await?;
+        let revoked = set_status(&state, &headers, agent, AgentStatus::Revoked, None).await?;
         return Ok(Json(
             json!({ "revoked": true, "purged": false, "agent": revoked }),
         ));

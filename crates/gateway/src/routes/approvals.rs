@@ -206,9 +206,19 @@ pub struct VerdictBody {
     decided_by: Option<String>,
 }
 
+impl VerdictBody {
+    /// A verdict by `operator`, with an optional note.
+    pub(super) fn by(operator: &str, reason: Option<String>) -> VerdictBody {
+        VerdictBody {
+            reason,
+            decided_by: Some(operator.to_owned()),
+        }
+    }
+}
+
 /// Settles a pending approval by a human's verdict: the decision and its audit event (kind
 /// `approval`) commit together.
-async fn settle_by_human(
+pub(super) async fn settle_by_human(
     state: &AppState,
     headers: &HeaderMap,
     id: &str,

@@ -7,6 +7,7 @@ mod approvals;
 mod audit;
 mod authzen;
 mod check;
+pub(crate) mod console;
 mod decide;
 mod forward;
 mod forward_auth;
@@ -91,11 +92,17 @@ pub fn app(state: AppState) -> Router {
         .route("/alerts/test", post(alerts::test))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
 
+    let console = if state.console_enabled {
+        console::router()
+    } else {
+        Router::new()
+    };
     Router::new()
         .route("/", get(health::root))
         .route("/health", get(health::health))
         .route("/metrics", get(health::metrics))
         .merge(proxy)
+        .merge(console)
         .nest("/admin", admin)
         .fallback(unknown_route)
         // Our extractors enforce the configured limit themselves and answer in our error shape.

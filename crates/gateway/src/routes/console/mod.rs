@@ -1,0 +1,876 @@
+//! `/console`: the web console for the humans in charge — sign in with the admin token, see what
+//! the gateway decides, decide approvals, follow the audit trail live, revoke and restore agents.
+//!
+//! Server-rendered HTML (minijinja templates, autoescaped, embedded in the binary with the one
+//! stylesheet and the one script; nothing is fetched from elsewhere). Reading works without
+//! JavaScript; the script only makes the audit tail and the approval queue live (SSE) and asks
+//! before a revoke. Every page carries a strict Content-Security-Policy (no inline script),
+//! `X-Frame-Options: DENY` and `Cache-Control: no-store`; the session cookie is `HttpOnly`,
+//! `SameSite=Strict` and scoped to `/console`; every form carries a CSRF token. Console actions
+//! go through the same admin paths as the API, so they are audited the same way, naming the
+//! operator.
+
+mod session;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::Form;
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use futures::Stream;
+use meshguard_store::{
+    AgentStatus, ApprovalStatus, ApprovalVerdict, AuditEvent, AuditFilter, AuditKind, AuditOrder,
+    NewAuditEvent, PageRequest, StatsQuery, StoreChange,
+};
+use minijinja::{Environment, Value as Jinja, context};
+use serde::Deserialize;
+use serde_json::Map;
+use time::OffsetDateTime;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::auth::secrets_match;
+use crate::state::AppState;
+
+pub use session::{ConsoleSessions, Role};
+use session::{LOGIN_COOKIE, SESSION_COOKIE, cookie};
+
+/// The templates, compiled once.
+fn templates() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        let pages = [
+            ("base.html", include_str!("templates/base.html")),
+            ("login.html", include_str!("templates/login.html")),
+            ("overview.html", include_str!("templates/overview.html")),
+            ("approvals.html", include_str!("templates/approvals.html")),
+            ("audit.html", include_str!("templates/audit.html")),
+            ("agents.html", include_str!("templates/agents.html")),
+        ];
+        for (name, text) in pages {
+            // A template that does not parse is a build defect; the test of every page finds it.
+            if let Err(err) = env.add_template(name, text) {
+                tracing::error!(template = name, error = %err, "console template does not parse");
+            }
+        }
+        env
+    })
+}
+
+/// A page, or a plain-text 500 naming the template fault.
+fn render(name: &str, ctx: Jinja) -> Response {
+    match templates()
+        .get_template(name)
+        .and_then(|template| template.render(ctx))
+    {
+        Ok(html) => Html(html).into_response(),
+        Err(err) => {
+            tracing::error!(template = name, error = %err, "console page not rendered");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "console page not rendered",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Every console route; mounted by [`super::app`] when `console.enabled`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/console", get(overview))
+        .route("/console/", get(|| async { Redirect::to("/console") }))
+        .route("/console/login", get(login_page).post(login))
+        .route("/console/logout", post(logout))
+        .route("/console/approvals", get(approvals_page))
+        .route("/console/approvals/{id}/decide", post(decide))
+        .route("/console/audit", get(audit_page))
+        .route("/console/audit/export", get(export))
+        .route("/console/live", get(live))
+        .route("/console/agents", get(agents_page))
+        .route("/console/agents/{id}/{verb}", post(agent_status))
+        .route("/console/assets/{file}", get(asset))
+        .layer(middleware::from_fn(security_headers))
+}
+
+/// The headers of every console answer: nothing runs but our own script, nothing frames us,
+/// nothing is cached.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// `GET /console/assets/{file}`: the stylesheet and the script, from the binary.
+async fn asset(Path(file): Path<String>) -> Response {
+    let (body, kind) = match file.as_str() {
+        "console.css" => (
+            include_str!("assets/console.css"),
+            "text/css; charset=utf-8",
+        ),
+        "console.js" => (
+            include_str!("assets/console.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The signed-in operator of a request, if any.
+fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<session::Session> {
+    cookie(headers, SESSION_COOKIE).and_then(|id| state.console.get(&id))
+}
+
+/// Where a request without a session goes.
+fn to_sign_in() -> Response {
+    Redirect::to("/console/login").into_response()
+}
+
+/// Whether a POST's CSRF token matches its session's.
+fn csrf_ok(session: &session::Session, given: &str) -> bool {
+    secrets_match(given, &session.csrf)
+}
+
+/// The answer to a POST whose CSRF token is missing or wrong: refused, nothing changed.
+fn csrf_refused() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "the form's CSRF token is missing or wrong: reload the page and try again",
+    )
+        .into_response()
+}
+
+/// What every page's frame shows.
+fn frame(session: &session::Session, page: &str, title: &str, pending: usize) -> Jinja {
+    context! {
+        operator => session.operator.clone(),
+        role => session.role.as_str(),
+        csrf => session.csrf.clone(),
+        page => page,
+        title => title,
+        pending_count => pending,
+    }
+}
+
+async fn pending_count(state: &AppState) -> usize {
+    pending_approvals(state).await.map(|p| p.len()).unwrap_or(0)
+}
+
+async fn pending_approvals(
+    state: &AppState,
+) -> Result<Vec<meshguard_store::ApprovalRecord>, meshguard_store::StoreError> {
+    let now = OffsetDateTime::now_utc();
+    let page = state
+        .store
+        .list_approvals(Some(ApprovalStatus::Pending), &PageRequest::first(1000))
+        .await?;
+    let mut pending: Vec<_> = page
+        .items
+        .into_iter()
+        .filter(|a| a.expires_at > now)
+        .collect();
+    pending.sort_by_key(|a| std::cmp::Reverse(a.created_at));
+    Ok(pending)
+}
+
+/// `GET /console/login`: the sign-in form, with a fresh token for its CSRF check.
+async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if signed_in(&state, &headers).is_some() {
+        return Redirect::to("/console").into_response();
+    }
+    login_form(None, StatusCode::OK)
+}
+
+fn login_form(error: Option<&str>, status: StatusCode) -> Response {
+    let token = session::random_token();
+    let mut response = render(
+        "login.html",
+        context! { title => "Sign in", page => "login", error => error, csrf => token.clone() },
+    );
+    *response.status_mut() = status;
+    if let Ok(value) = HeaderValue::from_str(&format!(
+        "{LOGIN_COOKIE}={token}; Path=/console; HttpOnly; SameSite=Strict; Max-Age=600"
+    )) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    token: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /console/login`: the admin token opens an `admin` session. Attempts are rate-limited
+/// (10 failures a minute per gateway) and every attempt is audited.
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let expected_csrf = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
+    if expected_csrf.is_empty() || !secrets_match(&form.csrf, &expected_csrf) {
+        return login_form(
+            Some("The sign-in form expired or came from elsewhere: try again."),
+            StatusCode::FORBIDDEN,
+        );
+    }
+    if let Err(wait) = state.console.may_try() {
+        return login_form(
+            Some(&format!("Too many failed sign-ins: try again in {wait} s.")),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+    }
+    let good = secrets_match(form.token.trim(), state.admin_token.expose());
+    audit_sign_in(&state, good).await;
+    if !good {
+        state.console.failed();
+        return login_form(
+            Some("That is not the admin token."),
+            StatusCode::UNAUTHORIZED,
+        );
+    }
+    let session = state.console.open("admin", Role::Admin);
+    let mut response = Redirect::to("/console").into_response();
+    let secure = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes() == b"https");
+    let cookie = format!(
+        "{SESSION_COOKIE}={}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        session.id,
+        session::SESSION_LIFETIME.as_secs(),
+        if secure { "; Secure" } else { "" }
+    );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+async fn audit_sign_in(state: &AppState, good: bool) {
+    let mut context = Map::new();
+    context.insert("operator".into(), "admin".into());
+    let event = NewAuditEvent {
+        reason: Some(if good {
+            "operator `admin` signed in to the console".to_owned()
+        } else {
+            "a console sign-in with a wrong admin token was refused".to_owned()
+        }),
+        context,
+        ..NewAuditEvent::new(
+            AuditKind::Admin,
+            if good {
+                "console.sign_in"
+            } else {
+                "console.sign_in_refused"
+            },
+            &state.instance_id,
+        )
+    };
+    if let Err(err) = state.audit.append(event).await {
+        tracing::warn!(error = %err, "console sign-in not audited");
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /console/logout`.
+async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let Some(session) = signed_in(&state, &headers) else {
+        return to_sign_in();
+    };
+    if !csrf_ok(&session, &form.csrf) {
+        return csrf_refused();
+    }
+    state.console.close(&session.id);
+    let mut response = Redirect::to("/console/login").into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "mg_console=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0",
+        ),
+    );
+    response
+}
+
+/// `GET /console`: the overview.
+async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(session) = signed_in(&state, &headers) else {
+        return to_sign_in();
+    };
+    let to = OffsetDateTime::now_utc();
+    let from = to - time::Duration::hours(1);
+    let stats = state
+        .store
+        .audit_stats(&StatsQuery {
+            from,
+            to,
+            agent: None,
+            hourly: false,
+        })
+        .await;
+    let (total, allow, deny, approval, top_denied) = match &stats {
+        Ok(s) => (
+            s.total,
+            s.allowed,
+            s.denied,
+            s.require_approval,
+            s.top_denied
+                .iter()
+                .map(|a| (a.action.clone(), a.count))
+                .collect::<Vec<_>>(),
+        ),
+        Err(_) => (0, 0, 0, 0, Vec::new()),
+    };
+    let recent = recent_checks(&state, from).await;
+    let chart = chart::per_minute(&recent, to);
+    let mut agents: BTreeMap<String, u64> = BTreeMap::new();
+    for event in &recent {
+        if let Some(agent) = &event.event.agent {
+            *agents.entry(agent.name.clone()).or_default() += 1;
+        }
+    }
+    let mut top_agents: Vec<(String, u64)> = agents.into_iter().collect();
+    top_agents.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    top_agents.truncate(10);
+    let store_ok = stats.is_ok();
+    let limits_ok = state.limiter.ping().await.is_ok();
+    let pending = pending_count(&state).await;
+    let ctx = context! {
+        ..frame(&session, "overview", "Overview", pending),
+        ..context! {
+            stats => context! { total => total, allow => allow, deny => deny, approval => approval },
+            chart => chart,
+            top_denied => top_denied,
+            top_agents => top_agents,
+            health => context! {
+                store => if store_ok { "ok" } else { "unavailable" },
+                rate_limits => if limits_ok { "ok" } else { "unavailable" },
+                backend => state.limiter.backend(),
+                policies => state.policies.current().policies().count(),
+                mode => state.mode.as_str(),
+                gateway => state.instance_id.clone(),
+            },
+        }
+    };
+    render("overview.html", ctx)
+}
+
+/// The checks of the last hour, newest first (at most 10,000: the chart of a busier hour shows
+/// its newest 10,000 checks).
+async fn recent_checks(state: &AppState, from: OffsetDateTime) -> Vec<AuditEvent> {
+    let mut events = Vec::new();
+    let mut cursor = None;
+    for _ in 0..10 {
+        let page = state
+            .store
+            .query_audit(&AuditFilter {
+                limit: 1000,
+                kind: Some(AuditKind::Check),
+                from: Some(from),
+                cursor: cursor.take(),
+                order: AuditOrder::NewestFirst,
+                ..AuditFilter::default()
+            })
+            .await;
+        let Ok(page) = page else { break };
+        events.extend(page.entries);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    events
+}
+
+/// How long ago, in words a human reads at a glance.
+fn ago(duration: time::Duration) -> String {
+    let secs = duration.whole_seconds().max(0);
+    match secs {
+        0..60 => format!("{secs} s"),
+        60..3600 => format!("{} min", secs / 60),
+        3600..86_400 => format!("{} h {} min", secs / 3600, (secs % 3600) / 60),
+        _ => format!("{} d", secs / 86_400),
+    }
+}
+
+fn when(ts: OffsetDateTime) -> String {
+    ts.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// `GET /console/approvals`: the pending queue (newest first) and the decided ones.
+async fn approvals_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(session) = signed_in(&state, &headers) else {
+        return to_sign_in();
+    };
+    let now = OffsetDateTime::now_utc();
+    let pending = pending_approvals(&state).await.unwrap_or_default();
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
+    let mut name_of = async |id: &str| -> String {
+        if let Some(name) = names.get(id) {
+            return name.clone();
+        }
+        let name = state
+            .store
+            .get_agent(id)
+            .await
+            .map_or_else(|_| id.to_owned(), |a| a.name);
+        names.insert(id.to_owned(), name.clone());
+        name
+    };
+    let mut pending_rows = Vec::new();
+    for approval in &pending {
+        let policy = asking_policy(&state, approval.trace_id.as_deref()).await;
+        pending_rows.push(context! {
+            id => approval.id.clone(),
+            agent => name_of(&approval.agent_id).await,
+            action => approval.action.clone(),
+            resource => approval.resource.clone(),
+            policy => policy,
+            age => ago(now - approval.created_at),
+            left => ago(approval.expires_at - now),
+            arguments => approval.arguments.as_ref().map(|a| {
+                serde_json::to_string_pretty(&a.value).unwrap_or_default()
+            }),
+        });
+    }
+    let decided_page = state
+        .store
+        .list_approvals(None, &PageRequest::first(200))
+        .await
+        .map(|p| p.items)
+        .unwrap_or_default();
+    let mut decided: Vec<_> = decided_page
+        .into_iter()
+        .filter(|a| a.decided_at.is_some())
+        .collect();
+    decided.sort_by_key(|a| std::cmp::Reverse(a.decided_at));
+    decided.truncate(50);
+    let mut decided_rows = Vec::new();
+    for approval in &decided {
+        decided_rows.push(context! {
+            status => approval.status.as_str(),
+            agent => name_of(&approval.agent_id).await,
+            action => approval.action.clone(),
+            resource => approval.resource.clone(),
+            decided_by => approval.decided_by.clone().unwrap_or_default(),
+            decided_at => approval.decided_at.map(when).unwrap_or_default(),
+        });
+    }
+    let notice = cookie(&headers, "mg_notice");
+    let ctx = context! {
+        ..frame(&session, "approvals", "Approvals", pending.len()),
+        ..context! {
+            pending => pending_rows,
+            decided => decided_rows,
+            can_decide => session.role.may_decide(),
+            notice => notice,
+        }
+    };
+    render("approvals.html", ctx)
+}
+
+/// The policy that asked for an approval: the one its trace's check names.
+async fn asking_policy(state: &AppState, trace: Option<&str>) -> String {
+    let Some(trace) = trace else {
+        return String::new();
+    };
+    state
+        .store
+        .query_audit(&AuditFilter {
+            limit: 1,
+            trace_id: Some(trace.to_owned()),
+            kind: Some(AuditKind::Check),
+            order: AuditOrder::OldestFirst,
+            ..AuditFilter::default()
+        })
+        .await
+        .ok()
+        .and_then(|page| page.entries.into_iter().next())
+        .and_then(|event| event.event.policy)
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Deserialize)]
+struct DecideForm {
+    #[serde(default)]
+    csrf: String,
+    verdict: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// `POST /console/approvals/{id}/decide`: approve or deny, as the signed-in operator.
+async fn decide(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<DecideForm>,
+) -> Response {
+    let Some(session) = signed_in(&state, &headers) else {
+        return to_sign_in();
+    };
+    if !csrf_ok(&session, &form.csrf) {
+        return csrf_refused();
+    }
+    if !session.role.may_decide() {
+        return (
+            StatusCode::FORBIDDEN,
+            "this operator may read, not decide approvals",
+        )
+            .into_response();
+    }
+    let verdict = match form.verdict.as_str() {
+        "approve" => ApprovalVerdict::Approve,
+        "deny" => ApprovalVerdict::Deny,
+        _ => return (StatusCode::BAD_REQUEST, "verdict: expected approve or deny").into_response(),
+    };
+    let note = Some(form.note.trim().to_owned()).filter(|n| !n.is_empty());
+    let body = super::approvals::VerdictBody::by(&session.operator, note);
+    match super::approvals::settle_by_human(&state, &headers, &id, verdict, body).await {
+        Ok(_) => Redirect::to("/console/approvals").into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct AuditQuery {
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    decision: Option<String>,
+    #[serde(default)]
+    trace: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+fn audit_filter(query: &AuditQuery, limit: u32) -> AuditFilter {
+    let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
+    AuditFilter {
+        limit,
+        agent: nonempty(&query.agent),
+        decision: nonempty(&query.decision),
+        trace_id: nonempty(&query.trace),
+        cursor: nonempty(&query.cursor),
+        order: if query.trace.as_deref().is_some_and(|t| !t.is_empty()) {
+            AuditOrder::OldestFirst
+        } else {
+            AuditOrder::NewestFirst
+        },
+        ..AuditFilter::default()
+    }
+}
+
+/// `GET /console/audit`: the newest events (live when unfiltered), filters, paging, a trace.
+async fn audit_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<AuditQuery>,
+) -> Response {
+    let Some(session) = signed_in(&state, &headers) else {
+        return to_sign_in();
+    };
+    let page = state.store.query_audit(&audit_filter(&query, 100)).await;
+    let (events, next_cursor) = match page {
+        Ok(page) => (page.entries, page.next_cursor),
+        Err(_) => (Vec::new(), None),
+    };
+    let rows: Vec<Jinja> = events
+        .iter()
+        .map(|e| {
+            let trace = e.event.trace_id.clone().unwrap_or_default();
+            context! {
+                ts => when(e.event.ts),
+                decision => e.event.decision.map(|d| d.as_str()).unwrap_or(e.event.kind.as_str()),
+                code => e.event.code.map(|c| c.as_str()).unwrap_or_default(),
+                agent => e.event.agent.as_ref().map(|a| a.name.clone()).unwrap_or_default(),
+                action => e.event.action.clone(),
+                resource => e.event.resource.clone().unwrap_or_default(),
+                trace_short => trace.chars().take(13).collect::<String>(),
+                trace => trace,
+            }
+        })
+        .collect();
+    let live = query.agent.as_deref().unwrap_or_default().is_empty()
+        && query.decision.as_deref().unwrap_or_default().is_empty()
+        && query.trace.as_deref().unwrap_or_default().is_empty()
+        && query.cursor.is_none();
+    let pending = pending_count(&state).await;
+    let ctx = context! {
+        ..frame(&session, "audit", "Audit trail", pending),
+        ..context! {
+            events => rows,
+            next_cursor => next_cursor,
+            live => live,
+            filters => context! {
+                agent => query.agent.clone().unwrap_or_default(),
+                decision => query.decision.clone().unwrap_or_default(),
+                trace => query.trace.clone().unwrap_or_default(),
+            },
+        }
+    };
+    render("audit.html", ctx)
+}
+
+/// `GET /console/audit/export`: the filtered events as JSON lines (at most 10,000).
+async fn export(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<AuditQuery>,
+) -> Response {
+    if signed_in(&state, &headers).is_none() {
+        return to_sign_in();
+    }
+    let mut filter = audit_filter(&query, 1000);
+    let mut lines = String::new();
+    for _ in 0..10 {
+        let Ok(page) = state.store.query_audit(&filter).await else {
+            return (StatusCode::SERVICE_UNAVAILABLE, "the store cannot be read").into_response();
+        };
+        for event in &page.entries {
+            if let Ok(line) = serde_json::to_string(event) {
+                lines.push_str(&line);
+                lines.push('\n');
+            }
+        }
+        match page.next_cursor {
+            Some(next) => filter.cursor = Some(next),
+            None => break,
+        }
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"meshguard-audit.jsonl\"",
+            ),
+        ],
+        lines,
+    )
+        .into_response()
+}
+
+/// `GET /console/live`: SSE of committed audit events (`audit`) and approval changes
+/// (`approval`), for the live parts of the pages.
+async fn live(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if signed_in(&state, &headers).is_none() {
+        return to_sign_in();
+    }
+    Sse::new(live_events(&state))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+fn live_events(state: &AppState) -> impl Stream<Item = Result<Event, Infallible>> + use<> {
+    let audit = futures::stream::unfold(state.audit.subscribe(), |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(event) => {
+                    let data = serde_json::to_string(&event).unwrap_or_default();
+                    return Some((Ok(Event::default().event("audit").data(data)), rx));
+                }
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    let approvals = futures::stream::unfold(state.store.subscribe_changes(), |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(StoreChange::Approval { .. } | StoreChange::Resync)
+                | Err(RecvError::Lagged(_)) => {
+                    return Some((Ok(Event::default().event("approval").data("{}")), rx));
+                }
+                Ok(_) => {}
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    let stopping = state.stopping.subscribe();
+    let stop = async move {
+        let mut stopping = stopping;
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    };
+    futures::StreamExt::take_until(futures::stream::select(audit, approvals), Box::pin(stop))
+}
+
+/// `GET /console/agents`.
+async fn agents_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(session) = signed_in(&state, &headers) else {
+        return to_sign_in();
+    };
+    let agents = state
+        .store
+        .list_agents(&PageRequest::first(1000))
+        .await
+        .map(|p| p.items)
+        .unwrap_or_default();
+    let rows: Vec<Jinja> = agents
+        .iter()
+        .map(|a| {
+            context! {
+                id => a.id.clone(),
+                name => a.name.clone(),
+                status => match a.status { AgentStatus::Active => "active", AgentStatus::Revoked => "revoked" },
+                trust => a.trust.clone(),
+                tags => a.tags.iter().cloned().collect::<Vec<_>>().join(", "),
+                created => when(a.created_at),
+            }
+        })
+        .collect();
+    let pending = pending_count(&state).await;
+    let ctx = context! {
+        ..frame(&session, "agents", "Agents", pending),
+        ..context! { agents => rows, can_admin => session.role == Role::Admin }
+    };
+    render("agents.html", ctx)
+}
+
+/// `POST /console/agents/{id}/revoke|restore`: the kill switch, and its undo.
+async fn agent_status(
+    State(state): State<AppState>,
+    Path((id, verb)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let Some(session) = signed_in(&state, &headers) else {
+        return to_sign_in();
+    };
+    if !csrf_ok(&session, &form.csrf) {
+        return csrf_refused();
+    }
+    if session.role != Role::Admin {
+        return (
+            StatusCode::FORBIDDEN,
+            "only an admin may revoke or restore agents",
+        )
+            .into_response();
+    }
+    let status = match verb.as_str() {
+        "revoke" => AgentStatus::Revoked,
+        "restore" => AgentStatus::Active,
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    match super::agents::set_status(&state, &headers, id, status, Some(&session.operator)).await {
+        Ok(_) => Redirect::to("/console/agents").into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+/// The checks-per-minute chart, drawn by the server as inline SVG.
+mod chart {
+    use meshguard_policy::Effect;
+    use meshguard_store::AuditEvent;
+    use time::OffsetDateTime;
+
+    const WIDTH: u32 = 720;
+    const HEIGHT: u32 = 160;
+    const MINUTES: usize = 60;
+
+    /// Stacked bars of allow / deny / approval per minute of the hour before `now`.
+    pub fn per_minute(events: &[AuditEvent], now: OffsetDateTime) -> String {
+        let mut buckets = [[0u32; 3]; MINUTES];
+        for event in events {
+            let age = (now - event.event.ts).whole_minutes();
+            let Ok(age) = usize::try_from(age) else {
+                continue;
+            };
+            let Some(slot) = MINUTES
+                .checked_sub(age + 1)
+                .and_then(|i| buckets.get_mut(i))
+            else {
+                continue;
+            };
+            let index = match event.event.decision {
+                Some(Effect::Allow) => 0,
+                Some(Effect::Deny) => 1,
+                Some(Effect::RequireApproval) => 2,
+                None => continue,
+            };
+            if let Some(count) = slot.get_mut(index) {
+                *count += 1;
+            }
+        }
+        let top = buckets
+            .iter()
+            .map(|b| b.iter().sum::<u32>())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let plot = HEIGHT - 20;
+        let bar = WIDTH / u32::try_from(MINUTES).unwrap_or(60);
+        let mut svg = format!(
+            "<svg class=\"chart\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" aria-label=\"Checks per minute over the last hour: allowed, denied and sent for approval\">"
+        );
+        for (i, counts) in buckets.iter().enumerate() {
+            let x = u32::try_from(i).unwrap_or(0) * bar;
+            let mut y = plot;
+            for (count, class) in counts.iter().zip(["allow", "deny", "approval"]) {
+                if *count == 0 {
+                    continue;
+                }
+                let h = (count * plot / top).max(1);
+                y = y.saturating_sub(h);
+                svg.push_str(&format!(
+                    "<rect class=\"{class}\" x=\"{x}\" y=\"{y}\" width=\"{}\" height=\"{h}\"><title>{count} {class}</title></rect>",
+                    bar.saturating_sub(2)
+                ));
+            }
+        }
+        svg.push_str(&format!(
+            "<text x=\"0\" y=\"{}\">60 min ago</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">now · peak {top}/min</text></svg>",
+            HEIGHT - 4,
+            WIDTH,
+            HEIGHT - 4
+        ));
+        svg
+    }
+}
