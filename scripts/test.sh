@@ -45,6 +45,11 @@ if [ -x scripts/test-python.sh ]; then
   scripts/test-python.sh
 fi
 
+if [ -x scripts/test-console.sh ]; then
+  echo "== Console in a browser =="
+  scripts/test-console.sh
+fi
+
 if [ -x scripts/test-mcp.sh ]; then
   echo "== MCP proxy end to end =="
   scripts/test-mcp.sh

@@ -18,6 +18,7 @@ mod authzen;
 mod check;
 mod common;
 mod conformance;
+mod console;
 mod forward_auth;
 mod group_commit;
 mod mcp_metrics;
