@@ -102,6 +102,17 @@ class Gateway:
         assert done.returncode == 0, f"meshguard {' '.join(args)}: {done.stdout}{done.stderr}"
         return done.stdout
 
+    def operator(self, name: str, role: str, password: str) -> None:
+        done = subprocess.run(
+            [str(self.binary), "--url", self.url, "--data-dir", str(self.data_dir)]
+            + ["operator", "create", name, "--role", role, "--password-stdin"],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
     def agent(self, name: str) -> str:
         created = json.loads(
             self.cli("agent", "create", name, "--trust", "verified", "--tags", "demo", "--json")
@@ -153,10 +164,14 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
-def sign_in(page: Page, gateway: Gateway) -> None:
+def sign_in(page: Page, gateway: Gateway, operator: str = "", password: str = "") -> None:
     page.goto(f"{gateway.url}/console")
     expect(page).to_have_url(f"{gateway.url}/console/login")
-    page.fill("#token", gateway.admin_token)
+    if operator:
+        page.fill("#operator", operator)
+        page.fill("#token", password)
+    else:
+        page.fill("#token", gateway.admin_token)
     page.click("button[type=submit]")
     expect(page).to_have_url(f"{gateway.url}/console")
     expect(page.locator("h1")).to_have_text("Overview")
@@ -333,3 +348,42 @@ def test_sign_out_ends_the_session(page: Page, gateway: Gateway) -> None:
     expect(page).to_have_url(f"{gateway.url}/console/login")
     page.goto(f"{gateway.url}/console/agents")
     expect(page).to_have_url(f"{gateway.url}/console/login")
+
+
+def test_a_viewer_cannot_approve_and_an_approver_can(page: Page, gateway: Gateway) -> None:
+    gateway.operator("vera", "viewer", "viewer-password-1")
+    gateway.operator("arno", "approver", "approver-password-1")
+    token = gateway.agent("asker")
+    _, body = gateway.check(token, "send:email", "board@example.com")
+    approval = body["approval_id"]
+
+    sign_in(page, gateway, "vera", "viewer-password-1")
+    expect(page.locator("header.top .who")).to_have_text("vera (viewer)")
+    page.goto(f"{gateway.url}/console/approvals")
+    card = page.locator(f"#approval-{approval}")
+    expect(card).to_be_visible()
+    expect(card.locator("button")).to_have_count(0)
+    csrf = page.locator("header.top input[name=csrf]").get_attribute("value") or ""
+    refused = page.request.post(
+        f"{gateway.url}/console/approvals/{approval}/decide",
+        form={"verdict": "approve", "csrf": csrf},
+    )
+    assert refused.status == 403
+    listed = json.loads(gateway.cli("approval", "list", "--status", "pending", "--json"))
+    assert approval in [a["id"] for a in listed["approvals"]]
+    # A viewer cannot revoke either: no buttons on the agents page.
+    page.goto(f"{gateway.url}/console/agents")
+    expect(page.locator("#agent-asker button")).to_have_count(0)
+    page.click("header.top button[type=submit]")
+
+    # A wrong password is refused like an unknown operator.
+    page.fill("#operator", "arno")
+    page.fill("#token", "not-the-password")
+    page.click("button[type=submit]")
+    expect(page.locator(".error")).to_have_text("Unknown operator or wrong password.")
+    sign_in(page, gateway, "arno", "approver-password-1")
+    page.goto(f"{gateway.url}/console/approvals")
+    page.locator(f"#approval-{approval} button.approve").click()
+    expect(page.locator(f"#approval-{approval}")).to_have_count(0)
+    approved = json.loads(gateway.cli("approval", "list", "--status", "approved", "--json"))
+    assert [a["decidedBy"] for a in approved["approvals"]] == ["arno"], approved

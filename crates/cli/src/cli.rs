@@ -72,6 +72,9 @@ pub enum Command {
     /// Check the gateway's alert receivers.
     #[command(subcommand)]
     Alerts(AlertsCommand),
+    /// Create, list and delete the web console's operators.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
     /// Govern an MCP server: every tool call is checked by the gateway first.
     #[command(subcommand)]
     Mcp(McpCommand),
@@ -475,6 +478,53 @@ pub struct AuditTailArgs {
     /// Only events whose action matches this pattern (`*` and `?` wildcards).
     #[arg(long, value_name = "PATTERN")]
     pub action: Option<String>,
+}
+
+/// `meshguard operator …`.
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Create an operator who signs in to the console with a name and a password.
+    Create {
+        /// The sign-in name (a-z, 0-9, `.`, `_`, `-`).
+        name: String,
+        /// What the operator may do: read (`viewer`), also decide approvals (`approver`), or
+        /// everything (`admin`).
+        #[arg(long, value_enum)]
+        role: OperatorRoleArg,
+        /// Read the password (at least 12 characters) from the first line of standard input,
+        /// e.g. from a password manager; it never appears on the command line.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List the operators.
+    List,
+    /// Delete an operator: it can no longer sign in, and its sessions end.
+    Delete {
+        /// The operator's name.
+        name: String,
+    },
+}
+
+/// An operator's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OperatorRoleArg {
+    /// Reads everything.
+    Viewer,
+    /// Reads, and decides approvals.
+    Approver,
+    /// Everything.
+    Admin,
+}
+
+impl OperatorRoleArg {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperatorRoleArg::Viewer => "viewer",
+            OperatorRoleArg::Approver => "approver",
+            OperatorRoleArg::Admin => "admin",
+        }
+    }
 }
 
 /// `meshguard approval …`.

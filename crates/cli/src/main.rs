@@ -61,6 +61,9 @@ async fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Approval(command) => commands::approval::run(ctx, command)
             .await
             .map(|()| ExitCode::SUCCESS),
+        Command::Operator(command) => commands::operator::run(ctx, command)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Command::Alerts(command) => commands::alerts::run(ctx, command)
             .await
             .map(|()| ExitCode::SUCCESS),

@@ -8,9 +8,9 @@ use time::OffsetDateTime;
 use crate::{
     AdminAudit, AdminCommit, AdminMutation, AgentPatch, AgentRecord, AgentStatus, ApprovalDecision,
     ApprovalRecord, ApprovalStatus, AuditEvent, AuditFilter, AuditPage, AuditStats, BoundArguments,
-    NewAgent, NewApproval, NewAuditEvent, NewPolicy, NewToken, Page, PageRequest, PendingApproval,
-    PolicyRevision, PolicyUpsert, RetentionReport, StatsQuery, StoreChange, StoreError,
-    StoredPolicy, TokenRecord, VerifyReport,
+    NewAgent, NewApproval, NewAuditEvent, NewPolicy, NewToken, OperatorRecord, Page, PageRequest,
+    PendingApproval, PolicyRevision, PolicyUpsert, RetentionReport, StatsQuery, StoreChange,
+    StoreError, StoredPolicy, TokenRecord, VerifyReport,
 };
 
 /// Everything MeshGuard persists. The gateway holds it as `Arc<dyn Store>`; [`crate::open`]
@@ -51,6 +51,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// One page of the agents, ordered by name (byte-wise).
     async fn list_agents(&self, page: &PageRequest) -> Result<Page<AgentRecord>, StoreError>;
+
+    /// A console operator by name (created and deleted through [`Store::apply_admin`]).
+    async fn get_operator(&self, name: &str) -> Result<OperatorRecord, StoreError>;
+
+    /// Every console operator, by name.
+    async fn list_operators(&self) -> Result<Vec<OperatorRecord>, StoreError>;
 
     /// Changes trust, tags or description.
     async fn update_agent(

@@ -8,6 +8,7 @@ pub mod audit_view;
 pub mod corpus;
 pub mod doctor;
 pub mod mcp;
+pub mod operator;
 pub mod permissions;
 pub mod policy;
 pub mod policy_replay;

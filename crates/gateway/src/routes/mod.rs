@@ -13,6 +13,7 @@ mod forward;
 mod forward_auth;
 mod health;
 mod mcp;
+mod operators;
 mod outcome;
 mod page;
 mod policies;
@@ -25,7 +26,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post};
 
 use crate::auth::require_admin;
 use crate::error::ApiError;
@@ -79,6 +80,8 @@ pub fn app(state: AppState) -> Router {
                 .delete(policies::delete),
         )
         .route("/policies/{name}/revisions", get(policies::revisions))
+        .route("/operators", get(operators::list).post(operators::create))
+        .route("/operators/{name}", delete(operators::delete))
         .route("/decide", post(decide::explain_check))
         .route("/replay", post(replay::replay))
         .route("/approvals", get(approvals::list))

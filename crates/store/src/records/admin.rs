@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 
 use crate::{
     AgentPatch, AgentRecord, AgentStatus, ApprovalDecision, ApprovalRecord, AuditEvent, NewAgent,
-    NewAuditEvent, NewPolicy, PolicyUpsert, StoredPolicy, TokenRecord,
+    NewAuditEvent, NewOperator, NewPolicy, OperatorRecord, PolicyUpsert, StoredPolicy, TokenRecord,
 };
 
 /// A token to remember for an agent the change names (its id may not exist yet: a new agent
@@ -76,6 +76,13 @@ pub enum AdminMutation {
         /// The decision.
         decision: ApprovalDecision,
     },
+    /// Creates a console operator ([`AdminOutcome::Operator`]).
+    CreateOperator(NewOperator),
+    /// Deletes a console operator ([`AdminOutcome::Operator`], what was deleted).
+    DeleteOperator {
+        /// The operator's name.
+        name: String,
+    },
 }
 
 /// What an [`AdminMutation`] did, as committed.
@@ -98,6 +105,8 @@ pub enum AdminOutcome {
     PolicyDeleted(StoredPolicy),
     /// The approval as decided.
     Approval(ApprovalRecord),
+    /// The operator as created (or as deleted).
+    Operator(OperatorRecord),
 }
 
 impl AdminOutcome {
@@ -106,9 +115,11 @@ impl AdminOutcome {
     pub fn changed(&self) -> bool {
         match self {
             Self::Policy(upsert) => upsert.changed,
-            Self::Agent(_) | Self::Token { .. } | Self::PolicyDeleted(_) | Self::Approval(_) => {
-                true
-            }
+            Self::Agent(_)
+            | Self::Token { .. }
+            | Self::PolicyDeleted(_)
+            | Self::Approval(_)
+            | Self::Operator(_) => true,
         }
     }
 }

@@ -8,6 +8,7 @@ pub(crate) mod agent;
 pub(crate) mod approval;
 pub(crate) mod audit;
 pub(crate) mod change;
+pub(crate) mod operator;
 pub(crate) mod page;
 pub(crate) mod policy;
 pub(crate) mod token;
@@ -28,6 +29,7 @@ pub use audit::{
     ShadowVerdict, StatsQuery, VerifyReport,
 };
 pub use change::StoreChange;
+pub use operator::{NewOperator, OPERATOR_ROLES, OperatorRecord};
 pub use page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, PageRequest};
 pub use policy::{NewPolicy, PolicyOrigin, PolicyRevision, PolicyUpsert, StoredPolicy};
 pub use token::{NewToken, TokenRecord};

@@ -5,7 +5,7 @@
 //! the transaction is dropped unfinished, which rolls the change back.
 
 use super::approvals::Decided;
-use super::{SqlStore, agents, approvals, audit, policies, tokens};
+use super::{SqlStore, agents, approvals, audit, operators, policies, tokens};
 use crate::{
     AdminAudit, AdminCommit, AdminMutation, AdminOutcome, NewToken, StoreChange, StoreError,
     TokenGrant,
@@ -62,6 +62,12 @@ pub(super) async fn apply(
         }
         AdminMutation::DeletePolicy { name } => {
             AdminOutcome::PolicyDeleted(policies::delete(&mut tx, &name).await?)
+        }
+        AdminMutation::CreateOperator(operator) => {
+            AdminOutcome::Operator(operators::create(&mut tx, operator).await?)
+        }
+        AdminMutation::DeleteOperator { name } => {
+            AdminOutcome::Operator(operators::delete(&mut tx, &name).await?)
         }
         AdminMutation::DecideApproval { id, decision } => {
             match approvals::record_verdict(&mut tx, store.dialect, &id, &decision).await? {
@@ -138,5 +144,7 @@ fn changes_of(outcome: &AdminOutcome) -> Vec<StoreChange> {
         AdminOutcome::Approval(record) => vec![StoreChange::Approval {
             id: record.id.clone(),
         }],
+        // Operators are read at sign-in; nothing holds a copy to refresh.
+        AdminOutcome::Operator(_) => Vec::new(),
     }
 }

@@ -11,6 +11,7 @@ mod agents;
 mod approvals;
 mod audit;
 mod changes;
+mod operators;
 pub(crate) mod page;
 mod policies;
 mod tokens;
@@ -27,9 +28,9 @@ use time::OffsetDateTime;
 use crate::{
     AdminAudit, AdminCommit, AdminMutation, AgentPatch, AgentRecord, AgentStatus, ApprovalDecision,
     ApprovalRecord, ApprovalStatus, AuditEvent, AuditFilter, AuditPage, AuditStats, BoundArguments,
-    NewAgent, NewApproval, NewAuditEvent, NewPolicy, NewToken, Page, PageRequest, PendingApproval,
-    PolicyRevision, PolicyUpsert, RetentionReport, StatsQuery, Store, StoreChange, StoreError,
-    StoreLocation, StoredPolicy, TokenRecord, VerifyReport,
+    NewAgent, NewApproval, NewAuditEvent, NewPolicy, NewToken, OperatorRecord, Page, PageRequest,
+    PendingApproval, PolicyRevision, PolicyUpsert, RetentionReport, StatsQuery, Store, StoreChange,
+    StoreError, StoreLocation, StoredPolicy, TokenRecord, VerifyReport,
 };
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -371,6 +372,14 @@ impl Store for SqlStore {
 
     async fn list_agents(&self, page: &PageRequest) -> Result<Page<AgentRecord>, StoreError> {
         agents::list(self, page).await
+    }
+
+    async fn get_operator(&self, name: &str) -> Result<OperatorRecord, StoreError> {
+        operators::get(self, name).await
+    }
+
+    async fn list_operators(&self) -> Result<Vec<OperatorRecord>, StoreError> {
+        operators::list(self).await
     }
 
     async fn update_agent(

@@ -37,6 +37,8 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::secrets_match;
+
+use super::operators;
 use crate::state::AppState;
 
 pub use session::{ConsoleSessions, Role};
@@ -233,6 +235,10 @@ fn login_form(error: Option<&str>, status: StatusCode) -> Response {
 
 #[derive(Debug, Deserialize)]
 struct LoginForm {
+    /// An operator's name; empty: the admin token is given.
+    #[serde(default)]
+    operator: String,
+    /// The operator's password, or the admin token.
     token: String,
     #[serde(default)]
     csrf: String,
@@ -258,16 +264,39 @@ async fn login(
             StatusCode::TOO_MANY_REQUESTS,
         );
     }
-    let good = secrets_match(form.token.trim(), state.admin_token.expose());
-    audit_sign_in(&state, good).await;
-    if !good {
+    let name = form.operator.trim();
+    let signed = if name.is_empty() {
+        secrets_match(form.token.trim(), state.admin_token.expose())
+            .then_some(("admin", Role::Admin))
+    } else {
+        match state.store.get_operator(name).await {
+            Ok(operator) => {
+                let good =
+                    operators::verify_password(form.token.clone(), operator.password_hash).await;
+                match Role::parse(&operator.role) {
+                    Some(role) if good => Some((name, role)),
+                    _ => None,
+                }
+            }
+            Err(_) => {
+                // As slow as a wrong password, so a name cannot be probed by timing.
+                let _ = operators::hash_password(form.token.clone()).await;
+                None
+            }
+        }
+    };
+    let who = if name.is_empty() { "admin" } else { name };
+    audit_sign_in(&state, who, signed.is_some()).await;
+    let Some((operator, role)) = signed else {
         state.console.failed();
-        return login_form(
-            Some("That is not the admin token."),
-            StatusCode::UNAUTHORIZED,
-        );
-    }
-    let session = state.console.open("admin", Role::Admin);
+        let error = if name.is_empty() {
+            "That is not the admin token."
+        } else {
+            "Unknown operator or wrong password."
+        };
+        return login_form(Some(error), StatusCode::UNAUTHORIZED);
+    };
+    let session = state.console.open(operator, role);
     let mut response = Redirect::to("/console").into_response();
     let secure = headers
         .get("x-forwarded-proto")
@@ -284,14 +313,14 @@ async fn login(
     response
 }
 
-async fn audit_sign_in(state: &AppState, good: bool) {
+async fn audit_sign_in(state: &AppState, operator: &str, good: bool) {
     let mut context = Map::new();
-    context.insert("operator".into(), "admin".into());
+    context.insert("operator".into(), operator.into());
     let event = NewAuditEvent {
         reason: Some(if good {
-            "operator `admin` signed in to the console".to_owned()
+            format!("operator `{operator}` signed in to the console")
         } else {
-            "a console sign-in with a wrong admin token was refused".to_owned()
+            format!("a console sign-in as `{operator}` was refused")
         }),
         context,
         ..NewAuditEvent::new(

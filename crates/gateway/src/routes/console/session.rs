@@ -33,6 +33,16 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role a stored name stands for (`None` for anything else).
+    pub fn parse(name: &str) -> Option<Role> {
+        match name {
+            "viewer" => Some(Role::Viewer),
+            "approver" => Some(Role::Approver),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
     /// The name shown in the console.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -127,6 +137,14 @@ impl ConsoleSessions {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(id);
+    }
+
+    /// Ends every session of `operator` (deleted).
+    pub fn close_operator(&self, operator: &str) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, s| s.operator != operator);
     }
 
     /// Whether a sign-in may be tried now; else the seconds until one may.

@@ -82,6 +82,16 @@ impl Store for Severable {
         self.inner.get_agent(id_or_name).await
     }
 
+    async fn get_operator(&self, name: &str) -> Result<OperatorRecord, StoreError> {
+        self.up()?;
+        self.inner.get_operator(name).await
+    }
+
+    async fn list_operators(&self) -> Result<Vec<OperatorRecord>, StoreError> {
+        self.up()?;
+        self.inner.list_operators().await
+    }
+
     async fn list_agents(&self, page: &PageRequest) -> Result<Page<AgentRecord>, StoreError> {
         self.up()?;
         self.inner.list_agents(page).await

@@ -1,0 +1,153 @@
+//! `/admin/operators`: the named operators of the web console (`meshguard operator create NAME
+//! --role admin|approver|viewer`). Passwords are hashed with argon2id (OWASP's parameters) before
+//! they reach the store; no answer, log or audit event ever holds a password or its hash.
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use meshguard_store::{AdminMutation, AdminOutcome, NewOperator, OperatorRecord};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::admin_event::{AdminChange, ChangedBy, apply, unexpected};
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::state::AppState;
+
+/// The shortest password accepted.
+pub const MIN_PASSWORD_CHARS: usize = 12;
+
+/// argon2id with OWASP's first recommended parameters (19 MiB, 2 passes, 1 lane).
+fn hasher() -> Argon2<'static> {
+    let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// The PHC string of `password`, on a blocking thread (it takes tens of milliseconds).
+pub async fn hash_password(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        hasher()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+            .map_err(|e| ApiError::Internal(format!("password hashing failed: {e}")))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+}
+
+/// Whether `password` is the operator's, on a blocking thread.
+pub async fn verify_password(password: String, hash: String) -> bool {
+    tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash)
+            .map(|parsed| {
+                hasher()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// `POST /admin/operators`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    name: String,
+    role: String,
+    password: String,
+}
+
+fn change(action: &str, operator: &OperatorRecord, verb: &str) -> AdminChange {
+    let mut context = Map::new();
+    context.insert("operator".into(), Value::String(operator.name.clone()));
+    context.insert("role".into(), Value::String(operator.role.clone()));
+    AdminChange {
+        action: action.to_owned(),
+        agent: None,
+        resource: operator.name.clone(),
+        reason: format!(
+            "console operator `{}` ({}) {verb}",
+            operator.name, operator.role
+        ),
+        context,
+        by: ChangedBy::Operator,
+    }
+}
+
+/// `POST /admin/operators {"name", "role", "password"}` → 201 the operator (never the password).
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> Result<(StatusCode, Json<OperatorRecord>), ApiError> {
+    if body.password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(ApiError::BadRequest(format!(
+            "password: at least {MIN_PASSWORD_CHARS} characters"
+        )));
+    }
+    let operator = NewOperator {
+        name: body.name,
+        role: body.role,
+        password_hash: String::new(),
+    };
+    // Checked before the (slow) hash, so a bad name or role answers at once.
+    NewOperator {
+        password_hash: "x".into(),
+        ..operator.clone()
+    }
+    .validate()?;
+    let operator = NewOperator {
+        password_hash: hash_password(body.password).await?,
+        ..operator
+    };
+    let outcome = apply(
+        &state,
+        &headers,
+        AdminMutation::CreateOperator(operator),
+        |outcome| match outcome {
+            AdminOutcome::Operator(created) => Some(change("operator.create", created, "created")),
+            _ => None,
+        },
+    )
+    .await?;
+    let AdminOutcome::Operator(created) = outcome else {
+        return Err(unexpected(&outcome));
+    };
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// `GET /admin/operators` → `{"operators": [{"name", "role", "createdAt"}]}`.
+pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let operators = state.store.list_operators().await?;
+    Ok(Json(json!({ "operators": operators })))
+}
+
+/// `DELETE /admin/operators/{name}`: the operator can no longer sign in (open sessions end at
+/// their next request).
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<OperatorRecord>, ApiError> {
+    let outcome = apply(
+        &state,
+        &headers,
+        AdminMutation::DeleteOperator { name: name.clone() },
+        |outcome| match outcome {
+            AdminOutcome::Operator(deleted) => Some(change("operator.delete", deleted, "deleted")),
+            _ => None,
+        },
+    )
+    .await?;
+    let AdminOutcome::Operator(deleted) = outcome else {
+        return Err(unexpected(&outcome));
+    };
+    state.console.close_operator(&name);
+    Ok(Json(deleted))
+}
