@@ -387,3 +387,34 @@ def test_a_viewer_cannot_approve_and_an_approver_can(page: Page, gateway: Gatewa
     expect(page.locator(f"#approval-{approval}")).to_have_count(0)
     approved = json.loads(gateway.cli("approval", "list", "--status", "approved", "--json"))
     assert [a["decidedBy"] for a in approved["approvals"]] == ["arno"], approved
+
+
+def test_an_agent_created_in_the_console_gets_its_token_once_and_rotation_replaces_it(
+    page: Page, gateway: Gateway
+) -> None:
+    sign_in(page, gateway)
+    page.goto(f"{gateway.url}/console/agents")
+    page.fill("form.create input[name=name]", "console-made")
+    page.fill("form.create input[name=tags]", "demo, extra")
+    page.click("form.create button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Agent created")
+    token = page.locator("#token").inner_text().strip()
+    screenshot(page, "agent-token")
+    assert gateway.check(token, "read:notes")[0] == 200
+    # The detail page shows what the policies let it do.
+    page.goto(f"{gateway.url}/console/agents")
+    page.click("text=console-made")
+    expect(page.locator("h1")).to_contain_text("console-made")
+    expect(page.locator("main")).to_contain_text("read:*")
+    expect(page.locator("main")).to_contain_text("send:email")
+    expect(page.locator("main")).to_contain_text("execute:shell")
+    screenshot(page, "agent")
+    # Rotation: a new token, and the old one no longer works.
+    page.goto(f"{gateway.url}/console/agents")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#agent-console-made button", has_text="Rotate token").click()
+    expect(page.locator("h1")).to_have_text("Token rotated")
+    rotated = page.locator("#token").inner_text().strip()
+    assert rotated != token
+    assert gateway.check(token, "read:notes")[0] == 401
+    assert gateway.check(rotated, "read:notes")[0] == 200

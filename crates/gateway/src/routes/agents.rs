@@ -59,8 +59,9 @@ pub struct CreateAgent {
 /// A freshly issued token: shown once, never stored.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct IssuedToken {
-    token: String,
+pub(super) struct IssuedToken {
+    /// The signed token, shown once.
+    pub(super) token: String,
     token_id: String,
     #[serde(with = "time::serde::rfc3339::option")]
     expires_at: Option<OffsetDateTime>,
@@ -148,16 +149,31 @@ pub async fn create(
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateAgent>,
 ) -> Result<Response, ApiError> {
-    let mutation = AdminMutation::CreateAgent {
-        agent: NewAgent {
-            name: body.name,
-            trust: body.trust_tier.unwrap_or_else(|| "verified".to_owned()),
-            tags: body.tags.unwrap_or_default(),
-            description: body.description,
-        },
-        token: grant(body.ttl_seconds)?,
+    let agent = NewAgent {
+        name: body.name,
+        trust: body.trust_tier.unwrap_or_else(|| "verified".to_owned()),
+        tags: body.tags.unwrap_or_default(),
+        description: body.description,
     };
-    let outcome = apply(&state, &headers, mutation, |outcome| {
+    let (agent, issued) = create_agent(&state, &headers, agent, body.ttl_seconds, None).await?;
+    Ok((StatusCode::CREATED, Json(with_token(&agent, issued)?)).into_response())
+}
+
+/// Creates an agent with its first token, audited (naming the console `operator` when one made
+/// it): the admin API's and the console's one path.
+pub(super) async fn create_agent(
+    state: &AppState,
+    headers: &HeaderMap,
+    agent: NewAgent,
+    ttl_seconds: Option<u64>,
+    operator: Option<&str>,
+) -> Result<(AgentRecord, IssuedToken), ApiError> {
+    let mutation = AdminMutation::CreateAgent {
+        agent,
+        token: grant(ttl_seconds)?,
+    };
+    let operator = operator.map(str::to_owned);
+    let outcome = apply(state, headers, mutation, move |outcome| {
         let AdminOutcome::Token { agent, token, .. } = outcome else {
             return None;
         };
@@ -165,6 +181,9 @@ pub async fn create(
         context.insert("trustTier".into(), Value::String(agent.trust.clone()));
         context.insert("tags".into(), json!(agent.tags));
         context.insert("tokenId".into(), Value::String(token.jti.clone()));
+        if let Some(operator) = operator {
+            context.insert("operator".into(), Value::String(operator));
+        }
         Some(agent_change(
             "agent.create",
             agent,
@@ -176,8 +195,8 @@ pub async fn create(
     let AdminOutcome::Token { agent, token, .. } = &outcome else {
         return Err(unexpected(&outcome));
     };
-    let issued = sign(&state, agent, token)?;
-    Ok((StatusCode::CREATED, Json(with_token(agent, issued)?)).into_response())
+    let issued = sign(state, agent, token)?;
+    Ok((agent.clone(), issued))
 }
 
 /// `GET /admin/agents/{id-or-name}`: the agent and its token ids.
@@ -406,12 +425,34 @@ pub async fn issue_token(
     ApiJson(body): ApiJson<TokenBody>,
 ) -> Result<Response, ApiError> {
     let rotate = query.rotate.unwrap_or(false);
+    let (agent, issued, revoked) =
+        issue(&state, &headers, agent, body.ttl_seconds, rotate, None).await?;
+    let mut body = serde_json::to_value(&issued).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(body) = body.as_object_mut() {
+        body.insert("agentId".into(), Value::String(agent.id.clone()));
+        body.insert("name".into(), Value::String(agent.name.clone()));
+        body.insert("revokedTokens".into(), json!(revoked));
+    }
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Issues a token to an agent, with `rotate` revoking its older ones, audited: the admin API's
+/// and the console's one path. Returns the agent, the token and how many tokens were revoked.
+pub(super) async fn issue(
+    state: &AppState,
+    headers: &HeaderMap,
+    agent: String,
+    ttl_seconds: Option<u64>,
+    rotate: bool,
+    operator: Option<&str>,
+) -> Result<(AgentRecord, IssuedToken, u64), ApiError> {
     let mutation = AdminMutation::IssueToken {
         agent,
-        token: grant(body.ttl_seconds)?,
+        token: grant(ttl_seconds)?,
         rotate,
     };
-    let outcome = apply(&state, &headers, mutation, move |outcome| {
+    let operator = operator.map(str::to_owned);
+    let outcome = apply(state, headers, mutation, move |outcome| {
         let AdminOutcome::Token {
             agent,
             token,
@@ -424,6 +465,9 @@ pub async fn issue_token(
         context.insert("tokenId".into(), Value::String(token.jti.clone()));
         context.insert("rotate".into(), Value::Bool(rotate));
         context.insert("revokedTokens".into(), json!(revoked));
+        if let Some(operator) = operator {
+            context.insert("operator".into(), Value::String(operator));
+        }
         let reason = if rotate {
             format!(
                 "token issued for agent `{}`; {revoked} older token(s) revoked",
@@ -443,14 +487,8 @@ pub async fn issue_token(
     else {
         return Err(unexpected(&outcome));
     };
-    let issued = sign(&state, agent, token)?;
-    let mut body = serde_json::to_value(&issued).map_err(|e| ApiError::Internal(e.to_string()))?;
-    if let Some(body) = body.as_object_mut() {
-        body.insert("agentId".into(), Value::String(agent.id.clone()));
-        body.insert("name".into(), Value::String(agent.name.clone()));
-        body.insert("revokedTokens".into(), json!(revoked));
-    }
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    let issued = sign(state, agent, token)?;
+    Ok((agent.clone(), issued, *revoked))
 }
 
 /// `GET /admin/agents/{id-or-name}/permissions`: what the policies in force let it do.
@@ -458,8 +496,17 @@ pub async fn permissions(
     State(state): State<AppState>,
     Path(agent): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let record = state.store.get_agent(&agent).await?;
+    let (record, permissions) = permissions_of(&state, &agent).await?;
+    Ok(Json(json!({ "agent": record, "permissions": permissions })))
+}
+
+/// An agent and what the policies in force let it do (`policy allowed`).
+pub(super) async fn permissions_of(
+    state: &AppState,
+    agent: &str,
+) -> Result<(AgentRecord, meshguard_policy::Permissions), ApiError> {
+    let record = state.store.get_agent(agent).await?;
     let profile = profile_of(&record).map_err(ApiError::Internal)?;
     let permissions = state.policies.current().permissions(&profile);
-    Ok(Json(json!({ "agent": record, "permissions": permissions })))
+    Ok((record, permissions))
 }

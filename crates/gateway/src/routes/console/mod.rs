@@ -56,6 +56,11 @@ fn templates() -> &'static Environment<'static> {
             ("approvals.html", include_str!("templates/approvals.html")),
             ("audit.html", include_str!("templates/audit.html")),
             ("agents.html", include_str!("templates/agents.html")),
+            ("agent.html", include_str!("templates/agent.html")),
+            (
+                "agent_token.html",
+                include_str!("templates/agent_token.html"),
+            ),
         ];
         for (name, text) in pages {
             // A template that does not parse is a build defect; the test of every page finds it.
@@ -97,7 +102,8 @@ pub fn router() -> Router<AppState> {
         .route("/console/audit", get(audit_page))
         .route("/console/audit/export", get(export))
         .route("/console/live", get(live))
-        .route("/console/agents", get(agents_page))
+        .route("/console/agents", get(agents_page).post(create_agent))
+        .route("/console/agents/{id}", get(agent_page))
         .route("/console/agents/{id}/{verb}", post(agent_status))
         .route("/console/assets/{file}", get(asset))
         .layer(middleware::from_fn(security_headers))
@@ -826,12 +832,212 @@ async fn agent_status(
     let status = match verb.as_str() {
         "revoke" => AgentStatus::Revoked,
         "restore" => AgentStatus::Active,
+        "rotate" => {
+            return match super::agents::issue(
+                &state,
+                &headers,
+                id,
+                None,
+                true,
+                Some(&session.operator),
+            )
+            .await
+            {
+                Ok((agent, issued, revoked)) => {
+                    token_page(
+                        &state,
+                        &session,
+                        "Token rotated",
+                        &agent,
+                        &issued.token,
+                        revoked,
+                    )
+                    .await
+                }
+                Err(err) => err.into_response(),
+            };
+        }
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
     match super::agents::set_status(&state, &headers, id, status, Some(&session.operator)).await {
         Ok(_) => Redirect::to("/console/agents").into_response(),
         Err(err) => err.into_response(),
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateAgentForm {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+    #[serde(default)]
+    trust: String,
+    #[serde(default)]
+    tags: String,
+}
+
+/// `POST /console/agents`: creates an agent and shows its token once (this page is the only
+/// place it appears; it is never cached).
+async fn create_agent(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<CreateAgentForm>,
+) -> Response {
+    let Some(session) = signed_in(&state, &headers) else {
+        return to_sign_in();
+    };
+    if !csrf_ok(&session, &form.csrf) {
+        return csrf_refused();
+    }
+    if session.role != Role::Admin {
+        return (StatusCode::FORBIDDEN, "only an admin may create agents").into_response();
+    }
+    let agent = meshguard_store::NewAgent {
+        name: form.name.trim().to_owned(),
+        trust: if form.trust.is_empty() {
+            "verified".to_owned()
+        } else {
+            form.trust
+        },
+        tags: form
+            .tags
+            .split(',')
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect(),
+        description: None,
+    };
+    match super::agents::create_agent(&state, &headers, agent, None, Some(&session.operator)).await
+    {
+        Ok((agent, issued)) => {
+            token_page(&state, &session, "Agent created", &agent, &issued.token, 0).await
+        }
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn token_page(
+    state: &AppState,
+    session: &session::Session,
+    heading: &str,
+    agent: &meshguard_store::AgentRecord,
+    token: &str,
+    revoked: u64,
+) -> Response {
+    let pending = pending_count(state).await;
+    let mut response = render(
+        "agent_token.html",
+        context! {
+            ..frame(session, "agents", heading, pending),
+            ..context! {
+                heading => heading,
+                agent => agent.name.clone(),
+                agent_id => agent.id.clone(),
+                token => token,
+                revoked => revoked,
+            }
+        },
+    );
+    *response.status_mut() = StatusCode::CREATED;
+    response
+}
+
+/// `GET /console/agents/{id}`: one agent and its effective permissions.
+async fn agent_page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(session) = signed_in(&state, &headers) else {
+        return to_sign_in();
+    };
+    let (agent, permissions) = match super::agents::permissions_of(&state, &id).await {
+        Ok(found) => found,
+        Err(err) => return err.into_response(),
+    };
+    let entries = |list: &[meshguard_policy::PermissionEntry]| -> Vec<Jinja> {
+        list.iter()
+            .map(|e| {
+                let conditions = serde_json::to_string(&e.conditions).unwrap_or_default();
+                context! {
+                    pattern => e.pattern.clone(),
+                    policy => e.policy.clone(),
+                    rule => e.rule.clone(),
+                    conditions => if conditions == "{}" { String::new() } else { conditions },
+                }
+            })
+            .collect()
+    };
+    let approvals: Vec<Jinja> = permissions
+        .approvals
+        .iter()
+        .map(|a| {
+            let when = serde_json::to_string(&a.when).unwrap_or_default();
+            context! {
+                pattern => a.pattern.clone(),
+                policy => a.policy.clone(),
+                when => if when == "{}" { "always".to_owned() } else { when },
+            }
+        })
+        .collect();
+    let mut limits: Vec<(String, String)> = permissions
+        .rate_limits
+        .iter()
+        .map(|l| {
+            let of = match &l.rule {
+                Some(rule) => format!("rule {rule} of {}", l.policy),
+                None => format!("policy {}", l.policy),
+            };
+            let per = [
+                l.requests_per_minute.map(|n| format!("{n} per minute")),
+                l.requests_per_hour.map(|n| format!("{n} per hour")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", ");
+            (of, per)
+        })
+        .collect();
+    limits.extend(permissions.budgets.iter().map(|b| {
+        let of = match &b.rule {
+            Some(rule) => format!("budget of rule {rule} of {}", b.policy),
+            None => format!("budget of policy {}", b.policy),
+        };
+        let per = [
+            b.budget
+                .per_hour
+                .map(|n| format!("{} per hour", meshguard_policy::format_amount(n))),
+            b.budget
+                .per_day
+                .map(|n| format!("{} per day", meshguard_policy::format_amount(n))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ");
+        (of, format!("`{}`: {per}", b.budget.field))
+    }));
+    let pending = pending_count(&state).await;
+    let ctx = context! {
+        ..frame(&session, "agents", &agent.name, pending),
+        ..context! {
+            agent => context! {
+                id => agent.id.clone(),
+                name => agent.name.clone(),
+                status => match agent.status { AgentStatus::Active => "active", AgentStatus::Revoked => "revoked" },
+                trust => agent.trust.clone(),
+                tags => agent.tags.iter().cloned().collect::<Vec<_>>().join(", "),
+            },
+            policies => permissions.policies.clone(),
+            default_effect => permissions.default_effect.as_str(),
+            allowed => entries(&permissions.allowed),
+            denied => entries(&permissions.denied),
+            approvals => approvals,
+            limits => limits,
+        }
+    };
+    render("agent.html", ctx)
 }
 
 /// The checks-per-minute chart, drawn by the server as inline SVG.

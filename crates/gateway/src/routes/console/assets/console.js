@@ -75,6 +75,18 @@ document.addEventListener("DOMContentLoaded", () => {
   if (audit) followAudit(audit);
   const approvals = document.querySelector('[data-live="approvals"]');
   if (approvals) followApprovals(approvals);
+  for (const button of document.querySelectorAll("button[data-copy]")) {
+    button.addEventListener("click", async () => {
+      const source = document.getElementById(button.dataset.copy);
+      const status = button.parentElement.querySelector(".copied");
+      try {
+        await navigator.clipboard.writeText(source ? source.textContent : "");
+        if (status) status.textContent = "Copied.";
+      } catch (_) {
+        if (status) status.textContent = "Select the token and copy it.";
+      }
+    });
+  }
   for (const form of document.querySelectorAll("form.confirm")) {
     form.addEventListener("submit", (event) => {
       if (!window.confirm(form.dataset.confirm || "Are you sure?")) event.preventDefault();
