@@ -418,3 +418,50 @@ def test_an_agent_created_in_the_console_gets_its_token_once_and_rotation_replac
     assert rotated != token
     assert gateway.check(token, "read:notes")[0] == 401
     assert gateway.check(rotated, "read:notes")[0] == 200
+
+
+def test_policies_show_their_source_answer_a_test_and_validate_a_draft_before_applying_it(
+    page: Page, gateway: Gateway
+) -> None:
+    gateway.agent("tester")
+    sign_in(page, gateway)
+    page.goto(f"{gateway.url}/console/policies")
+    page.click("text=console-demo")
+    expect(page.locator("pre.source")).to_contain_text("no shell for demo agents")
+    expect(page.locator("table")).to_contain_text("1")
+    screenshot(page, "policy")
+
+    page.goto(f"{gateway.url}/console/policies")
+    page.select_option("select[name=agent]", "tester")
+    page.fill("input[name=action]", "execute:shell")
+    page.fill("input[name=resource]", "ls")
+    page.click("text=Decide")
+    expect(page.locator(".result")).to_contain_text("denied_by_rule")
+    expect(page.locator(".result")).to_contain_text("no-shell")
+
+    page.goto(f"{gateway.url}/console/policies")
+    broken = 'name: draft\nversion: "1"\nappliesTo: {tags: [demo]}\nrules:\n  - effect: alow\n'
+    page.fill("textarea[name=source]", broken)
+    page.click("button:has-text('Validate and apply')")
+    expect(page.locator(".errors")).to_contain_text("5:13")
+    expect(page.locator(".notice")).to_contain_text("nothing was applied")
+    good = broken.replace("alow", "allow") + '    actions: ["write:notes"]\n'
+    page.goto(f"{gateway.url}/console/policies")
+    page.fill("textarea[name=source]", good)
+    page.click("button:has-text('Validate and apply')")
+    expect(page.locator(".notice")).to_contain_text("applied")
+    listed = json.loads(gateway.cli("policy", "list", "--json"))
+    assert "draft" in [p["name"] for p in listed["policies"]]
+
+
+def test_an_audit_event_shows_its_place_in_the_chain(page: Page, gateway: Gateway) -> None:
+    token = gateway.agent("chained")
+    gateway.check(token, "read:chapter-one")
+    sign_in(page, gateway)
+    page.goto(f"{gateway.url}/console/audit")
+    page.locator("#events tr", has_text="read:chapter-one").locator("a").first.click()
+    expect(page.locator("h1")).to_have_text("Audit event")
+    table = page.locator("table.event")
+    expect(table).to_contain_text("prev_hash")
+    expect(table).to_contain_text("hash")
+    expect(table).to_contain_text("read:chapter-one")

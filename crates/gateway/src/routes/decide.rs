@@ -21,7 +21,7 @@ use crate::state::AppState;
 /// The body of `POST /admin/decide`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DecideBody {
+pub(super) struct DecideBody {
     agent: String,
     action: String,
     #[serde(default)]

@@ -97,7 +97,7 @@ fn policy_change(
     }
 }
 
-async fn apply_text(
+pub(super) async fn apply_text(
     state: &AppState,
     headers: &HeaderMap,
     text: &str,
@@ -217,15 +217,20 @@ pub async fn validate(
     State(state): State<AppState>,
     LimitedBody(body): LimitedBody,
 ) -> Result<Json<Value>, ApiError> {
-    let text = text_of(&body)?;
+    validation(&state, text_of(&body)?).await.map(Json)
+}
+
+/// Parses `text` as one policy and lints it with the policies in force and the stored agents:
+/// `{"valid", "name"?, "errors": [{"message", "line", "column", "path"}], "warnings": [...]}`.
+pub(super) async fn validation(state: &AppState, text: &str) -> Result<Value, ApiError> {
     let policy = match parse_policy("request body", text) {
         Ok(policy) => policy,
         Err(err) => {
-            return Ok(Json(json!({
+            return Ok(json!({
                 "valid": false,
                 "errors": [{"message": err.to_string(), "line": err.line(), "column": err.column(), "path": err.path()}],
                 "warnings": [],
-            })));
+            }));
         }
     };
     let mut policies: Vec<Policy> = state
@@ -253,10 +258,10 @@ pub async fn validate(
             value
         })
         .collect();
-    Ok(Json(json!({
+    Ok(json!({
         "valid": true,
         "name": policy.name(),
         "errors": [],
         "warnings": warnings,
-    })))
+    }))
 }

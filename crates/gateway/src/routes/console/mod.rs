@@ -57,6 +57,13 @@ fn templates() -> &'static Environment<'static> {
             ("audit.html", include_str!("templates/audit.html")),
             ("agents.html", include_str!("templates/agents.html")),
             ("agent.html", include_str!("templates/agent.html")),
+            ("policies.html", include_str!("templates/policies.html")),
+            ("policy.html", include_str!("templates/policy.html")),
+            (
+                "policy_result.html",
+                include_str!("templates/policy_result.html"),
+            ),
+            ("event.html", include_str!("templates/event.html")),
             (
                 "agent_token.html",
                 include_str!("templates/agent_token.html"),
@@ -105,6 +112,11 @@ pub fn router() -> Router<AppState> {
         .route("/console/agents", get(agents_page).post(create_agent))
         .route("/console/agents/{id}", get(agent_page))
         .route("/console/agents/{id}/{verb}", post(agent_status))
+        .route("/console/policies", get(policies_page))
+        .route("/console/policies/test", get(policy_test))
+        .route("/console/policies/draft", post(policy_draft))
+        .route("/console/policies/{name}", get(policy_page))
+        .route("/console/audit/event/{id}", get(event_page))
         .route("/console/assets/{file}", get(asset))
         .layer(middleware::from_fn(security_headers))
 }
@@ -662,6 +674,7 @@ async fn audit_page(
         .map(|e| {
             let trace = e.event.trace_id.clone().unwrap_or_default();
             context! {
+                id => e.event.id.clone(),
                 ts => when(e.event.ts),
                 decision => e.event.decision.map(|d| d.as_str()).unwrap_or(e.event.kind.as_str()),
                 code => e.event.code.map(|c| c.as_str()).unwrap_or_default(),
@@ -1038,6 +1051,334 @@ async fn agent_page(
         }
     };
     render("agent.html", ctx)
+}
+
+/// Every lint warning of the policies in force against the stored agents, one line each.
+async fn set_warnings(state: &AppState, only: Option<&str>) -> Vec<String> {
+    let policies: Vec<meshguard_policy::Policy> =
+        state.policies.current().policies().cloned().collect();
+    let agents: Vec<meshguard_policy::AgentProfile> = meshguard_store::all_agents(&*state.store)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|a| crate::auth::profile_of(a).ok())
+        .collect();
+    meshguard_policy::lint(&policies, Some(&agents))
+        .into_iter()
+        .filter(|w| only.is_none_or(|name| w.policy == name))
+        .map(|w| w.to_string())
+        .collect()
+}
+
+/// `GET /console/policies`: the policies in force, their warnings, a test form and a draft editor.
+async fn policies_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(session) = signed_in(&state, &headers) else {
+        return to_sign_in();
+    };
+    let stored = meshguard_store::all_policies(&*state.store)
+        .await
+        .unwrap_or_default();
+    let current = state.policies.current();
+    let rows: Vec<Jinja> = stored
+        .iter()
+        .map(|p| {
+            let shadow = current
+                .policies()
+                .any(|q| q.name() == p.name && q.mode() == meshguard_policy::PolicyMode::Shadow);
+            context! {
+                name => p.name.clone(),
+                version => p.version.clone(),
+                origin => p.origin.to_string(),
+                revision => p.revision,
+                updated => when(p.updated_at),
+                shadow => shadow,
+            }
+        })
+        .collect();
+    let agents: Vec<String> = meshguard_store::all_agents(&*state.store)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    let warnings = set_warnings(&state, None).await;
+    let pending = pending_count(&state).await;
+    let ctx = context! {
+        ..frame(&session, "policies", "Policies", pending),
+        ..context! {
+            policies => rows,
+            warnings => warnings,
+            agents => agents,
+            can_admin => session.role == Role::Admin,
+        }
+    };
+    render("policies.html", ctx)
+}
+
+/// `GET /console/policies/{name}`: source, warnings and revisions of one policy.
+async fn policy_page(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(session) = signed_in(&state, &headers) else {
+        return to_sign_in();
+    };
+    let stored = match state.store.get_policy(&name).await {
+        Ok(stored) => stored,
+        Err(err) => return crate::error::ApiError::from(err).into_response(),
+    };
+    let revisions = state
+        .store
+        .policy_revisions(&name, &PageRequest::first(1000))
+        .await
+        .map(|p| p.items)
+        .unwrap_or_default();
+    let revisions: Vec<Jinja> = revisions
+        .iter()
+        .rev()
+        .map(|r| {
+            context! {
+                revision => r.revision,
+                version => r.version.clone(),
+                origin => r.origin.to_string(),
+                created => when(r.created_at),
+            }
+        })
+        .collect();
+    let warnings = set_warnings(&state, Some(&name)).await;
+    let pending = pending_count(&state).await;
+    let ctx = context! {
+        ..frame(&session, "policies", &stored.name, pending),
+        ..context! {
+            policy => context! {
+                name => stored.name.clone(),
+                version => stored.version.clone(),
+                revision => stored.revision,
+                origin => stored.origin.to_string(),
+                updated => when(stored.updated_at),
+                source => stored.source.clone(),
+            },
+            warnings => warnings,
+            revisions => revisions,
+        }
+    };
+    render("policy.html", ctx)
+}
+
+#[derive(Debug, Deserialize)]
+struct TestQuery {
+    agent: String,
+    action: String,
+    #[serde(default)]
+    resource: String,
+    #[serde(default)]
+    context: String,
+}
+
+/// `GET /console/policies/test`: what `POST /admin/decide` answers (audited as a test).
+async fn policy_test(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<TestQuery>,
+) -> Response {
+    let Some(session) = signed_in(&state, &headers) else {
+        return to_sign_in();
+    };
+    let pending = pending_count(&state).await;
+    let show = |decision: Option<Jinja>, errors: Vec<String>| {
+        render(
+            "policy_result.html",
+            context! {
+                ..frame(&session, "policies", "Test a request", pending),
+                ..context! { heading => "Test a request", decision => decision, errors => errors }
+            },
+        )
+    };
+    let context_value: serde_json::Value = if query.context.trim().is_empty() {
+        serde_json::json!({})
+    } else {
+        match serde_json::from_str(&query.context) {
+            Ok(value @ serde_json::Value::Object(_)) => value,
+            Ok(_) => {
+                return show(
+                    None,
+                    vec!["context: a JSON object, e.g. {\"arguments\": {}}".into()],
+                );
+            }
+            Err(err) => return show(None, vec![format!("context: not JSON: {err}")]),
+        }
+    };
+    let resource = if query.resource.trim().is_empty() {
+        "*".to_owned()
+    } else {
+        query.resource.clone()
+    };
+    let body = serde_json::json!({
+        "agent": query.agent,
+        "action": query.action,
+        "resource": resource,
+        "context": context_value,
+    });
+    let body: super::decide::DecideBody = match serde_json::from_value(body) {
+        Ok(body) => body,
+        Err(err) => return show(None, vec![err.to_string()]),
+    };
+    let answer = super::decide::explain_check(
+        State(state.clone()),
+        headers.clone(),
+        crate::extract::ApiJson(body),
+    )
+    .await;
+    match answer {
+        Ok(axum::Json(answer)) => {
+            let text = |pointer: &str| {
+                answer
+                    .pointer(pointer)
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("-")
+                    .to_owned()
+            };
+            let explanation = answer
+                .get("explanation")
+                .map(|e| serde_json::to_string_pretty(e).unwrap_or_default())
+                .unwrap_or_default();
+            let decision = context! {
+                decision => text("/decision"),
+                code => text("/code"),
+                reason => text("/reason"),
+                policy => text("/policy"),
+                rule => text("/rule"),
+                action => text("/action"),
+                resource => text("/resource"),
+                agent => text("/agent/name"),
+                explanation => explanation,
+            };
+            show(Some(decision), Vec::new())
+        }
+        Err(err) => show(None, vec![err.to_string()]),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct DraftForm {
+    #[serde(default)]
+    csrf: String,
+    source: String,
+    #[serde(default)]
+    apply: String,
+}
+
+/// `POST /console/policies/draft`: validates a pasted policy (errors with line and column,
+/// lints against the policies in force and the agents); with `apply`, an admin applies it.
+async fn policy_draft(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<DraftForm>,
+) -> Response {
+    let Some(session) = signed_in(&state, &headers) else {
+        return to_sign_in();
+    };
+    if !csrf_ok(&session, &form.csrf) {
+        return csrf_refused();
+    }
+    let checked = match super::policies::validation(&state, &form.source).await {
+        Ok(checked) => checked,
+        Err(err) => return err.into_response(),
+    };
+    let lines = |key: &str, field: &str| -> Vec<String> {
+        checked
+            .get(key)
+            .and_then(serde_json::Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i.get(field).and_then(serde_json::Value::as_str))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let errors = lines("errors", "message");
+    let warnings = lines("warnings", "text");
+    let valid = checked.get("valid") == Some(&serde_json::Value::Bool(true));
+    let mut message = if valid {
+        "The draft is valid.".to_owned()
+    } else {
+        "The draft does not validate: nothing was applied.".to_owned()
+    };
+    if valid && form.apply == "yes" {
+        if session.role != Role::Admin {
+            return (StatusCode::FORBIDDEN, "only an admin may apply policies").into_response();
+        }
+        match super::policies::apply_text(&state, &headers, &form.source, None).await {
+            Ok(applied) if applied.status().is_success() => {
+                message = "The draft is valid and was applied: it is in force now.".to_owned();
+            }
+            Ok(applied) => {
+                message = format!("Not applied: the gateway answered {}", applied.status());
+            }
+            Err(err) => message = format!("Not applied: {err}"),
+        }
+    }
+    let pending = pending_count(&state).await;
+    let mut response = render(
+        "policy_result.html",
+        context! {
+            ..frame(&session, "policies", "Draft policy", pending),
+            ..context! {
+                heading => "Draft policy",
+                errors => errors,
+                warnings => warnings,
+                message => message,
+                source => form.source,
+            }
+        },
+    );
+    if !valid {
+        *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    response
+}
+
+/// `GET /console/audit/event/{id}`: one event with its place in its chain.
+async fn event_page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(session) = signed_in(&state, &headers) else {
+        return to_sign_in();
+    };
+    let event = match state.store.audit_event(&id).await {
+        Ok(event) => event,
+        Err(err) => return crate::error::ApiError::from(err).into_response(),
+    };
+    let json = serde_json::to_value(&event).unwrap_or_default();
+    let fields: Vec<(String, String)> = json
+        .as_object()
+        .map(|map| {
+            map.iter()
+                .map(|(k, v)| {
+                    let text = match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => serde_json::to_string_pretty(other).unwrap_or_default(),
+                    };
+                    (k.clone(), text)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let pending = pending_count(&state).await;
+    let ctx = context! {
+        ..frame(&session, "audit", "Audit event", pending),
+        ..context! {
+            id => id,
+            trace => event.event.trace_id.clone().unwrap_or_default(),
+            fields => fields,
+        }
+    };
+    render("event.html", ctx)
 }
 
 /// The checks-per-minute chart, drawn by the server as inline SVG.
