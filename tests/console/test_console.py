@@ -465,3 +465,19 @@ def test_an_audit_event_shows_its_place_in_the_chain(page: Page, gateway: Gatewa
     expect(table).to_contain_text("prev_hash")
     expect(table).to_contain_text("hash")
     expect(table).to_contain_text("read:chapter-one")
+
+
+def test_the_audit_page_filters_by_code_and_action(page: Page, gateway: Gateway) -> None:
+    token = gateway.agent("filtered")
+    gateway.check(token, "read:a")
+    gateway.check(token, "execute:shell", "ls")
+    gateway.check(token, "launch:rocket")
+    sign_in(page, gateway)
+    page.goto(f"{gateway.url}/console/audit?code=denied_by_rule")
+    rows = page.locator("#events tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("execute:shell")
+    expect(page.locator("#live-state")).to_contain_text("not live")
+    page.goto(f"{gateway.url}/console/audit?action=read:*")
+    expect(page.locator("#events tr", has_text="read:a")).to_have_count(1)
+    expect(page.locator("#events tr", has_text="launch:rocket")).to_have_count(0)

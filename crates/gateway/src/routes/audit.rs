@@ -34,6 +34,8 @@ pub struct AuditParams {
     limit: Option<u32>,
     #[serde(default)]
     decision: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
     #[serde(default, alias = "agent", alias = "agent_id")]
     agent_id: Option<String>,
     #[serde(default)]
@@ -97,6 +99,7 @@ impl AuditParams {
         Ok(AuditFilter {
             limit: self.limit.unwrap_or(100),
             decision,
+            code: self.code.clone().filter(|s| !s.is_empty()),
             agent: self.agent_id.clone().filter(|s| !s.is_empty()),
             action: self.action.clone().filter(|s| !s.is_empty()),
             trace_id: self.trace_id.clone().filter(|s| !s.is_empty()),
@@ -146,6 +149,9 @@ impl LiveFilter {
         f.decision
             .as_ref()
             .is_none_or(|d| event.decision.map(Effect::as_str) == Some(d.as_str()))
+            && f.code
+                .as_ref()
+                .is_none_or(|c| event.code.map(|code| code.as_str()) == Some(c.as_str()))
             && f.agent.as_ref().is_none_or(|a| {
                 // As the stored query reads it: an id-shaped key is an id, anything else a name.
                 event

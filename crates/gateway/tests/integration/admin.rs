@@ -693,3 +693,25 @@ async fn an_approval_whose_decision_is_not_audited_stays_pending() {
     assert_eq!(decisions.len(), 1);
     assert_eq!(decisions[0].event.approval_id.as_deref(), Some(id.as_str()));
 }
+
+#[tokio::test]
+async fn the_audit_query_filters_by_decision_code() {
+    let gw = TestGateway::new().await;
+    gw.policy(crate::common::AUTOGPT).await;
+    let (_, token) = gw.agent("coded", "verified", &["autogpt"]).await;
+    gw.check(&token, json!({"action": "browse:web"})).await;
+    gw.check(&token, json!({"action": "execute:shell", "resource": "ls"}))
+        .await;
+    gw.check(&token, json!({"action": "launch:rocket"})).await;
+    let denied = gw
+        .admin(Method::GET, "/admin/audit?code=denied_by_rule", None)
+        .await;
+    assert_eq!(denied.status, StatusCode::OK, "{}", denied.text);
+    let entries = denied.body["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{}", denied.text);
+    assert_eq!(entries[0]["action"], "execute:shell");
+    let defaulted = gw
+        .admin(Method::GET, "/admin/audit?code=default_deny", None)
+        .await;
+    assert_eq!(defaulted.body["entries"][0]["action"], "launch:rocket");
+}

@@ -343,6 +343,8 @@ pub struct AuditFilter {
     pub limit: u32,
     /// `allow`, `deny` or `require_approval`.
     pub decision: Option<String>,
+    /// A decision code (`denied_by_rule`, `rate_limited`, …).
+    pub code: Option<String>,
     /// Agent id or name.
     pub agent: Option<String>,
     /// Exact action, or a pattern where `*` matches any run of characters and `?` one character.

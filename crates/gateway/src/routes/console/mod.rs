@@ -633,6 +633,10 @@ struct AuditQuery {
     #[serde(default)]
     decision: Option<String>,
     #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
     trace: Option<String>,
     #[serde(default)]
     cursor: Option<String>,
@@ -644,6 +648,8 @@ fn audit_filter(query: &AuditQuery, limit: u32) -> AuditFilter {
         limit,
         agent: nonempty(&query.agent),
         decision: nonempty(&query.decision),
+        code: nonempty(&query.code),
+        action: nonempty(&query.action),
         trace_id: nonempty(&query.trace),
         cursor: nonempty(&query.cursor),
         order: if query.trace.as_deref().is_some_and(|t| !t.is_empty()) {
@@ -688,6 +694,8 @@ async fn audit_page(
         .collect();
     let live = query.agent.as_deref().unwrap_or_default().is_empty()
         && query.decision.as_deref().unwrap_or_default().is_empty()
+        && query.code.as_deref().unwrap_or_default().is_empty()
+        && query.action.as_deref().unwrap_or_default().is_empty()
         && query.trace.as_deref().unwrap_or_default().is_empty()
         && query.cursor.is_none();
     let pending = pending_count(&state).await;
@@ -700,6 +708,8 @@ async fn audit_page(
             filters => context! {
                 agent => query.agent.clone().unwrap_or_default(),
                 decision => query.decision.clone().unwrap_or_default(),
+                code => query.code.clone().unwrap_or_default(),
+                action => query.action.clone().unwrap_or_default(),
                 trace => query.trace.clone().unwrap_or_default(),
             },
         }

@@ -106,6 +106,10 @@ pub(crate) async fn query(store: &SqlStore, filter: &AuditFilter) -> Result<Audi
         let p = conditions.bind(Arg::Text(decision.clone()));
         conditions.and(&format!("decision = {p}"));
     }
+    if let Some(code) = &filter.code {
+        let p = conditions.bind(Arg::Text(code.clone()));
+        conditions.and(&format!("code = {p}"));
+    }
     if let Some(agent) = &filter.agent {
         conditions.agent(agent);
     }
