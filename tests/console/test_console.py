@@ -335,6 +335,11 @@ def test_the_overview_shows_the_hour_and_the_gateway(page: Page, gateway: Gatewa
     expect(page.locator(".cards")).to_contain_text("4 checks in the last hour")
     expect(page.locator("svg.chart rect.allow")).not_to_have_count(0)
     expect(page.locator("dl.health")).to_contain_text("ok")
+    expect(page.locator("dl.health")).to_contain_text("0 from policy files")
+    expect(page.locator("dl.health")).to_contain_text("no receiver configured")
+    page.goto(f"{gateway.url}/console/agents")
+    expect(page.locator("#agent-busy")).to_contain_text("ago")
+    page.goto(f"{gateway.url}/console")
     screenshot(page, "overview")
     # Phone width: the approvals page stays usable.
     page.set_viewport_size({"width": 390, "height": 844})

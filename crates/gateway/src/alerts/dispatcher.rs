@@ -205,6 +205,17 @@ impl AlertDispatcher {
         self.queue.wants(trigger)
     }
 
+    /// The configured receivers (`webhook`, `slack`), for the console's health panel.
+    pub fn receivers(&self) -> Vec<&'static str> {
+        [
+            self.settings.webhook.as_ref().map(|_| "webhook"),
+            self.settings.slack.as_ref().map(|_| "slack"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
     /// Hands an alert over without waiting: when the queue is full the alert is dropped and
     /// counted, because a decision is never delayed for an alert.
     pub fn emit(&self, alert: Alert) {

@@ -331,6 +331,20 @@ async fn login(
     response
 }
 
+/// An audit event (kind `admin`) of something an operator did in the console itself.
+async fn audit_console(state: &AppState, operator: &str, action: &str, reason: String) {
+    let mut context = Map::new();
+    context.insert("operator".into(), operator.into());
+    let event = NewAuditEvent {
+        reason: Some(reason),
+        context,
+        ..NewAuditEvent::new(AuditKind::Admin, action, &state.instance_id)
+    };
+    if let Err(err) = state.audit.append(event).await {
+        tracing::warn!(error = %err, "console action not audited");
+    }
+}
+
 async fn audit_sign_in(state: &AppState, operator: &str, good: bool) {
     let mut context = Map::new();
     context.insert("operator".into(), operator.into());
@@ -375,6 +389,13 @@ async fn logout(
         return csrf_refused();
     }
     state.console.close(&session.id);
+    audit_console(
+        &state,
+        &session.operator,
+        "console.sign_out",
+        format!("operator `{}` signed out of the console", session.operator),
+    )
+    .await;
     let mut response = Redirect::to("/console/login").into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
@@ -426,6 +447,28 @@ async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response
     top_agents.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     top_agents.truncate(10);
     let store_ok = stats.is_ok();
+    let policy_files = meshguard_store::all_policies(&*state.store)
+        .await
+        .map(|all| {
+            all.iter()
+                .filter(|p| matches!(p.origin, meshguard_store::PolicyOrigin::File(_)))
+                .count()
+        })
+        .unwrap_or(0);
+    let receivers = state.alerts.receivers();
+    let alerts = if receivers.is_empty() {
+        "no receiver configured".to_owned()
+    } else {
+        receivers
+            .iter()
+            .map(|r| {
+                let sent = state.metrics.alerts_sent.with_label_values(&[*r]).get();
+                let failed = state.metrics.alerts_failed.with_label_values(&[*r]).get();
+                format!("{r}: {sent} delivered, {failed} failed")
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
     let limits_ok = state.limiter.ping().await.is_ok();
     let pending = pending_count(&state).await;
     let ctx = context! {
@@ -440,6 +483,8 @@ async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response
                 rate_limits => if limits_ok { "ok" } else { "unavailable" },
                 backend => state.limiter.backend(),
                 policies => state.policies.current().policies().count(),
+                policy_files => policy_files,
+                alerts => alerts,
                 mode => state.mode.as_str(),
                 gateway => state.instance_id.clone(),
             },
@@ -513,7 +558,7 @@ async fn approvals_page(State(state): State<AppState>, headers: HeaderMap) -> Re
     };
     let mut pending_rows = Vec::new();
     for approval in &pending {
-        let policy = asking_policy(&state, approval.trace_id.as_deref()).await;
+        let (policy, asked_context) = asking_check(&state, approval.trace_id.as_deref()).await;
         pending_rows.push(context! {
             id => approval.id.clone(),
             agent => name_of(&approval.agent_id).await,
@@ -525,6 +570,7 @@ async fn approvals_page(State(state): State<AppState>, headers: HeaderMap) -> Re
             arguments => approval.arguments.as_ref().map(|a| {
                 serde_json::to_string_pretty(&a.value).unwrap_or_default()
             }),
+            context => asked_context,
         });
     }
     let decided_page = state
@@ -563,12 +609,13 @@ async fn approvals_page(State(state): State<AppState>, headers: HeaderMap) -> Re
     render("approvals.html", ctx)
 }
 
-/// The policy that asked for an approval: the one its trace's check names.
-async fn asking_policy(state: &AppState, trace: Option<&str>) -> String {
+/// The policy that asked for an approval (the one its trace's check names) and the context the
+/// check sent, pretty-printed (empty when it sent none).
+async fn asking_check(state: &AppState, trace: Option<&str>) -> (String, String) {
     let Some(trace) = trace else {
-        return String::new();
+        return (String::new(), String::new());
     };
-    state
+    let event = state
         .store
         .query_audit(&AuditFilter {
             limit: 1,
@@ -579,9 +626,16 @@ async fn asking_policy(state: &AppState, trace: Option<&str>) -> String {
         })
         .await
         .ok()
-        .and_then(|page| page.entries.into_iter().next())
-        .and_then(|event| event.event.policy)
-        .unwrap_or_default()
+        .and_then(|page| page.entries.into_iter().next());
+    let Some(event) = event else {
+        return (String::new(), String::new());
+    };
+    let context = if event.event.context.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string_pretty(&event.event.context).unwrap_or_default()
+    };
+    (event.event.policy.unwrap_or_default(), context)
 }
 
 #[derive(Debug, Deserialize)]
@@ -811,10 +865,28 @@ async fn agents_page(State(state): State<AppState>, headers: HeaderMap) -> Respo
         .await
         .map(|p| p.items)
         .unwrap_or_default();
+    let mut last_seen = Vec::with_capacity(agents.len());
+    for agent in agents.iter().take(500) {
+        let newest = state
+            .store
+            .query_audit(&AuditFilter {
+                limit: 1,
+                agent: Some(agent.id.clone()),
+                order: AuditOrder::NewestFirst,
+                ..AuditFilter::default()
+            })
+            .await
+            .ok()
+            .and_then(|page| page.entries.into_iter().next())
+            .map(|event| format!("{} ago", ago(OffsetDateTime::now_utc() - event.event.ts)));
+        last_seen.push(newest.unwrap_or_else(|| "never".to_owned()));
+    }
     let rows: Vec<Jinja> = agents
         .iter()
-        .map(|a| {
+        .enumerate()
+        .map(|(i, a)| {
             context! {
+                last => last_seen.get(i).cloned().unwrap_or_default(),
                 id => a.id.clone(),
                 name => a.name.clone(),
                 status => match a.status { AgentStatus::Active => "active", AgentStatus::Revoked => "revoked" },
@@ -1324,6 +1396,20 @@ async fn policy_draft(
         match super::policies::apply_text(&state, &headers, &form.source, None).await {
             Ok(applied) if applied.status().is_success() => {
                 message = "The draft is valid and was applied: it is in force now.".to_owned();
+                let name = checked
+                    .get("name")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("-");
+                audit_console(
+                    &state,
+                    &session.operator,
+                    "console.policy_apply",
+                    format!(
+                        "operator `{}` applied policy `{name}` from the console",
+                        session.operator
+                    ),
+                )
+                .await;
             }
             Ok(applied) => {
                 message = format!("Not applied: the gateway answered {}", applied.status());
