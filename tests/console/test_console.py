@@ -486,3 +486,14 @@ def test_the_audit_page_filters_by_code_and_action(page: Page, gateway: Gateway)
     page.goto(f"{gateway.url}/console/audit?action=read:*")
     expect(page.locator("#events tr", has_text="read:a")).to_have_count(1)
     expect(page.locator("#events tr", has_text="launch:rocket")).to_have_count(0)
+
+
+def test_the_audit_chain_is_verified_from_the_overview(page: Page, gateway: Gateway) -> None:
+    token = gateway.agent("verifier")
+    gateway.check(token, "read:notes")
+    sign_in(page, gateway)
+    expect(page.locator("dl.health")).to_contain_text("not verified")
+    page.click("text=verify now")
+    expect(page.locator(".notice")).to_contain_text("Every chain verifies")
+    page.goto(f"{gateway.url}/console")
+    expect(page.locator("dl.health")).to_contain_text("intact")

@@ -117,6 +117,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/policies/draft", post(policy_draft))
         .route("/console/policies/{name}", get(policy_page))
         .route("/console/audit/event/{id}", get(event_page))
+        .route("/console/audit/verify", get(verify_page))
         .route("/console/assets/{file}", get(asset))
         .layer(middleware::from_fn(security_headers))
 }
@@ -455,6 +456,17 @@ async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response
                 .count()
         })
         .unwrap_or(0);
+    let chain = match state.console.last_verification() {
+        Some((at, true, events)) => format!(
+            "intact: {events} events verified {} ago",
+            ago(OffsetDateTime::now_utc() - at)
+        ),
+        Some((at, false, _)) => format!(
+            "BROKEN at the last verification, {} ago",
+            ago(OffsetDateTime::now_utc() - at)
+        ),
+        None => "not verified from the console since the gateway started".to_owned(),
+    };
     let receivers = state.alerts.receivers();
     let alerts = if receivers.is_empty() {
         "no receiver configured".to_owned()
@@ -485,6 +497,7 @@ async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response
                 policies => state.policies.current().policies().count(),
                 policy_files => policy_files,
                 alerts => alerts,
+                chain => chain,
                 mode => state.mode.as_str(),
                 gateway => state.instance_id.clone(),
             },
@@ -1475,6 +1488,64 @@ async fn event_page(
         }
     };
     render("event.html", ctx)
+}
+
+/// `GET /console/audit/verify`: recomputes every chain (as `meshguard audit verify`) and shows
+/// what it found.
+async fn verify_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(session) = signed_in(&state, &headers) else {
+        return to_sign_in();
+    };
+    let report = match state.store.verify_audit().await {
+        Ok(report) => report,
+        Err(err) => return crate::error::ApiError::from(err).into_response(),
+    };
+    state.console.verified(report.ok, report.events_checked);
+    let chains: Vec<(String, String)> = report
+        .chains
+        .iter()
+        .map(|c| {
+            (
+                c.gateway.clone(),
+                format!(
+                    "seq {} to {}{}",
+                    c.anchor_seq + 1,
+                    c.head_seq,
+                    if c.anchor_seq > 0 {
+                        " (older events removed by retention)"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+        })
+        .collect();
+    let broken = report
+        .first_break()
+        .map(|b| format!("gateway {} at seq {}: {}", b.gateway, b.seq, b.reason));
+    let pending = pending_count(&state).await;
+    let message = if report.ok {
+        format!(
+            "Every chain verifies: {} events recomputed.",
+            report.events_checked
+        )
+    } else {
+        "The audit trail does not verify: an event was altered, removed or inserted.".to_owned()
+    };
+    render(
+        "policy_result.html",
+        context! {
+            ..frame(&session, "audit", "Audit chain", pending),
+            ..context! {
+                heading => "Audit chain",
+                message => message,
+                errors_title => "First break",
+                warnings_title => "Chains",
+                errors => broken.into_iter().collect::<Vec<_>>(),
+                warnings => chains.iter().map(|(g, r)| format!("{g}: {r}")).collect::<Vec<_>>(),
+            }
+        },
+    )
 }
 
 /// The checks-per-minute chart, drawn by the server as inline SVG.

@@ -78,6 +78,8 @@ pub struct Session {
 pub struct ConsoleSessions {
     sessions: Mutex<HashMap<String, Session>>,
     failures: Mutex<VecDeque<Instant>>,
+    /// The last chain verification run from the console: when, whether intact, events checked.
+    verified: Mutex<Option<(time::OffsetDateTime, bool, u64)>>,
 }
 
 /// 32 random bytes as hex.
@@ -137,6 +139,17 @@ impl ConsoleSessions {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(id);
+    }
+
+    /// Remembers a chain verification for the overview.
+    pub fn verified(&self, ok: bool, events: u64) {
+        *self.verified.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((time::OffsetDateTime::now_utc(), ok, events));
+    }
+
+    /// The last chain verification run from the console, if any.
+    pub fn last_verification(&self) -> Option<(time::OffsetDateTime, bool, u64)> {
+        *self.verified.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Ends every session of `operator` (deleted).
