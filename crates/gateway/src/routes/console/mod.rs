@@ -177,6 +177,23 @@ fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<session::Session> 
     cookie(headers, SESSION_COOKIE).and_then(|id| state.console.get(&id))
 }
 
+/// The signed-in operator of a console request; a request without a live session is sent to
+/// sign in.
+struct Operator(session::Session);
+
+impl axum::extract::FromRequestParts<AppState> for Operator {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        signed_in(state, &parts.headers)
+            .map(Operator)
+            .ok_or_else(to_sign_in)
+    }
+}
+
 /// Where a request without a session goes.
 fn to_sign_in() -> Response {
     Redirect::to("/console/login").into_response()
@@ -380,12 +397,9 @@ struct CsrfForm {
 /// `POST /console/logout`.
 async fn logout(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Operator(session): Operator,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let Some(session) = signed_in(&state, &headers) else {
-        return to_sign_in();
-    };
     if !csrf_ok(&session, &form.csrf) {
         return csrf_refused();
     }
@@ -408,10 +422,7 @@ async fn logout(
 }
 
 /// `GET /console`: the overview.
-async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(session) = signed_in(&state, &headers) else {
-        return to_sign_in();
-    };
+async fn overview(State(state): State<AppState>, Operator(session): Operator) -> Response {
     let to = OffsetDateTime::now_utc();
     let from = to - time::Duration::hours(1);
     let stats = state
@@ -550,10 +561,11 @@ fn when(ts: OffsetDateTime) -> String {
 }
 
 /// `GET /console/approvals`: the pending queue (newest first) and the decided ones.
-async fn approvals_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(session) = signed_in(&state, &headers) else {
-        return to_sign_in();
-    };
+async fn approvals_page(
+    State(state): State<AppState>,
+    Operator(session): Operator,
+    headers: HeaderMap,
+) -> Response {
     let now = OffsetDateTime::now_utc();
     let pending = pending_approvals(&state).await.unwrap_or_default();
     let mut names: BTreeMap<String, String> = BTreeMap::new();
@@ -663,13 +675,11 @@ struct DecideForm {
 /// `POST /console/approvals/{id}/decide`: approve or deny, as the signed-in operator.
 async fn decide(
     State(state): State<AppState>,
+    Operator(session): Operator,
     Path(id): Path<String>,
     headers: HeaderMap,
     Form(form): Form<DecideForm>,
 ) -> Response {
-    let Some(session) = signed_in(&state, &headers) else {
-        return to_sign_in();
-    };
     if !csrf_ok(&session, &form.csrf) {
         return csrf_refused();
     }
@@ -731,12 +741,9 @@ fn audit_filter(query: &AuditQuery, limit: u32) -> AuditFilter {
 /// `GET /console/audit`: the newest events (live when unfiltered), filters, paging, a trace.
 async fn audit_page(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Operator(session): Operator,
     Query(query): Query<AuditQuery>,
 ) -> Response {
-    let Some(session) = signed_in(&state, &headers) else {
-        return to_sign_in();
-    };
     let page = state.store.query_audit(&audit_filter(&query, 100)).await;
     let (events, next_cursor) = match page {
         Ok(page) => (page.entries, page.next_cursor),
@@ -868,10 +875,7 @@ fn live_events(state: &AppState) -> impl Stream<Item = Result<Event, Infallible>
 }
 
 /// `GET /console/agents`.
-async fn agents_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(session) = signed_in(&state, &headers) else {
-        return to_sign_in();
-    };
+async fn agents_page(State(state): State<AppState>, Operator(session): Operator) -> Response {
     let agents = state
         .store
         .list_agents(&PageRequest::first(1000))
@@ -920,13 +924,11 @@ async fn agents_page(State(state): State<AppState>, headers: HeaderMap) -> Respo
 /// `POST /console/agents/{id}/revoke|restore`: the kill switch, and its undo.
 async fn agent_status(
     State(state): State<AppState>,
+    Operator(session): Operator,
     Path((id, verb)): Path<(String, String)>,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let Some(session) = signed_in(&state, &headers) else {
-        return to_sign_in();
-    };
     if !csrf_ok(&session, &form.csrf) {
         return csrf_refused();
     }
@@ -988,12 +990,10 @@ struct CreateAgentForm {
 /// place it appears; it is never cached).
 async fn create_agent(
     State(state): State<AppState>,
+    Operator(session): Operator,
     headers: HeaderMap,
     Form(form): Form<CreateAgentForm>,
 ) -> Response {
-    let Some(session) = signed_in(&state, &headers) else {
-        return to_sign_in();
-    };
     if !csrf_ok(&session, &form.csrf) {
         return csrf_refused();
     }
@@ -1053,12 +1053,9 @@ async fn token_page(
 /// `GET /console/agents/{id}`: one agent and its effective permissions.
 async fn agent_page(
     State(state): State<AppState>,
+    Operator(session): Operator,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    let Some(session) = signed_in(&state, &headers) else {
-        return to_sign_in();
-    };
     let (agent, permissions) = match super::agents::permissions_of(&state, &id).await {
         Ok(found) => found,
         Err(err) => return err.into_response(),
@@ -1166,10 +1163,7 @@ async fn set_warnings(state: &AppState, only: Option<&str>) -> Vec<String> {
 }
 
 /// `GET /console/policies`: the policies in force, their warnings, a test form and a draft editor.
-async fn policies_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(session) = signed_in(&state, &headers) else {
-        return to_sign_in();
-    };
+async fn policies_page(State(state): State<AppState>, Operator(session): Operator) -> Response {
     let stored = meshguard_store::all_policies(&*state.store)
         .await
         .unwrap_or_default();
@@ -1213,12 +1207,9 @@ async fn policies_page(State(state): State<AppState>, headers: HeaderMap) -> Res
 /// `GET /console/policies/{name}`: source, warnings and revisions of one policy.
 async fn policy_page(
     State(state): State<AppState>,
+    Operator(session): Operator,
     Path(name): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    let Some(session) = signed_in(&state, &headers) else {
-        return to_sign_in();
-    };
     let stored = match state.store.get_policy(&name).await {
         Ok(stored) => stored,
         Err(err) => return crate::error::ApiError::from(err).into_response(),
@@ -1274,12 +1265,10 @@ struct TestQuery {
 /// `GET /console/policies/test`: what `POST /admin/decide` answers (audited as a test).
 async fn policy_test(
     State(state): State<AppState>,
+    Operator(session): Operator,
     headers: HeaderMap,
     Query(query): Query<TestQuery>,
 ) -> Response {
-    let Some(session) = signed_in(&state, &headers) else {
-        return to_sign_in();
-    };
     let pending = pending_count(&state).await;
     let show = |decision: Option<Jinja>, errors: Vec<String>| {
         render(
@@ -1368,12 +1357,10 @@ struct DraftForm {
 /// lints against the policies in force and the agents); with `apply`, an admin applies it.
 async fn policy_draft(
     State(state): State<AppState>,
+    Operator(session): Operator,
     headers: HeaderMap,
     Form(form): Form<DraftForm>,
 ) -> Response {
-    let Some(session) = signed_in(&state, &headers) else {
-        return to_sign_in();
-    };
     if !csrf_ok(&session, &form.csrf) {
         return csrf_refused();
     }
@@ -1453,12 +1440,9 @@ async fn policy_draft(
 /// `GET /console/audit/event/{id}`: one event with its place in its chain.
 async fn event_page(
     State(state): State<AppState>,
+    Operator(session): Operator,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    let Some(session) = signed_in(&state, &headers) else {
-        return to_sign_in();
-    };
     let event = match state.store.audit_event(&id).await {
         Ok(event) => event,
         Err(err) => return crate::error::ApiError::from(err).into_response(),
@@ -1492,10 +1476,7 @@ async fn event_page(
 
 /// `GET /console/audit/verify`: recomputes every chain (as `meshguard audit verify`) and shows
 /// what it found.
-async fn verify_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(session) = signed_in(&state, &headers) else {
-        return to_sign_in();
-    };
+async fn verify_page(State(state): State<AppState>, Operator(session): Operator) -> Response {
     let report = match state.store.verify_audit().await {
         Ok(report) => report,
         Err(err) => return crate::error::ApiError::from(err).into_response(),
