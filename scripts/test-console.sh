@@ -15,23 +15,9 @@ root="$(pwd)"
 python="${PYTHON:-python3.11}"
 venv=.venv-console
 
-hash_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
-
-stamp="$(hash_of tests/console/requirements.txt)"
-if [ ! -f "$venv/.meshguard-stamp" ] || [ "$(cat "$venv/.meshguard-stamp")" != "$stamp" ]; then
-  echo "-- preparing $venv"
-  rm -rf "$venv"
-  if ! "$python" -m venv "$venv" 2>/dev/null; then
-    rm -rf "$venv"
-    "$python" -m venv --without-pip "$venv"
-    "$python" -m pip --python "$venv/bin/python" install --quiet "pip==26.3"
-  fi
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "pip==26.3"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
-    -r tests/console/requirements.txt
-  "$venv/bin/python" -m pip check
-  echo "$stamp" > "$venv/.meshguard-stamp"
-fi
+# shellcheck source=scripts/pinned-venv.sh
+source scripts/pinned-venv.sh
+pinned_venv "$venv" tests/console/requirements.txt
 
 if [ ! -x /usr/bin/chromium ]; then
   bash scripts/tools.sh

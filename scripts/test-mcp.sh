@@ -13,27 +13,9 @@ root="$(pwd)"
 python="${PYTHON:-python3.11}"
 venv=.venv-mcp
 
-hash_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
-
-# Reinstall only when the pinned inputs changed, so repeated runs start at once.
-stamp="$(hash_of python/requirements-mcp.txt)"
-if [ ! -f "$venv/.meshguard-stamp" ] || [ "$(cat "$venv/.meshguard-stamp")" != "$stamp" ]; then
-  echo "-- preparing $venv"
-  rm -rf "$venv"
-  if ! "$python" -m venv "$venv" 2>/dev/null; then
-    # Debian's python3.11 has no ensurepip without python3.11-venv: a bare virtualenv, and the
-    # interpreter's own pip installs pip into it.
-    rm -rf "$venv"
-    "$python" -m venv --without-pip "$venv"
-    "$python" -m pip --python "$venv/bin/python" install --quiet "pip==26.3"
-  fi
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "pip==26.3"
-  # Every package is pinned, so nothing is resolved; `pip check` proves the set complete.
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
-    -r python/requirements-mcp.txt
-  "$venv/bin/python" -m pip check
-  echo "$stamp" > "$venv/.meshguard-stamp"
-fi
+# shellcheck source=scripts/pinned-venv.sh
+source scripts/pinned-venv.sh
+pinned_venv "$venv" python/requirements-mcp.txt
 
 lock_stamp="$(hash_of tests/mcp/package-lock.json)"
 if [ ! -f tests/mcp/node_modules/.meshguard-stamp ] \
