@@ -252,6 +252,12 @@ pub struct ServeArgs {
     /// Open client connections at most; more wait in the kernel's backlog [default: 4096]
     #[arg(long, value_name = "N")]
     pub max_connections: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (reloaded when it changes, or on SIGHUP)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Check the configuration and exit without starting.
     #[arg(long)]
     pub validate_only: bool,

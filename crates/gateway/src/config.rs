@@ -217,11 +217,15 @@ pub enum ConfigKey {
     ProxyForwardHeaders,
     /// `console.enabled`: serve the web console at `/console`.
     ConsoleEnabled,
+    /// `tls.cert`: the PEM certificate chain `serve` answers TLS with.
+    TlsCert,
+    /// `tls.key`: its PEM private key.
+    TlsKey,
 }
 
 impl ConfigKey {
     /// Every key, in documentation order.
-    pub const ALL: [ConfigKey; 31] = [
+    pub const ALL: [ConfigKey; 33] = [
         ConfigKey::Listen,
         ConfigKey::Mode,
         ConfigKey::DataDir,
@@ -253,6 +257,8 @@ impl ConfigKey {
         ConfigKey::ProxyTarget,
         ConfigKey::ProxyForwardHeaders,
         ConfigKey::ConsoleEnabled,
+        ConfigKey::TlsCert,
+        ConfigKey::TlsKey,
     ];
 
     /// The dotted name in the TOML file (`[server] body_timeout` is `server.body_timeout`).
@@ -289,6 +295,8 @@ impl ConfigKey {
             ConfigKey::ProxyTarget => "proxy.target",
             ConfigKey::ProxyForwardHeaders => "proxy.forward_headers",
             ConfigKey::ConsoleEnabled => "console.enabled",
+            ConfigKey::TlsCert => "tls.cert",
+            ConfigKey::TlsKey => "tls.key",
         }
     }
 
@@ -356,6 +364,8 @@ impl ConfigKey {
             ConfigKey::BodyTimeout => Some("body-timeout"),
             ConfigKey::IdleTimeout => Some("idle-timeout"),
             ConfigKey::MaxConnections => Some("max-connections"),
+            ConfigKey::TlsCert => Some("tls-cert"),
+            ConfigKey::TlsKey => Some("tls-key"),
             _ => None,
         }
     }
@@ -374,6 +384,8 @@ impl ConfigKey {
             ConfigKey::BodyTimeout => flags.body_timeout.clone(),
             ConfigKey::IdleTimeout => flags.idle_timeout.clone(),
             ConfigKey::MaxConnections => flags.max_connections.clone(),
+            ConfigKey::TlsCert => flags.tls_cert.as_ref().map(|p| p.display().to_string()),
+            ConfigKey::TlsKey => flags.tls_key.as_ref().map(|p| p.display().to_string()),
             _ => None,
         }
     }
@@ -410,6 +422,10 @@ pub struct ConfigFlags {
     pub idle_timeout: Option<String>,
     /// `--max-connections`.
     pub max_connections: Option<String>,
+    /// `--tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A configuration that failed to load: which key (or file position) and why.
@@ -432,18 +448,6 @@ pub enum ConfigError {
         key: String,
         /// The known key one or two edits away, if there is one.
         nearest: Option<ConfigKey>,
-    },
-    /// A `[tls]` table or `tls.*` key: `serve` speaks plain HTTP, so a certificate would be
-    /// ignored and the operator would believe the traffic encrypted.
-    #[error(
-        "{origin}: unknown key `{key}`: TLS is not supported by `serve` yet; terminate TLS in \
-         front of the gateway (a reverse proxy or load balancer)"
-    )]
-    TlsNotSupported {
-        /// Where the key came from.
-        origin: String,
-        /// The dotted key.
-        key: String,
     },
     /// A known key with a value that does not fit.
     #[error("{origin}: `{key}`: {message}")]
@@ -557,6 +561,8 @@ pub struct Config {
     pub mcp_servers: BTreeMap<String, HostedServerConfig>,
     /// Whether `/console` is served.
     pub console_enabled: bool,
+    /// The certificate and key `serve` answers TLS with; `None`: plain HTTP.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// Where a raw value came from; it names the origin in error messages.
@@ -587,12 +593,6 @@ impl Config {
                         origin: origin.to_owned(),
                         message: e.to_string().trim_end().replace('\n', " "),
                     })?;
-            if table.contains_key("tls") {
-                return Err(ConfigError::TlsNotSupported {
-                    origin: origin.to_owned(),
-                    key: "tls".to_owned(),
-                });
-            }
             if let Some(mcp) = table.remove("mcp") {
                 mcp_servers = hosted_mcp_servers(origin, mcp)?;
                 expand_mcp_headers(origin, &mut mcp_servers, env)?;
@@ -1059,6 +1059,7 @@ impl Validator<'_> {
             targets,
             alerts,
             mcp_servers: BTreeMap::new(),
+            tls: self.tls_files()?,
             console_enabled: self.parsed_or(
                 ConfigKey::ConsoleEnabled,
                 |s| match s {
@@ -1069,6 +1070,25 @@ impl Validator<'_> {
                 true,
             )?,
         })
+    }
+
+    /// `tls.cert` and `tls.key`: both, or neither.
+    fn tls_files(&self) -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
+        match (
+            self.path(ConfigKey::TlsCert)?,
+            self.path(ConfigKey::TlsKey)?,
+        ) {
+            (Some(cert), Some(key)) => Ok(Some(crate::tls::TlsFiles { cert, key })),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(self.invalid(
+                ConfigKey::TlsKey,
+                "missing: `tls.cert` is set, so give its private key too".into(),
+            )),
+            (None, Some(_)) => Err(self.invalid(
+                ConfigKey::TlsCert,
+                "missing: `tls.key` is set, so give its certificate too".into(),
+            )),
+        }
     }
 
     /// `listen`, with the documented `HOST` and `PORT` variables adjusting the file's (or the
@@ -1774,26 +1794,31 @@ write_file = { action = "write:workspace", resource = "path", root = "/srv/ws" }
     }
 
     #[test]
-    fn a_tls_table_is_refused_with_the_way_out() {
-        for file in [
-            "[tls]\ncert = \"/etc/gw.crt\"\nkey = \"/etc/gw.key\"\n",
-            "[tls]\n",
-            "tls = {}\n",
-        ] {
-            let err = Config::load(
+    fn tls_keys_come_in_pairs_and_unknown_tls_keys_are_refused() {
+        let load = |file: &str| {
+            Config::load(
                 Some(("gw.toml", file)),
                 &env(&[]),
                 &ConfigFlags::default(),
                 home(),
             )
-            .unwrap_err();
-            assert_eq!(
-                err.to_string(),
-                "gw.toml: unknown key `tls`: TLS is not supported by `serve` yet; terminate TLS \
-                 in front of the gateway (a reverse proxy or load balancer)",
-                "{file}"
-            );
-        }
+        };
+        let both = load("[tls]\ncert = \"/etc/gw.crt\"\nkey = \"/etc/gw.key\"\n").unwrap();
+        assert_eq!(
+            both.tls,
+            Some(crate::tls::TlsFiles {
+                cert: "/etc/gw.crt".into(),
+                key: "/etc/gw.key".into()
+            })
+        );
+        assert_eq!(load("").unwrap().tls, None);
+        let err = load("[tls]\ncert = \"/etc/gw.crt\"\n").unwrap_err();
+        assert!(err.to_string().contains("`tls.key`: missing"), "{err}");
+        let err = load("[tls]\ncertificate = \"x\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown key `tls.certificate`"),
+            "{err}"
+        );
     }
 
     #[test]

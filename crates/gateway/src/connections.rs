@@ -27,7 +27,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt as _;
@@ -103,13 +103,13 @@ impl Activity {
     }
 }
 
-/// A TCP stream that records its activity for the idle watchdog.
-struct WatchedStream {
-    inner: TcpStream,
+/// A connection (TCP, or TLS over TCP) that records its activity for the idle watchdog.
+struct WatchedStream<S> {
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for WatchedStream {
+impl<S: AsyncRead + Unpin> AsyncRead for WatchedStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -124,7 +124,7 @@ impl AsyncRead for WatchedStream {
     }
 }
 
-impl AsyncWrite for WatchedStream {
+impl<S: AsyncWrite + Unpin> AsyncWrite for WatchedStream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -158,7 +158,7 @@ impl AsyncWrite for WatchedStream {
     }
 }
 
-impl WatchedStream {
+impl<S> WatchedStream<S> {
     fn note_write(&self, polled: &Poll<std::io::Result<usize>>) {
         match polled {
             Poll::Pending => {
@@ -212,6 +212,7 @@ pub async fn serve_connections(
     listener: TcpListener,
     router: Router,
     limits: ServerLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_shutdown: impl FnOnce(),
 ) {
@@ -251,9 +252,25 @@ pub async fn serve_connections(
         let builder = builder.clone();
         let router = router.clone();
         let mut stop = stop_rx.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            serve_one(stream, router, &builder, limits, &mut stop).await;
+            match tls {
+                None => serve_one(stream, router, &builder, limits, &mut stop).await,
+                Some(acceptor) => {
+                    // The handshake is bounded like a request head: a client that never finishes
+                    // it gives its connection (and its permit) up.
+                    let handshake =
+                        tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await;
+                    match handshake {
+                        Ok(Ok(stream)) => {
+                            serve_one(stream, router, &builder, limits, &mut stop).await;
+                        }
+                        Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
+            }
         });
     }
     // Closed now, so new clients are refused at once rather than queued until the drain ends.
@@ -265,8 +282,8 @@ pub async fn serve_connections(
     let _ = permits.acquire_many(all).await;
 }
 
-async fn serve_one(
-    stream: TcpStream,
+async fn serve_one<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     router: Router,
     builder: &http1::Builder,
     limits: ServerLimits,

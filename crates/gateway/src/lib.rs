@@ -67,6 +67,7 @@ pub mod refusals;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod token;
 pub mod trace;
 pub mod wire;

@@ -55,6 +55,9 @@ pub enum ServeError {
     /// count limits per gateway.
     #[error("{0}; global rate limits need it (remove `--redis-url` to keep limits per gateway)")]
     Redis(#[from] RedisLimitError),
+    /// The TLS certificate or key cannot be used.
+    #[error("{0}")]
+    Tls(String),
     /// A hosted MCP server that cannot be used.
     #[error("{0}")]
     Mcp(String),
@@ -92,6 +95,9 @@ pub fn validate_only(config: &Config) -> Result<Vec<String>, ServeError> {
     Upstreams::from_config(config.proxy_target.as_ref(), &config.targets)
         .map_err(ServeError::Proxy)?;
     McpHost::new(&config.mcp_servers).map_err(ServeError::Mcp)?;
+    if let Some(files) = &config.tls {
+        crate::tls::load(files).map_err(|e| ServeError::Tls(e.to_string()))?;
+    }
     let mut report = vec![
         format!("listen: {}", config.listen),
         format!("mode: {}", config.mode.as_str()),
@@ -300,11 +306,22 @@ pub async fn serve_listener(
         max_connections = config.server.max_connections,
         "meshguard gateway listening"
     );
+    let tls = match &config.tls {
+        Some(files) => {
+            let (acceptor, cert) =
+                crate::tls::acceptor(files.clone()).map_err(|e| ServeError::Tls(e.to_string()))?;
+            tasks.push(crate::tls::spawn_reloader(cert, stop_rx.clone()));
+            tracing::info!(cert = %files.cert.display(), "serving HTTPS; the certificate reloads on change or SIGHUP");
+            Some(acceptor)
+        }
+        None => None,
+    };
     let signalled = state.clone();
     crate::connections::serve_connections(
         listener,
         app(state.clone()),
         config.server,
+        tls,
         shutdown,
         // Audit streams never end by themselves; the server waits for every response.
         move || signalled.begin_shutdown(),

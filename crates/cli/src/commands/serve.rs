@@ -50,6 +50,8 @@ fn load_config(ctx: &Context, args: &ServeArgs) -> anyhow::Result<Config> {
         body_timeout: args.body_timeout.clone(),
         idle_timeout: args.idle_timeout.clone(),
         max_connections: args.max_connections.clone(),
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
     };
     let home = std::env::home_dir();
     Config::load(

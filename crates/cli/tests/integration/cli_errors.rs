@@ -313,7 +313,7 @@ fn serve_validate_only_checks_the_config() {
 }
 
 #[test]
-fn serve_validate_only_names_a_bad_trigger_and_refuses_tls() {
+fn serve_validate_only_names_a_bad_trigger_and_a_bad_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = dir.path().join("gw.toml");
@@ -355,15 +355,28 @@ fn serve_validate_only_names_a_bad_trigger_and_refuses_tls() {
         run.stderr
     );
 
-    std::fs::write(&config, "[tls]\ncert = \"gw.crt\"\nkey = \"gw.key\"\n").unwrap();
+    let missing = dir.path().join("gw.crt");
+    std::fs::write(
+        &config,
+        format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            missing.display(),
+            dir.path().join("gw.key").display()
+        ),
+    )
+    .unwrap();
     let run = validate(&[]);
     run.assert_code(1);
     assert!(
-        run.stderr.contains(&format!(
-            "{}: unknown key `tls`: TLS is not supported by `serve` yet; terminate TLS in front \
-             of the gateway (a reverse proxy or load balancer)",
-            config.display()
-        )),
+        run.stderr.contains(&missing.display().to_string()),
+        "{}",
+        run.stderr
+    );
+    std::fs::write(&config, "[tls]\ncert = \"gw.crt\"\n").unwrap();
+    let run = validate(&[]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("`tls.key`: missing: `tls.cert` is set"),
         "{}",
         run.stderr
     );

@@ -25,3 +25,4 @@ mod policy_replay;
 mod policy_test_files;
 mod readme_quickstart;
 mod support;
+mod tls;
