@@ -47,6 +47,10 @@ pub struct GlobalOptions {
     // No clap `env`, as for `--admin-token`.
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// PEM file of the CA (or self-signed certificate) that signed an https:// gateway's
+    /// certificate, trusted besides the system's roots
+    #[arg(long, global = true, value_name = "FILE", env = "MESHGUARD_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,

@@ -53,7 +53,11 @@ impl std::fmt::Debug for AdminClient {
 
 impl AdminClient {
     /// Builds a client for `url`, authenticated with `token`.
-    pub fn new(url: &str, token: String) -> anyhow::Result<Self> {
+    pub fn new(
+        url: &str,
+        token: String,
+        ca_file: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
         let base = Url::parse(url)
             .map_err(|e| CliError::Usage(format!("--url `{url}` is not a URL: {e}")))?;
         if !matches!(base.scheme(), "http" | "https") {
@@ -64,17 +68,33 @@ impl AdminClient {
         }
         install_crypto();
         let user_agent = concat!("meshguard-cli/", env!("CARGO_PKG_VERSION"));
-        let http = reqwest::Client::builder()
-            .user_agent(user_agent)
-            .connect_timeout(CONNECT_TIMEOUT)
+        let ca = match ca_file {
+            Some(file) => {
+                let pem = std::fs::read(file)
+                    .with_context(|| format!("--ca-file {}: cannot read it", file.display()))?;
+                Some(reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                    CliError::Usage(format!(
+                        "--ca-file {}: not a PEM certificate: {e}",
+                        file.display()
+                    ))
+                })?)
+            }
+            None => None,
+        };
+        let builder = || {
+            let builder = reqwest::Client::builder()
+                .user_agent(user_agent)
+                .connect_timeout(CONNECT_TIMEOUT);
+            match &ca {
+                Some(ca) => builder.add_root_certificate(ca.clone()),
+                None => builder,
+            }
+        };
+        let http = builder()
             .timeout(REQUEST_TIMEOUT)
             .build()
             .context("cannot set up the HTTP client")?;
-        let streaming = reqwest::Client::builder()
-            .user_agent(user_agent)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .context("cannot set up the HTTP client")?;
+        let streaming = builder().build().context("cannot set up the HTTP client")?;
         Ok(AdminClient {
             base,
             token,
@@ -342,12 +362,12 @@ mod tests {
 
     #[test]
     fn names_are_percent_encoded_in_paths() {
-        let client = AdminClient::new("http://127.0.0.1:3100/", "t".into()).unwrap();
+        let client = AdminClient::new("http://127.0.0.1:3100/", "t".into(), None).unwrap();
         assert_eq!(
             client.url(&["admin", "agents", "a/b c"]).as_str(),
             "http://127.0.0.1:3100/admin/agents/a%2Fb%20c"
         );
-        let prefixed = AdminClient::new("http://127.0.0.1:3100/mg", "t".into()).unwrap();
+        let prefixed = AdminClient::new("http://127.0.0.1:3100/mg", "t".into(), None).unwrap();
         assert_eq!(
             prefixed.url(&["admin", "policies"]).as_str(),
             "http://127.0.0.1:3100/mg/admin/policies"
@@ -356,12 +376,12 @@ mod tests {
 
     #[test]
     fn bad_urls_are_usage_errors() {
-        let err = AdminClient::new("localhost:3100", "t".into()).unwrap_err();
+        let err = AdminClient::new("localhost:3100", "t".into(), None).unwrap_err();
         assert_eq!(
             err.downcast_ref::<CliError>().map(CliError::exit_code),
             Some(2)
         );
-        assert!(AdminClient::new("not a url", "t".into()).is_err());
+        assert!(AdminClient::new("not a url", "t".into(), None).is_err());
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct Context {
     /// `MESHGUARD_ADMIN_TOKEN` ([`ConfigKey::AdminToken`]).
     admin_token_env: Option<String>,
     admin_token_file: Option<PathBuf>,
+    /// `--ca-file` / `MESHGUARD_CA_FILE`: a CA to trust for an https:// gateway.
+    pub ca_file: Option<PathBuf>,
     /// Output mode.
     pub out: Output,
 }
@@ -77,6 +79,7 @@ impl Context {
             // not be sent to the gateway at `url`.
             admin_token_env: env_nonempty(&ConfigKey::AdminToken.env()),
             admin_token_file: global.admin_token_file,
+            ca_file: global.ca_file,
             out: Output::detect(global.json),
         }
     }
@@ -115,7 +118,7 @@ impl Context {
     /// A client for the admin API; fails with exit code 3 when no admin token can be found.
     pub fn client(&self) -> anyhow::Result<AdminClient> {
         let token = resolve_admin_token(self.admin_token_given()?.as_deref(), &self.data_dir)?;
-        AdminClient::new(&self.url, token)
+        AdminClient::new(&self.url, token, self.ca_file.as_deref())
     }
 }
 

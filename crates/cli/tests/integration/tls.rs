@@ -106,6 +106,26 @@ async fn serve_answers_https_and_reloads_a_replaced_certificate() {
     // A new client (no TLS session to resume) trusting the old certificate no longer connects.
     assert!(!healthy(&trusting(&first_cert), &url).await);
     assert!(child.try_wait().unwrap().is_none(), "the gateway restarted");
+
+    // The CLI verifies the gateway's certificate: with --ca-file it trusts it, without it refuses.
+    let cli = |ca: Option<&Path>| {
+        let mut command = Command::new(BIN);
+        command
+            .args(["--url", &url, "--data-dir"])
+            .arg(dir.path().join("data"));
+        if let Some(ca) = ca {
+            command.arg("--ca-file").arg(ca);
+        }
+        command.args(["agent", "list"]).output().unwrap()
+    };
+    let trusted = cli(Some(&second_cert));
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    let untrusted = cli(None);
+    assert!(!untrusted.status.success());
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

@@ -7,8 +7,9 @@ where a transport error or an unexpected status is turned into an exception, nev
 from __future__ import annotations
 
 import os
+import ssl
 import uuid
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Union
 
 import httpx
 
@@ -65,6 +66,7 @@ class _GatewayConnection:
         admin_token: Optional[str] = None,
         timeout: float = 30.0,
         trace_id: Optional[str] = None,
+        ca_file: Optional[str] = None,
     ) -> None:
         self.gateway_url = (
             gateway_url or _env("MESHGUARD_URL", "MESHGUARD_GATEWAY_URL") or DEFAULT_GATEWAY_URL
@@ -75,7 +77,15 @@ class _GatewayConnection:
         self.trace_id = trace_id or _env("MESHGUARD_TRACE_ID") or str(uuid.uuid4())
         # One pooled client: checks happen before every agent action, so the TCP (and TLS)
         # handshake must not be paid on each of them.
-        self._client = httpx.Client(timeout=timeout, headers={"User-Agent": USER_AGENT})
+        # An https:// gateway's certificate is verified against the system's roots, or against
+        # ``ca_file`` / ``MESHGUARD_CA_FILE`` (a private CA or a self-signed certificate).
+        self.ca_file = ca_file or _env("MESHGUARD_CA_FILE")
+        verify: Union[bool, ssl.SSLContext] = True
+        if self.ca_file:
+            verify = ssl.create_default_context(cafile=self.ca_file)
+        self._client = httpx.Client(
+            timeout=timeout, headers={"User-Agent": USER_AGENT}, verify=verify
+        )
 
     def set_trace(self, trace_id: str) -> None:
         """Groups the following calls under ``trace_id`` in the audit trail."""
