@@ -72,6 +72,13 @@ impl AdminClient {
             Some(file) => {
                 let pem = std::fs::read(file)
                     .with_context(|| format!("--ca-file {}: cannot read it", file.display()))?;
+                if !meshguard_mcp::gateway::pem_holds_a_certificate(&pem) {
+                    return Err(CliError::Usage(format!(
+                        "--ca-file {}: no PEM certificate in the file",
+                        file.display()
+                    ))
+                    .into());
+                }
                 Some(reqwest::Certificate::from_pem(&pem).map_err(|e| {
                     CliError::Usage(format!(
                         "--ca-file {}: not a PEM certificate: {e}",

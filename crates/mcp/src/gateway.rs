@@ -46,6 +46,14 @@ pub enum ClientError {
     /// The HTTP client could not be built.
     #[error("cannot set up the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    /// The CA file cannot be read or holds no PEM certificate.
+    #[error("the CA file `{file}`: {message}")]
+    CaFile {
+        /// The file.
+        file: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// What the gateway said about one call. Only [`Verdict::Allowed`] lets it through.
@@ -187,6 +195,14 @@ impl CallStatus {
     }
 }
 
+/// Whether `pem` holds at least one certificate and nothing that fails to parse.
+pub fn pem_holds_a_certificate(pem: &[u8]) -> bool {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let parsed: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
+    parsed.is_ok_and(|certs| !certs.is_empty())
+}
+
 impl GatewayClient {
     /// A client for the gateway at `url`, asking as the agent whose token is `token`.
     pub fn new(url: &str, token: Option<String>) -> Result<Self, ClientError> {
@@ -207,6 +223,27 @@ impl GatewayClient {
             .timeout(REQUEST_TIMEOUT)
             .build()?;
         Ok(GatewayClient { base, token, http })
+    }
+
+    /// The same client, also trusting the PEM certificate in `file` (a private CA, or an
+    /// https:// gateway's self-signed certificate).
+    pub fn trusting(mut self, file: &std::path::Path) -> Result<Self, ClientError> {
+        let fail = |message: String| ClientError::CaFile {
+            file: file.to_owned(),
+            message,
+        };
+        let pem = std::fs::read(file).map_err(|e| fail(e.to_string()))?;
+        if !pem_holds_a_certificate(&pem) {
+            return Err(fail("no PEM certificate in the file".into()));
+        }
+        let ca = reqwest::Certificate::from_pem(&pem).map_err(|e| fail(e.to_string()))?;
+        self.http = reqwest::Client::builder()
+            .user_agent(concat!("meshguard-mcp/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .add_root_certificate(ca)
+            .build()?;
+        Ok(self)
     }
 
     fn url(&self, segments: &[&str]) -> reqwest::Url {
@@ -508,6 +545,29 @@ mod tests {
                 reason: "ask".into()
             })
         );
+    }
+
+    #[test]
+    fn a_ca_file_must_hold_a_pem_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = || GatewayClient::new("https://localhost:3100", Some("t".into())).unwrap();
+        let missing = client().trusting(&dir.path().join("none.pem")).unwrap_err();
+        assert!(missing.to_string().contains("none.pem"), "{missing}");
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate").unwrap();
+        assert!(client().trusting(&garbage).is_err());
+        let cert = dir.path().join("gw.crt");
+        let made = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+            .args(["-subj", "/CN=localhost", "-keyout"])
+            .arg(dir.path().join("gw.key"))
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .unwrap();
+        assert!(made.status.success());
+        assert!(client().trusting(&cert).is_ok());
     }
 
     #[test]

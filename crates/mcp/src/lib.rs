@@ -30,6 +30,7 @@
 //!     show_denied: false,
 //!     max_message_bytes: meshguard_mcp::relay::DEFAULT_MAX_MESSAGE_BYTES,
 //!     approval_wait: meshguard_mcp::relay::DEFAULT_APPROVAL_WAIT,
+//!     ca_file: None,
 //! };
 //! let command = vec!["npx".into(), "@modelcontextprotocol/server-filesystem".into(), "/srv/ws".into()];
 //! let exit = run_stdio(options, &command).await?;
@@ -69,6 +70,8 @@ pub struct ProxyOptions {
     pub max_message_bytes: usize,
     /// How long a call that needs approval waits for a human.
     pub approval_wait: std::time::Duration,
+    /// A PEM CA to trust for an https:// gateway, besides the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Why the proxy could not run.
@@ -109,7 +112,10 @@ pub async fn run_stdio(
         return Err(ProxyError::BadServerName(options.server));
     }
     let (program, args) = command.split_first().ok_or(ProxyError::NoCommand)?;
-    let gateway = GatewayClient::new(&options.gateway_url, options.token)?;
+    let mut gateway = GatewayClient::new(&options.gateway_url, options.token)?;
+    if let Some(ca) = &options.ca_file {
+        gateway = gateway.trusting(ca)?;
+    }
     let cwd = std::env::current_dir().map_err(ProxyError::Cwd)?;
     let naming = Naming::new(&options.server, options.config.server(&options.server), cwd);
     let server_error = |source| ProxyError::Server {

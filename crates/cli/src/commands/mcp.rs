@@ -115,6 +115,7 @@ async fn run_proxy(ctx: &Context, args: McpRunArgs) -> anyhow::Result<ExitCode> 
         show_denied: args.show_denied,
         max_message_bytes: args.max_message_bytes,
         approval_wait: std::time::Duration::from_secs(args.approval_wait),
+        ca_file: ctx.ca_file.clone(),
     };
     let status = meshguard_mcp::run_stdio(options, &args.command)
         .await
