@@ -217,6 +217,8 @@ pub enum ConfigKey {
     ProxyForwardHeaders,
     /// `console.enabled`: serve the web console at `/console`.
     ConsoleEnabled,
+    /// `proxy.ca_file`: a CA the default upstream's certificate is verified against.
+    ProxyCaFile,
     /// `tls.cert`: the PEM certificate chain `serve` answers TLS with.
     TlsCert,
     /// `tls.key`: its PEM private key.
@@ -225,7 +227,7 @@ pub enum ConfigKey {
 
 impl ConfigKey {
     /// Every key, in documentation order.
-    pub const ALL: [ConfigKey; 33] = [
+    pub const ALL: [ConfigKey; 34] = [
         ConfigKey::Listen,
         ConfigKey::Mode,
         ConfigKey::DataDir,
@@ -257,6 +259,7 @@ impl ConfigKey {
         ConfigKey::ProxyTarget,
         ConfigKey::ProxyForwardHeaders,
         ConfigKey::ConsoleEnabled,
+        ConfigKey::ProxyCaFile,
         ConfigKey::TlsCert,
         ConfigKey::TlsKey,
     ];
@@ -295,6 +298,7 @@ impl ConfigKey {
             ConfigKey::ProxyTarget => "proxy.target",
             ConfigKey::ProxyForwardHeaders => "proxy.forward_headers",
             ConfigKey::ConsoleEnabled => "console.enabled",
+            ConfigKey::ProxyCaFile => "proxy.ca_file",
             ConfigKey::TlsCert => "tls.cert",
             ConfigKey::TlsKey => "tls.key",
         }
@@ -493,6 +497,9 @@ pub struct ProxyTarget {
     /// The agent's request headers forwarded to this upstream; `None` is the default list
     /// ([`crate::proxy::DEFAULT_FORWARD_HEADERS`]).
     pub forward_headers: Option<Vec<String>>,
+    /// A PEM CA an `https://` upstream's certificate is verified against, besides the system's
+    /// roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Alerting settings (webhook and Slack); triggers are named events such as `deny`.
@@ -820,9 +827,11 @@ fn collect_target(
     let mut url = None;
     let mut headers = BTreeMap::new();
     let mut forward_headers = None;
+    let mut ca_file = None;
     for (k, v) in table {
         match (k.as_str(), v) {
             ("url", toml::Value::String(s)) => url = Some(s),
+            ("ca_file", toml::Value::String(s)) => ca_file = Some(PathBuf::from(s)),
             ("forward_headers", value) => {
                 forward_headers = Some(
                     header_list(&value).map_err(|m| invalid(format!("forward_headers: {m}")))?,
@@ -846,6 +855,7 @@ fn collect_target(
             url,
             headers,
             forward_headers,
+            ca_file,
         },
     );
     Ok(())
@@ -1137,6 +1147,7 @@ impl Validator<'_> {
             .get(&key)
             .map(|s| header_list(&s.value).map_err(|m| self.invalid(key, m)))
             .transpose()?;
+        let ca_file = self.path(ConfigKey::ProxyCaFile)?;
         Ok(self
             .string(ConfigKey::ProxyTarget)?
             .filter(|s| !s.is_empty())
@@ -1144,6 +1155,7 @@ impl Validator<'_> {
                 url,
                 headers: BTreeMap::new(),
                 forward_headers,
+                ca_file,
             }))
     }
 

@@ -134,6 +134,50 @@ pub struct Upstream {
     /// The agent's request headers that are forwarded (lower case); all others stay here.
     forward: HashSet<HeaderName>,
     credentials: Credentials,
+    /// The pooled client that reaches this upstream (plain HTTP, or HTTPS verified against the
+    /// system's roots and the target's `ca_file`).
+    pub client: UpstreamClient,
+}
+
+/// An HTTP(S) client of the reverse proxy.
+pub type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+
+/// A client that verifies `https://` upstreams against the system's roots and, when given, the
+/// PEM certificates of `ca_file`.
+fn client(key: &str, ca_file: Option<&std::path::Path>) -> Result<UpstreamClient, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(file) = ca_file {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
+            .and_then(|certs| certs.collect::<Result<_, _>>())
+            .map_err(|e| format!("{key}.ca_file: {}: {e}", file.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "{key}.ca_file: {}: no PEM certificate in the file",
+                file.display()
+            ));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("{key}.ca_file: {}: {e}", file.display()))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("{key}: TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
 }
 
 impl Upstream {
@@ -149,12 +193,10 @@ impl Upstream {
 }
 
 /// Every upstream of this gateway and the client that reaches them.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Upstreams {
     default: Option<Upstream>,
     named: BTreeMap<String, Upstream>,
-    /// The HTTP client, pooled.
-    pub client: Client<HttpConnector, Body>,
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -163,16 +205,6 @@ impl std::fmt::Debug for Upstreams {
             .field("default", &self.default.as_ref().map(|u| &u.base))
             .field("named", &self.named.keys().collect::<Vec<_>>())
             .finish()
-    }
-}
-
-impl Default for Upstreams {
-    fn default() -> Self {
-        Upstreams {
-            default: None,
-            named: BTreeMap::new(),
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        }
     }
 }
 
@@ -201,9 +233,9 @@ fn forward_list(key: &str, listed: Option<&[String]>) -> Result<HashSet<HeaderNa
 fn upstream(key: &str, target: &ProxyTarget) -> Result<Upstream, String> {
     let url = &target.url;
     let base = url.trim_end_matches('/');
-    if !base.starts_with("http://") {
+    if !base.starts_with("http://") && !base.starts_with("https://") {
         return Err(format!(
-            "{key}: `{url}` is not supported: this build forwards to plain `http://` upstreams only"
+            "{key}: `{url}` is not supported: an upstream is an `http://` or `https://` URL"
         ));
     }
     base.parse::<axum::http::Uri>()
@@ -225,6 +257,7 @@ fn upstream(key: &str, target: &ProxyTarget) -> Result<Upstream, String> {
         forward: forward_list(key, target.forward_headers.as_deref())?,
         credentials: Credentials::of(&headers),
         headers,
+        client: client(key, target.ca_file.as_deref())?,
     })
 }
 
@@ -255,11 +288,7 @@ impl Upstreams {
                 upstream(&format!("targets.{name}"), target).map(|u| (name.clone(), u))
             })
             .collect::<Result<_, String>>()?;
-        Ok(Upstreams {
-            default,
-            named,
-            ..Upstreams::default()
-        })
+        Ok(Upstreams { default, named })
     }
 
     /// The upstream of a canonical path: a named target when the first segment names one (the
@@ -437,6 +466,7 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), Secret::new(*v)))
                 .collect(),
             forward_headers: None,
+            ca_file: None,
         }
     }
 
@@ -472,8 +502,16 @@ mod tests {
             none.resolve(&ProxyPath::parse("api/users").unwrap())
                 .is_none()
         );
+        // https:// is accepted; any other scheme is not.
         let https = target("https://example.com", &[]);
-        assert!(Upstreams::from_config(Some(&https), &BTreeMap::new()).is_err());
+        assert!(Upstreams::from_config(Some(&https), &BTreeMap::new()).is_ok());
+        let ftp = target("ftp://example.com", &[]);
+        let refused = Upstreams::from_config(Some(&ftp), &BTreeMap::new()).unwrap_err();
+        assert!(refused.contains("`http://` or `https://`"), "{refused}");
+        let mut unreadable = target("https://example.com", &[]);
+        unreadable.ca_file = Some("/nonexistent/ca.pem".into());
+        let refused = Upstreams::from_config(Some(&unreadable), &BTreeMap::new()).unwrap_err();
+        assert!(refused.contains("proxy.target.ca_file"), "{refused}");
     }
 
     #[test]

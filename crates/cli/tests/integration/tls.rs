@@ -126,6 +126,41 @@ async fn serve_answers_https_and_reloads_a_replaced_certificate() {
     );
     let untrusted = cli(None);
     assert!(!untrusted.status.success());
+
+    // The reverse proxy forwards to this https:// gateway, verifying it against `ca_file`; a
+    // target without the CA cannot be reached (502), and nothing is forwarded unverified.
+    let config = dir.path().join("front.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[targets.secure]\nurl = \"{url}\"\nca_file = \"{}\"\n\n[targets.unverified]\nurl = \"{url}\"\n",
+            second_cert.display()
+        ),
+    )
+    .unwrap();
+    let front = crate::support::Gateway::start_with(&["--config", config.to_str().unwrap()]).await;
+    let policy = dir.path().join("front.yaml");
+    std::fs::write(
+        &policy,
+        "name: front\nversion: \"1\"\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n",
+    )
+    .unwrap();
+    front
+        .cli(&["policy", "apply", policy.to_str().unwrap()])
+        .assert_code(0);
+    let token = front.create_agent("reader", "verified", "");
+    let client = crate::support::http(Duration::from_secs(10));
+    let via = |target: &str| {
+        client
+            .get(format!("{}/proxy/{target}/health", front.url))
+            .bearer_auth(&token)
+            .send()
+    };
+    let forwarded = via("secure").await.unwrap();
+    assert_eq!(forwarded.status(), 200);
+    let body: serde_json::Value = forwarded.json().await.unwrap();
+    assert_eq!(body["status"], "healthy", "{body}");
+    assert_eq!(via("unverified").await.unwrap().status(), 502);
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

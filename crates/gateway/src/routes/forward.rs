@@ -306,7 +306,7 @@ pub async fn forward(
         {
             // 7. Forward exactly what was decided, and answer without what the agent must not
             //    get.
-            relay(&state, &routed, parts, body, decision, &agent).await
+            relay(&routed, parts, body, decision, &agent).await
         }
         _ => outcome.into_response(&asked),
     }
@@ -331,7 +331,6 @@ pub(super) fn refused_path(action: &str, raw: &str, refusal: &PathRefusal) -> De
 /// the target's credentials, the body) and streams the answer back without hop-by-hop headers,
 /// cookies, the upstream's `X-MeshGuard-*` or any header holding an injected credential.
 async fn relay(
-    state: &AppState,
     routed: &Routed<'_>,
     parts: Parts,
     body: Body,
@@ -365,7 +364,7 @@ async fn relay(
     };
     *outgoing.headers_mut() = headers;
 
-    let answer = match state.upstreams.client.request(outgoing).await {
+    let answer = match upstream.client.request(outgoing).await {
         Ok(answer) => answer,
         Err(err) => {
             return ApiError::BadGateway {

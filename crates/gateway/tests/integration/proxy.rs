@@ -36,6 +36,7 @@ fn target(url: &str) -> ProxyTarget {
         url: url.to_owned(),
         headers: BTreeMap::new(),
         forward_headers: None,
+        ca_file: None,
     }
 }
 
@@ -47,6 +48,7 @@ async fn gateway(mode: Mode) -> (TestGateway, String, Seen) {
             url: format!("{url}/gh/"),
             headers: BTreeMap::from([("authorization".to_owned(), Secret::new("token gh-secret"))]),
             forward_headers: Some(vec!["content-type".into(), "x-custom".into()]),
+            ca_file: None,
         },
     )]);
     let upstreams = Upstreams::from_config(Some(&target(&url)), &targets).unwrap();

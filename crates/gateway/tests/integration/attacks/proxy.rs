@@ -76,6 +76,7 @@ async fn setup(mode: Mode) -> Setup {
         url: default_url,
         headers: BTreeMap::new(),
         forward_headers: None,
+        ca_file: None,
     };
     let targets = BTreeMap::from([(
         "github".to_owned(),
@@ -86,6 +87,7 @@ async fn setup(mode: Mode) -> Setup {
                 Secret::new(format!("Bearer {SECRET}")),
             )]),
             forward_headers: None,
+            ca_file: None,
         },
     )]);
     let upstreams = Upstreams::from_config(Some(&default_target), &targets).unwrap();
