@@ -31,6 +31,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use meshguard_mcp::config::{ServerConfig, ToolMapping};
+use meshguard_mcp::gateway::InProcessGateway;
 use meshguard_mcp::http_upstream::HttpUpstream;
 use meshguard_mcp::naming::Naming;
 use meshguard_mcp::relay::{DEFAULT_APPROVAL_WAIT, DEFAULT_MAX_MESSAGE_BYTES, SHUTDOWN_GRACE};
@@ -201,7 +202,7 @@ impl IntoResponse for HostError {
 pub struct McpHost {
     servers: BTreeMap<String, HostedServer>,
     sessions: Mutex<HashMap<String, Arc<HostedSession>>>,
-    /// This gateway's own URL, where the sessions' checks go; set once the listener is bound.
+    /// This gateway's own URL, named in the sessions' failures; set once the listener is bound.
     self_url: OnceLock<String>,
 }
 
@@ -221,7 +222,8 @@ impl McpHost {
         })
     }
 
-    /// Where the sessions' checks go: this gateway, as its listener is bound.
+    /// This gateway's address, as its listener is bound: the sessions' checks go to its router
+    /// in process, and their failures name it.
     pub fn set_self_url(&self, url: String) {
         let _ = self.self_url.set(url);
     }
@@ -284,12 +286,14 @@ impl McpHost {
         agents
     }
 
-    /// Starts a session of `server` for the agent `agent_id` whose token is `token`.
+    /// Starts a session of `server` for the agent `agent_id` whose token is `token`; its checks
+    /// go to `gateway`, this gateway's own router.
     fn start(
         self: &Arc<Self>,
         server: &str,
         agent_id: &str,
         token: &str,
+        gateway: Arc<dyn InProcessGateway>,
     ) -> Result<Arc<HostedSession>, HostError> {
         let hosted = self
             .servers
@@ -303,7 +307,7 @@ impl McpHost {
             .self_url
             .get()
             .ok_or_else(|| start_error("the gateway is not listening yet".into()))?;
-        let gateway = GatewayClient::new(self_url, Some(token.to_owned()))
+        let gateway = GatewayClient::in_process(gateway, self_url, Some(token.to_owned()))
             .map_err(|e| start_error(e.to_string()))?;
         let cwd = match &hosted.cwd {
             Some(dir) => dir.clone(),
@@ -679,7 +683,8 @@ fn session_header(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// `POST /mcp/{server}` for an authenticated agent: one JSON-RPC message of the client's.
+/// `POST /mcp/{server}` for an authenticated agent: one JSON-RPC message of the client's. An
+/// `initialize` starts a session whose checks go to the router `gateway` makes.
 pub fn post(
     host: &Arc<McpHost>,
     server: &str,
@@ -687,6 +692,7 @@ pub fn post(
     token: &str,
     headers: &HeaderMap,
     body: &[u8],
+    gateway: impl FnOnce() -> Arc<dyn InProcessGateway>,
 ) -> Result<Response, HostError> {
     if !host.servers.contains_key(server) {
         return Err(HostError::UnknownServer(server.to_owned()));
@@ -698,7 +704,7 @@ pub fn post(
         Some(id) => (host.session(&id, server, agent_id)?, false),
         None => match &kind {
             Kind::Request { method, .. } if method == "initialize" => {
-                (host.start(server, agent_id, token)?, true)
+                (host.start(server, agent_id, token, gateway())?, true)
             }
             _ => return Err(HostError::NoSession),
         },

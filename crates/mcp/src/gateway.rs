@@ -2,8 +2,10 @@
 //! `preview` for `tools/list`. Every answer but a well-formed decision is a [`GatewayFailure`],
 //! and a failure is never an allow.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -22,7 +24,25 @@ pub const TRACE_HEADER: &str = "X-Trace-ID";
 pub struct GatewayClient {
     base: reqwest::Url,
     token: String,
-    http: reqwest::Client,
+    transport: Transport,
+}
+
+/// How requests reach the gateway.
+#[derive(Clone)]
+enum Transport {
+    /// Over the network: `meshguard mcp run`.
+    Http(reqwest::Client),
+    /// Straight to the router of the gateway this code runs in: its hosted MCP sessions.
+    InProcess(Arc<dyn InProcessGateway>),
+}
+
+/// A gateway in this same process. Its hosted MCP sessions hand their checks to its router
+/// directly: the same handlers, authentication and audit as an HTTP check, without a loopback
+/// connection, a second HTTP parse or a TLS handshake in between.
+pub trait InProcessGateway: Send + Sync {
+    /// Answers `request` as the gateway's HTTP server would.
+    fn serve(&self, request: http::Request<Vec<u8>>)
+    -> BoxFuture<'static, http::Response<Vec<u8>>>;
 }
 
 impl std::fmt::Debug for GatewayClient {
@@ -206,14 +226,7 @@ pub fn pem_holds_a_certificate(pem: &[u8]) -> bool {
 impl GatewayClient {
     /// A client for the gateway at `url`, asking as the agent whose token is `token`.
     pub fn new(url: &str, token: Option<String>) -> Result<Self, ClientError> {
-        let base = reqwest::Url::parse(url).map_err(|_| ClientError::BadUrl(url.to_owned()))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(ClientError::BadUrl(url.to_owned()));
-        }
-        let token = token
-            .map(|t| t.trim().to_owned())
-            .filter(|t| !t.is_empty())
-            .ok_or(ClientError::NoToken)?;
+        let (base, token) = Self::parts(url, token)?;
         // reqwest is built without a bundled crypto provider so that the binary carries only
         // ring; installing fails only when one is already installed, which is just as good.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -222,7 +235,40 @@ impl GatewayClient {
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .build()?;
-        Ok(GatewayClient { base, token, http })
+        Ok(GatewayClient {
+            base,
+            token,
+            transport: Transport::Http(http),
+        })
+    }
+
+    /// A client of `gateway`, the gateway this code runs in (whose address is `url`, named in
+    /// failures), asking as the agent whose token is `token`: every request is still
+    /// authenticated, so a revoked token is refused at once.
+    pub fn in_process(
+        gateway: Arc<dyn InProcessGateway>,
+        url: &str,
+        token: Option<String>,
+    ) -> Result<Self, ClientError> {
+        let (base, token) = Self::parts(url, token)?;
+        Ok(GatewayClient {
+            base,
+            token,
+            transport: Transport::InProcess(gateway),
+        })
+    }
+
+    /// The gateway's base URL and the agent's token, both checked.
+    fn parts(url: &str, token: Option<String>) -> Result<(reqwest::Url, String), ClientError> {
+        let base = reqwest::Url::parse(url).map_err(|_| ClientError::BadUrl(url.to_owned()))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(ClientError::BadUrl(url.to_owned()));
+        }
+        let token = token
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .ok_or(ClientError::NoToken)?;
+        Ok((base, token))
     }
 
     /// The same client, also trusting the PEM certificate in `file` (a private CA, or an
@@ -237,12 +283,13 @@ impl GatewayClient {
             return Err(fail("no PEM certificate in the file".into()));
         }
         let ca = reqwest::Certificate::from_pem(&pem).map_err(|e| fail(e.to_string()))?;
-        self.http = reqwest::Client::builder()
+        let http = reqwest::Client::builder()
             .user_agent(concat!("meshguard-mcp/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .add_root_certificate(ca)
             .build()?;
+        self.transport = Transport::Http(http);
         Ok(self)
     }
 
@@ -254,10 +301,80 @@ impl GatewayClient {
         url
     }
 
-    fn unreachable(&self, err: &reqwest::Error) -> GatewayFailure {
+    fn unreachable(&self, cause: String) -> GatewayFailure {
         GatewayFailure::Unreachable {
             url: self.base.as_str().trim_end_matches('/').to_owned(),
-            cause: err.to_string(),
+            cause,
+        }
+    }
+
+    /// Sends one request with the agent's token and the trace id, and reads the whole answer
+    /// within `timeout`.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: reqwest::Url,
+        trace_id: &str,
+        body: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Vec<u8>), GatewayFailure> {
+        let body = match body.map(serde_json::to_vec).transpose() {
+            Ok(body) => body,
+            Err(e) => {
+                return Err(GatewayFailure::BadAnswer(format!(
+                    "unencodable request: {e}"
+                )));
+            }
+        };
+        match &self.transport {
+            Transport::Http(http) => {
+                let mut request = http
+                    .request(method, url)
+                    .bearer_auth(&self.token)
+                    .header(TRACE_HEADER, trace_id)
+                    .timeout(timeout);
+                if let Some(body) = body {
+                    request = request
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body);
+                }
+                let response = request
+                    .send()
+                    .await
+                    .map_err(|e| self.unreachable(e.to_string()))?;
+                let status = response.status();
+                let bytes = response
+                    .bytes()
+                    .await
+                    .map_err(|e| self.unreachable(e.to_string()))?;
+                Ok((status, bytes.to_vec()))
+            }
+            Transport::InProcess(gateway) => {
+                let target = match url.query() {
+                    Some(query) => format!("{}?{query}", url.path()),
+                    None => url.path().to_owned(),
+                };
+                let mut request = http::Request::builder()
+                    .method(method)
+                    .uri(target)
+                    .header(
+                        http::header::AUTHORIZATION,
+                        format!("Bearer {}", self.token),
+                    )
+                    .header(TRACE_HEADER, trace_id);
+                if body.is_some() {
+                    request = request.header(http::header::CONTENT_TYPE, "application/json");
+                }
+                let request = request
+                    .body(body.unwrap_or_default())
+                    .map_err(|e| self.unreachable(e.to_string()))?;
+                let response = tokio::time::timeout(timeout, gateway.serve(request))
+                    .await
+                    .map_err(|_| {
+                        self.unreachable(format!("no answer within {} s", timeout.as_secs()))
+                    })?;
+                Ok((response.status(), response.into_body()))
+            }
         }
     }
 
@@ -267,18 +384,15 @@ impl GatewayClient {
         trace_id: &str,
         body: &Value,
     ) -> Result<(StatusCode, Vec<u8>), GatewayFailure> {
-        let response = self
-            .http
-            .post(self.url(segments))
-            .bearer_auth(&self.token)
-            .header(TRACE_HEADER, trace_id)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
-        Ok((status, bytes.to_vec()))
+        let url = self.url(segments);
+        self.send(
+            reqwest::Method::POST,
+            url,
+            trace_id,
+            Some(body),
+            REQUEST_TIMEOUT,
+        )
+        .await
     }
 
     /// `POST /proxy/governance/check` for `call` under `trace_id`; `approval_id` names the
@@ -356,18 +470,11 @@ impl GatewayClient {
         let mut url = self.url(&["proxy", "governance", "approvals", approval_id]);
         url.query_pairs_mut()
             .append_pair("wait", &wait.as_secs().to_string());
-        let response = self
-            .http
-            .get(url)
-            .bearer_auth(&self.token)
-            .header(TRACE_HEADER, trace_id)
-            // The gateway holds the answer for `wait`: the usual bound would cut a long wait.
-            .timeout(wait.saturating_add(REQUEST_TIMEOUT))
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
+        // The gateway holds the answer for `wait`: the usual bound would cut a long wait.
+        let timeout = wait.saturating_add(REQUEST_TIMEOUT);
+        let (status, bytes) = self
+            .send(reqwest::Method::GET, url, trace_id, None, timeout)
+            .await?;
         if status != StatusCode::OK {
             return Err(failure_of(status, &bytes));
         }

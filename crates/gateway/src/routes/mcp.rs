@@ -1,10 +1,16 @@
 //! `/mcp/{server}`: the MCP servers this gateway hosts, as streamable-HTTP MCP endpoints for
 //! agents that authenticate with their MeshGuard token ([`crate::mcp_host`]).
 
+use std::sync::Arc;
+
 use axum::Extension;
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
+use meshguard_mcp::gateway::InProcessGateway;
+use tower::ServiceExt as _;
 
 use crate::auth::{AuthenticatedAgent, bearer};
 use crate::extract::LimitedBody;
@@ -39,6 +45,7 @@ pub async fn post(
         Err(refused) => return refused,
     };
     let token = bearer(&headers).unwrap_or_default();
+    let own = || -> Arc<dyn InProcessGateway> { Arc::new(OwnRouter(super::app(state.clone()))) };
     mcp_host::post(
         &state.mcp,
         &server,
@@ -46,8 +53,36 @@ pub async fn post(
         token,
         &headers,
         &body,
+        own,
     )
     .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// This gateway's router, where the checks of the MCP sessions it hosts go: the same
+/// authentication, decision, limits and audit as `POST /proxy/governance/check`, without the
+/// loopback connection.
+struct OwnRouter(axum::Router);
+
+impl InProcessGateway for OwnRouter {
+    fn serve(&self, request: Request<Vec<u8>>) -> BoxFuture<'static, Response<Vec<u8>>> {
+        let router = self.0.clone();
+        Box::pin(async move {
+            let response = match router.oneshot(request.map(Body::from)).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            let (parts, body) = response.into_parts();
+            match axum::body::to_bytes(body, usize::MAX).await {
+                Ok(bytes) => Response::from_parts(parts, bytes.to_vec()),
+                // The caller reads any status but 200 and 403 as no answer: it fails closed.
+                Err(e) => {
+                    let mut failed = Response::new(e.to_string().into_bytes());
+                    *failed.status_mut() = StatusCode::BAD_GATEWAY;
+                    failed
+                }
+            }
+        })
+    }
 }
 
 /// `GET /mcp/{server}`: the session's stream of server messages that belong to no request.
