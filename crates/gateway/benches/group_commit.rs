@@ -54,6 +54,26 @@ fn bench(c: &mut Criterion) {
             GATEWAY.into(),
             AuditDurability::Sync,
             AlertQueue::default(),
+            None,
+        )
+    });
+    // The same writer in front of a write-ahead log (what a SQLite gateway runs), on a store
+    // of its own.
+    let logged_dir = tempfile::tempdir().unwrap();
+    let (logged_writer, _logged_task) = runtime.block_on(async {
+        let store = meshguard_store::open(&StoreLocation::in_data_dir(logged_dir.path()))
+            .await
+            .unwrap();
+        let log = meshguard_gateway::audit_log::open(&*store, logged_dir.path(), GATEWAY)
+            .await
+            .unwrap();
+        AuditWriter::start(
+            store,
+            GatewayMetrics::new().unwrap(),
+            GATEWAY.into(),
+            AuditDurability::Sync,
+            AlertQueue::default(),
+            Some(log),
         )
     });
 
@@ -75,23 +95,28 @@ fn bench(c: &mut Criterion) {
             });
         });
     });
-    group.bench_function("group_commit_writer", |b| {
-        b.iter(|| {
-            runtime.block_on(async {
-                let tasks: Vec<_> = (0..EVENTS)
-                    .map(|i| {
-                        let writer = writer.clone();
-                        tokio::spawn(
-                            async move { writer.append_committed(event(i)).await.unwrap() },
-                        )
-                    })
-                    .collect();
-                for task in tasks {
-                    task.await.unwrap();
-                }
+    for (name, writer) in [
+        ("group_commit_writer", &writer),
+        ("group_commit_writer_with_log", &logged_writer),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let tasks: Vec<_> = (0..EVENTS)
+                        .map(|i| {
+                            let writer = writer.clone();
+                            tokio::spawn(
+                                async move { writer.append_committed(event(i)).await.unwrap() },
+                            )
+                        })
+                        .collect();
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
+                });
             });
         });
-    });
+    }
     group.finish();
 }
 

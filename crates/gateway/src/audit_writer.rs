@@ -13,16 +13,19 @@
 //! A failed commit raises one `error` alert per streak of failures: the first failure alerts,
 //! the next ones do not until a commit has succeeded, so a dead disk does not flood receivers.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
 
 use meshguard_store::{
     AdminAudit, AdminCommit, AdminMutation, AuditEvent, NewAuditEvent, Store, StoreError,
+    chain_event,
 };
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::alerts::{AUDIT_NOT_COMMITTED, AlertQueue};
+use crate::audit_log::{AuditLog, OpenedLog};
 use crate::config::AuditDurability;
 use crate::metrics::GatewayMetrics;
 
@@ -32,6 +35,17 @@ pub const MAX_BATCH: usize = 1024;
 const QUEUE_DEPTH: usize = 16 * 1024;
 /// Committed events kept for slow stream followers.
 const FOLLOWER_BUFFER: usize = 4096;
+/// Logged batches that may wait for the indexer before the writer waits for it.
+const INDEX_QUEUE: usize = 64;
+/// The most logged events one index transaction carries.
+const MAX_INDEX_BATCH: usize = 4 * MAX_BATCH;
+/// The longest a reader waits for acknowledged events to be indexed, and an admin change for
+/// the index to catch up, before going on without them.
+const SETTLE_LIMIT: Duration = Duration::from_secs(10);
+/// How long a stopping gateway keeps indexing; what is left is indexed at the next start.
+const INDEX_DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// Indexed events between two looks for log segments to delete.
+const RELEASE_EVERY: u64 = 4096;
 
 /// An event could not be committed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -63,6 +77,15 @@ pub struct AuditWriter {
     tx: mpsc::Sender<Message>,
     durability: AuditDurability,
     committed: broadcast::Sender<AuditEvent>,
+    /// With a write-ahead log: how far the log and the index are.
+    progress: Option<Arc<Progress>>,
+}
+
+/// How far a logged chain is: on disk (acknowledged) and in the SQL tables (readable).
+#[derive(Debug)]
+struct Progress {
+    durable: AtomicU64,
+    indexed: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Message {
@@ -77,15 +100,45 @@ impl std::fmt::Debug for Message {
 
 impl AuditWriter {
     /// Starts the writer task.
+    /// Starts the writer task. With `log` (a SQLite gateway), batches are made durable in the
+    /// write-ahead log and indexed into the store behind it (crate::audit_log); without, each
+    /// batch is one store transaction.
     pub fn start(
         store: Arc<dyn Store>,
         metrics: GatewayMetrics,
         gateway: String,
         durability: AuditDurability,
         alerts: AlertQueue,
+        log: Option<OpenedLog>,
     ) -> (AuditWriter, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let (committed, _) = broadcast::channel(FOLLOWER_BUFFER);
+        let logged = log.map(|opened| {
+            let progress = Arc::new(Progress {
+                durable: AtomicU64::new(opened.head_seq),
+                indexed: watch::Sender::new(opened.head_seq),
+            });
+            let log = Arc::new(std::sync::Mutex::new(opened.log));
+            let (to_index, batches) = mpsc::channel(INDEX_QUEUE);
+            let indexer = Indexer {
+                store: Arc::clone(&store),
+                log: Arc::clone(&log),
+                progress: Arc::clone(&progress),
+                committed: committed.clone(),
+                metrics: metrics.clone(),
+                gateway: gateway.clone(),
+                alerts: alerts.clone(),
+            };
+            Logged {
+                log,
+                seq: opened.head_seq,
+                hash: opened.head_hash,
+                to_index: Some(to_index),
+                indexer: Some(tokio::spawn(indexer.run(batches))),
+                progress,
+            }
+        });
+        let progress = logged.as_ref().map(|l| Arc::clone(&l.progress));
         let sink = Sink {
             store,
             metrics,
@@ -93,6 +146,7 @@ impl AuditWriter {
             committed: committed.clone(),
             alerts,
             failing: false,
+            logged,
         };
         let task = tokio::spawn(run(rx, sink));
         (
@@ -100,9 +154,29 @@ impl AuditWriter {
                 tx,
                 durability,
                 committed,
+                progress,
             },
             task,
         )
+    }
+
+    /// Waits until every event acknowledged before this call can be read from the store (at
+    /// most [`SETTLE_LIMIT`]). Readers of the trail call it first, so that an answer a client
+    /// was given always has its event in the query that follows. Without a write-ahead log an
+    /// acknowledged event is already in the store, and this returns at once.
+    pub async fn settled(&self) {
+        let Some(progress) = &self.progress else {
+            return;
+        };
+        let target = progress.durable.load(Ordering::Acquire);
+        let mut indexed = progress.indexed.subscribe();
+        let caught_up = indexed.wait_for(|seq| *seq >= target);
+        if tokio::time::timeout(SETTLE_LIMIT, caught_up).await.is_err() {
+            tracing::warn!(
+                target_seq = target,
+                "the audit index is behind the log: the answer may lack the newest events"
+            );
+        }
     }
 
     /// Appends one event. With `sync` durability this returns once the event is committed; with
@@ -221,6 +295,173 @@ struct Sink {
     alerts: AlertQueue,
     /// Whether the last commit failed: the alert of a failure streak is raised once.
     failing: bool,
+    /// The write-ahead log, when batches go there first.
+    logged: Option<Logged>,
+}
+
+/// The writer's side of a write-ahead log: the chain's head, which only the writer moves.
+struct Logged {
+    log: Arc<std::sync::Mutex<AuditLog>>,
+    seq: u64,
+    hash: String,
+    /// `None` once stopping.
+    to_index: Option<mpsc::Sender<Vec<AuditEvent>>>,
+    indexer: Option<JoinHandle<()>>,
+    progress: Arc<Progress>,
+}
+
+impl Logged {
+    /// Chains `events` after the head and makes them durable in the log; the head moves only
+    /// when the log has them.
+    async fn append(&mut self, events: &[NewAuditEvent]) -> Result<Vec<AuditEvent>, String> {
+        let mut chained = Vec::with_capacity(events.len());
+        let (mut seq, mut hash) = (self.seq, self.hash.clone());
+        for new in events {
+            let event =
+                chain_event(new, seq.saturating_add(1), &hash).map_err(|e| e.to_string())?;
+            seq = event.seq;
+            hash.clone_from(&event.hash);
+            chained.push(event);
+        }
+        let log = Arc::clone(&self.log);
+        let chained = tokio::task::spawn_blocking(move || {
+            let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
+            log.append(&chained).map(|()| chained)
+        })
+        .await
+        .map_err(|e| format!("audit log writer: {e}"))?
+        .map_err(|e| e.to_string())?;
+        self.seq = seq;
+        self.hash = hash;
+        self.progress.durable.store(seq, Ordering::Release);
+        Ok(chained)
+    }
+
+    /// Hands a logged batch to the indexer (waiting while it is [`INDEX_QUEUE`] batches behind).
+    async fn index(&self, chained: Vec<AuditEvent>) {
+        if let Some(to_index) = &self.to_index {
+            // The indexer ends only after the writer: a send cannot fail while it runs.
+            let _ = to_index.send(chained).await;
+        }
+    }
+
+    /// Waits until everything logged is indexed, so that the store's head is the chain's.
+    async fn caught_up(&self) -> bool {
+        let mut indexed = self.progress.indexed.subscribe();
+        let seq = self.seq;
+        tokio::time::timeout(SETTLE_LIMIT, indexed.wait_for(|indexed| *indexed >= seq))
+            .await
+            .is_ok_and(|waited| waited.is_ok())
+    }
+
+    /// A change committed in the store directly (an admin change) moved the chain's head.
+    fn moved_to(&mut self, event: &AuditEvent) {
+        self.seq = event.seq;
+        self.hash.clone_from(&event.hash);
+        self.progress.durable.store(event.seq, Ordering::Release);
+        self.progress.indexed.send_replace(event.seq);
+    }
+
+    /// Lets the indexer finish what is logged (at most [`INDEX_DRAIN_LIMIT`]; what is left is
+    /// indexed at the next start).
+    async fn finish(&mut self) {
+        self.to_index = None;
+        if let Some(mut indexer) = self.indexer.take()
+            && tokio::time::timeout(INDEX_DRAIN_LIMIT, &mut indexer)
+                .await
+                .is_err()
+        {
+            tracing::warn!(
+                "the audit index did not catch up before the stop: the log keeps the rest for the next start"
+            );
+            indexer.abort();
+        }
+    }
+}
+
+/// Inserts logged batches into the store, in order, retrying until the store takes them: an
+/// acknowledged event is never dropped, only indexed late.
+struct Indexer {
+    store: Arc<dyn Store>,
+    log: Arc<std::sync::Mutex<AuditLog>>,
+    progress: Arc<Progress>,
+    committed: broadcast::Sender<AuditEvent>,
+    metrics: GatewayMetrics,
+    gateway: String,
+    alerts: AlertQueue,
+}
+
+impl Indexer {
+    async fn run(self, mut batches: mpsc::Receiver<Vec<AuditEvent>>) {
+        let mut released = *self.progress.indexed.borrow();
+        while let Some(mut batch) = batches.recv().await {
+            while batch.len() < MAX_INDEX_BATCH {
+                match batches.try_recv() {
+                    Ok(more) => batch.extend(more),
+                    Err(_) => break,
+                }
+            }
+            self.index(&batch).await;
+            let Some(last) = batch.last().map(|event| event.seq) else {
+                continue;
+            };
+            self.progress.indexed.send_replace(last);
+            for event in batch {
+                // No follower listening is the normal case, not an error.
+                let _ = self.committed.send(event);
+            }
+            if last.saturating_sub(released) >= RELEASE_EVERY {
+                released = last;
+                let log = Arc::clone(&self.log);
+                let _ = tokio::task::spawn_blocking(move || {
+                    log.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .release(last);
+                })
+                .await;
+            }
+        }
+    }
+
+    /// Indexes one batch, retrying with a growing pause while the store refuses it.
+    async fn index(&self, batch: &[AuditEvent]) {
+        let gateway = self.gateway.as_str();
+        let mut pause = Duration::from_millis(50);
+        let mut alerted = false;
+        loop {
+            let started = Instant::now();
+            match self.store.append_chained(batch).await {
+                Ok(()) => {
+                    self.metrics
+                        .audit_index_seconds
+                        .with_label_values(&[gateway])
+                        .observe(started.elapsed().as_secs_f64());
+                    return;
+                }
+                Err(err) => {
+                    self.metrics
+                        .audit_index_failures
+                        .with_label_values(&[gateway])
+                        .inc();
+                    tracing::error!(error = %err, events = batch.len(), "logged audit events not indexed yet; retrying");
+                    if !alerted {
+                        alerted = true;
+                        self.alerts.failure(
+                            AUDIT_NOT_COMMITTED,
+                            "audit.index",
+                            None,
+                            format!(
+                                "{} logged audit event(s) not indexed: {err}; they are safe in the audit log and retried",
+                                batch.len()
+                            ),
+                        );
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
 }
 
 async fn run(mut rx: mpsc::Receiver<Message>, mut sink: Sink) {
@@ -281,6 +522,9 @@ async fn run(mut rx: mpsc::Receiver<Message>, mut sink: Sink) {
         }
     }
     sink.commit(&mut events, &mut waiters).await;
+    if let Some(logged) = &mut sink.logged {
+        logged.finish().await;
+    }
     if let Some(done) = stop {
         let _ = done.send(());
     }
@@ -294,11 +538,24 @@ impl Sink {
         audit: AdminAudit,
         done: oneshot::Sender<Result<AdminCommit, StoreError>>,
     ) {
+        // The change's event joins the chain in the store: everything logged before it must
+        // be there first.
+        if let Some(logged) = &self.logged
+            && !logged.caught_up().await
+        {
+            let _ = done.send(Err(StoreError::Unavailable(
+                "the audit index is behind its log; the change was not made, try again".into(),
+            )));
+            return;
+        }
         let result = self.store.apply_admin(mutation, audit).await;
         if let Ok(AdminCommit {
             event: Some(event), ..
         }) = &result
         {
+            if let Some(logged) = &mut self.logged {
+                logged.moved_to(event);
+            }
             // No follower listening is the normal case, not an error.
             let _ = self.committed.send(event.clone());
         }
@@ -316,7 +573,19 @@ impl Sink {
         }
         let (metrics, gateway) = (&self.metrics, self.gateway.as_str());
         let started = Instant::now();
-        let outcome = self.store.append_audit(events).await;
+        let outcome = match &mut self.logged {
+            Some(logged) => logged.append(events).await.map(Some),
+            None => match self.store.append_audit(events).await {
+                Ok(appended) => {
+                    for event in appended {
+                        // No follower listening is the normal case, not an error.
+                        let _ = self.committed.send(event);
+                    }
+                    Ok(None)
+                }
+                Err(err) => Err(err.to_string()),
+            },
+        };
         metrics
             .audit_commit_seconds
             .with_label_values(&[gateway])
@@ -329,13 +598,9 @@ impl Sink {
             .audit_batch_size
             .with_label_values(&[gateway])
             .observe(events.len() as f64);
-        let result = match outcome {
-            Ok(appended) => {
+        let result = match &outcome {
+            Ok(_) => {
                 self.failing = false;
-                for event in appended {
-                    // No follower listening is the normal case, not an error.
-                    let _ = self.committed.send(event);
-                }
                 Ok(())
             }
             Err(err) => {
@@ -350,7 +615,7 @@ impl Sink {
                         format!("{} audit event(s) not committed: {err}", events.len()),
                     );
                 }
-                Err(AuditError::Store(err.to_string()))
+                Err(AuditError::Store(err.clone()))
             }
         };
         for waiter in waiters.drain(..).flatten() {
@@ -358,5 +623,8 @@ impl Sink {
             let _ = waiter.send(result.clone());
         }
         events.clear();
+        if let (Ok(Some(chained)), Some(logged)) = (outcome, &self.logged) {
+            logged.index(chained).await;
+        }
     }
 }

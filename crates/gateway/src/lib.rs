@@ -46,6 +46,7 @@
 
 pub mod alerts;
 pub mod approvals;
+pub mod audit_log;
 pub mod audit_peers;
 pub mod audit_writer;
 pub mod auth;

@@ -26,6 +26,10 @@ pub struct GatewayMetrics {
     pub audit_commit_seconds: HistogramVec,
     /// Audit batches that failed to commit.
     pub audit_failures: IntCounterVec,
+    /// Time one index transaction of logged events takes (a SQLite gateway's write-ahead log).
+    pub audit_index_seconds: HistogramVec,
+    /// Index transactions of logged events that failed (and are retried).
+    pub audit_index_failures: IntCounterVec,
     /// Responses with status 400, 401, 408, 413, 500 or 503, by status.
     pub rejections: IntCounterVec,
     /// Alerts delivered, by receiver.
@@ -88,6 +92,21 @@ impl GatewayMetrics {
             ),
             &["gateway"],
         )?;
+        let audit_index_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "audit_index_duration_seconds",
+                "Time to index a batch of logged audit events into the store",
+            )
+            .buckets(exponential_buckets(0.000_1, 2.0, 16)?),
+            &["gateway"],
+        )?;
+        let audit_index_failures = IntCounterVec::new(
+            Opts::new(
+                "audit_index_failures_total",
+                "Index transactions of logged audit events that failed and are retried",
+            ),
+            &["gateway"],
+        )?;
         let rejections = IntCounterVec::new(
             Opts::new(
                 "http_rejections_total",
@@ -124,6 +143,8 @@ impl GatewayMetrics {
         registry.register(Box::new(audit_batch_size.clone()))?;
         registry.register(Box::new(audit_commit_seconds.clone()))?;
         registry.register(Box::new(audit_failures.clone()))?;
+        registry.register(Box::new(audit_index_seconds.clone()))?;
+        registry.register(Box::new(audit_index_failures.clone()))?;
         registry.register(Box::new(rejections.clone()))?;
         let mcp_calls = McpCallCounter::new()?;
         registry.register(Box::new(mcp_calls.counter.clone()))?;
@@ -142,6 +163,8 @@ impl GatewayMetrics {
             audit_batch_size,
             audit_commit_seconds,
             audit_failures,
+            audit_index_seconds,
+            audit_index_failures,
             rejections,
             alerts_sent,
             alerts_failed,

@@ -57,6 +57,11 @@ pub struct GatewayOptions {
     pub mcp: Arc<McpHost>,
     /// Whether the web console is served at `/console`.
     pub console: bool,
+    /// Whether a SQLite gateway makes its audit events durable in a write-ahead log
+    /// (crate::audit_log) before indexing them: the default. Off, each batch is committed to
+    /// the store directly, as on PostgreSQL; a second gateway embedded over the same data
+    /// directory (the log is one process's) runs so.
+    pub audit_log: bool,
 }
 
 impl Default for GatewayOptions {
@@ -74,6 +79,7 @@ impl Default for GatewayOptions {
             quotas: crate::config::DEFAULT_AGENT_QUOTAS,
             mcp: Arc::new(McpHost::default()),
             console: true,
+            audit_log: true,
         }
     }
 }
@@ -190,6 +196,9 @@ pub enum StartError {
     /// Stored policies do not load.
     #[error("stored policies do not load: {0}")]
     Policies(#[from] PolicyChangeError),
+    /// The audit log cannot be opened or brought in step with the store.
+    #[error("audit log: {0}")]
+    AuditLog(#[from] crate::audit_log::RecoveryError),
 }
 
 /// Background tasks that must finish before the process exits.
@@ -216,12 +225,20 @@ impl AppState {
         // Alerts first: the audit writer raises one when a batch cannot be committed.
         let (alerts, alert_tasks) =
             AlertDispatcher::start(options.alerts, metrics.clone(), dir.instance_id.clone());
+        // A SQLite gateway makes its events durable in a write-ahead log and indexes them
+        // behind it (crate::audit_log); gateways sharing PostgreSQL commit to it directly.
+        let log = if options.audit_log && store.backend() == "sqlite" {
+            Some(crate::audit_log::open(&*store, &dir.path, &dir.instance_id).await?)
+        } else {
+            None
+        };
         let (audit, audit_task) = AuditWriter::start(
             Arc::clone(&store),
             metrics.clone(),
             dir.instance_id.clone(),
             options.audit_durability,
             alerts.queue(),
+            log,
         );
         let stopping = watch::channel(false).0;
         let refusals = Arc::new(RefusalTally::new(

@@ -44,6 +44,7 @@ pub use error::StoreError;
 pub use export::export_audit;
 pub use location::{SQLITE_FILE_NAME, StoreLocation};
 pub use records::*;
+pub use sql::chain_event;
 pub use store::{Store, all_agents, all_policies};
 
 /// Opens (creating if needed) the store at `location` and brings its schema up to date.

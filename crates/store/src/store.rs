@@ -206,6 +206,14 @@ pub trait Store: Send + Sync + 'static {
     /// committed, in the order given.
     async fn append_audit(&self, batch: &[NewAuditEvent]) -> Result<Vec<AuditEvent>, StoreError>;
 
+    /// Appends events already chained by [`chain_event`](crate::chain_event) (a write-ahead log
+    /// being indexed), in one transaction: each must continue its chain's head, else nothing is
+    /// written and the answer is a `Conflict`.
+    async fn append_chained(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+
+    /// The newest `seq` and `hash` of `gateway`'s chain (0 and 64 zeros before its first event).
+    async fn audit_head(&self, gateway: &str) -> Result<(u64, String), StoreError>;
+
     /// One page of events matching a filter.
     async fn query_audit(&self, filter: &AuditFilter) -> Result<AuditPage, StoreError>;
 

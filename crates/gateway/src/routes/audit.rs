@@ -118,7 +118,9 @@ pub async fn query(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<AuditParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let page = state.store.query_audit(&params.filter()?).await?;
+    let filter = params.filter()?;
+    state.audit.settled().await;
+    let page = state.store.query_audit(&filter).await?;
     Ok(Json(listing(
         "entries",
         json!(page.entries),
@@ -257,6 +259,7 @@ pub async fn stats(
             )));
         }
     };
+    state.audit.settled().await;
     let to = OffsetDateTime::now_utc();
     let from = to - time::Duration::hours(i64::from(hours));
     let stats = state
@@ -278,6 +281,7 @@ pub async fn stats(
 /// `GET /admin/audit/verify`: recomputes every chain; 200 with `ok: false` and the first broken
 /// `seq` when one does not verify.
 pub async fn verify(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    state.audit.settled().await;
     let report = state.store.verify_audit().await?;
     if let Some(broken) = report.first_break() {
         tracing::error!(gateway = %broken.gateway, seq = broken.seq, reason = %broken.reason, "audit chain does not verify");
@@ -294,6 +298,7 @@ pub async fn export(
     ApiQuery(params): ApiQuery<AuditParams>,
 ) -> Result<Response, ApiError> {
     let filter = params.filter()?;
+    state.audit.settled().await;
     let lines = export_audit(state.store.clone(), filter).map(|event| {
         event
             .map_err(|e| {

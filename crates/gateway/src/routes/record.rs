@@ -72,6 +72,7 @@ async fn own_check(
             .is_some_and(|a| a.id == agent.record.id)
     };
     if let Some(id) = audit_id {
+        state.audit.settled().await;
         let mut looked_up = state.store.audit_event(id).await;
         // With async durability the check was answered before its event committed: a record
         // that follows at once may arrive first, so it waits (briefly) for that commit.

@@ -161,6 +161,7 @@ pub async fn replay(
         order: AuditOrder::OldestFirst,
         ..AuditFilter::default()
     };
+    state.audit.settled().await;
     loop {
         let page = state.store.query_audit(&filter).await?;
         for event in &page.entries {

@@ -126,11 +126,16 @@ fn fast(settings: AlertSettings) -> AlertSettings {
 
 /// The common test gateway, with alert settings.
 async fn gateway(alerts: AlertSettings) -> TestGateway {
-    gateway_with(alerts, AuditDurability::Sync).await
+    gateway_with(alerts, AuditDurability::Sync, true).await
 }
 
-/// The common test gateway, with alert settings and an audit durability.
-async fn gateway_with(alerts: AlertSettings, audit_durability: AuditDurability) -> TestGateway {
+/// The common test gateway, with alert settings, an audit durability, and with or without the
+/// audit write-ahead log.
+async fn gateway_with(
+    alerts: AlertSettings,
+    audit_durability: AuditDurability,
+    audit_log: bool,
+) -> TestGateway {
     let dir = tempfile::tempdir().unwrap();
     let data = DataDir::open(dir.path(), None).unwrap();
     let store = meshguard_store::open(&StoreLocation::in_data_dir(dir.path()))
@@ -142,6 +147,7 @@ async fn gateway_with(alerts: AlertSettings, audit_durability: AuditDurability) 
         audit_durability,
         clock: clock.clone(),
         alerts,
+        audit_log,
         ..GatewayOptions::default()
     };
     let link = Arc::new(Severable::new(store.clone()));
@@ -757,13 +763,15 @@ fn audit_failures(gw: &TestGateway) -> u64 {
 async fn an_audit_store_failure_alerts_once_per_streak() {
     let (url, mut seen) = receiver(&[], Answer::Status(200)).await;
     // Async durability: checks are answered before their event is committed, so a failing
-    // commit is seen by no one but the operator.
+    // commit is seen by no one but the operator. No write-ahead log: each batch commits to the
+    // store directly, as on PostgreSQL.
     let gw = gateway_with(
         fast(AlertSettings {
             webhook: webhook(&url),
             ..AlertSettings::default()
         }),
         AuditDurability::Async,
+        false,
     )
     .await;
     let (_, token) = gw.agent("ops-agent", "verified", &["ops"]).await;
@@ -803,6 +811,66 @@ async fn an_audit_store_failure_alerts_once_per_streak() {
     assert_eq!(again["code"], "audit_not_committed");
     gw.link.cut(false);
     quiet(&gw, &mut [&mut seen]).await;
+}
+
+/// `meshguard_audit_index_failures_total` of this gateway.
+fn index_failures(gw: &TestGateway) -> u64 {
+    let rendered = gw.state.metrics.render().unwrap();
+    rendered
+        .lines()
+        .find(|l| l.starts_with("meshguard_audit_index_failures_total{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_store_outage_behind_the_audit_log_alerts_once_and_loses_no_acknowledged_event() {
+    let (url, mut seen) = receiver(&[], Answer::Status(200)).await;
+    // Durable answers: each one is on disk in the audit log before it leaves.
+    let gw = gateway_with(
+        fast(AlertSettings {
+            webhook: webhook(&url),
+            ..AlertSettings::default()
+        }),
+        AuditDurability::Sync,
+        true,
+    )
+    .await;
+    let (_, token) = gw.agent("ops-agent", "verified", &["ops"]).await;
+    // The agent is in the auth cache: its checks need nothing from the store but the audit.
+    let warm = gw.check(&token, json!({"action": "read:docs"})).await;
+    assert_eq!(warm.status, StatusCode::OK, "{}", warm.text);
+
+    gw.link.cut(true);
+    let mut acknowledged = Vec::new();
+    for _ in 0..5 {
+        let answered = gw.check(&token, json!({"action": "read:docs"})).await;
+        assert_eq!(answered.status, StatusCode::OK, "{}", answered.text);
+        acknowledged.push(answered.body["audit_id"].as_str().unwrap().to_owned());
+    }
+    let body = verified(&next(&mut seen).await);
+    assert_eq!(body["code"], "audit_not_committed");
+    assert_eq!(body["action"], "audit.index");
+    let reason = body["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("not indexed") && reason.contains("connection refused"),
+        "{reason}"
+    );
+    // One alert for the outage, however many retries fail.
+    quiet(&gw, &mut [&mut seen]).await;
+    assert!(index_failures(&gw) >= 1, "{}", index_failures(&gw));
+
+    // The store comes back: every acknowledged event is indexed, in one chain that verifies.
+    gw.link.cut(false);
+    let events = gw.events().await;
+    for id in &acknowledged {
+        assert!(
+            events.iter().any(|e| &e.event.id == id),
+            "acknowledged event {id} is in the trail"
+        );
+    }
+    let report = gw.store.verify_audit().await.unwrap();
+    assert!(report.first_break().is_none(), "{report:?}");
 }
 
 #[tokio::test]

@@ -161,3 +161,84 @@ async fn with_async_durability_a_record_right_after_its_check_is_accepted() {
         .unwrap();
     assert_eq!(gw.send(request).await.status, StatusCode::NOT_FOUND);
 }
+
+/// A crash between the audit log's sync and the index: the log holds acknowledged events the
+/// store lacks (and a torn tail nobody was told of). The next start indexes exactly those, in
+/// their chain, and the trail verifies.
+#[tokio::test]
+async fn logged_events_the_store_lacks_are_indexed_at_the_next_start() {
+    use meshguard_gateway::audit_log::{self, AuditLog, LOG_DIR};
+    use meshguard_store::{AuditKind, NewAuditEvent, StoreLocation, chain_event};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = meshguard_store::open(&StoreLocation::in_data_dir(dir.path()))
+        .await
+        .unwrap();
+    let new = |i: usize| NewAuditEvent {
+        id: format!("ev-{i}"),
+        ts: time::OffsetDateTime::now_utc(),
+        kind: AuditKind::Check,
+        agent: None,
+        action: format!("search:q{i}"),
+        resource: None,
+        decision: None,
+        code: None,
+        reason: None,
+        policy: None,
+        rule: None,
+        trace_id: None,
+        approval_id: None,
+        status: None,
+        result: None,
+        context: serde_json::Map::new(),
+        latency_us: None,
+        gateway: "gw".into(),
+        shadow: None,
+    };
+    // Three events indexed as usual, then five only in the log.
+    let opened = audit_log::open(&*store, dir.path(), "gw").await.unwrap();
+    let mut log = opened.log;
+    let mut chained = Vec::new();
+    let (mut seq, mut hash) = (opened.head_seq, opened.head_hash);
+    for i in 0..8 {
+        let event = chain_event(&new(i), seq + 1, &hash).unwrap();
+        seq = event.seq;
+        hash.clone_from(&event.hash);
+        chained.push(event);
+    }
+    log.append(&chained[..3]).unwrap();
+    store.append_chained(&chained[..3]).await.unwrap();
+    log.append(&chained[3..]).unwrap();
+    drop(log);
+    let segment = std::fs::read_dir(dir.path().join(LOG_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .unwrap();
+    let mut torn = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .unwrap();
+    std::io::Write::write_all(&mut torn, br#"{"id":"ev-8","ts":"#).unwrap();
+    assert_eq!(store.audit_head("gw").await.unwrap().0, 3);
+
+    let reopened = audit_log::open(&*store, dir.path(), "gw").await.unwrap();
+    assert_eq!(reopened.head_seq, 8);
+    assert_eq!(store.audit_head("gw").await.unwrap(), (8, hash));
+    let report = store.verify_audit().await.unwrap();
+    assert!(report.first_break().is_none(), "{report:?}");
+    let page = store
+        .query_audit(&meshguard_store::AuditFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = page.entries.into_iter().map(|e| e.event.id).collect();
+    ids.sort();
+    assert_eq!(ids, (0..8).map(|i| format!("ev-{i}")).collect::<Vec<_>>());
+    // The log is started afresh after the events it held are indexed.
+    drop(reopened);
+    let recovered = AuditLog::recover(&dir.path().join(LOG_DIR)).unwrap();
+    assert!(recovered.events.is_empty());
+}

@@ -565,8 +565,10 @@ async fn two_gateways_on_one_redis_hold_one_budget_exactly_under_concurrent_chec
     let (id, token) = a.agent("spender", "verified", &["t"]).await;
     // A second gateway over the same store and the same Redis.
     let data = meshguard_gateway::data_dir::DataDir::open(a.dir.path(), None).unwrap();
+    // The audit log is one process's: the second gateway commits to the store directly.
     let options = GatewayOptions {
         redis: Some(second),
+        audit_log: false,
         ..GatewayOptions::default()
     };
     let (b_state, _background) =

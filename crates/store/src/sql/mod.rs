@@ -10,6 +10,7 @@ mod admin;
 mod agents;
 mod approvals;
 mod audit;
+pub use audit::chain_event;
 mod changes;
 mod operators;
 pub(crate) mod page;
@@ -582,6 +583,14 @@ impl Store for SqlStore {
 
     async fn append_audit(&self, batch: &[NewAuditEvent]) -> Result<Vec<AuditEvent>, StoreError> {
         audit::append(self, batch).await
+    }
+
+    async fn append_chained(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        audit::append_chained(self, events).await
+    }
+
+    async fn audit_head(&self, gateway: &str) -> Result<(u64, String), StoreError> {
+        audit::head(self, gateway).await
     }
 
     async fn query_audit(&self, filter: &AuditFilter) -> Result<AuditPage, StoreError> {

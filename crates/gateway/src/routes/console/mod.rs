@@ -423,6 +423,7 @@ async fn logout(
 
 /// `GET /console`: the overview.
 async fn overview(State(state): State<AppState>, Operator(session): Operator) -> Response {
+    state.audit.settled().await;
     let to = OffsetDateTime::now_utc();
     let from = to - time::Duration::hours(1);
     let stats = state
@@ -744,6 +745,7 @@ async fn audit_page(
     Operator(session): Operator,
     Query(query): Query<AuditQuery>,
 ) -> Response {
+    state.audit.settled().await;
     let page = state.store.query_audit(&audit_filter(&query, 100)).await;
     let (events, next_cursor) = match page {
         Ok(page) => (page.entries, page.next_cursor),
@@ -801,6 +803,7 @@ async fn export(
         return to_sign_in();
     }
     let mut filter = audit_filter(&query, 1000);
+    state.audit.settled().await;
     let mut lines = String::new();
     for _ in 0..10 {
         let Ok(page) = state.store.query_audit(&filter).await else {
@@ -1443,6 +1446,7 @@ async fn event_page(
     Operator(session): Operator,
     Path(id): Path<String>,
 ) -> Response {
+    state.audit.settled().await;
     let event = match state.store.audit_event(&id).await {
         Ok(event) => event,
         Err(err) => return crate::error::ApiError::from(err).into_response(),
@@ -1477,6 +1481,7 @@ async fn event_page(
 /// `GET /console/audit/verify`: recomputes every chain (as `meshguard audit verify`) and shows
 /// what it found.
 async fn verify_page(State(state): State<AppState>, Operator(session): Operator) -> Response {
+    state.audit.settled().await;
     let report = match state.store.verify_audit().await {
         Ok(report) => report,
         Err(err) => return crate::error::ApiError::from(err).into_response(),

@@ -223,6 +223,8 @@ impl TestGateway {
             order: AuditOrder::OldestFirst,
             ..AuditFilter::default()
         };
+        // Acknowledged events may still be on their way from the audit log to the index.
+        self.state.audit.settled().await;
         loop {
             let page = self.store.query_audit(&filter).await.unwrap();
             all.extend(page.entries);

@@ -250,6 +250,16 @@ impl Store for Severable {
         self.inner.append_audit(batch).await
     }
 
+    async fn append_chained(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        self.up()?;
+        self.inner.append_chained(events).await
+    }
+
+    async fn audit_head(&self, gateway: &str) -> Result<(u64, String), StoreError> {
+        self.up()?;
+        self.inner.audit_head(gateway).await
+    }
+
     async fn query_audit(&self, filter: &AuditFilter) -> Result<AuditPage, StoreError> {
         self.up()?;
         self.inner.query_audit(filter).await

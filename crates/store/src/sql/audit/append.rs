@@ -43,6 +43,98 @@ pub(crate) async fn append(
     Ok(committed)
 }
 
+/// Appends events a caller already chained ([`crate::chain_event`]): one transaction that checks
+/// each event continues its chain's head (the next `seq`, `prev_hash` the head's hash), so a
+/// write-ahead log replayed twice, or a second writer of the same chain, is refused as a
+/// `Conflict` instead of forking the chain.
+pub(crate) async fn append_chained(
+    store: &SqlStore,
+    events: &[AuditEvent],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let _one_append_at_a_time = store.append_lock.lock().await;
+    let mut tx = store.begin_write().await?;
+    let mut heads: BTreeMap<&str, Head> = BTreeMap::new();
+    let gateways: BTreeSet<&str> = events.iter().map(|e| e.event.gateway.as_str()).collect();
+    for gateway in gateways {
+        heads.insert(gateway, load_head(&mut tx, gateway).await?);
+    }
+    for event in events {
+        validate(&event.event)?;
+        let head = heads.get_mut(event.event.gateway.as_str()).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "no head loaded for chain `{}`",
+                event.event.gateway
+            ))
+        })?;
+        if event.seq != head.seq.saturating_add(1) || event.prev_hash != head.hash {
+            return Err(StoreError::conflict(
+                "audit chain",
+                format!(
+                    "event {} does not continue chain `{}` at seq {}",
+                    event.seq, event.event.gateway, head.seq
+                ),
+            ));
+        }
+        head.seq = event.seq;
+        head.hash.clone_from(&event.hash);
+    }
+    let mut rest = events;
+    while !rest.is_empty() {
+        let (rows, tail) = rest.split_at(insert_size(rest.len()));
+        insert(&mut tx, store.dialect, rows).await?;
+        rest = tail;
+    }
+    update_heads(&mut tx, &heads).await?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(())
+}
+
+/// The newest `seq` and `hash` of `gateway`'s chain (0 and the genesis hash before its first
+/// event).
+pub(crate) async fn head(store: &SqlStore, gateway: &str) -> Result<(u64, String), StoreError> {
+    let row = sqlx::query("SELECT head_seq, head_hash FROM audit_chains WHERE gateway = $1")
+        .bind(gateway)
+        .fetch_optional(&store.pool)
+        .await
+        .map_err(db_error)?;
+    match row {
+        Some(row) => Ok((unsigned(&row, "head_seq")?, column(&row, "head_hash")?)),
+        None => Ok((0, GENESIS_HASH.to_owned())),
+    }
+}
+
+/// `new` as the event `seq` of its chain after `prev_hash`: validated, cut to stored size, and
+/// hashed — exactly what [`append_audit`](crate::Store::append_audit) commits.
+pub fn chain_event(
+    new: &NewAuditEvent,
+    seq: u64,
+    prev_hash: &str,
+) -> Result<AuditEvent, StoreError> {
+    validate(new)?;
+    let mut event = chained(new, seq, prev_hash);
+    event.hash = event_hash(&event);
+    Ok(event)
+}
+
+async fn update_heads(
+    tx: &mut AnyConnection,
+    heads: &BTreeMap<&str, Head>,
+) -> Result<(), StoreError> {
+    for (gateway, head) in heads {
+        sqlx::query("UPDATE audit_chains SET head_seq = $2, head_hash = $3 WHERE gateway = $1")
+            .bind(*gateway)
+            .bind(signed("seq", head.seq)?)
+            .bind(&head.hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(())
+}
+
 /// Appends a batch inside the caller's write transaction (which must hold `append_lock`), so
 /// that an admin change and its event commit together. Nothing is durable before the caller
 /// commits.
@@ -81,15 +173,7 @@ pub(crate) async fn append_in(
         insert(tx, dialect, rows).await?;
         rest = tail;
     }
-    for (gateway, head) in &heads {
-        sqlx::query("UPDATE audit_chains SET head_seq = $2, head_hash = $3 WHERE gateway = $1")
-            .bind(*gateway)
-            .bind(signed("seq", head.seq)?)
-            .bind(&head.hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-    }
+    update_heads(tx, &heads).await?;
     Ok(committed)
 }
 

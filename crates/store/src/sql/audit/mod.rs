@@ -7,7 +7,8 @@ mod retention;
 mod stats;
 mod verify;
 
-pub(super) use append::{append, append_in};
+pub use append::chain_event;
+pub(super) use append::{append, append_chained, append_in, head};
 pub(super) use follow::{chain_after, heads};
 pub(super) use query::{event, query};
 pub(super) use retention::retain;
