@@ -63,7 +63,8 @@ start_gateway() {
   shift
   port="$(free_port)"
   name="$durability-$port"
-  MESHGUARD_ADMIN_TOKEN="$admin_token" MESHGUARD_AUDIT__DURABILITY="$durability" RUST_LOG=warn \
+  MESHGUARD_ADMIN_TOKEN="$admin_token" MESHGUARD_AUDIT__DURABILITY="$durability" \
+    MESHGUARD_AUDIT__LOG="${audit_log:-true}" RUST_LOG=warn \
     "$gateway_bin" --data-dir "$work/data-$name" serve \
     --addr "127.0.0.1:$port" --policies "$work/policies" "$@" >"$work/gateway-$name.log" 2>&1 &
   pids+=("$!")
@@ -99,6 +100,10 @@ read -r b_rps b_p50 b_p99 _ b_bad _ < <(wrk_load "$baseline/proxy/governance/che
 # The same gateway with audit durability `async` (answers before the commit): what durability costs.
 start_gateway async
 read -r a_rps a_p50 a_p99 _ a_bad _ < <(wrk_load "$gateway/proxy/governance/check")
+# Durable, without the audit write-ahead log (`audit.log = false`: each batch is a SQLite
+# transaction, as before the log): what the log buys.
+audit_log=false start_gateway sync
+read -r n_rps n_p50 n_p99 _ n_bad _ < <(wrk_load "$gateway/proxy/governance/check")
 p_rps=0 p_p50=0 p_p99=0 p_bad=0
 if [ -n "${PG_URL:-}" ]; then
   command -v psql >/dev/null || { echo "PG_URL needs psql" >&2; exit 1; }
@@ -109,30 +114,33 @@ if [ -n "${PG_URL:-}" ]; then
   start_gateway sync --database-url "${PG_URL%/*}/$pg_db"
   read -r p_rps p_p50 p_p99 _ p_bad _ < <(wrk_load "$gateway/proxy/governance/check")
 fi
-if [ "$g_bad" != 0 ] || [ "$b_bad" != 0 ] || [ "$a_bad" != 0 ] || [ "$p_bad" != 0 ]; then
-  echo "non-200 answers under load: gateway $g_bad, baseline $b_bad, async gateway $a_bad, postgres gateway $p_bad" >&2
+if [ "$g_bad" != 0 ] || [ "$b_bad" != 0 ] || [ "$a_bad" != 0 ] || [ "$p_bad" != 0 ] || [ "$n_bad" != 0 ]; then
+  echo "non-200 answers under load: gateway $g_bad, baseline $b_bad, async gateway $a_bad, postgres gateway $p_bad, gateway without log $n_bad" >&2
   exit 1
 fi
 audited="$(curl -fsS "$sync_gateway/admin/audit/stats?period=1" -H "X-Admin-Token: $admin_token" || echo '{}')"
 
 python3 - "$g_rps" "$g_p50" "$g_p99" "$b_rps" "$b_p50" "$b_p99" "$a_rps" "$a_p50" "$a_p99" \
-  "$duration" "$connections" "$audited" "$p_rps" "$p_p50" "$p_p99" <<'PY'
+  "$duration" "$connections" "$audited" "$p_rps" "$p_p50" "$p_p99" "$n_rps" "$n_p50" "$n_p99" <<'PY'
 import json, sys
 g_rps, g_p50, g_p99, b_rps, b_p50, b_p99, a_rps, a_p50, a_p99 = map(float, sys.argv[1:10])
 duration, connections, audited = sys.argv[10], sys.argv[11], sys.argv[12]
 p_rps, p_p50, p_p99 = map(float, sys.argv[13:16])
+n_rps, n_p50, n_p99 = map(float, sys.argv[16:19])
 print(f"wrk -t2 -c{connections} -d{duration}s, loopback, same run\n")
 print("| server | checks/s | p50 | p99 |")
 print("|---|---:|---:|---:|")
 print(f"| meshguard serve (SQLite, durable audit) | {g_rps:,.0f} | {g_p50:.2f} ms | {g_p99:.2f} ms |")
 print(f"| bare axum handler (baseline) | {b_rps:,.0f} | {b_p50:.2f} ms | {b_p99:.2f} ms |")
 print(f"| meshguard serve, audit durability async | {a_rps:,.0f} | {a_p50:.2f} ms | {a_p99:.2f} ms |")
+print(f"| meshguard serve (SQLite, durable audit, audit.log = false) | {n_rps:,.0f} | {n_p50:.2f} ms | {n_p99:.2f} ms |")
 if p_rps:
     print(f"| meshguard serve (PostgreSQL, durable audit) | {p_rps:,.0f} | {p_p50:.2f} ms | {p_p99:.2f} ms |")
 print(f"\ngateway (durable audit) ÷ baseline throughput: {g_rps / b_rps:.3f}")
 if p_rps:
     print(f"gateway on PostgreSQL (durable audit) ÷ baseline throughput: {p_rps / b_rps:.3f}")
 print(f"gateway (async audit) ÷ baseline throughput: {a_rps / b_rps:.3f}")
+print(f"gateway (durable audit, no log) ÷ baseline throughput: {n_rps / b_rps:.3f}")
 try:
     print(f"audit stats of the durable gateway after its run: {json.dumps(json.loads(audited))[:300]}")
 except ValueError:

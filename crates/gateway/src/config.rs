@@ -217,6 +217,8 @@ pub enum ConfigKey {
     ProxyForwardHeaders,
     /// `console.enabled`: serve the web console at `/console`.
     ConsoleEnabled,
+    /// `audit.log`: a SQLite gateway's audit events go to the write-ahead log first.
+    AuditLog,
     /// `proxy.ca_file`: a CA the default upstream's certificate is verified against.
     ProxyCaFile,
     /// `tls.cert`: the PEM certificate chain `serve` answers TLS with.
@@ -227,7 +229,7 @@ pub enum ConfigKey {
 
 impl ConfigKey {
     /// Every key, in documentation order.
-    pub const ALL: [ConfigKey; 34] = [
+    pub const ALL: [ConfigKey; 35] = [
         ConfigKey::Listen,
         ConfigKey::Mode,
         ConfigKey::DataDir,
@@ -259,6 +261,7 @@ impl ConfigKey {
         ConfigKey::ProxyTarget,
         ConfigKey::ProxyForwardHeaders,
         ConfigKey::ConsoleEnabled,
+        ConfigKey::AuditLog,
         ConfigKey::ProxyCaFile,
         ConfigKey::TlsCert,
         ConfigKey::TlsKey,
@@ -298,6 +301,7 @@ impl ConfigKey {
             ConfigKey::ProxyTarget => "proxy.target",
             ConfigKey::ProxyForwardHeaders => "proxy.forward_headers",
             ConfigKey::ConsoleEnabled => "console.enabled",
+            ConfigKey::AuditLog => "audit.log",
             ConfigKey::ProxyCaFile => "proxy.ca_file",
             ConfigKey::TlsCert => "tls.cert",
             ConfigKey::TlsKey => "tls.key",
@@ -568,6 +572,8 @@ pub struct Config {
     pub mcp_servers: BTreeMap<String, HostedServerConfig>,
     /// Whether `/console` is served.
     pub console_enabled: bool,
+    /// Whether a SQLite gateway writes audit events to the write-ahead log first (`audit.log`).
+    pub audit_log: bool,
     /// The certificate and key `serve` answers TLS with; `None`: plain HTTP.
     pub tls: Option<crate::tls::TlsFiles>,
 }
@@ -1070,15 +1076,8 @@ impl Validator<'_> {
             alerts,
             mcp_servers: BTreeMap::new(),
             tls: self.tls_files()?,
-            console_enabled: self.parsed_or(
-                ConfigKey::ConsoleEnabled,
-                |s| match s {
-                    "true" => Ok(true),
-                    "false" => Ok(false),
-                    other => Err(format!("expected `true` or `false`, got `{other}`")),
-                },
-                true,
-            )?,
+            audit_log: self.parsed_or(ConfigKey::AuditLog, boolean, true)?,
+            console_enabled: self.parsed_or(ConfigKey::ConsoleEnabled, boolean, true)?,
         })
     }
 
@@ -1288,6 +1287,15 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("`{s}` is too large"))
 }
 
+/// `true` or `false`, as a boolean key's value.
+fn boolean(text: &str) -> Result<bool, String> {
+    match text {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(format!("expected `true` or `false`, got `{other}`")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1312,6 +1320,7 @@ mod tests {
         assert_eq!(c.body_limit, 64 * 1024);
         assert_eq!(c.audit_durability, AuditDurability::Sync);
         assert_eq!(c.audit_retention, Duration::from_secs(90 * 86_400));
+        assert!(c.audit_log);
         assert_eq!(c.approval_timeout, Duration::from_secs(3600));
         assert_eq!(c.server, ServerLimits::default());
     }
@@ -1366,8 +1375,7 @@ mod tests {
 
     #[test]
     fn flag_beats_env_beats_file() {
-        let file =
-            "mode = \"audit\"\nlisten = \"127.0.0.1:4000\"\n[audit]\ndurability = \"async\"\n";
+        let file = "mode = \"audit\"\nlisten = \"127.0.0.1:4000\"\n[audit]\ndurability = \"async\"\nlog = false\n";
         let c = Config::load(
             Some(("gw.toml", file)),
             &env(&[]),
@@ -1377,6 +1385,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.mode, Mode::Audit);
         assert_eq!(c.audit_durability, AuditDurability::Async);
+        assert!(
+            !c.audit_log,
+            "audit.log = false turns the write-ahead log off"
+        );
         assert_eq!(c.listen.port(), 4000);
 
         let e = env(&[

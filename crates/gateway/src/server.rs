@@ -261,6 +261,7 @@ pub async fn serve_listener(
         quotas: config.quotas,
         mcp: Arc::new(McpHost::new(&config.mcp_servers).map_err(ServeError::Mcp)?),
         console: config.console_enabled,
+        audit_log: config.audit_log,
         ..GatewayOptions::default()
     };
     let (state, background) = AppState::new(Arc::clone(&store), &dir, options).await?;

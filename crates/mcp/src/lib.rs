@@ -140,17 +140,40 @@ pub async fn run_stdio(
         max_message_bytes: options.max_message_bytes,
         approval_wait: options.approval_wait,
     };
+    let (client_in, client_out) = client_pipes();
     let end = governor
-        .relay(
-            tokio::io::stdin(),
-            tokio::io::stdout(),
-            server_in,
-            server_out,
-        )
+        .relay(client_in, client_out, server_in, server_out)
         .await;
     if end == RelayEnd::ClientClosed {
         // Ignored: the child may have exited between the grace period and the kill.
         let _ = child.start_kill();
     }
     child.wait().await.map_err(server_error)
+}
+
+/// Our stdin and stdout. When they are pipes (as an MCP client launches its servers), they are
+/// read and written in non-blocking mode by the runtime itself: `tokio::io::stdin()` and
+/// `stdout()` hand each read and write to a blocking thread, two thread hand-offs per message
+/// that show in every tool call's latency. Anything else (a terminal, a file) falls back to them.
+fn client_pipes() -> (
+    Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+) {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd as _;
+        use tokio::net::unix::pipe;
+        let stdin = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .and_then(pipe::Receiver::from_owned_fd);
+        let stdout = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .and_then(pipe::Sender::from_owned_fd);
+        if let (Ok(stdin), Ok(stdout)) = (stdin, stdout) {
+            return (Box::new(stdin), Box::new(stdout));
+        }
+    }
+    (Box::new(tokio::io::stdin()), Box::new(tokio::io::stdout()))
 }
