@@ -1,7 +1,9 @@
 """Added latency per MCP tool call: the same call of the reference everything server's `echo`
-tool, made directly (the client starts the server), through `meshguard mcp run` (stdio proxy),
-and through the gateway-hosted endpoint `/mcp/everything` (streamable HTTP), in one run on one
-machine, against one release `meshguard serve` with durable audit (SQLite).
+tool, made directly over each transport (the client starts the stdio server; the same server
+listens for streamable HTTP on its own port), through `meshguard mcp run` (stdio proxy), and
+through the gateway-hosted endpoint `/mcp/everything` (streamable HTTP), in one run on one
+machine, against one release `meshguard serve` with durable audit (SQLite). Each MeshGuard
+surface is compared with the direct call over the same transport.
 
 Each surface: one session, 30 warm-up calls, then CALLS timed calls one after the other; the
 median and 95th percentile of each, and the median added to the direct call. Run by
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -45,8 +48,6 @@ WARMUP = 30
 
 def free_port() -> int:
     """A free loopback port for the gateway."""
-    import socket
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -74,8 +75,8 @@ async def over_stdio(params: StdioServerParameters, calls: int) -> List[float]:
 
 
 async def over_http(url: str, token: str, calls: int) -> List[float]:
-    """The timed calls in a streamable-HTTP session with the agent's token."""
-    headers = {"Authorization": f"Bearer {token}"}
+    """The timed calls in a streamable-HTTP session with the agent's token (none: no header)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=120)) as http:
         async with streamable_http_client(url, http_client=http) as (read, write):
             async with ClientSession(read, write) as session:
@@ -97,6 +98,7 @@ def main() -> None:
         f'[mcp.servers.everything]\ncommand = ["{EVERYTHING}", "stdio"]\n'
     )
     data = work / "data"
+    servers: List[subprocess.Popen[bytes]] = []
     log = open(work / "gateway.log", "wb")
     gateway = subprocess.Popen(
         [str(binary), "--data-dir", str(data), "serve", "--addr", f"127.0.0.1:{port}"]
@@ -138,24 +140,51 @@ def main() -> None:
             args=["mcp", "run", "--server", "everything", "--", str(EVERYTHING), "stdio"],
             env={**env, "MESHGUARD_TOKEN": token, "MESHGUARD_URL": url},
         )
+        # The same server over streamable HTTP, with no MeshGuard in between.
+        http_port = free_port()
+        plain = subprocess.Popen(
+            [str(EVERYTHING), "streamableHttp"],
+            env={**env, "PORT": str(http_port)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        servers.append(plain)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", http_port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the streamable-HTTP server did not start") from None
+                time.sleep(0.1)
+        stdio_base = "direct (stdio, no MeshGuard)"
+        http_base = "direct (streamable HTTP, no MeshGuard)"
         surfaces: Dict[str, Callable[[], Awaitable[List[float]]]] = {
-            "direct (stdio, no MeshGuard)": lambda: over_stdio(direct, calls),
+            stdio_base: lambda: over_stdio(direct, calls),
             "meshguard mcp run (stdio proxy)": lambda: over_stdio(proxied, calls),
+            http_base: lambda: over_http(f"http://127.0.0.1:{http_port}/mcp", "", calls),
             "gateway-hosted /mcp/everything (streamable HTTP)": lambda: over_http(
                 f"{url}/mcp/everything", token, calls
             ),
         }
+        bases = {
+            stdio_base: stdio_base,
+            "meshguard mcp run (stdio proxy)": stdio_base,
+            http_base: http_base,
+            "gateway-hosted /mcp/everything (streamable HTTP)": http_base,
+        }
         results: Dict[str, List[float]] = {}
         for name, run in surfaces.items():
             results[name] = anyio.run(run)
-        base = statistics.median(results["direct (stdio, no MeshGuard)"])
         print(
             f"{calls} calls of `echo` per surface, after {WARMUP} warm-up calls; "
             f"audit durability {durability}\n"
         )
-        print("| surface | median | p95 | added to direct (median) | / direct |")
+        print("| surface | median | p95 | added to direct, same transport (median) | / direct |")
         print("|---|---:|---:|---:|---:|")
         for name, samples in results.items():
+            base = statistics.median(results[bases[name]])
             median = statistics.median(samples)
             p95 = statistics.quantiles(samples, n=20)[18]
             print(
@@ -163,6 +192,9 @@ def main() -> None:
                 f"| {median / base:.2f}x |"
             )
     finally:
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=20)
         gateway.terminate()
         gateway.wait(timeout=20)
         log.close()
