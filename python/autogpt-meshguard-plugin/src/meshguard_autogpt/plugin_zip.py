@@ -8,7 +8,7 @@ and then carries the packages it imports, so that it works even where they are n
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import sys
 import zipfile
 from pathlib import Path
@@ -20,10 +20,12 @@ BUNDLED_PACKAGES = ("meshguard_autogpt_plugin", "meshguard_autogpt", "meshguard"
 
 
 def _package_dir(name: str) -> Path:
-    module = importlib.import_module(name)
-    if module.__file__ is None:
+    # Found, not imported: importing the plugin package needs AutoGPT's plugin template, which
+    # the machine that builds the zip need not have.
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
         raise RuntimeError(f"package {name} has no files to bundle")
-    return Path(module.__file__).resolve().parent
+    return Path(spec.origin).resolve().parent
 
 
 def _package_files(name: str) -> List[Path]:
