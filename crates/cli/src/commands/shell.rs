@@ -8,10 +8,14 @@ use clap::CommandFactory as _;
 
 use crate::cli::Cli;
 
-/// Prints the completion script of `shell` on stdout.
+/// Prints the completion script of `shell` on stdout. It is rendered first, then written like
+/// every other output: clap_complete panics on a failed write, and a reader that stops early
+/// (`meshguard completions bash | head`) must end the command quietly, not crash it.
 pub fn completions(shell: clap_complete::Shell) {
     let mut command = Cli::command();
-    clap_complete::generate(shell, &mut command, "meshguard", &mut std::io::stdout());
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "meshguard", &mut script);
+    crate::output::write_stdout(format_args!("{}", String::from_utf8_lossy(&script)));
 }
 
 /// Writes `meshguard.1` and one page per command into `dir`, or prints `meshguard.1`.

@@ -29,6 +29,36 @@ fn completion_scripts_are_generated_for_every_shell() {
 }
 
 #[test]
+fn a_reader_that_stops_early_ends_the_completions_quietly() {
+    use std::io::Read as _;
+    // `meshguard completions bash | head -1`: the pipe closes long before the script is written.
+    let mut child = std::process::Command::new(crate::support::BIN)
+        .args(["completions", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0_u8; 16];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
 fn manual_pages_are_written_for_every_command() {
     let dir = tempfile::tempdir().unwrap();
     let run = CliRun::bare(&["man", "--dir", dir.path().to_str().unwrap()]);
