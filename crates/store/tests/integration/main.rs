@@ -19,4 +19,5 @@ mod open;
 mod paging;
 mod pending_approvals;
 mod purge;
+mod rollups;
 mod story;

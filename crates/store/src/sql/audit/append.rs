@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use meshguard_policy::Effect;
 use sqlx::AnyConnection;
 
-use super::COLUMNS;
+use super::{COLUMNS, rollup};
 use crate::chain::{GENESIS_HASH, canonical_json, event_hash, timestamp};
 use crate::sql::{
     Dialect, SqlStore, column, db_error, is_unique_violation, micros, signed, unsigned,
@@ -88,6 +88,8 @@ pub(crate) async fn append_chained(
         rest = tail;
     }
     update_heads(&mut tx, &heads).await?;
+    let counts = rollup::tally(events.iter().map(|e| &e.event));
+    rollup::apply(&mut tx, store.dialect, &counts, 1).await?;
     tx.commit().await.map_err(db_error)?;
     Ok(())
 }
@@ -174,6 +176,8 @@ pub(crate) async fn append_in(
         rest = tail;
     }
     update_heads(tx, &heads).await?;
+    let counts = rollup::tally(committed.iter().map(|e| &e.event));
+    rollup::apply(tx, dialect, &counts, 1).await?;
     Ok(committed)
 }
 

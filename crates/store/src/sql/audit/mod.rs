@@ -4,6 +4,7 @@ mod append;
 mod follow;
 mod query;
 mod retention;
+mod rollup;
 mod stats;
 mod verify;
 

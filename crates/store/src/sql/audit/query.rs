@@ -50,12 +50,19 @@ impl Conditions {
     /// `agent_id` equal to an id-shaped `agent`, else `agent_name` equal to it
     /// ([`crate::AgentKey`]): a name can never select another agent's events by its id.
     pub(super) fn agent(&mut self, agent: &str) {
+        let condition = self.agent_condition(agent);
+        self.and(&condition);
+    }
+
+    /// The condition [`Conditions::agent`] adds, with its value bound, for a query that places
+    /// it itself.
+    pub(super) fn agent_condition(&mut self, agent: &str) -> String {
         let column = match crate::AgentKey::of(agent) {
             crate::AgentKey::Id(_) => "agent_id",
             crate::AgentKey::Name(_) => "agent_name",
         };
         let p = self.bind(Arg::Text(agent.to_owned()));
-        self.and(&format!("{column} = {p}"));
+        format!("{column} = {p}")
     }
 }
 

@@ -2,6 +2,7 @@
 
 use time::OffsetDateTime;
 
+use super::rollup;
 use crate::sql::{SqlStore, column, db_error, micros, signed, unsigned, unsigned_opt};
 use crate::{ChainAnchor, RetentionReport, StoreError};
 
@@ -57,6 +58,9 @@ pub(crate) async fn retain(
                  run `meshguard audit verify`"
             )));
         };
+        // The rollups lose what the events lose, so stats still equal a count over the events.
+        let gone = rollup::tally_prefix(&mut tx, &gateway, last).await?;
+        rollup::apply(&mut tx, store.dialect, &gone, -1).await?;
         let deleted = sqlx::query("DELETE FROM audit_events WHERE gateway = $1 AND seq <= $2")
             .bind(&gateway)
             .bind(last)

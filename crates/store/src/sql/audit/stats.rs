@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
 use super::query::{Arg, Conditions};
+use super::rollup::MINUTE_US;
 use crate::sql::{SqlStore, column, db_error, from_micros, micros, unsigned};
 use meshguard_policy::Effect;
 
@@ -14,23 +15,51 @@ const HOUR_US: i64 = 3_600_000_000;
 const TOP_DENIED: i64 = 10;
 const MAX_HOURLY_BUCKETS: i64 = 366 * 24;
 
-/// The decision columns summed by every stats query.
-const COUNTS: &str = "COUNT(*) AS total, \
-    COALESCE(SUM(CASE WHEN decision = 'allow' THEN 1 ELSE 0 END), 0) AS allowed, \
-    COALESCE(SUM(CASE WHEN decision = 'deny' THEN 1 ELSE 0 END), 0) AS denied, \
-    COALESCE(SUM(CASE WHEN decision = 'require_approval' THEN 1 ELSE 0 END), 0) AS approval";
+/// The decision columns summed by every stats query over [`source`]'s rows (each counts `n`
+/// checks). Cast because PostgreSQL sums a BIGINT into a NUMERIC.
+const COUNTS: &str = "CAST(COALESCE(SUM(n), 0) AS BIGINT) AS total, \
+    CAST(COALESCE(SUM(CASE WHEN decision = 'allow' THEN n ELSE 0 END), 0) AS BIGINT) AS allowed, \
+    CAST(COALESCE(SUM(CASE WHEN decision = 'deny' THEN n ELSE 0 END), 0) AS BIGINT) AS denied, \
+    CAST(COALESCE(SUM(CASE WHEN decision = 'require_approval' THEN n ELSE 0 END), 0) AS BIGINT) \
+    AS approval";
 
-fn conditions(query: &StatsQuery) -> Conditions {
-    let mut conditions = Conditions::default();
-    conditions.and("kind = 'check'");
-    let from = conditions.bind(Arg::Int(micros(query.from)));
-    conditions.and(&format!("ts >= {from}"));
-    let to = conditions.bind(Arg::Int(micros(query.to)));
-    conditions.and(&format!("ts < {to}"));
-    if let Some(agent) = &query.agent {
-        conditions.agent(agent);
-    }
-    conditions
+/// The checks of the period as rows that each count `n` of them: the whole minutes from the
+/// rollups, the partial minutes at the edges (and any event before 1970) from the events
+/// themselves. Returns the `FROM` item and its bound values.
+fn source(query: &StatsQuery) -> (String, Conditions) {
+    let from = micros(query.from);
+    let to = micros(query.to);
+    // Whole minutes [first, end): rolled up.
+    let first = from.div_euclid(MINUTE_US) + i64::from(from.rem_euclid(MINUTE_US) != 0);
+    let first = first.max(0);
+    let end = to.div_euclid(MINUTE_US).max(first);
+    let mut binds = Conditions::default();
+    let (a, b) = (binds.bind(Arg::Int(first)), binds.bind(Arg::Int(end)));
+    let rolled_agent = match &query.agent {
+        Some(agent) => format!(" AND {}", binds.agent_condition(agent)),
+        None => String::new(),
+    };
+    let (f, t) = (binds.bind(Arg::Int(from)), binds.bind(Arg::Int(to)));
+    let (fa, eb) = (
+        binds.bind(Arg::Int(first.saturating_mul(MINUTE_US))),
+        binds.bind(Arg::Int(end.saturating_mul(MINUTE_US))),
+    );
+    let events_agent = match &query.agent {
+        Some(agent) => format!(" AND {}", binds.agent_condition(agent)),
+        None => String::new(),
+    };
+    let sql = format!(
+        "(SELECT minute * {MINUTE_US} AS ts, NULLIF(agent_id, '') AS agent_id, \
+         NULLIF(agent_name, '') AS agent_name, NULLIF(decision, '') AS decision, action, \
+         NULLIF(shadow_policy, '') AS shadow_policy, \
+         NULLIF(shadow_decision, '') AS shadow_decision, n \
+         FROM audit_rollups WHERE minute >= {a} AND minute < {b}{rolled_agent} \
+         UNION ALL \
+         SELECT ts, agent_id, agent_name, decision, action, shadow_policy, shadow_decision, \
+         1 AS n FROM audit_events WHERE kind = 'check' AND ts >= {f} AND ts < {t} \
+         AND (ts < {fa} OR ts >= {eb}){events_agent}) AS counted"
+    );
+    (sql, binds)
 }
 
 fn percent(part: u64, total: u64) -> f64 {
@@ -56,9 +85,9 @@ pub(crate) async fn stats(store: &SqlStore, query: &StatsQuery) -> Result<AuditS
         ));
     }
 
-    let where_clause = conditions(query).where_clause();
-    let sql = format!("SELECT {COUNTS} FROM audit_events {where_clause}");
-    let row = conditions(query)
+    let (counted, binds) = source(query);
+    let sql = format!("SELECT {COUNTS} FROM {counted}");
+    let row = binds
         .query(&sql)
         .fetch_one(&store.pool)
         .await
@@ -68,11 +97,12 @@ pub(crate) async fn stats(store: &SqlStore, query: &StatsQuery) -> Result<AuditS
     let denied = unsigned(&row, "denied")?;
     let require_approval = unsigned(&row, "approval")?;
 
+    let (counted, binds) = source(query);
     let sql = format!(
-        "SELECT action, COUNT(*) AS n FROM audit_events {where_clause} AND decision = 'deny' \
-         GROUP BY action ORDER BY n DESC, action LIMIT {TOP_DENIED}"
+        "SELECT action, CAST(SUM(n) AS BIGINT) AS checks FROM {counted} WHERE decision = 'deny' \
+         GROUP BY action ORDER BY checks DESC, action LIMIT {TOP_DENIED}"
     );
-    let rows = conditions(query)
+    let rows = binds
         .query(&sql)
         .fetch_all(&store.pool)
         .await
@@ -82,17 +112,18 @@ pub(crate) async fn stats(store: &SqlStore, query: &StatsQuery) -> Result<AuditS
         .map(|row| {
             Ok(ActionCount {
                 action: column(row, "action")?,
-                count: unsigned(row, "n")?,
+                count: unsigned(row, "checks")?,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
 
+    let (counted, binds) = source(query);
     let sql = format!(
-        "SELECT shadow_policy, decision, shadow_decision, COUNT(*) AS n FROM audit_events \
-         {where_clause} AND shadow_decision IS NOT NULL \
-         GROUP BY shadow_policy, decision, shadow_decision ORDER BY n DESC, shadow_policy"
+        "SELECT shadow_policy, decision, shadow_decision, CAST(SUM(n) AS BIGINT) AS checks \
+         FROM {counted} WHERE shadow_decision IS NOT NULL \
+         GROUP BY shadow_policy, decision, shadow_decision ORDER BY checks DESC, shadow_policy"
     );
-    let rows = conditions(query)
+    let rows = binds
         .query(&sql)
         .fetch_all(&store.pool)
         .await
@@ -110,13 +141,13 @@ pub(crate) async fn stats(store: &SqlStore, query: &StatsQuery) -> Result<AuditS
                 policy: column(row, "shadow_policy")?,
                 from: effect("decision")?,
                 to: effect("shadow_decision")?,
-                count: unsigned(row, "n")?,
+                count: unsigned(row, "checks")?,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
 
     let hourly = if query.hourly {
-        hourly(store, query, &where_clause, first_hour, last_hour).await?
+        hourly(store, query, first_hour, last_hour).await?
     } else {
         Vec::new()
     };
@@ -140,17 +171,15 @@ pub(crate) async fn stats(store: &SqlStore, query: &StatsQuery) -> Result<AuditS
 async fn hourly(
     store: &SqlStore,
     query: &StatsQuery,
-    where_clause: &str,
     first_hour: i64,
     last_hour: i64,
 ) -> Result<Vec<HourlyBucket>, StoreError> {
     // Integer division of microseconds is the hour number in both dialects (no date functions,
     // whose names and time zones differ).
-    let sql = format!(
-        "SELECT ts / {HOUR_US} AS hour, {COUNTS} FROM audit_events {where_clause} \
-         GROUP BY ts / {HOUR_US}"
-    );
-    let rows = conditions(query)
+    let (counted, binds) = source(query);
+    let sql =
+        format!("SELECT ts / {HOUR_US} AS hour, {COUNTS} FROM {counted} GROUP BY ts / {HOUR_US}");
+    let rows = binds
         .query(&sql)
         .fetch_all(&store.pool)
         .await

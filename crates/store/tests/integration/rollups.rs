@@ -1,0 +1,245 @@
+//! `audit stats` reads per-minute rollups kept in the same transactions as the events: whatever
+//! the period (whole minutes, a few seconds, across hours), the agent and the breakdown, and after
+//! retention has deleted a prefix, it answers exactly what a count over the events answers.
+
+use std::collections::BTreeMap;
+
+use meshguard_policy::{Code, Effect};
+use meshguard_store::{
+    AuditAgent, AuditEvent, AuditFilter, AuditKind, AuditOrder, ShadowVerdict, StatsQuery, Store,
+};
+use time::{Duration, OffsetDateTime, macros::datetime};
+
+use crate::common::{TestDb, check_event};
+use crate::on_every_backend;
+
+on_every_backend!(stats_equal_a_count_over_the_events);
+
+const AGENTS: [(&str, &str); 3] = [
+    ("agent_0000000000000000000a", "alpha"),
+    ("agent_0000000000000000000b", "beta"),
+    ("agent_0000000000000000000c", "gamma"),
+];
+const DECISIONS: [&str; 3] = ["allow", "deny", "require_approval"];
+
+async fn stored_checks(store: &dyn Store) -> Vec<AuditEvent> {
+    let mut all = Vec::new();
+    let mut filter = AuditFilter {
+        limit: 1000,
+        kind: Some(AuditKind::Check),
+        order: AuditOrder::OldestFirst,
+        ..AuditFilter::default()
+    };
+    loop {
+        let page = store.query_audit(&filter).await.unwrap();
+        all.extend(page.entries);
+        match page.next_cursor {
+            Some(cursor) => filter.cursor = Some(cursor),
+            None => return all,
+        }
+    }
+}
+
+/// A shadow change as counted: policy, enforced decision, shadow decision, checks.
+type ShadowRow = (Option<String>, &'static str, &'static str, u64);
+/// Totals, top denied actions, hourly buckets and shadow changes.
+type Counted = (Vec<u64>, Vec<(String, u64)>, Vec<Vec<u64>>, Vec<ShadowRow>);
+
+/// What `audit stats` must answer for `query`, counted over `events` one by one.
+fn counted(events: &[AuditEvent], query: &StatsQuery) -> Counted {
+    let hour_us = 3_600_000_000_i128;
+    let us = |t: OffsetDateTime| t.unix_timestamp_nanos() / 1000;
+    let chosen: Vec<&AuditEvent> = events
+        .iter()
+        .filter(|e| e.event.ts >= query.from && e.event.ts < query.to)
+        .filter(|e| match &query.agent {
+            None => true,
+            Some(agent) => e
+                .event
+                .agent
+                .as_ref()
+                .is_some_and(|a| &a.id == agent || &a.name == agent),
+        })
+        .collect();
+    let by = |e: &&AuditEvent, d: Effect| u64::from(e.event.decision == Some(d));
+    let totals = vec![
+        chosen.len() as u64,
+        chosen.iter().map(|e| by(e, Effect::Allow)).sum(),
+        chosen.iter().map(|e| by(e, Effect::Deny)).sum(),
+        chosen.iter().map(|e| by(e, Effect::RequireApproval)).sum(),
+    ];
+    let mut denied: BTreeMap<String, u64> = BTreeMap::new();
+    for e in chosen
+        .iter()
+        .filter(|e| e.event.decision == Some(Effect::Deny))
+    {
+        *denied.entry(e.event.action.clone()).or_default() += 1;
+    }
+    let mut top: Vec<(String, u64)> = denied.into_iter().collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    top.truncate(10);
+    let mut hourly = Vec::new();
+    if query.hourly {
+        let first = us(query.from).div_euclid(hour_us);
+        let last = (us(query.to) - 1).div_euclid(hour_us);
+        for hour in first..=last {
+            let inside: Vec<&&AuditEvent> = chosen
+                .iter()
+                .filter(|e| us(e.event.ts).div_euclid(hour_us) == hour)
+                .collect();
+            hourly.push(vec![
+                inside.len() as u64,
+                inside.iter().map(|e| by(e, Effect::Allow)).sum(),
+                inside.iter().map(|e| by(e, Effect::Deny)).sum(),
+                inside.iter().map(|e| by(e, Effect::RequireApproval)).sum(),
+            ]);
+        }
+    }
+    let mut shadow: BTreeMap<(Option<String>, &'static str, &'static str), u64> = BTreeMap::new();
+    for e in &chosen {
+        if let (Some(s), Some(d)) = (&e.event.shadow, e.event.decision) {
+            *shadow
+                .entry((s.policy.clone(), d.as_str(), s.decision.as_str()))
+                .or_default() += 1;
+        }
+    }
+    let shadow = shadow
+        .into_iter()
+        .map(|((p, f, t), n)| (p, f, t, n))
+        .collect();
+    (totals, top, hourly, shadow)
+}
+
+async fn assert_stats(store: &dyn Store, events: &[AuditEvent], query: StatsQuery) {
+    let stats = store.audit_stats(&query).await.unwrap();
+    let (totals, top, hourly, shadow) = counted(events, &query);
+    let what = format!("{} .. {}, agent {:?}", query.from, query.to, query.agent);
+    assert_eq!(
+        vec![
+            stats.total,
+            stats.allowed,
+            stats.denied,
+            stats.require_approval
+        ],
+        totals,
+        "{what}"
+    );
+    let got_top: Vec<(String, u64)> = stats
+        .top_denied
+        .iter()
+        .map(|c| (c.action.clone(), c.count))
+        .collect();
+    assert_eq!(got_top, top, "{what}");
+    let got_hourly: Vec<Vec<u64>> = stats
+        .hourly
+        .iter()
+        .map(|h| vec![h.total, h.allowed, h.denied, h.require_approval])
+        .collect();
+    assert_eq!(got_hourly, hourly, "{what}");
+    let mut got_shadow: Vec<ShadowRow> = stats
+        .shadow
+        .iter()
+        .map(|s| (s.policy.clone(), s.from.as_str(), s.to.as_str(), s.count))
+        .collect();
+    got_shadow.sort();
+    assert_eq!(got_shadow, shadow, "{what}");
+}
+
+async fn stats_equal_a_count_over_the_events(db: TestDb) {
+    let store = db.open().await;
+    let start = datetime!(2026-03-01 09:58:17.250 UTC);
+    // 900 checks over about three hours at irregular steps (some in the same microsecond), three
+    // agents, three decisions, some with a shadow verdict; plus events that are not checks, and
+    // one check before 1970, which no rollup holds.
+    let mut batch = Vec::new();
+    let mut at = start;
+    for i in 0_u32..900 {
+        at += Duration::milliseconds(i64::from((i * 7919) % 23_000));
+        let (id, name) = AGENTS[(i % 3) as usize];
+        let decision = DECISIONS[((i / 3) % 3) as usize];
+        let mut event = check_event("gw-a", at, &format!("act:{}", i % 13), decision);
+        event.agent = Some(AuditAgent {
+            id: id.into(),
+            name: name.into(),
+        });
+        if i % 5 == 0 {
+            event.shadow = Some(ShadowVerdict {
+                decision: Effect::Deny,
+                code: Code::DeniedByRule,
+                policy: Some(format!("shadow-{}", i % 2)),
+                rule: None,
+            });
+        }
+        if i % 17 == 0 {
+            event.kind = AuditKind::Record;
+        }
+        batch.push(event);
+        if batch.len() == (i as usize % 40) + 1 {
+            store.append_audit(&batch).await.unwrap();
+            batch.clear();
+        }
+    }
+    batch.push(check_event(
+        "gw-a",
+        datetime!(1969-12-31 23:59:30 UTC),
+        "act:old",
+        "deny",
+    ));
+    store.append_audit(&batch).await.unwrap();
+    let end = at + Duration::seconds(1);
+
+    let periods = [
+        (start - Duration::hours(1), end + Duration::hours(1)),
+        (
+            datetime!(2026-03-01 10:00:00 UTC),
+            datetime!(2026-03-01 11:00:00 UTC),
+        ),
+        (
+            datetime!(2026-03-01 10:14:59.999999 UTC),
+            datetime!(2026-03-01 10:15:00.000001 UTC),
+        ),
+        (
+            datetime!(2026-03-01 10:31:07.5 UTC),
+            datetime!(2026-03-01 12:02:59.25 UTC),
+        ),
+        (
+            datetime!(2026-03-01 11:20:10 UTC),
+            datetime!(2026-03-01 11:20:50 UTC),
+        ),
+        (
+            datetime!(1969-12-31 23:00:00 UTC),
+            datetime!(2026-03-01 10:05:00 UTC),
+        ),
+    ];
+    let checks = stored_checks(&*store).await;
+    for (from, to) in periods {
+        for agent in [None, Some(AGENTS[1].0.to_owned()), Some("gamma".to_owned())] {
+            let hourly = to - from < Duration::days(366);
+            let query = StatsQuery {
+                from,
+                to,
+                agent,
+                hourly,
+            };
+            assert_stats(&*store, &checks, query).await;
+        }
+    }
+
+    // Retention deletes a prefix of the chain; the rollups lose exactly what the events lose.
+    let report = store
+        .apply_retention(datetime!(2026-03-01 10:47:31.125 UTC))
+        .await
+        .unwrap();
+    assert!(report.deleted > 100, "{report:?}");
+    let left = stored_checks(&*store).await;
+    assert!(left.len() < checks.len());
+    for (from, to) in periods {
+        let query = StatsQuery {
+            from,
+            to,
+            agent: None,
+            hourly: to - from < Duration::days(366),
+        };
+        assert_stats(&*store, &left, query).await;
+    }
+}
