@@ -39,25 +39,29 @@ fn source(query: &StatsQuery) -> (String, Conditions) {
         Some(agent) => format!(" AND {}", binds.agent_condition(agent)),
         None => String::new(),
     };
-    let (f, t) = (binds.bind(Arg::Int(from)), binds.bind(Arg::Int(to)));
-    let (fa, eb) = (
-        binds.bind(Arg::Int(first.saturating_mul(MINUTE_US))),
-        binds.bind(Arg::Int(end.saturating_mul(MINUTE_US))),
-    );
-    let events_agent = match &query.agent {
-        Some(agent) => format!(" AND {}", binds.agent_condition(agent)),
-        None => String::new(),
+    // The edges: [from, first minute) and [end minute, to), each one range of the (kind, ts)
+    // index (an OR of the two would make SQLite scan the whole period).
+    let mut edge = |lower: i64, upper: i64| {
+        let (l, u) = (binds.bind(Arg::Int(lower)), binds.bind(Arg::Int(upper)));
+        let agent = match &query.agent {
+            Some(agent) => format!(" AND {}", binds.agent_condition(agent)),
+            None => String::new(),
+        };
+        format!(
+            "SELECT ts, agent_id, agent_name, decision, action, shadow_policy, \
+             shadow_decision, 1 AS n FROM audit_events \
+             WHERE kind = 'check' AND ts >= {l} AND ts < {u}{agent}"
+        )
     };
+    let head = edge(from, first.saturating_mul(MINUTE_US).min(to));
+    let tail = edge(end.saturating_mul(MINUTE_US).max(from), to);
     let sql = format!(
         "(SELECT minute * {MINUTE_US} AS ts, NULLIF(agent_id, '') AS agent_id, \
          NULLIF(agent_name, '') AS agent_name, NULLIF(decision, '') AS decision, action, \
          NULLIF(shadow_policy, '') AS shadow_policy, \
          NULLIF(shadow_decision, '') AS shadow_decision, n \
          FROM audit_rollups WHERE minute >= {a} AND minute < {b}{rolled_agent} \
-         UNION ALL \
-         SELECT ts, agent_id, agent_name, decision, action, shadow_policy, shadow_decision, \
-         1 AS n FROM audit_events WHERE kind = 'check' AND ts >= {f} AND ts < {t} \
-         AND (ts < {fa} OR ts >= {eb}){events_agent}) AS counted"
+         UNION ALL {head} UNION ALL {tail}) AS counted"
     );
     (sql, binds)
 }
