@@ -379,24 +379,10 @@ mod tests {
         context.insert("amount".into(), serde_json::json!(12.5));
         let new = NewAuditEvent {
             id: format!("ev-{seq}"),
-            ts: time::OffsetDateTime::now_utc(),
-            kind: AuditKind::Check,
-            agent: None,
-            action: "read:workspace/a.txt".into(),
             resource: Some("*".into()),
-            decision: None,
-            code: None,
-            reason: None,
-            policy: None,
-            rule: None,
-            trace_id: None,
-            approval_id: None,
-            status: None,
-            result: None,
             context,
             latency_us: Some(3),
-            gateway: "gw".into(),
-            shadow: None,
+            ..NewAuditEvent::new(AuditKind::Check, "read:workspace/a.txt", "gw")
         };
         chain_event(&new, seq, prev).unwrap()
     }

@@ -15,6 +15,17 @@ import pytest
 from gateway_process import REPO_ROOT, AgentIdentity, Gateway
 
 
+def copy_of(project: str, destination: Path) -> Path:
+    """A copy of ``python/<project>``: setuptools stages files in build/, which must not collect
+    in the source tree."""
+    shutil.copytree(
+        REPO_ROOT / "python" / project,
+        destination,
+        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "tests"),
+    )
+    return destination
+
+
 @pytest.mark.parametrize(
     ("project", "expected"),
     [
@@ -32,13 +43,7 @@ from gateway_process import REPO_ROOT, AgentIdentity, Gateway
     ],
 )
 def test_wheel_builds_with_the_pep517_backend(tmp_path: Path, project: str, expected: set) -> None:
-    # a copy: setuptools stages files in build/, which must not collect in the source tree
-    source = tmp_path / "source"
-    shutil.copytree(
-        REPO_ROOT / "python" / project,
-        source,
-        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "tests"),
-    )
+    source = copy_of(project, tmp_path / "source")
     completed = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
         + ["--wheel-dir", str(tmp_path / "dist"), str(source)],
@@ -64,12 +69,7 @@ def test_wheels_and_sdists_install_into_a_clean_virtualenv_and_govern(
     # release) ...
     dist = tmp_path / "dist"
     for project in ("meshguard", "autogpt-meshguard-plugin"):
-        source = tmp_path / project
-        shutil.copytree(
-            REPO_ROOT / "python" / project,
-            source,
-            ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "tests"),
-        )
+        source = copy_of(project, tmp_path / project)
         built = subprocess.run(
             [sys.executable, "-m", "build", "--no-isolation", "--sdist", "--wheel"]
             + ["--outdir", str(dist), str(source)],

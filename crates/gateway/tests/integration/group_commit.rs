@@ -176,24 +176,7 @@ async fn logged_events_the_store_lacks_are_indexed_at_the_next_start() {
         .unwrap();
     let new = |i: usize| NewAuditEvent {
         id: format!("ev-{i}"),
-        ts: time::OffsetDateTime::now_utc(),
-        kind: AuditKind::Check,
-        agent: None,
-        action: format!("search:q{i}"),
-        resource: None,
-        decision: None,
-        code: None,
-        reason: None,
-        policy: None,
-        rule: None,
-        trace_id: None,
-        approval_id: None,
-        status: None,
-        result: None,
-        context: serde_json::Map::new(),
-        latency_us: None,
-        gateway: "gw".into(),
-        shadow: None,
+        ..NewAuditEvent::new(AuditKind::Check, format!("search:q{i}"), "gw")
     };
     // Three events indexed as usual, then five only in the log.
     let opened = audit_log::open(&*store, dir.path(), "gw").await.unwrap();
