@@ -40,6 +40,9 @@ else
 fi
 cargo test --workspace --locked --doc
 
+echo "== Packaging =="
+scripts/test-packaging.sh
+
 if [ -x scripts/test-python.sh ]; then
   echo "== Python =="
   scripts/test-python.sh
