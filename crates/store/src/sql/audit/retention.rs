@@ -3,88 +3,130 @@
 use time::OffsetDateTime;
 
 use super::rollup;
-use crate::sql::{SqlStore, column, db_error, micros, signed, unsigned, unsigned_opt};
+use crate::sql::{SqlStore, db_error, micros, signed, unsigned_opt};
 use crate::{ChainAnchor, RetentionReport, StoreError};
+
+/// Events deleted per transaction: retention holds the append lock only this long at a time,
+/// so checks keep committing between batches however much it deletes.
+const BATCH: u64 = 5_000;
 
 pub(crate) async fn retain(
     store: &SqlStore,
     cutoff: OffsetDateTime,
 ) -> Result<RetentionReport, StoreError> {
     let cutoff_us = micros(cutoff);
-    let _no_append_meanwhile = store.append_lock.lock().await;
-    let mut tx = store.begin_write().await?;
-    let chains = sqlx::query("SELECT gateway, head_seq, anchor_seq FROM audit_chains")
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_error)?;
     let mut report = RetentionReport {
         cutoff,
         deleted: 0,
         anchors: Vec::new(),
     };
-    for chain in &chains {
-        let gateway: String = column(chain, "gateway")?;
-        let head_seq = unsigned(chain, "head_seq")?;
-        let anchor_seq = unsigned(chain, "anchor_seq")?;
-        // A chain only ever loses a prefix, so that what remains still links to the anchor:
-        // stop before the first event that is recent enough to keep, even if an older one
-        // (a clock step back) follows it.
-        let first_kept = sqlx::query(
-            "SELECT MIN(seq) AS first_kept FROM audit_events WHERE gateway = $1 AND ts >= $2",
-        )
-        .bind(&gateway)
-        .bind(cutoff_us)
-        .fetch_one(&mut *tx)
+    let gateways: Vec<String> = sqlx::query_scalar("SELECT gateway FROM audit_chains")
+        .fetch_all(&store.pool)
         .await
         .map_err(db_error)?;
-        let last_deleted = match unsigned_opt(&first_kept, "first_kept")? {
-            Some(first_kept) => first_kept.saturating_sub(1),
-            None => head_seq,
-        };
-        if last_deleted <= anchor_seq {
-            continue;
+    for gateway in gateways {
+        // What to drop is decided once: events appended meanwhile come after it in the chain.
+        let last_dropped = last_dropped(store, &gateway, cutoff_us).await?;
+        let mut anchored = None;
+        while let Some(step) = retain_batch(store, &gateway, last_dropped).await? {
+            report.deleted += step.0;
+            anchored = Some(step.1);
         }
-        let last = signed("seq", last_deleted)?;
-        let hash: Option<String> =
-            sqlx::query_scalar("SELECT hash FROM audit_events WHERE gateway = $1 AND seq = $2")
-                .bind(&gateway)
-                .bind(last)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_error)?;
-        let Some(hash) = hash else {
-            return Err(StoreError::Corrupt(format!(
-                "chain `{gateway}` has no event seq {last_deleted} to anchor retention on; \
-                 run `meshguard audit verify`"
-            )));
-        };
-        // The rollups lose what the events lose, so stats still equal a count over the events.
-        let gone = rollup::tally_prefix(&mut tx, &gateway, last).await?;
-        rollup::apply(&mut tx, store.dialect, &gone, -1).await?;
-        let deleted = sqlx::query("DELETE FROM audit_events WHERE gateway = $1 AND seq <= $2")
-            .bind(&gateway)
-            .bind(last)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?
-            .rows_affected();
-        sqlx::query("UPDATE audit_chains SET anchor_seq = $2, anchor_hash = $3 WHERE gateway = $1")
-            .bind(&gateway)
-            .bind(last)
-            .bind(&hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        report.deleted += deleted;
-        report.anchors.push(ChainAnchor {
-            gateway,
-            seq: last_deleted,
-            hash,
-        });
+        if let Some(anchor) = anchored {
+            report.anchors.push(anchor);
+        }
     }
-    tx.commit().await.map_err(db_error)?;
     report
         .anchors
         .sort_by(|a, b| a.gateway.as_bytes().cmp(b.gateway.as_bytes()));
     Ok(report)
+}
+
+/// The last `seq` of `gateway`'s chain that retention drops. A chain only ever loses a prefix,
+/// so that what remains still links to the anchor: it stops before the first event recent
+/// enough to keep, even if an older one (a clock step back) follows it.
+async fn last_dropped(store: &SqlStore, gateway: &str, cutoff_us: i64) -> Result<u64, StoreError> {
+    let first_kept = sqlx::query(
+        "SELECT MIN(seq) AS first_kept FROM audit_events WHERE gateway = $1 AND ts >= $2",
+    )
+    .bind(gateway)
+    .bind(cutoff_us)
+    .fetch_one(&store.pool)
+    .await
+    .map_err(db_error)?;
+    match unsigned_opt(&first_kept, "first_kept")? {
+        Some(first_kept) => Ok(first_kept.saturating_sub(1)),
+        None => {
+            let head: i64 =
+                sqlx::query_scalar("SELECT head_seq FROM audit_chains WHERE gateway = $1")
+                    .bind(gateway)
+                    .fetch_one(&store.pool)
+                    .await
+                    .map_err(db_error)?;
+            u64::try_from(head)
+                .map_err(|_| StoreError::Corrupt(format!("chain `{gateway}` has head seq {head}")))
+        }
+    }
+}
+
+/// Deletes at most [`BATCH`] of the events of `gateway`'s chain up to `last_dropped`, in one
+/// transaction that moves the anchor along; `None` when none is left.
+async fn retain_batch(
+    store: &SqlStore,
+    gateway: &str,
+    last_dropped: u64,
+) -> Result<Option<(u64, ChainAnchor)>, StoreError> {
+    let _no_append_meanwhile = store.append_lock.lock().await;
+    let mut tx = store.begin_write().await?;
+    let anchor_seq: i64 =
+        sqlx::query_scalar("SELECT anchor_seq FROM audit_chains WHERE gateway = $1")
+            .bind(gateway)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+    let anchor_seq = u64::try_from(anchor_seq).map_err(|_| {
+        StoreError::Corrupt(format!("chain `{gateway}` has anchor seq {anchor_seq}"))
+    })?;
+    if last_dropped <= anchor_seq {
+        return Ok(None);
+    }
+    let last_deleted = last_dropped.min(anchor_seq.saturating_add(BATCH));
+    let last = signed("seq", last_deleted)?;
+    let hash: Option<String> =
+        sqlx::query_scalar("SELECT hash FROM audit_events WHERE gateway = $1 AND seq = $2")
+            .bind(gateway)
+            .bind(last)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+    let Some(hash) = hash else {
+        return Err(StoreError::Corrupt(format!(
+            "chain `{gateway}` has no event seq {last_deleted} to anchor retention on; \
+             run `meshguard audit verify`"
+        )));
+    };
+    // The rollups lose what the events lose, so stats still equal a count over the events.
+    let gone = rollup::tally_prefix(&mut tx, gateway, last).await?;
+    rollup::apply(&mut tx, store.dialect, &gone, -1).await?;
+    let deleted = sqlx::query("DELETE FROM audit_events WHERE gateway = $1 AND seq <= $2")
+        .bind(gateway)
+        .bind(last)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+    sqlx::query("UPDATE audit_chains SET anchor_seq = $2, anchor_hash = $3 WHERE gateway = $1")
+        .bind(gateway)
+        .bind(last)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    tx.commit().await.map_err(db_error)?;
+    let anchor = ChainAnchor {
+        gateway: gateway.to_owned(),
+        seq: last_deleted,
+        hash,
+    };
+    Ok(Some((deleted, anchor)))
 }
