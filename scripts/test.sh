@@ -57,3 +57,8 @@ if [ -x scripts/test-mcp.sh ]; then
   echo "== MCP proxy end to end =="
   scripts/test-mcp.sh
 fi
+
+if [ -x scripts/test-typescript.sh ]; then
+  echo "== TypeScript SDK =="
+  scripts/test-typescript.sh
+fi
