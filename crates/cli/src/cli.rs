@@ -457,8 +457,21 @@ pub enum AuditCommand {
         #[arg(long, value_name = "CURSOR")]
         cursor: Option<String>,
     },
-    /// Verify the hash chain of every gateway's audit trail.
-    Verify,
+    /// Verify the audit trail: every hash chain and the signed checkpoints on it. Routinely from
+    /// the newest checkpoint an earlier verification walked through; `--full` from the start;
+    /// `--file` an exported trail, offline, with the gateway's public key.
+    Verify {
+        /// Walk every chain from its anchor, not from its last verified checkpoint.
+        #[arg(long, conflicts_with = "file")]
+        full: bool,
+        /// Verify this export (`meshguard audit export > FILE`) without a gateway.
+        #[arg(long, value_name = "EXPORT.jsonl", requires = "key")]
+        file: Option<std::path::PathBuf>,
+        /// A public key (the gateway's `signing-key.pub.pem`) whose checkpoints are accepted;
+        /// repeat it for keys retired by a rotation.
+        #[arg(long, value_name = "KEY.pub.pem", requires = "file")]
+        key: Vec<std::path::PathBuf>,
+    },
     /// Stream events as JSON lines to stdout.
     Export {
         /// Start: RFC 3339 time, or an age such as `24h`.

@@ -225,11 +225,15 @@ pub enum ConfigKey {
     TlsCert,
     /// `tls.key`: its PEM private key.
     TlsKey,
+    /// `audit.checkpoint_events`: sign the chain's head after this many events.
+    AuditCheckpointEvents,
+    /// `audit.checkpoint_interval`: sign the chain's head at least this often while it moves.
+    AuditCheckpointInterval,
 }
 
 impl ConfigKey {
     /// Every key, in documentation order.
-    pub const ALL: [ConfigKey; 35] = [
+    pub const ALL: [ConfigKey; 37] = [
         ConfigKey::Listen,
         ConfigKey::Mode,
         ConfigKey::DataDir,
@@ -265,6 +269,8 @@ impl ConfigKey {
         ConfigKey::ProxyCaFile,
         ConfigKey::TlsCert,
         ConfigKey::TlsKey,
+        ConfigKey::AuditCheckpointEvents,
+        ConfigKey::AuditCheckpointInterval,
     ];
 
     /// The dotted name in the TOML file (`[server] body_timeout` is `server.body_timeout`).
@@ -305,6 +311,8 @@ impl ConfigKey {
             ConfigKey::ProxyCaFile => "proxy.ca_file",
             ConfigKey::TlsCert => "tls.cert",
             ConfigKey::TlsKey => "tls.key",
+            ConfigKey::AuditCheckpointEvents => "audit.checkpoint_events",
+            ConfigKey::AuditCheckpointInterval => "audit.checkpoint_interval",
         }
     }
 
@@ -576,6 +584,8 @@ pub struct Config {
     pub audit_log: bool,
     /// The certificate and key `serve` answers TLS with; `None`: plain HTTP.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// How often the audit chain's head is signed.
+    pub checkpoints: crate::checkpoints::CheckpointPolicy,
 }
 
 /// Where a raw value came from; it names the origin in error messages.
@@ -1077,6 +1087,21 @@ impl Validator<'_> {
             mcp_servers: BTreeMap::new(),
             tls: self.tls_files()?,
             audit_log: self.parsed_or(ConfigKey::AuditLog, boolean, true)?,
+            checkpoints: crate::checkpoints::CheckpointPolicy {
+                every_events: self.parsed_or(
+                    ConfigKey::AuditCheckpointEvents,
+                    positive,
+                    crate::checkpoints::CheckpointPolicy::default().every_events,
+                )?,
+                every: self.parsed_or(
+                    ConfigKey::AuditCheckpointInterval,
+                    |text: &str| match parse_duration(text)? {
+                        d if d.is_zero() => Err("must be at least 1s".to_owned()),
+                        d => Ok(d),
+                    },
+                    crate::checkpoints::CheckpointPolicy::default().every,
+                )?,
+            },
             console_enabled: self.parsed_or(ConfigKey::ConsoleEnabled, boolean, true)?,
         })
     }

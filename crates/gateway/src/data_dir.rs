@@ -36,6 +36,8 @@ pub struct DataDir {
     pub path: PathBuf,
     /// Keys for agent tokens.
     pub keys: TokenKeys,
+    /// The same private key, for signing audit checkpoints, and the public keys accepted.
+    pub audit_keys: std::sync::Arc<crate::checkpoints::AuditKeys>,
     /// The admin token (from the config, or the generated file).
     pub admin_token: Secret,
     /// This gateway's instance id.
@@ -93,7 +95,8 @@ impl DataDir {
             .create(path)
             .map_err(io(path))?;
         tighten(path)?;
-        let keys = load_or_create_keys(path)?;
+        let (keys, signing) = load_or_create_keys(path)?;
+        let audit_keys = std::sync::Arc::new(crate::checkpoints::AuditKeys::load(signing, path));
         let admin_token = match configured_admin {
             Some(token) => token.clone(),
             None => Secret::new(read_or_create(&path.join(ADMIN_TOKEN_FILE), || {
@@ -106,6 +109,7 @@ impl DataDir {
         Ok(DataDir {
             path: path.to_path_buf(),
             keys,
+            audit_keys,
             admin_token,
             instance_id,
         })
@@ -232,7 +236,7 @@ fn read_existing(path: &Path) -> Result<String, DataDirError> {
     Ok(value)
 }
 
-fn load_or_create_keys(dir: &Path) -> Result<TokenKeys, DataDirError> {
+fn load_or_create_keys(dir: &Path) -> Result<(TokenKeys, SigningKey), DataDirError> {
     let private_path = dir.join(SIGNING_KEY_FILE);
     let corrupt = |message: String| DataDirError::Corrupt {
         path: private_path.clone(),
@@ -258,8 +262,9 @@ fn load_or_create_keys(dir: &Path) -> Result<TokenKeys, DataDirError> {
     std::fs::write(&public_path, &public_pem).map_err(io(&public_path))?;
     std::fs::set_permissions(&public_path, std::fs::Permissions::from_mode(0o644))
         .map_err(io(&public_path))?;
-    TokenKeys::from_pem(private_pem.as_bytes(), public_pem.as_bytes())
-        .map_err(|e| corrupt(e.to_string()))
+    let keys = TokenKeys::from_pem(private_pem.as_bytes(), public_pem.as_bytes())
+        .map_err(|e| corrupt(e.to_string()))?;
+    Ok((keys, key))
 }
 
 #[cfg(test)]

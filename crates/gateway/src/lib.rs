@@ -51,6 +51,7 @@ pub mod audit_peers;
 pub mod audit_writer;
 pub mod auth;
 pub mod auth_cache;
+pub mod checkpoints;
 pub mod config;
 pub mod connections;
 pub mod data_dir;

@@ -283,6 +283,16 @@ pub async fn serve_listener(
         stop_rx.clone(),
     ));
     tasks.push(spawn_change_follower(state.clone(), stop_rx.clone()));
+    // Stopped only once the audit writer has committed its last event, which it then signs.
+    let (checkpoints_stop, checkpoints_stopping) = watch::channel(false);
+    let checkpointer = crate::checkpoints::spawn(
+        Arc::clone(&store),
+        Arc::clone(&state.audit_keys),
+        state.instance_id.clone(),
+        state.audit.subscribe(),
+        config.checkpoints,
+        checkpoints_stopping,
+    );
     announce(&config, &dir.path);
 
     let local = listener.local_addr()?;
@@ -340,6 +350,10 @@ pub async fn serve_listener(
     state.audit.shutdown().await;
     if let Err(err) = background.audit_task.await {
         tracing::error!(error = %err, "audit writer ended abnormally");
+    }
+    let _ = checkpoints_stop.send(true);
+    if let Err(err) = checkpointer.await {
+        tracing::error!(error = %err, "audit checkpoints ended abnormally");
     }
     // Alerts last: the audit trail matters more, and the drain is bounded.
     state.alerts.shutdown();

@@ -103,6 +103,8 @@ pub struct Gateway {
     pub policies: Arc<PolicyRegistry>,
     /// Signing keys for agent tokens.
     pub keys: TokenKeys,
+    /// The key that signs audit checkpoints, and the keys whose checkpoints verify.
+    pub audit_keys: Arc<crate::checkpoints::AuditKeys>,
     /// Token ids and agents of recent requests, cleared by every admin change.
     pub auth_cache: Arc<AuthCache>,
     /// The admin secret.
@@ -270,6 +272,7 @@ impl AppState {
             store,
             policies,
             keys: dir.keys.clone(),
+            audit_keys: Arc::clone(&dir.audit_keys),
             auth_cache,
             admin_token: dir.admin_token.clone(),
             instance_id: dir.instance_id.clone(),

@@ -31,6 +31,8 @@
 //! ```
 
 pub mod chain;
+pub mod chain_walk;
+pub mod checkpoint;
 mod error;
 mod export;
 mod location;
@@ -40,8 +42,9 @@ mod store;
 
 use std::sync::Arc;
 
+pub use checkpoint::{AuditCheckpoint, CheckpointKeys};
 pub use error::StoreError;
-pub use export::export_audit;
+pub use export::{ExportLine, export_audit};
 pub use location::{SQLITE_FILE_NAME, StoreLocation};
 pub use records::*;
 pub use sql::chain_event;

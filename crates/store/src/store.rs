@@ -7,10 +7,11 @@ use time::OffsetDateTime;
 
 use crate::{
     AdminAudit, AdminCommit, AdminMutation, AgentPatch, AgentRecord, AgentStatus, ApprovalDecision,
-    ApprovalRecord, ApprovalStatus, AuditEvent, AuditFilter, AuditPage, AuditStats, BoundArguments,
-    NewAgent, NewApproval, NewAuditEvent, NewPolicy, NewToken, OperatorRecord, Page, PageRequest,
-    PendingApproval, PolicyRevision, PolicyUpsert, RetentionReport, StatsQuery, StoreChange,
-    StoreError, StoredPolicy, TokenRecord, VerifyReport,
+    ApprovalRecord, ApprovalStatus, AuditCheckpoint, AuditEvent, AuditFilter, AuditPage,
+    AuditStats, BoundArguments, NewAgent, NewApproval, NewAuditEvent, NewPolicy, NewToken,
+    OperatorRecord, Page, PageRequest, PendingApproval, PolicyRevision, PolicyUpsert,
+    RetentionReport, StatsQuery, StoreChange, StoreError, StoredPolicy, TokenRecord, VerifyOptions,
+    VerifyReport,
 };
 
 /// Everything MeshGuard persists. The gateway holds it as `Arc<dyn Store>`; [`crate::open`]
@@ -237,9 +238,28 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<AuditEvent>, StoreError>;
 
-    /// Walks every chain from its anchor, recomputing every hash; names the first broken `seq`
-    /// of each chain.
-    async fn verify_audit(&self) -> Result<VerifyReport, StoreError>;
+    /// Walks every chain from its anchor (`options.full`) or from its newest checkpoint an
+    /// earlier verification walked through, recomputing every hash and checking every
+    /// checkpoint met against `options.keys`; names the first broken `seq` of each chain. A
+    /// chain that verifies marks its checkpoints as walked through.
+    async fn verify_audit(&self, options: &VerifyOptions) -> Result<VerifyReport, StoreError>;
+
+    /// Stores a signed checkpoint (`Conflict` when its `(gateway, seq)` has one already).
+    async fn add_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> Result<(), StoreError>;
+
+    /// `gateway`'s newest checkpoint, if any.
+    async fn latest_audit_checkpoint(
+        &self,
+        gateway: &str,
+    ) -> Result<Option<AuditCheckpoint>, StoreError>;
+
+    /// `gateway`'s checkpoints with `after < seq <= through`, oldest first.
+    async fn audit_checkpoints(
+        &self,
+        gateway: &str,
+        after: u64,
+        through: u64,
+    ) -> Result<Vec<AuditCheckpoint>, StoreError>;
 
     /// Deletes events older than `cutoff`, keeping each chain verifiable: a chain loses only a
     /// prefix, and its last deleted `seq` and `hash` become its anchor.

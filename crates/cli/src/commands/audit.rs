@@ -17,6 +17,16 @@ use crate::output::{Output, display, exit_on_write_error, field, short_time};
 
 /// Runs one `audit` subcommand.
 pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<ExitCode> {
+    // An export is verified offline: no gateway, no admin token.
+    if let AuditCommand::Verify {
+        file: Some(file),
+        key,
+        ..
+    } = &command
+    {
+        let report = crate::commands::audit_offline::verify_file(file, key)?;
+        return verdict(ctx, &report);
+    }
     let client = ctx.client()?;
     match command {
         AuditCommand::Tail(args) => tail(ctx, &client, args).await?,
@@ -73,7 +83,7 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<ExitCod
                 );
             }
         }
-        AuditCommand::Verify => return verify(ctx, &client).await,
+        AuditCommand::Verify { full, .. } => return verify(ctx, &client, full).await,
         AuditCommand::Export { since, until } => {
             let mut query = Vec::new();
             if let Some(since) = since {
@@ -241,11 +251,21 @@ fn print_events(out: Output, events: &[Value]) {
     );
 }
 
-async fn verify(ctx: &Context, client: &AdminClient) -> anyhow::Result<ExitCode> {
-    let report = client.get(&["admin", "audit", "verify"], &[]).await?;
-    let verdict = crate::commands::audit_view::Verdict::read(&report);
+async fn verify(ctx: &Context, client: &AdminClient, full: bool) -> anyhow::Result<ExitCode> {
+    let query = if full {
+        vec![("full", "true".to_owned())]
+    } else {
+        Vec::new()
+    };
+    let report = client.get(&["admin", "audit", "verify"], &query).await?;
+    verdict(ctx, &report)
+}
+
+/// Prints a verification report; exit 1 when a chain is broken.
+fn verdict(ctx: &Context, report: &Value) -> anyhow::Result<ExitCode> {
+    let verdict = crate::commands::audit_view::Verdict::read(report);
     if ctx.out.json {
-        ctx.out.print_json(&report);
+        ctx.out.print_json(report);
     } else {
         crate::commands::audit_view::print_verify(ctx.out, &verdict);
     }

@@ -167,11 +167,13 @@ pub fn print_verify(out: Output, verdict: &Verdict) {
                     )),
                     None => out.good("ok"),
                 };
+                let from = c.get("fromSeq").or_else(|| c.get("anchorSeq"));
                 vec![
                     field(c, "gateway"),
-                    field(c, "events"),
-                    field(c, "anchorSeq"),
+                    display(from.unwrap_or(&Value::Null)),
                     field(c, "headSeq"),
+                    field(c, "events"),
+                    field(c, "signedSeq"),
                     state,
                 ]
             })
@@ -179,7 +181,14 @@ pub fn print_verify(out: Output, verdict: &Verdict) {
         outln!(
             "{}",
             out.table(
-                &["gateway", "events", "anchor seq", "head seq", "state"],
+                &[
+                    "gateway",
+                    "from seq",
+                    "head seq",
+                    "events",
+                    "signed to",
+                    "state"
+                ],
                 rows
             )
         );
@@ -199,6 +208,34 @@ pub fn print_verify(out: Output, verdict: &Verdict) {
             b.seq,
             b.reason
         ),
+    }
+    if verdict.broken.is_some() {
+        return;
+    }
+    for chain in &chains {
+        let seq = |name: &str| chain.get(name).and_then(Value::as_u64).unwrap_or(0);
+        let (from, head, anchor) = (seq("fromSeq"), seq("headSeq"), seq("anchorSeq"));
+        let signed = chain.get("signedSeq").and_then(Value::as_u64);
+        let gateway = field(chain, "gateway");
+        if from > anchor {
+            outln!(
+                "note: gateway {gateway}: walked from the checkpoint at seq {from}, verified \
+                 before; `--full` walks from seq {}",
+                anchor + 1
+            );
+        }
+        match signed {
+            Some(signed) if signed < head => outln!(
+                "note: gateway {gateway}: seq {} to {head} link to the signed part but are not \
+                 signed yet (the next checkpoint will sign them)",
+                signed + 1
+            ),
+            None if head > from => outln!(
+                "note: gateway {gateway}: no signed checkpoint covers seq {} to {head} yet",
+                from + 1
+            ),
+            _ => {}
+        }
     }
 }
 

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod alerts;
 pub mod approval;
 pub mod audit;
+pub mod audit_offline;
 pub mod audit_view;
 pub mod corpus;
 pub mod doctor;

@@ -13,6 +13,7 @@ mod admin_commands;
 mod alerts;
 mod approvals;
 mod attacks_cli;
+mod audit_checkpoints;
 mod autogpt_walkthrough;
 mod cli_errors;
 mod crash_recovery;

@@ -13,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use meshguard_policy::{Effect, Loc, Pattern};
 use meshguard_store::{
-    AgentKey, AuditEvent, AuditFilter, AuditKind, AuditOrder, StatsQuery, export_audit,
+    AgentKey, AuditEvent, AuditFilter, AuditKind, AuditOrder, StatsQuery, VerifyOptions,
+    export_audit,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -278,11 +279,26 @@ pub async fn stats(
     Ok(Json(body))
 }
 
-/// `GET /admin/audit/verify`: recomputes every chain; 200 with `ok: false` and the first broken
-/// `seq` when one does not verify.
-pub async fn verify(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// `?full=true` on `GET /admin/audit/verify`.
+#[derive(Debug, Default, Deserialize)]
+pub struct VerifyParams {
+    #[serde(default)]
+    full: bool,
+}
+
+/// `GET /admin/audit/verify`: recomputes every chain from its newest checkpoint an earlier
+/// verification walked through (`?full=true`: from its anchor), checking every signed checkpoint
+/// on the way; 200 with `ok: false` and the first broken `seq` when one does not verify.
+pub async fn verify(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<VerifyParams>,
+) -> Result<Json<Value>, ApiError> {
     state.audit.settled().await;
-    let report = state.store.verify_audit().await?;
+    let options = VerifyOptions {
+        full: params.full,
+        keys: state.audit_keys.accepted.clone(),
+    };
+    let report = state.store.verify_audit(&options).await?;
     if let Some(broken) = report.first_break() {
         tracing::error!(gateway = %broken.gateway, seq = broken.seq, reason = %broken.reason, "audit chain does not verify");
     }
@@ -299,17 +315,16 @@ pub async fn export(
 ) -> Result<Response, ApiError> {
     let filter = params.filter()?;
     state.audit.settled().await;
-    let lines = export_audit(state.store.clone(), filter).map(|event| {
-        event
-            .map_err(|e| {
-                tracing::error!(error = %e, "audit export aborted");
-                std::io::Error::other(e.to_string())
-            })
-            .and_then(|event| {
-                let mut line = serde_json::to_vec(&event).map_err(std::io::Error::other)?;
-                line.push(b'\n');
-                Ok::<_, std::io::Error>(line)
-            })
+    let lines = export_audit(state.store.clone(), filter).map(|line| {
+        line.map_err(|e| {
+            tracing::error!(error = %e, "audit export aborted");
+            std::io::Error::other(e.to_string())
+        })
+        .and_then(|line| {
+            let mut line = serde_json::to_vec(&line).map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            Ok::<_, std::io::Error>(line)
+        })
     });
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],

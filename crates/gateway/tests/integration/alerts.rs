@@ -869,7 +869,11 @@ async fn a_store_outage_behind_the_audit_log_alerts_once_and_loses_no_acknowledg
             "acknowledged event {id} is in the trail"
         );
     }
-    let report = gw.store.verify_audit().await.unwrap();
+    let report = gw
+        .store
+        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+        .await
+        .unwrap();
     assert!(report.first_break().is_none(), "{report:?}");
 }
 

@@ -208,7 +208,10 @@ async fn logged_events_the_store_lacks_are_indexed_at_the_next_start() {
     let reopened = audit_log::open(&*store, dir.path(), "gw").await.unwrap();
     assert_eq!(reopened.head_seq, 8);
     assert_eq!(store.audit_head("gw").await.unwrap(), (8, hash));
-    let report = store.verify_audit().await.unwrap();
+    let report = store
+        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+        .await
+        .unwrap();
     assert!(report.first_break().is_none(), "{report:?}");
     let page = store
         .query_audit(&meshguard_store::AuditFilter {

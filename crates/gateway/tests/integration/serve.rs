@@ -175,8 +175,20 @@ async fn serve_loads_policy_files_hot_reloads_them_and_flushes_on_shutdown() {
     let store = meshguard_store::open(&StoreLocation::in_data_dir(&home))
         .await
         .unwrap();
-    let report = store.verify_audit().await.unwrap();
-    assert!(report.ok);
+    // The gateway signed its head as it stopped: the checkpoint verifies with its public key.
+    let mut keys = meshguard_store::CheckpointKeys::default();
+    keys.add_pem(&std::fs::read_to_string(home.join("signing-key.pub.pem")).unwrap())
+        .unwrap();
+    let report = store
+        .verify_audit(&meshguard_store::VerifyOptions::full(keys))
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(
+        report.chains[0].signed_seq,
+        Some(report.chains[0].head_seq),
+        "the last event is signed"
+    );
     let checks = store
         .audit_stats(&meshguard_store::StatsQuery {
             from: time::OffsetDateTime::now_utc() - time::Duration::hours(1),

@@ -466,6 +466,8 @@ pub struct HourlyBucket {
 pub struct VerifyReport {
     /// Every chain verified.
     pub ok: bool,
+    /// Every chain was walked from its anchor (`--full`), not from its last verified checkpoint.
+    pub full: bool,
     /// Events whose hash was recomputed.
     pub events_checked: u64,
     /// One report per chain, ordered by gateway.
@@ -479,18 +481,25 @@ impl VerifyReport {
     }
 }
 
-/// One gateway's chain, walked from its anchor.
+/// One gateway's chain, walked from its anchor or its last verified checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChainReport {
     /// Instance id of the gateway.
     pub gateway: String,
-    /// Last `seq` removed by retention (0 when nothing was removed); the walk starts after it.
+    /// Last `seq` removed by retention (0 when nothing was removed).
     pub anchor_seq: u64,
     /// The chain's last committed `seq`.
     pub head_seq: u64,
+    /// The walk started after this `seq`: the anchor, or the newest checkpoint an earlier
+    /// verification had walked through (whose signature and event were checked again).
+    pub from_seq: u64,
     /// Events checked in this chain.
     pub events: u64,
+    /// Signed checkpoints checked on the way (signature and the hash of their event).
+    pub checkpoints: u64,
+    /// The newest `seq` a verified signature covers (`None`: nothing walked is signed yet).
+    pub signed_seq: Option<u64>,
     /// The first break, if any; the walk stops there.
     pub broken: Option<ChainBreak>,
 }
@@ -504,6 +513,23 @@ pub struct ChainBreak {
     pub seq: u64,
     /// What is wrong there, in words.
     pub reason: String,
+}
+
+/// How `audit verify` walks the chains.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Walk from each chain's anchor, not from its newest verified checkpoint.
+    pub full: bool,
+    /// The keys whose checkpoint signatures are accepted; a checkpoint signed by any other key
+    /// (or any checkpoint, when there is none) breaks the chain.
+    pub keys: crate::checkpoint::CheckpointKeys,
+}
+
+impl VerifyOptions {
+    /// Every event from the anchor, with `keys` for the checkpoints met.
+    pub fn full(keys: crate::checkpoint::CheckpointKeys) -> Self {
+        Self { full: true, keys }
+    }
 }
 
 /// What retention removed.

@@ -26,7 +26,7 @@ pub use audit::{
     ActionCount, AuditAgent, AuditEvent, AuditFilter, AuditKind, AuditOrder, AuditPage, AuditStats,
     ChainAnchor, ChainBreak, ChainReport, EventCode, HourlyBucket, MAX_ACTION_BYTES,
     MAX_REASON_BYTES, MAX_RESULT_BYTES, NewAuditEvent, RetentionReport, ShadowChange,
-    ShadowVerdict, StatsQuery, VerifyReport,
+    ShadowVerdict, StatsQuery, VerifyOptions, VerifyReport,
 };
 pub use change::StoreChange;
 pub use operator::{NewOperator, OPERATOR_ROLES, OperatorRecord};

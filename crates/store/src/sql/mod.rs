@@ -28,10 +28,11 @@ use time::OffsetDateTime;
 
 use crate::{
     AdminAudit, AdminCommit, AdminMutation, AgentPatch, AgentRecord, AgentStatus, ApprovalDecision,
-    ApprovalRecord, ApprovalStatus, AuditEvent, AuditFilter, AuditPage, AuditStats, BoundArguments,
-    NewAgent, NewApproval, NewAuditEvent, NewPolicy, NewToken, OperatorRecord, Page, PageRequest,
-    PendingApproval, PolicyRevision, PolicyUpsert, RetentionReport, StatsQuery, Store, StoreChange,
-    StoreError, StoreLocation, StoredPolicy, TokenRecord, VerifyReport,
+    ApprovalRecord, ApprovalStatus, AuditCheckpoint, AuditEvent, AuditFilter, AuditPage,
+    AuditStats, BoundArguments, NewAgent, NewApproval, NewAuditEvent, NewPolicy, NewToken,
+    OperatorRecord, Page, PageRequest, PendingApproval, PolicyRevision, PolicyUpsert,
+    RetentionReport, StatsQuery, Store, StoreChange, StoreError, StoreLocation, StoredPolicy,
+    TokenRecord, VerifyOptions, VerifyReport,
 };
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -605,8 +606,28 @@ impl Store for SqlStore {
         audit::stats(self, query).await
     }
 
-    async fn verify_audit(&self) -> Result<VerifyReport, StoreError> {
-        audit::verify(self).await
+    async fn verify_audit(&self, options: &VerifyOptions) -> Result<VerifyReport, StoreError> {
+        audit::verify(self, options).await
+    }
+
+    async fn add_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> Result<(), StoreError> {
+        audit::add_checkpoint(self, checkpoint).await
+    }
+
+    async fn latest_audit_checkpoint(
+        &self,
+        gateway: &str,
+    ) -> Result<Option<AuditCheckpoint>, StoreError> {
+        audit::latest_checkpoint(self, gateway, 0, false).await
+    }
+
+    async fn audit_checkpoints(
+        &self,
+        gateway: &str,
+        after: u64,
+        through: u64,
+    ) -> Result<Vec<AuditCheckpoint>, StoreError> {
+        audit::checkpoints(self, gateway, after, through).await
     }
 
     async fn audit_heads(&self) -> Result<BTreeMap<String, u64>, StoreError> {

@@ -109,7 +109,13 @@ async fn a_change_commits_with_its_event(db: TestDb) {
         .unwrap();
     assert!(again.event.is_none());
     assert_eq!(admin_events(&*store).await, ["evt-policy-1", "evt-create"]);
-    assert!(store.verify_audit().await.unwrap().ok);
+    assert!(
+        store
+            .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+            .await
+            .unwrap()
+            .ok
+    );
 }
 
 async fn a_refused_event_rolls_the_change_back(db: TestDb) {
@@ -188,7 +194,10 @@ async fn a_refused_event_rolls_the_change_back(db: TestDb) {
         StoreError::NotFound { .. }
     ));
     assert_eq!(admin_events(&*store).await, ["evt-taken"]);
-    let report = store.verify_audit().await.unwrap();
+    let report = store
+        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+        .await
+        .unwrap();
     assert!(report.ok, "{report:?}");
 
     // The same change with an event the store accepts goes through.

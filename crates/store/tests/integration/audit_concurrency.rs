@@ -116,7 +116,10 @@ async fn concurrent_appends_keep_every_chain_gap_free(db: TestDb) {
     assert_eq!(events.len(), written);
     let heads = assert_gap_free(&events);
     assert_eq!(heads.values().sum::<u64>() as usize, written);
-    let report = store.verify_audit().await.unwrap();
+    let report = store
+        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+        .await
+        .unwrap();
     assert!(report.ok, "{report:?}");
     assert_eq!(report.events_checked as usize, written);
 }
@@ -131,7 +134,10 @@ async fn two_stores_on_one_database_continue_each_other_s_chains(db: TestDb) {
     let events = all_events(&second).await;
     assert_eq!(events.len(), written);
     assert_gap_free(&events);
-    let report = second.verify_audit().await.unwrap();
+    let report = second
+        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+        .await
+        .unwrap();
     assert!(report.ok, "{report:?}");
 }
 
@@ -149,7 +155,10 @@ async fn a_reopened_store_continues_its_chains(db: TestDb) {
     assert_eq!(gw2[0].seq, 3);
     assert_eq!(gw2[0].prev_hash, before[1].hash);
 
-    let report = store.verify_audit().await.unwrap();
+    let report = store
+        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+        .await
+        .unwrap();
     assert!(report.ok, "{report:?}");
     assert_eq!(report.events_checked, 11);
     // Reopening also re-runs migrations: already applied, they are skipped.
@@ -169,7 +178,13 @@ async fn a_failing_batch_stores_nothing_and_consumes_no_seq(db: TestDb) {
     let next = store.append_audit(&batch("gw-1", 1)).await.unwrap();
     assert_eq!(next[0].seq, 3);
     assert_eq!(next[0].prev_hash, first[1].hash);
-    assert!(store.verify_audit().await.unwrap().ok);
+    assert!(
+        store
+            .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+            .await
+            .unwrap()
+            .ok
+    );
 }
 
 async fn a_chain_emptied_by_retention_continues_from_its_anchor(db: TestDb) {
@@ -188,14 +203,20 @@ async fn a_chain_emptied_by_retention_continues_from_its_anchor(db: TestDb) {
     assert_eq!(report.anchors[0].seq, 3);
     assert_eq!(report.anchors[0].hash, first[2].hash);
     assert!(all_events(&store).await.is_empty());
-    let verified = store.verify_audit().await.unwrap();
+    let verified = store
+        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+        .await
+        .unwrap();
     assert!(verified.ok, "{verified:?}");
     assert_eq!(verified.events_checked, 0);
 
     let next = store.append_audit(&batch("gw-1", 1)).await.unwrap();
     assert_eq!(next[0].seq, 4);
     assert_eq!(next[0].prev_hash, first[2].hash);
-    let verified = store.verify_audit().await.unwrap();
+    let verified = store
+        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+        .await
+        .unwrap();
     assert!(verified.ok, "{verified:?}");
     assert_eq!(verified.chains[0].anchor_seq, 3);
 }
@@ -216,13 +237,19 @@ async fn verify_while_events_are_appended_reports_no_break(db: TestDb) {
     };
     let mut verified = 0;
     while !writer.is_finished() && verified < 500 {
-        let report = store.verify_audit().await.unwrap();
+        let report = store
+            .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+            .await
+            .unwrap();
         assert!(report.ok, "{report:?}");
         verified += 1;
     }
     writer.await.unwrap();
     assert!(verified > 0);
-    let report = store.verify_audit().await.unwrap();
+    let report = store
+        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+        .await
+        .unwrap();
     assert!(report.ok, "{report:?}");
     assert_eq!(report.events_checked, 605);
 }

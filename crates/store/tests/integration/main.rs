@@ -13,6 +13,7 @@ mod admin_changes;
 mod agent_keys;
 mod audit_concurrency;
 mod changes;
+mod checkpoints;
 mod common;
 mod follow;
 mod open;

@@ -52,7 +52,13 @@ async fn purging_an_agent_keeps_its_audit_events(db: TestDb) {
         .unwrap();
     assert_eq!(trail.entries.len(), 1);
     assert_eq!(trail.entries[0].event.agent.as_ref().unwrap().id, agent.id);
-    assert!(store.verify_audit().await.unwrap().ok);
+    assert!(
+        store
+            .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+            .await
+            .unwrap()
+            .ok
+    );
 
     // The name is free again, for a new agent with a new id.
     let again = store

@@ -279,7 +279,10 @@ async fn retention_deletes_in_batches_and_keeps_the_chain_verifiable(db: TestDb)
     assert_eq!(report.deleted, 12_345);
     assert_eq!(report.anchors.len(), 1);
     assert_eq!(report.anchors[0].seq, 12_345);
-    let verified = store.verify_audit().await.unwrap();
+    let verified = store
+        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+        .await
+        .unwrap();
     assert!(verified.first_break().is_none(), "{verified:?}");
     let left = stored_checks(&*store).await;
     assert_eq!(left.len(), 5);

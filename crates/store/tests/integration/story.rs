@@ -12,8 +12,9 @@ use crate::on_every_backend;
 use futures::TryStreamExt;
 use meshguard_store::{
     AgentPatch, AgentStatus, ApprovalDecision, ApprovalStatus, ApprovalVerdict, AuditEvent,
-    AuditFilter, AuditKind, AuditOrder, MAX_RESULT_BYTES, NewApproval, NewAuditEvent, NewPolicy,
-    NewToken, PageRequest, PolicyOrigin, StatsQuery, Store, StoreError, chain, export_audit,
+    AuditFilter, AuditKind, AuditOrder, ExportLine, MAX_RESULT_BYTES, NewApproval, NewAuditEvent,
+    NewPolicy, NewToken, PageRequest, PolicyOrigin, StatsQuery, Store, StoreError, chain,
+    export_audit,
 };
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -737,7 +738,10 @@ async fn append_fixture(store: &Arc<dyn Store>) -> Vec<AuditEvent> {
 
 /// The fixture's two chains verify.
 async fn verify_fixture(store: &Arc<dyn Store>) {
-    let report = store.verify_audit().await.unwrap();
+    let report = store
+        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+        .await
+        .unwrap();
     assert!(report.ok, "{report:?}");
     assert_eq!(report.events_checked, 200);
     assert_eq!(report.chains.len(), 2);
@@ -1037,11 +1041,23 @@ async fn stats(store: &Arc<dyn Store>, committed: &[AuditEvent]) {
     ));
 }
 
-async fn export(store: &Arc<dyn Store>, committed: &[AuditEvent]) {
-    let exported: Vec<AuditEvent> = export_audit(Arc::clone(store), AuditFilter::default())
+/// The events of an export (no checkpoint was signed in this story).
+async fn exported_events(store: &Arc<dyn Store>, filter: AuditFilter) -> Vec<AuditEvent> {
+    let lines: Vec<ExportLine> = export_audit(Arc::clone(store), filter)
         .try_collect()
         .await
         .unwrap();
+    lines
+        .into_iter()
+        .map(|line| match line {
+            ExportLine::Event(event) => *event,
+            ExportLine::Checkpoint { checkpoint } => panic!("unexpected {checkpoint:?}"),
+        })
+        .collect()
+}
+
+async fn export(store: &Arc<dyn Store>, committed: &[AuditEvent]) {
+    let exported = exported_events(store, AuditFilter::default()).await;
     assert_eq!(exported, committed);
     // Each JSON line carries everything needed to check its hash without MeshGuard.
     for event in &exported {
@@ -1051,16 +1067,14 @@ async fn export(store: &Arc<dyn Store>, committed: &[AuditEvent]) {
         let digest = sha2_hex(&chain::canonical_json(&value));
         assert_eq!(hash, serde_json::Value::String(digest));
     }
-    let since: Vec<AuditEvent> = export_audit(
-        Arc::clone(store),
+    let since = exported_events(
+        store,
         AuditFilter {
             from: Some(datetime!(2026-03-01 12:00:00 UTC)),
             ..AuditFilter::default()
         },
     )
-    .try_collect()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(since.len(), 66);
 }
 
@@ -1073,7 +1087,10 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
     // Rewriting a denial as an allow is caught at that very event.
     db.raw("UPDATE audit_events SET decision = 'allow' WHERE gateway = 'gw-a' AND seq = 10")
         .await;
-    let report = store.verify_audit().await.unwrap();
+    let report = store
+        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+        .await
+        .unwrap();
     assert!(!report.ok);
     let broken = report.first_break().unwrap();
     assert_eq!((broken.gateway.as_str(), broken.seq), ("gw-a", 10));
@@ -1084,7 +1101,14 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
     );
     db.raw("UPDATE audit_events SET decision = 'deny' WHERE gateway = 'gw-a' AND seq = 10")
         .await;
-    assert!(store.verify_audit().await.unwrap().ok, "restored");
+    assert!(
+        store
+            .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+            .await
+            .unwrap()
+            .ok,
+        "restored"
+    );
 
     // Recomputing the altered event's hash moves the break to the next link.
     let original: String = hash_of(db, "gw-a", 20).await;
@@ -1093,14 +1117,23 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
         "f".repeat(64)
     ))
     .await;
-    let report = store.verify_audit().await.unwrap();
+    let report = store
+        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+        .await
+        .unwrap();
     let broken = report.first_break().unwrap();
     assert_eq!(broken.seq, 20, "{broken:?}");
     db.raw(&format!(
         "UPDATE audit_events SET hash = '{original}' WHERE gateway = 'gw-a' AND seq = 20"
     ))
     .await;
-    assert!(store.verify_audit().await.unwrap().ok);
+    assert!(
+        store
+            .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+            .await
+            .unwrap()
+            .ok
+    );
 
     // A row written past the chain's head, behind MeshGuard's back, is a break.
     let columns = "gateway, ts, kind, agent_id, agent_name, action, resource, decision, code, \
@@ -1112,7 +1145,10 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
          AND seq = (SELECT MAX(seq) FROM audit_events WHERE gateway = 'gw-a')"
     ))
     .await;
-    let report = store.verify_audit().await.unwrap();
+    let report = store
+        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+        .await
+        .unwrap();
     let broken = report.first_break().unwrap();
     assert_eq!(broken.gateway, "gw-a");
     assert!(
@@ -1120,7 +1156,13 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
         "{broken:?}"
     );
     db.raw("DELETE FROM audit_events WHERE id = 'forged'").await;
-    assert!(store.verify_audit().await.unwrap().ok);
+    assert!(
+        store
+            .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+            .await
+            .unwrap()
+            .ok
+    );
 }
 
 async fn hash_of(db: &TestDb, gateway: &str, seq: i64) -> String {
@@ -1155,7 +1197,10 @@ async fn retention(store: &Arc<dyn Store>, db: &TestDb) {
     assert_eq!(left.entries.len(), 133);
     assert!(left.entries.iter().all(|e| e.event.ts >= cutoff));
 
-    let report = store.verify_audit().await.unwrap();
+    let report = store
+        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+        .await
+        .unwrap();
     assert!(report.ok, "{report:?}");
     assert_eq!(report.events_checked, 133);
     assert_eq!(report.chains[0].anchor_seq, 44);
@@ -1181,14 +1226,23 @@ async fn retention(store: &Arc<dyn Store>, db: &TestDb) {
         appended.iter().map(|e| e.seq).collect::<Vec<_>>(),
         [134, 68, 135, 69, 136]
     );
-    assert!(store.verify_audit().await.unwrap().ok);
+    assert!(
+        store
+            .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+            .await
+            .unwrap()
+            .ok
+    );
 
     // Deleting an event in the middle, or the newest ones, is named by seq.
     db.raw("DELETE FROM audit_events WHERE gateway = 'gw-a' AND seq = 100")
         .await;
     db.raw("DELETE FROM audit_events WHERE gateway = 'gw-b' AND seq = 69")
         .await;
-    let report = store.verify_audit().await.unwrap();
+    let report = store
+        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+        .await
+        .unwrap();
     assert!(!report.ok);
     let breaks: Vec<_> = report
         .chains

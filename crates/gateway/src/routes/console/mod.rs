@@ -1482,7 +1482,8 @@ async fn event_page(
 /// what it found.
 async fn verify_page(State(state): State<AppState>, Operator(session): Operator) -> Response {
     state.audit.settled().await;
-    let report = match state.store.verify_audit().await {
+    let options = meshguard_store::VerifyOptions::full(state.audit_keys.accepted.clone());
+    let report = match state.store.verify_audit(&options).await {
         Ok(report) => report,
         Err(err) => return crate::error::ApiError::from(err).into_response(),
     };

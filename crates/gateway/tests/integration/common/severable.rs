@@ -290,9 +290,38 @@ impl Store for Severable {
         self.inner.audit_chain_after(gateway, after, limit).await
     }
 
-    async fn verify_audit(&self) -> Result<VerifyReport, StoreError> {
+    async fn verify_audit(
+        &self,
+        options: &meshguard_store::VerifyOptions,
+    ) -> Result<VerifyReport, StoreError> {
         self.up()?;
-        self.inner.verify_audit().await
+        self.inner.verify_audit(options).await
+    }
+
+    async fn add_audit_checkpoint(
+        &self,
+        checkpoint: &meshguard_store::AuditCheckpoint,
+    ) -> Result<(), StoreError> {
+        self.up()?;
+        self.inner.add_audit_checkpoint(checkpoint).await
+    }
+
+    async fn latest_audit_checkpoint(
+        &self,
+        gateway: &str,
+    ) -> Result<Option<meshguard_store::AuditCheckpoint>, StoreError> {
+        self.up()?;
+        self.inner.latest_audit_checkpoint(gateway).await
+    }
+
+    async fn audit_checkpoints(
+        &self,
+        gateway: &str,
+        after: u64,
+        through: u64,
+    ) -> Result<Vec<meshguard_store::AuditCheckpoint>, StoreError> {
+        self.up()?;
+        self.inner.audit_checkpoints(gateway, after, through).await
     }
 
     async fn apply_retention(&self, cutoff: OffsetDateTime) -> Result<RetentionReport, StoreError> {

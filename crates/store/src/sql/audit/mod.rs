@@ -1,6 +1,7 @@
 //! The audit trail: append (hash chain), query, stats, verify, retention.
 
 mod append;
+mod checkpoint;
 mod follow;
 mod query;
 mod retention;
@@ -10,6 +11,9 @@ mod verify;
 
 pub use append::chain_event;
 pub(super) use append::{append, append_chained, append_in, head};
+pub(super) use checkpoint::{
+    add as add_checkpoint, latest as latest_checkpoint, range as checkpoints,
+};
 pub(super) use follow::{chain_after, heads};
 pub(super) use query::{event, query};
 pub(super) use retention::retain;

@@ -1,14 +1,18 @@
-//! `audit verify`: walk every chain from its anchor and recompute every hash.
+//! `audit verify`: walk every chain from its anchor (`--full`) or from its newest checkpoint an
+//! earlier verification walked through, recomputing every hash and checking every signature.
 
 use sqlx::any::AnyRow;
+use time::OffsetDateTime;
 
-use super::{COLUMNS, from_row};
+use super::{COLUMNS, checkpoint, from_row};
 use crate::chain::{GENESIS_HASH, event_hash};
+use crate::chain_walk::{ChainWalk, content_hashes_match};
 use crate::sql::{SqlStore, column, db_error, signed, unsigned, unsigned_opt};
-use crate::{ChainBreak, ChainReport, StoreError, VerifyReport};
+use crate::{ChainBreak, ChainReport, StoreError, VerifyOptions, VerifyReport};
 
-/// Events read per round trip while walking a chain.
-const PAGE: i64 = 1000;
+/// Events read per round trip while walking a chain; the next page is read while this one is
+/// hashed.
+const PAGE: i64 = 5000;
 
 /// A chain as `audit_chains` records it.
 struct ChainRow {
@@ -29,7 +33,10 @@ fn chain_from_row(row: &AnyRow) -> Result<ChainRow, StoreError> {
     })
 }
 
-pub(crate) async fn verify(store: &SqlStore) -> Result<VerifyReport, StoreError> {
+pub(crate) async fn verify(
+    store: &SqlStore,
+    options: &VerifyOptions,
+) -> Result<VerifyReport, StoreError> {
     let rows = sqlx::query(
         "SELECT gateway, head_seq, head_hash, anchor_seq, anchor_hash FROM audit_chains",
     )
@@ -53,8 +60,17 @@ pub(crate) async fn verify(store: &SqlStore) -> Result<VerifyReport, StoreError>
     let mut reports = Vec::with_capacity(chains.len() + orphans.len());
     let mut events_checked = 0;
     for chain in &chains {
-        let report = walk(store, chain).await?;
+        let report = walk(store, chain, options).await?;
         events_checked += report.events;
+        if report.broken.is_none() {
+            checkpoint::mark_verified(
+                store,
+                &chain.gateway,
+                report.head_seq,
+                OffsetDateTime::now_utc(),
+            )
+            .await?;
+        }
         reports.push(report);
     }
     for row in &orphans {
@@ -63,7 +79,10 @@ pub(crate) async fn verify(store: &SqlStore) -> Result<VerifyReport, StoreError>
         reports.push(ChainReport {
             anchor_seq: 0,
             head_seq: 0,
+            from_seq: 0,
             events: 0,
+            checkpoints: 0,
+            signed_seq: None,
             broken: Some(ChainBreak {
                 gateway: gateway.clone(),
                 seq,
@@ -75,27 +94,107 @@ pub(crate) async fn verify(store: &SqlStore) -> Result<VerifyReport, StoreError>
     reports.sort_by(|a, b| a.gateway.as_bytes().cmp(b.gateway.as_bytes()));
     Ok(VerifyReport {
         ok: reports.iter().all(|report| report.broken.is_none()),
+        full: options.full,
         events_checked,
         chains: reports,
     })
 }
 
+/// Where a walk of `chain` starts: the anchor, or (routinely) the newest checkpoint an earlier
+/// verification walked through — after checking again its signature and that its event is
+/// still the one it signed.
+async fn start<'k>(
+    store: &SqlStore,
+    chain: &ChainRow,
+    options: &'k VerifyOptions,
+) -> Result<ChainWalk<'k>, StoreError> {
+    let from_anchor = || {
+        let first_link = if chain.anchor_seq == 0 && chain.anchor_hash == GENESIS_HASH {
+            "prev_hash is not the genesis hash of a new chain".to_owned()
+        } else {
+            format!(
+                "prev_hash does not match the retention anchor (seq {})",
+                chain.anchor_seq
+            )
+        };
+        ChainWalk::new(
+            &chain.gateway,
+            chain.anchor_seq,
+            &chain.anchor_hash,
+            first_link,
+            &options.keys,
+        )
+    };
+    if options.full {
+        return Ok(from_anchor());
+    }
+    let Some(trusted) = checkpoint::latest(store, &chain.gateway, chain.anchor_seq, true).await?
+    else {
+        return Ok(from_anchor());
+    };
+    let sql = format!("SELECT {COLUMNS} FROM audit_events WHERE gateway = $1 AND seq = $2");
+    let row = sqlx::query(&sql)
+        .bind(&chain.gateway)
+        .bind(signed("seq", trusted.seq)?)
+        .fetch_optional(&store.pool)
+        .await
+        .map_err(db_error)?;
+    let mut walk = ChainWalk::new(
+        &chain.gateway,
+        trusted.seq,
+        &trusted.hash,
+        format!(
+            "prev_hash does not match the hash of seq {} (a verified checkpoint): the chain \
+             was relinked",
+            trusted.seq
+        ),
+        &options.keys,
+    );
+    let event = row.as_ref().map(from_row).transpose();
+    let problem = match (&event, trusted.check_signature(&options.keys)) {
+        (_, Err(reason)) => Some(reason),
+        (Err(err), _) => Some(format!("the event cannot be read: {err}")),
+        (Ok(None), _) => Some(format!(
+            "seq {} is missing: a verified checkpoint signed it",
+            trusted.seq
+        )),
+        (Ok(Some(event)), Ok(()))
+            if event.hash != trusted.hash || event_hash(event) != event.hash =>
+        {
+            Some(format!(
+                "the event at seq {} no longer matches its verified checkpoint: the event was \
+                 altered",
+                trusted.seq
+            ))
+        }
+        (Ok(Some(_)), Ok(())) => None,
+    };
+    match problem {
+        Some(reason) => walk.break_at(trusted.seq, reason),
+        None => {
+            walk.start_signed();
+            walk.report_mut().checkpoints = 1;
+        }
+    }
+    Ok(walk)
+}
+
 /// Walks one chain; stops at its first break.
-async fn walk(store: &SqlStore, chain: &ChainRow) -> Result<ChainReport, StoreError> {
-    let mut report = ChainReport {
-        gateway: chain.gateway.clone(),
-        anchor_seq: chain.anchor_seq,
-        head_seq: chain.head_seq,
-        events: 0,
-        broken: None,
-    };
-    let broken = |seq: u64, reason: String| ChainBreak {
-        gateway: chain.gateway.clone(),
-        seq,
-        reason,
-    };
-    let mut last_seq = chain.anchor_seq;
-    let mut prev_hash = chain.anchor_hash.clone();
+async fn walk(
+    store: &SqlStore,
+    chain: &ChainRow,
+    options: &VerifyOptions,
+) -> Result<ChainReport, StoreError> {
+    let mut walk = start(store, chain, options).await?;
+    walk.report_mut().anchor_seq = chain.anchor_seq;
+    if walk.is_broken() {
+        walk.report_mut().head_seq = chain.head_seq;
+        return Ok(walk.finish());
+    }
+    let (from_seq, _) = walk.last();
+    for checkpoint in checkpoint::range(store, &chain.gateway, from_seq, chain.head_seq).await? {
+        walk.expect(checkpoint);
+    }
     // The walk stops at the head read above: events appended since (through MeshGuard, which
     // moves the head in the same transaction) are the next verification's, not a break.
     let sql = format!(
@@ -103,80 +202,102 @@ async fn walk(store: &SqlStore, chain: &ChainRow) -> Result<ChainReport, StoreEr
          ORDER BY seq LIMIT $4"
     );
     let head = signed("seq", chain.head_seq)?;
+    let fetch = |after: u64| {
+        let sql = &sql;
+        async move {
+            let rows = sqlx::query(sql)
+                .bind(&chain.gateway)
+                .bind(signed("seq", after)?)
+                .bind(head)
+                .bind(PAGE)
+                .fetch_all(&store.pool)
+                .await
+                .map_err(db_error)?;
+            // A row that does not decode ends the page there; the walk reports it at its seq.
+            let mut events = Vec::with_capacity(rows.len());
+            let mut unreadable = None;
+            for row in &rows {
+                match from_row(row) {
+                    Ok(event) => events.push(event),
+                    Err(err) => {
+                        unreadable = Some(err.to_string());
+                        break;
+                    }
+                }
+            }
+            Ok::<_, StoreError>((events, unreadable, rows.len()))
+        }
+    };
+    let mut page = fetch(from_seq).await?;
     loop {
-        let rows = sqlx::query(&sql)
-            .bind(&chain.gateway)
-            .bind(signed("seq", last_seq)?)
-            .bind(head)
-            .bind(PAGE)
-            .fetch_all(&store.pool)
-            .await
-            .map_err(db_error)?;
-        if rows.is_empty() {
+        let (events, unreadable, rows) = page;
+        if rows == 0 {
             break;
         }
-        for row in &rows {
-            let expected = last_seq + 1;
-            let event = match from_row(row) {
-                Ok(event) => event,
-                Err(err) => {
-                    report.broken =
-                        Some(broken(expected, format!("the event cannot be read: {err}")));
-                    return Ok(report);
-                }
-            };
-            if event.seq != expected {
-                report.broken = Some(broken(
-                    expected,
-                    format!(
-                        "seq {expected} is missing (the next stored event is seq {})",
-                        event.seq
-                    ),
-                ));
-                return Ok(report);
+        let next_after = events.last().map_or(from_seq, |e| e.seq);
+        let full_page = rows == PAGE as usize && unreadable.is_none();
+        // Hash this page on the blocking pool while the next one is read.
+        let hashing = tokio::task::spawn_blocking(move || {
+            let matches = content_hashes_match(&events);
+            (events, matches)
+        });
+        let (hashed, next) = if full_page {
+            let (hashed, next) = tokio::join!(hashing, fetch(next_after));
+            (hashed, Some(next?))
+        } else {
+            (hashing.await, None)
+        };
+        let (events, matches) =
+            hashed.map_err(|err| StoreError::Unavailable(format!("hashing failed: {err}")))?;
+        for (event, matches) in events.iter().zip(matches) {
+            if !walk.push(event, matches) {
+                break;
             }
-            if event.prev_hash != prev_hash {
-                report.broken = Some(broken(expected, link_reason(chain, expected)));
-                return Ok(report);
-            }
-            report.events += 1;
-            if event_hash(&event) != event.hash {
-                report.broken = Some(broken(
-                    expected,
-                    "the stored hash does not match the event's content: the event was altered"
-                        .to_owned(),
-                ));
-                return Ok(report);
-            }
-            last_seq = event.seq;
-            prev_hash = event.hash;
+        }
+        if walk.is_broken() {
+            break;
+        }
+        if let Some(reason) = unreadable {
+            let (last, _) = walk.last();
+            walk.break_at(last + 1, format!("the event cannot be read: {reason}"));
+            break;
+        }
+        match next {
+            Some(next) => page = next,
+            None => break,
         }
     }
-    // Deleting the newest events leaves a chain that links perfectly: the head record catches it.
-    if last_seq < chain.head_seq {
-        report.broken = Some(broken(
-            last_seq + 1,
-            format!(
-                "seq {} to {} are missing: the chain's head is at seq {}",
+    let (last_seq, last_hash) = walk.last();
+    let (last_seq, last_hash) = (last_seq, last_hash.to_owned());
+    if !walk.is_broken() {
+        // Deleting the newest events leaves a chain that links perfectly: the head record
+        // catches it.
+        if last_seq < chain.head_seq {
+            walk.break_at(
                 last_seq + 1,
+                format!(
+                    "seq {} to {} are missing: the chain's head is at seq {}",
+                    last_seq + 1,
+                    chain.head_seq,
+                    chain.head_seq
+                ),
+            );
+        } else if last_hash != chain.head_hash {
+            walk.break_at(
                 chain.head_seq,
-                chain.head_seq
-            ),
-        ));
-    } else if prev_hash != chain.head_hash {
-        report.broken = Some(broken(
-            chain.head_seq,
-            "the last event's hash differs from the chain's recorded head".to_owned(),
-        ));
-    } else if let Some((seq, head_seq)) = beyond_head(store, &chain.gateway).await? {
-        report.broken = Some(broken(
-            seq,
-            format!(
-                "events after seq {head_seq} were not appended through MeshGuard (the head is at seq {head_seq})"
-            ),
-        ));
+                "the last event's hash differs from the chain's recorded head",
+            );
+        } else if let Some((seq, head_seq)) = beyond_head(store, &chain.gateway).await? {
+            walk.break_at(
+                seq,
+                format!(
+                    "events after seq {head_seq} were not appended through MeshGuard (the head is at seq {head_seq})"
+                ),
+            );
+        }
     }
-    Ok(report)
+    walk.report_mut().head_seq = chain.head_seq;
+    Ok(walk.finish())
 }
 
 /// The first event stored past its chain's current head, with that head: rows written behind
@@ -195,22 +316,4 @@ async fn beyond_head(store: &SqlStore, gateway: &str) -> Result<Option<(u64, u64
     let first = unsigned_opt(&row, "first_seq")?;
     let head = unsigned_opt(&row, "head_seq")?;
     Ok(first.zip(head))
-}
-
-fn link_reason(chain: &ChainRow, seq: u64) -> String {
-    if seq == chain.anchor_seq + 1 {
-        if chain.anchor_seq == 0 && chain.anchor_hash == GENESIS_HASH {
-            "prev_hash is not the genesis hash of a new chain".to_owned()
-        } else {
-            format!(
-                "prev_hash does not match the retention anchor (seq {})",
-                chain.anchor_seq
-            )
-        }
-    } else {
-        format!(
-            "prev_hash does not match the hash of seq {}: the chain was relinked",
-            seq - 1
-        )
-    }
 }
