@@ -91,8 +91,8 @@ class _GatewayConnection:
         """Groups the following calls under ``trace_id`` in the audit trail."""
         self.trace_id = trace_id
 
-    def _headers(self, include_auth: bool = True) -> Dict[str, str]:
-        headers = {"X-MeshGuard-Trace-ID": self.trace_id}
+    def _headers(self, include_auth: bool = True, trace_id: Optional[str] = None) -> Dict[str, str]:
+        headers = {"X-MeshGuard-Trace-ID": trace_id or self.trace_id}
         if include_auth and self.agent_token:
             headers["Authorization"] = f"Bearer {self.agent_token}"
         return headers

@@ -64,11 +64,14 @@ class MeshGuardClient(AdminCalls):
         context: Optional[Mapping[str, Any]] = None,
         *,
         approval_id: Optional[str] = None,
+        trace_id: Optional[str] = None,
     ) -> PolicyDecision:
         """Asks whether ``action`` on ``resource`` is allowed now.
 
         Returns the decision for a 200 or a 403; raises ``AuthenticationError`` (401),
         ``GatewayUnavailableError`` (unreachable, timeout, 5xx) or ``MeshGuardError`` otherwise.
+        ``trace_id`` files this one check under another trace than the client's (a framework
+        run's own trace id, when one client serves several runs).
         """
         body: Dict[str, Any] = {
             "action": action,
@@ -77,10 +80,12 @@ class MeshGuardClient(AdminCalls):
         }
         if approval_id:
             body["approval_id"] = approval_id
-        response = self._send("POST", "/proxy/governance/check", headers=self._headers(), json=body)
-        return self._decision(response, action)
+        response = self._send(
+            "POST", "/proxy/governance/check", headers=self._headers(trace_id=trace_id), json=body
+        )
+        return self._decision(response, action, trace_id or self.trace_id)
 
-    def _decision(self, response: httpx.Response, action: str) -> PolicyDecision:
+    def _decision(self, response: httpx.Response, action: str, trace_id: str) -> PolicyDecision:
         status = response.status_code
         if status == 200:
             body = json_object(response)
@@ -88,9 +93,7 @@ class MeshGuardClient(AdminCalls):
             # captive portal) must not read as an allow.
             if body.get("allowed") is not True:
                 raise MeshGuardError('gateway answered 200 without `"allowed": true`')
-            return PolicyDecision.from_body(
-                body, allowed=True, action=action, trace_id=self.trace_id
-            )
+            return PolicyDecision.from_body(body, allowed=True, action=action, trace_id=trace_id)
         if status in (403, 429):
             try:
                 body = json_object(response)
@@ -100,9 +103,7 @@ class MeshGuardClient(AdminCalls):
                 body.setdefault("code", "rate_limited")
             if body.get("retry_after_seconds") is None:
                 body["retry_after_seconds"] = _retry_after(response)
-            return PolicyDecision.from_body(
-                body, allowed=False, action=action, trace_id=self.trace_id
-            )
+            return PolicyDecision.from_body(body, allowed=False, action=action, trace_id=trace_id)
         self._raise_for_failure(response)
         raise MeshGuardError(f"gateway answered an unexpected status {status}")
 
@@ -155,6 +156,7 @@ class MeshGuardClient(AdminCalls):
         audit_id: Optional[str] = None,
         duration_ms: Optional[float] = None,
         context: Optional[Mapping[str, Any]] = None,
+        trace_id: Optional[str] = None,
     ) -> Optional[str]:
         """Records the outcome of an action in the audit trail; returns the event's audit id.
 
@@ -172,7 +174,10 @@ class MeshGuardClient(AdminCalls):
         if context:
             body["context"] = dict(context)
         response = self._send(
-            "POST", "/proxy/governance/record", headers=self._headers(), json=body
+            "POST",
+            "/proxy/governance/record",
+            headers=self._headers(trace_id=trace_id),
+            json=body,
         )
         if response.status_code == 429:
             raise RateLimitError(
@@ -249,7 +254,7 @@ class MeshGuardClient(AdminCalls):
                 f"MeshGuard gateway at {self.gateway_url}: {exc}"
             ) from exc
         if response.status_code in (403, 429):
-            raise denial_error(self._decision(response, action))
+            raise denial_error(self._decision(response, action, self.trace_id))
         self._raise_for_failure(response)
         return response
 
