@@ -4,8 +4,11 @@
 # measured on the same database in the same run:
 #   - `meshguard audit stats --period 1` (rollups) against the count over the events that stats
 #     ran before rollups (sqlite3, the same SQL);
-#   - `meshguard audit verify` (every chain recomputed) in events per second;
-#   - `meshguard audit export` (JSON lines) in events per second.
+#   - `meshguard audit verify --full` (every chain recomputed, every checkpoint checked) in events
+#     per second, against sqlite3 reading every row of the same table (the floor of any walk);
+#   - routine `meshguard audit verify` (from the last verified checkpoint);
+#   - `meshguard audit export` (JSON lines) in events per second, and `audit verify --file` of
+#     that export offline with the public key.
 # Usage: [SKIP_BUILD=1] scripts/bench-trail.sh [SECONDS=60] [CONNECTIONS=32]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -73,20 +76,27 @@ from_us=$((now_us - 3600 * 1000000))
 old_sql="SELECT COUNT(*), SUM(CASE WHEN decision = 'allow' THEN 1 ELSE 0 END), SUM(CASE WHEN decision = 'deny' THEN 1 ELSE 0 END) FROM audit_events WHERE kind = 'check' AND ts >= $from_us AND ts < $now_us; SELECT action, COUNT(*) AS n FROM audit_events WHERE kind = 'check' AND ts >= $from_us AND ts < $now_us AND decision = 'deny' GROUP BY action ORDER BY n DESC LIMIT 10;"
 stats_new="$(best_of_3 "$bin" --url "$url" --admin-token "$admin_token" audit stats --period 1 --json)"
 stats_old="$(best_of_3 sqlite3 "$data/meshguard.db" "$old_sql")"
-verify="$(best_of_3 "$bin" --url "$url" --admin-token "$admin_token" audit verify)"
+verify="$(best_of_3 "$bin" --url "$url" --admin-token "$admin_token" audit verify --full)"
+read_rows="$(best_of_3 sqlite3 "$data/meshguard.db" "SELECT * FROM audit_events")"
+routine="$(best_of_3 "$bin" --url "$url" --admin-token "$admin_token" audit verify)"
 export_s="$(best_of_3 "$bin" --url "$url" --admin-token "$admin_token" audit export)"
+cli audit export > "$work/trail.jsonl"
+offline="$(best_of_3 "$bin" audit verify --file "$work/trail.jsonl" --key "$data/signing-key.pub.pem")"
 db_bytes="$(stat -c %s "$data/meshguard.db")"
-python3 - "$events" "$stats_new" "$stats_old" "$verify" "$export_s" "$db_bytes" <<'PY'
+python3 - "$events" "$stats_new" "$stats_old" "$verify" "$export_s" "$read_rows" "$routine" "$offline" "$db_bytes" <<'PY'
 import sys
 events = int(sys.argv[1])
-stats_new, stats_old, verify, export = map(float, sys.argv[2:6])
-db_bytes = int(sys.argv[6])
+stats_new, stats_old, verify, export, read_rows, routine, offline = map(float, sys.argv[2:9])
+db_bytes = int(sys.argv[9])
 print(f"{events:,} checks in the trail (SQLite), best of 3 runs each\n")
 print("| what | seconds | rate or ratio |")
 print("|---|---:|---:|")
 print(f"| `audit stats --period 1` (rollups) | {stats_new:.3f} | {stats_old / stats_new:.1f}x faster than the count |")
 print(f"| the count over the events it replaces (sqlite3, baseline) | {stats_old:.3f} | 1 |")
-print(f"| `audit verify` | {verify:.3f} | {events / verify:,.0f} events/s |")
+print(f"| `audit verify --full` | {verify:.3f} | {events / verify:,.0f} events/s, {read_rows / verify:.2f}x the row read |")
+print(f"| sqlite3 reading every row (baseline) | {read_rows:.3f} | {events / read_rows:,.0f} rows/s |")
+print(f"| `audit verify` (routine, from the last verified checkpoint) | {routine:.3f} | {verify / routine:.0f}x faster than --full |")
 print(f"| `audit export` | {export:.3f} | {events / export:,.0f} events/s |")
+print(f"| `audit verify --file` of the export, offline | {offline:.3f} | {events / offline:,.0f} events/s |")
 print(f"\nSQLite file: {db_bytes / events:.0f} bytes per check (with its indexes and rollups)")
 PY

@@ -464,9 +464,10 @@ pub enum AuditCommand {
         /// Walk every chain from its anchor, not from its last verified checkpoint.
         #[arg(long, conflicts_with = "file")]
         full: bool,
-        /// Verify this export (`meshguard audit export > FILE`) without a gateway.
+        /// Verify this export (`meshguard audit export > FILE`) or retention archive (`.gz`)
+        /// without a gateway; repeat it to verify several files in order as one trail.
         #[arg(long, value_name = "EXPORT.jsonl", requires = "key")]
-        file: Option<std::path::PathBuf>,
+        file: Vec<std::path::PathBuf>,
         /// A public key (the gateway's `signing-key.pub.pem`) whose checkpoints are accepted;
         /// repeat it for keys retired by a rotation.
         #[arg(long, value_name = "KEY.pub.pem", requires = "file")]

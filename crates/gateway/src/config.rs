@@ -229,11 +229,13 @@ pub enum ConfigKey {
     AuditCheckpointEvents,
     /// `audit.checkpoint_interval`: sign the chain's head at least this often while it moves.
     AuditCheckpointInterval,
+    /// `audit.archive_dir`: where retention archives what it deletes.
+    AuditArchiveDir,
 }
 
 impl ConfigKey {
     /// Every key, in documentation order.
-    pub const ALL: [ConfigKey; 37] = [
+    pub const ALL: [ConfigKey; 38] = [
         ConfigKey::Listen,
         ConfigKey::Mode,
         ConfigKey::DataDir,
@@ -271,6 +273,7 @@ impl ConfigKey {
         ConfigKey::TlsKey,
         ConfigKey::AuditCheckpointEvents,
         ConfigKey::AuditCheckpointInterval,
+        ConfigKey::AuditArchiveDir,
     ];
 
     /// The dotted name in the TOML file (`[server] body_timeout` is `server.body_timeout`).
@@ -313,6 +316,7 @@ impl ConfigKey {
             ConfigKey::TlsKey => "tls.key",
             ConfigKey::AuditCheckpointEvents => "audit.checkpoint_events",
             ConfigKey::AuditCheckpointInterval => "audit.checkpoint_interval",
+            ConfigKey::AuditArchiveDir => "audit.archive_dir",
         }
     }
 
@@ -586,6 +590,8 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsFiles>,
     /// How often the audit chain's head is signed.
     pub checkpoints: crate::checkpoints::CheckpointPolicy,
+    /// Where retention writes what it deletes (gzip'd JSON lines); `None`: it only deletes.
+    pub audit_archive_dir: Option<PathBuf>,
 }
 
 /// Where a raw value came from; it names the origin in error messages.
@@ -1103,6 +1109,7 @@ impl Validator<'_> {
                 )?,
             },
             console_enabled: self.parsed_or(ConfigKey::ConsoleEnabled, boolean, true)?,
+            audit_archive_dir: self.path(ConfigKey::AuditArchiveDir)?,
         })
     }
 

@@ -280,6 +280,7 @@ pub async fn serve_listener(
     tasks.push(spawn_housekeeping(
         state.clone(),
         config.audit_retention,
+        config.audit_archive_dir.clone(),
         stop_rx.clone(),
     ));
     tasks.push(spawn_change_follower(state.clone(), stop_rx.clone()));
@@ -478,6 +479,7 @@ async fn end_mcp_sessions_of_stopped_agents(
 fn spawn_housekeeping(
     state: AppState,
     retention: Duration,
+    archive: Option<std::path::PathBuf>,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -497,9 +499,17 @@ fn spawn_housekeeping(
                 .ok()
                 .and_then(|secs| now.checked_sub(time::Duration::seconds(secs)));
             if let (0, Some(cutoff)) = (minutes % 60, cutoff) {
-                match state.store.apply_retention(cutoff).await {
+                match state
+                    .store
+                    .apply_retention(cutoff, archive.as_deref())
+                    .await
+                {
                     Ok(report) if report.deleted > 0 => {
-                        tracing::info!(deleted = report.deleted, "audit retention applied");
+                        tracing::info!(
+                            deleted = report.deleted,
+                            archived = report.archived.len(),
+                            "audit retention applied"
+                        );
                     }
                     Ok(_) => {}
                     Err(err) => tracing::warn!(error = %err, "audit retention failed; will retry"),

@@ -30,6 +30,7 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 //! ```
 
+pub mod archive;
 pub mod chain;
 pub mod chain_walk;
 pub mod checkpoint;

@@ -262,8 +262,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<AuditCheckpoint>, StoreError>;
 
     /// Deletes events older than `cutoff`, keeping each chain verifiable: a chain loses only a
-    /// prefix, and its last deleted `seq` and `hash` become its anchor.
-    async fn apply_retention(&self, cutoff: OffsetDateTime) -> Result<RetentionReport, StoreError>;
+    /// prefix, and its last deleted `seq` and `hash` become its anchor. With `archive`, each batch
+    /// is first written there as gzip'd JSON lines in the export's form (events and their
+    /// checkpoints, `<gateway>-<first seq>-<last seq>.jsonl.gz`) and made durable: nothing is
+    /// deleted that is not archived.
+    async fn apply_retention(
+        &self,
+        cutoff: OffsetDateTime,
+        archive: Option<&std::path::Path>,
+    ) -> Result<RetentionReport, StoreError>;
 }
 
 /// Every agent, ordered by name, however many pages that takes: what a lint over all agents

@@ -18,13 +18,10 @@ use crate::output::{Output, display, exit_on_write_error, field, short_time};
 /// Runs one `audit` subcommand.
 pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<ExitCode> {
     // An export is verified offline: no gateway, no admin token.
-    if let AuditCommand::Verify {
-        file: Some(file),
-        key,
-        ..
-    } = &command
+    if let AuditCommand::Verify { file, key, .. } = &command
+        && !file.is_empty()
     {
-        let report = crate::commands::audit_offline::verify_file(file, key)?;
+        let report = crate::commands::audit_offline::verify_files(file, key)?;
         return verdict(ctx, &report);
     }
     let client = ctx.client()?;

@@ -36,8 +36,9 @@ struct Chunk {
     order: Vec<Option<AuditCheckpoint>>,
 }
 
-/// Verifies `file` against the public keys in `keys`; the report reads like the gateway's.
-pub fn verify_file(file: &Path, keys: &[PathBuf]) -> anyhow::Result<Value> {
+/// Verifies `files`, in order, as one trail against the public keys in `keys`; the report reads
+/// like the gateway's.
+pub fn verify_files(files: &[PathBuf], keys: &[PathBuf]) -> anyhow::Result<Value> {
     let mut accepted = CheckpointKeys::default();
     for key in keys {
         let pem = std::fs::read_to_string(key)
@@ -46,35 +47,34 @@ pub fn verify_file(file: &Path, keys: &[PathBuf]) -> anyhow::Result<Value> {
             .add_pem(&pem)
             .map_err(|err| CliError::Usage(format!("{}: {err}", key.display())))?;
     }
-    let reader = std::io::BufReader::new(
-        std::fs::File::open(file)
-            .with_context(|| format!("cannot open the export {}", file.display()))?,
-    );
     let mut walks: BTreeMap<String, ChainWalk<'_>> = BTreeMap::new();
     let mut chunk = Chunk::default();
-    for (index, line) in reader.lines().enumerate() {
-        let number = index + 1;
-        let line = line.with_context(|| format!("{}: line {number}", file.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        match parse(file, number, &line)? {
-            Line::Event(event) => {
-                chunk.events.push(*event);
-                chunk.order.push(None);
+    for file in files {
+        for (index, line) in open(file)?.lines().enumerate() {
+            let number = index + 1;
+            let line = line.with_context(|| format!("{}: line {number}", file.display()))?;
+            if line.trim().is_empty() {
+                continue;
             }
-            Line::Checkpoint(checkpoint) => chunk.order.push(Some(checkpoint)),
-        }
-        if chunk.order.len() == CHUNK {
-            walk_chunk(&mut walks, std::mem::take(&mut chunk), &accepted);
+            match parse(file, number, &line)? {
+                Line::Event(event) => {
+                    chunk.events.push(*event);
+                    chunk.order.push(None);
+                }
+                Line::Checkpoint(checkpoint) => chunk.order.push(Some(checkpoint)),
+            }
+            if chunk.order.len() == CHUNK {
+                walk_chunk(&mut walks, std::mem::take(&mut chunk), &accepted);
+            }
         }
     }
     walk_chunk(&mut walks, chunk, &accepted);
     if walks.is_empty() {
-        return Err(CliError::Usage(format!(
-            "{}: no audit event in the file: is it the output of `meshguard audit export`?",
-            file.display()
-        ))
+        return Err(CliError::Usage(
+            "no audit event in the files: are they the output of `meshguard audit export` or \
+             retention archives?"
+                .to_owned(),
+        )
         .into());
     }
     let mut chains = Vec::with_capacity(walks.len());
@@ -98,6 +98,24 @@ pub fn verify_file(file: &Path, keys: &[PathBuf]) -> anyhow::Result<Value> {
         chains,
     };
     Ok(serde_json::to_value(report)?)
+}
+
+/// The lines of `file`, gunzipped when it starts with gzip's magic bytes (a retention archive).
+fn open(file: &Path) -> anyhow::Result<Box<dyn std::io::BufRead>> {
+    use std::io::Read as _;
+    let mut opened =
+        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let mut magic = [0u8; 2];
+    let gzip = opened.read(&mut magic).ok() == Some(2) && magic == [0x1f, 0x8b];
+    let opened =
+        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    Ok(if gzip {
+        Box::new(std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
+            opened,
+        )))
+    } else {
+        Box::new(std::io::BufReader::new(opened))
+    })
 }
 
 fn parse(file: &Path, number: usize, line: &str) -> anyhow::Result<Line> {

@@ -113,6 +113,30 @@ async fn checkpoints_make_verification_incremental_and_exports_verifiable_offlin
         offline.stdout
     );
 
+    // Gzip'd (as retention archives are) and split in two files given in order: the same trail.
+    let gzipped = scratch.join("trail.jsonl.gz");
+    let mut gzip = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gzipped).unwrap(),
+        flate2::Compression::default(),
+    );
+    std::io::Write::write_all(&mut gzip, lines[..8].join("\n").as_bytes()).unwrap();
+    gzip.finish().unwrap();
+    let rest = scratch.join("rest.jsonl");
+    std::fs::write(&rest, lines[8..].join("\n")).unwrap();
+    let split = CliRun::bare(&[
+        "--json",
+        "audit",
+        "verify",
+        "--file",
+        gzipped.to_str().unwrap(),
+        "--file",
+        rest.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    split.assert_code(0);
+    assert_eq!(report(&split)["eventsChecked"], 13, "{}", split.stdout);
+
     // An altered line of the export fails; so does a key that did not sign it.
     let altered = scratch.join("altered.jsonl");
     let mut edited = lines.clone();

@@ -543,6 +543,9 @@ pub struct RetentionReport {
     pub deleted: u64,
     /// The new anchor of every chain that lost events.
     pub anchors: Vec<ChainAnchor>,
+    /// The archive files written (with an archive directory), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub archived: Vec<std::path::PathBuf>,
 }
 
 /// The last deleted event of a chain, from which `verify` continues.

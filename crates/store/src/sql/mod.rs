@@ -643,7 +643,11 @@ impl Store for SqlStore {
         audit::chain_after(self, gateway, after, limit).await
     }
 
-    async fn apply_retention(&self, cutoff: OffsetDateTime) -> Result<RetentionReport, StoreError> {
-        audit::retain(self, cutoff).await
+    async fn apply_retention(
+        &self,
+        cutoff: OffsetDateTime,
+        archive: Option<&std::path::Path>,
+    ) -> Result<RetentionReport, StoreError> {
+        audit::retain(self, cutoff, archive).await
     }
 }

@@ -196,7 +196,7 @@ async fn a_chain_emptied_by_retention_continues_from_its_anchor(db: TestDb) {
     let first = store.append_audit(&aged).await.unwrap();
 
     let report = store
-        .apply_retention(OffsetDateTime::now_utc() - time::Duration::days(90))
+        .apply_retention(OffsetDateTime::now_utc() - time::Duration::days(90), None)
         .await
         .unwrap();
     assert_eq!(report.deleted, 3);

@@ -18,7 +18,8 @@ on_every_backend!(
     routine_verification_starts_at_the_last_verified_checkpoint,
     a_consistently_rewritten_chain_breaks_its_checkpoint,
     forged_checkpoints_break_the_chain,
-    exports_carry_the_checkpoints_after_their_events
+    exports_carry_the_checkpoints_after_their_events,
+    retention_archives_what_it_deletes_before_deleting_it
 );
 
 const GATEWAY: &str = "gw-c";
@@ -259,5 +260,113 @@ async fn exports_carry_the_checkpoints_after_their_events(db: TestDb) {
     assert!(
         text.starts_with(r#"{"checkpoint":{"gateway":"gw-c","seq":3,"#),
         "{text}"
+    );
+}
+
+async fn retention_archives_what_it_deletes_before_deleting_it(db: TestDb) {
+    use std::io::BufRead as _;
+    let store = db.open().await;
+    let key = key(7);
+    // 12,000 old events (three retention batches), then 5 recent ones.
+    let old = datetime!(2026-01-01 00:00:00 UTC);
+    for part in 0..12 {
+        let batch: Vec<_> = (0..1000)
+            .map(|i| {
+                check_event(
+                    GATEWAY,
+                    old + Duration::seconds(part * 1000 + i),
+                    "read:x",
+                    "allow",
+                )
+            })
+            .collect();
+        store.append_audit(&batch).await.unwrap();
+    }
+    let recent = datetime!(2026-03-01 00:00:00 UTC);
+    let batch: Vec<_> = (0..5)
+        .map(|i| check_event(GATEWAY, recent + Duration::seconds(i), "read:y", "deny"))
+        .collect();
+    store.append_audit(&batch).await.unwrap();
+    let mut old_events = Vec::new();
+    let mut after = 0;
+    while after < 12_000 {
+        let page = store.audit_chain_after(GATEWAY, after, 1000).await.unwrap();
+        after = page.last().unwrap().seq;
+        old_events.extend(page);
+    }
+    old_events.truncate(12_000);
+    let signed = [
+        sign(&*store, &key, 4_000).await,
+        sign(&*store, &key, 10_001).await,
+        sign(&*store, &key, 12_003).await,
+    ];
+
+    let dir = tempfile::tempdir().unwrap();
+    let report = store
+        .apply_retention(datetime!(2026-02-01 00:00:00 UTC), Some(dir.path()))
+        .await
+        .unwrap();
+    assert_eq!(report.deleted, 12_000);
+    let names: Vec<String> = report
+        .archived
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "gw-c-000000000001-000000005000.jsonl.gz",
+            "gw-c-000000005001-000000010000.jsonl.gz",
+            "gw-c-000000010001-000000012000.jsonl.gz"
+        ]
+    );
+    // The archives hold exactly the deleted events, in order, each checkpoint after its event.
+    let mut archived = Vec::new();
+    let mut checkpoints = Vec::new();
+    for path in &report.archived {
+        let file = std::fs::File::open(path).unwrap();
+        let lines = std::io::BufReader::new(flate2::read::GzDecoder::new(file)).lines();
+        for line in lines {
+            let value: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+            match value.get("checkpoint") {
+                Some(checkpoint) => {
+                    let checkpoint: AuditCheckpoint =
+                        serde_json::from_value(checkpoint.clone()).unwrap();
+                    assert_eq!(
+                        checkpoint.seq,
+                        archived.last().map_or(0, |e: &AuditEvent| e.seq)
+                    );
+                    checkpoints.push(checkpoint);
+                }
+                None => archived.push(serde_json::from_value::<AuditEvent>(value).unwrap()),
+            }
+        }
+    }
+    assert_eq!(archived, old_events);
+    assert_eq!(checkpoints, signed[..2]);
+    assert!(std::fs::read_dir(dir.path()).unwrap().all(|entry| {
+        !entry
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".partial")
+    }));
+    // What is left verifies from the new anchor; the checkpoint of a deleted event is gone.
+    let routine = verify(&*store, &key, true).await;
+    assert!(routine.ok, "{routine:?}");
+    assert_eq!(
+        (routine.chains[0].anchor_seq, routine.chains[0].checkpoints),
+        (12_000, 1)
+    );
+    assert_eq!(
+        store.latest_audit_checkpoint(GATEWAY).await.unwrap(),
+        Some(signed[2].clone())
+    );
+    assert!(
+        store
+            .audit_checkpoints(GATEWAY, 0, 12_000)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }

@@ -230,7 +230,7 @@ async fn stats_equal_a_count_over_the_events(db: TestDb) {
 
     // Retention deletes a prefix of the chain; the rollups lose exactly what the events lose.
     let report = store
-        .apply_retention(datetime!(2026-03-01 10:47:31.125 UTC))
+        .apply_retention(datetime!(2026-03-01 10:47:31.125 UTC), None)
         .await
         .unwrap();
     assert!(report.deleted > 100, "{report:?}");
@@ -273,7 +273,7 @@ async fn retention_deletes_in_batches_and_keeps_the_chain_verifiable(db: TestDb)
     store.append_audit(&batch).await.unwrap();
 
     let report = store
-        .apply_retention(datetime!(2026-02-01 00:00:00 UTC))
+        .apply_retention(datetime!(2026-02-01 00:00:00 UTC), None)
         .await
         .unwrap();
     assert_eq!(report.deleted, 12_345);
@@ -295,7 +295,7 @@ async fn retention_deletes_in_batches_and_keeps_the_chain_verifiable(db: TestDb)
     assert_stats(&*store, &left, everything).await;
     // Nothing left to drop: a second run deletes nothing and moves no anchor.
     let again = store
-        .apply_retention(datetime!(2026-02-01 00:00:00 UTC))
+        .apply_retention(datetime!(2026-02-01 00:00:00 UTC), None)
         .await
         .unwrap();
     assert_eq!((again.deleted, again.anchors.len()), (0, 0));

@@ -1179,7 +1179,7 @@ async fn hash_of(db: &TestDb, gateway: &str, seq: i64) -> String {
 async fn retention(store: &Arc<dyn Store>, db: &TestDb) {
     // Everything before 11:00 goes: gw-a keeps seq 45.., gw-b keeps seq 24.. (i = 67 onwards).
     let cutoff = datetime!(2026-03-01 11:00:00 UTC);
-    let report = store.apply_retention(cutoff).await.unwrap();
+    let report = store.apply_retention(cutoff, None).await.unwrap();
     assert_eq!(report.deleted, 67);
     let anchors: Vec<_> = report
         .anchors
@@ -1205,7 +1205,7 @@ async fn retention(store: &Arc<dyn Store>, db: &TestDb) {
     assert_eq!(report.events_checked, 133);
     assert_eq!(report.chains[0].anchor_seq, 44);
     assert_eq!(
-        store.apply_retention(cutoff).await.unwrap().deleted,
+        store.apply_retention(cutoff, None).await.unwrap().deleted,
         0,
         "running it again deletes nothing"
     );

@@ -324,8 +324,12 @@ impl Store for Severable {
         self.inner.audit_checkpoints(gateway, after, through).await
     }
 
-    async fn apply_retention(&self, cutoff: OffsetDateTime) -> Result<RetentionReport, StoreError> {
+    async fn apply_retention(
+        &self,
+        cutoff: OffsetDateTime,
+        archive: Option<&std::path::Path>,
+    ) -> Result<RetentionReport, StoreError> {
         self.up()?;
-        self.inner.apply_retention(cutoff).await
+        self.inner.apply_retention(cutoff, archive).await
     }
 }

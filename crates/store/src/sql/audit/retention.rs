@@ -1,8 +1,10 @@
 //! Retention: drop the oldest events of each chain, keeping an anchor to verify from.
 
+use std::path::Path;
+
 use time::OffsetDateTime;
 
-use super::rollup;
+use super::{checkpoint, follow, rollup};
 use crate::sql::{SqlStore, db_error, micros, signed, unsigned_opt};
 use crate::{ChainAnchor, RetentionReport, StoreError};
 
@@ -13,12 +15,14 @@ const BATCH: u64 = 5_000;
 pub(crate) async fn retain(
     store: &SqlStore,
     cutoff: OffsetDateTime,
+    archive: Option<&Path>,
 ) -> Result<RetentionReport, StoreError> {
     let cutoff_us = micros(cutoff);
     let mut report = RetentionReport {
         cutoff,
         deleted: 0,
         anchors: Vec::new(),
+        archived: Vec::new(),
     };
     let gateways: Vec<String> = sqlx::query_scalar("SELECT gateway FROM audit_chains")
         .fetch_all(&store.pool)
@@ -28,9 +32,32 @@ pub(crate) async fn retain(
         // What to drop is decided once: events appended meanwhile come after it in the chain.
         let last_dropped = last_dropped(store, &gateway, cutoff_us).await?;
         let mut anchored = None;
-        while let Some(step) = retain_batch(store, &gateway, last_dropped).await? {
-            report.deleted += step.0;
-            anchored = Some(step.1);
+        loop {
+            // Archived outside the append lock: events this old are never appended to, so the
+            // batch read now is the batch deleted below (unless another gateway's retention
+            // moved the anchor meanwhile; then this batch is read again from the new anchor).
+            let archived = match archive {
+                Some(dir) => match archive_batch(store, &gateway, last_dropped, dir).await? {
+                    Some(batch) => Some(batch),
+                    None => break,
+                },
+                None => None,
+            };
+            let Some(step) = retain_batch(
+                store,
+                &gateway,
+                last_dropped,
+                archived.as_ref().map(|a| a.0),
+            )
+            .await?
+            else {
+                break;
+            };
+            if step.0 > 0 {
+                report.deleted += step.0;
+                anchored = Some(step.1);
+                report.archived.extend(archived.map(|a| a.1));
+            }
         }
         if let Some(anchor) = anchored {
             report.anchors.push(anchor);
@@ -69,28 +96,83 @@ async fn last_dropped(store: &SqlStore, gateway: &str, cutoff_us: i64) -> Result
     }
 }
 
+/// The chain's anchor `seq` as committed.
+async fn anchor_seq(
+    executor: impl sqlx::Executor<'_, Database = sqlx::Any>,
+    gateway: &str,
+) -> Result<u64, StoreError> {
+    let anchor_seq: i64 =
+        sqlx::query_scalar("SELECT anchor_seq FROM audit_chains WHERE gateway = $1")
+            .bind(gateway)
+            .fetch_one(executor)
+            .await
+            .map_err(db_error)?;
+    u64::try_from(anchor_seq)
+        .map_err(|_| StoreError::Corrupt(format!("chain `{gateway}` has anchor seq {anchor_seq}")))
+}
+
+/// Writes the next batch retention deletes to an archive file in `dir`; its `(anchor, last
+/// seq)` and the file, or `None` when nothing is left to delete.
+async fn archive_batch(
+    store: &SqlStore,
+    gateway: &str,
+    last_dropped: u64,
+    dir: &Path,
+) -> Result<Option<((u64, u64), std::path::PathBuf)>, StoreError> {
+    let anchor = anchor_seq(&store.pool, gateway).await?;
+    if last_dropped <= anchor {
+        return Ok(None);
+    }
+    let last = last_dropped.min(anchor.saturating_add(BATCH));
+    let limit = u32::try_from(last - anchor).unwrap_or(u32::MAX);
+    let events = follow::chain_after(store, gateway, anchor, limit).await?;
+    if events.first().map(|e| e.seq) != Some(anchor + 1)
+        || events.last().map(|e| e.seq) != Some(last)
+        || events.len() as u64 != last - anchor
+    {
+        return Err(StoreError::Corrupt(format!(
+            "chain `{gateway}` lacks events between seq {} and {last}: retention archives whole \
+             ranges only; run `meshguard audit verify --full`",
+            anchor + 1
+        )));
+    }
+    let checkpoints = checkpoint::range(store, gateway, anchor, last).await?;
+    let dir = dir.to_path_buf();
+    let path =
+        tokio::task::spawn_blocking(move || crate::archive::write(&dir, events, checkpoints))
+            .await
+            .map_err(|err| StoreError::Unavailable(format!("archiving failed: {err}")))??;
+    Ok(Some(((anchor, last), path)))
+}
+
 /// Deletes at most [`BATCH`] of the events of `gateway`'s chain up to `last_dropped`, in one
-/// transaction that moves the anchor along; `None` when none is left.
+/// transaction that moves the anchor along; `None` when none is left. With `archived` (the
+/// anchor and last `seq` of a batch already archived) it deletes exactly that batch, or nothing
+/// (`Some` with 0 deleted) when the anchor has moved since.
 async fn retain_batch(
     store: &SqlStore,
     gateway: &str,
     last_dropped: u64,
+    archived: Option<(u64, u64)>,
 ) -> Result<Option<(u64, ChainAnchor)>, StoreError> {
     let _no_append_meanwhile = store.append_lock.lock().await;
     let mut tx = store.begin_write().await?;
-    let anchor_seq: i64 =
-        sqlx::query_scalar("SELECT anchor_seq FROM audit_chains WHERE gateway = $1")
-            .bind(gateway)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_error)?;
-    let anchor_seq = u64::try_from(anchor_seq).map_err(|_| {
-        StoreError::Corrupt(format!("chain `{gateway}` has anchor seq {anchor_seq}"))
-    })?;
+    let anchor_seq = anchor_seq(&mut *tx, gateway).await?;
     if last_dropped <= anchor_seq {
         return Ok(None);
     }
-    let last_deleted = last_dropped.min(anchor_seq.saturating_add(BATCH));
+    let last_deleted = match archived {
+        Some((anchor, last)) if anchor == anchor_seq => last,
+        Some(_) => {
+            let anchor = ChainAnchor {
+                gateway: gateway.to_owned(),
+                seq: anchor_seq,
+                hash: String::new(),
+            };
+            return Ok(Some((0, anchor)));
+        }
+        None => last_dropped.min(anchor_seq.saturating_add(BATCH)),
+    };
     let last = signed("seq", last_deleted)?;
     let hash: Option<String> =
         sqlx::query_scalar("SELECT hash FROM audit_events WHERE gateway = $1 AND seq = $2")
@@ -115,6 +197,13 @@ async fn retain_batch(
         .await
         .map_err(db_error)?
         .rows_affected();
+    // Checkpoints at or before the anchor sign nothing left (they are in the archive, if any).
+    sqlx::query("DELETE FROM audit_checkpoints WHERE gateway = $1 AND seq <= $2")
+        .bind(gateway)
+        .bind(last)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
     sqlx::query("UPDATE audit_chains SET anchor_seq = $2, anchor_hash = $3 WHERE gateway = $1")
         .bind(gateway)
         .bind(last)
