@@ -9,13 +9,16 @@
 #   - routine `meshguard audit verify` (from the last verified checkpoint);
 #   - `meshguard audit export` (JSON lines) in events per second, and `audit verify --file` of
 #     that export offline with the public key.
-# Usage: [SKIP_BUILD=1] scripts/bench-trail.sh [SECONDS=60] [CONNECTIONS=32]
+# With BACKEND=postgres the gateway stores everything in a fresh PostgreSQL database (created on
+# the server of scripts/services.sh and dropped at exit), and the baselines run in psql.
+# Usage: [SKIP_BUILD=1] [BACKEND=sqlite|postgres] scripts/bench-trail.sh [SECONDS=60] [CONNECTIONS=32]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-60}"
 connections="${2:-32}"
 target_dir="${CARGO_TARGET_DIR:-target}"
-for tool in wrk sqlite3; do
+backend="${BACKEND:-sqlite}"
+for tool in wrk sqlite3 psql; do
   command -v "$tool" >/dev/null || { echo "$tool is required (apt-get install -y $tool)" >&2; exit 1; }
 done
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
@@ -42,8 +45,24 @@ YAML
 admin_token="trail-bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 port="$(free_port)"
 data="$work/data"
+store_args=()
+if [ "$backend" = postgres ]; then
+  eval "$(bash scripts/services.sh)"
+  server="${MESHGUARD_TEST_DATABASE_URL%/*}"
+  database="meshguard_trail_$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
+  psql -q "$server/postgres" -c "CREATE DATABASE $database"
+  drop_database() { psql -q "$server/postgres" -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" || true; }
+  trap 'cleanup; drop_database' EXIT
+  store_args=(--database-url "$server/$database")
+fi
+# The database's own client, which runs the baselines' SQL.
+if [ "$backend" = postgres ]; then
+  sql=(psql -qAt "$server/$database" -c)
+else
+  sql=(sqlite3 "$data/meshguard.db")
+fi
 MESHGUARD_ADMIN_TOKEN="$admin_token" RUST_LOG=warn "$bin" --data-dir "$data" serve \
-  --addr "127.0.0.1:$port" --policies "$work/policies" >"$work/gateway.log" 2>&1 &
+  --addr "127.0.0.1:$port" --policies "$work/policies" "${store_args[@]}" >"$work/gateway.log" 2>&1 &
 pids+=("$!")
 url="http://127.0.0.1:$port"
 wait_until curl -fsS "$url/health"
@@ -75,28 +94,41 @@ now_us="$(python3 -c 'import time; print(int(time.time() * 1e6))')"
 from_us=$((now_us - 3600 * 1000000))
 old_sql="SELECT COUNT(*), SUM(CASE WHEN decision = 'allow' THEN 1 ELSE 0 END), SUM(CASE WHEN decision = 'deny' THEN 1 ELSE 0 END) FROM audit_events WHERE kind = 'check' AND ts >= $from_us AND ts < $now_us; SELECT action, COUNT(*) AS n FROM audit_events WHERE kind = 'check' AND ts >= $from_us AND ts < $now_us AND decision = 'deny' GROUP BY action ORDER BY n DESC LIMIT 10;"
 stats_new="$(best_of_3 "$bin" --url "$url" --admin-token "$admin_token" audit stats --period 1 --json)"
-stats_old="$(best_of_3 sqlite3 "$data/meshguard.db" "$old_sql")"
+stats_old="$(best_of_3 "${sql[@]}" "$old_sql")"
 verify="$(best_of_3 "$bin" --url "$url" --admin-token "$admin_token" audit verify --full)"
-read_rows="$(best_of_3 sqlite3 "$data/meshguard.db" "SELECT * FROM audit_events")"
+read_rows="$(best_of_3 "${sql[@]}" "SELECT * FROM audit_events")"
 routine="$(best_of_3 "$bin" --url "$url" --admin-token "$admin_token" audit verify)"
 export_s="$(best_of_3 "$bin" --url "$url" --admin-token "$admin_token" audit export)"
 cli audit export > "$work/trail.jsonl"
 offline="$(best_of_3 "$bin" audit verify --file "$work/trail.jsonl" --key "$data/signing-key.pub.pem")"
-db_bytes="$(stat -c %s "$data/meshguard.db")"
-python3 - "$events" "$stats_new" "$stats_old" "$verify" "$export_s" "$read_rows" "$routine" "$offline" "$db_bytes" <<'PY'
-import sys
+if [ "$backend" = postgres ]; then
+  db_bytes="$("${sql[@]}" "SELECT pg_database_size(current_database())")"
+else
+  db_bytes="$(stat -c %s "$data/meshguard.db")"
+  # Where the bytes are: each table and index of the audit trail (SQLite's dbstat).
+  sqlite3 "$data/meshguard.db" "SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC LIMIT 8" \
+    >"$work/dbstat.txt" 2>/dev/null || true
+fi
+python3 - "$events" "$stats_new" "$stats_old" "$verify" "$export_s" "$read_rows" "$routine" "$offline" "$db_bytes" "$backend" "$work/dbstat.txt" <<'PY'
+import os, sys
 events = int(sys.argv[1])
 stats_new, stats_old, verify, export, read_rows, routine, offline = map(float, sys.argv[2:9])
 db_bytes = int(sys.argv[9])
-print(f"{events:,} checks in the trail (SQLite), best of 3 runs each\n")
+backend, dbstat = sys.argv[10], sys.argv[11]
+print(f"{events:,} checks in the trail ({backend}), best of 3 runs each\n")
 print("| what | seconds | rate or ratio |")
 print("|---|---:|---:|")
 print(f"| `audit stats --period 1` (rollups) | {stats_new:.3f} | {stats_old / stats_new:.1f}x faster than the count |")
-print(f"| the count over the events it replaces (sqlite3, baseline) | {stats_old:.3f} | 1 |")
+print(f"| the count over the events it replaces (same SQL in {backend}, baseline) | {stats_old:.3f} | 1 |")
 print(f"| `audit verify --full` | {verify:.3f} | {events / verify:,.0f} events/s, {read_rows / verify:.2f}x the row read |")
-print(f"| sqlite3 reading every row (baseline) | {read_rows:.3f} | {events / read_rows:,.0f} rows/s |")
+print(f"| reading every row in {backend}'s own client (baseline) | {read_rows:.3f} | {events / read_rows:,.0f} rows/s |")
 print(f"| `audit verify` (routine, from the last verified checkpoint) | {routine:.3f} | {verify / routine:.0f}x faster than --full |")
 print(f"| `audit export` | {export:.3f} | {events / export:,.0f} events/s |")
 print(f"| `audit verify --file` of the export, offline | {offline:.3f} | {events / offline:,.0f} events/s |")
-print(f"\nSQLite file: {db_bytes / events:.0f} bytes per check (with its indexes and rollups)")
+print(f"\nDatabase: {db_bytes / events:.0f} bytes per check (with its indexes and rollups)")
+if os.path.exists(dbstat) and os.path.getsize(dbstat):
+    print("\n| table or index | bytes per check |\n|---|---:|")
+    for line in open(dbstat):
+        name, size = line.strip().rsplit("|", 1)
+        print(f"| {name} | {int(size) / events:.0f} |")
 PY

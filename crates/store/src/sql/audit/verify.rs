@@ -6,13 +6,64 @@ use time::OffsetDateTime;
 
 use super::{COLUMNS, checkpoint, from_row};
 use crate::chain::{GENESIS_HASH, event_hash};
-use crate::chain_walk::{ChainWalk, content_hashes_match};
-use crate::sql::{SqlStore, column, db_error, signed, unsigned, unsigned_opt};
-use crate::{ChainBreak, ChainReport, StoreError, VerifyOptions, VerifyReport};
+use futures::StreamExt as _;
 
-/// Events read per round trip while walking a chain; the next page is read while this one is
-/// hashed.
-const PAGE: i64 = 5000;
+use crate::chain_walk::ChainWalk;
+use crate::sql::{SqlStore, column, db_error, signed, unsigned, unsigned_opt};
+use crate::{AuditEvent, ChainBreak, ChainReport, StoreError, VerifyOptions, VerifyReport};
+
+/// Events (seqs) read per round trip while walking a chain.
+const PAGE: u64 = 2000;
+const PAGE_USIZE: usize = 2000;
+/// Pages read and hashed ahead of the walk, each on a connection and a task of its own.
+const PAGES_AHEAD: usize = 3;
+
+/// One page of a chain, decoded, with each event's hash recomputed.
+struct Page {
+    events: Vec<AuditEvent>,
+    matches: Vec<bool>,
+    /// Why the row after the last event could not be decoded (the walk breaks there).
+    unreadable: Option<String>,
+}
+
+/// The events of `gateway`'s chain with `after < seq <= through`, in order; a row that does not
+/// decode ends the page there.
+async fn read_page(
+    pool: sqlx::AnyPool,
+    gateway: String,
+    after: u64,
+    through: u64,
+) -> Result<Page, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM audit_events WHERE gateway = $1 AND seq > $2 AND seq <= $3 \
+         ORDER BY seq"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(&gateway)
+        .bind(signed("seq", after)?)
+        .bind(signed("seq", through)?)
+        .fetch_all(&pool)
+        .await
+        .map_err(db_error)?;
+    let mut events = Vec::with_capacity(rows.len());
+    let mut unreadable = None;
+    for row in &rows {
+        match from_row(row) {
+            Ok(event) => events.push(event),
+            Err(err) => {
+                unreadable = Some(err.to_string());
+                break;
+            }
+        }
+    }
+    drop(rows);
+    let matches = events.iter().map(|e| event_hash(e) == e.hash).collect();
+    Ok(Page {
+        events,
+        matches,
+        unreadable,
+    })
+}
 
 /// A chain as `audit_chains` records it.
 struct ChainRow {
@@ -196,60 +247,24 @@ async fn walk(
         walk.expect(checkpoint);
     }
     // The walk stops at the head read above: events appended since (through MeshGuard, which
-    // moves the head in the same transaction) are the next verification's, not a break.
-    let sql = format!(
-        "SELECT {COLUMNS} FROM audit_events WHERE gateway = $1 AND seq > $2 AND seq <= $3 \
-         ORDER BY seq LIMIT $4"
-    );
-    let head = signed("seq", chain.head_seq)?;
-    let fetch = |after: u64| {
-        let sql = &sql;
-        async move {
-            let rows = sqlx::query(sql)
-                .bind(&chain.gateway)
-                .bind(signed("seq", after)?)
-                .bind(head)
-                .bind(PAGE)
-                .fetch_all(&store.pool)
-                .await
-                .map_err(db_error)?;
-            // A row that does not decode ends the page there; the walk reports it at its seq.
-            let mut events = Vec::with_capacity(rows.len());
-            let mut unreadable = None;
-            for row in &rows {
-                match from_row(row) {
-                    Ok(event) => events.push(event),
-                    Err(err) => {
-                        unreadable = Some(err.to_string());
-                        break;
-                    }
-                }
-            }
-            Ok::<_, StoreError>((events, unreadable, rows.len()))
-        }
-    };
-    let mut page = fetch(from_seq).await?;
-    loop {
-        let (events, unreadable, rows) = page;
-        if rows == 0 {
-            break;
-        }
-        let next_after = events.last().map_or(from_seq, |e| e.seq);
-        let full_page = rows == PAGE as usize && unreadable.is_none();
-        // Hash this page on the blocking pool while the next one is read.
-        let hashing = tokio::task::spawn_blocking(move || {
-            let matches = content_hashes_match(&events);
-            (events, matches)
-        });
-        let (hashed, next) = if full_page {
-            let (hashed, next) = tokio::join!(hashing, fetch(next_after));
-            (hashed, Some(next?))
-        } else {
-            (hashing.await, None)
-        };
-        let (events, matches) =
-            hashed.map_err(|err| StoreError::Unavailable(format!("hashing failed: {err}")))?;
-        for (event, matches) in events.iter().zip(matches) {
+    // moves the head in the same transaction) are the next verification's, not a break. Pages
+    // are seq ranges, read and hashed by tasks of their own, a few ahead of the walk: reading
+    // rows is what verification spends its time on, and each connection reads on its own thread.
+    let ranges: Vec<(u64, u64)> = (from_seq..chain.head_seq)
+        .step_by(PAGE_USIZE)
+        .map(|after| (after, after.saturating_add(PAGE).min(chain.head_seq)))
+        .collect();
+    let pool = store.pool.clone();
+    let gateway = chain.gateway.clone();
+    let mut pages = futures::stream::iter(ranges)
+        .map(|(after, through)| {
+            tokio::spawn(read_page(pool.clone(), gateway.clone(), after, through))
+        })
+        .buffered(PAGES_AHEAD);
+    while let Some(page) = pages.next().await {
+        let page =
+            page.map_err(|err| StoreError::Unavailable(format!("reading a page failed: {err}")))??;
+        for (event, matches) in page.events.iter().zip(page.matches) {
             if !walk.push(event, matches) {
                 break;
             }
@@ -257,16 +272,13 @@ async fn walk(
         if walk.is_broken() {
             break;
         }
-        if let Some(reason) = unreadable {
+        if let Some(reason) = page.unreadable {
             let (last, _) = walk.last();
             walk.break_at(last + 1, format!("the event cannot be read: {reason}"));
             break;
         }
-        match next {
-            Some(next) => page = next,
-            None => break,
-        }
     }
+    drop(pages);
     let (last_seq, last_hash) = walk.last();
     let (last_seq, last_hash) = (last_seq, last_hash.to_owned());
     if !walk.is_broken() {
