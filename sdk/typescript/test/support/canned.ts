@@ -6,7 +6,7 @@
  */
 
 import { createServer as createHttpServer, type IncomingHttpHeaders, type Server } from "node:http";
-import { createServer as createTcpServer, type Socket } from "node:net";
+import { createServer as createTcpServer, type Server as TcpServer, type Socket } from "node:net";
 
 /** What a canned server saw of one request. */
 export interface SeenRequest {
@@ -16,35 +16,18 @@ export interface SeenRequest {
   body: string;
 }
 
-/** An HTTP server that answers every request with one status, body and headers. */
-export class CannedAnswer {
-  readonly seen: SeenRequest[] = [];
-  private readonly server: Server;
+/**
+ * A loopback server that tracks its connections, so that `close` ends them all instead of
+ * waiting for clients that keep them alive.
+ */
+abstract class LoopbackServer {
   private readonly sockets = new Set<Socket>();
 
-  constructor(status: number, body: unknown, headers: Record<string, string> = {}) {
-    const payload = Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body));
-    this.server = createHttpServer((request, response) => {
-      const chunks: Buffer[] = [];
-      request.on("data", (chunk: Buffer) => chunks.push(chunk));
-      request.on("end", () => {
-        this.seen.push({
-          method: request.method ?? "",
-          path: request.url ?? "",
-          headers: request.headers,
-          body: Buffer.concat(chunks).toString("utf8"),
-        });
-        response.writeHead(status, {
-          "Content-Type": "application/json",
-          "Content-Length": String(payload.length),
-          ...headers,
-        });
-        response.end(payload);
-      });
-    });
-    this.server.on("connection", (socket) => {
+  protected constructor(private readonly server: Server | TcpServer) {
+    this.server.on("connection", (socket: Socket) => {
       this.sockets.add(socket);
       socket.on("close", () => this.sockets.delete(socket));
+      socket.on("error", () => undefined);
     });
   }
 
@@ -64,42 +47,55 @@ export class CannedAnswer {
   }
 }
 
+/** An HTTP server that answers every request with one status, body and headers. */
+export class CannedAnswer extends LoopbackServer {
+  readonly seen: SeenRequest[];
+
+  constructor(status: number, body: unknown, headers: Record<string, string> = {}) {
+    const payload = Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body));
+    const seen: SeenRequest[] = [];
+    super(
+      createHttpServer((request, response) => {
+        const chunks: Buffer[] = [];
+        request.on("data", (chunk: Buffer) => chunks.push(chunk));
+        request.on("end", () => {
+          seen.push({
+            method: request.method ?? "",
+            path: request.url ?? "",
+            headers: request.headers,
+            body: Buffer.concat(chunks).toString("utf8"),
+          });
+          response.writeHead(status, {
+            "Content-Type": "application/json",
+            "Content-Length": String(payload.length),
+            ...headers,
+          });
+          response.end(payload);
+        });
+      }),
+    );
+    this.seen = seen;
+  }
+}
+
 /**
  * A TCP server that accepts connections and then does `behaviour` with them: `silent` never
  * answers; `broken` sends the head of an answer with a body it never finishes, then hangs up.
  */
-export class RawServer {
-  private readonly sockets = new Set<Socket>();
-  private readonly server;
-
+export class RawServer extends LoopbackServer {
   constructor(behaviour: "silent" | "broken") {
-    this.server = createTcpServer((socket) => {
-      this.sockets.add(socket);
-      socket.on("close", () => this.sockets.delete(socket));
-      socket.on("error", () => undefined);
-      if (behaviour === "broken") {
-        socket.once("data", () => {
-          socket.write(
-            'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{"allowed": true,',
-          );
-          setTimeout(() => socket.destroy(), 20);
-        });
-      }
-    });
-  }
-
-  start(): Promise<string> {
-    return new Promise((done) => {
-      this.server.listen(0, "127.0.0.1", () => {
-        const address = this.server.address();
-        done(`http://127.0.0.1:${typeof address === "object" && address ? address.port : 0}`);
-      });
-    });
-  }
-
-  close(): Promise<void> {
-    for (const socket of this.sockets) socket.destroy();
-    return new Promise((done) => this.server.close(() => done()));
+    super(
+      createTcpServer((socket) => {
+        if (behaviour === "broken") {
+          socket.once("data", () => {
+            socket.write(
+              'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{"allowed": true,',
+            );
+            setTimeout(() => socket.destroy(), 20);
+          });
+        }
+      }),
+    );
   }
 }
 
