@@ -348,7 +348,7 @@ pub async fn open(
         .cloned()
         .collect();
     for chunk in missing.chunks(crate::audit_writer::MAX_BATCH) {
-        store.append_chained(chunk).await?;
+        store.append_chained(chunk, true).await?;
     }
     if let Some(last) = missing.last() {
         tracing::info!(

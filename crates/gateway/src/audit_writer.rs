@@ -401,16 +401,20 @@ impl Indexer {
                     Err(_) => break,
                 }
             }
-            self.index(&batch).await;
             let Some(last) = batch.last().map(|event| event.seq) else {
                 continue;
             };
+            // Commits need not reach the disk (the log holds the events) until the log is
+            // about to forget them: the commit before a release is synced, and with it every
+            // earlier one.
+            let release = last.saturating_sub(released) >= RELEASE_EVERY;
+            self.index(&batch, release).await;
             self.progress.indexed.send_replace(last);
             for event in batch {
                 // No follower listening is the normal case, not an error.
                 let _ = self.committed.send(event);
             }
-            if last.saturating_sub(released) >= RELEASE_EVERY {
+            if release {
                 released = last;
                 let log = Arc::clone(&self.log);
                 let _ = tokio::task::spawn_blocking(move || {
@@ -423,14 +427,15 @@ impl Indexer {
         }
     }
 
-    /// Indexes one batch, retrying with a growing pause while the store refuses it.
-    async fn index(&self, batch: &[AuditEvent]) {
+    /// Indexes one batch (on disk at once with `sync`), retrying with a growing pause while the
+    /// store refuses it.
+    async fn index(&self, batch: &[AuditEvent], sync: bool) {
         let gateway = self.gateway.as_str();
         let mut pause = Duration::from_millis(50);
         let mut alerted = false;
         loop {
             let started = Instant::now();
-            match self.store.append_chained(batch).await {
+            match self.store.append_chained(batch, sync).await {
                 Ok(()) => {
                     self.metrics
                         .audit_index_seconds

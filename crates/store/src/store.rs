@@ -209,8 +209,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends events already chained by [`chain_event`](crate::chain_event) (a write-ahead log
     /// being indexed), in one transaction: each must continue its chain's head, else nothing is
-    /// written and the answer is a `Conflict`.
-    async fn append_chained(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+    /// written and the answer is a `Conflict`. Without `sync` the commit may not be on disk yet
+    /// (the log is); a later commit with `sync` makes it and every earlier one durable.
+    async fn append_chained(&self, events: &[AuditEvent], sync: bool) -> Result<(), StoreError>;
 
     /// The newest `seq` and `hash` of `gateway`'s chain (0 and 64 zeros before its first event).
     async fn audit_head(&self, gateway: &str) -> Result<(u64, String), StoreError>;

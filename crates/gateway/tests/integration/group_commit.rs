@@ -190,7 +190,7 @@ async fn logged_events_the_store_lacks_are_indexed_at_the_next_start() {
         chained.push(event);
     }
     log.append(&chained[..3]).unwrap();
-    store.append_chained(&chained[..3]).await.unwrap();
+    store.append_chained(&chained[..3], true).await.unwrap();
     log.append(&chained[3..]).unwrap();
     drop(log);
     let segment = std::fs::read_dir(dir.path().join(LOG_DIR))

@@ -586,8 +586,8 @@ impl Store for SqlStore {
         audit::append(self, batch).await
     }
 
-    async fn append_chained(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
-        audit::append_chained(self, events).await
+    async fn append_chained(&self, events: &[AuditEvent], sync: bool) -> Result<(), StoreError> {
+        audit::append_chained(self, events, sync).await
     }
 
     async fn audit_head(&self, gateway: &str) -> Result<(u64, String), StoreError> {

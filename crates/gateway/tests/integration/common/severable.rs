@@ -250,9 +250,9 @@ impl Store for Severable {
         self.inner.append_audit(batch).await
     }
 
-    async fn append_chained(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+    async fn append_chained(&self, events: &[AuditEvent], sync: bool) -> Result<(), StoreError> {
         self.up()?;
-        self.inner.append_chained(events).await
+        self.inner.append_chained(events, sync).await
     }
 
     async fn audit_head(&self, gateway: &str) -> Result<(u64, String), StoreError> {

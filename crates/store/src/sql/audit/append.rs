@@ -47,15 +47,50 @@ pub(crate) async fn append(
 /// each event continues its chain's head (the next `seq`, `prev_hash` the head's hash), so a
 /// write-ahead log replayed twice, or a second writer of the same chain, is refused as a
 /// `Conflict` instead of forking the chain.
+///
+/// Without `sync`, a SQLite commit is not flushed to disk (`synchronous = NORMAL` for this one
+/// transaction): the caller's write-ahead log already holds the events durably, and the index
+/// is rebuilt from it after a power loss. A commit with `sync` flushes every earlier one too
+/// (they are frames of the same SQLite WAL file), so the caller syncs before it forgets logged
+/// events. PostgreSQL always commits durably.
 pub(crate) async fn append_chained(
     store: &SqlStore,
     events: &[AuditEvent],
+    sync: bool,
 ) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
     }
     let _one_append_at_a_time = store.append_lock.lock().await;
-    let mut tx = store.begin_write().await?;
+    let mut conn = store.connection().await?;
+    let relaxed = store.dialect == Dialect::Sqlite && !sync;
+    if relaxed {
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    }
+    let outcome = append_chained_in(&mut conn, store.dialect, events).await;
+    if relaxed
+        && let Err(err) = sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await
+    {
+        // A connection left relaxed must not serve the durable writes: close it.
+        tracing::warn!(error = %err, "closing a SQLite connection that could not be made durable again");
+        drop(conn.detach());
+    }
+    outcome
+}
+
+async fn append_chained_in(
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+    dialect: Dialect,
+    events: &[AuditEvent],
+) -> Result<(), StoreError> {
+    let mut tx = sqlx::Connection::begin_with(&mut **conn, dialect.begin_write())
+        .await
+        .map_err(db_error)?;
     let mut heads: BTreeMap<&str, Head> = BTreeMap::new();
     let gateways: BTreeSet<&str> = events.iter().map(|e| e.event.gateway.as_str()).collect();
     for gateway in gateways {
@@ -84,12 +119,12 @@ pub(crate) async fn append_chained(
     let mut rest = events;
     while !rest.is_empty() {
         let (rows, tail) = rest.split_at(insert_size(rest.len()));
-        insert(&mut tx, store.dialect, rows).await?;
+        insert(&mut tx, dialect, rows).await?;
         rest = tail;
     }
     update_heads(&mut tx, &heads).await?;
     let counts = rollup::tally(events.iter().map(|e| &e.event));
-    rollup::apply(&mut tx, store.dialect, &counts, 1).await?;
+    rollup::apply(&mut tx, dialect, &counts, 1).await?;
     tx.commit().await.map_err(db_error)?;
     Ok(())
 }
