@@ -267,7 +267,7 @@ async fn retention_archives_what_it_deletes_before_deleting_it(db: TestDb) {
     use std::io::BufRead as _;
     let store = db.open().await;
     let key = key(7);
-    // 12,000 old events (three retention batches), then 5 recent ones.
+    // 12,000 old events (two archive files, twelve delete transactions), then 5 recent ones.
     let old = datetime!(2026-01-01 00:00:00 UTC);
     for part in 0..12 {
         let batch: Vec<_> = (0..1000)
@@ -315,8 +315,7 @@ async fn retention_archives_what_it_deletes_before_deleting_it(db: TestDb) {
     assert_eq!(
         names,
         [
-            "gw-c-000000000001-000000005000.jsonl.gz",
-            "gw-c-000000005001-000000010000.jsonl.gz",
+            "gw-c-000000000001-000000010000.jsonl.gz",
             "gw-c-000000010001-000000012000.jsonl.gz"
         ]
     );

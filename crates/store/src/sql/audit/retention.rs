@@ -8,9 +8,12 @@ use super::{checkpoint, follow, rollup};
 use crate::sql::{SqlStore, db_error, micros, signed, unsigned_opt};
 use crate::{ChainAnchor, RetentionReport, StoreError};
 
-/// Events deleted per transaction: retention holds the append lock only this long at a time,
-/// so checks keep committing between batches however much it deletes.
-const BATCH: u64 = 5_000;
+/// Events deleted per transaction: retention holds the append lock only this long at a time
+/// (about 20 ms on SQLite), so checks keep committing between batches however much it deletes.
+const BATCH: u64 = 1_000;
+
+/// Events per archive file (deleted in transactions of [`BATCH`] once the file is on disk).
+const ARCHIVE_BATCH: u64 = 10_000;
 
 pub(crate) async fn retain(
     store: &SqlStore,
@@ -33,30 +36,24 @@ pub(crate) async fn retain(
         let last_dropped = last_dropped(store, &gateway, cutoff_us).await?;
         let mut anchored = None;
         loop {
-            // Archived outside the append lock: events this old are never appended to, so the
-            // batch read now is the batch deleted below (unless another gateway's retention
-            // moved the anchor meanwhile; then this batch is read again from the new anchor).
-            let archived = match archive {
+            // Archived outside the append lock: events this old are never appended to, and the
+            // anchor only moves forward, so every event deleted below is in a file on disk.
+            let upto = match archive {
                 Some(dir) => match archive_batch(store, &gateway, last_dropped, dir).await? {
-                    Some(batch) => Some(batch),
+                    Some((last, path)) => {
+                        report.archived.push(path);
+                        last
+                    }
                     None => break,
                 },
-                None => None,
+                None => last_dropped,
             };
-            let Some(step) = retain_batch(
-                store,
-                &gateway,
-                last_dropped,
-                archived.as_ref().map(|a| a.0),
-            )
-            .await?
-            else {
+            while let Some((deleted, anchor)) = retain_batch(store, &gateway, upto).await? {
+                report.deleted += deleted;
+                anchored = Some(anchor);
+            }
+            if archive.is_none() {
                 break;
-            };
-            if step.0 > 0 {
-                report.deleted += step.0;
-                anchored = Some(step.1);
-                report.archived.extend(archived.map(|a| a.1));
             }
         }
         if let Some(anchor) = anchored {
@@ -111,19 +108,19 @@ async fn anchor_seq(
         .map_err(|_| StoreError::Corrupt(format!("chain `{gateway}` has anchor seq {anchor_seq}")))
 }
 
-/// Writes the next batch retention deletes to an archive file in `dir`; its `(anchor, last
-/// seq)` and the file, or `None` when nothing is left to delete.
+/// Writes the next events retention deletes (at most [`ARCHIVE_BATCH`]) to an archive file in
+/// `dir`; the last `seq` written and the file, or `None` when nothing is left to delete.
 async fn archive_batch(
     store: &SqlStore,
     gateway: &str,
     last_dropped: u64,
     dir: &Path,
-) -> Result<Option<((u64, u64), std::path::PathBuf)>, StoreError> {
+) -> Result<Option<(u64, std::path::PathBuf)>, StoreError> {
     let anchor = anchor_seq(&store.pool, gateway).await?;
     if last_dropped <= anchor {
         return Ok(None);
     }
-    let last = last_dropped.min(anchor.saturating_add(BATCH));
+    let last = last_dropped.min(anchor.saturating_add(ARCHIVE_BATCH));
     let limit = u32::try_from(last - anchor).unwrap_or(u32::MAX);
     let events = follow::chain_after(store, gateway, anchor, limit).await?;
     if events.first().map(|e| e.seq) != Some(anchor + 1)
@@ -142,18 +139,15 @@ async fn archive_batch(
         tokio::task::spawn_blocking(move || crate::archive::write(&dir, events, checkpoints))
             .await
             .map_err(|err| StoreError::Unavailable(format!("archiving failed: {err}")))??;
-    Ok(Some(((anchor, last), path)))
+    Ok(Some((last, path)))
 }
 
 /// Deletes at most [`BATCH`] of the events of `gateway`'s chain up to `last_dropped`, in one
-/// transaction that moves the anchor along; `None` when none is left. With `archived` (the
-/// anchor and last `seq` of a batch already archived) it deletes exactly that batch, or nothing
-/// (`Some` with 0 deleted) when the anchor has moved since.
+/// transaction that moves the anchor along; `None` when none is left.
 async fn retain_batch(
     store: &SqlStore,
     gateway: &str,
     last_dropped: u64,
-    archived: Option<(u64, u64)>,
 ) -> Result<Option<(u64, ChainAnchor)>, StoreError> {
     let _no_append_meanwhile = store.append_lock.lock().await;
     let mut tx = store.begin_write().await?;
@@ -161,18 +155,7 @@ async fn retain_batch(
     if last_dropped <= anchor_seq {
         return Ok(None);
     }
-    let last_deleted = match archived {
-        Some((anchor, last)) if anchor == anchor_seq => last,
-        Some(_) => {
-            let anchor = ChainAnchor {
-                gateway: gateway.to_owned(),
-                seq: anchor_seq,
-                hash: String::new(),
-            };
-            return Ok(Some((0, anchor)));
-        }
-        None => last_dropped.min(anchor_seq.saturating_add(BATCH)),
-    };
+    let last_deleted = last_dropped.min(anchor_seq.saturating_add(BATCH));
     let last = signed("seq", last_deleted)?;
     let hash: Option<String> =
         sqlx::query_scalar("SELECT hash FROM audit_events WHERE gateway = $1 AND seq = $2")
@@ -188,7 +171,9 @@ async fn retain_batch(
         )));
     };
     // The rollups lose what the events lose, so stats still equal a count over the events.
-    let gone = rollup::tally_prefix(&mut tx, gateway, last).await?;
+    // Bounded below too: with `seq <= last` alone SQLite scans every check through
+    // `audit_by_kind_ts` instead of the batch through `(gateway, seq)`.
+    let gone = rollup::tally_prefix(&mut tx, gateway, signed("seq", anchor_seq)?, last).await?;
     rollup::apply(&mut tx, store.dialect, &gone, -1).await?;
     let deleted = sqlx::query("DELETE FROM audit_events WHERE gateway = $1 AND seq <= $2")
         .bind(gateway)

@@ -77,10 +77,12 @@ pub(super) fn tally<'a>(events: impl IntoIterator<Item = &'a NewAuditEvent>) -> 
     counts
 }
 
-/// Counts the checks of `gateway`'s chain up to `last_seq`, which retention is about to delete.
+/// Counts the checks of `gateway`'s chain with `after_seq < seq <= last_seq`, which retention is
+/// about to delete.
 pub(super) async fn tally_prefix(
     tx: &mut AnyConnection,
     gateway: &str,
+    after_seq: i64,
     last_seq: i64,
 ) -> Result<Tally, StoreError> {
     let rows = sqlx::query(&format!(
@@ -88,13 +90,15 @@ pub(super) async fn tally_prefix(
          COALESCE(agent_name, '') AS agent_name, COALESCE(decision, '') AS decision, action, \
          COALESCE(shadow_policy, '') AS shadow_policy, \
          COALESCE(shadow_decision, '') AS shadow_decision, COUNT(*) AS n \
-         FROM audit_events WHERE gateway = $1 AND seq <= $2 AND kind = 'check' AND ts >= 0 \
+         FROM audit_events WHERE gateway = $1 AND seq > $3 AND seq <= $2 AND kind = 'check' \
+         AND ts >= 0 \
          GROUP BY ts / {MINUTE_US}, COALESCE(agent_id, ''), COALESCE(agent_name, ''), \
          COALESCE(decision, ''), action, COALESCE(shadow_policy, ''), \
          COALESCE(shadow_decision, '')"
     ))
     .bind(gateway)
     .bind(last_seq)
+    .bind(after_seq)
     .fetch_all(&mut *tx)
     .await
     .map_err(db_error)?;
