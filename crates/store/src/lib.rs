@@ -34,6 +34,8 @@ pub mod chain;
 mod error;
 mod export;
 mod location;
+#[cfg(feature = "openapi")]
+mod openapi;
 mod records;
 mod sql;
 mod store;
