@@ -202,6 +202,7 @@ pub(super) struct Passthrough;
          headers(("Retry-After" = u64, description = "Whole seconds until one more request fits.")),
          description = "`rate_limited`: a limit is exhausted, or a dead token was replayed past the agent's refusal budget."),
         (status = 503, body = CheckAnswer, description = "`unavailable`: nothing is allowed."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no upstream is configured, or no target of that name."),
         (status = 405, body = ErrorBody, description = "`method_not_allowed`: `TRACE` or `CONNECT`."),
         (status = 502, body = ErrorBody, description = "`bad_gateway`: the upstream did not answer."),
     )
