@@ -24,24 +24,26 @@ pub struct ErrorBody {
 }
 
 /// The 422 answer to a policy that does not validate: the error shape plus every problem.
+/// Fields in sorted order, the order this body has always been written in.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InvalidPolicyBody {
     /// Always `invalid_policy`.
     pub error: WireCode,
-    /// The first problem.
-    pub message: String,
     /// Every problem, `file:line:col: path: message`.
     pub errors: Vec<String>,
+    /// The first problem.
+    pub message: String,
 }
 
 /// The 429 answer to an agent that spent a per-agent budget (records, refusals): the error
 /// shape, with the code and the wait a client needs to back off (also sent as `Retry-After`).
+/// Fields in sorted order, the order this body has always been written in.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RateLimitedBody {
-    /// Always `rate_limited`.
-    pub error: WireCode,
     /// Always `rate_limited`, as a decision's `code` would say.
     pub code: WireCode,
+    /// Always `rate_limited`.
+    pub error: WireCode,
     /// What was spent.
     pub message: String,
     /// Whole seconds until one more request fits.
@@ -144,8 +146,8 @@ impl IntoResponse for ApiError {
             ApiError::InvalidPolicy { message, errors } => {
                 let body = InvalidPolicyBody {
                     error: WireCode::InvalidPolicy,
-                    message,
                     errors,
+                    message,
                 };
                 return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
             }
@@ -155,8 +157,8 @@ impl IntoResponse for ApiError {
             } => {
                 let code = WireCode::Decided(meshguard_policy::Code::RateLimited);
                 let body = RateLimitedBody {
-                    error: code,
                     code,
+                    error: code,
                     message,
                     retry_after_seconds: retry_after_secs,
                 };

@@ -7,7 +7,7 @@
 //! What each group of routes shares is added here once, from the group it belongs to
 //! ([`Group::describe`]): the guard's security scheme and refusals, and on agent routes the trace
 //! id headers. Left out: the console's HTML pages and the MCP endpoints (`/mcp/{server}`,
-//! JSON-RPC over streamable HTTP, see docs/mcp.md).
+//! JSON-RPC over streamable HTTP, see docs/integrations/mcp.md).
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
