@@ -98,12 +98,16 @@ struct EvaluationContext {
     /// Why, for a person.
     reason: String,
     /// The policy that decided.
+    #[schema(required = true)]
     policy: Option<String>,
     /// The rule that decided.
+    #[schema(required = true)]
     rule: Option<String>,
     /// The approval a human must decide, when there is one.
+    #[schema(required = true)]
     approval_id: Option<String>,
     /// Whole seconds until a rate-limited check would fit.
+    #[schema(required = true)]
     retry_after_seconds: Option<u64>,
     /// The request's trace id.
     trace_id: String,

@@ -117,21 +117,26 @@ pub(crate) struct CheckAnswer<'a> {
     /// The resource as received (`*` when none was sent).
     resource: &'a str,
     /// The policy that decided, when one did.
+    #[schema(required = true)]
     policy: Option<&'a str>,
     /// The rule that decided, when a rule did.
+    #[schema(required = true)]
     rule: Option<&'a str>,
     /// True when a human must decide first (`decision` is `require_approval`).
     requires_approval: bool,
     /// The approval this decision is about, when there is one.
+    #[schema(required = true)]
     approval_id: Option<&'a str>,
     /// Whole seconds until a rate-limited (or budget-limited) check would fit; also sent as
     /// `Retry-After`.
+    #[schema(required = true)]
     retry_after_seconds: Option<u64>,
     /// False when the gateway runs in `audit` or `bypass` mode: the decision was not enforced.
     enforced: bool,
     /// The request's trace id (also in `X-Trace-ID`).
     trace_id: &'a str,
     /// The committed audit event of this decision; null when none could be written (503).
+    #[schema(required = true)]
     audit_id: Option<&'a str>,
 }
 

@@ -53,14 +53,19 @@ struct PreviewAnswer {
     /// Whether a check would be allowed now.
     allowed: bool,
     /// `allow`, `deny` or `require_approval`.
+    #[schema(required = true)]
     decision: Option<Effect>,
     /// The decision's machine code.
+    #[schema(required = true)]
     code: Option<EventCode>,
     /// Why, for a person.
+    #[schema(required = true)]
     reason: Option<String>,
     /// The policy that would decide.
+    #[schema(required = true)]
     policy: Option<String>,
     /// The rule that would decide.
+    #[schema(required = true)]
     rule: Option<String>,
     /// Whether a human would have to decide first.
     requires_approval: bool,
