@@ -95,6 +95,9 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Print the OpenAPI 3.1 document of the gateway's HTTP API (what `GET /openapi.json`
+    /// serves), without a gateway: `meshguard openapi > docs/openapi.json`.
+    Openapi,
     /// Check this machine's MeshGuard setup (data dir permissions, keys, store, Redis, policy
     /// files, alert receivers, the gateway and its clock) and say what to fix.
     Doctor(DoctorArgs),

@@ -73,6 +73,7 @@ async fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Man { dir } => commands::shell::man(dir.as_deref()).map(|()| ExitCode::SUCCESS),
+        Command::Openapi => commands::shell::openapi().map(|()| ExitCode::SUCCESS),
         Command::Doctor(args) => commands::doctor::run(ctx, args).await,
     }
 }

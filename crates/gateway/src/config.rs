@@ -92,7 +92,7 @@ impl Default for ServerLimits {
 
 /// How the gateway applies decisions. Rolling out a policy in `audit` mode shows what it would
 /// deny before it denies anything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Decisions are enforced: only an allow answers 200.

@@ -5,13 +5,50 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::rate_limit_redis::{RATE_LIMITS_UNAVAILABLE, RedisLimitError};
 use crate::wire::WireCode;
 
 /// What a 503 says when the store (or the audit trail in it) cannot be reached.
 pub const STORE_UNAVAILABLE: &str = "store unavailable";
+
+/// MeshGuard's error shape: every answer that is not a decision (SPEC 2).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The machine code (`unauthorized`, `bad_request`, `not_found`, …).
+    pub error: WireCode,
+    /// What went wrong, for a person: it names the field, the agent or the policy at fault.
+    pub message: String,
+}
+
+/// The 422 answer to a policy that does not validate: the error shape plus every problem.
+/// Fields in sorted order, the order this body has always been written in.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvalidPolicyBody {
+    /// Always `invalid_policy`.
+    pub error: WireCode,
+    /// Every problem, `file:line:col: path: message`.
+    pub errors: Vec<String>,
+    /// The first problem.
+    pub message: String,
+}
+
+/// The 429 answer to an agent that spent a per-agent budget (records, refusals): the error
+/// shape, with the code and the wait a client needs to back off (also sent as `Retry-After`).
+/// Fields in sorted order, the order this body has always been written in.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RateLimitedBody {
+    /// Always `rate_limited`, as a decision's `code` would say.
+    pub code: WireCode,
+    /// Always `rate_limited`.
+    pub error: WireCode,
+    /// What was spent.
+    pub message: String,
+    /// Whole seconds until one more request fits.
+    pub retry_after_seconds: u64,
+}
 
 /// An error answered by the gateway, in MeshGuard's shape `{"error": code, "message": …}`.
 #[derive(Debug, thiserror::Error)]
@@ -107,8 +144,11 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Conflict(message) => (StatusCode::CONFLICT, WireCode::Conflict, message),
             ApiError::InvalidPolicy { message, errors } => {
-                let body =
-                    json!({"error": WireCode::InvalidPolicy, "message": message, "errors": errors});
+                let body = InvalidPolicyBody {
+                    error: WireCode::InvalidPolicy,
+                    errors,
+                    message,
+                };
                 return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
             }
             ApiError::RateLimited {
@@ -116,12 +156,12 @@ impl IntoResponse for ApiError {
                 retry_after_secs,
             } => {
                 let code = WireCode::Decided(meshguard_policy::Code::RateLimited);
-                let body = json!({
-                    "error": code,
-                    "code": code,
-                    "message": message,
-                    "retry_after_seconds": retry_after_secs,
-                });
+                let body = RateLimitedBody {
+                    code,
+                    error: code,
+                    message,
+                    retry_after_seconds: retry_after_secs,
+                };
                 let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
                 response.headers_mut().insert(
                     axum::http::header::RETRY_AFTER,
@@ -162,7 +202,14 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        (status, Json(json!({"error": code, "message": message}))).into_response()
+        (
+            status,
+            Json(ErrorBody {
+                error: code,
+                message,
+            }),
+        )
+            .into_response()
     }
 }
 

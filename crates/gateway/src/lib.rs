@@ -60,6 +60,7 @@ pub mod extract;
 pub mod history;
 pub mod mcp_host;
 pub mod metrics;
+pub mod openapi;
 pub mod policies;
 pub mod policy_files;
 pub mod proxy;

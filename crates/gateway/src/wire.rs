@@ -36,6 +36,23 @@ pub enum WireCode {
 }
 
 impl WireCode {
+    /// Every code that is not a decision's: what the `error` of an error body can say (besides
+    /// `rate_limited`).
+    pub const ERRORS: [WireCode; 12] = [
+        WireCode::Unauthorized,
+        WireCode::Unavailable,
+        WireCode::BadRequest,
+        WireCode::PayloadTooLarge,
+        WireCode::Forbidden,
+        WireCode::RequestTimeout,
+        WireCode::NotFound,
+        WireCode::MethodNotAllowed,
+        WireCode::Conflict,
+        WireCode::InvalidPolicy,
+        WireCode::BadGateway,
+        WireCode::Internal,
+    ];
+
     /// The spelling on the wire, in logs and in metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -68,6 +85,25 @@ impl serde::Serialize for WireCode {
     }
 }
 
+impl utoipa::PartialSchema for WireCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let codes = Code::ALL
+            .into_iter()
+            .map(WireCode::Decided)
+            .chain(WireCode::ERRORS)
+            .map(WireCode::as_str);
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "A machine code: a decision's `code`, or the `error` of an error body.",
+            ))
+            .enum_values(Some(codes))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for WireCode {}
+
 impl std::fmt::Display for WireCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -83,20 +119,7 @@ mod tests {
         let mut spellings: Vec<&str> = Code::ALL
             .into_iter()
             .map(WireCode::Decided)
-            .chain([
-                WireCode::Unauthorized,
-                WireCode::Unavailable,
-                WireCode::BadRequest,
-                WireCode::PayloadTooLarge,
-                WireCode::Forbidden,
-                WireCode::RequestTimeout,
-                WireCode::NotFound,
-                WireCode::MethodNotAllowed,
-                WireCode::Conflict,
-                WireCode::InvalidPolicy,
-                WireCode::BadGateway,
-                WireCode::Internal,
-            ])
+            .chain(WireCode::ERRORS)
             .map(WireCode::as_str)
             .collect();
         let all = spellings.len();

@@ -293,6 +293,7 @@ pub struct Schedule {
 
 /// A schedule as written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduleText {
     /// The days, as written; `None` for every day.
     #[serde(skip_serializing_if = "Option::is_none")]

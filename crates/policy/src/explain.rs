@@ -13,6 +13,7 @@ use crate::set::PolicySet;
 
 /// A decision with every policy and rule that was considered and why each did or did not count.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Explanation {
     /// The decision, exactly as [`PolicySet::decide`] returns it.
     pub decision: Decision,
@@ -46,6 +47,7 @@ impl RateLimitOracle for RecordingOracle<'_> {
 
 /// One policy's part in a decision.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PolicyTrace {
     /// The policy's name.
     pub policy: String,
@@ -67,6 +69,7 @@ pub struct PolicyTrace {
 
 /// One rule's part in a decision.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RuleTrace {
     /// The rule's reported name.
     pub rule: String,
@@ -79,6 +82,7 @@ pub struct RuleTrace {
 
 /// What happened to one rule.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case", tag = "outcome")]
 pub enum RuleOutcome {
     /// It matched through this action pattern: it is the policy's verdict.
@@ -210,6 +214,7 @@ fn outcome(check: RuleCheck<'_>, req: &Prepared<'_>, agent: &AgentProfile) -> Ru
 /// Everything an agent may do according to the set: the combined view of
 /// `meshguard policy allowed AGENT`.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Permissions {
     /// The applicable policies, in name order.
     pub policies: Vec<String>,
@@ -230,6 +235,7 @@ pub struct Permissions {
 
 /// One pattern granted or refused by a rule.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PermissionEntry {
     /// The action pattern.
     pub pattern: String,
@@ -244,6 +250,7 @@ pub struct PermissionEntry {
 
 /// One pattern needing approval.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApprovalEntry {
     /// The `requireApproval` pattern.
     pub pattern: String,
@@ -258,6 +265,7 @@ pub struct ApprovalEntry {
 
 /// One rate limit.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LimitEntry {
     /// The policy.
     pub policy: String,
@@ -271,6 +279,7 @@ pub struct LimitEntry {
 
 /// A budget of a policy or of one of its allow rules.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BudgetEntry {
     /// The policy.
     pub policy: String,

@@ -15,6 +15,7 @@ use crate::pattern::Pattern;
 
 /// Whose past a history condition looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum HistoryScope {
     /// Every allowed check of the agent.

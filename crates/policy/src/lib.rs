@@ -83,6 +83,8 @@ mod history;
 mod limits;
 mod lint;
 mod model;
+#[cfg(feature = "openapi")]
+mod openapi;
 mod parse;
 mod pattern;
 mod policy;

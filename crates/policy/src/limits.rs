@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// The length of a rolling rate-limit window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Window {
     /// A rolling minute (`requestsPerMinute`).
@@ -41,6 +42,7 @@ impl Window {
 
 /// What a counter counts: checks, or the amounts of a budget's field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum LimitKind {
     /// A rate limit: every check charges 1.
@@ -78,6 +80,7 @@ pub fn amount_of(value: f64) -> Option<u64> {
 /// Which counter a charge goes to. Limits and budgets are kept per agent and policy, and per
 /// agent and rule; the gateway prefixes the agent id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LimitKey {
     /// The policy whose `rateLimits` or `budget` (or whose rule's) this is.
     pub policy: String,
@@ -119,6 +122,7 @@ impl fmt::Display for LimitKey {
 /// `max`. A rate limit's charges cost 1 each (so `max` is a number of checks); a budget's cost
 /// the check's amount, in millionths.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LimitCharge {
     /// The counter.
     pub key: LimitKey,
@@ -132,6 +136,7 @@ pub struct LimitCharge {
 
 /// The oracle's answer for a whole set of charges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case", tag = "result")]
 pub enum Admission {
     /// Every charge had room and all were charged.

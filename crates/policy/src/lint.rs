@@ -13,6 +13,7 @@ use crate::policy::{AppliesTo, ApprovalRequirement, Conditions, Policy, Rule, Ru
 
 /// One warning, with where it points.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LintWarning {
     /// The policy's origin (file name).
     pub origin: String,
@@ -40,6 +41,7 @@ impl fmt::Display for LintWarning {
 
 /// The lint checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LintKind {
     /// An earlier rule of the same policy matches everything this rule does.

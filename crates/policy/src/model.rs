@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// How far an agent is trusted; ordered so that `minTrust` is a comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum TrustTier {
     /// The lowest tier; `untrusted` is accepted as another name for it.
@@ -107,6 +108,7 @@ pub struct CheckRequest<'a> {
 
 /// The three answers a check can get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Effect {
     /// The action may go ahead.
@@ -295,6 +297,7 @@ impl Serialize for Decision {
 
 /// The (action, resource) an approval is about, normalised so that retries find it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApprovalNeed {
     /// The normalised action.
     pub action: String,

@@ -13,6 +13,7 @@ use crate::pattern::Pattern;
 /// One policy document, compiled: patterns are matchers and limits typed specs, so nothing is
 /// parsed on the request path.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Policy {
     pub(crate) name: String,
@@ -43,6 +44,7 @@ pub struct Policy {
 
 /// Whether a policy decides checks, or is tried beside them before it is switched on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyMode {
     /// The policy takes part in every decision it applies to.
@@ -71,6 +73,7 @@ pub(crate) struct PolicyPositions {
 
 /// Which agents a policy is for: every given key must match (AND), any value within a key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AppliesTo {
     /// The agent has one of these tags.
@@ -103,6 +106,7 @@ impl AppliesTo {
 
 /// What a rule (or a policy's default) says when it decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RuleEffect {
     /// Allow the action.
@@ -123,6 +127,7 @@ impl RuleEffect {
 
 /// One rule; the first rule of a policy whose patterns and conditions match is its verdict.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Rule {
     /// The name reported as `rule`; `rule-N` (N from 1) when the YAML gives none.
@@ -175,6 +180,7 @@ impl Rule {
 /// A rule's conditions; `rate_limit` is not a match condition but a limit charged when the
 /// rule is its policy's verdict.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Conditions {
     /// The (normalised) resource matches one of these.
@@ -191,12 +197,17 @@ pub struct Conditions {
         skip_serializing_if = "Vec::is_empty",
         serialize_with = "serialize_context"
     )]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Object, additional_properties = true)
+    )]
     pub context: Vec<ContextCondition>,
     /// When the rule applies.
     #[serde(
         skip_serializing_if = "Option::is_none",
         serialize_with = "serialize_schedule"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::ScheduleText>))]
     pub schedule: Option<Schedule>,
     /// An allowed check of the agent matched this before, within its window.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -248,6 +259,7 @@ fn serialize_schedule<S: serde::Serializer>(
 
 /// At most N checks per rolling minute and/or hour.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RateLimits {
     /// Checks per rolling minute.
@@ -262,6 +274,7 @@ pub struct RateLimits {
 /// of each is the number at `field` in its context (for MCP calls, an argument such as
 /// `arguments.amount`). Amounts are counted in millionths ([`crate::AMOUNT_SCALE`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Budget {
     /// The dotted path as written.
@@ -273,12 +286,14 @@ pub struct Budget {
         skip_serializing_if = "Option::is_none",
         serialize_with = "serialize_amount"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>))]
     pub per_hour: Option<u64>,
     /// The most per rolling day, in millionths.
     #[serde(
         skip_serializing_if = "Option::is_none",
         serialize_with = "serialize_amount"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>))]
     pub per_day: Option<u64>,
     #[serde(skip)]
     pub(crate) loc: Loc,
@@ -317,6 +332,7 @@ fn serialize_amount<S: serde::Serializer>(
 
 /// Actions a human must approve.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct HumanInTheLoop {
     /// What needs approval: action patterns (matched like deny rules), each perhaps only when

@@ -37,6 +37,8 @@ pub mod checkpoint;
 mod error;
 mod export;
 mod location;
+#[cfg(feature = "openapi")]
+mod openapi;
 mod records;
 mod sql;
 mod store;

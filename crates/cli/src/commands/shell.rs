@@ -1,5 +1,6 @@
 //! `meshguard completions SHELL` and `meshguard man`: generated from the same clap definition
-//! the binary parses, so they cannot drift from the commands.
+//! the binary parses, so they cannot drift from the commands. `meshguard openapi`: the HTTP
+//! API's document, generated from the gateway's router the same way.
 
 use std::path::Path;
 
@@ -16,6 +17,15 @@ pub fn completions(shell: clap_complete::Shell) {
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut command, "meshguard", &mut script);
     crate::output::write_stdout(format_args!("{}", String::from_utf8_lossy(&script)));
+}
+
+/// Prints the OpenAPI document `GET /openapi.json` serves, byte for byte, so that
+/// `docs/openapi.json` can be regenerated without a running gateway.
+pub fn openapi() -> anyhow::Result<()> {
+    let document = meshguard_gateway::openapi::document_json()
+        .map_err(|e| anyhow::anyhow!("cannot write the OpenAPI document: {e}"))?;
+    crate::output::write_stdout(format_args!("{document}"));
+    Ok(())
 }
 
 /// Writes `meshguard.1` and one page per command into `dir`, or prints `meshguard.1`.

@@ -20,6 +20,7 @@ mod crash_recovery;
 mod docs_examples;
 mod mcp_proxy;
 mod multi_gateway;
+mod openapi_responses;
 mod operator_tools;
 mod paging;
 mod policy_replay;

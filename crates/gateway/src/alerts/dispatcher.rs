@@ -124,7 +124,7 @@ impl AlertTasks {
 }
 
 /// The outcome of a test alert at one receiver (`POST /admin/alerts/test`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeliveryReport {
     /// `webhook` or `slack`.
     pub receiver: &'static str,

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::config::{Alerts, Secret};
 
 /// What makes the gateway raise an alert (SPEC 8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     /// A check denied for any reason but a rate limit.

@@ -15,13 +15,16 @@ use meshguard_store::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
 
 use super::admin_event::{AdminChange, ChangedBy, apply, trace_of, unexpected};
-use super::page::{PageParams, listing};
+use super::page::PageParams;
+use super::sorted::SortedJson;
 use crate::alerts::{Alert, AlertAgent, Trigger};
 use crate::auth::profile_of;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery};
+use crate::openapi::BodyRefusals;
 use crate::state::AppState;
 use crate::token::{AgentClaims, ISSUER};
 
@@ -32,39 +35,126 @@ fn audit_agent(record: &AgentRecord) -> Option<AuditAgent> {
     })
 }
 
+/// One page of agents.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentList {
+    /// The agents, by name.
+    agents: Vec<AgentRecord>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
 /// `GET /admin/agents?limit=&cursor=`: one page of agents, by name.
+#[utoipa::path(
+    get,
+    path = "/agents",
+    operation_id = "list_agents",
+    summary = "List agents",
+    params(PageParams),
+    responses(
+        (status = 200, body = AgentList, description = "One page of agents."),
+        (status = 400, body = ErrorBody, description = "`bad_request`: a bad `limit` or a cursor the gateway did not give."),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(page): ApiQuery<PageParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<SortedJson<AgentList>, ApiError> {
     let page = state.store.list_agents(&page.request()).await?;
-    Ok(Json(listing("agents", json!(page.items), page.next_cursor)))
+    Ok(SortedJson(AgentList {
+        agents: page.items,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// The body of `POST /admin/agents`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateAgent {
+    /// Unique, `[a-z0-9][a-z0-9._-]{0,63}`, not starting with `agent_`.
     name: String,
+    /// `unverified`, `verified` (default), `trusted` or `privileged` (also as `trust`).
     #[serde(default, alias = "trust")]
     trust_tier: Option<String>,
+    /// Labels that policies select on.
     #[serde(default)]
     tags: Option<BTreeSet<String>>,
+    /// The operator's note.
     #[serde(default)]
     description: Option<String>,
+    /// Lifetime of the first token; none: it does not expire.
     #[serde(default)]
     ttl_seconds: Option<u64>,
 }
 
 /// A freshly issued token: shown once, never stored.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct IssuedToken {
     /// The signed token, shown once.
     pub(super) token: String,
+    /// The token's id (`jti`), which the gateway keeps.
     token_id: String,
+    /// When the token expires; null: never.
     #[serde(with = "time::serde::rfc3339::option")]
     expires_at: Option<OffsetDateTime>,
+}
+
+/// A new agent and its first token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedAgent {
+    /// The agent.
+    #[serde(flatten)]
+    agent: AgentRecord,
+    /// Its first token, shown once.
+    #[serde(flatten)]
+    token: IssuedToken,
+}
+
+/// An agent and its token ids.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentWithTokens {
+    /// The agent.
+    #[serde(flatten)]
+    agent: AgentRecord,
+    /// Every token issued to it (ids only; the gateway never keeps a token).
+    tokens: Vec<TokenRecord>,
+}
+
+/// What `DELETE /admin/agents/{agent}` did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentRemoval {
+    /// Always true: the agent's requests are refused from now on.
+    revoked: bool,
+    /// True with `?purge=true`: the agent, its tokens and approvals are deleted.
+    purged: bool,
+    /// The agent as it was last.
+    agent: AgentRecord,
+}
+
+/// A new token of an existing agent.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentToken {
+    /// The token, shown once.
+    #[serde(flatten)]
+    token: IssuedToken,
+    /// The agent's id.
+    agent_id: String,
+    /// The agent's name.
+    name: String,
+    /// How many older tokens `?rotate=true` revoked.
+    revoked_tokens: u64,
+}
+
+/// An agent and what the policies in force let it do.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentPermissions {
+    /// The agent.
+    agent: AgentRecord,
+    /// Its effective permissions (`meshguard policy allowed`).
+    permissions: meshguard_policy::Permissions,
 }
 
 /// The id and lifetime of a token to issue, checked before anything is stored.
@@ -117,15 +207,6 @@ fn sign(
     })
 }
 
-fn with_token(agent: &AgentRecord, token: IssuedToken) -> Result<Value, ApiError> {
-    let mut body = serde_json::to_value(agent).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let token = serde_json::to_value(token).map_err(|e| ApiError::Internal(e.to_string()))?;
-    if let (Some(body), Value::Object(token)) = (body.as_object_mut(), token) {
-        body.extend(token);
-    }
-    Ok(body)
-}
-
 /// The change to one agent, as the trail tells it.
 fn agent_change(
     action: &str,
@@ -144,6 +225,18 @@ fn agent_change(
 }
 
 /// `POST /admin/agents`: the agent plus its first token, shown once.
+#[utoipa::path(
+    post,
+    path = "/agents",
+    operation_id = "create_agent",
+    summary = "Create an agent",
+    request_body = CreateAgent,
+    responses(
+        (status = 201, body = CreatedAgent, description = "The agent and its first token (shown once)."),
+        (status = 409, body = ErrorBody, description = "`conflict`: the name is taken."),
+        BodyRefusals,
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -156,7 +249,11 @@ pub async fn create(
         description: body.description,
     };
     let (agent, issued) = create_agent(&state, &headers, agent, body.ttl_seconds, None).await?;
-    Ok((StatusCode::CREATED, Json(with_token(&agent, issued)?)).into_response())
+    let created = CreatedAgent {
+        agent,
+        token: issued,
+    };
+    Ok((StatusCode::CREATED, SortedJson(created)).into_response())
 }
 
 /// Creates an agent with its first token, audited (naming the console `operator` when one made
@@ -200,28 +297,39 @@ pub(super) async fn create_agent(
 }
 
 /// `GET /admin/agents/{id-or-name}`: the agent and its token ids.
+#[utoipa::path(
+    get,
+    path = "/agents/{agent}",
+    operation_id = "show_agent",
+    summary = "Show an agent",
+    params(("agent" = String, Path, description = "The agent's id (`agent_…`) or name.")),
+    responses(
+        (status = 200, body = AgentWithTokens, description = "The agent and its token ids."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such agent."),
+    )
+)]
 pub async fn show(
     State(state): State<AppState>,
     Path(agent): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<SortedJson<AgentWithTokens>, ApiError> {
     let agent = state.store.get_agent(&agent).await?;
     let tokens = state.store.list_tokens(&agent.id).await?;
-    let mut body = serde_json::to_value(&agent).map_err(|e| ApiError::Internal(e.to_string()))?;
-    if let Some(body) = body.as_object_mut() {
-        body.insert("tokens".into(), json!(tokens));
-    }
-    Ok(Json(body))
+    Ok(SortedJson(AgentWithTokens { agent, tokens }))
 }
 
 /// The body of `PATCH /admin/agents/{id-or-name}`; absent fields stay as they are.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateAgent {
+    /// The new tier (also as `trust`).
     #[serde(default, alias = "trust")]
     trust_tier: Option<String>,
+    /// Replaces the whole tag set.
     #[serde(default)]
     tags: Option<BTreeSet<String>>,
+    /// The new note; `null` clears it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     description: Option<Option<String>>,
 }
 
@@ -235,6 +343,19 @@ where
 
 /// `PATCH /admin/agents/{id-or-name}`: trust, tags, description. Takes effect on the agent's
 /// next request (the auth cache is cleared before the answer).
+#[utoipa::path(
+    patch,
+    path = "/agents/{agent}",
+    operation_id = "update_agent",
+    summary = "Change an agent's trust, tags or description",
+    params(("agent" = String, Path, description = "The agent's id (`agent_…`) or name.")),
+    request_body = UpdateAgent,
+    responses(
+        (status = 200, body = AgentRecord, description = "The agent as changed."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such agent."),
+        BodyRefusals,
+    )
+)]
 pub async fn update(
     State(state): State<AppState>,
     Path(agent): Path<String>,
@@ -329,6 +450,17 @@ fn raise_revoked(state: &AppState, headers: &HeaderMap, agent: &AgentRecord) {
 }
 
 /// `POST /admin/agents/{id-or-name}/revoke`: every request of the agent is refused from now on.
+#[utoipa::path(
+    post,
+    path = "/agents/{agent}/revoke",
+    operation_id = "revoke_agent",
+    summary = "Revoke an agent",
+    params(("agent" = String, Path, description = "The agent's id (`agent_…`) or name.")),
+    responses(
+        (status = 200, body = AgentRecord, description = "The agent, `revoked`."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such agent."),
+    )
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     Path(agent): Path<String>,
@@ -340,6 +472,17 @@ pub async fn revoke(
 }
 
 /// `POST /admin/agents/{id-or-name}/restore`: the agent's unrevoked tokens work again.
+#[utoipa::path(
+    post,
+    path = "/agents/{agent}/restore",
+    operation_id = "restore_agent",
+    summary = "Restore a revoked agent",
+    params(("agent" = String, Path, description = "The agent's id (`agent_…`) or name.")),
+    responses(
+        (status = 200, body = AgentRecord, description = "The agent, `active`."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such agent."),
+    )
+)]
 pub async fn restore(
     State(state): State<AppState>,
     Path(agent): Path<String>,
@@ -351,20 +494,35 @@ pub async fn restore(
 }
 
 /// `?purge=true` on DELETE.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
+    /// `true`: delete the agent, its tokens and approvals (its audit events stay); default
+    /// `false`: revoke it.
     #[serde(default)]
     purge: Option<String>,
 }
 
 /// `DELETE /admin/agents/{id-or-name}`: revokes (as MeshGuard's SDK expects); `?purge=true`
 /// deletes the agent, its tokens and approvals (its audit events stay).
+#[utoipa::path(
+    delete,
+    path = "/agents/{agent}",
+    operation_id = "delete_agent",
+    summary = "Revoke an agent, or purge it",
+    params(("agent" = String, Path, description = "The agent's id (`agent_…`) or name."), DeleteQuery),
+    responses(
+        (status = 200, body = AgentRemoval, description = "Revoked (and purged with `?purge=true`)."),
+        (status = 400, body = ErrorBody, description = "`bad_request`: `purge` is not `true` or `false`."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such agent."),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Path(agent): Path<String>,
     ApiQuery(query): ApiQuery<DeleteQuery>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<SortedJson<AgentRemoval>, ApiError> {
     let purge = match query.purge.as_deref() {
         None | Some("false" | "0") => false,
         Some("true" | "1" | "") => true,
@@ -376,9 +534,11 @@ pub async fn delete(
     };
     if !purge {
         let revoked = set_status(&state, &headers, agent, AgentStatus::Revoked, None).await?;
-        return Ok(Json(
-            json!({ "revoked": true, "purged": false, "agent": revoked }),
-        ));
+        return Ok(SortedJson(AgentRemoval {
+            revoked: true,
+            purged: false,
+            agent: revoked,
+        }));
     }
     let outcome = apply(
         &state,
@@ -396,27 +556,45 @@ pub async fn delete(
     let AdminOutcome::Agent(purged) = outcome else {
         return Err(unexpected(&outcome));
     };
-    Ok(Json(
-        json!({ "revoked": true, "purged": true, "agent": purged }),
-    ))
+    Ok(SortedJson(AgentRemoval {
+        revoked: true,
+        purged: true,
+        agent: purged,
+    }))
 }
 
 /// `?rotate=true` on token issue.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TokenQuery {
+    /// `true`: revoke the agent's older tokens.
     #[serde(default)]
     rotate: Option<bool>,
 }
 
 /// The optional body of `POST …/token`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TokenBody {
+    /// Lifetime of the token; none: it does not expire.
     #[serde(default)]
     ttl_seconds: Option<u64>,
 }
 
 /// `POST /admin/agents/{id-or-name}/token`: a new token; `?rotate=true` revokes the older ones.
+#[utoipa::path(
+    post,
+    path = "/agents/{agent}/token",
+    operation_id = "issue_agent_token",
+    summary = "Issue a token",
+    params(("agent" = String, Path, description = "The agent's id (`agent_…`) or name."), TokenQuery),
+    request_body(content = Option<TokenBody>, description = "Optional."),
+    responses(
+        (status = 201, body = AgentToken, description = "The token, shown once."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such agent."),
+        BodyRefusals,
+    )
+)]
 pub async fn issue_token(
     State(state): State<AppState>,
     Path(agent): Path<String>,
@@ -427,13 +605,13 @@ pub async fn issue_token(
     let rotate = query.rotate.unwrap_or(false);
     let (agent, issued, revoked) =
         issue(&state, &headers, agent, body.ttl_seconds, rotate, None).await?;
-    let mut body = serde_json::to_value(&issued).map_err(|e| ApiError::Internal(e.to_string()))?;
-    if let Some(body) = body.as_object_mut() {
-        body.insert("agentId".into(), Value::String(agent.id.clone()));
-        body.insert("name".into(), Value::String(agent.name.clone()));
-        body.insert("revokedTokens".into(), json!(revoked));
-    }
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    let body = AgentToken {
+        token: issued,
+        agent_id: agent.id,
+        name: agent.name,
+        revoked_tokens: revoked,
+    };
+    Ok((StatusCode::CREATED, SortedJson(body)).into_response())
 }
 
 /// Issues a token to an agent, with `rotate` revoking its older ones, audited: the admin API's
@@ -492,12 +670,23 @@ pub(super) async fn issue(
 }
 
 /// `GET /admin/agents/{id-or-name}/permissions`: what the policies in force let it do.
+#[utoipa::path(
+    get,
+    path = "/agents/{agent}/permissions",
+    operation_id = "agent_permissions",
+    summary = "What an agent may do",
+    params(("agent" = String, Path, description = "The agent's id (`agent_…`) or name.")),
+    responses(
+        (status = 200, body = AgentPermissions, description = "Effective allow, deny and approval patterns, rate limits and budgets."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such agent."),
+    )
+)]
 pub async fn permissions(
     State(state): State<AppState>,
     Path(agent): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let (record, permissions) = permissions_of(&state, &agent).await?;
-    Ok(Json(json!({ "agent": record, "permissions": permissions })))
+) -> Result<SortedJson<AgentPermissions>, ApiError> {
+    let (agent, permissions) = permissions_of(&state, &agent).await?;
+    Ok(SortedJson(AgentPermissions { agent, permissions }))
 }
 
 /// An agent and what the policies in force let it do (`policy allowed`).

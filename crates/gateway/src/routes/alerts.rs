@@ -4,29 +4,45 @@ use axum::Json;
 use axum::extract::State;
 use meshguard_policy::Effect;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::alerts::{Alert, AlertAgent, DeliveryReport, Trigger};
 use crate::config::ConfigKey;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{LimitedBody, parse_json};
 use crate::state::AppState;
 
 /// The body: which trigger to imitate (`deny` when absent).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct TestRequest {
+    /// `deny`, `rate_limit`, `approval_required`, `agent_revoked` or `error`.
     #[serde(default)]
     trigger: Option<String>,
 }
 
 /// The answer: one line per configured receiver.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TestReport {
+    /// The trigger imitated.
     trigger: Trigger,
+    /// Each configured receiver and whether it took the alert.
     receivers: Vec<DeliveryReport>,
 }
 
 /// Sends one alert marked `"test": true` to every receiver, once, and reports each outcome; a
 /// gateway without receivers answers 400 so a misconfiguration is not mistaken for silence.
+#[utoipa::path(
+    post,
+    path = "/alerts/test",
+    operation_id = "test_alerts",
+    summary = "Send a test alert",
+    request_body(content = Option<TestRequest>, description = "Optional: `deny` when absent."),
+    responses(
+        (status = 200, body = TestReport, description = "Each receiver's outcome."),
+        (status = 400, body = ErrorBody, description = "`bad_request`: no receiver is configured, or an unknown trigger."),
+        (status = 413, body = ErrorBody, description = "`payload_too_large`: the body is over the limit."),
+    )
+)]
 pub async fn test(
     State(state): State<AppState>,
     LimitedBody(body): LimitedBody,

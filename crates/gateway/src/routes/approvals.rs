@@ -14,15 +14,18 @@ use meshguard_store::{
     AuditAgent, StoreChange, StoreError,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use tokio::sync::broadcast::error::RecvError;
+use utoipa::{IntoParams, ToSchema};
 
 use super::admin_event::{AdminChange, ChangedBy, apply, unexpected};
-use super::page::{PageParams, listing};
+use super::page::PageParams;
+use super::sorted::SortedJson;
 use crate::auth::{AgentAuthError, authenticate_agent};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery};
+use crate::openapi::BodyRefusals;
 use crate::state::AppState;
 use crate::trace::TraceId;
 
@@ -43,14 +46,21 @@ fn effective_status(record: &ApprovalRecord, now: OffsetDateTime) -> ApprovalSta
 }
 
 /// What an agent sees of its approval.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct AgentView {
+    /// The approval.
     approval_id: String,
+    /// Where it stands (`expired` once its time ran out).
     status: ApprovalStatus,
+    /// Who decided.
     decided_by: Option<String>,
+    /// The decider's reason.
     reason: Option<String>,
+    /// The normalised action it is about.
     action: String,
+    /// The normalised resource it is about.
     resource: String,
+    /// When the current status runs out.
     #[serde(with = "time::serde::rfc3339")]
     expires_at: OffsetDateTime,
 }
@@ -70,14 +80,33 @@ impl AgentView {
 }
 
 /// `?wait=SECONDS`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WaitQuery {
+    /// Seconds to wait for a decision (at most 60; default 0: answer at once).
     #[serde(default)]
     wait: Option<u64>,
 }
 
 /// `GET /proxy/governance/approvals/{id}?wait=SECONDS`: the agent's own approval, answered as soon
 /// as it is decided or after `wait` seconds (at most 60). Another agent's approval is a 404.
+#[utoipa::path(
+    get,
+    path = "/proxy/governance/approvals/{id}",
+    operation_id = "poll_approval",
+    summary = "Wait for an approval",
+    description = "The agent's own approval, long-polled until it is decided or `wait` runs out.",
+    params(
+        ("id" = String, Path, description = "The approval id (`apr_…`)."),
+        WaitQuery,
+    ),
+    responses(
+        (status = 200, body = AgentView, description = "The approval as it stands."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such approval of this agent."),
+        (status = 400, body = ErrorBody, description = "`bad_request`: `wait` is not a number."),
+        (status = 503, body = ErrorBody, description = "`unavailable`: the store cannot be reached."),
+    )
+)]
 pub async fn agent_approval(
     State(state): State<AppState>,
     Extension(trace): Extension<TraceId>,
@@ -145,27 +174,48 @@ pub async fn agent_approval(
 }
 
 /// `?status=pending`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// `pending`, `approved`, `denied`, `expired` or `used`; absent or `all`: every approval.
     #[serde(default)]
     status: Option<String>,
 }
 
-fn admin_view(record: ApprovalRecord) -> Value {
-    let status = effective_status(&record, OffsetDateTime::now_utc());
-    let mut value = serde_json::to_value(record).unwrap_or(Value::Null);
-    if let Some(map) = value.as_object_mut() {
-        map.insert("status".into(), json!(status));
+/// One page of approvals.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalList {
+    /// The approvals, oldest first, each with its effective status.
+    approvals: Vec<ApprovalRecord>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+fn admin_view(record: ApprovalRecord) -> ApprovalRecord {
+    ApprovalRecord {
+        status: effective_status(&record, OffsetDateTime::now_utc()),
+        ..record
     }
-    value
 }
 
 /// `GET /admin/approvals?status=pending&limit=&cursor=`: one page, newest first.
+#[utoipa::path(
+    get,
+    path = "/approvals",
+    operation_id = "list_approvals",
+    summary = "List approvals",
+    params(ListQuery, PageParams),
+    responses(
+        (status = 200, body = ApprovalList, description = "One page of approvals."),
+        (status = 400, body = ErrorBody, description = "`bad_request`: an unknown `status`, a bad `limit` or cursor."),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
     ApiQuery(page): ApiQuery<PageParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<SortedJson<ApprovalList>, ApiError> {
     let status = match query.status.as_deref() {
         None | Some("" | "all") => None,
         Some(s) => Some(ApprovalStatus::parse(s).ok_or_else(|| {
@@ -183,25 +233,26 @@ pub async fn list(
         Some(ApprovalStatus::Expired) | None => state.store.list_approvals(None, &request).await?,
         Some(wanted) => state.store.list_approvals(Some(wanted), &request).await?,
     };
-    let approvals: Vec<Value> = page
+    let approvals: Vec<ApprovalRecord> = page
         .items
         .into_iter()
         .filter(|r| status.is_none_or(|wanted| effective_status(r, now) == wanted))
         .map(admin_view)
         .collect();
-    Ok(Json(listing(
-        "approvals",
-        Value::Array(approvals),
-        page.next_cursor,
-    )))
+    Ok(SortedJson(ApprovalList {
+        approvals,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// The optional body of approve and deny: the human's verdict, with why and who.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VerdictBody {
+    /// Why; shown to the agent.
     #[serde(default)]
     reason: Option<String>,
+    /// Who decided; `admin` when absent.
     #[serde(default)]
     decided_by: Option<String>,
 }
@@ -224,7 +275,7 @@ pub(super) async fn settle_by_human(
     id: &str,
     verdict: ApprovalVerdict,
     body: VerdictBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<SortedJson<ApprovalRecord>, ApiError> {
     let decided_by = body
         .decided_by
         .filter(|s| !s.trim().is_empty())
@@ -279,25 +330,56 @@ pub(super) async fn settle_by_human(
     let AdminOutcome::Approval(record) = outcome else {
         return Err(unexpected(&outcome));
     };
-    Ok(Json(admin_view(record)))
+    Ok(SortedJson(admin_view(record)))
 }
 
 /// `POST /admin/approvals/{id}/approve`: one request of the agent may go ahead.
+#[utoipa::path(
+    post,
+    path = "/approvals/{id}/approve",
+    operation_id = "approve_approval",
+    summary = "Approve",
+    description = "Lets one request through: the agent's next matching check is allowed with \
+        `allowed_with_approval`, once.",
+    params(("id" = String, Path, description = "The approval id (`apr_…`).")),
+    request_body(content = Option<VerdictBody>, description = "Optional."),
+    responses(
+        (status = 200, body = ApprovalRecord, description = "The approval, `approved`."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such approval."),
+        (status = 409, body = ErrorBody, description = "`conflict`: it is no longer pending."),
+        BodyRefusals,
+    )
+)]
 pub async fn approve(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<VerdictBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<SortedJson<ApprovalRecord>, ApiError> {
     settle_by_human(&state, &headers, &id, ApprovalVerdict::Approve, body).await
 }
 
 /// `POST /admin/approvals/{id}/deny {"reason"}`: refused until the approval's timeout runs out.
+#[utoipa::path(
+    post,
+    path = "/approvals/{id}/deny",
+    operation_id = "deny_approval",
+    summary = "Deny",
+    description = "The agent's matching checks are denied `approval_denied` until the timeout runs out.",
+    params(("id" = String, Path, description = "The approval id (`apr_…`).")),
+    request_body(content = Option<VerdictBody>, description = "Optional."),
+    responses(
+        (status = 200, body = ApprovalRecord, description = "The approval, `denied`."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such approval."),
+        (status = 409, body = ErrorBody, description = "`conflict`: it is no longer pending."),
+        BodyRefusals,
+    )
+)]
 pub async fn deny(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<VerdictBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<SortedJson<ApprovalRecord>, ApiError> {
     settle_by_human(&state, &headers, &id, ApprovalVerdict::Deny, body).await
 }

@@ -4,7 +4,6 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
@@ -16,45 +15,81 @@ use meshguard_store::{
     AgentKey, AuditEvent, AuditFilter, AuditKind, AuditOrder, StatsQuery, VerifyOptions,
     export_audit,
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use meshguard_store::{AuditStats, VerifyReport};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::broadcast::error::RecvError;
+use utoipa::{IntoParams, ToSchema};
 
-use super::page::listing;
-use crate::error::ApiError;
+use super::sorted::SortedJson;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiQuery;
 use crate::state::AppState;
 
 /// The filters shared by query, stream and export.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct AuditParams {
+    /// Events per page: default 100, at most 1000.
     #[serde(default)]
     limit: Option<u32>,
+    /// `allow`, `deny` or `require_approval`.
     #[serde(default)]
     decision: Option<String>,
+    /// A code (`denied_by_rule`, `unauthorized`, …).
     #[serde(default)]
     code: Option<String>,
+    /// The agent's id or name (also as `agent` or `agent_id`).
     #[serde(default, alias = "agent", alias = "agent_id")]
     agent_id: Option<String>,
+    /// The action, exactly, or a pattern with `*` and `?`.
     #[serde(default)]
     action: Option<String>,
+    /// One trace's events (also as `trace_id`).
     #[serde(default, alias = "trace_id")]
     trace_id: Option<String>,
+    /// `check`, `record`, `test`, `approval` or `admin`.
     #[serde(default)]
     kind: Option<String>,
+    /// One gateway's chain (its instance id).
     #[serde(default)]
     gateway: Option<String>,
+    /// Events at or after this RFC 3339 time (also as `since`).
     #[serde(default, alias = "since")]
     from: Option<String>,
+    /// Events before this RFC 3339 time (also as `until`).
     #[serde(default, alias = "until")]
     to: Option<String>,
+    /// The `nextCursor` of the previous page (with the same filters).
     #[serde(default)]
     cursor: Option<String>,
+    /// `newest` (default) or `oldest` first.
     #[serde(default)]
     order: Option<String>,
+}
+
+/// One page of audit events.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditList {
+    /// The events, newest first unless `order=oldest`.
+    entries: Vec<AuditEvent>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+/// The checks of a period: totals, shares, top denied actions, hourly buckets.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditSummary {
+    /// The counts.
+    #[serde(flatten)]
+    stats: AuditStats,
+    /// The period asked for, in hours.
+    period_hours: u32,
 }
 
 fn timestamp(field: &str, value: Option<&str>) -> Result<Option<OffsetDateTime>, ApiError> {
@@ -115,18 +150,28 @@ impl AuditParams {
 }
 
 /// `GET /admin/audit`: one page, newest first by default → `{"entries", "nextCursor"}`.
+#[utoipa::path(
+    get,
+    path = "/audit",
+    operation_id = "query_audit",
+    summary = "Query the audit trail",
+    params(AuditParams),
+    responses(
+        (status = 200, body = AuditList, description = "One page of events."),
+        (status = 400, body = ErrorBody, description = "`bad_request`: a filter, time or cursor the gateway cannot read."),
+    )
+)]
 pub async fn query(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<AuditParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<SortedJson<AuditList>, ApiError> {
     let filter = params.filter()?;
     state.audit.settled().await;
     let page = state.store.query_audit(&filter).await?;
-    Ok(Json(listing(
-        "entries",
-        json!(page.entries),
-        page.next_cursor,
-    )))
+    Ok(SortedJson(AuditList {
+        entries: page.entries,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// The in-memory form of a filter, applied to events as they are committed.
@@ -182,6 +227,21 @@ impl LiveFilter {
 /// `GET /admin/audit/stream`: every event committed from now on that matches the filters, as
 /// Server-Sent Events (`event: audit`, `id`: the event id, `data`: the event as JSON). The stream
 /// ends when the gateway shuts down.
+#[utoipa::path(
+    get,
+    path = "/audit/stream",
+    operation_id = "stream_audit",
+    summary = "Follow the audit trail",
+    description = "Server-Sent Events: each matching event committed from now on as an `audit` \
+        event (its id the event's id, its data the event's JSON); `lagged` with `{\"missed\": N}` \
+        when the reader fell behind; a comment every 15 s keeps the connection open.",
+    params(AuditParams),
+    responses(
+        (status = 200, content_type = "text/event-stream", body = String,
+         description = "The stream of events."),
+        (status = 400, body = ErrorBody, description = "`bad_request`: a filter the gateway cannot read."),
+    )
+)]
 pub async fn stream(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<AuditParams>,
@@ -229,22 +289,37 @@ pub async fn stream(
 }
 
 /// `?period=HOURS&agentId&breakdown=hourly`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct StatsParams {
+    /// Hours back from now: 1 to 8784, default 24.
     #[serde(default)]
     period: Option<u32>,
+    /// Only this agent's checks: its id or name (also as `agent` or `agent_id`).
     #[serde(default, alias = "agent", alias = "agent_id")]
     agent_id: Option<String>,
+    /// `hourly`: fill `hourly` with one bucket per hour.
     #[serde(default)]
     breakdown: Option<String>,
 }
 
 /// `GET /admin/audit/stats`: checks in the last `period` hours (default 24).
+#[utoipa::path(
+    get,
+    path = "/audit/stats",
+    operation_id = "audit_stats",
+    summary = "Check statistics",
+    params(StatsParams),
+    responses(
+        (status = 200, body = AuditSummary, description = "The checks of the period."),
+        (status = 400, body = ErrorBody, description = "`bad_request`: a bad `period` or `breakdown`."),
+    )
+)]
 pub async fn stats(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<StatsParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<SortedJson<AuditSummary>, ApiError> {
     let hours = params.period.unwrap_or(24);
     if hours == 0 || hours > 24 * 366 {
         return Err(ApiError::BadRequest(
@@ -272,16 +347,17 @@ pub async fn stats(
             hourly,
         })
         .await?;
-    let mut body = serde_json::to_value(stats).map_err(|e| ApiError::Internal(e.to_string()))?;
-    if let Some(map) = body.as_object_mut() {
-        map.insert("periodHours".into(), json!(hours));
-    }
-    Ok(Json(body))
+    Ok(SortedJson(AuditSummary {
+        stats,
+        period_hours: hours,
+    }))
 }
 
 /// `?full=true` on `GET /admin/audit/verify`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct VerifyParams {
+    /// Walk every chain from its anchor, not from its newest verified checkpoint.
     #[serde(default)]
     full: bool,
 }
@@ -289,10 +365,22 @@ pub struct VerifyParams {
 /// `GET /admin/audit/verify`: recomputes every chain from its newest checkpoint an earlier
 /// verification walked through (`?full=true`: from its anchor), checking every signed checkpoint
 /// on the way; 200 with `ok: false` and the first broken `seq` when one does not verify.
+#[utoipa::path(
+    get,
+    path = "/audit/verify",
+    operation_id = "verify_audit",
+    summary = "Verify the audit chains",
+    params(VerifyParams),
+    responses(
+        (status = 200, body = VerifyReport,
+         description = "Every chain walked and its checkpoints checked; `ok: false` names the first broken `seq`."),
+        (status = 400, body = ErrorBody, description = "`bad_request`: `full` is not a boolean."),
+    )
+)]
 pub async fn verify(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<VerifyParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<SortedJson<VerifyReport>, ApiError> {
     state.audit.settled().await;
     let options = VerifyOptions {
         full: params.full,
@@ -302,13 +390,27 @@ pub async fn verify(
     if let Some(broken) = report.first_break() {
         tracing::error!(gateway = %broken.gateway, seq = broken.seq, reason = %broken.reason, "audit chain does not verify");
     }
-    let body = serde_json::to_value(report).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(Json(body))
+    Ok(SortedJson(report))
 }
 
 /// `GET /admin/audit/export`: every matching event, oldest first, one JSON object per line,
 /// streamed page by page. A store failure mid-way aborts the transfer (the client sees a
 /// truncated body, never a silently short export).
+#[utoipa::path(
+    get,
+    path = "/audit/export",
+    operation_id = "export_audit",
+    summary = "Export the audit trail",
+    description = "Every matching event, oldest first, one JSON object (an `AuditEvent`) per line, \
+        each signed event followed by its `{\"checkpoint\": {…}}` line, streamed; verifiable \
+        offline with the gateway's public key (docs/architecture/audit-chain.md).",
+    params(AuditParams),
+    responses(
+        (status = 200, content_type = "application/x-ndjson", body = String,
+         description = "JSON lines."),
+        (status = 400, body = ErrorBody, description = "`bad_request`: a filter the gateway cannot read."),
+    )
+)]
 pub async fn export(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<AuditParams>,

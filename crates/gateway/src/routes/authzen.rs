@@ -11,60 +11,115 @@
 use std::time::Instant;
 
 use axum::Extension;
-use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use meshguard_policy::Code;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use super::check::{CheckInput, Route, authenticated, evaluate, lenient_action};
-use super::outcome::{Asked, CheckOutcome};
+use super::outcome::{Asked, CheckAnswer, CheckOutcome};
+use super::sorted::SortedJson;
 use crate::auth::AuthenticatedAgent;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{LimitedBody, parse_json};
+use crate::openapi::BodyRefusals;
 use crate::state::AppState;
 use crate::trace::TraceId;
 
 /// The most evaluations one batch may ask for.
 pub const MAX_EVALUATIONS: usize = 100;
 
-/// AuthZEN's subject, action and resource entities: `type`, `id` / `name`, `properties`.
-#[derive(Debug, Default, Clone, Deserialize)]
+/// AuthZEN's subject, action and resource entities: `type`, `id` / `name`, `properties` (only
+/// `id` and `name` are read; the others are accepted and ignored).
+#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
 struct Entity {
+    /// The subject's agent id or name; the resource.
     #[serde(default)]
     id: Option<String>,
+    /// The action.
     #[serde(default)]
     name: Option<String>,
 }
 
 /// One evaluation request, or the defaults of a batch.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
 struct Evaluation {
+    /// When given, `id` must be the authenticated agent's id or name.
     #[serde(default)]
     subject: Option<Entity>,
+    /// `name` is the MeshGuard action (required).
     #[serde(default)]
     action: Option<Entity>,
+    /// `id` is the resource (`*` when absent).
     #[serde(default)]
     resource: Option<Entity>,
+    /// The check's context.
     #[serde(default)]
     context: Option<Map<String, Value>>,
 }
 
 /// The batch body: defaults at the top, one entry per evaluation overriding them.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct Batch {
+    /// Defaults for every evaluation.
     #[serde(flatten)]
     defaults: Evaluation,
+    /// At most 100, all validated before any is decided.
     evaluations: Vec<Evaluation>,
+    /// When the batch stops.
     #[serde(default)]
     options: Option<BatchOptions>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 struct BatchOptions {
+    /// `execute_all` (default), `deny_on_first_deny` or `permit_on_first_permit`.
     #[serde(default)]
     evaluations_semantic: Option<String>,
+}
+
+/// One AuthZEN answer: `decision` is true only for an allow, whatever the gateway's mode.
+#[derive(Debug, Serialize, ToSchema)]
+struct EvaluationAnswer {
+    /// True only when the check was allowed.
+    decision: bool,
+    /// Why, as a check's answer says it.
+    context: EvaluationContext,
+}
+
+/// The reasons of an AuthZEN answer.
+#[derive(Debug, Serialize, ToSchema)]
+struct EvaluationContext {
+    /// The decision's machine code.
+    code: Code,
+    /// Why, for a person.
+    reason: String,
+    /// The policy that decided.
+    #[schema(required = true)]
+    policy: Option<String>,
+    /// The rule that decided.
+    #[schema(required = true)]
+    rule: Option<String>,
+    /// The approval a human must decide, when there is one.
+    #[schema(required = true)]
+    approval_id: Option<String>,
+    /// Whole seconds until a rate-limited check would fit.
+    #[schema(required = true)]
+    retry_after_seconds: Option<u64>,
+    /// The request's trace id.
+    trace_id: String,
+    /// The check's audit event.
+    audit_id: String,
+}
+
+/// The answer to a batch: one answer per evaluation decided, in order.
+#[derive(Debug, Serialize, ToSchema)]
+struct EvaluationsAnswer {
+    /// Stops after the first deny or permit with those semantics.
+    evaluations: Vec<EvaluationAnswer>,
 }
 
 /// When a batch stops.
@@ -114,6 +169,19 @@ impl Evaluation {
 }
 
 /// `POST /access/v1/evaluation`.
+#[utoipa::path(
+    post,
+    path = "/access/v1/evaluation",
+    summary = "OpenID AuthZEN evaluation",
+    description = "One AuthZEN evaluation, decided as a check (charged, settled, audited).",
+    request_body = Evaluation,
+    responses(
+        (status = 200, body = EvaluationAnswer, description = "The decision, true only for an allow."),
+        (status = 403, body = ErrorBody, description = "`forbidden`: `subject.id` names another agent."),
+        (status = 503, body = CheckAnswer, description = "`unavailable`: nothing is allowed."),
+        BodyRefusals,
+    )
+)]
 pub async fn evaluation(
     State(state): State<AppState>,
     Extension(trace): Extension<TraceId>,
@@ -130,12 +198,26 @@ pub async fn evaluation(
         Err(err) => return err.into_response(),
     };
     match evaluate_as_check(&state, &agent, input, &trace).await {
-        Ok(answer) => Json(answer).into_response(),
+        Ok(answer) => SortedJson(answer).into_response(),
         Err(response) => response,
     }
 }
 
 /// `POST /access/v1/evaluations`.
+#[utoipa::path(
+    post,
+    path = "/access/v1/evaluations",
+    summary = "OpenID AuthZEN batch evaluation",
+    description = "Up to 100 evaluations over top-level defaults, each decided as a check, all \
+        validated before any is decided.",
+    request_body = Batch,
+    responses(
+        (status = 200, body = EvaluationsAnswer, description = "One answer per evaluation decided."),
+        (status = 403, body = ErrorBody, description = "`forbidden`: a `subject.id` names another agent."),
+        (status = 503, body = CheckAnswer, description = "`unavailable`: nothing is allowed."),
+        BodyRefusals,
+    )
+)]
 pub async fn evaluations(
     State(state): State<AppState>,
     Extension(trace): Extension<TraceId>,
@@ -193,7 +275,7 @@ pub async fn evaluations(
             Ok(answer) => answer,
             Err(response) => return response,
         };
-        let allowed = answer.get("decision") == Some(&Value::Bool(true));
+        let allowed = answer.decision;
         answers.push(answer);
         let stop = match semantic {
             Semantic::ExecuteAll => false,
@@ -204,7 +286,10 @@ pub async fn evaluations(
             break;
         }
     }
-    Json(json!({ "evaluations": answers })).into_response()
+    SortedJson(EvaluationsAnswer {
+        evaluations: answers,
+    })
+    .into_response()
 }
 
 /// One evaluation as a check; `Err` is the answer when it could not be decided (503).
@@ -213,7 +298,7 @@ async fn evaluate_as_check(
     agent: &AuthenticatedAgent,
     input: CheckInput,
     trace: &TraceId,
-) -> Result<Value, Response> {
+) -> Result<EvaluationAnswer, Response> {
     let started = Instant::now();
     let outcome = evaluate(state, agent, &input, None, trace, Route::Post, started).await;
     let asked = Asked {
@@ -226,19 +311,19 @@ async fn evaluate_as_check(
     match &outcome {
         CheckOutcome::Decided { decision, audit_id } => {
             outcome.observe(state, &asked);
-            Ok(json!({
-                "decision": decision.is_allowed(),
-                "context": {
-                    "code": decision.code.as_str(),
-                    "reason": decision.reason,
-                    "policy": decision.policy,
-                    "rule": decision.rule,
-                    "approval_id": decision.approval_id,
-                    "retry_after_seconds": decision.retry_after_secs,
-                    "trace_id": trace.0,
-                    "audit_id": audit_id,
+            Ok(EvaluationAnswer {
+                decision: decision.is_allowed(),
+                context: EvaluationContext {
+                    code: decision.code,
+                    reason: decision.reason.clone(),
+                    policy: decision.policy.clone(),
+                    rule: decision.rule.clone(),
+                    approval_id: decision.approval_id.clone(),
+                    retry_after_seconds: decision.retry_after_secs,
+                    trace_id: trace.0.clone(),
+                    audit_id: audit_id.clone(),
                 },
-            }))
+            })
         }
         CheckOutcome::Refused(_) | CheckOutcome::Unavailable { .. } => {
             Err(outcome.answer(state, &asked))

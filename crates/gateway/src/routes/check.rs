@@ -12,12 +12,14 @@ use meshguard_policy::{CheckRequest, Code, Decision, History, PolicySet};
 use meshguard_store::{AuditAgent, AuditKind, NewAuditEvent, ShadowVerdict};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use crate::approvals::{self, ApprovalMode, ApprovalSettings, Asking};
 use crate::auth::{AgentAuthError, AuthenticatedAgent, authenticate_agent};
 use crate::config::Mode;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{LimitedBody, parse_json};
+use crate::openapi::{BodyRefusals, DecisionOrRefusal};
 use crate::rate_limit::Charging;
 use crate::rate_limit_redis::RedisLimitError;
 use crate::refusals::{self, Refusal};
@@ -25,16 +27,20 @@ use crate::state::AppState;
 use crate::trace::TraceId;
 
 use super::forward::Proxied;
-use super::outcome::{Asked, AuthRefusal, CheckOutcome, Outage};
+use super::outcome::{Asked, AuthRefusal, CheckAnswer, CheckOutcome, Outage};
 
 /// The body of `POST /proxy/governance/check`. `null` reads as absent for the optional fields.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct CheckBody {
+    /// `verb:object`, e.g. `read:workspace/notes.txt` or `execute:shell`.
     action: String,
+    /// What the action touches; `*` when absent.
     #[serde(default)]
     resource: Option<String>,
+    /// Facts for `context` conditions and budgets; `arguments` binds an approval to them.
     #[serde(default)]
     context: Option<Map<String, Value>>,
+    /// The approval this check means to use (also `X-Approval-ID`).
     #[serde(default)]
     approval_id: Option<String>,
 }
@@ -104,6 +110,27 @@ pub(super) async fn authenticated(
 }
 
 /// `POST /proxy/governance/check`.
+#[utoipa::path(
+    post,
+    path = "/proxy/governance/check",
+    summary = "Ask before acting",
+    description = "Decides, charges the rate limits and budgets, settles approvals and commits \
+        the audit event before answering. Only a 200 means allow; in `audit` mode every decision \
+        answers 200 with `enforced: false`.",
+    request_body = CheckBody,
+    params(("X-Approval-ID" = Option<String>, Header,
+        description = "The approval to use, when the body names none.")),
+    responses(
+        (status = 200, body = CheckAnswer, description = "`allow`: the action may go ahead."),
+        (status = 403, body = CheckAnswer,
+         headers(("Retry-After" = u64, description = "With `rate_limited` and `budget_exceeded`, \
+            whole seconds until the check would fit.")),
+         description = "`deny` or `require_approval`: the action must not happen (yet)."),
+        (status = 503, body = CheckAnswer,
+         description = "`unavailable`: the store or Redis cannot be reached; nothing is allowed."),
+        BodyRefusals,
+    )
+)]
 pub async fn post_check(
     State(state): State<AppState>,
     Extension(trace): Extension<TraceId>,
@@ -135,6 +162,32 @@ pub async fn post_check(
 
 /// `GET /proxy/check`: the action and resource come in `X-MeshGuard-Action` and
 /// `X-MeshGuard-Resource`.
+#[utoipa::path(
+    get,
+    path = "/proxy/check",
+    summary = "Ask before acting, in headers",
+    description = "The same decision as `POST /proxy/governance/check`, but a rate limit \
+        answers 429, as MeshGuard's SDKs expect.",
+    params(
+        ("X-MeshGuard-Action" = String, Header, description = "The action, `verb:object`."),
+        ("X-MeshGuard-Resource" = Option<String>, Header, description = "The resource; `*` when absent."),
+        ("X-Approval-ID" = Option<String>, Header, description = "The approval to use."),
+    ),
+    responses(
+        (status = 200, body = CheckAnswer, description = "`allow`: the action may go ahead."),
+        (status = 403, body = CheckAnswer,
+         headers(("Retry-After" = u64, description = "With `budget_exceeded`, whole seconds \
+            until the check would fit.")),
+         description = "`deny` or `require_approval`."),
+        (status = 429, body = DecisionOrRefusal,
+         headers(("Retry-After" = u64, description = "Whole seconds until one more check fits.")),
+         description = "`rate_limited`: a limit is exhausted, or a dead token was replayed past \
+            the agent's refusal budget."),
+        (status = 503, body = CheckAnswer, description = "`unavailable`: nothing is allowed."),
+        (status = 400, body = ErrorBody, description = "`bad_request`: no `X-MeshGuard-Action`, \
+            or a header that is not text."),
+    )
+)]
 pub async fn get_check(
     State(state): State<AppState>,
     Extension(trace): Extension<TraceId>,

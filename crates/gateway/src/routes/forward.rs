@@ -17,10 +17,12 @@ use meshguard_policy::{ApprovalNeed, CheckRequest, Code, Decision, Effect};
 use serde_json::{Map, Value};
 
 use super::check::{CheckInput, Route, authenticated, evaluate, header_value};
+use super::outcome::CheckAnswer;
 use super::outcome::{Asked, CheckOutcome, Outage};
 use crate::auth::AuthenticatedAgent;
 use crate::config::Mode;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::openapi::DecisionOrRefusal;
 use crate::proxy::{PathRefusal, ProxyPath, Routed};
 use crate::rate_limit::Charging;
 use crate::state::AppState;
@@ -167,7 +169,44 @@ async fn dry_run(
         .await
 }
 
+/// The routes that take any method and any path below them, described once each (the router
+/// registers them with a wildcard `routes!` cannot express).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(forward, super::forward_auth::forward_auth))]
+pub(super) struct Passthrough;
+
 /// `ANY /proxy/{path…}`: one screen of steps, each before the next on purpose.
+#[utoipa::path(
+    method(get, put, post, delete, patch, head, options),
+    path = "/proxy/{path}",
+    summary = "Reverse proxy, governed",
+    description = "Any method on any path below `/proxy/` other than MeshGuard's own: the call \
+        is decided as action `<verb>:<canonical path>` (`GET`/`HEAD` read, `DELETE` delete, \
+        other methods write; resource `*`), charged and audited, and only when allowed forwarded \
+        to the upstream (`PROXY_TARGET`, or `/proxy/{target}/…` with named targets). \
+        `X-MeshGuard-Action` / `X-MeshGuard-Resource` may only narrow the decision. `TRACE` and \
+        `CONNECT` answer 405.",
+    params(
+        ("path" = String, Path, description = "The upstream path; may hold `/`."),
+        ("X-MeshGuard-Action" = Option<String>, Header, description = "A claimed action, decided too as a dry run."),
+        ("X-MeshGuard-Resource" = Option<String>, Header, description = "A claimed resource, decided too as a dry run."),
+    ),
+    responses(
+        (status = "default", description = "Allowed: the upstream's answer, streamed back with \
+            `X-MeshGuard-Decision`, `X-MeshGuard-Policy`, `X-MeshGuard-Trace-Id` and \
+            `X-MeshGuard-Agent-Id`."),
+        (status = 403, body = CheckAnswer,
+         headers(("Retry-After" = u64, description = "With `budget_exceeded`, whole seconds until the request would fit.")),
+         description = "`deny` or `require_approval` (also a path refused as `invalid_resource`, in every mode)."),
+        (status = 429, body = DecisionOrRefusal,
+         headers(("Retry-After" = u64, description = "Whole seconds until one more request fits.")),
+         description = "`rate_limited`: a limit is exhausted, or a dead token was replayed past the agent's refusal budget."),
+        (status = 503, body = CheckAnswer, description = "`unavailable`: nothing is allowed."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no upstream is configured, or no target of that name."),
+        (status = 405, body = ErrorBody, description = "`method_not_allowed`: `TRACE` or `CONNECT`."),
+        (status = 502, body = ErrorBody, description = "`bad_gateway`: the upstream did not answer."),
+    )
+)]
 pub async fn forward(
     State(state): State<AppState>,
     Extension(trace): Extension<TraceId>,

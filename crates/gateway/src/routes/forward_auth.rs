@@ -17,8 +17,10 @@ use serde_json::Map;
 
 use super::check::{CheckInput, Route, authenticated, evaluate};
 use super::forward::{Proxied, refused_path, verb};
+use super::outcome::CheckAnswer;
 use super::outcome::{Asked, CheckOutcome};
 use crate::config::Mode;
+use crate::openapi::DecisionOrRefusal;
 use crate::proxy::ProxyPath;
 use crate::state::AppState;
 use crate::trace::TraceId;
@@ -53,6 +55,33 @@ fn original(parts: &Parts) -> (Method, String) {
 }
 
 /// `ANY /auth/forward[/{path}]`.
+#[utoipa::path(
+    method(get, put, post, delete, patch, head, options),
+    path = "/auth/forward",
+    summary = "Forward auth for another gateway",
+    description = "nginx `auth_request`, Traefik ForwardAuth, Envoy HTTP `ext_authz`. The original \
+        request is named by `X-Forwarded-Method` / `X-Forwarded-Uri`, else `X-Original-Method` / \
+        `X-Original-URI`, else this request's own method and the path after `/auth/forward` \
+        (any path below it is accepted). Decided, charged and audited like a proxied request. \
+        Every answer carries `X-MeshGuard-Decision`, `X-MeshGuard-Reason`, `X-MeshGuard-Policy` \
+        and `X-MeshGuard-Trace-Id`. A 2xx lets the original request through.",
+    params(
+        ("X-Forwarded-Method" = Option<String>, Header, description = "The original method (Traefik)."),
+        ("X-Forwarded-Uri" = Option<String>, Header, description = "The original path (Traefik); the query is ignored."),
+        ("X-Original-Method" = Option<String>, Header, description = "The original method (nginx)."),
+        ("X-Original-URI" = Option<String>, Header, description = "The original path (nginx)."),
+    ),
+    responses(
+        (status = 200, body = CheckAnswer, description = "`allow`: let the original request through."),
+        (status = 403, body = CheckAnswer,
+         headers(("Retry-After" = u64, description = "With `budget_exceeded`, whole seconds until the request would fit.")),
+         description = "`deny` or `require_approval` (also a path refused as `invalid_resource`, in every mode)."),
+        (status = 429, body = DecisionOrRefusal,
+         headers(("Retry-After" = u64, description = "Whole seconds until one more request fits.")),
+         description = "`rate_limited`: a limit is exhausted, or a dead token was replayed past the agent's refusal budget."),
+        (status = 503, body = CheckAnswer, description = "`unavailable`: nothing is allowed."),
+    )
+)]
 pub async fn forward_auth(
     State(state): State<AppState>,
     Extension(trace): Extension<TraceId>,

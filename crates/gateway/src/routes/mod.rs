@@ -20,93 +20,54 @@ mod policies;
 mod preview;
 mod record;
 mod replay;
+mod sorted;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{any, delete, get, post};
+use axum::routing::{any, post};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::require_admin;
 use crate::error::ApiError;
+use crate::openapi::{ApiDoc, Group};
 use crate::state::AppState;
 use crate::trace::with_trace_id;
 
-/// Builds the whole application: agent endpoints under `/proxy`, the admin API under `/admin`,
-/// and `/`, `/health`, `/metrics`.
+pub(crate) use outcome::CheckAnswer;
+
+/// Builds the whole application: agent endpoints under `/proxy` (and AuthZEN, forward auth,
+/// hosted MCP servers), the admin API under `/admin`, the console, and `/`, `/health`,
+/// `/metrics`, `/openapi.json`.
 pub fn app(state: AppState) -> Router {
-    let proxy = Router::new()
-        .route("/proxy/governance/check", post(check::post_check))
-        .route("/proxy/check", get(check::get_check))
-        .route("/proxy/governance/record", post(record::record))
-        .route("/proxy/governance/preview", post(preview::preview))
-        .route(
-            "/proxy/governance/approvals/{id}",
-            get(approvals::agent_approval),
-        )
-        .route("/proxy/{*path}", any(forward::forward))
+    let agent = agent_routes().layer(middleware::from_fn(with_trace_id));
+    let admin =
+        admin_routes().route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    // The document these routes make is served from `openapi::document`, built the same way.
+    let (documented, _) = OpenApiRouter::new()
+        .merge(public_routes())
+        .merge(agent)
+        .nest("/admin", admin)
+        .split_for_parts();
+    let mcp = Router::new()
         .route(
             "/mcp/{server}",
             post(mcp::post).get(mcp::get).delete(mcp::delete),
         )
-        .route("/access/v1/evaluation", post(authzen::evaluation))
-        .route("/access/v1/evaluations", post(authzen::evaluations))
-        .route(
-            forward_auth::FORWARD_AUTH_PREFIX,
-            any(forward_auth::forward_auth),
-        )
-        .route("/auth/forward/{*path}", any(forward_auth::forward_auth))
         .layer(middleware::from_fn(with_trace_id));
-
-    let admin = Router::new()
-        .route("/agents", get(agents::list).post(agents::create))
-        .route(
-            "/agents/{agent}",
-            get(agents::show)
-                .patch(agents::update)
-                .delete(agents::delete),
-        )
-        .route("/agents/{agent}/token", post(agents::issue_token))
-        .route("/agents/{agent}/revoke", post(agents::revoke))
-        .route("/agents/{agent}/restore", post(agents::restore))
-        .route("/agents/{agent}/permissions", get(agents::permissions))
-        .route("/policies", get(policies::list).post(policies::apply_any))
-        .route("/policies/validate", post(policies::validate))
-        .route(
-            "/policies/{name}",
-            get(policies::show)
-                .put(policies::apply_named)
-                .delete(policies::delete),
-        )
-        .route("/policies/{name}/revisions", get(policies::revisions))
-        .route("/operators", get(operators::list).post(operators::create))
-        .route("/operators/{name}", delete(operators::delete))
-        .route("/decide", post(decide::explain_check))
-        .route("/replay", post(replay::replay))
-        .route("/approvals", get(approvals::list))
-        .route("/approvals/{id}/approve", post(approvals::approve))
-        .route("/approvals/{id}/deny", post(approvals::deny))
-        .route("/audit", get(audit::query))
-        .route("/audit/stream", get(audit::stream))
-        .route("/audit/stats", get(audit::stats))
-        .route("/audit/verify", get(audit::verify))
-        .route("/audit/export", get(audit::export))
-        .route("/alerts/test", post(alerts::test))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
-
     let console = if state.console_enabled {
         console::router()
     } else {
         Router::new()
     };
     Router::new()
-        .route("/", get(health::root))
-        .route("/health", get(health::health))
-        .route("/metrics", get(health::metrics))
-        .merge(proxy)
+        .merge(documented)
+        .merge(mcp)
         .merge(console)
-        .nest("/admin", admin)
         .fallback(unknown_route)
         // Our extractors enforce the configured limit themselves and answer in our error shape.
         .layer(DefaultBodyLimit::disable())
@@ -115,6 +76,86 @@ pub fn app(state: AppState) -> Router {
             count_rejections,
         ))
         .with_state(state)
+}
+
+/// The routes the OpenAPI document describes, grouped as [`app`] groups them but without the
+/// guards' layers (which need the state): the document of `GET /openapi.json` and
+/// `meshguard openapi`.
+pub(crate) fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(public_routes())
+        .merge(agent_routes())
+        .nest("/admin", admin_routes())
+}
+
+/// Tags and describes the operations of `routes` as `group`'s.
+fn grouped(mut routes: OpenApiRouter<AppState>, group: Group) -> OpenApiRouter<AppState> {
+    group.describe(&mut routes.get_openapi_mut().paths);
+    routes
+}
+
+/// Unauthenticated: for load balancers, Prometheus and API tooling.
+fn public_routes() -> OpenApiRouter<AppState> {
+    let routes = OpenApiRouter::new()
+        .routes(routes!(health::root))
+        .routes(routes!(health::health))
+        .routes(routes!(health::metrics))
+        .routes(routes!(crate::openapi::serve));
+    grouped(routes, Group::Public)
+}
+
+/// The agent endpoints; each handler authenticates the agent token itself, before it reads the
+/// body, so an unauthenticated caller learns nothing.
+fn agent_routes() -> OpenApiRouter<AppState> {
+    let routes = OpenApiRouter::with_openapi(forward::Passthrough::openapi())
+        .routes(routes!(check::post_check))
+        .routes(routes!(check::get_check))
+        .routes(routes!(record::record))
+        .routes(routes!(preview::preview))
+        .routes(routes!(approvals::agent_approval))
+        .routes(routes!(authzen::evaluation))
+        .routes(routes!(authzen::evaluations))
+        // Any method and any path below these: described once each by `forward::Passthrough`.
+        .route("/proxy/{*path}", any(forward::forward))
+        .route(
+            forward_auth::FORWARD_AUTH_PREFIX,
+            any(forward_auth::forward_auth),
+        )
+        .route("/auth/forward/{*path}", any(forward_auth::forward_auth));
+    grouped(routes, Group::Agent)
+}
+
+/// The admin API, nested under `/admin` behind the admin token.
+fn admin_routes() -> OpenApiRouter<AppState> {
+    let routes = OpenApiRouter::new()
+        .routes(routes!(agents::list, agents::create))
+        .routes(routes!(agents::show, agents::update, agents::delete))
+        .routes(routes!(agents::issue_token))
+        .routes(routes!(agents::revoke))
+        .routes(routes!(agents::restore))
+        .routes(routes!(agents::permissions))
+        .routes(routes!(policies::list, policies::apply_any))
+        .routes(routes!(policies::validate))
+        .routes(routes!(
+            policies::show,
+            policies::apply_named,
+            policies::delete
+        ))
+        .routes(routes!(policies::revisions))
+        .routes(routes!(operators::list, operators::create))
+        .routes(routes!(operators::delete))
+        .routes(routes!(decide::explain_check))
+        .routes(routes!(replay::replay))
+        .routes(routes!(approvals::list))
+        .routes(routes!(approvals::approve))
+        .routes(routes!(approvals::deny))
+        .routes(routes!(audit::query))
+        .routes(routes!(audit::stream))
+        .routes(routes!(audit::stats))
+        .routes(routes!(audit::verify))
+        .routes(routes!(audit::export))
+        .routes(routes!(alerts::test));
+    grouped(routes, Group::Admin)
 }
 
 /// Any path the gateway does not serve: a 404 in MeshGuard's error shape, naming the path.

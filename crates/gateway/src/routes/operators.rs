@@ -9,12 +9,15 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use meshguard_store::{AdminMutation, AdminOutcome, NewOperator, OperatorRecord};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use super::admin_event::{AdminChange, ChangedBy, apply, unexpected};
-use crate::error::ApiError;
+use super::sorted::SortedJson;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
+use crate::openapi::BodyRefusals;
 use crate::state::AppState;
 
 /// The shortest password accepted.
@@ -55,12 +58,22 @@ pub async fn verify_password(password: String, hash: String) -> bool {
 }
 
 /// `POST /admin/operators`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
+    /// The sign-in name (agent-name syntax).
     name: String,
+    /// `admin`, `approver` or `viewer`.
     role: String,
+    /// At least 12 characters; kept only as an argon2id hash.
     password: String,
+}
+
+/// The console's operators.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OperatorList {
+    /// Every operator, by name (never a password).
+    operators: Vec<OperatorRecord>,
 }
 
 fn change(action: &str, operator: &OperatorRecord, verb: &str) -> AdminChange {
@@ -81,6 +94,18 @@ fn change(action: &str, operator: &OperatorRecord, verb: &str) -> AdminChange {
 }
 
 /// `POST /admin/operators {"name", "role", "password"}` → 201 the operator (never the password).
+#[utoipa::path(
+    post,
+    path = "/operators",
+    operation_id = "create_operator",
+    summary = "Create a console operator",
+    request_body = CreateBody,
+    responses(
+        (status = 201, body = OperatorRecord, description = "The operator (never the password)."),
+        (status = 409, body = ErrorBody, description = "`conflict`: the name is taken."),
+        BodyRefusals,
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -123,13 +148,31 @@ pub async fn create(
 }
 
 /// `GET /admin/operators` → `{"operators": [{"name", "role", "createdAt"}]}`.
-pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/operators",
+    operation_id = "list_operators",
+    summary = "List console operators",
+    responses((status = 200, body = OperatorList, description = "Every operator."))
+)]
+pub async fn list(State(state): State<AppState>) -> Result<SortedJson<OperatorList>, ApiError> {
     let operators = state.store.list_operators().await?;
-    Ok(Json(json!({ "operators": operators })))
+    Ok(SortedJson(OperatorList { operators }))
 }
 
 /// `DELETE /admin/operators/{name}`: the operator can no longer sign in (open sessions end at
 /// their next request).
+#[utoipa::path(
+    delete,
+    path = "/operators/{name}",
+    operation_id = "delete_operator",
+    summary = "Delete a console operator",
+    params(("name" = String, Path, description = "The operator's name.")),
+    responses(
+        (status = 200, body = OperatorRecord, description = "The operator as it was."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such operator."),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -10,6 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use meshguard_policy::{Code, Decision, Effect};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::alerts::{Alert, AlertAgent, Trigger};
 use crate::auth::AuthenticatedAgent;
@@ -97,23 +98,45 @@ pub(super) struct Asked<'a> {
     pub(super) mode: Mode,
 }
 
-/// The body of every decision answer (SPEC 2).
-#[derive(Debug, Serialize)]
-struct CheckAnswer<'a> {
+/// The body of every decision answer (SPEC 2): 200 for an allow, 403 (or 429) for a denial or an
+/// approval to wait for, 503 when nothing can be decided. Only a 200 means allow.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CheckAnswer<'a> {
+    /// True only when the action may go ahead (in `audit` mode: always, see `enforced`).
     allowed: bool,
+    /// `allow`, `deny` or `require_approval`, as computed.
     decision: Effect,
+    /// The machine code of the decision (`unavailable` when nothing could be decided).
     code: WireCode,
+    /// Why, for a person: names the action, the rule and the policy.
     reason: &'a str,
+    /// The same as `reason`, for clients of MeshGuard's first SDK.
     message: &'a str,
+    /// The action as received.
     action: &'a str,
+    /// The resource as received (`*` when none was sent).
     resource: &'a str,
+    /// The policy that decided, when one did.
+    #[schema(required = true)]
     policy: Option<&'a str>,
+    /// The rule that decided, when a rule did.
+    #[schema(required = true)]
     rule: Option<&'a str>,
+    /// True when a human must decide first (`decision` is `require_approval`).
     requires_approval: bool,
+    /// The approval this decision is about, when there is one.
+    #[schema(required = true)]
     approval_id: Option<&'a str>,
+    /// Whole seconds until a rate-limited (or budget-limited) check would fit; also sent as
+    /// `Retry-After`.
+    #[schema(required = true)]
     retry_after_seconds: Option<u64>,
+    /// False when the gateway runs in `audit` or `bypass` mode: the decision was not enforced.
     enforced: bool,
+    /// The request's trace id (also in `X-Trace-ID`).
     trace_id: &'a str,
+    /// The committed audit event of this decision; null when none could be written (503).
+    #[schema(required = true)]
     audit_id: Option<&'a str>,
 }
 

@@ -1,16 +1,19 @@
-//! Paging of the admin listings: the `?limit=&cursor=` they take and the `nextCursor` they
-//! answer with.
+//! Paging of the admin listings: the `?limit=&cursor=` they take (each listing's answer type
+//! carries the `nextCursor`).
 
 use meshguard_store::PageRequest;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use utoipa::IntoParams;
 
 /// `?limit=N&cursor=C`: the page size (default 100, at most 1000) and the `nextCursor` of the
 /// previous page. Parsed apart from a listing's filters, so every listing reads them alike.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
+    /// Rows per page: default 100, at most 1000.
     #[serde(default)]
     limit: Option<u32>,
+    /// The `nextCursor` of the previous page (with the same filters).
     #[serde(default)]
     cursor: Option<String>,
 }
@@ -23,15 +26,4 @@ impl PageParams {
             cursor: self.cursor.clone().filter(|cursor| !cursor.is_empty()),
         }
     }
-}
-
-/// The answer of a listing: its rows under `key`, and `nextCursor`, null on the last page.
-pub fn listing(key: &str, rows: Value, next_cursor: Option<String>) -> Value {
-    let mut body = Map::new();
-    body.insert(key.to_owned(), rows);
-    body.insert(
-        "nextCursor".to_owned(),
-        next_cursor.map_or(Value::Null, Value::String),
-    );
-    Value::Object(body)
 }

@@ -2,18 +2,22 @@
 //! and validate without applying. Every change goes through [`apply`]: committed with its
 //! audit event (kind `admin`), then the auth cache is cleared.
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use meshguard_policy::{AgentProfile, Policy, lint, parse_policy};
-use meshguard_store::{AdminMutation, AdminOutcome, PolicyUpsert, StoredPolicy};
+use meshguard_policy::{AgentProfile, LintWarning, Policy, PolicyMode, lint, parse_policy};
+use meshguard_store::{
+    AdminMutation, AdminOutcome, PolicyOrigin, PolicyRevision, PolicyUpsert, StoredPolicy,
+};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 
 use super::admin_event::{AdminChange, ChangedBy, apply, unexpected};
-use super::page::{PageParams, listing};
+use super::page::PageParams;
+use super::sorted::SortedJson;
 use crate::auth::profile_of;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody, InvalidPolicyBody};
 use crate::extract::{ApiQuery, LimitedBody};
 use crate::state::AppState;
 
@@ -23,61 +27,204 @@ fn text_of(body: &[u8]) -> Result<&str, ApiError> {
 
 /// A stored policy as the API shows it: the stored fields, the source text, and the parsed
 /// policy in camelCase JSON.
-fn policy_json(stored: &StoredPolicy, with_source: bool) -> Value {
-    let parsed = parse_policy(stored.origin.as_str(), &stored.source).ok();
-    let mut body = json!({
-        "name": stored.name,
-        "version": stored.version,
-        "description": parsed.as_ref().and_then(|p| p.description().map(str::to_owned)),
-        "origin": stored.origin,
-        "revision": stored.revision,
-        "mode": parsed.as_ref().map(|p| p.mode()),
-        "createdAt": stored.created_at.format(&time::format_description::well_known::Rfc3339).ok(),
-        "updatedAt": stored.updated_at.format(&time::format_description::well_known::Rfc3339).ok(),
-        "policy": parsed,
-    });
-    if let (true, Some(map)) = (with_source, body.as_object_mut()) {
-        map.insert("source".into(), Value::String(stored.source.clone()));
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct PolicyView {
+    /// The policy's name.
+    name: String,
+    /// The author's label (`version` in the YAML).
+    version: String,
+    /// The policy's description.
+    description: Option<String>,
+    /// `api`, or the file it was loaded from (`serve --policies DIR`).
+    origin: PolicyOrigin,
+    /// The stored revision, from 1; every apply that changes the body adds one.
+    revision: u64,
+    /// `enforce` or `shadow`.
+    mode: Option<PolicyMode>,
+    /// When the policy was first applied.
+    #[schema(format = DateTime)]
+    created_at: Option<String>,
+    /// When its body last changed.
+    #[schema(format = DateTime)]
+    updated_at: Option<String>,
+    /// The parsed policy, with the YAML's keys.
+    policy: Option<Policy>,
+    /// The source text (one policy, and an apply's answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<String>,
+    /// Whether the apply changed the body (an apply's answer only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changed: Option<bool>,
+}
+
+impl PolicyView {
+    fn of(stored: &StoredPolicy, with_source: bool) -> PolicyView {
+        let parsed = parse_policy(stored.origin.as_str(), &stored.source).ok();
+        let rfc3339 = |at: time::OffsetDateTime| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        };
+        PolicyView {
+            name: stored.name.clone(),
+            version: stored.version.clone(),
+            description: parsed
+                .as_ref()
+                .and_then(|p| p.description().map(str::to_owned)),
+            origin: stored.origin.clone(),
+            revision: stored.revision,
+            mode: parsed.as_ref().map(Policy::mode),
+            created_at: rfc3339(stored.created_at),
+            updated_at: rfc3339(stored.updated_at),
+            policy: parsed,
+            source: with_source.then(|| stored.source.clone()),
+            changed: None,
+        }
     }
-    body
+}
+
+/// One page of the policies in force.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyList {
+    /// The policies, by name (without their source).
+    policies: Vec<PolicyView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+/// One page of a policy's stored revisions.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionList {
+    /// The revisions, oldest first.
+    revisions: Vec<PolicyRevision>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+    /// The policy's name.
+    name: String,
+}
+
+/// What `DELETE /admin/policies/{name}` did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyDeleted {
+    /// Always true.
+    deleted: bool,
+    /// The policy's name.
+    name: String,
+    /// Its last revision (the revisions stay).
+    revision: u64,
+}
+
+/// What `POST /admin/policies/validate` found.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Validation {
+    /// Whether the policy parses and validates (warnings aside).
+    pub(super) valid: bool,
+    /// The policy's name, when it parses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) name: Option<String>,
+    /// The error that stops it, with its position (at most one).
+    pub(super) errors: Vec<ValidationError>,
+    /// Lint warnings about it, together with the policies in force and the stored agents.
+    pub(super) warnings: Vec<ValidationWarning>,
+}
+
+/// Why a policy does not validate, and where.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ValidationError {
+    /// `file:line:col: path: message`.
+    pub(super) message: String,
+    /// 1-based line.
+    line: u32,
+    /// 1-based column.
+    column: u32,
+    /// The field path (`rules[2].effect`).
+    path: String,
+}
+
+/// A lint warning, with its one-line text.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ValidationWarning {
+    /// The warning.
+    #[serde(flatten)]
+    warning: LintWarning,
+    /// `file:line:col: warning: message`.
+    pub(super) text: String,
 }
 
 /// `GET /admin/policies?limit=&cursor=`: one page of the policies in force, by name.
+#[utoipa::path(
+    get,
+    path = "/policies",
+    operation_id = "list_policies",
+    summary = "List policies",
+    params(PageParams),
+    responses(
+        (status = 200, body = PolicyList, description = "One page of policies."),
+        (status = 400, body = ErrorBody, description = "`bad_request`: a bad `limit` or cursor."),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(page): ApiQuery<PageParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<SortedJson<PolicyList>, ApiError> {
     let page = state.store.list_policies(&page.request()).await?;
-    let policies: Vec<Value> = page.items.iter().map(|p| policy_json(p, false)).collect();
-    Ok(Json(listing(
-        "policies",
-        Value::Array(policies),
-        page.next_cursor,
-    )))
+    Ok(SortedJson(PolicyList {
+        policies: page
+            .items
+            .iter()
+            .map(|p| PolicyView::of(p, false))
+            .collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// `GET /admin/policies/{name}`.
+#[utoipa::path(
+    get,
+    path = "/policies/{name}",
+    operation_id = "show_policy",
+    summary = "Show a policy",
+    params(("name" = String, Path, description = "The policy's name.")),
+    responses(
+        (status = 200, body = PolicyView, description = "The policy, with its source."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such policy."),
+    )
+)]
 pub async fn show(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<SortedJson<PolicyView>, ApiError> {
     let stored = state.store.get_policy(&name).await?;
-    Ok(Json(policy_json(&stored, true)))
+    Ok(SortedJson(PolicyView::of(&stored, true)))
 }
 
 /// `GET /admin/policies/{name}/revisions?limit=&cursor=`: one page of the stored bodies,
 /// oldest first.
+#[utoipa::path(
+    get,
+    path = "/policies/{name}/revisions",
+    operation_id = "policy_revisions",
+    summary = "A policy's revisions",
+    params(("name" = String, Path, description = "The policy's name."), PageParams),
+    responses(
+        (status = 200, body = RevisionList, description = "One page of revisions."),
+        (status = 400, body = ErrorBody, description = "`bad_request`: a bad `limit` or cursor."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such policy."),
+    )
+)]
 pub async fn revisions(
     State(state): State<AppState>,
     Path(name): Path<String>,
     ApiQuery(page): ApiQuery<PageParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<SortedJson<RevisionList>, ApiError> {
     let page = state.store.policy_revisions(&name, &page.request()).await?;
-    let mut body = listing("revisions", json!(page.items), page.next_cursor);
-    if let Some(body) = body.as_object_mut() {
-        body.insert("name".into(), Value::String(name));
-    }
-    Ok(Json(body))
+    Ok(SortedJson(RevisionList {
+        revisions: page.items,
+        next_cursor: page.next_cursor,
+        name,
+    }))
 }
 
 /// The change to one policy, as the trail tells it.
@@ -154,14 +301,31 @@ pub(super) async fn apply_text(
     } else {
         StatusCode::OK
     };
-    let mut body = policy_json(&upsert.policy, true);
-    if let Some(map) = body.as_object_mut() {
-        map.insert("changed".into(), Value::Bool(upsert.changed));
-    }
-    Ok((status, Json(body)).into_response())
+    let body = PolicyView {
+        changed: Some(upsert.changed),
+        ..PolicyView::of(&upsert.policy, true)
+    };
+    Ok((status, SortedJson(body)).into_response())
 }
 
 /// `POST /admin/policies`: upsert by the body's `name`.
+#[utoipa::path(
+    post,
+    path = "/policies",
+    operation_id = "apply_policy",
+    summary = "Apply a policy",
+    description = "Upserts by the body's `name`. Every apply that changes the body is a new revision.",
+    request_body(content = String, content_type = "application/yaml",
+        description = "One policy: YAML (or JSON, which is YAML too)."),
+    responses(
+        (status = 200, body = PolicyView, description = "Applied over an existing policy (`changed` says whether its body changed)."),
+        (status = 201, body = PolicyView, description = "Applied: a new policy."),
+        (status = 400, body = ErrorBody, description = "`bad_request`: the body is not UTF-8 text, or names another policy than the path."),
+        (status = 409, body = ErrorBody, description = "`conflict`: the policy belongs to a file of `serve --policies DIR`, or the set would not load."),
+        (status = 413, body = ErrorBody, description = "`payload_too_large`: the body is over the limit."),
+        (status = 422, body = InvalidPolicyBody, description = "`invalid_policy`: it does not validate; every problem with its position."),
+    )
+)]
 pub async fn apply_any(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -171,6 +335,23 @@ pub async fn apply_any(
 }
 
 /// `PUT /admin/policies/{name}`: upsert; the body's `name` must be `{name}`.
+#[utoipa::path(
+    put,
+    path = "/policies/{name}",
+    operation_id = "apply_named_policy",
+    summary = "Apply a policy by name",
+    params(("name" = String, Path, description = "The policy's name.")),
+    request_body(content = String, content_type = "application/yaml",
+        description = "One policy: YAML (or JSON, which is YAML too)."),
+    responses(
+        (status = 200, body = PolicyView, description = "Applied over an existing policy (`changed` says whether its body changed)."),
+        (status = 201, body = PolicyView, description = "Applied: a new policy."),
+        (status = 400, body = ErrorBody, description = "`bad_request`: the body is not UTF-8 text, or names another policy than the path."),
+        (status = 409, body = ErrorBody, description = "`conflict`: the policy belongs to a file of `serve --policies DIR`, or the set would not load."),
+        (status = 413, body = ErrorBody, description = "`payload_too_large`: the body is over the limit."),
+        (status = 422, body = InvalidPolicyBody, description = "`invalid_policy`: it does not validate; every problem with its position."),
+    )
+)]
 pub async fn apply_named(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -181,11 +362,23 @@ pub async fn apply_named(
 }
 
 /// `DELETE /admin/policies/{name}`: out of force; its revisions stay.
+#[utoipa::path(
+    delete,
+    path = "/policies/{name}",
+    operation_id = "delete_policy",
+    summary = "Delete a policy",
+    params(("name" = String, Path, description = "The policy's name.")),
+    responses(
+        (status = 200, body = PolicyDeleted, description = "Out of force; its revisions stay."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such policy."),
+        (status = 409, body = ErrorBody, description = "`conflict`: the policy belongs to a file of `serve --policies DIR`."),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<SortedJson<PolicyDeleted>, ApiError> {
     let deleted = state
         .policies
         .delete_by_admin(&name, || async {
@@ -206,31 +399,52 @@ pub async fn delete(
             }
         })
         .await?;
-    Ok(Json(
-        json!({ "deleted": true, "name": deleted.name, "revision": deleted.revision }),
-    ))
+    Ok(SortedJson(PolicyDeleted {
+        deleted: true,
+        name: deleted.name,
+        revision: deleted.revision,
+    }))
 }
 
 /// `POST /admin/policies/validate`: parses the body as one policy and lints it together with the
 /// policies in force and the stored agents; changes nothing. Always 200 with `valid`.
+#[utoipa::path(
+    post,
+    path = "/policies/validate",
+    operation_id = "validate_policy",
+    summary = "Validate and lint a policy",
+    request_body(content = String, content_type = "application/yaml",
+        description = "One policy: YAML (or JSON, which is YAML too)."),
+    responses(
+        (status = 200, body = Validation, description = "Whether it validates, its error and its lint warnings."),
+        (status = 400, body = ErrorBody, description = "`bad_request`: the body is not UTF-8 text."),
+        (status = 413, body = ErrorBody, description = "`payload_too_large`: the body is over the limit."),
+    )
+)]
 pub async fn validate(
     State(state): State<AppState>,
     LimitedBody(body): LimitedBody,
-) -> Result<Json<Value>, ApiError> {
-    validation(&state, text_of(&body)?).await.map(Json)
+) -> Result<SortedJson<Validation>, ApiError> {
+    validation(&state, text_of(&body)?).await.map(SortedJson)
 }
 
 /// Parses `text` as one policy and lints it with the policies in force and the stored agents:
 /// `{"valid", "name"?, "errors": [{"message", "line", "column", "path"}], "warnings": [...]}`.
-pub(super) async fn validation(state: &AppState, text: &str) -> Result<Value, ApiError> {
+pub(super) async fn validation(state: &AppState, text: &str) -> Result<Validation, ApiError> {
     let policy = match parse_policy("request body", text) {
         Ok(policy) => policy,
         Err(err) => {
-            return Ok(json!({
-                "valid": false,
-                "errors": [{"message": err.to_string(), "line": err.line(), "column": err.column(), "path": err.path()}],
-                "warnings": [],
-            }));
+            return Ok(Validation {
+                valid: false,
+                name: None,
+                errors: vec![ValidationError {
+                    message: err.to_string(),
+                    line: err.line(),
+                    column: err.column(),
+                    path: err.path().to_owned(),
+                }],
+                warnings: Vec::new(),
+            });
         }
     };
     let mut policies: Vec<Policy> = state
@@ -246,22 +460,18 @@ pub(super) async fn validation(state: &AppState, text: &str) -> Result<Value, Ap
         .iter()
         .filter_map(|a| profile_of(a).ok())
         .collect();
-    let warnings: Vec<Value> = lint(&policies, Some(&agents))
+    let warnings: Vec<ValidationWarning> = lint(&policies, Some(&agents))
         .into_iter()
         .filter(|w| w.policy == policy.name())
-        .map(|w| {
-            let text = w.to_string();
-            let mut value = serde_json::to_value(&w).unwrap_or(Value::Null);
-            if let Some(map) = value.as_object_mut() {
-                map.insert("text".into(), Value::String(text));
-            }
-            value
+        .map(|warning| ValidationWarning {
+            text: warning.to_string(),
+            warning,
         })
         .collect();
-    Ok(json!({
-        "valid": true,
-        "name": policy.name(),
-        "errors": [],
-        "warnings": warnings,
-    }))
+    Ok(Validation {
+        valid: true,
+        name: Some(policy.name().to_owned()),
+        errors: Vec::new(),
+        warnings,
+    })
 }

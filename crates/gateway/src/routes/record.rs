@@ -10,37 +10,48 @@ use meshguard_store::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use crate::auth::{AgentAuthError, AuthenticatedAgent, authenticate_agent};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{LimitedBody, parse_json};
+use crate::openapi::BodyRefusals;
 use crate::state::AppState;
 use crate::trace::TraceId;
 
 use super::check::{Route, audit_agent, lenient_action, refuse, require_action};
 
 /// The body of `POST /proxy/governance/record`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct RecordBody {
+    /// The action that was carried out, as checked.
     action: String,
+    /// What it touched.
     #[serde(default)]
     resource: Option<String>,
+    /// `success`, `error` or free text.
     #[serde(default)]
     status: Option<String>,
+    /// What came of it; stored cut to 4 KiB.
     #[serde(default)]
     result: Option<String>,
+    /// The `audit_id` of the agent's own check this record follows.
     #[serde(default)]
     audit_id: Option<String>,
+    /// How long the action took.
     #[serde(default)]
     duration_ms: Option<f64>,
+    /// Anything else worth keeping in the audit trail.
     #[serde(default)]
     context: Option<Map<String, Value>>,
 }
 
 /// The answer to a record.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Recorded {
+    /// Always true: the event is committed (queued with `audit.durability = "async"`).
     recorded: bool,
+    /// The record's own audit event.
     audit_id: String,
 }
 
@@ -126,6 +137,23 @@ async fn own_check(
 
 /// `POST /proxy/governance/record`: the agent reports what an action did. Policies never count
 /// it (SPEC 3); the agent's record budget does.
+#[utoipa::path(
+    post,
+    path = "/proxy/governance/record",
+    summary = "Report what an action did",
+    description = "Appends a `record` event to the audit trail. A record may only follow the \
+        agent's own checks. Never counted against policy limits; charged to the agent's record \
+        budget (`agents.records_per_minute`).",
+    request_body = RecordBody,
+    responses(
+        (status = 201, body = Recorded, description = "Recorded."),
+        (status = 403, body = ErrorBody, description = "`forbidden`: `audit_id` is not a check \
+            of this agent, or the trace's first check is another agent's."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no check `audit_id` in the trail."),
+        (status = 503, body = ErrorBody, description = "`unavailable`: the store cannot be reached."),
+        BodyRefusals,
+    )
+)]
 pub async fn record(
     State(state): State<AppState>,
     Extension(trace): Extension<TraceId>,

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 
-use axum::Json;
 use axum::extract::State;
 use meshguard_policy::{
     AgentProfile, CheckRequest, Code, Decision, Effect, Policy, PolicySet, Unlimited, parse_policy,
@@ -16,12 +15,14 @@ use meshguard_store::{
     AuditEvent, AuditFilter, AuditKind, AuditOrder, EventCode, MAX_PAGE_SIZE, StoreError,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
+use super::sorted::SortedJson;
 use crate::auth::profile_of;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody, InvalidPolicyBody};
 use crate::extract::ApiJson;
+use crate::openapi::BodyRefusals;
 use crate::state::AppState;
 
 /// Examples of changed checks kept in the answer.
@@ -30,7 +31,7 @@ const MAX_EXAMPLES: usize = 20;
 const TOP_ACTIONS: usize = 10;
 
 /// The body of `POST /admin/replay`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReplayBody {
     /// The candidate policies, as YAML texts.
@@ -47,7 +48,7 @@ pub struct ReplayBody {
 }
 
 /// One candidate policy and where it comes from, for error positions.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CandidatePolicy {
     /// A file name, or any label.
@@ -57,7 +58,8 @@ pub struct CandidatePolicy {
 }
 
 /// One check's verdict, before or after.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = ReplayVerdict)]
 struct Verdict {
     decision: Effect,
     code: String,
@@ -66,8 +68,9 @@ struct Verdict {
 }
 
 /// A check whose verdict would change.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ReplayExample)]
 struct Example {
     audit_id: String,
     trace_id: Option<String>,
@@ -79,7 +82,8 @@ struct Example {
 }
 
 /// How many checks moved from one decision to another.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ReplayTransition)]
 struct Transition {
     from: Effect,
     to: Effect,
@@ -87,16 +91,17 @@ struct Transition {
 }
 
 /// An action and how many of its checks would change.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ReplayActionCount)]
 struct ActionCount {
     action: String,
     count: u64,
 }
 
 /// The answer of `POST /admin/replay`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ReplayReport {
+pub(super) struct ReplayReport {
     #[serde(with = "time::serde::rfc3339")]
     since: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -120,10 +125,25 @@ struct ReplayReport {
 }
 
 /// `POST /admin/replay`.
+#[utoipa::path(
+    post,
+    path = "/replay",
+    operation_id = "replay_policies",
+    summary = "What a policy change would have changed",
+    description = "Every audited check of the period decided again with the candidate policies \
+        in place of the live ones of the same names; nothing charged, no approval looked up.",
+    request_body = ReplayBody,
+    responses(
+        (status = 200, body = ReplayReport, description = "What would have changed."),
+        (status = 400, body = ErrorBody, description = "`bad_request`: no candidate, or `until` not after `since`."),
+        (status = 422, body = InvalidPolicyBody, description = "`invalid_policy`: a candidate does not validate; every position."),
+        BodyRefusals,
+    )
+)]
 pub async fn replay(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<ReplayBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<SortedJson<ReplayReport>, ApiError> {
     if body.policies.is_empty() {
         return Err(ApiError::BadRequest(
             "policies: give at least one candidate policy".into(),
@@ -219,9 +239,7 @@ pub async fn replay(
     actions.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.action.cmp(&b.action)));
     actions.truncate(TOP_ACTIONS);
     report.top_changed_actions = actions;
-    serde_json::to_value(report)
-        .map(Json)
-        .map_err(|err| ApiError::Internal(err.to_string()))
+    Ok(SortedJson(report))
 }
 
 /// Parses every candidate; any error refuses the replay with every position.

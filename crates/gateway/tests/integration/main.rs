@@ -22,6 +22,7 @@ mod console;
 mod forward_auth;
 mod group_commit;
 mod mcp_metrics;
+mod openapi;
 mod operators;
 mod outage;
 mod paging;

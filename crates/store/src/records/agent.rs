@@ -12,6 +12,7 @@ pub const TRUST_TIERS: [&str; 4] = ["unverified", "verified", "trusted", "privil
 /// An agent as stored. Trust, tags and status are read on every request, so an update here takes
 /// effect on the agent's next call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AgentRecord {
     /// `agent_` + 20 random hex digits; never reused.
@@ -37,6 +38,7 @@ pub struct AgentRecord {
 
 /// Whether an agent may act. Revocation keeps the agent and its history; purge deletes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum AgentStatus {
     /// Tokens of this agent are honoured.

@@ -9,6 +9,7 @@ use crate::chain::canonical_json;
 /// `context.arguments` is approved for those exact arguments, so an agent cannot have one call
 /// approved and make another. The approver sees `value`; the store matches on `digest`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BoundArguments {
     /// SHA-256 (lowercase hex) of the canonical JSON of `value`.
     pub digest: String,
@@ -34,6 +35,7 @@ impl BoundArguments {
 
 /// Where an approval stands (SPEC 3, "Approvals").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ApprovalStatus {
     /// Waiting for a human.
@@ -75,6 +77,7 @@ impl ApprovalStatus {
 
 /// One human decision on one (agent, normalised action, normalised resource, arguments).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ApprovalRecord {
     /// `apr_` + 20 random hex digits.

@@ -11,6 +11,7 @@ pub const OPERATOR_ROLES: [&str; 3] = ["admin", "approver", "viewer"];
 
 /// One operator as stored. The hash never leaves the gateway: it is skipped when serialised.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OperatorRecord {
     /// The sign-in name (agent-name syntax).

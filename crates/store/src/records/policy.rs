@@ -87,6 +87,7 @@ pub struct StoredPolicy {
 
 /// One stored body of a policy, kept after it is replaced (and after the policy is deleted).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyRevision {
     /// The policy's `name`.

@@ -3,6 +3,7 @@ use time::OffsetDateTime;
 
 /// A token the gateway issued. Only its id (`jti`) is stored, never the token itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TokenRecord {
     /// The JWT's `jti`.

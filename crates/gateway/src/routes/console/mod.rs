@@ -1318,7 +1318,9 @@ async fn policy_test(
     )
     .await;
     match answer {
-        Ok(axum::Json(answer)) => {
+        Ok(super::sorted::SortedJson(answer)) => {
+            // Read as the JSON the admin API answers, so the page shows what `decide` says.
+            let answer = serde_json::to_value(&answer).unwrap_or_default();
             let text = |pointer: &str| {
                 answer
                     .pointer(pointer)
@@ -1371,22 +1373,9 @@ async fn policy_draft(
         Ok(checked) => checked,
         Err(err) => return err.into_response(),
     };
-    let lines = |key: &str, field: &str| -> Vec<String> {
-        checked
-            .get(key)
-            .and_then(serde_json::Value::as_array)
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|i| i.get(field).and_then(serde_json::Value::as_str))
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let errors = lines("errors", "message");
-    let warnings = lines("warnings", "text");
-    let valid = checked.get("valid") == Some(&serde_json::Value::Bool(true));
+    let errors: Vec<String> = checked.errors.iter().map(|e| e.message.clone()).collect();
+    let warnings: Vec<String> = checked.warnings.iter().map(|w| w.text.clone()).collect();
+    let valid = checked.valid;
     let mut message = if valid {
         "The draft is valid.".to_owned()
     } else {
@@ -1399,10 +1388,7 @@ async fn policy_draft(
         match super::policies::apply_text(&state, &headers, &form.source, None).await {
             Ok(applied) if applied.status().is_success() => {
                 message = "The draft is valid and was applied: it is in force now.".to_owned();
-                let name = checked
-                    .get("name")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or("-");
+                let name = checked.name.as_deref().unwrap_or("-");
                 audit_console(
                     &state,
                     &session.operator,
