@@ -4,7 +4,8 @@
 # (crates/gateway/examples/baseline_server.rs) loaded the same way in the same run. Loopback only,
 # bounded duration; prints the table of docs/benchmarks.md ("Gateway load").
 # With PG_URL set (a PostgreSQL server URL, e.g. postgres://postgres@127.0.0.1:5432/test), a
-# fourth run loads a durable gateway on a fresh PostgreSQL database made for the run (and dropped).
+# further run loads a durable gateway on a fresh PostgreSQL database made for the run (and dropped).
+# A durable gateway served over TLS (a self-signed certificate made with openssl) is loaded too.
 # Usage: [SKIP_BUILD=1] [PG_URL=…] scripts/bench-load.sh [SECONDS=15] [CONNECTIONS=32]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,21 +64,27 @@ start_gateway() {
   shift
   port="$(free_port)"
   name="$durability-$port"
+  local scheme=http curl_tls=()
+  if [ -n "${tls:-}" ]; then
+    scheme=https
+    curl_tls=(--cacert "$work/tls/cert.pem")
+    set -- "$@" --tls-cert "$work/tls/cert.pem" --tls-key "$work/tls/key.pem"
+  fi
   MESHGUARD_ADMIN_TOKEN="$admin_token" MESHGUARD_AUDIT__DURABILITY="$durability" \
     MESHGUARD_AUDIT__LOG="${audit_log:-true}" RUST_LOG=warn \
     "$gateway_bin" --data-dir "$work/data-$name" serve \
     --addr "127.0.0.1:$port" --policies "$work/policies" "$@" >"$work/gateway-$name.log" 2>&1 &
   pids+=("$!")
-  gateway="http://127.0.0.1:$port"
-  wait_until curl -fsS "$gateway/health"
-  agent_token="$(curl -fsS -X POST "$gateway/admin/agents" -H "X-Admin-Token: $admin_token" \
+  gateway="$scheme://127.0.0.1:$port"
+  wait_until curl -fsS "${curl_tls[@]}" "$gateway/health"
+  agent_token="$(curl -fsS "${curl_tls[@]}" -X POST "$gateway/admin/agents" -H "X-Admin-Token: $admin_token" \
     -H 'Content-Type: application/json' \
     -d '{"name": "load-bench", "trustTier": "verified", "tags": ["load-bench"]}' |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')"
   export MESHGUARD_TOKEN="$agent_token"
   # One check by hand first: the load must be allowed checks (200), or the numbers mean nothing.
   local status
-  status="$(curl -sS -o "$work/first.json" -w '%{http_code}' -X POST "$gateway/proxy/governance/check" \
+  status="$(curl -sS "${curl_tls[@]}" -o "$work/first.json" -w '%{http_code}' -X POST "$gateway/proxy/governance/check" \
     -H "Authorization: Bearer $agent_token" -H 'Content-Type: application/json' -d "$check_body")"
   if [ "$status" != 200 ]; then
     echo "the gateway answered $status to the load's check: $(cat "$work/first.json")" >&2
@@ -104,6 +111,14 @@ read -r a_rps a_p50 a_p99 _ a_bad _ < <(wrk_load "$gateway/proxy/governance/chec
 # transaction, as before the log): what the log buys.
 audit_log=false start_gateway sync
 read -r n_rps n_p50 n_p99 _ n_bad _ < <(wrk_load "$gateway/proxy/governance/check")
+# Durable, served over TLS (a self-signed certificate for 127.0.0.1; wrk keeps its connections,
+# so this is the cost of encryption, not of handshakes).
+mkdir -p "$work/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+  -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" \
+  -keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" 2>/dev/null
+tls=1 start_gateway sync
+read -r t_rps t_p50 t_p99 _ t_bad _ < <(wrk_load "$gateway/proxy/governance/check")
 p_rps=0 p_p50=0 p_p99=0 p_bad=0
 if [ -n "${PG_URL:-}" ]; then
   command -v psql >/dev/null || { echo "PG_URL needs psql" >&2; exit 1; }
@@ -114,19 +129,21 @@ if [ -n "${PG_URL:-}" ]; then
   start_gateway sync --database-url "${PG_URL%/*}/$pg_db"
   read -r p_rps p_p50 p_p99 _ p_bad _ < <(wrk_load "$gateway/proxy/governance/check")
 fi
-if [ "$g_bad" != 0 ] || [ "$b_bad" != 0 ] || [ "$a_bad" != 0 ] || [ "$p_bad" != 0 ] || [ "$n_bad" != 0 ]; then
-  echo "non-200 answers under load: gateway $g_bad, baseline $b_bad, async gateway $a_bad, postgres gateway $p_bad, gateway without log $n_bad" >&2
+if [ "$g_bad" != 0 ] || [ "$b_bad" != 0 ] || [ "$a_bad" != 0 ] || [ "$p_bad" != 0 ] || [ "$n_bad" != 0 ] || [ "$t_bad" != 0 ]; then
+  echo "non-200 answers under load: gateway $g_bad, baseline $b_bad, async gateway $a_bad, postgres gateway $p_bad, gateway without log $n_bad, TLS gateway $t_bad" >&2
   exit 1
 fi
 audited="$(curl -fsS "$sync_gateway/admin/audit/stats?period=1" -H "X-Admin-Token: $admin_token" || echo '{}')"
 
 python3 - "$g_rps" "$g_p50" "$g_p99" "$b_rps" "$b_p50" "$b_p99" "$a_rps" "$a_p50" "$a_p99" \
-  "$duration" "$connections" "$audited" "$p_rps" "$p_p50" "$p_p99" "$n_rps" "$n_p50" "$n_p99" <<'PY'
+  "$duration" "$connections" "$audited" "$p_rps" "$p_p50" "$p_p99" "$n_rps" "$n_p50" "$n_p99" \
+  "$t_rps" "$t_p50" "$t_p99" <<'PY'
 import json, sys
 g_rps, g_p50, g_p99, b_rps, b_p50, b_p99, a_rps, a_p50, a_p99 = map(float, sys.argv[1:10])
 duration, connections, audited = sys.argv[10], sys.argv[11], sys.argv[12]
 p_rps, p_p50, p_p99 = map(float, sys.argv[13:16])
 n_rps, n_p50, n_p99 = map(float, sys.argv[16:19])
+t_rps, t_p50, t_p99 = map(float, sys.argv[19:22])
 print(f"wrk -t2 -c{connections} -d{duration}s, loopback, same run\n")
 print("| server | checks/s | p50 | p99 |")
 print("|---|---:|---:|---:|")
@@ -134,6 +151,7 @@ print(f"| meshguard serve (SQLite, durable audit) | {g_rps:,.0f} | {g_p50:.2f} m
 print(f"| bare axum handler (baseline) | {b_rps:,.0f} | {b_p50:.2f} ms | {b_p99:.2f} ms |")
 print(f"| meshguard serve, audit durability async | {a_rps:,.0f} | {a_p50:.2f} ms | {a_p99:.2f} ms |")
 print(f"| meshguard serve (SQLite, durable audit, audit.log = false) | {n_rps:,.0f} | {n_p50:.2f} ms | {n_p99:.2f} ms |")
+print(f"| meshguard serve (SQLite, durable audit) over TLS | {t_rps:,.0f} | {t_p50:.2f} ms | {t_p99:.2f} ms |")
 if p_rps:
     print(f"| meshguard serve (PostgreSQL, durable audit) | {p_rps:,.0f} | {p_p50:.2f} ms | {p_p99:.2f} ms |")
 print(f"\ngateway (durable audit) ÷ baseline throughput: {g_rps / b_rps:.3f}")
@@ -141,6 +159,7 @@ if p_rps:
     print(f"gateway on PostgreSQL (durable audit) ÷ baseline throughput: {p_rps / b_rps:.3f}")
 print(f"gateway (async audit) ÷ baseline throughput: {a_rps / b_rps:.3f}")
 print(f"gateway (durable audit, no log) ÷ baseline throughput: {n_rps / b_rps:.3f}")
+print(f"gateway over TLS ÷ the same over plain HTTP: {t_rps / g_rps:.3f}")
 try:
     print(f"audit stats of the durable gateway after its run: {json.dumps(json.loads(audited))[:300]}")
 except ValueError:
