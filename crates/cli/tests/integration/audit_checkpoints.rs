@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{CliRun, Gateway};
+use crate::support::{CliRun, Gateway, tamper_audit_reason};
 
 /// The public half of a key no gateway here holds.
 const OTHER_KEY: &str = "-----BEGIN PUBLIC KEY-----\n\
@@ -19,21 +19,6 @@ fn report(run: &CliRun) -> Value {
 
 fn chain(report: &Value) -> &Value {
     &report["chains"][0]
-}
-
-/// Rewrites the reason of audit row `seq` in SQLite, as an intruder with file access would.
-async fn tamper(database: &std::path::Path, seq: i64) {
-    use sqlx::Connection as _;
-    let url = format!("sqlite://{}", database.display());
-    let mut connection = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    let changed =
-        sqlx::query("UPDATE audit_events SET reason = 'nothing to see here' WHERE seq = ?")
-            .bind(seq)
-            .execute(&mut connection)
-            .await
-            .unwrap();
-    assert_eq!(changed.rows_affected(), 1);
-    connection.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,7 +163,7 @@ async fn checkpoints_make_verification_incremental_and_exports_verifiable_offlin
     // An event altered before the last verified checkpoint: found by --full only.
     assert!(gateway.stop(), "{}", gateway.log());
     let database = gateway.data_dir().join("meshguard.db");
-    tamper(&database, 3).await;
+    tamper_audit_reason(&database, 3).await;
     gateway.restart().await;
     gateway.cli(&["audit", "verify"]).assert_code(0);
     let full = gateway.cli(&["audit", "verify", "--full"]);
@@ -190,7 +175,7 @@ async fn checkpoints_make_verification_incremental_and_exports_verifiable_offlin
     gateway.check(&token, "read:workspace", "notes.txt").await;
     gateway.check(&token, "read:workspace", "notes.txt").await;
     assert!(gateway.stop(), "{}", gateway.log());
-    tamper(&database, 14).await;
+    tamper_audit_reason(&database, 14).await;
     gateway.restart().await;
     let routine = gateway.cli(&["audit", "verify"]);
     routine.assert_code(1);

@@ -2,7 +2,7 @@
 //! apply the policy, check actions, hit the rate limit, revoke, read the audit trail, and catch a
 //! tampered audit row.
 
-use crate::support::{Gateway, repo_root};
+use crate::support::{Gateway, repo_root, tamper_audit_reason};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,7 +283,7 @@ async fn the_autogpt_page_works_end_to_end() {
         "SIGTERM stops the gateway cleanly:\n{}",
         gateway.log()
     );
-    tamper(&gateway.data_dir().join("meshguard.db"), seq).await;
+    tamper_audit_reason(&gateway.data_dir().join("meshguard.db"), seq).await;
     gateway.restart().await;
 
     let broken = gateway.cli(&["audit", "verify"]);
@@ -298,20 +298,4 @@ async fn the_autogpt_page_works_end_to_end() {
     assert_eq!(report.code, 1);
     let report: Value = serde_json::from_str(&report.stdout).unwrap();
     assert_eq!(report["ok"], false);
-}
-
-/// Rewrites the reason of the audit row `seq` directly in SQLite, as an intruder with file access
-/// would.
-async fn tamper(database: &std::path::Path, seq: i64) {
-    use sqlx::Connection as _;
-    let url = format!("sqlite://{}", database.display());
-    let mut connection = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    let changed =
-        sqlx::query("UPDATE audit_events SET reason = 'nothing to see here' WHERE seq = ?")
-            .bind(seq)
-            .execute(&mut connection)
-            .await
-            .unwrap();
-    assert_eq!(changed.rows_affected(), 1);
-    connection.close().await.unwrap();
 }

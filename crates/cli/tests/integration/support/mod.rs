@@ -411,3 +411,19 @@ impl CliRun {
         self
     }
 }
+
+/// Rewrites the reason of audit row `seq` directly in a stopped gateway's SQLite database, as an
+/// intruder with file access would.
+pub async fn tamper_audit_reason(database: &Path, seq: i64) {
+    use sqlx::Connection as _;
+    let url = format!("sqlite://{}", database.display());
+    let mut connection = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let changed =
+        sqlx::query("UPDATE audit_events SET reason = 'nothing to see here' WHERE seq = ?")
+            .bind(seq)
+            .execute(&mut connection)
+            .await
+            .unwrap();
+    assert_eq!(changed.rows_affected(), 1);
+    connection.close().await.unwrap();
+}
