@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import socket
 import subprocess
+import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from types import TracebackType
+from typing import Any, Dict, List, Optional, Type
 
 import httpx
 import pytest
@@ -168,6 +172,12 @@ class Gateway:
         headers = {"X-Admin-Token": self.admin_token, **kwargs.pop("headers", {})}
         return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=10, **kwargs)
 
+    def trace(self, trace_id: str) -> List[Dict[str, Any]]:
+        """``meshguard audit trace TRACE_ID --json``: the trace's events, oldest first."""
+        listed = json.loads(self.cli("audit", "trace", trace_id, "--json").stdout)
+        events = listed.get("entries", listed) if isinstance(listed, dict) else listed
+        return sorted(events, key=lambda event: int(event_field(event, "seq")))
+
     def audit(self, **filters: Any) -> List[Dict[str, Any]]:
         """``GET /admin/audit`` with the given filters (e.g. ``traceId``), every page."""
         entries: List[Dict[str, Any]] = []
@@ -190,3 +200,67 @@ def event_field(event: Dict[str, Any], name: str) -> Any:
         return event[name]
     parts = name.split("_")
     return event.get(parts[0] + "".join(part.title() for part in parts[1:]))
+
+
+def assert_doc_shows(doc: Path, example: Path, *names: str) -> None:
+    """Each named file of an example directory appears verbatim in its docs page."""
+    text = doc.read_text(encoding="utf-8")
+    for name in names:
+        shown = (example / name).read_text(encoding="utf-8")
+        assert shown in text, f"{example / name} differs from what {doc} shows"
+
+
+class ExampleRun:
+    """A docs example run as its reader runs it (``python example.py``) as ``agent``, with its
+    standard output read line by line; killed on leaving the ``with`` block if still running."""
+
+    def __init__(
+        self, script: Path, gateway: Gateway, agent: AgentIdentity, stderr: Path, timeout: float
+    ) -> None:
+        self.timeout = timeout
+        self.stderr = stderr
+        with open(stderr, "w", encoding="utf-8") as errors:
+            self.process = subprocess.Popen(
+                [sys.executable, str(script)],
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                text=True,
+                env={**os.environ, "MESHGUARD_URL": gateway.url, "MESHGUARD_TOKEN": agent.token},
+            )
+        self._lines: queue.Queue[Optional[str]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def next_line(self) -> Optional[str]:
+        """The next line printed (``None`` at the end), waiting at most the run's timeout."""
+        return self._lines.get(timeout=self.timeout)
+
+    def running(self) -> bool:
+        """Whether the example has not ended yet."""
+        return self.process.poll() is None
+
+    def rest(self) -> List[str]:
+        """Every line still to come; asserts the example then exits with status 0."""
+        lines: List[str] = []
+        while (line := self.next_line()) is not None:
+            lines.append(line)
+        assert self.process.wait(timeout=self.timeout) == 0, self.stderr.read_text()
+        return lines
+
+    def __enter__(self) -> ExampleRun:
+        return self
+
+    def __exit__(
+        self,
+        kind: Optional[Type[BaseException]],
+        error: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()

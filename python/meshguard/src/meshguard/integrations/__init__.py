@@ -4,7 +4,8 @@ Each adapter lives in its own module and imports its framework only there, so ``
 itself never depends on a framework:
 
 - ``meshguard.integrations.openai_agents``: the OpenAI Agents SDK (``openai-agents``);
-- ``meshguard.integrations.langgraph``: LangGraph and LangChain tools (``langgraph``).
+- ``meshguard.integrations.langgraph``: LangGraph and LangChain tools (``langgraph``);
+- ``meshguard.integrations.crewai``: CrewAI crews, through CrewAI's tool-call hooks (``crewai``).
 
 All of them name a call the way ``meshguard mcp run`` does (``ToolNaming``) and check, run and
 record it through one ``ToolCallGovernor``, so that one policy governs a tool whichever
