@@ -18,39 +18,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use meshguard_store::{AuditAgent, AuditKind, NewAuditEvent, Store, StoreLocation};
+mod support;
+
+use meshguard_store::{Store, StoreLocation};
+use support::event;
 use time::OffsetDateTime;
 
 const BATCH: usize = 20;
-
-fn event(gateway: &str, ts: OffsetDateTime, i: usize) -> NewAuditEvent {
-    NewAuditEvent {
-        id: uuid::Uuid::now_v7().to_string(),
-        ts,
-        kind: AuditKind::Check,
-        agent: Some(AuditAgent {
-            id: "agent_00000000000000000001".into(),
-            name: "autogpt".into(),
-        }),
-        action: "read:workspace/notes.txt".into(),
-        resource: Some("*".into()),
-        decision: Some(meshguard_policy::Effect::Allow),
-        code: Some(meshguard_store::EventCode::Decided(
-            meshguard_policy::Code::Allowed,
-        )),
-        reason: Some("Action 'read:workspace/notes.txt' allowed by rule 'rule-1'".into()),
-        policy: Some("autogpt-policy".into()),
-        rule: Some("rule-1".into()),
-        trace_id: Some(format!("trace-{i}")),
-        approval_id: None,
-        status: None,
-        result: None,
-        context: serde_json::Map::new(),
-        latency_us: Some(40),
-        gateway: gateway.into(),
-        shadow: None,
-    }
-}
 
 /// Appends batches of recent events until `stop`; the time each append took, in ms.
 async fn appender(store: Arc<dyn Store>, gateway: String, stop: Arc<AtomicBool>) -> Vec<f64> {

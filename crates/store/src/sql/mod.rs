@@ -104,6 +104,8 @@ impl Dialect {
 pub(crate) struct SqlStore {
     pool: AnyPool,
     dialect: Dialect,
+    /// The database file, for the bulk reads that bypass sqlx (`audit::sqlite_walk`).
+    sqlite_file: Option<std::sync::Arc<std::path::Path>>,
     /// One audit append at a time in this process: the group-commit writer is the only caller
     /// in practice, and queuing here is cheaper than SQLite busy-waiting on its write lock.
     append_lock: tokio::sync::Mutex<()>,
@@ -187,9 +189,14 @@ impl SqlStore {
             }
         };
         tracing::debug!(store = %location, "store opened and migrated");
+        let sqlite_file = match location {
+            StoreLocation::Sqlite { path } => Some(std::sync::Arc::from(path.as_path())),
+            StoreLocation::Postgres { .. } => None,
+        };
         Ok(Self {
             pool,
             dialect,
+            sqlite_file,
             append_lock: tokio::sync::Mutex::new(()),
             changes,
             listener,

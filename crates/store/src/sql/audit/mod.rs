@@ -6,6 +6,7 @@ mod follow;
 mod query;
 mod retention;
 mod rollup;
+mod sqlite_walk;
 mod stats;
 mod verify;
 
@@ -20,9 +21,10 @@ pub(super) use retention::retain;
 pub(super) use stats::stats;
 pub(super) use verify::verify;
 
+use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-use super::{column, time_column, unsigned, unsigned_opt};
+use super::{db_error, from_micros};
 use meshguard_policy::{Code, Effect};
 
 use crate::{
@@ -34,85 +36,179 @@ const COLUMNS: &str = "id, gateway, seq, ts, kind, agent_id, agent_name, action,
                        result, context, latency_us, prev_hash, hash, shadow_decision, \
                        shadow_code, shadow_policy, shadow_rule";
 
+/// The columns of an audit event row (in [`COLUMNS`] order), however the driver hands them over:
+/// sqlx's `AnyRow` for every query, or rusqlite's row where SQLite is walked in bulk (see
+/// `sqlite_walk`). One decoding, [`from_columns`], serves both.
+pub(crate) trait EventColumns {
+    /// The text at `index` (`name` for errors), `None` for NULL.
+    fn text(&self, index: usize, name: &'static str) -> Result<Option<&str>, StoreError>;
+    /// The integer at `index`, `None` for NULL.
+    fn integer(&self, index: usize, name: &'static str) -> Result<Option<i64>, StoreError>;
+}
+
+impl EventColumns for AnyRow {
+    fn text(&self, index: usize, _name: &'static str) -> Result<Option<&str>, StoreError> {
+        self.try_get(index).map_err(db_error)
+    }
+    fn integer(&self, index: usize, _name: &'static str) -> Result<Option<i64>, StoreError> {
+        self.try_get(index).map_err(db_error)
+    }
+}
+
+/// Indexes of [`COLUMNS`].
+mod col {
+    pub const ID: usize = 0;
+    pub const GATEWAY: usize = 1;
+    pub const SEQ: usize = 2;
+    pub const TS: usize = 3;
+    pub const KIND: usize = 4;
+    pub const AGENT_ID: usize = 5;
+    pub const AGENT_NAME: usize = 6;
+    pub const ACTION: usize = 7;
+    pub const RESOURCE: usize = 8;
+    pub const DECISION: usize = 9;
+    pub const CODE: usize = 10;
+    pub const REASON: usize = 11;
+    pub const POLICY: usize = 12;
+    pub const RULE: usize = 13;
+    pub const TRACE_ID: usize = 14;
+    pub const APPROVAL_ID: usize = 15;
+    pub const STATUS: usize = 16;
+    pub const RESULT: usize = 17;
+    pub const CONTEXT: usize = 18;
+    pub const LATENCY_US: usize = 19;
+    pub const PREV_HASH: usize = 20;
+    pub const HASH: usize = 21;
+    pub const SHADOW_DECISION: usize = 22;
+    pub const SHADOW_CODE: usize = 23;
+    pub const SHADOW_POLICY: usize = 24;
+    pub const SHADOW_RULE: usize = 25;
+}
+
+/// A text column that may be NULL, owned.
+fn optional(
+    row: &impl EventColumns,
+    index: usize,
+    name: &'static str,
+) -> Result<Option<String>, StoreError> {
+    Ok(row.text(index, name)?.map(str::to_owned))
+}
+
+/// A text column that is never NULL.
+fn required<'r>(
+    row: &'r impl EventColumns,
+    index: usize,
+    name: &'static str,
+) -> Result<&'r str, StoreError> {
+    row.text(index, name)?
+        .ok_or_else(|| StoreError::Corrupt(format!("column `{name}` is NULL")))
+}
+
+/// A non-negative integer column that may be NULL.
+fn optional_unsigned(
+    row: &impl EventColumns,
+    index: usize,
+    name: &'static str,
+) -> Result<Option<u64>, StoreError> {
+    row.integer(index, name)?
+        .map(|value| {
+            u64::try_from(value)
+                .map_err(|_| StoreError::Corrupt(format!("column `{name}` holds negative {value}")))
+        })
+        .transpose()
+}
+
 /// Reads a typed column that may be NULL; a spelling MeshGuard never writes is corrupt data.
 fn typed<T>(
     id: &str,
-    name: &str,
-    text: Option<String>,
+    row: &impl EventColumns,
+    index: usize,
+    name: &'static str,
     parse: impl Fn(&str) -> Option<T>,
 ) -> Result<Option<T>, StoreError> {
-    text.map(|text| {
-        parse(&text)
-            .ok_or_else(|| StoreError::Corrupt(format!("audit event `{id}` has {name} `{text}`")))
-    })
-    .transpose()
+    row.text(index, name)?
+        .map(|text| {
+            parse(text).ok_or_else(|| {
+                StoreError::Corrupt(format!("audit event `{id}` has {name} `{text}`"))
+            })
+        })
+        .transpose()
 }
 
 /// The shadow verdict columns, all NULL when the event has none.
-fn shadow_of(id: &str, row: &AnyRow) -> Result<Option<ShadowVerdict>, StoreError> {
+fn shadow_of(id: &str, row: &impl EventColumns) -> Result<Option<ShadowVerdict>, StoreError> {
     let Some(decision) = typed(
         id,
+        row,
+        col::SHADOW_DECISION,
         "shadow_decision",
-        column(row, "shadow_decision")?,
         Effect::parse,
     )?
     else {
         return Ok(None);
     };
-    let code =
-        typed(id, "shadow_code", column(row, "shadow_code")?, Code::parse)?.ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "audit event `{id}` has a shadow decision without a code"
-            ))
-        })?;
+    let code = typed(id, row, col::SHADOW_CODE, "shadow_code", Code::parse)?.ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "audit event `{id}` has a shadow decision without a code"
+        ))
+    })?;
     Ok(Some(ShadowVerdict {
         decision,
         code,
-        policy: column(row, "shadow_policy")?,
-        rule: column(row, "shadow_rule")?,
+        policy: optional(row, col::SHADOW_POLICY, "shadow_policy")?,
+        rule: optional(row, col::SHADOW_RULE, "shadow_rule")?,
     }))
 }
 
-fn from_row(row: &AnyRow) -> Result<AuditEvent, StoreError> {
-    let id: String = column(row, "id")?;
-    let kind: String = column(row, "kind")?;
-    let kind = AuditKind::parse(&kind)
+/// An audit event from a row of [`COLUMNS`].
+pub(crate) fn from_columns(row: &impl EventColumns) -> Result<AuditEvent, StoreError> {
+    let id = required(row, col::ID, "id")?;
+    let kind = required(row, col::KIND, "kind")?;
+    let kind = AuditKind::parse(kind)
         .ok_or_else(|| StoreError::Corrupt(format!("audit event `{id}` has kind `{kind}`")))?;
-    let agent_id: Option<String> = column(row, "agent_id")?;
-    let agent_name: Option<String> = column(row, "agent_name")?;
-    let context: String = column(row, "context")?;
-    let context = serde_json::from_str(&context).map_err(|err| {
+    let agent_id = optional(row, col::AGENT_ID, "agent_id")?;
+    let agent_name = optional(row, col::AGENT_NAME, "agent_name")?;
+    let context = serde_json::from_str(required(row, col::CONTEXT, "context")?).map_err(|err| {
         StoreError::Corrupt(format!(
             "context of audit event `{id}` is not a JSON object: {err}"
         ))
     })?;
+    let ts = row
+        .integer(col::TS, "ts")?
+        .ok_or_else(|| StoreError::Corrupt(format!("audit event `{id}` has no ts")))?;
+    let seq = optional_unsigned(row, col::SEQ, "seq")?
+        .ok_or_else(|| StoreError::Corrupt(format!("audit event `{id}` has no seq")))?;
     Ok(AuditEvent {
         event: NewAuditEvent {
-            ts: time_column(row, "ts")?,
+            ts: from_micros(ts)?,
             kind,
             agent: agent_id.map(|id| AuditAgent {
                 id,
                 name: agent_name.unwrap_or_default(),
             }),
-            action: column(row, "action")?,
-            resource: column(row, "resource")?,
-            decision: typed(&id, "decision", column(row, "decision")?, Effect::parse)?,
-            code: typed(&id, "code", column(row, "code")?, EventCode::parse)?,
-            reason: column(row, "reason")?,
-            policy: column(row, "policy")?,
-            rule: column(row, "rule")?,
-            trace_id: column(row, "trace_id")?,
-            approval_id: column(row, "approval_id")?,
-            status: column(row, "status")?,
-            result: column(row, "result")?,
+            action: required(row, col::ACTION, "action")?.to_owned(),
+            resource: optional(row, col::RESOURCE, "resource")?,
+            decision: typed(id, row, col::DECISION, "decision", Effect::parse)?,
+            code: typed(id, row, col::CODE, "code", EventCode::parse)?,
+            reason: optional(row, col::REASON, "reason")?,
+            policy: optional(row, col::POLICY, "policy")?,
+            rule: optional(row, col::RULE, "rule")?,
+            trace_id: optional(row, col::TRACE_ID, "trace_id")?,
+            approval_id: optional(row, col::APPROVAL_ID, "approval_id")?,
+            status: optional(row, col::STATUS, "status")?,
+            result: optional(row, col::RESULT, "result")?,
             context,
-            latency_us: unsigned_opt(row, "latency_us")?,
-            gateway: column(row, "gateway")?,
-            shadow: shadow_of(&id, row)?,
-            id,
+            latency_us: optional_unsigned(row, col::LATENCY_US, "latency_us")?,
+            gateway: required(row, col::GATEWAY, "gateway")?.to_owned(),
+            shadow: shadow_of(id, row)?,
+            id: id.to_owned(),
         },
-        seq: unsigned(row, "seq")?,
-        prev_hash: column(row, "prev_hash")?,
-        hash: column(row, "hash")?,
+        seq,
+        prev_hash: required(row, col::PREV_HASH, "prev_hash")?.to_owned(),
+        hash: required(row, col::HASH, "hash")?.to_owned(),
     })
+}
+
+fn from_row(row: &AnyRow) -> Result<AuditEvent, StoreError> {
+    from_columns(row)
 }

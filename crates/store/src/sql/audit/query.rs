@@ -179,7 +179,7 @@ pub(crate) async fn query(store: &SqlStore, filter: &AuditFilter) -> Result<Audi
     let where_clause = conditions.where_clause();
     let fetch = conditions.bind(Arg::Int(i64::from(limit) + 1));
     let sql = format!(
-        "SELECT pos, {COLUMNS} FROM audit_events {where_clause} ORDER BY pos {direction} \
+        "SELECT {COLUMNS}, pos FROM audit_events {where_clause} ORDER BY pos {direction} \
          LIMIT {fetch}"
     );
     let rows = conditions

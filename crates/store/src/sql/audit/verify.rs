@@ -4,7 +4,7 @@
 use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
-use super::{COLUMNS, checkpoint, from_row};
+use super::{COLUMNS, checkpoint, from_row, sqlite_walk};
 use crate::chain::{GENESIS_HASH, event_hash};
 use futures::StreamExt as _;
 
@@ -19,50 +19,78 @@ const PAGE_USIZE: usize = 2000;
 const PAGES_AHEAD: usize = 3;
 
 /// One page of a chain, decoded, with each event's hash recomputed.
-struct Page {
-    events: Vec<AuditEvent>,
-    matches: Vec<bool>,
+#[derive(Default)]
+pub(super) struct Page {
+    pub(super) events: Vec<AuditEvent>,
+    /// Whether each event's stored hash is the one recomputed from it.
+    pub(super) matches: Vec<bool>,
     /// Why the row after the last event could not be decoded (the walk breaks there).
-    unreadable: Option<String>,
+    pub(super) unreadable: Option<String>,
 }
 
-/// The events of `gateway`'s chain with `after < seq <= through`, in order; a row that does not
-/// decode ends the page there.
+impl Page {
+    /// Adds the next row's event, hashed again; `false` (and the page ends) when the row did
+    /// not decode.
+    pub(super) fn push(&mut self, decoded: Result<AuditEvent, StoreError>) -> bool {
+        match decoded {
+            Ok(event) => {
+                self.matches.push(event_hash(&event) == event.hash);
+                self.events.push(event);
+                true
+            }
+            Err(err) => {
+                self.unreadable = Some(err.to_string());
+                false
+            }
+        }
+    }
+}
+
+/// Where the pages of a walk are read from.
+#[derive(Clone)]
+enum Source {
+    /// Through the pool (PostgreSQL).
+    Pool(sqlx::AnyPool),
+    /// Straight from the SQLite file, on a blocking thread per page.
+    SqliteFile(std::sync::Arc<std::path::Path>),
+}
+
+/// The events of `gateway`'s chain with `after < seq <= through`, in order, each hashed again;
+/// a row that does not decode ends the page there.
 async fn read_page(
-    pool: sqlx::AnyPool,
+    source: Source,
     gateway: String,
     after: u64,
     through: u64,
 ) -> Result<Page, StoreError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM audit_events WHERE gateway = $1 AND seq > $2 AND seq <= $3 \
-         ORDER BY seq"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(&gateway)
-        .bind(signed("seq", after)?)
-        .bind(signed("seq", through)?)
-        .fetch_all(&pool)
+    let (after, through) = (signed("seq", after)?, signed("seq", through)?);
+    match source {
+        Source::SqliteFile(file) => tokio::task::spawn_blocking(move || {
+            sqlite_walk::read_page(&file, &gateway, after, through)
+        })
         .await
-        .map_err(db_error)?;
-    let mut events = Vec::with_capacity(rows.len());
-    let mut unreadable = None;
-    for row in &rows {
-        match from_row(row) {
-            Ok(event) => events.push(event),
-            Err(err) => {
-                unreadable = Some(err.to_string());
-                break;
+        .map_err(|err| StoreError::Unavailable(format!("reading a page failed: {err}")))?,
+        Source::Pool(pool) => {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM audit_events WHERE gateway = $1 AND seq > $2 AND seq <= $3 \
+                 ORDER BY seq"
+            );
+            let rows = sqlx::query(&sql)
+                .bind(&gateway)
+                .bind(after)
+                .bind(through)
+                .fetch_all(&pool)
+                .await
+                .map_err(db_error)?;
+            let mut page = Page::default();
+            for row in &rows {
+                if !page.push(from_row(row)) {
+                    break;
+                }
             }
+            Ok(page)
         }
     }
-    drop(rows);
-    let matches = events.iter().map(|e| event_hash(e) == e.hash).collect();
-    Ok(Page {
-        events,
-        matches,
-        unreadable,
-    })
 }
 
 /// A chain as `audit_chains` records it.
@@ -254,11 +282,14 @@ async fn walk(
         .step_by(PAGE_USIZE)
         .map(|after| (after, after.saturating_add(PAGE).min(chain.head_seq)))
         .collect();
-    let pool = store.pool.clone();
+    let source = match &store.sqlite_file {
+        Some(file) => Source::SqliteFile(file.clone()),
+        None => Source::Pool(store.pool.clone()),
+    };
     let gateway = chain.gateway.clone();
     let mut pages = futures::stream::iter(ranges)
         .map(|(after, through)| {
-            tokio::spawn(read_page(pool.clone(), gateway.clone(), after, through))
+            tokio::spawn(read_page(source.clone(), gateway.clone(), after, through))
         })
         .buffered(PAGES_AHEAD);
     while let Some(page) = pages.next().await {
