@@ -18,6 +18,12 @@ use clap::Parser as _;
 use crate::cli::{Cli, Command, PolicyCommand};
 use crate::commands::Context;
 
+/// mimalloc rather than glibc's malloc: the check path allocates per request (the body, the
+/// event, the answer) from several threads, where glibc's arenas cost about 15% of the CPU under
+/// load (docs/benchmarks.md, "Gateway load").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // clap prints usage errors itself and exits 2 (0 for --help and --version).
     let cli = Cli::parse();
