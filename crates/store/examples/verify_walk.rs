@@ -16,6 +16,10 @@
 
 mod support;
 
+/// The allocator of the `meshguard` binary, in which verification runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Instant;
 
 use futures::TryStreamExt as _;

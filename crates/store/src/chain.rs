@@ -22,7 +22,13 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 pub fn event_hash(event: &AuditEvent) -> String {
     let mut text = String::with_capacity(768);
     write_chained_fields(event, &mut text);
-    hex::encode(Sha256::digest(text.as_bytes()))
+    let mut hex = [0_u8; 64];
+    // 32 bytes always fit 64 hex digits, which are always UTF-8.
+    hex::encode_to_slice(Sha256::digest(text.as_bytes()), &mut hex)
+        .ok()
+        .and_then(|()| std::str::from_utf8(&hex).ok())
+        .map(str::to_owned)
+        .unwrap_or_default()
 }
 
 /// The canonical JSON of [`chained_fields`], written field by field: the keys below are in the
@@ -209,21 +215,38 @@ fn write_object(map: &serde_json::Map<String, Value>, out: &mut String) {
     out.push('}');
 }
 
+/// A JSON string as canonical JSON writes it. Runs of characters that need no escape are copied
+/// whole: every escaped character is ASCII, so each run ends on a character boundary.
 fn write_string(text: &str, out: &mut String) {
     out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
+    // Most text needs no escape at all: one scan, one copy.
+    if !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(text);
+        out.push('"');
+        return;
     }
+    let mut start = 0;
+    for (at, byte) in text.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..0x20 => "",
+            _ => continue,
+        };
+        out.push_str(text.get(start..at).unwrap_or_default());
+        if escape.is_empty() {
+            out.push_str(&format!("\\u{byte:04x}"));
+        } else {
+            out.push_str(escape);
+        }
+        start = at + 1;
+    }
+    out.push_str(text.get(start..).unwrap_or_default());
     out.push('"');
 }
 
@@ -357,6 +380,7 @@ mod tests {
         variants.push(bare);
         let mut odd = sample_event();
         odd.event.action = "écrire:\"x\"\\\u{1}\u{7f}\u{2028}😀".into();
+        odd.event.reason = Some("\n\t\r\u{8}\u{c}\u{1f} é\"".into());
         odd.event.kind = crate::AuditKind::Admin;
         odd.event.code = Some(crate::EventCode::parse("unauthorized").unwrap());
         odd.event

@@ -15,6 +15,7 @@ use crate::on_every_backend;
 
 on_every_backend!(
     stats_equal_a_count_over_the_events,
+    stats_of_a_period_ending_now_are_exact,
     retention_deletes_in_batches_and_keeps_the_chain_verifiable
 );
 
@@ -209,6 +210,12 @@ async fn stats_equal_a_count_over_the_events(db: TestDb) {
             datetime!(2026-03-01 11:20:10 UTC),
             datetime!(2026-03-01 11:20:50 UTC),
         ),
+        // Both edges mostly inside their minutes: each counted as the minute's rollup less the
+        // checks of its few seconds outside the period.
+        (
+            datetime!(2026-03-01 10:00:01.5 UTC),
+            datetime!(2026-03-01 11:59:58 UTC),
+        ),
         (
             datetime!(1969-12-31 23:00:00 UTC),
             datetime!(2026-03-01 10:05:00 UTC),
@@ -244,6 +251,45 @@ async fn stats_equal_a_count_over_the_events(db: TestDb) {
             hourly: to - from < Duration::days(366),
         };
         assert_stats(&*store, &left, query).await;
+    }
+}
+
+/// A period that ends now (what `audit stats --period N` asks) reads the current minute as its
+/// rollup less the (empty) rest of the minute: still exactly the count over the events, with
+/// checks written during the current minute, just before the end, and after it.
+async fn stats_of_a_period_ending_now_are_exact(db: TestDb) {
+    let store = db.open().await;
+    // Whole microseconds, as the store keeps time.
+    let now = OffsetDateTime::now_utc();
+    let now = now.replace_microsecond(now.microsecond()).unwrap();
+    let mut batch = Vec::new();
+    for i in 0_u32..120 {
+        let at = now - Duration::milliseconds(i64::from(i) * 1_500);
+        let decision = DECISIONS[(i % 3) as usize];
+        batch.push(check_event(
+            "gw-now",
+            at,
+            &format!("act:{}", i % 4),
+            decision,
+        ));
+    }
+    // Written after the period's end (as by another gateway whose clock runs ahead).
+    batch.push(check_event(
+        "gw-now",
+        now + Duration::seconds(2),
+        "act:later",
+        "deny",
+    ));
+    store.append_audit(&batch).await.unwrap();
+    let checks = stored_checks(&*store).await;
+    for period in [Duration::minutes(1), Duration::hours(1)] {
+        let query = StatsQuery {
+            from: now - period,
+            to: now + Duration::milliseconds(1),
+            agent: None,
+            hourly: true,
+        };
+        assert_stats(&*store, &checks, query).await;
     }
 }
 

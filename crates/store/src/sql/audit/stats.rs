@@ -23,8 +23,66 @@ const COUNTS: &str = "CAST(COALESCE(SUM(n), 0) AS BIGINT) AS total, \
     CAST(COALESCE(SUM(CASE WHEN decision = 'require_approval' THEN n ELSE 0 END), 0) AS BIGINT) \
     AS approval";
 
+/// Rows of events with `lower <= ts < upper`, each counting `sign` (1, or -1 for events taken
+/// back out of a rolled-up minute): one range of the `(kind, ts)` index.
+fn events(binds: &mut Conditions, query: &StatsQuery, lower: i64, upper: i64, sign: i8) -> String {
+    let (l, u) = (binds.bind(Arg::Int(lower)), binds.bind(Arg::Int(upper)));
+    let agent = match &query.agent {
+        Some(agent) => format!(" AND {}", binds.agent_condition(agent)),
+        None => String::new(),
+    };
+    format!(
+        "SELECT ts, agent_id, agent_name, decision, action, shadow_policy, \
+         shadow_decision, {sign} AS n FROM audit_events \
+         WHERE kind = 'check' AND ts >= {l} AND ts < {u}{agent}"
+    )
+}
+
+/// Rows of the rollups of the minutes `first <= minute < end`.
+fn rolled(binds: &mut Conditions, query: &StatsQuery, first: i64, end: i64) -> String {
+    let (a, b) = (binds.bind(Arg::Int(first)), binds.bind(Arg::Int(end)));
+    let agent = match &query.agent {
+        Some(agent) => format!(" AND {}", binds.agent_condition(agent)),
+        None => String::new(),
+    };
+    format!(
+        "SELECT minute * {MINUTE_US} AS ts, NULLIF(agent_id, '') AS agent_id, \
+         NULLIF(agent_name, '') AS agent_name, NULLIF(decision, '') AS decision, action, \
+         NULLIF(shadow_policy, '') AS shadow_policy, \
+         NULLIF(shadow_decision, '') AS shadow_decision, n \
+         FROM audit_rollups WHERE minute >= {a} AND minute < {b}{agent}"
+    )
+}
+
+/// The checks of the part `[lower, upper)` of one minute (`lower < upper`, both inside it):
+/// counted from the events of that part, or, when the rest of the minute holds less time, as
+/// the minute's rollup less the events of the rest. Time after `now` holds no events, so a
+/// period that ends now costs the events of its first partial minute's outside part, never
+/// those of the minute so far. Either way the count is exact: the choice is only what is read.
+fn partial_minute(
+    binds: &mut Conditions,
+    query: &StatsQuery,
+    lower: i64,
+    upper: i64,
+    now: i64,
+) -> String {
+    let minute = lower.div_euclid(MINUTE_US);
+    let (start, end) = (minute * MINUTE_US, (minute + 1) * MINUTE_US);
+    let populated = |a: i64, b: i64| (b.min(now) - a).max(0);
+    let inside = populated(lower, upper);
+    let outside = populated(start, lower) + populated(upper, end);
+    if minute < 0 || inside <= outside {
+        return events(binds, query, lower, upper, 1);
+    }
+    let whole = rolled(binds, query, minute, minute + 1);
+    let before = events(binds, query, start, lower, -1);
+    let after = events(binds, query, upper, end, -1);
+    format!("{whole} UNION ALL {before} UNION ALL {after}")
+}
+
 /// The checks of the period as rows that each count `n` of them: the whole minutes from the
-/// rollups, the partial minutes at the edges (and any event before 1970) from the events
+/// rollups, the partial minutes at the edges from the events or from their rollup less the
+/// events outside the period (whichever reads fewer), and any event before 1970 from the events
 /// themselves. Returns the `FROM` item and its bound values.
 fn source(query: &StatsQuery) -> (String, Conditions) {
     let from = micros(query.from);
@@ -33,37 +91,25 @@ fn source(query: &StatsQuery) -> (String, Conditions) {
     let first = from.div_euclid(MINUTE_US) + i64::from(from.rem_euclid(MINUTE_US) != 0);
     let first = first.max(0);
     let end = to.div_euclid(MINUTE_US).max(first);
+    let now = micros(OffsetDateTime::now_utc());
     let mut binds = Conditions::default();
-    let (a, b) = (binds.bind(Arg::Int(first)), binds.bind(Arg::Int(end)));
-    let rolled_agent = match &query.agent {
-        Some(agent) => format!(" AND {}", binds.agent_condition(agent)),
-        None => String::new(),
-    };
+    let mut parts = vec![rolled(&mut binds, query, first, end)];
     // The edges: [from, first minute) and [end minute, to), each one range of the (kind, ts)
     // index (an OR of the two would make SQLite scan the whole period).
-    let mut edge = |lower: i64, upper: i64| {
-        let (l, u) = (binds.bind(Arg::Int(lower)), binds.bind(Arg::Int(upper)));
-        let agent = match &query.agent {
-            Some(agent) => format!(" AND {}", binds.agent_condition(agent)),
-            None => String::new(),
-        };
-        format!(
-            "SELECT ts, agent_id, agent_name, decision, action, shadow_policy, \
-             shadow_decision, 1 AS n FROM audit_events \
-             WHERE kind = 'check' AND ts >= {l} AND ts < {u}{agent}"
-        )
-    };
-    let head = edge(from, first.saturating_mul(MINUTE_US).min(to));
-    let tail = edge(end.saturating_mul(MINUTE_US).max(from), to);
-    let sql = format!(
-        "(SELECT minute * {MINUTE_US} AS ts, NULLIF(agent_id, '') AS agent_id, \
-         NULLIF(agent_name, '') AS agent_name, NULLIF(decision, '') AS decision, action, \
-         NULLIF(shadow_policy, '') AS shadow_policy, \
-         NULLIF(shadow_decision, '') AS shadow_decision, n \
-         FROM audit_rollups WHERE minute >= {a} AND minute < {b}{rolled_agent} \
-         UNION ALL {head} UNION ALL {tail}) AS counted"
-    );
-    (sql, binds)
+    let head_end = first.saturating_mul(MINUTE_US).min(to);
+    if from < head_end {
+        // Before 1970 (`first` clamped to 0) the head spans many minutes: events only.
+        if head_end - from < MINUTE_US {
+            parts.push(partial_minute(&mut binds, query, from, head_end, now));
+        } else {
+            parts.push(events(&mut binds, query, from, head_end, 1));
+        }
+    }
+    let tail_start = end.saturating_mul(MINUTE_US).max(from);
+    if tail_start < to {
+        parts.push(partial_minute(&mut binds, query, tail_start, to, now));
+    }
+    (format!("({}) AS counted", parts.join(" UNION ALL ")), binds)
 }
 
 fn percent(part: u64, total: u64) -> f64 {
@@ -104,7 +150,7 @@ pub(crate) async fn stats(store: &SqlStore, query: &StatsQuery) -> Result<AuditS
     let (counted, binds) = source(query);
     let sql = format!(
         "SELECT action, CAST(SUM(n) AS BIGINT) AS checks FROM {counted} WHERE decision = 'deny' \
-         GROUP BY action ORDER BY checks DESC, action LIMIT {TOP_DENIED}"
+         GROUP BY action HAVING SUM(n) > 0 ORDER BY checks DESC, action LIMIT {TOP_DENIED}"
     );
     let rows = binds
         .query(&sql)
@@ -125,7 +171,8 @@ pub(crate) async fn stats(store: &SqlStore, query: &StatsQuery) -> Result<AuditS
     let sql = format!(
         "SELECT shadow_policy, decision, shadow_decision, CAST(SUM(n) AS BIGINT) AS checks \
          FROM {counted} WHERE shadow_decision IS NOT NULL \
-         GROUP BY shadow_policy, decision, shadow_decision ORDER BY checks DESC, shadow_policy"
+         GROUP BY shadow_policy, decision, shadow_decision HAVING SUM(n) > 0 \
+         ORDER BY checks DESC, shadow_policy"
     );
     let rows = binds
         .query(&sql)
