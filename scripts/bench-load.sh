@@ -5,7 +5,9 @@
 # bounded duration; prints the table of docs/benchmarks.md ("Gateway load").
 # With PG_URL set (a PostgreSQL server URL, e.g. postgres://postgres@127.0.0.1:5432/test), a
 # further run loads a durable gateway on a fresh PostgreSQL database made for the run (and dropped).
-# A durable gateway served over TLS (a self-signed certificate made with openssl) is loaded too.
+# A durable gateway served over TLS (a self-signed certificate made with openssl) is loaded too,
+# and the durable and async gateways with OpenTelemetry traces on, exporting every check's spans
+# to a local OTLP sink (crates/gateway/examples/otlp_sink.rs) that accepts and drops them.
 # Usage: [SKIP_BUILD=1] [PG_URL=…] scripts/bench-load.sh [SECONDS=15] [CONNECTIONS=32]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,10 +20,11 @@ command -v wrk >/dev/null || { echo "wrk is required (apt-get install -y wrk)" >
 # SKIP_BUILD=1 measures the binaries already in the target dir.
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   cargo build --release -p meshguard --bin meshguard
-  cargo build --release -p meshguard-gateway --example baseline_server
+  cargo build --release -p meshguard-gateway --example baseline_server --example otlp_sink
 fi
 gateway_bin="$target_dir/release/meshguard"
 baseline_bin="$target_dir/release/examples/baseline_server"
+sink_bin="$target_dir/release/examples/otlp_sink"
 
 # shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
@@ -72,6 +75,7 @@ start_gateway() {
   fi
   MESHGUARD_ADMIN_TOKEN="$admin_token" MESHGUARD_AUDIT__DURABILITY="$durability" \
     MESHGUARD_AUDIT__LOG="${audit_log:-true}" RUST_LOG=warn \
+    OTEL_EXPORTER_OTLP_ENDPOINT="${otel_endpoint:-}" \
     "$gateway_bin" --data-dir "$work/data-$name" serve \
     --addr "127.0.0.1:$port" --policies "$work/policies" "$@" >"$work/gateway-$name.log" 2>&1 &
   pids+=("$!")
@@ -119,6 +123,16 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" 2>/dev/null
 tls=1 start_gateway sync
 read -r t_rps t_p50 t_p99 _ t_bad _ < <(wrk_load "$gateway/proxy/governance/check")
+# OpenTelemetry on: every check's span and its four child spans exported to a local sink.
+sink_port="$(free_port)"
+"$sink_bin" "127.0.0.1:$sink_port" >"$work/otlp-sink.log" 2>&1 &
+pids+=("$!")
+sink_pid="$!"
+wait_until bash -c "exec 3<>/dev/tcp/127.0.0.1/$sink_port"
+otel_endpoint="http://127.0.0.1:$sink_port" start_gateway sync
+read -r o_rps o_p50 o_p99 _ o_bad _ < <(wrk_load "$gateway/proxy/governance/check")
+otel_endpoint="http://127.0.0.1:$sink_port" start_gateway async
+read -r oa_rps oa_p50 oa_p99 _ oa_bad _ < <(wrk_load "$gateway/proxy/governance/check")
 p_rps=0 p_p50=0 p_p99=0 p_bad=0
 if [ -n "${PG_URL:-}" ]; then
   command -v psql >/dev/null || { echo "PG_URL needs psql" >&2; exit 1; }
@@ -129,21 +143,30 @@ if [ -n "${PG_URL:-}" ]; then
   start_gateway sync --database-url "${PG_URL%/*}/$pg_db"
   read -r p_rps p_p50 p_p99 _ p_bad _ < <(wrk_load "$gateway/proxy/governance/check")
 fi
-if [ "$g_bad" != 0 ] || [ "$b_bad" != 0 ] || [ "$a_bad" != 0 ] || [ "$p_bad" != 0 ] || [ "$n_bad" != 0 ] || [ "$t_bad" != 0 ]; then
-  echo "non-200 answers under load: gateway $g_bad, baseline $b_bad, async gateway $a_bad, postgres gateway $p_bad, gateway without log $n_bad, TLS gateway $t_bad" >&2
+if [ "$g_bad" != 0 ] || [ "$b_bad" != 0 ] || [ "$a_bad" != 0 ] || [ "$p_bad" != 0 ] || [ "$n_bad" != 0 ] || [ "$t_bad" != 0 ] || [ "$o_bad" != 0 ] || [ "$oa_bad" != 0 ]; then
+  echo "non-200 answers under load: gateway $g_bad, baseline $b_bad, async gateway $a_bad, postgres gateway $p_bad, gateway without log $n_bad, TLS gateway $t_bad, OTel gateways $o_bad / $oa_bad" >&2
   exit 1
 fi
+# Every gateway stopped (flushing its last spans) before the sink says what it received.
+for pid in "${pids[@]}"; do [ "$pid" = "$sink_pid" ] || kill "$pid" 2>/dev/null || true; done
+sleep 2
+kill "$sink_pid" 2>/dev/null || true
+wait "$sink_pid" 2>/dev/null || true
+otel_received="$(tail -1 "$work/otlp-sink.log")"
 audited="$(curl -fsS "$sync_gateway/admin/audit/stats?period=1" -H "X-Admin-Token: $admin_token" || echo '{}')"
 
 python3 - "$g_rps" "$g_p50" "$g_p99" "$b_rps" "$b_p50" "$b_p99" "$a_rps" "$a_p50" "$a_p99" \
   "$duration" "$connections" "$audited" "$p_rps" "$p_p50" "$p_p99" "$n_rps" "$n_p50" "$n_p99" \
-  "$t_rps" "$t_p50" "$t_p99" <<'PY'
+  "$t_rps" "$t_p50" "$t_p99" "$o_rps" "$o_p50" "$o_p99" "$oa_rps" "$oa_p50" "$oa_p99" \
+  "$otel_received" <<'PY'
 import json, sys
 g_rps, g_p50, g_p99, b_rps, b_p50, b_p99, a_rps, a_p50, a_p99 = map(float, sys.argv[1:10])
 duration, connections, audited = sys.argv[10], sys.argv[11], sys.argv[12]
 p_rps, p_p50, p_p99 = map(float, sys.argv[13:16])
 n_rps, n_p50, n_p99 = map(float, sys.argv[16:19])
 t_rps, t_p50, t_p99 = map(float, sys.argv[19:22])
+o_rps, o_p50, o_p99, oa_rps, oa_p50, oa_p99 = map(float, sys.argv[22:28])
+otel_received = sys.argv[28]
 print(f"wrk -t2 -c{connections} -d{duration}s, loopback, same run\n")
 print("| server | checks/s | p50 | p99 |")
 print("|---|---:|---:|---:|")
@@ -152,6 +175,8 @@ print(f"| bare axum handler (baseline) | {b_rps:,.0f} | {b_p50:.2f} ms | {b_p99:
 print(f"| meshguard serve, audit durability async | {a_rps:,.0f} | {a_p50:.2f} ms | {a_p99:.2f} ms |")
 print(f"| meshguard serve (SQLite, durable audit, audit.log = false) | {n_rps:,.0f} | {n_p50:.2f} ms | {n_p99:.2f} ms |")
 print(f"| meshguard serve (SQLite, durable audit) over TLS | {t_rps:,.0f} | {t_p50:.2f} ms | {t_p99:.2f} ms |")
+print(f"| meshguard serve (SQLite, durable audit), OpenTelemetry on | {o_rps:,.0f} | {o_p50:.2f} ms | {o_p99:.2f} ms |")
+print(f"| meshguard serve, audit durability async, OpenTelemetry on | {oa_rps:,.0f} | {oa_p50:.2f} ms | {oa_p99:.2f} ms |")
 if p_rps:
     print(f"| meshguard serve (PostgreSQL, durable audit) | {p_rps:,.0f} | {p_p50:.2f} ms | {p_p99:.2f} ms |")
 print(f"\ngateway (durable audit) ÷ baseline throughput: {g_rps / b_rps:.3f}")
@@ -160,6 +185,9 @@ if p_rps:
 print(f"gateway (async audit) ÷ baseline throughput: {a_rps / b_rps:.3f}")
 print(f"gateway (durable audit, no log) ÷ baseline throughput: {n_rps / b_rps:.3f}")
 print(f"gateway over TLS ÷ the same over plain HTTP: {t_rps / g_rps:.3f}")
+print(f"durable gateway with OpenTelemetry on ÷ off: {o_rps / g_rps:.3f} (÷ baseline {o_rps / b_rps:.3f})")
+print(f"async gateway with OpenTelemetry on ÷ off: {oa_rps / a_rps:.3f} (÷ baseline {oa_rps / b_rps:.3f})")
+print(f"OTLP sink: {otel_received}")
 try:
     print(f"audit stats of the durable gateway after its run: {json.dumps(json.loads(audited))[:300]}")
 except ValueError:

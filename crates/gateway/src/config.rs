@@ -231,11 +231,13 @@ pub enum ConfigKey {
     AuditCheckpointInterval,
     /// `audit.archive_dir`: where retention archives what it deletes.
     AuditArchiveDir,
+    /// `otel.endpoint`: the OTLP/HTTP collector that receives the check path's traces.
+    OtelEndpoint,
 }
 
 impl ConfigKey {
     /// Every key, in documentation order.
-    pub const ALL: [ConfigKey; 38] = [
+    pub const ALL: [ConfigKey; 39] = [
         ConfigKey::Listen,
         ConfigKey::Mode,
         ConfigKey::DataDir,
@@ -274,6 +276,7 @@ impl ConfigKey {
         ConfigKey::AuditCheckpointEvents,
         ConfigKey::AuditCheckpointInterval,
         ConfigKey::AuditArchiveDir,
+        ConfigKey::OtelEndpoint,
     ];
 
     /// The dotted name in the TOML file (`[server] body_timeout` is `server.body_timeout`).
@@ -317,6 +320,7 @@ impl ConfigKey {
             ConfigKey::AuditCheckpointEvents => "audit.checkpoint_events",
             ConfigKey::AuditCheckpointInterval => "audit.checkpoint_interval",
             ConfigKey::AuditArchiveDir => "audit.archive_dir",
+            ConfigKey::OtelEndpoint => "otel.endpoint",
         }
     }
 
@@ -366,6 +370,8 @@ impl ConfigKey {
             ConfigKey::AlertSlackWebhook => &["ALERT_SLACK_WEBHOOK"],
             ConfigKey::AlertOn => &["ALERT_ON"],
             ConfigKey::ProxyTarget => &["PROXY_TARGET"],
+            // OpenTelemetry's own variable, which every OTel-instrumented service reads.
+            ConfigKey::OtelEndpoint => &["OTEL_EXPORTER_OTLP_ENDPOINT"],
             _ => &[],
         }
     }
@@ -592,6 +598,8 @@ pub struct Config {
     pub checkpoints: crate::checkpoints::CheckpointPolicy,
     /// Where retention writes what it deletes (gzip'd JSON lines); `None`: it only deletes.
     pub audit_archive_dir: Option<PathBuf>,
+    /// Where the check path's traces go (OTLP over HTTP); `None`: traces are off.
+    pub otel_endpoint: Option<String>,
 }
 
 /// Where a raw value came from; it names the origin in error messages.
@@ -1110,6 +1118,19 @@ impl Validator<'_> {
             },
             console_enabled: self.parsed_or(ConfigKey::ConsoleEnabled, boolean, true)?,
             audit_archive_dir: self.path(ConfigKey::AuditArchiveDir)?,
+            otel_endpoint: self
+                .parsed(ConfigKey::OtelEndpoint, |text: &str| {
+                    let text = text.trim();
+                    if text.starts_with("http://") || text.starts_with("https://") {
+                        Ok(text.to_owned())
+                    } else {
+                        Err(format!(
+                            "`{text}` is not an http:// or https:// URL (the OTLP/HTTP endpoint, \
+                         e.g. http://localhost:4318)"
+                        ))
+                    }
+                })?
+                .filter(|text| !text.is_empty()),
         })
     }
 

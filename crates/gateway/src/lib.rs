@@ -70,6 +70,7 @@ pub mod refusals;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 pub mod tls;
 pub mod token;
 pub mod trace;

@@ -201,6 +201,11 @@ fn add_trace_headers(operation: &mut Operation) {
             "The same as `X-Trace-ID` (MeshGuard's SDK header); `X-Trace-ID` wins when both \
              are sent.",
         ),
+        (
+            "traceparent",
+            "W3C Trace Context: without `X-Trace-ID`, the request is audited under its trace \
+             id; with OpenTelemetry traces on, the gateway's span is a child of its span.",
+        ),
     ] {
         if !parameters.iter().any(|p| p.name == name) {
             parameters.push(header_parameter(name, description));

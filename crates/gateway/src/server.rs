@@ -61,6 +61,9 @@ pub enum ServeError {
     /// A hosted MCP server that cannot be used.
     #[error("{0}")]
     Mcp(String),
+    /// Traces cannot be exported as `otel.endpoint` says.
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
     /// A configured feature this gateway does not provide.
     #[error("{0}")]
     Unsupported(String),
@@ -262,6 +265,22 @@ pub async fn serve_listener(
         mcp: Arc::new(McpHost::new(&config.mcp_servers).map_err(ServeError::Mcp)?),
         console: config.console_enabled,
         audit_log: config.audit_log,
+        telemetry: match &config.otel_endpoint {
+            Some(endpoint) => {
+                let service = std::env::var("OTEL_SERVICE_NAME").ok();
+                // The exporter's HTTP client is a blocking one (it runs on the batch processor's
+                // thread): made off the async workers.
+                let starting = endpoint.clone();
+                let telemetry = tokio::task::spawn_blocking(move || {
+                    crate::telemetry::Telemetry::start(&starting, service.as_deref())
+                })
+                .await
+                .map_err(|err| std::io::Error::other(err.to_string()))??;
+                tracing::info!(endpoint = %endpoint, "exporting traces of the check path (OTLP/HTTP)");
+                Some(Arc::new(telemetry))
+            }
+            None => None,
+        },
         ..GatewayOptions::default()
     };
     let (state, background) = AppState::new(Arc::clone(&store), &dir, options).await?;
@@ -359,6 +378,10 @@ pub async fn serve_listener(
     // Alerts last: the audit trail matters more, and the drain is bounded.
     state.alerts.shutdown();
     background.alerts.finish().await;
+    if let Some(telemetry) = state.telemetry.clone() {
+        // The exporter blocks while it sends the last spans: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    }
     tracing::info!("gateway stopped");
     Ok(())
 }

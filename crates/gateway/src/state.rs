@@ -62,6 +62,8 @@ pub struct GatewayOptions {
     /// the store directly, as on PostgreSQL; a second gateway embedded over the same data
     /// directory (the log is one process's) runs so.
     pub audit_log: bool,
+    /// Where the check path's traces are exported (none by default: traces are off).
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 impl Default for GatewayOptions {
@@ -80,6 +82,7 @@ impl Default for GatewayOptions {
             mcp: Arc::new(McpHost::default()),
             console: true,
             audit_log: true,
+            telemetry: None,
         }
     }
 }
@@ -152,6 +155,8 @@ pub struct Gateway {
     pub console_enabled: bool,
     /// The web console's signed-in operators.
     pub console: Arc<ConsoleSessions>,
+    /// The tracer of the check path's spans, when traces are on.
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -280,6 +285,7 @@ impl AppState {
             mcp: Arc::clone(&options.mcp),
             console_enabled: options.console,
             console: Arc::new(ConsoleSessions::default()),
+            telemetry: options.telemetry.clone(),
             history: match &options.redis {
                 Some(redis) => HistoryStore::Redis(redis.clone()),
                 None => HistoryStore::memory(),

@@ -1,15 +1,19 @@
-//! Trace ids on agent endpoints: read from `X-Trace-ID` or `X-MeshGuard-Trace-ID`, generated
-//! when absent, and echoed back in both headers on every answer (errors included), so a client
-//! can always find its request in the audit trail.
+//! Trace ids on agent endpoints: read from `X-Trace-ID` or `X-MeshGuard-Trace-ID`, else the
+//! trace id of a W3C `traceparent`, generated when absent, and echoed back in both headers on
+//! every answer (errors included), so a client can always find its request in the audit trail.
+//! With traces on (crate::telemetry), the request's spans are recorded beside it.
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 
-/// The trace id of the current request.
+use crate::state::AppState;
+use crate::telemetry::CheckSpans;
+
+/// The trace id of the current request, and its spans (recorded only when traces are on).
 #[derive(Debug, Clone)]
-pub struct TraceId(pub String);
+pub struct TraceId(pub String, pub CheckSpans);
 
 /// The generic header.
 pub const X_TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
@@ -18,6 +22,28 @@ pub const X_MESHGUARD_TRACE_ID: HeaderName = HeaderName::from_static("x-meshguar
 
 /// Longest accepted trace id; longer ones are replaced by a generated id.
 const MAX_LEN: usize = 128;
+
+/// The W3C header whose trace id a request without `X-Trace-ID` is audited under.
+const TRACEPARENT: &str = "traceparent";
+
+/// The trace id of a valid `traceparent` (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`).
+fn from_traceparent(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(TRACEPARENT)?.to_str().ok()?.trim();
+    let mut parts = value.split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |text: &str, len: usize| {
+        text.len() == len && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    (hex(version, 2)
+        && version != "ff"
+        && hex(span, 16)
+        && span != "0000000000000000"
+        && hex(flags, 2))
+    .then(|| crate::telemetry::w3c_trace_id(trace))
+    .flatten()
+    .map(|_| trace.to_owned())
+}
 
 fn from_headers(headers: &HeaderMap) -> Option<String> {
     [X_TRACE_ID, X_MESHGUARD_TRACE_ID]
@@ -31,11 +57,26 @@ fn from_headers(headers: &HeaderMap) -> Option<String> {
 
 /// Middleware: attaches the [`TraceId`] to the request and echoes it on the response. A
 /// generated id is a UUIDv7: time-ordered ids sort by arrival and land at the end of the audit
-/// trail's trace index instead of on a random page of it for every check.
-pub async fn with_trace_id(mut request: Request, next: Next) -> Response {
-    let trace = from_headers(request.headers()).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    request.extensions_mut().insert(TraceId(trace.clone()));
+/// trail's trace index instead of on a random page of it for every check. With traces on, the
+/// request's spans start here and are handed to the exporter once it is answered.
+pub async fn with_trace_id(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let headers = request.headers();
+    let trace = from_headers(headers)
+        .or_else(|| from_traceparent(headers))
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let spans = match &state.telemetry {
+        Some(telemetry) => telemetry.begin(headers, &trace),
+        None => CheckSpans::default(),
+    };
+    request
+        .extensions_mut()
+        .insert(TraceId(trace.clone(), spans.clone()));
     let mut response = next.run(request).await;
+    spans.finish();
     if let Ok(value) = HeaderValue::from_str(&trace) {
         response.headers_mut().insert(X_TRACE_ID, value.clone());
         response.headers_mut().insert(X_MESHGUARD_TRACE_ID, value);

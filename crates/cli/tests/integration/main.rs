@@ -22,6 +22,7 @@ mod mcp_proxy;
 mod multi_gateway;
 mod openapi_responses;
 mod operator_tools;
+mod otel_traces;
 mod paging;
 mod policy_replay;
 mod policy_test_files;

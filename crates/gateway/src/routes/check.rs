@@ -24,6 +24,7 @@ use crate::rate_limit::Charging;
 use crate::rate_limit_redis::RedisLimitError;
 use crate::refusals::{self, Refusal};
 use crate::state::AppState;
+use crate::telemetry::Phase;
 use crate::trace::TraceId;
 
 use super::forward::Proxied;
@@ -103,7 +104,10 @@ pub(super) async fn authenticated(
     route: Route,
     named: impl FnOnce() -> (Option<String>, Option<String>),
 ) -> Result<AuthenticatedAgent, Response> {
-    match authenticate_agent(state, headers).await {
+    let since = trace.1.now();
+    let authenticated = authenticate_agent(state, headers).await;
+    trace.1.record(Phase::Auth, since);
+    match authenticated {
         Ok(agent) => Ok(agent),
         Err(err) => Err(refuse(state, err, trace, route, named()).await),
     }
@@ -306,7 +310,10 @@ pub(super) async fn evaluate(
         event.context.extend(proxied.context());
     }
     let audit_id = event.id.clone();
-    if let Err(err) = state.audit.append(event).await {
+    let since = trace.1.now();
+    let committed = state.audit.append(event).await;
+    trace.1.record(Phase::AuditCommit, since);
+    if let Err(err) = committed {
         return CheckOutcome::unavailable(Outage::Store, err);
     }
     state
@@ -368,12 +375,20 @@ async fn decide_in_mode(
                     .view(&agent.record.id, Some(&trace.0), patterns)
                     .await?
             };
+            let spans = &trace.1;
+            let charging = spans.now();
             let decision = state
                 .limiter
                 .decide_with_limits(&agent.record.id, Charging::Charge, |oracle| {
-                    policies.decide_with_history(&agent.profile, &request, &history, oracle)
+                    let deciding = spans.now();
+                    let decision =
+                        policies.decide_with_history(&agent.profile, &request, &history, oracle);
+                    spans.record(Phase::Decide, deciding);
+                    decision
                 })
-                .await?;
+                .await;
+            spans.record(Phase::RateLimit, charging);
+            let decision = decision?;
             // A shadow decision charges no limit or budget, so it is not compared with a decision
             // that one of them refused.
             let shadow = policies

@@ -44,7 +44,7 @@ pub(crate) use outcome::CheckAnswer;
 /// hosted MCP servers), the admin API under `/admin`, the console, and `/`, `/health`,
 /// `/metrics`, `/openapi.json`.
 pub fn app(state: AppState) -> Router {
-    let agent = agent_routes().layer(middleware::from_fn(with_trace_id));
+    let agent = agent_routes().layer(middleware::from_fn_with_state(state.clone(), with_trace_id));
     let admin =
         admin_routes().route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     // The document these routes make is served from `openapi::document`, built the same way.
@@ -58,7 +58,7 @@ pub fn app(state: AppState) -> Router {
             "/mcp/{server}",
             post(mcp::post).get(mcp::get).delete(mcp::delete),
         )
-        .layer(middleware::from_fn(with_trace_id));
+        .layer(middleware::from_fn_with_state(state.clone(), with_trace_id));
     let console = if state.console_enabled {
         console::router()
     } else {

@@ -1,6 +1,7 @@
 //! What the gateway made of one agent request, as one typed value, and the one place each of its
 //! traces is derived from it: the HTTP answer ([`CheckOutcome::into_response`]), the alert
-//! ([`CheckOutcome::alert`]) and the metric labels ([`CheckOutcome::labels`]). The audit event of
+//! ([`CheckOutcome::alert`]), the metric labels ([`CheckOutcome::labels`]) and the attributes of
+//! its trace span ([`CheckOutcome::span_attributes`]). The audit event of
 //! a decision is derived from the [`Decision`] (`NewAuditEvent::decided`) before the outcome
 //! exists, because the answer waits for its commit; a refusal's event is the per-minute count
 //! (`refusals`), and an outage has none.
@@ -9,6 +10,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use meshguard_policy::{Code, Decision, Effect};
+use opentelemetry::KeyValue;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -164,6 +166,40 @@ impl CheckOutcome {
         }
     }
 
+    /// The attributes of the request's `meshguard.check` span (crate::telemetry): the decision
+    /// as the metric labels name it, where it came from, and who asked for what.
+    pub(super) fn span_attributes(&self, asked: &Asked<'_>) -> Vec<KeyValue> {
+        let mut attributes = Vec::with_capacity(10);
+        if let Some((effect, code)) = self.labels() {
+            attributes.push(KeyValue::new("meshguard.decision", effect.as_str()));
+            attributes.push(KeyValue::new("meshguard.code", code.as_str()));
+        }
+        if let CheckOutcome::Decided { decision, audit_id } = self {
+            if let Some(policy) = &decision.policy {
+                attributes.push(KeyValue::new("meshguard.policy", policy.clone()));
+            }
+            if let Some(rule) = &decision.rule {
+                attributes.push(KeyValue::new("meshguard.rule", rule.clone()));
+            }
+            attributes.push(KeyValue::new("meshguard.audit_id", audit_id.clone()));
+        }
+        if let Some(agent) = asked.agent {
+            attributes.push(KeyValue::new("meshguard.agent", agent.record.name.clone()));
+            attributes.push(KeyValue::new("meshguard.agent_id", agent.record.id.clone()));
+        }
+        attributes.push(KeyValue::new(
+            "meshguard.action",
+            asked.input.action.clone(),
+        ));
+        attributes.push(KeyValue::new(
+            "meshguard.resource",
+            asked.input.resource.clone(),
+        ));
+        attributes.push(KeyValue::new("meshguard.trace_id", asked.trace.0.clone()));
+        attributes.push(KeyValue::new("meshguard.route", asked.route.label()));
+        attributes
+    }
+
     /// The alert this outcome raises, if its trigger fires at all (the dispatcher still drops
     /// triggers the operator did not ask for).
     pub(super) fn alert(&self, gateway: &str, asked: &Asked<'_>) -> Option<Alert> {
@@ -317,6 +353,7 @@ impl CheckOutcome {
         if let Some(alert) = self.alert(&state.instance_id, asked) {
             state.alerts.emit(alert);
         }
+        asked.trace.1.decided(|| self.span_attributes(asked));
     }
 }
 

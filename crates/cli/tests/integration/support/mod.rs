@@ -84,6 +84,8 @@ pub struct Gateway {
     root: TempDir,
     /// Extra arguments given to `serve` at every start.
     serve_args: Vec<String>,
+    /// Extra environment of `serve` at every start.
+    serve_env: Vec<(String, String)>,
     starts: u32,
 }
 
@@ -95,7 +97,12 @@ impl Gateway {
 
     /// Starts a gateway on a fresh data dir with extra `serve` arguments.
     pub async fn start_with(args: &[&str]) -> Gateway {
-        Gateway::start_in(tempfile::tempdir().unwrap(), args).await
+        Gateway::start_in(tempfile::tempdir().unwrap(), args, &[]).await
+    }
+
+    /// Starts a gateway on a fresh data dir with extra environment variables.
+    pub async fn start_with_env(env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_in(tempfile::tempdir().unwrap(), &[], env).await
     }
 
     /// Starts a second gateway beside `first` (give both the same `--database-url`), set up as
@@ -109,10 +116,10 @@ impl Gateway {
         for file in ["signing-key.pem", "admin.token"] {
             std::fs::copy(first.data_dir().join(file), data.join(file)).unwrap();
         }
-        Gateway::start_in(root, args).await
+        Gateway::start_in(root, args, &[]).await
     }
 
-    async fn start_in(root: TempDir, args: &[&str]) -> Gateway {
+    async fn start_in(root: TempDir, args: &[&str], env: &[(&str, &str)]) -> Gateway {
         std::fs::create_dir_all(root.path().join("data")).unwrap();
         let addr = format!("127.0.0.1:{}", free_port());
         let mut gateway = Gateway {
@@ -121,6 +128,10 @@ impl Gateway {
             addr,
             root,
             serve_args: args.iter().map(|a| (*a).to_owned()).collect(),
+            serve_env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             starts: 0,
         };
         gateway.spawn().await;
@@ -155,7 +166,9 @@ impl Gateway {
                 .env_remove("MESHGUARD_ADMIN_TOKEN")
                 .env_remove("MESHGUARD_ADMIN_TOKEN_FILE")
                 .env_remove("MESHGUARD_URL")
+                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
                 .env("RUST_LOG", "info")
+                .envs(self.serve_env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)

@@ -1,0 +1,318 @@
+//! OpenTelemetry: the real gateway exports the spans of its checks over OTLP/HTTP to a collector
+//! running in this test (an axum server decoding what it receives with OpenTelemetry's own
+//! protobuf definitions), linked under the caller's `traceparent`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message as _;
+
+use crate::support::{CliRun, Gateway, repo_root};
+
+/// What the collector received: every span, with the service name of its resource.
+type Received = Arc<Mutex<Vec<(String, Span)>>>;
+
+async fn receive(State(received): State<Received>, body: Bytes) -> Vec<u8> {
+    let request = ExportTraceServiceRequest::decode(body).expect("an OTLP trace export");
+    let mut received = received.lock().unwrap();
+    for resource_spans in request.resource_spans {
+        let service = resource_spans
+            .resource
+            .iter()
+            .flat_map(|resource| &resource.attributes)
+            .find(|kv| kv.key == "service.name")
+            .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+            .map(|value| match value {
+                AnyValue::StringValue(name) => name.clone(),
+                other => format!("{other:?}"),
+            })
+            .unwrap_or_default();
+        for scope in resource_spans.scope_spans {
+            for span in scope.spans {
+                received.push((service.clone(), span));
+            }
+        }
+    }
+    ExportTraceServiceResponse::default().encode_to_vec()
+}
+
+/// An OTLP/HTTP collector on a free loopback port: its base URL and what it receives.
+async fn collector() -> (String, Received) {
+    let received = Received::default();
+    let app = axum::Router::new()
+        .route("/v1/traces", post(receive))
+        .with_state(Arc::clone(&received));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received)
+}
+
+fn attribute(span: &Span, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+        .map(|value| match value {
+            AnyValue::StringValue(text) => text.clone(),
+            AnyValue::DoubleValue(number) => number.to_string(),
+            AnyValue::IntValue(number) => number.to_string(),
+            other => format!("{other:?}"),
+        })
+}
+
+/// Waits (at most 10 s) until the collector holds spans of `trace_id` named `names`.
+async fn spans_of(received: &Received, trace_id: &[u8], names: &[&str]) -> Vec<(String, Span)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let spans: Vec<(String, Span)> = received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, span)| span.trace_id == trace_id)
+            .cloned()
+            .collect();
+        if names
+            .iter()
+            .all(|name| spans.iter().any(|(_, span)| span.name == *name))
+        {
+            return spans;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the collector never received {names:?} of the trace; it holds {:?}",
+            received
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(_, s)| s.name.clone())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+const CHILDREN: [&str; 4] = [
+    "meshguard.auth",
+    "meshguard.decide",
+    "meshguard.rate_limit",
+    "meshguard.audit_commit",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_is_one_span_under_the_callers_traceparent_with_a_child_per_step() {
+    let (endpoint, received) = collector().await;
+    let gateway = Gateway::start_with_env(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_SERVICE_NAME", "meshguard-under-test"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ])
+    .await;
+    let policy = repo_root().join("examples/policies/autogpt.yaml");
+    gateway
+        .cli(&["policy", "apply", policy.to_str().unwrap()])
+        .assert_code(0);
+    let token = gateway.create_agent("traced", "verified", "autogpt");
+
+    let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let allowed = gateway
+        .check_with(
+            &token,
+            "read:workspace/notes.txt",
+            "workspace/notes.txt",
+            &[("traceparent", &traceparent)],
+        )
+        .await;
+    assert_eq!(allowed.status, 200, "{:?}", allowed.body);
+
+    let trace_id = hex_bytes(CALLER_TRACE);
+    let mut names = vec!["meshguard.check"];
+    names.extend(CHILDREN);
+    let spans = spans_of(&received, &trace_id, &names).await;
+    let (service, check) = spans
+        .iter()
+        .find(|(_, span)| span.name == "meshguard.check")
+        .unwrap();
+    assert_eq!(service, "meshguard-under-test");
+    // The gateway's span is a child of the caller's.
+    assert_eq!(check.parent_span_id, hex_bytes(CALLER_SPAN));
+    assert_eq!(
+        attribute(check, "meshguard.decision").as_deref(),
+        Some("allow")
+    );
+    assert_eq!(
+        attribute(check, "meshguard.code").as_deref(),
+        Some("allowed")
+    );
+    assert_eq!(
+        attribute(check, "meshguard.policy").as_deref(),
+        Some("autogpt-policy")
+    );
+    assert_eq!(
+        attribute(check, "meshguard.rule"),
+        allowed.body["rule"].as_str().map(str::to_owned)
+    );
+    assert_eq!(
+        attribute(check, "meshguard.agent").as_deref(),
+        Some("traced")
+    );
+    assert_eq!(
+        attribute(check, "meshguard.action").as_deref(),
+        Some("read:workspace/notes.txt")
+    );
+    let latency: f64 = attribute(check, "meshguard.latency_ms")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(latency > 0.0);
+    // One child span per step, each inside the check's time.
+    for name in CHILDREN {
+        let (_, child) = spans.iter().find(|(_, span)| span.name == name).unwrap();
+        assert_eq!(child.parent_span_id, check.span_id, "{name}");
+        assert!(
+            child.start_time_unix_nano >= check.start_time_unix_nano,
+            "{name}"
+        );
+        assert!(
+            child.end_time_unix_nano <= check.end_time_unix_nano,
+            "{name}"
+        );
+    }
+
+    // The audit event keeps the caller's W3C trace id.
+    let trace = gateway.cli_json(&["audit", "trace", CALLER_TRACE]);
+    let entries = trace
+        .as_array()
+        .or_else(|| trace["entries"].as_array())
+        .unwrap_or_else(|| panic!("{trace}"));
+    assert_eq!(entries.len(), 1, "{trace}");
+    assert_eq!(entries[0]["action"], "read:workspace/notes.txt");
+
+    // A denial is traced too, with its code.
+    let denied = gateway
+        .check_with(
+            &token,
+            "execute:shell",
+            "*",
+            &[(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            )],
+        )
+        .await;
+    assert_eq!(denied.status, 403);
+    let spans = spans_of(
+        &received,
+        &hex_bytes("0af7651916cd43dd8448eb211c80319c"),
+        &["meshguard.check"],
+    )
+    .await;
+    let (_, check) = spans
+        .iter()
+        .find(|(_, span)| span.name == "meshguard.check")
+        .unwrap();
+    assert_eq!(
+        attribute(check, "meshguard.decision").as_deref(),
+        Some("deny")
+    );
+    assert_eq!(
+        attribute(check, "meshguard.code").as_deref(),
+        Some("denied_by_rule")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_w3c_x_trace_id_puts_the_span_in_that_trace_and_the_last_spans_leave_on_stop() {
+    let (endpoint, received) = collector().await;
+    // A long batch delay: the span can only arrive through the flush of a stopping gateway.
+    let mut gateway = Gateway::start_with_env(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+    ])
+    .await;
+    let token = gateway.create_agent("traced", "verified", "");
+    let trace = "5b8aa5a2d2c872e8321cf37308d69df2";
+    let denied = gateway
+        .check_with(&token, "read:anything", "*", &[("X-Trace-ID", trace)])
+        .await;
+    assert_eq!(denied.status, 403, "no policy: denied by default");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        received.lock().unwrap().is_empty(),
+        "exported before the batch was due"
+    );
+    assert!(
+        gateway.stop(),
+        "the gateway stops cleanly:\n{}",
+        gateway.log()
+    );
+    let spans = spans_of(&received, &hex_bytes(trace), &["meshguard.check"]).await;
+    let (service, check) = spans
+        .iter()
+        .find(|(_, span)| span.name == "meshguard.check")
+        .unwrap();
+    assert_eq!(service, "meshguard");
+    assert_eq!(
+        attribute(check, "meshguard.trace_id").as_deref(),
+        Some(trace)
+    );
+    assert_eq!(
+        attribute(check, "meshguard.code").as_deref(),
+        Some("no_policy")
+    );
+}
+
+#[test]
+fn an_endpoint_that_is_not_an_http_url_is_refused_naming_where_it_was_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("gw.toml");
+    std::fs::write(&config, "[otel]\nendpoint = \"collector:4317\"\n").unwrap();
+    let validate = |env: &[(&str, &str)]| {
+        CliRun::with_env(
+            &[
+                "serve",
+                "--validate-only",
+                "--config",
+                config.to_str().unwrap(),
+                "--data-dir",
+                data.to_str().unwrap(),
+            ],
+            env,
+        )
+    };
+    let run = validate(&[]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("otel.endpoint") && run.stderr.contains("`collector:4317`"),
+        "{}",
+        run.stderr
+    );
+    // OpenTelemetry's own variable overrides the file, and is named when it is wrong.
+    let run = validate(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "grpc://collector")]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("OTEL_EXPORTER_OTLP_ENDPOINT") && run.stderr.contains("grpc://"),
+        "{}",
+        run.stderr
+    );
+    let run = validate(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")]);
+    run.assert_code(0);
+}
+
+fn hex_bytes(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
