@@ -147,13 +147,13 @@ if [ "$g_bad" != 0 ] || [ "$b_bad" != 0 ] || [ "$a_bad" != 0 ] || [ "$p_bad" != 
   echo "non-200 answers under load: gateway $g_bad, baseline $b_bad, async gateway $a_bad, postgres gateway $p_bad, gateway without log $n_bad, TLS gateway $t_bad, OTel gateways $o_bad / $oa_bad" >&2
   exit 1
 fi
+audited="$(curl -fsS "$sync_gateway/admin/audit/stats?period=1" -H "X-Admin-Token: $admin_token" || echo '{}')"
 # Every gateway stopped (flushing its last spans) before the sink says what it received.
 for pid in "${pids[@]}"; do [ "$pid" = "$sink_pid" ] || kill "$pid" 2>/dev/null || true; done
 sleep 2
 kill "$sink_pid" 2>/dev/null || true
 wait "$sink_pid" 2>/dev/null || true
 otel_received="$(tail -1 "$work/otlp-sink.log")"
-audited="$(curl -fsS "$sync_gateway/admin/audit/stats?period=1" -H "X-Admin-Token: $admin_token" || echo '{}')"
 
 python3 - "$g_rps" "$g_p50" "$g_p99" "$b_rps" "$b_p50" "$b_p99" "$a_rps" "$a_p50" "$a_p99" \
   "$duration" "$connections" "$audited" "$p_rps" "$p_p50" "$p_p99" "$n_rps" "$n_p50" "$n_p99" \

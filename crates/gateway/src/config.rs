@@ -1118,20 +1118,27 @@ impl Validator<'_> {
             },
             console_enabled: self.parsed_or(ConfigKey::ConsoleEnabled, boolean, true)?,
             audit_archive_dir: self.path(ConfigKey::AuditArchiveDir)?,
-            otel_endpoint: self
-                .parsed(ConfigKey::OtelEndpoint, |text: &str| {
-                    let text = text.trim();
-                    if text.starts_with("http://") || text.starts_with("https://") {
-                        Ok(text.to_owned())
-                    } else {
-                        Err(format!(
-                            "`{text}` is not an http:// or https:// URL (the OTLP/HTTP endpoint, \
-                         e.g. http://localhost:4318)"
-                        ))
-                    }
-                })?
-                .filter(|text| !text.is_empty()),
+            otel_endpoint: self.otel_endpoint()?,
         })
+    }
+
+    /// `otel.endpoint`: an http(s) URL; empty is unset, as OpenTelemetry reads its variables.
+    fn otel_endpoint(&self) -> Result<Option<String>, ConfigError> {
+        let key = ConfigKey::OtelEndpoint;
+        match self.string(key)?.map(|text| text.trim().to_owned()) {
+            None => Ok(None),
+            Some(text) if text.is_empty() => Ok(None),
+            Some(text) if text.starts_with("http://") || text.starts_with("https://") => {
+                Ok(Some(text))
+            }
+            Some(text) => Err(self.invalid(
+                key,
+                format!(
+                    "`{text}` is not an http:// or https:// URL (the OTLP/HTTP endpoint, e.g. \
+                     http://localhost:4318)"
+                ),
+            )),
+        }
     }
 
     /// `tls.cert` and `tls.key`: both, or neither.

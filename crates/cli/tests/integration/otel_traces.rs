@@ -308,6 +308,10 @@ fn an_endpoint_that_is_not_an_http_url_is_refused_naming_where_it_was_set() {
     );
     let run = validate(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")]);
     run.assert_code(0);
+    // Empty is unset, as OpenTelemetry reads its variables: traces off, and the file's value is
+    // not used either.
+    let run = validate(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "")]);
+    run.assert_code(0);
 }
 
 fn hex_bytes(text: &str) -> Vec<u8> {
