@@ -8,42 +8,24 @@
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use meshguard_store::{AuditAgent, AuditKind, NewAuditEvent, Store, StoreLocation};
+use meshguard_store::{NewAuditEvent, Store, StoreLocation};
+
+/// The typical check the load examples write, shared with them.
+#[path = "../examples/support/mod.rs"]
+mod support;
+use support::event;
 use time::OffsetDateTime;
 
 const EVENTS: usize = 100;
 
 fn events(n: usize) -> Vec<NewAuditEvent> {
     (0..n)
-        .map(|i| NewAuditEvent {
-            id: uuid::Uuid::now_v7().to_string(),
-            ts: OffsetDateTime::now_utc(),
-            kind: AuditKind::Check,
-            agent: Some(AuditAgent {
-                id: "agent_00000000000000000001".into(),
-                name: "autogpt".into(),
-            }),
-            action: "read:workspace/notes.txt".into(),
-            resource: Some("*".into()),
-            decision: Some(if i % 3 == 0 {
-                meshguard_policy::Effect::Deny
-            } else {
-                meshguard_policy::Effect::Allow
-            }),
-            code: Some(meshguard_store::EventCode::Decided(
-                meshguard_policy::Code::Allowed,
-            )),
-            reason: Some("Action 'read:workspace/notes.txt' allowed by rule 'rule-1'".into()),
-            policy: Some("autogpt-policy".into()),
-            rule: Some("rule-1".into()),
-            trace_id: Some(format!("trace-{i}")),
-            approval_id: None,
-            status: None,
-            result: None,
-            context: serde_json::Map::new(),
-            latency_us: Some(40),
-            gateway: "bench".into(),
-            shadow: None,
+        .map(|i| {
+            let mut event = event("bench", OffsetDateTime::now_utc(), i);
+            if i % 3 == 0 {
+                event.decision = Some(meshguard_policy::Effect::Deny);
+            }
+            event
         })
         .collect()
 }

@@ -317,19 +317,7 @@ fn serve_validate_only_names_a_bad_trigger_and_a_bad_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = dir.path().join("gw.toml");
-    let validate = |env: &[(&str, &str)]| {
-        CliRun::with_env(
-            &[
-                "serve",
-                "--validate-only",
-                "--config",
-                config.to_str().unwrap(),
-                "--data-dir",
-                data.to_str().unwrap(),
-            ],
-            env,
-        )
-    };
+    let validate = |env: &[(&str, &str)]| CliRun::validate_only(&config, &data, env);
 
     std::fs::write(&config, "[alerts]\non = [\"deny\", \"denied\"]\n").unwrap();
     let run = validate(&[]);

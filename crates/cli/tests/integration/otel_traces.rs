@@ -278,19 +278,7 @@ fn an_endpoint_that_is_not_an_http_url_is_refused_naming_where_it_was_set() {
     let data = dir.path().join("data");
     let config = dir.path().join("gw.toml");
     std::fs::write(&config, "[otel]\nendpoint = \"collector:4317\"\n").unwrap();
-    let validate = |env: &[(&str, &str)]| {
-        CliRun::with_env(
-            &[
-                "serve",
-                "--validate-only",
-                "--config",
-                config.to_str().unwrap(),
-                "--data-dir",
-                data.to_str().unwrap(),
-            ],
-            env,
-        )
-    };
+    let validate = |env: &[(&str, &str)]| CliRun::validate_only(&config, &data, env);
     let run = validate(&[]);
     run.assert_code(1);
     assert!(

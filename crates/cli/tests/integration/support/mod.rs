@@ -390,6 +390,21 @@ impl CliRun {
         CliRun::run_with_env(command, env)
     }
 
+    /// `meshguard serve --validate-only --config CONFIG --data-dir DATA` with `env`.
+    pub fn validate_only(config: &Path, data: &Path, env: &[(&str, &str)]) -> CliRun {
+        CliRun::with_env(
+            &[
+                "serve",
+                "--validate-only",
+                "--config",
+                config.to_str().unwrap(),
+                "--data-dir",
+                data.to_str().unwrap(),
+            ],
+            env,
+        )
+    }
+
     /// Like [`CliRun::run`], then sets `env` (which the clean-up would otherwise remove).
     pub fn run_with_env(mut command: Command, env: &[(&str, &str)]) -> CliRun {
         for name in [
