@@ -104,8 +104,8 @@ impl Dialect {
 pub(crate) struct SqlStore {
     pool: AnyPool,
     dialect: Dialect,
-    /// The database file, for the bulk reads that bypass sqlx (`audit::sqlite_walk`).
-    sqlite_file: Option<std::sync::Arc<std::path::Path>>,
+    /// Reads of audit events that bypass sqlx, on SQLite (`audit::sqlite_walk`).
+    sqlite_reader: Option<std::sync::Arc<audit::SqliteReader>>,
     /// One audit append at a time in this process: the group-commit writer is the only caller
     /// in practice, and queuing here is cheaper than SQLite busy-waiting on its write lock.
     append_lock: tokio::sync::Mutex<()>,
@@ -189,14 +189,16 @@ impl SqlStore {
             }
         };
         tracing::debug!(store = %location, "store opened and migrated");
-        let sqlite_file = match location {
-            StoreLocation::Sqlite { path } => Some(std::sync::Arc::from(path.as_path())),
+        let sqlite_reader = match location {
+            StoreLocation::Sqlite { path } => {
+                Some(std::sync::Arc::new(audit::SqliteReader::new(path)))
+            }
             StoreLocation::Postgres { .. } => None,
         };
         Ok(Self {
             pool,
             dialect,
-            sqlite_file,
+            sqlite_reader,
             append_lock: tokio::sync::Mutex::new(()),
             changes,
             listener,

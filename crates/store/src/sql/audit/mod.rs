@@ -7,6 +7,7 @@ mod query;
 mod retention;
 mod rollup;
 mod sqlite_walk;
+pub(super) use sqlite_walk::SqliteReader;
 mod stats;
 mod verify;
 

@@ -38,6 +38,11 @@ impl Conditions {
         format!("WHERE 1 = 1{}", self.sql)
     }
 
+    /// The values bound, in placeholder order.
+    pub(super) fn into_args(self) -> Vec<Arg> {
+        self.args
+    }
+
     pub(super) fn query<'q>(self, sql: &'q str) -> Query<'q, sqlx::Any, AnyArguments<'q>> {
         self.args
             .into_iter()
@@ -182,18 +187,32 @@ pub(crate) async fn query(store: &SqlStore, filter: &AuditFilter) -> Result<Audi
         "SELECT {COLUMNS}, pos FROM audit_events {where_clause} ORDER BY pos {direction} \
          LIMIT {fetch}"
     );
-    let rows = conditions
-        .query(&sql)
-        .fetch_all(&store.pool)
-        .await
-        .map_err(db_error)?;
+    let rows = match &store.sqlite_reader {
+        // Listing and export read whole pages: in place on SQLite (sqlite_walk).
+        Some(reader) => {
+            let reader = reader.clone();
+            let args = conditions.into_args();
+            tokio::task::spawn_blocking(move || reader.events(&sql, &args))
+                .await
+                .map_err(|err| StoreError::Unavailable(format!("reading events failed: {err}")))??
+        }
+        None => {
+            let rows = conditions
+                .query(&sql)
+                .fetch_all(&store.pool)
+                .await
+                .map_err(db_error)?;
+            rows.iter()
+                .map(|row| Ok((from_row(row)?, column::<i64>(row, "pos")?)))
+                .collect::<Result<Vec<_>, StoreError>>()?
+        }
+    };
     let more = rows.len() > limit as usize;
-    let page = rows.iter().take(limit as usize);
     let mut entries = Vec::with_capacity(rows.len());
     let mut last_position = None;
-    for row in page {
-        entries.push(from_row(row)?);
-        last_position = Some(column::<i64>(row, "pos")?);
+    for (event, position) in rows.into_iter().take(limit as usize) {
+        entries.push(event);
+        last_position = Some(position);
     }
     let next_cursor = match (more, last_position) {
         (true, Some(position)) => Some(encode_cursor(position, filter.order)),

@@ -52,7 +52,7 @@ enum Source {
     /// Through the pool (PostgreSQL).
     Pool(sqlx::AnyPool),
     /// Straight from the SQLite file, on a blocking thread per page.
-    SqliteFile(std::sync::Arc<std::path::Path>),
+    Sqlite(std::sync::Arc<sqlite_walk::SqliteReader>),
 }
 
 /// The events of `gateway`'s chain with `after < seq <= through`, in order, each hashed again;
@@ -65,11 +65,11 @@ async fn read_page(
 ) -> Result<Page, StoreError> {
     let (after, through) = (signed("seq", after)?, signed("seq", through)?);
     match source {
-        Source::SqliteFile(file) => tokio::task::spawn_blocking(move || {
-            sqlite_walk::read_page(&file, &gateway, after, through)
-        })
-        .await
-        .map_err(|err| StoreError::Unavailable(format!("reading a page failed: {err}")))?,
+        Source::Sqlite(reader) => {
+            tokio::task::spawn_blocking(move || reader.page(&gateway, after, through))
+                .await
+                .map_err(|err| StoreError::Unavailable(format!("reading a page failed: {err}")))?
+        }
         Source::Pool(pool) => {
             let sql = format!(
                 "SELECT {COLUMNS} FROM audit_events WHERE gateway = $1 AND seq > $2 AND seq <= $3 \
@@ -282,8 +282,8 @@ async fn walk(
         .step_by(PAGE_USIZE)
         .map(|after| (after, after.saturating_add(PAGE).min(chain.head_seq)))
         .collect();
-    let source = match &store.sqlite_file {
-        Some(file) => Source::SqliteFile(file.clone()),
+    let source = match &store.sqlite_reader {
+        Some(reader) => Source::Sqlite(reader.clone()),
         None => Source::Pool(store.pool.clone()),
     };
     let gateway = chain.gateway.clone();
