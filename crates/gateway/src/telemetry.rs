@@ -9,6 +9,7 @@
 //! thread of its own. An incoming W3C `traceparent` makes the check span a child of the caller's
 //! span; docs/operations.md#opentelemetry says which trace id the audit event keeps.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -21,8 +22,9 @@ use opentelemetry::trace::{
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, SpanData, SpanExporter};
 
 /// The service name spans carry unless `OTEL_SERVICE_NAME` says otherwise.
 const SERVICE_NAME: &str = "meshguard";
@@ -97,7 +99,11 @@ impl Telemetry {
             .with_service_name(service_name.unwrap_or(SERVICE_NAME).to_owned())
             .build();
         let provider = SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
+            .with_batch_exporter(Reported {
+                exporter,
+                endpoint: base.to_owned(),
+                failing: AtomicBool::new(false),
+            })
             .with_resource(resource)
             .build();
         let tracer = provider.tracer("meshguard");
@@ -142,6 +148,48 @@ impl Telemetry {
         if let Err(err) = self.provider.shutdown_with_timeout(SHUTDOWN_LIMIT) {
             tracing::warn!(error = %err, "the last spans could not be exported");
         }
+    }
+}
+
+/// The OTLP exporter, saying in the gateway's log when exports start failing and when they
+/// work again: once per outage, as a store outage is, since the SDK itself reports nothing and a
+/// failing export every few seconds would flood the log.
+#[derive(Debug)]
+struct Reported<E> {
+    exporter: E,
+    endpoint: String,
+    failing: AtomicBool,
+}
+
+impl<E: SpanExporter> SpanExporter for Reported<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let exported = self.exporter.export(batch).await;
+        // Exports never run concurrently (the batch processor's one thread), so a plain flag
+        // tells the first failure and the first success after it.
+        match &exported {
+            Err(err) if !self.failing.swap(true, Ordering::Relaxed) => tracing::warn!(
+                endpoint = %self.endpoint,
+                error = %err,
+                "traces cannot be exported: spans are dropped until the collector takes them"
+            ),
+            Ok(()) if self.failing.swap(false, Ordering::Relaxed) => {
+                tracing::info!(endpoint = %self.endpoint, "traces are exported again");
+            }
+            _ => {}
+        }
+        exported
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.exporter.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.exporter.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.exporter.set_resource(resource);
     }
 }
 

@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 
-use crate::support::{CliRun, Gateway, repo_root};
+use crate::support::{CliRun, Gateway, free_port, repo_root};
 
 /// What the collector received: every span, with the service name of its resource.
 type Received = Arc<Mutex<Vec<(String, Span)>>>;
@@ -46,11 +46,18 @@ async fn receive(State(received): State<Received>, body: Bytes) -> Vec<u8> {
 
 /// An OTLP/HTTP collector on a free loopback port: its base URL and what it receives.
 async fn collector() -> (String, Received) {
+    collector_on(0).await
+}
+
+/// An OTLP/HTTP collector on loopback port `port` (0: a free one).
+async fn collector_on(port: u16) -> (String, Received) {
     let received = Received::default();
     let app = axum::Router::new()
         .route("/v1/traces", post(receive))
         .with_state(Arc::clone(&received));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, received)
@@ -270,6 +277,55 @@ async fn a_w3c_x_trace_id_puts_the_span_in_that_trace_and_the_last_spans_leave_o
         attribute(check, "meshguard.code").as_deref(),
         Some("no_policy")
     );
+}
+
+/// Waits (at most 10 s) until the gateway's log says `text`.
+async fn logged(gateway: &Gateway, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gateway.log().contains(text) {
+        assert!(
+            Instant::now() < deadline,
+            "the log never said {text:?}:\n{}",
+            gateway.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_does_not_answer_is_logged_once_and_checks_go_on() {
+    // Nothing listens on the endpoint's port until the collector starts there below.
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let gateway = Gateway::start_with_env(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ])
+    .await;
+    let token = gateway.create_agent("traced", "verified", "");
+    for _ in 0..3 {
+        let denied = gateway.check(&token, "read:anything", "*").await;
+        assert_eq!(denied.status, 403, "{:?}", denied.body);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let failing = "traces cannot be exported";
+    logged(&gateway, failing).await;
+    assert_eq!(
+        gateway.log().matches(failing).count(),
+        1,
+        "one line per outage, not per export:\n{}",
+        gateway.log()
+    );
+
+    // The collector comes up: the next spans reach it, and the log says so.
+    let (_, received) = collector_on(port).await;
+    let trace = "6e0c63257de34c92bf9efcd03927272e";
+    let denied = gateway
+        .check_with(&token, "read:anything", "*", &[("X-Trace-ID", trace)])
+        .await;
+    assert_eq!(denied.status, 403);
+    spans_of(&received, &hex_bytes(trace), &["meshguard.check"]).await;
+    logged(&gateway, "traces are exported again").await;
 }
 
 #[test]
