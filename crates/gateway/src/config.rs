@@ -233,11 +233,13 @@ pub enum ConfigKey {
     AuditArchiveDir,
     /// `otel.endpoint`: the OTLP/HTTP collector that receives the check path's traces.
     OtelEndpoint,
+    /// `otel.service_name`: the service the check path's spans are filed under.
+    OtelServiceName,
 }
 
 impl ConfigKey {
     /// Every key, in documentation order.
-    pub const ALL: [ConfigKey; 39] = [
+    pub const ALL: [ConfigKey; 40] = [
         ConfigKey::Listen,
         ConfigKey::Mode,
         ConfigKey::DataDir,
@@ -277,6 +279,7 @@ impl ConfigKey {
         ConfigKey::AuditCheckpointInterval,
         ConfigKey::AuditArchiveDir,
         ConfigKey::OtelEndpoint,
+        ConfigKey::OtelServiceName,
     ];
 
     /// The dotted name in the TOML file (`[server] body_timeout` is `server.body_timeout`).
@@ -321,6 +324,7 @@ impl ConfigKey {
             ConfigKey::AuditCheckpointInterval => "audit.checkpoint_interval",
             ConfigKey::AuditArchiveDir => "audit.archive_dir",
             ConfigKey::OtelEndpoint => "otel.endpoint",
+            ConfigKey::OtelServiceName => "otel.service_name",
         }
     }
 
@@ -372,6 +376,7 @@ impl ConfigKey {
             ConfigKey::ProxyTarget => &["PROXY_TARGET"],
             // OpenTelemetry's own variable, which every OTel-instrumented service reads.
             ConfigKey::OtelEndpoint => &["OTEL_EXPORTER_OTLP_ENDPOINT"],
+            ConfigKey::OtelServiceName => &["OTEL_SERVICE_NAME"],
             _ => &[],
         }
     }
@@ -600,6 +605,8 @@ pub struct Config {
     pub audit_archive_dir: Option<PathBuf>,
     /// Where the check path's traces go (OTLP over HTTP); `None`: traces are off.
     pub otel_endpoint: Option<String>,
+    /// The service name of those traces; `None`: `meshguard`.
+    pub otel_service_name: Option<String>,
 }
 
 /// Where a raw value came from; it names the origin in error messages.
@@ -1119,6 +1126,11 @@ impl Validator<'_> {
             console_enabled: self.parsed_or(ConfigKey::ConsoleEnabled, boolean, true)?,
             audit_archive_dir: self.path(ConfigKey::AuditArchiveDir)?,
             otel_endpoint: self.otel_endpoint()?,
+            // Empty is unset here too, as OpenTelemetry reads `OTEL_SERVICE_NAME`.
+            otel_service_name: self
+                .string(ConfigKey::OtelServiceName)?
+                .map(|name| name.trim().to_owned())
+                .filter(|name| !name.is_empty()),
         })
     }
 
@@ -1431,6 +1443,54 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("more than 1000000"), "{err}");
+    }
+
+    #[test]
+    fn otel_keys_from_file_and_opentelemetrys_own_variables() {
+        let load = |file: &str, pairs: &[(&str, &str)]| {
+            Config::load(
+                Some(("gw.toml", file)),
+                &env(pairs),
+                &ConfigFlags::default(),
+                home(),
+            )
+            .unwrap()
+        };
+        let off = load("", &[]);
+        assert_eq!((off.otel_endpoint, off.otel_service_name), (None, None));
+        let file = "[otel]\nendpoint = \"http://collector:4318\"\nservice_name = \"gw-a\"\n";
+        let c = load(file, &[]);
+        assert_eq!(c.otel_endpoint.as_deref(), Some("http://collector:4318"));
+        assert_eq!(c.otel_service_name.as_deref(), Some("gw-a"));
+        let c = load(
+            file,
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://otel.example:4318"),
+                ("OTEL_SERVICE_NAME", "gw-b"),
+            ],
+        );
+        assert_eq!(
+            c.otel_endpoint.as_deref(),
+            Some("https://otel.example:4318")
+        );
+        assert_eq!(c.otel_service_name.as_deref(), Some("gw-b"));
+        let c = load(
+            file,
+            &[
+                ("OTEL_SERVICE_NAME", "gw-b"),
+                ("MESHGUARD_OTEL__SERVICE_NAME", "gw-c"),
+            ],
+        );
+        assert_eq!(c.otel_service_name.as_deref(), Some("gw-c"));
+        // Empty is unset, as OpenTelemetry reads its variables.
+        let c = load(
+            "",
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+                ("OTEL_SERVICE_NAME", " "),
+            ],
+        );
+        assert_eq!((c.otel_endpoint, c.otel_service_name), (None, None));
     }
 
     #[test]

@@ -267,7 +267,7 @@ pub async fn serve_listener(
         audit_log: config.audit_log,
         telemetry: match &config.otel_endpoint {
             Some(endpoint) => {
-                let service = std::env::var("OTEL_SERVICE_NAME").ok();
+                let service = config.otel_service_name.clone();
                 // The exporter's HTTP client is a blocking one (it runs on the batch processor's
                 // thread): made off the async workers.
                 let starting = endpoint.clone();
