@@ -328,6 +328,37 @@ async fn a_collector_that_does_not_answer_is_logged_once_and_checks_go_on() {
     logged(&gateway, "traces are exported again").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_traces_off_a_traceparent_still_files_the_audit_event_under_its_trace_id() {
+    let gateway = Gateway::start().await;
+    let token = gateway.create_agent("untraced", "verified", "");
+    let denied = gateway
+        .check_with(
+            &token,
+            "read:anything",
+            "*",
+            &[(
+                "traceparent",
+                &format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"),
+            )],
+        )
+        .await;
+    assert_eq!(denied.status, 403, "{:?}", denied.body);
+    assert_eq!(denied.body["trace_id"], CALLER_TRACE);
+    let trace = gateway.cli_json(&["audit", "trace", CALLER_TRACE]);
+    let entries = trace
+        .as_array()
+        .or_else(|| trace["entries"].as_array())
+        .unwrap_or_else(|| panic!("{trace}"));
+    assert_eq!(entries.len(), 1, "{trace}");
+    assert_eq!(entries[0]["action"], "read:anything");
+    assert!(
+        !gateway.log().contains("exporting traces"),
+        "traces are off by default:\n{}",
+        gateway.log()
+    );
+}
+
 #[test]
 fn an_endpoint_that_is_not_an_http_url_is_refused_naming_where_it_was_set() {
     let dir = tempfile::tempdir().unwrap();
