@@ -139,7 +139,7 @@ impl Telemetry {
             parent,
             started: SystemTime::now(),
             phases: Vec::with_capacity(4),
-            attributes: None,
+            checks: Vec::with_capacity(1),
         }))))
     }
 
@@ -214,14 +214,27 @@ impl Extractor for HeaderFields<'_> {
     }
 }
 
+/// A phase of the check path, from its start to its end.
+type Timed = (Phase, SystemTime, SystemTime);
+
 /// What one request records while it runs.
 struct Recording {
     telemetry: Arc<Telemetry>,
     parent: Context,
     started: SystemTime,
-    phases: Vec<(Phase, SystemTime, SystemTime)>,
-    /// The outcome's attributes: set only by a check, the one kind of request that has a span.
-    attributes: Option<Vec<KeyValue>>,
+    /// The phases since the last decision: they belong to the next one.
+    phases: Vec<Timed>,
+    /// The request's decisions: one for a check; none for a request that is not one (it has no
+    /// span); one per evaluation of an AuthZEN batch.
+    checks: Vec<Decided>,
+}
+
+/// One decision of a request, with the phases that led to it.
+struct Decided {
+    started: SystemTime,
+    ended: SystemTime,
+    attributes: Vec<KeyValue>,
+    phases: Vec<Timed>,
 }
 
 /// The spans of one request, recorded as it runs: nothing at all when traces are off.
@@ -255,49 +268,74 @@ impl CheckSpans {
         }
     }
 
-    /// Marks the request as a check with this outcome: its span is exported when it ends.
+    /// Marks the request as a check with this outcome: its span, with the phases recorded since
+    /// the previous decision (or the request's start), is exported when the request ends. A
+    /// request that decides several times (an AuthZEN batch) is one span per decision, each from
+    /// where the previous one ended.
     pub fn decided(&self, attributes: impl FnOnce() -> Vec<KeyValue>) {
         if let Some(recording) = &self.0 {
             let attributes = attributes();
             let mut recording = recording.lock().unwrap_or_else(PoisonError::into_inner);
-            recording.attributes = Some(attributes);
+            let started = recording
+                .checks
+                .last()
+                .map_or(recording.started, |check| check.ended);
+            let phases = std::mem::take(&mut recording.phases);
+            recording.checks.push(Decided {
+                started,
+                ended: SystemTime::now(),
+                attributes,
+                phases,
+            });
         }
     }
 
     /// Builds and hands over the spans of a request that was a check; called once it is
-    /// answered.
+    /// answered, which is where the last (usually the only) decision's span ends.
     pub fn finish(&self) {
         let Some(recording) = &self.0 else {
             return;
         };
-        let recording = recording.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(attributes) = &recording.attributes else {
-            return;
-        };
+        let mut recording = recording.lock().unwrap_or_else(PoisonError::into_inner);
         let ended = SystemTime::now();
-        let latency = ended
-            .duration_since(recording.started)
+        let trailing = std::mem::take(&mut recording.phases);
+        if let Some(last) = recording.checks.last_mut() {
+            last.ended = ended;
+            last.phases.extend(trailing);
+        }
+        for check in std::mem::take(&mut recording.checks) {
+            recording.export(check);
+        }
+    }
+}
+
+impl Recording {
+    /// Hands one decision's `meshguard.check` span and its phases' child spans to the exporter.
+    fn export(&self, check: Decided) {
+        let latency = check
+            .ended
+            .duration_since(check.started)
             .unwrap_or_default()
             .as_secs_f64()
             * 1000.0;
-        let tracer = &recording.telemetry.tracer;
-        let mut attributes = attributes.clone();
+        let tracer = &self.telemetry.tracer;
+        let mut attributes = check.attributes;
         attributes.push(KeyValue::new("meshguard.latency_ms", latency));
         let span = tracer
             .span_builder("meshguard.check")
             .with_kind(SpanKind::Server)
-            .with_start_time(recording.started)
+            .with_start_time(check.started)
             .with_attributes(attributes)
-            .start_with_context(tracer, &recording.parent);
-        let check = recording.parent.with_span(span);
-        for (phase, start, end) in &recording.phases {
+            .start_with_context(tracer, &self.parent);
+        let context = self.parent.with_span(span);
+        for (phase, start, end) in check.phases {
             tracer
                 .span_builder(phase.name())
                 .with_kind(SpanKind::Internal)
-                .with_start_time(*start)
-                .start_with_context(tracer, &check)
-                .end_with_timestamp(*end);
+                .with_start_time(start)
+                .start_with_context(tracer, &context)
+                .end_with_timestamp(end);
         }
-        check.span().end_with_timestamp(ended);
+        context.span().end_with_timestamp(check.ended);
     }
 }

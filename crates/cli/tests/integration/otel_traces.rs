@@ -78,6 +78,22 @@ fn attribute(span: &Span, key: &str) -> Option<String> {
 
 /// Waits (at most 10 s) until the collector holds spans of `trace_id` named `names`.
 async fn spans_of(received: &Received, trace_id: &[u8], names: &[&str]) -> Vec<(String, Span)> {
+    spans_until(received, trace_id, names, |spans| {
+        names
+            .iter()
+            .all(|name| spans.iter().any(|(_, span)| span.name == *name))
+    })
+    .await
+}
+
+/// Waits (at most 10 s) until the spans of `trace_id` the collector holds are `enough`
+/// (`expected` names them in the failure).
+async fn spans_until(
+    received: &Received,
+    trace_id: &[u8],
+    expected: &[&str],
+    enough: impl Fn(&[(String, Span)]) -> bool,
+) -> Vec<(String, Span)> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let spans: Vec<(String, Span)> = received
@@ -87,15 +103,12 @@ async fn spans_of(received: &Received, trace_id: &[u8], names: &[&str]) -> Vec<(
             .filter(|(_, span)| span.trace_id == trace_id)
             .cloned()
             .collect();
-        if names
-            .iter()
-            .all(|name| spans.iter().any(|(_, span)| span.name == *name))
-        {
+        if enough(&spans) {
             return spans;
         }
         assert!(
             Instant::now() < deadline,
-            "the collector never received {names:?} of the trace; it holds {:?}",
+            "the collector never received {expected:?} of the trace; it holds {:?}",
             received
                 .lock()
                 .unwrap()
@@ -277,6 +290,107 @@ async fn a_w3c_x_trace_id_puts_the_span_in_that_trace_and_the_last_spans_leave_o
         attribute(check, "meshguard.code").as_deref(),
         Some("no_policy")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authzen_batch_is_one_check_span_per_evaluation_each_with_its_own_decision() {
+    let (endpoint, received) = collector().await;
+    let gateway = Gateway::start_with_env(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ])
+    .await;
+    let policy = repo_root().join("examples/policies/autogpt.yaml");
+    gateway
+        .cli(&["policy", "apply", policy.to_str().unwrap()])
+        .assert_code(0);
+    let token = gateway.create_agent("batched", "verified", "autogpt");
+    let trace = "d4cda95b652f4a1592b449d5929fda1b";
+    let answer = crate::support::http(Duration::from_secs(10))
+        .post(format!("{}/access/v1/evaluations", gateway.url))
+        .bearer_auth(&token)
+        .header("traceparent", format!("00-{trace}-{CALLER_SPAN}-01"))
+        .json(&serde_json::json!({
+            "evaluations": [
+                {"action": {"name": "read:workspace/notes.txt"}, "resource": {"id": "workspace/notes.txt"}},
+                {"action": {"name": "execute:shell"}, "resource": {"id": "ls"}},
+            ],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer: serde_json::Value = answer.json().await.unwrap();
+    let decisions: Vec<&serde_json::Value> = answer["evaluations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["decision"])
+        .collect();
+    assert_eq!(decisions, [true, false], "{answer}");
+
+    // Two check spans, one auth span, and decide, rate limit and audit commit for each check.
+    let expected = ["meshguard.check", "meshguard.check", "meshguard.auth"];
+    let spans = spans_until(&received, &hex_bytes(trace), &expected, |spans| {
+        spans.len() >= 9
+    })
+    .await;
+    assert_eq!(spans.len(), 9, "{spans:?}");
+    let mut checks: Vec<&Span> = spans
+        .iter()
+        .map(|(_, span)| span)
+        .filter(|span| span.name == "meshguard.check")
+        .collect();
+    checks.sort_by_key(|span| span.start_time_unix_nano);
+    let described: Vec<(Option<String>, Option<String>)> = checks
+        .iter()
+        .map(|span| {
+            (
+                attribute(span, "meshguard.action"),
+                attribute(span, "meshguard.decision"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        described,
+        [
+            (
+                Some("read:workspace/notes.txt".into()),
+                Some("allow".into())
+            ),
+            (Some("execute:shell".into()), Some("deny".into())),
+        ]
+    );
+    for check in &checks {
+        assert_eq!(check.parent_span_id, hex_bytes(CALLER_SPAN));
+        let children: Vec<&str> = spans
+            .iter()
+            .map(|(_, span)| span)
+            .filter(|span| span.parent_span_id == check.span_id)
+            .map(|span| span.name.as_str())
+            .collect();
+        for name in [
+            "meshguard.decide",
+            "meshguard.rate_limit",
+            "meshguard.audit_commit",
+        ] {
+            assert_eq!(
+                children.iter().filter(|c| **c == name).count(),
+                1,
+                "{name} of {:?}: {children:?}",
+                attribute(check, "meshguard.action")
+            );
+        }
+    }
+    // The token was verified once, for the batch: the first evaluation's span holds it.
+    let auth: Vec<&Span> = spans
+        .iter()
+        .map(|(_, span)| span)
+        .filter(|span| span.name == "meshguard.auth")
+        .collect();
+    assert_eq!(auth.len(), 1);
+    assert_eq!(auth[0].parent_span_id, checks[0].span_id);
+    assert!(checks[0].end_time_unix_nano <= checks[1].start_time_unix_nano);
 }
 
 /// Waits (at most 10 s) until the gateway's log says `text`.
