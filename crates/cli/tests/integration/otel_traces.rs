@@ -120,6 +120,15 @@ async fn spans_until(
     }
 }
 
+/// Applies the walkthrough's AutoGPT policy and creates an agent it governs; its token.
+fn autogpt_agent(gateway: &Gateway, name: &str) -> String {
+    let policy = repo_root().join("examples/policies/autogpt.yaml");
+    gateway
+        .cli(&["policy", "apply", policy.to_str().unwrap()])
+        .assert_code(0);
+    gateway.create_agent(name, "verified", "autogpt")
+}
+
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 const CHILDREN: [&str; 4] = [
@@ -138,11 +147,7 @@ async fn a_check_is_one_span_under_the_callers_traceparent_with_a_child_per_step
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ])
     .await;
-    let policy = repo_root().join("examples/policies/autogpt.yaml");
-    gateway
-        .cli(&["policy", "apply", policy.to_str().unwrap()])
-        .assert_code(0);
-    let token = gateway.create_agent("traced", "verified", "autogpt");
+    let token = autogpt_agent(&gateway, "traced");
 
     let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
     let allowed = gateway
@@ -300,11 +305,7 @@ async fn an_authzen_batch_is_one_check_span_per_evaluation_each_with_its_own_dec
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ])
     .await;
-    let policy = repo_root().join("examples/policies/autogpt.yaml");
-    gateway
-        .cli(&["policy", "apply", policy.to_str().unwrap()])
-        .assert_code(0);
-    let token = gateway.create_agent("batched", "verified", "autogpt");
+    let token = autogpt_agent(&gateway, "batched");
     let trace = "d4cda95b652f4a1592b449d5929fda1b";
     let answer = crate::support::http(Duration::from_secs(10))
         .post(format!("{}/access/v1/evaluations", gateway.url))
