@@ -20,20 +20,104 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 /// `serde_json::Value` ([`chained_fields`], the definition, which tests hold it equal to): it is
 /// what `verify` spends its time on, and building the object costs more than hashing it.
 pub fn event_hash(event: &AuditEvent) -> String {
+    let hex = chained_hash(&ChainedFields::of(event)).unwrap_or([b'0'; 64]);
+    // Hex digits are always UTF-8.
+    String::from_utf8_lossy(&hex).into_owned()
+}
+
+/// The lowercase hex SHA-256 of the canonical JSON of `fields`; `None` when a stored context is
+/// not a canonical JSON object (then only decoding the row says what it is).
+pub(crate) fn chained_hash(fields: &ChainedFields<'_>) -> Option<[u8; 64]> {
     let mut text = String::with_capacity(768);
-    write_chained_fields(event, &mut text);
+    if !write_chained_fields(fields, &mut text) {
+        return None;
+    }
     let mut hex = [0_u8; 64];
-    // 32 bytes always fit 64 hex digits, which are always UTF-8.
-    hex::encode_to_slice(Sha256::digest(text.as_bytes()), &mut hex)
-        .ok()
-        .and_then(|()| std::str::from_utf8(&hex).ok())
-        .map(str::to_owned)
-        .unwrap_or_default()
+    // 32 bytes always fit 64 hex digits.
+    hex::encode_to_slice(Sha256::digest(text.as_bytes()), &mut hex).ok()?;
+    Some(hex)
+}
+
+/// The fields the hash covers, borrowed: from a decoded event, or straight from a stored row
+/// where verification hashes rows without decoding them into events (no allocation per field).
+pub(crate) struct ChainedFields<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) seq: u64,
+    pub(crate) ts: time::OffsetDateTime,
+    pub(crate) kind: &'a str,
+    /// The agent's id and name.
+    pub(crate) agent: Option<(&'a str, &'a str)>,
+    pub(crate) action: &'a str,
+    pub(crate) resource: Option<&'a str>,
+    pub(crate) decision: Option<&'a str>,
+    pub(crate) code: Option<&'a str>,
+    pub(crate) reason: Option<&'a str>,
+    pub(crate) policy: Option<&'a str>,
+    pub(crate) rule: Option<&'a str>,
+    pub(crate) trace_id: Option<&'a str>,
+    pub(crate) approval_id: Option<&'a str>,
+    pub(crate) status: Option<&'a str>,
+    pub(crate) result: Option<&'a str>,
+    pub(crate) context: ContextFields<'a>,
+    pub(crate) latency_us: Option<u64>,
+    pub(crate) gateway: &'a str,
+    /// The shadow verdict's code, decision, policy and rule.
+    pub(crate) shadow: Option<(&'a str, &'a str, Option<&'a str>, Option<&'a str>)>,
+    pub(crate) prev_hash: &'a str,
+}
+
+/// An event's context as the hash reads it.
+pub(crate) enum ContextFields<'a> {
+    /// Decoded.
+    Object(&'a serde_json::Map<String, Value>),
+    /// As stored: JSON text, canonical when MeshGuard wrote it (anything else is refused, and
+    /// the caller decodes the row instead).
+    Stored(&'a str),
+}
+
+impl<'a> ChainedFields<'a> {
+    /// The fields of a decoded event.
+    pub(crate) fn of(committed: &'a AuditEvent) -> Self {
+        let event = &committed.event;
+        Self {
+            id: &event.id,
+            seq: committed.seq,
+            ts: event.ts,
+            kind: event.kind.as_str(),
+            agent: event
+                .agent
+                .as_ref()
+                .map(|agent| (agent.id.as_str(), agent.name.as_str())),
+            action: &event.action,
+            resource: event.resource.as_deref(),
+            decision: event.decision.map(|decision| decision.as_str()),
+            code: event.code.map(|code| code.as_str()),
+            reason: event.reason.as_deref(),
+            policy: event.policy.as_deref(),
+            rule: event.rule.as_deref(),
+            trace_id: event.trace_id.as_deref(),
+            approval_id: event.approval_id.as_deref(),
+            status: event.status.as_deref(),
+            result: event.result.as_deref(),
+            context: ContextFields::Object(&event.context),
+            latency_us: event.latency_us,
+            gateway: &event.gateway,
+            shadow: event.shadow.as_ref().map(|shadow| {
+                (
+                    shadow.code.as_str(),
+                    shadow.decision.as_str(),
+                    shadow.policy.as_deref(),
+                    shadow.rule.as_deref(),
+                )
+            }),
+            prev_hash: &committed.prev_hash,
+        }
+    }
 }
 
 /// The canonical JSON of [`chained_fields`], written field by field: the keys below are in the
-/// byte order canonical JSON sorts them in.
-fn write_chained_fields(committed: &AuditEvent, out: &mut String) {
+/// byte order canonical JSON sorts them in. False when a stored context is not canonical.
+fn write_chained_fields(event: &ChainedFields<'_>, out: &mut String) -> bool {
     fn opt_str(value: Option<&str>, out: &mut String) {
         match value {
             Some(text) => write_string(text, out),
@@ -45,92 +129,99 @@ fn write_chained_fields(committed: &AuditEvent, out: &mut String) {
         out.push_str(name);
         out.push_str("\":");
     }
-    let event = &committed.event;
     out.push('{');
     key("action", out);
-    write_string(&event.action, out);
+    write_string(event.action, out);
     out.push(',');
     key("agent", out);
-    match &event.agent {
-        Some(agent) => {
+    match event.agent {
+        Some((id, name)) => {
             out.push_str("{\"id\":");
-            write_string(&agent.id, out);
+            write_string(id, out);
             out.push_str(",\"name\":");
-            write_string(&agent.name, out);
+            write_string(name, out);
             out.push('}');
         }
         None => out.push_str("null"),
     }
     out.push(',');
     key("approval_id", out);
-    opt_str(event.approval_id.as_deref(), out);
+    opt_str(event.approval_id, out);
     out.push(',');
     key("code", out);
-    opt_str(event.code.map(|code| code.as_str()), out);
+    opt_str(event.code, out);
     out.push(',');
     key("context", out);
-    write_object(&event.context, out);
+    match event.context {
+        ContextFields::Object(map) => write_object(map, out),
+        ContextFields::Stored(text) => {
+            if !stored_context::write(text, out) {
+                return false;
+            }
+        }
+    }
     out.push(',');
     key("decision", out);
-    opt_str(event.decision.map(|decision| decision.as_str()), out);
+    opt_str(event.decision, out);
     out.push(',');
     key("gateway", out);
-    write_string(&event.gateway, out);
+    write_string(event.gateway, out);
     out.push(',');
     key("id", out);
-    write_string(&event.id, out);
+    write_string(event.id, out);
     out.push(',');
     key("kind", out);
-    write_string(event.kind.as_str(), out);
+    write_string(event.kind, out);
     out.push(',');
     key("latency_us", out);
     match event.latency_us {
-        Some(latency) => out.push_str(&latency.to_string()),
+        Some(latency) => out.push_str(itoa::Buffer::new().format(latency)),
         None => out.push_str("null"),
     }
     out.push(',');
     key("policy", out);
-    opt_str(event.policy.as_deref(), out);
+    opt_str(event.policy, out);
     out.push(',');
     key("prev_hash", out);
-    write_string(&committed.prev_hash, out);
+    write_string(event.prev_hash, out);
     out.push(',');
     key("reason", out);
-    opt_str(event.reason.as_deref(), out);
+    opt_str(event.reason, out);
     out.push(',');
     key("resource", out);
-    opt_str(event.resource.as_deref(), out);
+    opt_str(event.resource, out);
     out.push(',');
     key("result", out);
-    opt_str(event.result.as_deref(), out);
+    opt_str(event.result, out);
     out.push(',');
     key("rule", out);
-    opt_str(event.rule.as_deref(), out);
+    opt_str(event.rule, out);
     out.push(',');
     key("seq", out);
-    out.push_str(&committed.seq.to_string());
+    out.push_str(itoa::Buffer::new().format(event.seq));
     out.push(',');
-    if let Some(shadow) = &event.shadow {
+    if let Some((code, decision, policy, rule)) = event.shadow {
         key("shadow", out);
         out.push_str("{\"code\":");
-        write_string(shadow.code.as_str(), out);
+        write_string(code, out);
         out.push_str(",\"decision\":");
-        write_string(shadow.decision.as_str(), out);
+        write_string(decision, out);
         out.push_str(",\"policy\":");
-        opt_str(shadow.policy.as_deref(), out);
+        opt_str(policy, out);
         out.push_str(",\"rule\":");
-        opt_str(shadow.rule.as_deref(), out);
+        opt_str(rule, out);
         out.push_str("},");
     }
     key("status", out);
-    opt_str(event.status.as_deref(), out);
+    opt_str(event.status, out);
     out.push(',');
     key("trace_id", out);
-    opt_str(event.trace_id.as_deref(), out);
+    opt_str(event.trace_id, out);
     out.push(',');
     key("ts", out);
-    opt_str(timestamp::format(event.ts).as_deref(), out);
+    timestamp::write_json(event.ts, out);
     out.push('}');
+    true
 }
 
 /// The object the hash covers: the event's JSON form without `hash`. The definition, spelled as
@@ -219,8 +310,14 @@ fn write_object(map: &serde_json::Map<String, Value>, out: &mut String) {
 /// whole: every escaped character is ASCII, so each run ends on a character boundary.
 fn write_string(text: &str, out: &mut String) {
     out.push('"');
-    // Most text needs no escape at all: one scan, one copy.
-    if !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    // Most text needs no escape at all: one scan, one copy. The scan looks at 16 bytes at a
+    // time without stopping early inside a block, which the compiler turns into vector code.
+    let needs_escape = |block: &[u8]| {
+        block.iter().fold(false, |any, &b| {
+            any | (b < 0x20) | (b == b'"') | (b == b'\\')
+        })
+    };
+    if !text.as_bytes().chunks(16).any(needs_escape) {
         out.push_str(text);
         out.push('"');
         return;
@@ -250,6 +347,115 @@ fn write_string(text: &str, out: &mut String) {
     out.push('"');
 }
 
+/// A stored context (JSON text) written as canonical JSON without building a `serde_json::Value`:
+/// the text is read token by token and each token written as canonical JSON writes it. Keys
+/// must already be in canonical order (MeshGuard stores the canonical text); any other text —
+/// keys out of order or repeated, escaped keys, not an object, not JSON — is refused, and the
+/// caller decodes the row, whose canonical form [`canonical_json`] then defines.
+mod stored_context {
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, Deserializer as _, MapAccess, SeqAccess, Visitor};
+
+    /// Writes the canonical form of `text` to `out`; false (and `out` unusable) when refused.
+    pub(super) fn write(text: &str, out: &mut String) -> bool {
+        let mut reader = serde_json::Deserializer::from_str(text);
+        reader.deserialize_map(Canonical { out }).is_ok() && reader.end().is_ok()
+    }
+
+    struct Canonical<'o> {
+        out: &'o mut String,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Canonical<'_> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, reader: D) -> Result<(), D::Error> {
+            reader.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Canonical<'_> {
+        type Value = ();
+
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("JSON")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+            self.out.push_str("null");
+            Ok(())
+        }
+        fn visit_bool<E: de::Error>(self, value: bool) -> Result<(), E> {
+            self.out.push_str(if value { "true" } else { "false" });
+            Ok(())
+        }
+        fn visit_u64<E: de::Error>(self, value: u64) -> Result<(), E> {
+            self.out.push_str(itoa::Buffer::new().format(value));
+            Ok(())
+        }
+        fn visit_i64<E: de::Error>(self, value: i64) -> Result<(), E> {
+            self.out.push_str(itoa::Buffer::new().format(value));
+            Ok(())
+        }
+        fn visit_f64<E: de::Error>(self, value: f64) -> Result<(), E> {
+            // As a decoded `Value` prints it.
+            let number = serde_json::Number::from_f64(value)
+                .ok_or_else(|| E::custom("not a finite number"))?;
+            self.out.push_str(&number.to_string());
+            Ok(())
+        }
+        fn visit_str<E: de::Error>(self, value: &str) -> Result<(), E> {
+            super::write_string(value, self.out);
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+            self.out.push('[');
+            let mut first = true;
+            loop {
+                if !first {
+                    self.out.push(',');
+                }
+                let at = self.out.len();
+                if items
+                    .next_element_seed(Canonical {
+                        out: &mut *self.out,
+                    })?
+                    .is_none()
+                {
+                    if !first {
+                        // The comma written ahead of an item that was not there.
+                        self.out.truncate(at - 1);
+                    }
+                    break;
+                }
+                first = false;
+            }
+            self.out.push(']');
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<(), A::Error> {
+            self.out.push('{');
+            let mut last: Option<&'de str> = None;
+            // Keys borrowed from the text: an escaped key cannot be, and is refused.
+            while let Some(key) = entries.next_key::<&'de str>()? {
+                if last.is_some_and(|last| last.as_bytes() >= key.as_bytes()) {
+                    return Err(de::Error::custom("keys out of canonical order"));
+                }
+                if last.is_some() {
+                    self.out.push(',');
+                }
+                super::write_string(key, self.out);
+                self.out.push(':');
+                entries.next_value_seed(Canonical {
+                    out: &mut *self.out,
+                })?;
+                last = Some(key);
+            }
+            self.out.push('}');
+            Ok(())
+        }
+    }
+}
+
 /// Audit timestamps: UTC, exactly six fractional digits (`2026-03-01T12:00:00.123456Z`), the
 /// form stored, hashed and serialised, so the JSON of an event is the hashed text.
 pub mod timestamp {
@@ -264,6 +470,52 @@ pub mod timestamp {
             "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
         );
         ts.to_offset(UtcOffset::UTC).format(format).ok()
+    }
+
+    /// Writes `ts` in the canonical form as a JSON string (`null` where [`format`] has none):
+    /// digit by digit for years 0000–9999, the only ones MeshGuard writes, which is what
+    /// verification spends its time on; through [`format`] otherwise.
+    pub(crate) fn write_json(ts: OffsetDateTime, out: &mut String) {
+        let utc = ts.to_offset(UtcOffset::UTC);
+        let Ok(year) = u32::try_from(utc.year()) else {
+            return write_formatted(ts, out);
+        };
+        if year > 9999 {
+            return write_formatted(ts, out);
+        }
+        let separators = ['"', '-', '-', 'T', ':', ':', '.'];
+        let parts = [
+            (year, 4),
+            (u32::from(u8::from(utc.month())), 2),
+            (u32::from(utc.day()), 2),
+            (u32::from(utc.hour()), 2),
+            (u32::from(utc.minute()), 2),
+            (u32::from(utc.second()), 2),
+            (utc.microsecond(), 6),
+        ];
+        for (separator, (value, width)) in separators.into_iter().zip(parts) {
+            out.push(separator);
+            push_digits(out, value, width);
+        }
+        out.push_str("Z\"");
+    }
+
+    fn push_digits(out: &mut String, value: u32, width: u32) {
+        for place in (0..width).rev() {
+            let digit = value / 10_u32.pow(place) % 10;
+            out.push(char::from(b'0' + u8::try_from(digit).unwrap_or(0)));
+        }
+    }
+
+    fn write_formatted(ts: OffsetDateTime, out: &mut String) {
+        match format(ts) {
+            Some(text) => {
+                out.push('"');
+                out.push_str(&text);
+                out.push('"');
+            }
+            None => out.push_str("null"),
+        }
     }
 
     /// `ts` in UTC with its nanoseconds cut to microseconds, the precision stored.
@@ -409,6 +661,45 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_context_is_written_as_its_canonical_json_or_refused() {
+        let canonical_ones = [
+            json!({}),
+            json!({"": [], "a": 1, "b": [1, -2, 3.5, 1e300, -2.5e-7, u64::MAX, i64::MIN, null,
+                   true, false, "x\n\"y\u{1}é", [], {}], "é": {"z": {"y": [[{}]]}}}),
+            json!({"arguments": {"amount": 12.0, "to": "acct\\7"}, "tool": "pay"}),
+        ];
+        for context in canonical_ones {
+            let text = canonical_json(&context);
+            let mut out = String::new();
+            assert!(stored_context::write(&text, &mut out), "{text}");
+            assert_eq!(out, text);
+        }
+        // Whitespace is dropped, as decoding and writing again drops it.
+        let mut out = String::new();
+        assert!(stored_context::write(
+            r#" { "a" : [ 1 , 2.50 ] } "#,
+            &mut out
+        ));
+        assert_eq!(out, r#"{"a":[1,2.5]}"#);
+        // Anything whose canonical form needs more than a rewrite token by token is refused.
+        for refused in [
+            r#"{"b":1,"a":2}"#,
+            r#"{"a":1,"a":2}"#,
+            r#"{"\u0061":1}"#,
+            r#"[1]"#,
+            "null",
+            "{",
+            "{} x",
+            "",
+        ] {
+            assert!(
+                !stored_context::write(refused, &mut String::new()),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
     fn the_serialised_event_is_the_hashed_object_plus_hash() {
         let mut event = sample_event();
         event.hash = event_hash(&event);
@@ -432,6 +723,37 @@ mod tests {
         let mut changed = base;
         changed.event.context.insert("sandbox".into(), json!(false));
         assert_ne!(event_hash(&changed), original);
+    }
+
+    #[test]
+    fn timestamps_are_written_digit_by_digit_exactly_as_formatted() {
+        let micros = [
+            0_i64,
+            1,
+            -1,
+            1_796_495_463_396_415,
+            253_402_300_799_999_999, // 9999-12-31T23:59:59.999999Z
+            -62_167_219_200_000_000, // 0000-01-01T00:00:00Z
+            -62_167_219_200_000_001, // a year before 0000
+            -377_705_116_800_000_000,
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let random = std::iter::repeat_with(move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            i64::try_from(state % 253_402_300_800_000_000).unwrap()
+        });
+        for us in micros.into_iter().chain(random.take(2000)) {
+            let Ok(ts) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+            else {
+                continue;
+            };
+            let mut written = String::new();
+            timestamp::write_json(ts, &mut written);
+            let expected = timestamp::format(ts).map_or("null".to_owned(), |t| format!("\"{t}\""));
+            assert_eq!(written, expected, "{us}");
+        }
     }
 
     #[test]

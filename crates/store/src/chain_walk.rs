@@ -42,6 +42,28 @@ pub fn content_hashes_match(events: &[AuditEvent]) -> Vec<bool> {
     })
 }
 
+/// An event's place in its chain: all the walk reads of it once its hash is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Its position.
+    pub seq: u64,
+    /// The hash of the event before it.
+    pub prev_hash: String,
+    /// Its own stored hash.
+    pub hash: String,
+}
+
+impl Link {
+    /// The link of a decoded event.
+    pub fn of(event: AuditEvent) -> Self {
+        Self {
+            seq: event.seq,
+            prev_hash: event.prev_hash,
+            hash: event.hash,
+        }
+    }
+}
+
 /// One chain being verified from a trusted starting point (the genesis, a retention anchor, a
 /// verified checkpoint, or the first event of a file).
 pub struct ChainWalk<'k> {
@@ -162,21 +184,32 @@ impl<'k> ChainWalk<'k> {
     /// Checks the next event; `content_matches` is its entry of [`content_hashes_match`].
     /// Returns false once the chain is broken.
     pub fn push(&mut self, event: &AuditEvent, content_matches: bool) -> bool {
+        self.push_link(event.seq, &event.prev_hash, &event.hash, content_matches)
+    }
+
+    /// [`ChainWalk::push`] for an event known only by its place in the chain.
+    pub fn push_link(
+        &mut self,
+        seq: u64,
+        prev_hash: &str,
+        hash: &str,
+        content_matches: bool,
+    ) -> bool {
         if self.is_broken() {
             return false;
         }
         let expected = self.last_seq + 1;
-        if event.seq != expected {
+        if seq != expected {
             self.break_at(
                 expected,
                 format!(
                     "seq {expected} is missing (the next stored event is seq {})",
-                    event.seq
+                    seq
                 ),
             );
             return false;
         }
-        if event.prev_hash != self.prev_hash {
+        if prev_hash != self.prev_hash {
             let reason = if expected == self.report.from_seq + 1 {
                 self.first_link.clone()
             } else {
@@ -201,13 +234,13 @@ impl<'k> ChainWalk<'k> {
                 self.break_at(expected, reason);
                 return false;
             }
-            if checkpoint.hash != event.hash {
+            if checkpoint.hash != hash {
                 self.break_at(
                     expected,
                     format!(
                         "the checkpoint at seq {expected} signed hash {} but the event's hash is \
                          {}: the event was replaced",
-                        checkpoint.hash, event.hash
+                        checkpoint.hash, hash
                     ),
                 );
                 return false;
@@ -216,7 +249,8 @@ impl<'k> ChainWalk<'k> {
             self.report.signed_seq = Some(expected);
         }
         self.last_seq = expected;
-        self.prev_hash.clone_from(&event.hash);
+        self.prev_hash.clear();
+        self.prev_hash.push_str(hash);
         self.report.head_seq = expected;
         true
     }

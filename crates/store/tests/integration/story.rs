@@ -1135,6 +1135,69 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
             .ok
     );
 
+    // The hash covers the context's content, not its spelling: the same object stored with its
+    // keys in another order and with whitespace still verifies; a changed value does not.
+    let (gateway, seq, context) = stored_context(db, "%nested%").await;
+    let object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&context).unwrap();
+    let spelled = |object: &serde_json::Map<String, serde_json::Value>| {
+        let entries: Vec<String> = object
+            .iter()
+            .rev()
+            .map(|(key, value)| format!("{} : {value}", serde_json::Value::from(key.as_str())))
+            .collect();
+        format!("{{ {} }}", entries.join(" , ")).replace('\'', "''")
+    };
+    let set_context = |text: String| {
+        format!(
+            "UPDATE audit_events SET context = '{text}' WHERE gateway = '{gateway}' AND seq = {seq}"
+        )
+    };
+    db.raw(&set_context(spelled(&object))).await;
+    let report = store
+        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+        .await
+        .unwrap();
+    assert!(report.ok, "{:?}", report.first_break());
+    let mut changed = object.clone();
+    changed.insert("sandbox".into(), serde_json::json!(false));
+    db.raw(&set_context(spelled(&changed))).await;
+    let report = store
+        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+        .await
+        .unwrap();
+    let broken = report.first_break().unwrap();
+    assert_eq!(
+        (broken.gateway.as_str(), broken.seq),
+        (gateway.as_str(), u64::try_from(seq).unwrap())
+    );
+    assert!(broken.reason.contains("altered"), "{}", broken.reason);
+    db.raw(&set_context(context.replace('\'', "''"))).await;
+
+    // A spelling MeshGuard never writes makes the event unreadable: the walk stops there.
+    db.raw("UPDATE audit_events SET kind = UPPER(kind) WHERE gateway = 'gw-a' AND seq = 30")
+        .await;
+    let report = store
+        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+        .await
+        .unwrap();
+    let broken = report.first_break().unwrap();
+    assert_eq!((broken.gateway.as_str(), broken.seq), ("gw-a", 30));
+    assert!(
+        broken.reason.contains("cannot be read"),
+        "{}",
+        broken.reason
+    );
+    db.raw("UPDATE audit_events SET kind = LOWER(kind) WHERE gateway = 'gw-a' AND seq = 30")
+        .await;
+    assert!(
+        store
+            .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+            .await
+            .unwrap()
+            .ok
+    );
+
     // A row written past the chain's head, behind MeshGuard's back, is a break.
     let columns = "gateway, ts, kind, agent_id, agent_name, action, resource, decision, code, \
                    reason, policy, rule, trace_id, approval_id, status, result, context, \
@@ -1163,6 +1226,20 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
             .unwrap()
             .ok
     );
+}
+
+/// The gateway, seq and stored context text of the first event whose context is `like`.
+async fn stored_context(db: &TestDb, like: &str) -> (String, i64, String) {
+    use sqlx::{Connection, Row};
+    let mut conn = sqlx::AnyConnection::connect(&db.raw_url).await.unwrap();
+    let row = sqlx::query(
+        "SELECT gateway, seq, context FROM audit_events WHERE context LIKE $1 ORDER BY gateway, seq",
+    )
+    .bind(like)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    (row.get(0), row.get(1), row.get(2))
 }
 
 async fn hash_of(db: &TestDb, gateway: &str, seq: i64) -> String {

@@ -28,6 +28,8 @@ use sqlx::any::AnyRow;
 use super::{db_error, from_micros};
 use meshguard_policy::{Code, Effect};
 
+use crate::chain::{ChainedFields, ContextFields, chained_hash, event_hash};
+use crate::chain_walk::Link;
 use crate::{
     AuditAgent, AuditEvent, AuditKind, EventCode, NewAuditEvent, ShadowVerdict, StoreError,
 };
@@ -208,6 +210,86 @@ pub(crate) fn from_columns(row: &impl EventColumns) -> Result<AuditEvent, StoreE
         prev_hash: required(row, col::PREV_HASH, "prev_hash")?.to_owned(),
         hash: required(row, col::HASH, "hash")?.to_owned(),
     })
+}
+
+/// The hashed fields of a row of [`COLUMNS`], borrowed from the row: what verification hashes
+/// without decoding the event. `None` for anything [`from_columns`] would not decode as it is
+/// (a NULL where a value belongs, a spelling MeshGuard never writes, a negative number, a
+/// context that is not canonical JSON): the caller then decodes the row, which says why.
+fn chained_fields_of(row: &impl EventColumns) -> Option<ChainedFields<'_>> {
+    let text = |index, name| row.text(index, name).ok();
+    let required = |index, name| text(index, name).flatten();
+    let unsigned = |index, name| -> Option<Option<u64>> {
+        match row.integer(index, name).ok()? {
+            Some(value) => u64::try_from(value).ok().map(Some),
+            None => Some(None),
+        }
+    };
+    let spelled = |index, name, valid: fn(&str) -> bool| -> Option<Option<&str>> {
+        match text(index, name)? {
+            Some(spelling) => valid(spelling).then_some(Some(spelling)),
+            None => Some(None),
+        }
+    };
+    let kind = required(col::KIND, "kind")?;
+    AuditKind::parse(kind)?;
+    let shadow = match spelled(col::SHADOW_DECISION, "shadow_decision", |t| {
+        Effect::parse(t).is_some()
+    })? {
+        Some(decision) => Some((
+            spelled(col::SHADOW_CODE, "shadow_code", |t| {
+                Code::parse(t).is_some()
+            })??,
+            decision,
+            text(col::SHADOW_POLICY, "shadow_policy")?,
+            text(col::SHADOW_RULE, "shadow_rule")?,
+        )),
+        None => None,
+    };
+    let agent_name = text(col::AGENT_NAME, "agent_name")?;
+    Some(ChainedFields {
+        id: required(col::ID, "id")?,
+        seq: unsigned(col::SEQ, "seq")??,
+        ts: from_micros(row.integer(col::TS, "ts").ok()??).ok()?,
+        kind,
+        agent: text(col::AGENT_ID, "agent_id")?.map(|id| (id, agent_name.unwrap_or_default())),
+        action: required(col::ACTION, "action")?,
+        resource: text(col::RESOURCE, "resource")?,
+        decision: spelled(col::DECISION, "decision", |t| Effect::parse(t).is_some())?,
+        code: spelled(col::CODE, "code", |t| EventCode::parse(t).is_some())?,
+        reason: text(col::REASON, "reason")?,
+        policy: text(col::POLICY, "policy")?,
+        rule: text(col::RULE, "rule")?,
+        trace_id: text(col::TRACE_ID, "trace_id")?,
+        approval_id: text(col::APPROVAL_ID, "approval_id")?,
+        status: text(col::STATUS, "status")?,
+        result: text(col::RESULT, "result")?,
+        context: ContextFields::Stored(required(col::CONTEXT, "context")?),
+        latency_us: unsigned(col::LATENCY_US, "latency_us")?,
+        gateway: required(col::GATEWAY, "gateway")?,
+        shadow,
+        prev_hash: required(col::PREV_HASH, "prev_hash")?,
+    })
+}
+
+/// One row as verification sees it: its link in the chain and whether its stored hash is the
+/// hash of its content. Hashed from the borrowed columns when they are as MeshGuard wrote them,
+/// else from the decoded event (the definition); a row that does not decode is an error.
+pub(super) fn verified_link(row: &impl EventColumns) -> Result<(Link, bool), StoreError> {
+    if let Some(fields) = chained_fields_of(row) {
+        let stored = required(row, col::HASH, "hash")?;
+        if chained_hash(&fields).is_some_and(|hash| hash == stored.as_bytes()) {
+            let link = Link {
+                seq: fields.seq,
+                prev_hash: fields.prev_hash.to_owned(),
+                hash: stored.to_owned(),
+            };
+            return Ok((link, true));
+        }
+    }
+    let event = from_columns(row)?;
+    let matches = event_hash(&event) == event.hash;
+    Ok((Link::of(event), matches))
 }
 
 fn from_row(row: &AnyRow) -> Result<AuditEvent, StoreError> {

@@ -113,7 +113,7 @@ impl SqliteReader {
                 .map_err(|err| unavailable(&err))?;
             let mut page = Page::default();
             while let Some(row) = rows.next().map_err(|err| unavailable(&err))? {
-                if !page.push(from_columns(row)) {
+                if !page.push(row) {
                     break;
                 }
             }

@@ -4,13 +4,13 @@
 use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
-use super::{COLUMNS, checkpoint, from_row, sqlite_walk};
+use super::{COLUMNS, EventColumns, checkpoint, from_row, sqlite_walk, verified_link};
 use crate::chain::{GENESIS_HASH, event_hash};
 use futures::StreamExt as _;
 
-use crate::chain_walk::ChainWalk;
+use crate::chain_walk::{ChainWalk, Link};
 use crate::sql::{SqlStore, column, db_error, signed, unsigned, unsigned_opt};
-use crate::{AuditEvent, ChainBreak, ChainReport, StoreError, VerifyOptions, VerifyReport};
+use crate::{ChainBreak, ChainReport, StoreError, VerifyOptions, VerifyReport};
 
 /// Events (seqs) read per round trip while walking a chain.
 const PAGE: u64 = 2000;
@@ -18,10 +18,10 @@ const PAGE_USIZE: usize = 2000;
 /// Pages read and hashed ahead of the walk, each on a connection and a task of its own.
 const PAGES_AHEAD: usize = 3;
 
-/// One page of a chain, decoded, with each event's hash recomputed.
+/// One page of a chain: each event's link, and whether its stored hash is its content's.
 #[derive(Default)]
 pub(super) struct Page {
-    pub(super) events: Vec<AuditEvent>,
+    pub(super) links: Vec<Link>,
     /// Whether each event's stored hash is the one recomputed from it.
     pub(super) matches: Vec<bool>,
     /// Why the row after the last event could not be decoded (the walk breaks there).
@@ -29,13 +29,13 @@ pub(super) struct Page {
 }
 
 impl Page {
-    /// Adds the next row's event, hashed again; `false` (and the page ends) when the row did
-    /// not decode.
-    pub(super) fn push(&mut self, decoded: Result<AuditEvent, StoreError>) -> bool {
-        match decoded {
-            Ok(event) => {
-                self.matches.push(event_hash(&event) == event.hash);
-                self.events.push(event);
+    /// Adds the next row, hashed again; `false` (and the page ends) when the row did not
+    /// decode.
+    pub(super) fn push(&mut self, row: &impl EventColumns) -> bool {
+        match verified_link(row) {
+            Ok((link, matches)) => {
+                self.links.push(link);
+                self.matches.push(matches);
                 true
             }
             Err(err) => {
@@ -84,7 +84,7 @@ async fn read_page(
                 .map_err(db_error)?;
             let mut page = Page::default();
             for row in &rows {
-                if !page.push(from_row(row)) {
+                if !page.push(row) {
                     break;
                 }
             }
@@ -295,8 +295,8 @@ async fn walk(
     while let Some(page) = pages.next().await {
         let page =
             page.map_err(|err| StoreError::Unavailable(format!("reading a page failed: {err}")))??;
-        for (event, matches) in page.events.iter().zip(page.matches) {
-            if !walk.push(event, matches) {
+        for (link, matches) in page.links.iter().zip(page.matches) {
+            if !walk.push_link(link.seq, &link.prev_hash, &link.hash, matches) {
                 break;
             }
         }
