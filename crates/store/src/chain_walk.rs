@@ -42,28 +42,6 @@ pub fn content_hashes_match(events: &[AuditEvent]) -> Vec<bool> {
     })
 }
 
-/// An event's place in its chain: all the walk reads of it once its hash is checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Link {
-    /// Its position.
-    pub seq: u64,
-    /// The hash of the event before it.
-    pub prev_hash: String,
-    /// Its own stored hash.
-    pub hash: String,
-}
-
-impl Link {
-    /// The link of a decoded event.
-    pub fn of(event: AuditEvent) -> Self {
-        Self {
-            seq: event.seq,
-            prev_hash: event.prev_hash,
-            hash: event.hash,
-        }
-    }
-}
-
 /// One chain being verified from a trusted starting point (the genesis, a retention anchor, a
 /// verified checkpoint, or the first event of a file).
 pub struct ChainWalk<'k> {

@@ -29,7 +29,6 @@ use super::{db_error, from_micros};
 use meshguard_policy::{Code, Effect};
 
 use crate::chain::{ChainedFields, ContextFields, chained_hash, event_hash};
-use crate::chain_walk::Link;
 use crate::{
     AuditAgent, AuditEvent, AuditKind, EventCode, NewAuditEvent, ShadowVerdict, StoreError,
 };
@@ -272,24 +271,25 @@ fn chained_fields_of(row: &impl EventColumns) -> Option<ChainedFields<'_>> {
     })
 }
 
-/// One row as verification sees it: its link in the chain and whether its stored hash is the
-/// hash of its content. Hashed from the borrowed columns when they are as MeshGuard wrote them,
-/// else from the decoded event (the definition); a row that does not decode is an error.
-pub(super) fn verified_link(row: &impl EventColumns) -> Result<(Link, bool), StoreError> {
+/// Hashes one row again for verification and hands its place in the chain (`seq`,
+/// `prev_hash`, stored `hash`) and whether its stored hash is its content's to `link`. Hashed
+/// from the borrowed columns when they are as MeshGuard wrote them, else from the decoded event
+/// (the definition); a row that does not decode is an error.
+pub(super) fn verify_row(
+    row: &impl EventColumns,
+    link: impl FnOnce(u64, &str, &str, bool),
+) -> Result<(), StoreError> {
     if let Some(fields) = chained_fields_of(row) {
         let stored = required(row, col::HASH, "hash")?;
         if chained_hash(&fields).is_some_and(|hash| hash == stored.as_bytes()) {
-            let link = Link {
-                seq: fields.seq,
-                prev_hash: fields.prev_hash.to_owned(),
-                hash: stored.to_owned(),
-            };
-            return Ok((link, true));
+            link(fields.seq, fields.prev_hash, stored, true);
+            return Ok(());
         }
     }
     let event = from_columns(row)?;
     let matches = event_hash(&event) == event.hash;
-    Ok((Link::of(event), matches))
+    link(event.seq, &event.prev_hash, &event.hash, matches);
+    Ok(())
 }
 
 fn from_row(row: &AnyRow) -> Result<AuditEvent, StoreError> {

@@ -4,11 +4,11 @@
 use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
-use super::{COLUMNS, EventColumns, checkpoint, from_row, sqlite_walk, verified_link};
+use super::{COLUMNS, EventColumns, checkpoint, from_row, sqlite_walk, verify_row};
 use crate::chain::{GENESIS_HASH, event_hash};
 use futures::StreamExt as _;
 
-use crate::chain_walk::{ChainWalk, Link};
+use crate::chain_walk::ChainWalk;
 use crate::sql::{SqlStore, column, db_error, signed, unsigned, unsigned_opt};
 use crate::{ChainBreak, ChainReport, StoreError, VerifyOptions, VerifyReport};
 
@@ -18,12 +18,15 @@ const PAGE_USIZE: usize = 2000;
 /// Pages read and hashed ahead of the walk, each on a connection and a task of its own.
 const PAGES_AHEAD: usize = 3;
 
-/// One page of a chain: each event's link, and whether its stored hash is its content's.
+/// One page of a chain: each event's place in it and whether its stored hash is its
+/// content's. The hashes are kept in one string per page: a page is read on one thread and
+/// walked on another, and freeing two strings per event across threads cost more than reading.
 #[derive(Default)]
 pub(super) struct Page {
-    pub(super) links: Vec<Link>,
-    /// Whether each event's stored hash is the one recomputed from it.
-    pub(super) matches: Vec<bool>,
+    /// Each event's seq, the end of its `prev_hash` and of its `hash` in `hashes`, and whether
+    /// its stored hash is the one recomputed from it.
+    links: Vec<(u64, usize, usize, bool)>,
+    hashes: String,
     /// Why the row after the last event could not be decoded (the walk breaks there).
     pub(super) unreadable: Option<String>,
 }
@@ -32,17 +35,33 @@ impl Page {
     /// Adds the next row, hashed again; `false` (and the page ends) when the row did not
     /// decode.
     pub(super) fn push(&mut self, row: &impl EventColumns) -> bool {
-        match verified_link(row) {
-            Ok((link, matches)) => {
-                self.links.push(link);
-                self.matches.push(matches);
-                true
-            }
+        let Self { links, hashes, .. } = self;
+        let added = verify_row(row, |seq, prev_hash, hash, matches| {
+            hashes.push_str(prev_hash);
+            let prev_end = hashes.len();
+            hashes.push_str(hash);
+            links.push((seq, prev_end, hashes.len(), matches));
+        });
+        match added {
+            Ok(()) => true,
             Err(err) => {
                 self.unreadable = Some(err.to_string());
                 false
             }
         }
+    }
+
+    /// Each event's seq, `prev_hash`, `hash` and whether the hash matched, in order.
+    fn links(&self) -> impl Iterator<Item = (u64, &str, &str, bool)> {
+        let mut start = 0;
+        self.links
+            .iter()
+            .map(move |&(seq, prev_end, end, matches)| {
+                let prev_hash = self.hashes.get(start..prev_end).unwrap_or_default();
+                let hash = self.hashes.get(prev_end..end).unwrap_or_default();
+                start = end;
+                (seq, prev_hash, hash, matches)
+            })
     }
 }
 
@@ -295,8 +314,8 @@ async fn walk(
     while let Some(page) = pages.next().await {
         let page =
             page.map_err(|err| StoreError::Unavailable(format!("reading a page failed: {err}")))??;
-        for (link, matches) in page.links.iter().zip(page.matches) {
-            if !walk.push_link(link.seq, &link.prev_hash, &link.hash, matches) {
+        for (seq, prev_hash, hash, matches) in page.links() {
+            if !walk.push_link(seq, prev_hash, hash, matches) {
                 break;
             }
         }
