@@ -347,6 +347,150 @@ fn write_string(text: &str, out: &mut String) {
     out.push('"');
 }
 
+/// An exported event's place in its chain, read from its line of `audit export` without
+/// decoding the event (see [`exported_link`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedLink {
+    /// The chain (gateway instance) the event belongs to.
+    pub gateway: String,
+    /// Its position.
+    pub seq: u64,
+    /// The hash of the event before it.
+    pub prev_hash: String,
+    /// Its hash, which is the hash of its content.
+    pub hash: String,
+}
+
+/// The link of one line of an export when the line is an event as `audit export` writes it and
+/// its `hash` is the hash of its content, read with its strings borrowed from the line and its
+/// context rewritten token by token: what offline verification does for every line. `None` for
+/// anything else (a checkpoint, a field MeshGuard never writes so, a hash that does not match):
+/// the caller then decodes the line, which says what it is.
+pub fn exported_link(line: &str) -> Option<ExportedLink> {
+    use std::borrow::Cow;
+
+    #[derive(serde::Deserialize)]
+    struct Agent<'a> {
+        #[serde(borrow)]
+        id: Cow<'a, str>,
+        #[serde(borrow)]
+        name: Cow<'a, str>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Shadow<'a> {
+        #[serde(borrow)]
+        code: Cow<'a, str>,
+        #[serde(borrow)]
+        decision: Cow<'a, str>,
+        #[serde(borrow)]
+        policy: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        rule: Option<Cow<'a, str>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Line<'a> {
+        #[serde(borrow)]
+        id: Cow<'a, str>,
+        seq: u64,
+        #[serde(borrow)]
+        ts: Cow<'a, str>,
+        #[serde(borrow)]
+        kind: Cow<'a, str>,
+        #[serde(borrow)]
+        agent: Option<Agent<'a>>,
+        #[serde(borrow)]
+        action: Cow<'a, str>,
+        #[serde(borrow)]
+        resource: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        decision: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        code: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        reason: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        policy: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        rule: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        trace_id: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        approval_id: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        status: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        result: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        context: &'a serde_json::value::RawValue,
+        latency_us: Option<u64>,
+        #[serde(borrow)]
+        gateway: Cow<'a, str>,
+        #[serde(borrow)]
+        shadow: Option<Shadow<'a>>,
+        #[serde(borrow)]
+        prev_hash: Cow<'a, str>,
+        #[serde(borrow)]
+        hash: Cow<'a, str>,
+    }
+    fn spelled<'a>(
+        text: Option<&'a Cow<'a, str>>,
+        valid: impl Fn(&str) -> bool,
+    ) -> Option<Option<&'a str>> {
+        match text {
+            Some(text) => valid(text).then_some(Some(text.as_ref())),
+            None => Some(None),
+        }
+    }
+
+    let line: Line<'_> = serde_json::from_str(line).ok()?;
+    crate::AuditKind::parse(&line.kind)?;
+    let effect = |t: &str| meshguard_policy::Effect::parse(t).is_some();
+    let shadow = match &line.shadow {
+        Some(shadow) => Some((
+            spelled(Some(&shadow.code), |t| {
+                meshguard_policy::Code::parse(t).is_some()
+            })??,
+            spelled(Some(&shadow.decision), effect)??,
+            shadow.policy.as_deref(),
+            shadow.rule.as_deref(),
+        )),
+        None => None,
+    };
+    let fields = ChainedFields {
+        id: &line.id,
+        seq: line.seq,
+        ts: timestamp::parse_canonical(&line.ts)?,
+        kind: &line.kind,
+        agent: line
+            .agent
+            .as_ref()
+            .map(|agent| (agent.id.as_ref(), agent.name.as_ref())),
+        action: &line.action,
+        resource: line.resource.as_deref(),
+        decision: spelled(line.decision.as_ref(), effect)?,
+        code: spelled(line.code.as_ref(), |t| crate::EventCode::parse(t).is_some())?,
+        reason: line.reason.as_deref(),
+        policy: line.policy.as_deref(),
+        rule: line.rule.as_deref(),
+        trace_id: line.trace_id.as_deref(),
+        approval_id: line.approval_id.as_deref(),
+        status: line.status.as_deref(),
+        result: line.result.as_deref(),
+        context: ContextFields::Stored(line.context.get()),
+        latency_us: line.latency_us,
+        gateway: &line.gateway,
+        shadow,
+        prev_hash: &line.prev_hash,
+    };
+    let hash = chained_hash(&fields)?;
+    (hash == line.hash.as_bytes()).then(|| ExportedLink {
+        gateway: line.gateway.clone().into_owned(),
+        seq: line.seq,
+        prev_hash: line.prev_hash.clone().into_owned(),
+        hash: line.hash.clone().into_owned(),
+    })
+}
+
 /// A stored context (JSON text) written as canonical JSON without building a `serde_json::Value`:
 /// the text is read token by token and each token written as canonical JSON writes it. Keys
 /// must already be in canonical order (MeshGuard stores the canonical text); any other text —
@@ -518,6 +662,49 @@ pub mod timestamp {
         }
     }
 
+    /// Reads a timestamp written in the canonical form (`2026-03-01T12:00:00.123456Z`, years
+    /// 0000–9999); `None` for any other text, even a valid RFC 3339 time.
+    pub(crate) fn parse_canonical(text: &str) -> Option<OffsetDateTime> {
+        let bytes = text.as_bytes();
+        if bytes.len() != 27 {
+            return None;
+        }
+        let number = |from: usize, to: usize| -> Option<u32> {
+            bytes.get(from..to)?.iter().try_fold(0_u32, |value, &b| {
+                b.is_ascii_digit().then(|| value * 10 + u32::from(b - b'0'))
+            })
+        };
+        let separators = [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+            (26, b'Z'),
+        ];
+        if separators
+            .iter()
+            .any(|&(at, want)| bytes.get(at) != Some(&want))
+        {
+            return None;
+        }
+        let date = time::Date::from_calendar_date(
+            i32::try_from(number(0, 4)?).ok()?,
+            time::Month::try_from(u8::try_from(number(5, 7)?).ok()?).ok()?,
+            u8::try_from(number(8, 10)?).ok()?,
+        )
+        .ok()?;
+        let time = time::Time::from_hms_micro(
+            u8::try_from(number(11, 13)?).ok()?,
+            u8::try_from(number(14, 16)?).ok()?,
+            u8::try_from(number(17, 19)?).ok()?,
+            number(20, 26)?,
+        )
+        .ok()?;
+        Some(time::PrimitiveDateTime::new(date, time).assume_utc())
+    }
+
     /// `ts` in UTC with its nanoseconds cut to microseconds, the precision stored.
     pub fn truncate(ts: OffsetDateTime) -> OffsetDateTime {
         let utc = ts.to_offset(UtcOffset::UTC);
@@ -606,14 +793,8 @@ mod tests {
         assert_eq!(read, event);
     }
 
-    /// The hash is written field by field for speed; it must stay the hash of the definition.
-    #[test]
-    fn the_fast_hash_is_the_hash_of_the_definition() {
-        let reference = |event: &AuditEvent| {
-            hex::encode(Sha256::digest(
-                canonical_json(&chained_fields(event)).as_bytes(),
-            ))
-        };
+    /// The sample event, one with every optional field empty, and one with every odd value.
+    fn event_variants() -> Vec<AuditEvent> {
         let mut variants = vec![sample_event()];
         let mut bare = sample_event();
         bare.event.agent = None;
@@ -646,6 +827,62 @@ mod tests {
         });
         odd.seq = u64::MAX;
         variants.push(odd);
+        variants
+    }
+
+    /// An exported line as `audit export` writes it hashes without decoding, to the link the
+    /// decoded event gives; any other line is left to decoding.
+    #[test]
+    fn an_exported_line_links_without_decoding_or_is_left_to_decoding() {
+        for mut event in event_variants() {
+            event.hash = event_hash(&event);
+            let line = serde_json::to_string(&event).unwrap();
+            let link = exported_link(&line).unwrap_or_else(|| panic!("{line}"));
+            assert_eq!(
+                (
+                    link.gateway.as_str(),
+                    link.seq,
+                    link.prev_hash.as_str(),
+                    link.hash.as_str()
+                ),
+                (
+                    event.event.gateway.as_str(),
+                    event.seq,
+                    event.prev_hash.as_str(),
+                    event.hash.as_str()
+                )
+            );
+            let mut value: Value = serde_json::from_str(&line).unwrap();
+            let altered = |edit: &dyn Fn(&mut Value)| {
+                let mut copy = value.clone();
+                edit(&mut copy);
+                exported_link(&copy.to_string())
+            };
+            // A changed field no longer matches its hash.
+            assert_eq!(altered(&|v| v["action"] = json!("pay:invoice")), None);
+            assert_eq!(altered(&|v| v["context"]["added"] = json!(1)), None);
+            // Valid, but not as MeshGuard writes it: decoding decides.
+            assert_eq!(altered(&|v| v["ts"] = json!("2026-03-01T12:00:00Z")), None);
+            assert_eq!(altered(&|v| v["kind"] = json!("CHECK")), None);
+            assert_eq!(
+                altered(&|v| v["ts"] = json!("2026-02-30T12:00:00.000000Z")),
+                None
+            );
+            // A checkpoint line is not an event.
+            value = json!({"checkpoint": {"gateway": "gw", "seq": 1}});
+            assert_eq!(exported_link(&value.to_string()), None);
+        }
+    }
+
+    /// The hash is written field by field for speed; it must stay the hash of the definition.
+    #[test]
+    fn the_fast_hash_is_the_hash_of_the_definition() {
+        let reference = |event: &AuditEvent| {
+            hex::encode(Sha256::digest(
+                canonical_json(&chained_fields(event)).as_bytes(),
+            ))
+        };
+        let variants = event_variants();
         for event in &variants {
             assert_eq!(event_hash(event), reference(event), "{event:?}");
         }

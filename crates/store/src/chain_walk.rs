@@ -1,46 +1,15 @@
 //! Walking one chain event by event: the checks `audit verify` makes, shared by the store's
 //! verification and the offline verification of an exported file, so both judge a trail alike.
 //!
-//! Recomputing hashes is the costly part and needs no order, so [`content_hashes_match`] does it
-//! for a page of events on every core; linking (`seq` gap-free, `prev_hash` equal to the previous
-//! `hash`) and checkpoints are then checked in order by [`ChainWalk::push`].
+//! Recomputing hashes is the costly part and needs no order, so callers do it for many events at
+//! once on every core (pages of the store, chunks of a file); linking (`seq` gap-free,
+//! `prev_hash` equal to the previous `hash`) and checkpoints are then checked in order by
+//! [`ChainWalk::push_link`].
 
 use std::collections::BTreeMap;
 
 use crate::checkpoint::{AuditCheckpoint, CheckpointKeys};
-use crate::{AuditEvent, ChainBreak, ChainReport, chain::event_hash};
-
-/// Pages smaller than this are hashed on the calling thread: a thread costs more than it saves.
-const PARALLEL_FROM: usize = 256;
-
-/// For each event, whether its stored `hash` is the hash of its content.
-pub fn content_hashes_match(events: &[AuditEvent]) -> Vec<bool> {
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    if threads < 2 || events.len() < PARALLEL_FROM {
-        return events.iter().map(|e| event_hash(e) == e.hash).collect();
-    }
-    let chunk = events.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = events
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|e| event_hash(e) == e.hash)
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        parts
-            .into_iter()
-            // A hashing thread cannot panic on any input; if one did, its events count as
-            // altered: verification fails closed.
-            .flat_map(|part| part.join().unwrap_or_default())
-            .chain(std::iter::repeat(false))
-            .take(events.len())
-            .collect()
-    })
-}
+use crate::{ChainBreak, ChainReport};
 
 /// One chain being verified from a trusted starting point (the genesis, a retention anchor, a
 /// verified checkpoint, or the first event of a file).
@@ -159,13 +128,8 @@ impl<'k> ChainWalk<'k> {
         }
     }
 
-    /// Checks the next event; `content_matches` is its entry of [`content_hashes_match`].
-    /// Returns false once the chain is broken.
-    pub fn push(&mut self, event: &AuditEvent, content_matches: bool) -> bool {
-        self.push_link(event.seq, &event.prev_hash, &event.hash, content_matches)
-    }
-
-    /// [`ChainWalk::push`] for an event known only by its place in the chain.
+    /// Checks the next event, known by its place in the chain; `content_matches` says whether
+    /// its stored hash is the hash of its content. Returns false once the chain is broken.
     pub fn push_link(
         &mut self,
         seq: u64,

@@ -13,28 +13,33 @@ use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use meshguard_store::chain_walk::{ChainWalk, content_hashes_match};
+use meshguard_store::chain::{event_hash, exported_link};
+use meshguard_store::chain_walk::ChainWalk;
 use meshguard_store::{AuditCheckpoint, AuditEvent, CheckpointKeys, VerifyReport};
 use serde_json::Value;
 
 use crate::error::CliError;
 
-/// Lines hashed together (on every core) before they are linked in order.
+/// Lines read, then parsed and hashed together (on every core), before they are linked in order.
 const CHUNK: usize = 8192;
+/// Chunks smaller than this are parsed on the calling thread: a thread costs more than it saves.
+const PARALLEL_FROM: usize = 256;
 
-/// One line of an export.
+/// One line of an export, parsed and, for an event, hashed again.
 enum Line {
-    Event(Box<AuditEvent>),
+    Event {
+        gateway: String,
+        seq: u64,
+        prev_hash: String,
+        hash: String,
+        /// Whether `hash` is the hash of the event's content.
+        matches: bool,
+    },
     Checkpoint(AuditCheckpoint),
 }
 
-/// Lines read but not yet walked: the events apart, to be hashed together.
-#[derive(Default)]
-struct Chunk {
-    events: Vec<AuditEvent>,
-    /// In file order: `None` for the next event, or a checkpoint.
-    order: Vec<Option<AuditCheckpoint>>,
-}
+/// A line read but not parsed yet: its file, its number there, its text.
+type Pending<'f> = (&'f Path, usize, String);
 
 /// Verifies `files`, in order, as one trail against the public keys in `keys`; the report reads
 /// like the gateway's.
@@ -48,7 +53,7 @@ pub fn verify_files(files: &[PathBuf], keys: &[PathBuf]) -> anyhow::Result<Value
             .map_err(|err| CliError::Usage(format!("{}: {err}", key.display())))?;
     }
     let mut walks: BTreeMap<String, ChainWalk<'_>> = BTreeMap::new();
-    let mut chunk = Chunk::default();
+    let mut chunk: Vec<Pending<'_>> = Vec::with_capacity(CHUNK);
     for file in files {
         for (index, line) in open(file)?.lines().enumerate() {
             let number = index + 1;
@@ -56,19 +61,13 @@ pub fn verify_files(files: &[PathBuf], keys: &[PathBuf]) -> anyhow::Result<Value
             if line.trim().is_empty() {
                 continue;
             }
-            match parse(file, number, &line)? {
-                Line::Event(event) => {
-                    chunk.events.push(*event);
-                    chunk.order.push(None);
-                }
-                Line::Checkpoint(checkpoint) => chunk.order.push(Some(checkpoint)),
-            }
-            if chunk.order.len() == CHUNK {
-                walk_chunk(&mut walks, std::mem::take(&mut chunk), &accepted);
+            chunk.push((file.as_path(), number, line));
+            if chunk.len() == CHUNK {
+                walk_chunk(&mut walks, &std::mem::take(&mut chunk), &accepted)?;
             }
         }
     }
-    walk_chunk(&mut walks, chunk, &accepted);
+    walk_chunk(&mut walks, &chunk, &accepted)?;
     if walks.is_empty() {
         return Err(CliError::Usage(
             "no audit event in the files: are they the output of `meshguard audit export` or \
@@ -118,7 +117,19 @@ fn open(file: &Path) -> anyhow::Result<Box<dyn std::io::BufRead>> {
     })
 }
 
+/// Parses one line; an event is hashed again. A line as `audit export` writes it is hashed
+/// without decoding the event ([`exported_link`]); any other is decoded, which says what is
+/// wrong with it.
 fn parse(file: &Path, number: usize, line: &str) -> anyhow::Result<Line> {
+    if let Some(link) = exported_link(line) {
+        return Ok(Line::Event {
+            gateway: link.gateway,
+            seq: link.seq,
+            prev_hash: link.prev_hash,
+            hash: link.hash,
+            matches: true,
+        });
+    }
     let at = || format!("{}:{number}", file.display());
     let value: Value = serde_json::from_str(line)
         .map_err(|err| CliError::Usage(format!("{}: not JSON: {err}", at())))?;
@@ -127,44 +138,79 @@ fn parse(file: &Path, number: usize, line: &str) -> anyhow::Result<Line> {
             .map_err(|err| CliError::Usage(format!("{}: not a checkpoint: {err}", at())))?;
         return Ok(Line::Checkpoint(checkpoint));
     }
-    let event = serde_json::from_value(value)
+    let event: AuditEvent = serde_json::from_value(value)
         .map_err(|err| CliError::Usage(format!("{}: not an audit event: {err}", at())))?;
-    Ok(Line::Event(Box::new(event)))
+    let matches = event_hash(&event) == event.hash;
+    Ok(Line::Event {
+        gateway: event.event.gateway,
+        seq: event.seq,
+        prev_hash: event.prev_hash,
+        hash: event.hash,
+        matches,
+    })
 }
 
-/// Hashes the chunk's events on every core, then links them and checks its checkpoints in file
-/// order.
+/// Parses (and hashes) the chunk's lines on every core, in file order.
+fn parse_chunk(chunk: &[Pending<'_>]) -> Vec<anyhow::Result<Line>> {
+    let parse_all = |part: &[Pending<'_>]| -> Vec<anyhow::Result<Line>> {
+        part.iter()
+            .map(|(file, number, line)| parse(file, *number, line))
+            .collect()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    if threads < 2 || chunk.len() < PARALLEL_FROM {
+        return parse_all(chunk);
+    }
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = chunk
+            .chunks(chunk.len().div_ceil(threads))
+            .map(|part| scope.spawn(move || parse_all(part)))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|part| {
+                // Parsing cannot panic on any input; if it did, the file is refused.
+                part.join()
+                    .unwrap_or_else(|_| vec![Err(anyhow::anyhow!("a line could not be parsed"))])
+            })
+            .collect()
+    })
+}
+
+/// Links the chunk's events and checks its checkpoints in file order; the first line that is
+/// neither an event nor a checkpoint refuses the file.
 fn walk_chunk<'k>(
     walks: &mut BTreeMap<String, ChainWalk<'k>>,
-    chunk: Chunk,
+    chunk: &[Pending<'_>],
     keys: &'k CheckpointKeys,
-) {
-    let matches = content_hashes_match(&chunk.events);
-    let mut events = chunk.events.into_iter().zip(matches);
-    for item in chunk.order {
-        match item {
-            None => {
-                let Some((event, matches)) = events.next() else {
-                    break;
-                };
-                let gateway = event.event.gateway.clone();
+) -> anyhow::Result<()> {
+    for line in parse_chunk(chunk) {
+        match line? {
+            Line::Event {
+                gateway,
+                seq,
+                prev_hash,
+                hash,
+                matches,
+            } => {
                 let walk = walks.entry(gateway).or_insert_with_key(|gateway| {
                     ChainWalk::new(
                         gateway,
-                        event.seq.saturating_sub(1),
-                        &event.prev_hash,
+                        seq.saturating_sub(1),
+                        &prev_hash,
                         "the first event of the file",
                         keys,
                     )
                 });
-                walk.push(&event, matches);
+                walk.push_link(seq, &prev_hash, &hash, matches);
             }
             // A checkpoint before any event of its chain signs nothing in the file.
-            Some(checkpoint) => {
+            Line::Checkpoint(checkpoint) => {
                 if let Some(walk) = walks.get_mut(&checkpoint.gateway) {
                     walk.signed(checkpoint);
                 }
             }
         }
     }
+    Ok(())
 }
