@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 
 use super::{COLUMNS, EventColumns, checkpoint, from_row, sqlite_walk, verify_row};
 use crate::chain::{GENESIS_HASH, event_hash};
-use futures::StreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 
 use crate::chain_walk::ChainWalk;
 use crate::sql::{SqlStore, column, db_error, signed, unsigned, unsigned_opt};
@@ -17,6 +17,8 @@ const PAGE: u64 = 2000;
 const PAGE_USIZE: usize = 2000;
 /// Pages read and hashed ahead of the walk, each on a connection and a task of its own.
 const PAGES_AHEAD: usize = 3;
+/// Chains walked at once (several gateways sharing a PostgreSQL database each have one).
+const CHAINS_AT_ONCE: usize = 2;
 
 /// One page of a chain: each event's place in it and whether its stored hash is its
 /// content's. The hashes are kept in one string per page: a page is read on one thread and
@@ -155,22 +157,26 @@ pub(crate) async fn verify(
     .map_err(db_error)?;
     chains.sort_by(|a, b| a.gateway.as_bytes().cmp(b.gateway.as_bytes()));
 
-    let mut reports = Vec::with_capacity(chains.len() + orphans.len());
-    let mut events_checked = 0;
-    for chain in &chains {
-        let report = walk(store, chain, options).await?;
-        events_checked += report.events;
-        if report.broken.is_none() {
-            checkpoint::mark_verified(
-                store,
-                &chain.gateway,
-                report.head_seq,
-                OffsetDateTime::now_utc(),
-            )
-            .await?;
-        }
-        reports.push(report);
-    }
+    // Chains are independent: a few are walked at once, each with its own pages ahead.
+    let mut reports: Vec<ChainReport> = futures::stream::iter(chains)
+        .map(|chain| async move {
+            let report = walk(store, &chain, options).await?;
+            if report.broken.is_none() {
+                checkpoint::mark_verified(
+                    store,
+                    &chain.gateway,
+                    report.head_seq,
+                    OffsetDateTime::now_utc(),
+                )
+                .await?;
+            }
+            Ok::<_, StoreError>(report)
+        })
+        .buffered(CHAINS_AT_ONCE)
+        .try_collect()
+        .await?;
+    let events_checked = reports.iter().map(|report| report.events).sum();
+    reports.reserve(orphans.len());
     for row in &orphans {
         let gateway: String = column(row, "gateway")?;
         let seq = unsigned(row, "first_seq")?;
