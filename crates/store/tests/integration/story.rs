@@ -738,10 +738,7 @@ async fn append_fixture(store: &Arc<dyn Store>) -> Vec<AuditEvent> {
 
 /// The fixture's two chains verify.
 async fn verify_fixture(store: &Arc<dyn Store>) {
-    let report = store
-        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
-        .await
-        .unwrap();
+    let report = verify_full(store).await;
     assert!(report.ok, "{report:?}");
     assert_eq!(report.events_checked, 200);
     assert_eq!(report.chains.len(), 2);
@@ -1087,10 +1084,7 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
     // Rewriting a denial as an allow is caught at that very event.
     db.raw("UPDATE audit_events SET decision = 'allow' WHERE gateway = 'gw-a' AND seq = 10")
         .await;
-    let report = store
-        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
-        .await
-        .unwrap();
+    let report = verify_full(store).await;
     assert!(!report.ok);
     let broken = report.first_break().unwrap();
     assert_eq!((broken.gateway.as_str(), broken.seq), ("gw-a", 10));
@@ -1101,14 +1095,7 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
     );
     db.raw("UPDATE audit_events SET decision = 'deny' WHERE gateway = 'gw-a' AND seq = 10")
         .await;
-    assert!(
-        store
-            .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
-            .await
-            .unwrap()
-            .ok,
-        "restored"
-    );
+    assert!(verify_full(store).await.ok, "restored");
 
     // Recomputing the altered event's hash moves the break to the next link.
     let original: String = hash_of(db, "gw-a", 20).await;
@@ -1117,23 +1104,14 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
         "f".repeat(64)
     ))
     .await;
-    let report = store
-        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
-        .await
-        .unwrap();
+    let report = verify_full(store).await;
     let broken = report.first_break().unwrap();
     assert_eq!(broken.seq, 20, "{broken:?}");
     db.raw(&format!(
         "UPDATE audit_events SET hash = '{original}' WHERE gateway = 'gw-a' AND seq = 20"
     ))
     .await;
-    assert!(
-        store
-            .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
-            .await
-            .unwrap()
-            .ok
-    );
+    assert!(verify_full(store).await.ok);
 
     // The hash covers the context's content, not its spelling: the same object stored with its
     // keys in another order and with whitespace still verifies; a changed value does not.
@@ -1154,18 +1132,12 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
         )
     };
     db.raw(&set_context(spelled(&object))).await;
-    let report = store
-        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
-        .await
-        .unwrap();
+    let report = verify_full(store).await;
     assert!(report.ok, "{:?}", report.first_break());
     let mut changed = object.clone();
     changed.insert("sandbox".into(), serde_json::json!(false));
     db.raw(&set_context(spelled(&changed))).await;
-    let report = store
-        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
-        .await
-        .unwrap();
+    let report = verify_full(store).await;
     let broken = report.first_break().unwrap();
     assert_eq!(
         (broken.gateway.as_str(), broken.seq),
@@ -1177,10 +1149,7 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
     // A spelling MeshGuard never writes makes the event unreadable: the walk stops there.
     db.raw("UPDATE audit_events SET kind = UPPER(kind) WHERE gateway = 'gw-a' AND seq = 30")
         .await;
-    let report = store
-        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
-        .await
-        .unwrap();
+    let report = verify_full(store).await;
     let broken = report.first_break().unwrap();
     assert_eq!((broken.gateway.as_str(), broken.seq), ("gw-a", 30));
     assert!(
@@ -1190,13 +1159,7 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
     );
     db.raw("UPDATE audit_events SET kind = LOWER(kind) WHERE gateway = 'gw-a' AND seq = 30")
         .await;
-    assert!(
-        store
-            .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
-            .await
-            .unwrap()
-            .ok
-    );
+    assert!(verify_full(store).await.ok);
 
     // A row written past the chain's head, behind MeshGuard's back, is a break.
     let columns = "gateway, ts, kind, agent_id, agent_name, action, resource, decision, code, \
@@ -1208,10 +1171,7 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
          AND seq = (SELECT MAX(seq) FROM audit_events WHERE gateway = 'gw-a')"
     ))
     .await;
-    let report = store
-        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
-        .await
-        .unwrap();
+    let report = verify_full(store).await;
     let broken = report.first_break().unwrap();
     assert_eq!(broken.gateway, "gw-a");
     assert!(
@@ -1219,13 +1179,15 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
         "{broken:?}"
     );
     db.raw("DELETE FROM audit_events WHERE id = 'forged'").await;
-    assert!(
-        store
-            .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
-            .await
-            .unwrap()
-            .ok
-    );
+    assert!(verify_full(store).await.ok);
+}
+
+/// A full verification of every chain, with no checkpoint keys.
+async fn verify_full(store: &Arc<dyn Store>) -> meshguard_store::VerifyReport {
+    store
+        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+        .await
+        .unwrap()
 }
 
 /// The gateway, seq and stored context text of the first event whose context is `like`.
@@ -1274,10 +1236,7 @@ async fn retention(store: &Arc<dyn Store>, db: &TestDb) {
     assert_eq!(left.entries.len(), 133);
     assert!(left.entries.iter().all(|e| e.event.ts >= cutoff));
 
-    let report = store
-        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
-        .await
-        .unwrap();
+    let report = verify_full(store).await;
     assert!(report.ok, "{report:?}");
     assert_eq!(report.events_checked, 133);
     assert_eq!(report.chains[0].anchor_seq, 44);
@@ -1303,23 +1262,14 @@ async fn retention(store: &Arc<dyn Store>, db: &TestDb) {
         appended.iter().map(|e| e.seq).collect::<Vec<_>>(),
         [134, 68, 135, 69, 136]
     );
-    assert!(
-        store
-            .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
-            .await
-            .unwrap()
-            .ok
-    );
+    assert!(verify_full(store).await.ok);
 
     // Deleting an event in the middle, or the newest ones, is named by seq.
     db.raw("DELETE FROM audit_events WHERE gateway = 'gw-a' AND seq = 100")
         .await;
     db.raw("DELETE FROM audit_events WHERE gateway = 'gw-b' AND seq = 69")
         .await;
-    let report = store
-        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
-        .await
-        .unwrap();
+    let report = verify_full(store).await;
     assert!(!report.ok);
     let breaks: Vec<_> = report
         .chains
