@@ -121,6 +121,32 @@ async fn spans_until(
 }
 
 /// Applies the walkthrough's AutoGPT policy and creates an agent it governs; its token.
+/// The one `meshguard.check` span among `spans`, with its service name.
+fn check_span(spans: &[(String, Span)]) -> (&str, &Span) {
+    spans
+        .iter()
+        .find(|(_, span)| span.name == "meshguard.check")
+        .map(|(service, span)| (service.as_str(), span))
+        .expect("a meshguard.check span")
+}
+
+/// A check span's decision and code attributes.
+fn verdict(check: &Span) -> (&str, &str) {
+    let value = |key: &str| {
+        check
+            .attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref())
+            .and_then(|value| match &value.value {
+                Some(AnyValue::StringValue(text)) => Some(text.as_str()),
+                _ => None,
+            })
+            .unwrap_or("")
+    };
+    (value("meshguard.decision"), value("meshguard.code"))
+}
+
 fn autogpt_agent(gateway: &Gateway, name: &str) -> String {
     let policy = repo_root().join("examples/policies/autogpt.yaml");
     gateway
@@ -164,21 +190,11 @@ async fn a_check_is_one_span_under_the_callers_traceparent_with_a_child_per_step
     let mut names = vec!["meshguard.check"];
     names.extend(CHILDREN);
     let spans = spans_of(&received, &trace_id, &names).await;
-    let (service, check) = spans
-        .iter()
-        .find(|(_, span)| span.name == "meshguard.check")
-        .unwrap();
+    let (service, check) = check_span(&spans);
     assert_eq!(service, "meshguard-under-test");
     // The gateway's span is a child of the caller's.
     assert_eq!(check.parent_span_id, hex_bytes(CALLER_SPAN));
-    assert_eq!(
-        attribute(check, "meshguard.decision").as_deref(),
-        Some("allow")
-    );
-    assert_eq!(
-        attribute(check, "meshguard.code").as_deref(),
-        Some("allowed")
-    );
+    assert_eq!(verdict(check), ("allow", "allowed"));
     assert_eq!(
         attribute(check, "meshguard.policy").as_deref(),
         Some("autogpt-policy")
@@ -242,18 +258,8 @@ async fn a_check_is_one_span_under_the_callers_traceparent_with_a_child_per_step
         &["meshguard.check"],
     )
     .await;
-    let (_, check) = spans
-        .iter()
-        .find(|(_, span)| span.name == "meshguard.check")
-        .unwrap();
-    assert_eq!(
-        attribute(check, "meshguard.decision").as_deref(),
-        Some("deny")
-    );
-    assert_eq!(
-        attribute(check, "meshguard.code").as_deref(),
-        Some("denied_by_rule")
-    );
+    let (_, check) = check_span(&spans);
+    assert_eq!(verdict(check), ("deny", "denied_by_rule"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,19 +288,13 @@ async fn a_w3c_x_trace_id_puts_the_span_in_that_trace_and_the_last_spans_leave_o
         gateway.log()
     );
     let spans = spans_of(&received, &hex_bytes(trace), &["meshguard.check"]).await;
-    let (service, check) = spans
-        .iter()
-        .find(|(_, span)| span.name == "meshguard.check")
-        .unwrap();
+    let (service, check) = check_span(&spans);
     assert_eq!(service, "meshguard");
     assert_eq!(
         attribute(check, "meshguard.trace_id").as_deref(),
         Some(trace)
     );
-    assert_eq!(
-        attribute(check, "meshguard.code").as_deref(),
-        Some("no_policy")
-    );
+    assert_eq!(verdict(check), ("deny", "no_policy"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
