@@ -115,6 +115,23 @@ impl<'a> ChainedFields<'a> {
     }
 }
 
+impl ChainedFields<'_> {
+    /// Whether every typed field holds a spelling MeshGuard writes (its kind, decision, code and
+    /// shadow verdict), as a decoded event's always do. Fields read as text (a stored row, an
+    /// exported line) are hashed as they are only when this holds; otherwise decoding decides.
+    pub(crate) fn as_written(&self) -> bool {
+        let effect = |text: &str| meshguard_policy::Effect::parse(text).is_some();
+        crate::AuditKind::parse(self.kind).is_some()
+            && self.decision.is_none_or(effect)
+            && self
+                .code
+                .is_none_or(|code| crate::EventCode::parse(code).is_some())
+            && self.shadow.is_none_or(|(code, decision, _, _)| {
+                meshguard_policy::Code::parse(code).is_some() && effect(decision)
+            })
+    }
+}
+
 /// The canonical JSON of [`chained_fields`], written field by field: the keys below are in the
 /// byte order canonical JSON sorts them in. False when a stored context is not canonical.
 fn write_chained_fields(event: &ChainedFields<'_>, out: &mut String) -> bool {
@@ -432,30 +449,7 @@ pub fn exported_link(line: &str) -> Option<ExportedLink> {
         #[serde(borrow)]
         hash: Cow<'a, str>,
     }
-    fn spelled<'a>(
-        text: Option<&'a Cow<'a, str>>,
-        valid: impl Fn(&str) -> bool,
-    ) -> Option<Option<&'a str>> {
-        match text {
-            Some(text) => valid(text).then_some(Some(text.as_ref())),
-            None => Some(None),
-        }
-    }
-
     let line: Line<'_> = serde_json::from_str(line).ok()?;
-    crate::AuditKind::parse(&line.kind)?;
-    let effect = |t: &str| meshguard_policy::Effect::parse(t).is_some();
-    let shadow = match &line.shadow {
-        Some(shadow) => Some((
-            spelled(Some(&shadow.code), |t| {
-                meshguard_policy::Code::parse(t).is_some()
-            })??,
-            spelled(Some(&shadow.decision), effect)??,
-            shadow.policy.as_deref(),
-            shadow.rule.as_deref(),
-        )),
-        None => None,
-    };
     let fields = ChainedFields {
         id: &line.id,
         seq: line.seq,
@@ -467,8 +461,8 @@ pub fn exported_link(line: &str) -> Option<ExportedLink> {
             .map(|agent| (agent.id.as_ref(), agent.name.as_ref())),
         action: &line.action,
         resource: line.resource.as_deref(),
-        decision: spelled(line.decision.as_ref(), effect)?,
-        code: spelled(line.code.as_ref(), |t| crate::EventCode::parse(t).is_some())?,
+        decision: line.decision.as_deref(),
+        code: line.code.as_deref(),
         reason: line.reason.as_deref(),
         policy: line.policy.as_deref(),
         rule: line.rule.as_deref(),
@@ -479,9 +473,19 @@ pub fn exported_link(line: &str) -> Option<ExportedLink> {
         context: ContextFields::Stored(line.context.get()),
         latency_us: line.latency_us,
         gateway: &line.gateway,
-        shadow,
+        shadow: line.shadow.as_ref().map(|shadow| {
+            (
+                shadow.code.as_ref(),
+                shadow.decision.as_ref(),
+                shadow.policy.as_deref(),
+                shadow.rule.as_deref(),
+            )
+        }),
         prev_hash: &line.prev_hash,
     };
+    if !fields.as_written() {
+        return None;
+    }
     let hash = chained_hash(&fields)?;
     (hash == line.hash.as_bytes()).then(|| ExportedLink {
         gateway: line.gateway.clone().into_owned(),

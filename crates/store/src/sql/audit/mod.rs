@@ -217,45 +217,18 @@ pub(crate) fn from_columns(row: &impl EventColumns) -> Result<AuditEvent, StoreE
 /// context that is not canonical JSON): the caller then decodes the row, which says why.
 fn chained_fields_of(row: &impl EventColumns) -> Option<ChainedFields<'_>> {
     let text = |index, name| row.text(index, name).ok();
-    let required = |index, name| text(index, name).flatten();
-    let unsigned = |index, name| -> Option<Option<u64>> {
-        match row.integer(index, name).ok()? {
-            Some(value) => u64::try_from(value).ok().map(Some),
-            None => Some(None),
-        }
-    };
-    let spelled = |index, name, valid: fn(&str) -> bool| -> Option<Option<&str>> {
-        match text(index, name)? {
-            Some(spelling) => valid(spelling).then_some(Some(spelling)),
-            None => Some(None),
-        }
-    };
-    let kind = required(col::KIND, "kind")?;
-    AuditKind::parse(kind)?;
-    let shadow = match spelled(col::SHADOW_DECISION, "shadow_decision", |t| {
-        Effect::parse(t).is_some()
-    })? {
-        Some(decision) => Some((
-            spelled(col::SHADOW_CODE, "shadow_code", |t| {
-                Code::parse(t).is_some()
-            })??,
-            decision,
-            text(col::SHADOW_POLICY, "shadow_policy")?,
-            text(col::SHADOW_RULE, "shadow_rule")?,
-        )),
-        None => None,
-    };
+    // Read even without an agent id: decoding reads it too, and refuses a value that is not text.
     let agent_name = text(col::AGENT_NAME, "agent_name")?;
-    Some(ChainedFields {
-        id: required(col::ID, "id")?,
-        seq: unsigned(col::SEQ, "seq")??,
+    let fields = ChainedFields {
+        id: required(row, col::ID, "id").ok()?,
+        seq: optional_unsigned(row, col::SEQ, "seq").ok()??,
         ts: from_micros(row.integer(col::TS, "ts").ok()??).ok()?,
-        kind,
+        kind: required(row, col::KIND, "kind").ok()?,
         agent: text(col::AGENT_ID, "agent_id")?.map(|id| (id, agent_name.unwrap_or_default())),
-        action: required(col::ACTION, "action")?,
+        action: required(row, col::ACTION, "action").ok()?,
         resource: text(col::RESOURCE, "resource")?,
-        decision: spelled(col::DECISION, "decision", |t| Effect::parse(t).is_some())?,
-        code: spelled(col::CODE, "code", |t| EventCode::parse(t).is_some())?,
+        decision: text(col::DECISION, "decision")?,
+        code: text(col::CODE, "code")?,
         reason: text(col::REASON, "reason")?,
         policy: text(col::POLICY, "policy")?,
         rule: text(col::RULE, "rule")?,
@@ -263,12 +236,22 @@ fn chained_fields_of(row: &impl EventColumns) -> Option<ChainedFields<'_>> {
         approval_id: text(col::APPROVAL_ID, "approval_id")?,
         status: text(col::STATUS, "status")?,
         result: text(col::RESULT, "result")?,
-        context: ContextFields::Stored(required(col::CONTEXT, "context")?),
-        latency_us: unsigned(col::LATENCY_US, "latency_us")?,
-        gateway: required(col::GATEWAY, "gateway")?,
-        shadow,
-        prev_hash: required(col::PREV_HASH, "prev_hash")?,
-    })
+        context: ContextFields::Stored(required(row, col::CONTEXT, "context").ok()?),
+        latency_us: optional_unsigned(row, col::LATENCY_US, "latency_us").ok()?,
+        gateway: required(row, col::GATEWAY, "gateway").ok()?,
+        // A shadow verdict needs its code too: without one, decoding refuses the row.
+        shadow: match text(col::SHADOW_DECISION, "shadow_decision")? {
+            Some(decision) => Some((
+                text(col::SHADOW_CODE, "shadow_code")??,
+                decision,
+                text(col::SHADOW_POLICY, "shadow_policy")?,
+                text(col::SHADOW_RULE, "shadow_rule")?,
+            )),
+            None => None,
+        },
+        prev_hash: required(row, col::PREV_HASH, "prev_hash").ok()?,
+    };
+    fields.as_written().then_some(fields)
 }
 
 /// Hashes one row again for verification and hands its place in the chain (`seq`,
