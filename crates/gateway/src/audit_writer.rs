@@ -44,6 +44,10 @@ const MAX_INDEX_BATCH: usize = 4 * MAX_BATCH;
 const SETTLE_LIMIT: Duration = Duration::from_secs(10);
 /// How long a stopping gateway keeps indexing; what is left is indexed at the next start.
 const INDEX_DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// An index batch smaller than this waits [`INDEX_LINGER`] for more.
+const INDEX_LINGER_BELOW: usize = 256;
+/// How long a small index batch waits for more.
+const INDEX_LINGER: Duration = Duration::from_millis(2);
 /// Indexed events between two looks for log segments to delete.
 const RELEASE_EVERY: u64 = 4096;
 
@@ -395,6 +399,11 @@ impl Indexer {
     async fn run(self, mut batches: mpsc::Receiver<Vec<AuditEvent>>) {
         let mut released = *self.progress.indexed.borrow();
         while let Some(mut batch) = batches.recv().await {
+            if batch.len() < INDEX_LINGER_BELOW {
+                // A busy log sends small batches often: gathering them for a moment makes
+                // fewer, larger index transactions (the log already holds the events).
+                tokio::time::sleep(INDEX_LINGER).await;
+            }
             while batch.len() < MAX_INDEX_BATCH {
                 match batches.try_recv() {
                     Ok(more) => batch.extend(more),
