@@ -45,9 +45,9 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(10);
 /// How long a stopping gateway keeps indexing; what is left is indexed at the next start.
 const INDEX_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// An index batch smaller than this waits [`INDEX_LINGER`] for more.
-const INDEX_LINGER_BELOW: usize = 256;
+const INDEX_LINGER_BELOW: usize = 1024;
 /// How long a small index batch waits for more.
-const INDEX_LINGER: Duration = Duration::from_millis(2);
+const INDEX_LINGER: Duration = Duration::from_millis(8);
 /// Indexed events between two looks for log segments to delete.
 const RELEASE_EVERY: u64 = 4096;
 
