@@ -1,6 +1,7 @@
 //! The gateway is killed with SIGKILL while agents are sending checks. Every check that got an
 //! answer must be in the audit trail after a restart, and the trail must still verify: a response
-//! leaves only after its audit event is committed.
+//! leaves only after its audit event is committed. The load runs until the audit log writes into
+//! a segment prepared with zeros, so recovery also reads a segment whose unused rest is zeros.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -62,14 +63,22 @@ async fn answered_checks_survive_a_hard_kill() {
         }));
     }
 
-    // Let the load run until a good number of checks were answered, then pull the plug.
-    for _ in 0..600 {
-        if answered.lock().unwrap().len() >= 200 {
+    // Let the load run until a good number of checks were answered and the log writes into a
+    // prepared segment, then pull the plug.
+    let log_dir = gateway.data_dir().join("audit-log");
+    let mut prepared = false;
+    for _ in 0..1200 {
+        prepared = prepared || writes_into_zeros(&log_dir);
+        if prepared && answered.lock().unwrap().len() >= 200 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     gateway.kill_hard();
+    assert!(
+        prepared,
+        "the audit log never wrote into a prepared segment within 60 s of load"
+    );
     for client in clients {
         tokio::time::timeout(Duration::from_secs(30), client)
             .await
@@ -107,4 +116,23 @@ async fn answered_checks_survive_a_hard_kill() {
 
     let verified = gateway.cli(&["audit", "verify"]);
     verified.assert_code(0);
+}
+
+/// Whether a segment of the log in `dir` ends in zeros: one prepared ahead of use is in use.
+fn writes_into_zeros(dir: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|entry| {
+        let path = entry.path();
+        let last_byte = || {
+            let file = std::fs::File::open(&path).ok()?;
+            let len = file.metadata().ok()?.len();
+            let mut byte = [1_u8];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut byte, len.checked_sub(1)?)
+                .ok()?;
+            Some(byte[0])
+        };
+        path.extension().is_some_and(|ext| ext == "jsonl") && last_byte() == Some(0)
+    })
 }
