@@ -18,7 +18,8 @@
 //! A busy log writes into segments filled with zeros ahead of use, by a thread of their own:
 //! syncing a write over allocated blocks leaves the file's size and block map alone, so the
 //! filesystem has no metadata to journal, and under load that takes about a third off each
-//! batch's sync (docs/architecture/audit-log.md). Recovery reads a run of zeros as the end of a segment.
+//! batch's sync (docs/architecture/audit-log.md). Recovery reads a run of zeros as the end of a
+//! segment.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader};
@@ -246,19 +247,15 @@ impl AuditLog {
         if !self.preparing.as_ref()?.is_finished() {
             return None;
         }
-        let joined = self.preparing.take()?.join();
-        self.prepare_failed = !matches!(joined, Ok(Ok(_)));
-        match joined {
-            Ok(Ok(file)) => Some(file),
+        match self.preparing.take()?.join() {
+            Ok(Ok(file)) => return Some(file),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "audit log: the next segment could not be prepared");
-                None
             }
-            Err(_) => {
-                tracing::warn!("audit log: preparing the next segment panicked");
-                None
-            }
+            Err(_) => tracing::warn!("audit log: preparing the next segment panicked"),
         }
+        self.prepare_failed = true;
+        None
     }
 
     /// Deletes the sealed segments whose every event is indexed (`seq <= indexed`).
@@ -635,7 +632,7 @@ mod tests {
     fn a_torn_write_over_prepared_zeros_is_cut_off() {
         let dir = tempfile::tempdir().unwrap();
         let first = event(1, meshguard_store::chain::GENESIS_HASH);
-        std::fs::write(dir.path().join("00000000000000000001.jsonl"), {
+        std::fs::write(segment_path(dir.path(), 1), {
             let mut bytes = serde_json::to_vec(&first).unwrap();
             bytes.extend_from_slice(b"\n{\"id\":\"ev-2\",\"se");
             bytes.resize(64 << 10, 0);

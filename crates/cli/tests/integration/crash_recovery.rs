@@ -65,7 +65,9 @@ async fn answered_checks_survive_a_hard_kill() {
 
     // Let the load run until a good number of checks were answered and the log writes into a
     // prepared segment, then pull the plug.
-    let log_dir = gateway.data_dir().join("audit-log");
+    let log_dir = gateway
+        .data_dir()
+        .join(meshguard_gateway::audit_log::LOG_DIR);
     let mut prepared = false;
     for _ in 0..1200 {
         prepared = prepared || writes_into_zeros(&log_dir);
