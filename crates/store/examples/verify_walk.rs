@@ -32,7 +32,10 @@ use time::OffsetDateTime;
 fn bare_read_in_place(path: &std::path::Path, gateway: &str) -> u64 {
     let connection = rusqlite::Connection::open(path).unwrap();
     let mut statement = connection
-        .prepare("SELECT * FROM audit_events WHERE gateway = ?1 ORDER BY seq")
+        .prepare(
+            "SELECT * FROM audit_events \
+             WHERE chain = (SELECT chain FROM audit_chains WHERE gateway = ?1) ORDER BY seq",
+        )
         .unwrap();
     let mut rows = statement.query([gateway]).unwrap();
     let (mut count, mut bytes) = (0, 0);
@@ -48,7 +51,8 @@ fn bare_read_in_place(path: &std::path::Path, gateway: &str) -> u64 {
 
 /// Reads every column of every row of `gateway`'s chain through sqlx.
 async fn bare_read(location: &StoreLocation, gateway: &str) -> u64 {
-    let sql = "SELECT * FROM audit_events WHERE gateway = $1 ORDER BY seq";
+    let sql = "SELECT * FROM audit_events \
+               WHERE chain = (SELECT chain FROM audit_chains WHERE gateway = $1) ORDER BY seq";
     let mut rows = 0;
     let mut bytes = 0;
     match location {

@@ -71,7 +71,8 @@ async fn verify(store: &dyn Store, key: &SigningKey, full: bool) -> VerifyReport
 async fn tamper(db: &TestDb, seq: u64) {
     let changed = db
         .raw(&format!(
-            "UPDATE audit_events SET reason = 'nothing to see here' WHERE gateway = '{GATEWAY}' AND seq = {seq}"
+            "UPDATE audit_events SET reason = 'nothing to see here' WHERE {} AND seq = {seq}",
+            TestDb::chain_of(GATEWAY)
         ))
         .await;
     assert_eq!(changed, 1);
@@ -150,11 +151,12 @@ async fn rewrite_from(db: &TestDb, store: &dyn Store, seq: u64, head: u64) {
         }
         let rewritten = chain_event(&original.event, at, &prev).unwrap();
         db.raw(&format!(
-            "UPDATE audit_events SET reason = '{}', prev_hash = '{}', hash = '{}' \
-             WHERE gateway = '{GATEWAY}' AND seq = {at}",
+            "UPDATE audit_events SET reason = '{}', prev_hash = {}, hash = {} \
+             WHERE {} AND seq = {at}",
             rewritten.event.reason.clone().unwrap_or_default(),
-            rewritten.prev_hash,
-            rewritten.hash
+            db.hash_literal(&rewritten.prev_hash),
+            db.hash_literal(&rewritten.hash),
+            TestDb::chain_of(GATEWAY)
         ))
         .await;
         prev = rewritten.hash;

@@ -15,6 +15,7 @@ mod audit_concurrency;
 mod changes;
 mod checkpoints;
 mod common;
+mod compact_rows;
 mod follow;
 mod open;
 mod paging;

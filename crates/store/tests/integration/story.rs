@@ -1082,8 +1082,11 @@ fn sha2_hex(text: &str) -> String {
 
 async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
     // Rewriting a denial as an allow is caught at that very event.
-    db.raw("UPDATE audit_events SET decision = 'allow' WHERE gateway = 'gw-a' AND seq = 10")
-        .await;
+    db.raw(&format!(
+        "UPDATE audit_events SET decision = 'allow' WHERE {} AND seq = 10",
+        TestDb::chain_of("gw-a")
+    ))
+    .await;
     let report = verify_full(store).await;
     assert!(!report.ok);
     let broken = report.first_break().unwrap();
@@ -1093,22 +1096,26 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
         report.chains[1].broken.is_none(),
         "the other chain is intact"
     );
-    db.raw("UPDATE audit_events SET decision = 'deny' WHERE gateway = 'gw-a' AND seq = 10")
-        .await;
+    db.raw(&format!(
+        "UPDATE audit_events SET decision = 'deny' WHERE {} AND seq = 10",
+        TestDb::chain_of("gw-a")
+    ))
+    .await;
     assert!(verify_full(store).await.ok, "restored");
 
     // Recomputing the altered event's hash moves the break to the next link.
     let original: String = hash_of(db, "gw-a", 20).await;
     db.raw(&format!(
-        "UPDATE audit_events SET hash = '{}' WHERE gateway = 'gw-a' AND seq = 20",
-        "f".repeat(64)
+        "UPDATE audit_events SET hash = {} WHERE chain = (SELECT chain FROM audit_chains WHERE gateway = 'gw-a') AND seq = 20",
+        db.hash_literal(&"f".repeat(64))
     ))
     .await;
     let report = verify_full(store).await;
     let broken = report.first_break().unwrap();
     assert_eq!(broken.seq, 20, "{broken:?}");
     db.raw(&format!(
-        "UPDATE audit_events SET hash = '{original}' WHERE gateway = 'gw-a' AND seq = 20"
+        "UPDATE audit_events SET hash = {} WHERE chain = (SELECT chain FROM audit_chains WHERE gateway = 'gw-a') AND seq = 20",
+        db.hash_literal(&original)
     ))
     .await;
     assert!(verify_full(store).await.ok);
@@ -1128,7 +1135,8 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
     };
     let set_context = |text: String| {
         format!(
-            "UPDATE audit_events SET context = '{text}' WHERE gateway = '{gateway}' AND seq = {seq}"
+            "UPDATE audit_events SET context = '{text}' \
+             WHERE chain = (SELECT chain FROM audit_chains WHERE gateway = '{gateway}') AND seq = {seq}"
         )
     };
     db.raw(&set_context(spelled(&object))).await;
@@ -1147,8 +1155,11 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
     db.raw(&set_context(context.replace('\'', "''"))).await;
 
     // A spelling MeshGuard never writes makes the event unreadable: the walk stops there.
-    db.raw("UPDATE audit_events SET kind = UPPER(kind) WHERE gateway = 'gw-a' AND seq = 30")
-        .await;
+    db.raw(&format!(
+        "UPDATE audit_events SET kind = UPPER(kind) WHERE {} AND seq = 30",
+        TestDb::chain_of("gw-a")
+    ))
+    .await;
     let report = verify_full(store).await;
     let broken = report.first_break().unwrap();
     assert_eq!((broken.gateway.as_str(), broken.seq), ("gw-a", 30));
@@ -1157,18 +1168,21 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
         "{}",
         broken.reason
     );
-    db.raw("UPDATE audit_events SET kind = LOWER(kind) WHERE gateway = 'gw-a' AND seq = 30")
-        .await;
+    db.raw(&format!(
+        "UPDATE audit_events SET kind = LOWER(kind) WHERE {} AND seq = 30",
+        TestDb::chain_of("gw-a")
+    ))
+    .await;
     assert!(verify_full(store).await.ok);
 
     // A row written past the chain's head, behind MeshGuard's back, is a break.
-    let columns = "gateway, ts, kind, agent_id, agent_name, action, resource, decision, code, \
+    let columns = "chain, ts, kind, agent_id, agent_name, action, resource, decision, code, \
                    reason, policy, rule, trace_id, approval_id, status, result, context, \
                    latency_us, prev_hash, hash";
     db.raw(&format!(
         "INSERT INTO audit_events (id, seq, {columns}) SELECT 'forged', seq + 1, {columns} \
-         FROM audit_events WHERE gateway = 'gw-a' \
-         AND seq = (SELECT MAX(seq) FROM audit_events WHERE gateway = 'gw-a')"
+         FROM audit_events WHERE chain = (SELECT chain FROM audit_chains WHERE gateway = 'gw-a') \
+         AND seq = (SELECT head_seq FROM audit_chains WHERE gateway = 'gw-a')"
     ))
     .await;
     let report = verify_full(store).await;
@@ -1195,7 +1209,8 @@ async fn stored_context(db: &TestDb, like: &str) -> (String, i64, String) {
     use sqlx::{Connection, Row};
     let mut conn = sqlx::AnyConnection::connect(&db.raw_url).await.unwrap();
     let row = sqlx::query(
-        "SELECT gateway, seq, context FROM audit_events WHERE context LIKE $1 ORDER BY gateway, seq",
+        "SELECT c.gateway, e.seq, e.context FROM audit_events e \
+         JOIN audit_chains c ON c.chain = e.chain WHERE e.context LIKE $1 ORDER BY c.gateway, e.seq",
     )
     .bind(like)
     .fetch_one(&mut conn)
@@ -1207,12 +1222,16 @@ async fn stored_context(db: &TestDb, like: &str) -> (String, i64, String) {
 async fn hash_of(db: &TestDb, gateway: &str, seq: i64) -> String {
     use sqlx::Connection;
     let mut conn = sqlx::AnyConnection::connect(&db.raw_url).await.unwrap();
-    sqlx::query_scalar("SELECT hash FROM audit_events WHERE gateway = $1 AND seq = $2")
-        .bind(gateway)
-        .bind(seq)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
+    let hash: Vec<u8> = sqlx::query_scalar(
+        "SELECT hash FROM audit_events \
+         WHERE chain = (SELECT chain FROM audit_chains WHERE gateway = $1) AND seq = $2",
+    )
+    .bind(gateway)
+    .bind(seq)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    hex::encode(hash)
 }
 
 async fn retention(store: &Arc<dyn Store>, db: &TestDb) {
@@ -1265,10 +1284,16 @@ async fn retention(store: &Arc<dyn Store>, db: &TestDb) {
     assert!(verify_full(store).await.ok);
 
     // Deleting an event in the middle, or the newest ones, is named by seq.
-    db.raw("DELETE FROM audit_events WHERE gateway = 'gw-a' AND seq = 100")
-        .await;
-    db.raw("DELETE FROM audit_events WHERE gateway = 'gw-b' AND seq = 69")
-        .await;
+    db.raw(&format!(
+        "DELETE FROM audit_events WHERE {} AND seq = 100",
+        TestDb::chain_of("gw-a")
+    ))
+    .await;
+    db.raw(&format!(
+        "DELETE FROM audit_events WHERE {} AND seq = 69",
+        TestDb::chain_of("gw-b")
+    ))
+    .await;
     let report = verify_full(store).await;
     assert!(!report.ok);
     let breaks: Vec<_> = report

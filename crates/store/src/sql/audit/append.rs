@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use meshguard_policy::Effect;
 use sqlx::AnyConnection;
 
-use super::{COLUMNS, rollup};
+use super::rollup;
 use crate::chain::{GENESIS_HASH, canonical_json, event_hash, timestamp};
 use crate::sql::{
     Dialect, SqlStore, column, db_error, is_unique_violation, micros, signed, unsigned,
@@ -20,11 +20,18 @@ use crate::{
 /// `benches/audit_append.rs`).
 const MAX_ROWS_PER_INSERT: usize = 64;
 
-/// Columns of `audit_events` written per event.
-const INSERT_COLUMNS: usize = 26;
+/// Columns of `audit_events` written per event, in [`INSERT_COLUMNS`] order.
+const INSERT_COLUMNS: &str = "id, chain, seq, ts, kind, agent_id, agent_name, action, resource, \
+                              decision, code, reason, policy, rule, trace_id, approval_id, \
+                              status, result, context, latency_us, prev_hash, hash, \
+                              shadow_decision, shadow_code, shadow_policy, shadow_rule";
 
-/// The last committed event of a chain.
+/// How many [`INSERT_COLUMNS`] there are.
+const INSERT_WIDTH: usize = 26;
+
+/// The last committed event of a chain, and the chain's number (what its rows store).
 struct Head {
+    chain: i64,
     seq: u64,
     hash: String,
 }
@@ -119,7 +126,7 @@ async fn append_chained_in(
     let mut rest = events;
     while !rest.is_empty() {
         let (rows, tail) = rest.split_at(insert_size(rest.len()));
-        insert(&mut tx, dialect, rows).await?;
+        insert(&mut tx, dialect, &heads, rows).await?;
         rest = tail;
     }
     update_heads(&mut tx, &heads).await?;
@@ -207,7 +214,7 @@ pub(crate) async fn append_in(
     let mut rest = committed.as_slice();
     while !rest.is_empty() {
         let (rows, tail) = rest.split_at(insert_size(rest.len()));
-        insert(tx, dialect, rows).await?;
+        insert(tx, dialect, &heads, rows).await?;
         rest = tail;
     }
     update_heads(tx, &heads).await?;
@@ -256,6 +263,18 @@ fn chained(new: &NewAuditEvent, seq: u64, prev_hash: &str) -> AuditEvent {
     }
 }
 
+/// A hash as stored: its 32 bytes.
+fn hash_bytes(field: &'static str, hex_digits: &str) -> Result<Vec<u8>, StoreError> {
+    let mut bytes = vec![0_u8; 32];
+    hex::decode_to_slice(hex_digits, &mut bytes).map_err(|err| {
+        StoreError::invalid(
+            field,
+            format!("`{hex_digits}` is not a SHA-256 in hex: {err}"),
+        )
+    })?;
+    Ok(bytes)
+}
+
 /// Cuts `text` to at most `max` bytes, on a character boundary.
 fn cut(text: &str, max: usize) -> String {
     let mut end = text.len().min(max);
@@ -272,7 +291,7 @@ async fn load_head(tx: &mut AnyConnection, gateway: &str) -> Result<Head, StoreE
         "INSERT INTO audit_chains (gateway, head_seq, head_hash, anchor_seq, anchor_hash) \
          VALUES ($1, 0, $2, 0, $2) \
          ON CONFLICT (gateway) DO UPDATE SET gateway = excluded.gateway \
-         RETURNING head_seq, head_hash",
+         RETURNING chain, head_seq, head_hash",
     )
     .bind(gateway)
     .bind(GENESIS_HASH)
@@ -280,6 +299,7 @@ async fn load_head(tx: &mut AnyConnection, gateway: &str) -> Result<Head, StoreE
     .await
     .map_err(db_error)?;
     Ok(Head {
+        chain: column(&row, "chain")?,
         seq: unsigned(&row, "head_seq")?,
         hash: column(&row, "head_hash")?,
     })
@@ -293,23 +313,24 @@ fn insert_size(remaining: usize) -> usize {
     1 << fitting.ilog2()
 }
 
-/// Inserts `rows` with one multi-row `INSERT`.
+/// Inserts `rows` with one multi-row `INSERT`; `heads` number their chains.
 async fn insert(
     tx: &mut AnyConnection,
     dialect: Dialect,
+    heads: &BTreeMap<&str, Head>,
     rows: &[AuditEvent],
 ) -> Result<(), StoreError> {
     let placeholders: Vec<String> = (0..rows.len())
         .map(|row| {
-            let first = row * INSERT_COLUMNS + 1;
-            let columns: Vec<String> = (first..first + INSERT_COLUMNS)
+            let first = row * INSERT_WIDTH + 1;
+            let columns: Vec<String> = (first..first + INSERT_WIDTH)
                 .map(|n| dialect.placeholder(n))
                 .collect();
             format!("({})", columns.join(", "))
         })
         .collect();
     let sql = format!(
-        "INSERT INTO audit_events ({COLUMNS}) VALUES {}",
+        "INSERT INTO audit_events ({INSERT_COLUMNS}) VALUES {}",
         placeholders.join(", ")
     );
     let mut query = sqlx::query(&sql);
@@ -321,9 +342,15 @@ async fn insert(
     } in rows
     {
         let context = canonical_json(&serde_json::Value::Object(event.context.clone()));
+        let chain = heads
+            .get(event.gateway.as_str())
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("no head loaded for chain `{}`", event.gateway))
+            })?
+            .chain;
         query = query
             .bind(&event.id)
-            .bind(&event.gateway)
+            .bind(chain)
             .bind(signed("seq", *seq)?)
             .bind(micros(event.ts))
             .bind(event.kind.as_str())
@@ -347,8 +374,8 @@ async fn insert(
                     .map(|us| signed("latency_us", us))
                     .transpose()?,
             )
-            .bind(prev_hash)
-            .bind(hash)
+            .bind(hash_bytes("prev_hash", prev_hash)?)
+            .bind(hash_bytes("hash", hash)?)
             .bind(event.shadow.as_ref().map(|s| s.decision.as_str()))
             .bind(event.shadow.as_ref().map(|s| s.code.as_str()))
             .bind(event.shadow.as_ref().and_then(|s| s.policy.clone()))

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{COLUMNS, from_row};
+use super::{COLUMNS, EVENTS, chain_of, from_row};
 use crate::sql::{SqlStore, column, db_error, signed, unsigned};
 use crate::{AuditEvent, StoreError};
 
@@ -27,7 +27,9 @@ pub(crate) async fn chain_after(
     limit: u32,
 ) -> Result<Vec<AuditEvent>, StoreError> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM audit_events WHERE gateway = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        "SELECT {COLUMNS} FROM {EVENTS} WHERE e.chain = {} AND e.seq > $2 ORDER BY e.seq \
+         LIMIT $3",
+        chain_of("$1")
     );
     let rows = sqlx::query(&sql)
         .bind(gateway)

@@ -33,10 +33,23 @@ use crate::{
     AuditAgent, AuditEvent, AuditKind, EventCode, NewAuditEvent, ShadowVerdict, StoreError,
 };
 
-const COLUMNS: &str = "id, gateway, seq, ts, kind, agent_id, agent_name, action, resource, \
-                       decision, code, reason, policy, rule, trace_id, approval_id, status, \
-                       result, context, latency_us, prev_hash, hash, shadow_decision, \
-                       shadow_code, shadow_policy, shadow_rule";
+/// An event's columns, read from [`EVENTS`]: the row (`e`) and its chain's gateway (`c`).
+const COLUMNS: &str = "e.id, c.gateway, e.seq, e.ts, e.kind, e.agent_id, e.agent_name, \
+                       e.action, e.resource, e.decision, e.code, e.reason, e.policy, e.rule, \
+                       e.trace_id, e.approval_id, e.status, e.result, e.context, e.latency_us, \
+                       e.prev_hash, e.hash, e.shadow_decision, e.shadow_code, e.shadow_policy, \
+                       e.shadow_rule";
+
+/// Where [`COLUMNS`] are read from. A row names its chain by number (the gateway's instance id
+/// is stored once, in `audit_chains`); the left join keeps a row whose chain record is gone
+/// (its gateway then reads as NULL, and decoding says so).
+const EVENTS: &str = "audit_events e LEFT JOIN audit_chains c ON c.chain = e.chain";
+
+/// The chain number of the gateway bound at placeholder `param`, for conditions on
+/// `audit_events` (which stores the number, not the gateway).
+fn chain_of(param: &str) -> String {
+    format!("(SELECT chain FROM audit_chains WHERE gateway = {param})")
+}
 
 /// The columns of an audit event row (in [`COLUMNS`] order), however the driver hands them over:
 /// sqlx's `AnyRow` for every query, or rusqlite's row where SQLite is walked in bulk (see
@@ -46,6 +59,9 @@ pub(crate) trait EventColumns {
     fn text(&self, index: usize, name: &'static str) -> Result<Option<&str>, StoreError>;
     /// The integer at `index`, `None` for NULL.
     fn integer(&self, index: usize, name: &'static str) -> Result<Option<i64>, StoreError>;
+    /// The bytes at `index`, `None` for NULL. Text is read as its bytes: a hash a hand edit
+    /// stored as text is then reported as not matching, instead of failing the read.
+    fn bytes(&self, index: usize, name: &'static str) -> Result<Option<&[u8]>, StoreError>;
 }
 
 impl EventColumns for AnyRow {
@@ -54,6 +70,15 @@ impl EventColumns for AnyRow {
     }
     fn integer(&self, index: usize, _name: &'static str) -> Result<Option<i64>, StoreError> {
         self.try_get(index).map_err(db_error)
+    }
+    fn bytes(&self, index: usize, _name: &'static str) -> Result<Option<&[u8]>, StoreError> {
+        match self.try_get::<Option<&[u8]>, _>(index) {
+            Ok(bytes) => Ok(bytes),
+            Err(err) => match self.try_get::<Option<&str>, _>(index) {
+                Ok(text) => Ok(text.map(str::as_bytes)),
+                Err(_) => Err(db_error(err)),
+            },
+        }
     }
 }
 
@@ -118,6 +143,24 @@ fn optional_unsigned(
                 .map_err(|_| StoreError::Corrupt(format!("column `{name}` holds negative {value}")))
         })
         .transpose()
+}
+
+/// A hash column (32 bytes stored) as the 64 hex digits events carry.
+fn hash_hex(
+    row: &impl EventColumns,
+    index: usize,
+    name: &'static str,
+) -> Result<String, StoreError> {
+    row.bytes(index, name)?
+        .map(hex::encode)
+        .ok_or_else(|| StoreError::Corrupt(format!("column `{name}` is NULL")))
+}
+
+/// A stored 32-byte hash written as hex into `out`; `None` for any other length (such a row is
+/// decoded the slow way, which reports it).
+fn hash_hex_into<'b>(stored: &[u8], out: &'b mut [u8; 64]) -> Option<&'b str> {
+    hex::encode_to_slice(stored, out).ok()?;
+    std::str::from_utf8(out).ok()
 }
 
 /// Reads a typed column that may be NULL; a spelling MeshGuard never writes is corrupt data.
@@ -206,8 +249,8 @@ pub(crate) fn from_columns(row: &impl EventColumns) -> Result<AuditEvent, StoreE
             id: id.to_owned(),
         },
         seq,
-        prev_hash: required(row, col::PREV_HASH, "prev_hash")?.to_owned(),
-        hash: required(row, col::HASH, "hash")?.to_owned(),
+        prev_hash: hash_hex(row, col::PREV_HASH, "prev_hash")?,
+        hash: hash_hex(row, col::HASH, "hash")?,
     })
 }
 
@@ -215,7 +258,11 @@ pub(crate) fn from_columns(row: &impl EventColumns) -> Result<AuditEvent, StoreE
 /// without decoding the event. `None` for anything [`from_columns`] would not decode as it is
 /// (a NULL where a value belongs, a spelling MeshGuard never writes, a negative number, a
 /// context that is not canonical JSON): the caller then decodes the row, which says why.
-fn chained_fields_of(row: &impl EventColumns) -> Option<ChainedFields<'_>> {
+/// `prev_hash` is the row's, as hex.
+fn chained_fields_of<'a>(
+    row: &'a impl EventColumns,
+    prev_hash: &'a str,
+) -> Option<ChainedFields<'a>> {
     let text = |index, name| row.text(index, name).ok();
     // Read even without an agent id: decoding reads it too, and refuses a value that is not text.
     let agent_name = text(col::AGENT_NAME, "agent_name")?;
@@ -249,7 +296,7 @@ fn chained_fields_of(row: &impl EventColumns) -> Option<ChainedFields<'_>> {
             )),
             None => None,
         },
-        prev_hash: required(row, col::PREV_HASH, "prev_hash").ok()?,
+        prev_hash,
     };
     fields.as_written().then_some(fields)
 }
@@ -262,12 +309,17 @@ pub(super) fn verify_row(
     row: &impl EventColumns,
     link: impl FnOnce(u64, &str, &str, bool),
 ) -> Result<(), StoreError> {
-    if let Some(fields) = chained_fields_of(row) {
-        let stored = required(row, col::HASH, "hash")?;
-        if chained_hash(&fields).is_some_and(|hash| hash == stored.as_bytes()) {
-            link(fields.seq, fields.prev_hash, stored, true);
-            return Ok(());
-        }
+    let (mut prev_hex, mut stored_hex) = ([0_u8; 64], [0_u8; 64]);
+    let prev_hash = row.bytes(col::PREV_HASH, "prev_hash")?;
+    let stored = row.bytes(col::HASH, "hash")?;
+    if let (Some(prev_hash), Some(stored)) = (
+        prev_hash.and_then(|bytes| hash_hex_into(bytes, &mut prev_hex)),
+        stored.and_then(|bytes| hash_hex_into(bytes, &mut stored_hex)),
+    ) && let Some(fields) = chained_fields_of(row, prev_hash)
+        && chained_hash(&fields).is_some_and(|hash| hash == stored.as_bytes())
+    {
+        link(fields.seq, fields.prev_hash, stored, true);
+        return Ok(());
     }
     let event = from_columns(row)?;
     let matches = event_hash(&event) == event.hash;

@@ -3,7 +3,7 @@
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 
-use super::{COLUMNS, from_row};
+use super::{COLUMNS, EVENTS, chain_of, from_row};
 use crate::sql::page::invalid_cursor;
 use crate::sql::{Dialect, SqlStore, column, db_error, micros, one_row};
 use crate::{AuditEvent, AuditFilter, AuditOrder, AuditPage, PageRequest, StoreError};
@@ -101,7 +101,7 @@ fn glob(dialect: Dialect, conditions: &mut Conditions, column: &str, pattern: &s
 
 /// One committed event by id.
 pub(crate) async fn event(store: &SqlStore, id: &str) -> Result<AuditEvent, StoreError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM audit_events WHERE id = $1"))
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM {EVENTS} WHERE e.id = $1"))
         .bind(id)
         .fetch_optional(&store.pool)
         .await
@@ -151,7 +151,7 @@ pub(crate) async fn query(store: &SqlStore, filter: &AuditFilter) -> Result<Audi
     }
     if let Some(gateway) = &filter.gateway {
         let p = conditions.bind(Arg::Text(gateway.clone()));
-        conditions.and(&format!("gateway = {p}"));
+        conditions.and(&format!("e.chain = {}", chain_of(&p)));
     }
     if let Some(from) = filter.from {
         let p = conditions.bind(Arg::Int(micros(from)));
@@ -184,7 +184,7 @@ pub(crate) async fn query(store: &SqlStore, filter: &AuditFilter) -> Result<Audi
     let where_clause = conditions.where_clause();
     let fetch = conditions.bind(Arg::Int(i64::from(limit) + 1));
     let sql = format!(
-        "SELECT {COLUMNS}, pos FROM audit_events {where_clause} ORDER BY pos {direction} \
+        "SELECT {COLUMNS}, e.pos FROM {EVENTS} {where_clause} ORDER BY e.pos {direction} \
          LIMIT {fetch}"
     );
     let rows = match &store.sqlite_reader {

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use time::OffsetDateTime;
 
-use super::{checkpoint, follow, rollup};
+use super::{chain_of, checkpoint, follow, rollup};
 use crate::sql::{SqlStore, db_error, micros, signed, unsigned_opt};
 use crate::{ChainAnchor, RetentionReport, StoreError};
 
@@ -70,9 +70,10 @@ pub(crate) async fn retain(
 /// so that what remains still links to the anchor: it stops before the first event recent
 /// enough to keep, even if an older one (a clock step back) follows it.
 async fn last_dropped(store: &SqlStore, gateway: &str, cutoff_us: i64) -> Result<u64, StoreError> {
-    let first_kept = sqlx::query(
-        "SELECT MIN(seq) AS first_kept FROM audit_events WHERE gateway = $1 AND ts >= $2",
-    )
+    let first_kept = sqlx::query(&format!(
+        "SELECT MIN(seq) AS first_kept FROM audit_events WHERE chain = {} AND ts >= $2",
+        chain_of("$1")
+    ))
     .bind(gateway)
     .bind(cutoff_us)
     .fetch_one(&store.pool)
@@ -157,13 +158,16 @@ async fn retain_batch(
     }
     let last_deleted = last_dropped.min(anchor_seq.saturating_add(BATCH));
     let last = signed("seq", last_deleted)?;
-    let hash: Option<String> =
-        sqlx::query_scalar("SELECT hash FROM audit_events WHERE gateway = $1 AND seq = $2")
-            .bind(gateway)
-            .bind(last)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_error)?;
+    let hash: Option<Vec<u8>> = sqlx::query_scalar(&format!(
+        "SELECT hash FROM audit_events WHERE chain = {} AND seq = $2",
+        chain_of("$1")
+    ))
+    .bind(gateway)
+    .bind(last)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(db_error)?;
+    let hash = hash.map(hex::encode);
     let Some(hash) = hash else {
         return Err(StoreError::Corrupt(format!(
             "chain `{gateway}` has no event seq {last_deleted} to anchor retention on; \
@@ -171,17 +175,19 @@ async fn retain_batch(
         )));
     };
     // The rollups lose what the events lose, so stats still equal a count over the events.
-    // Bounded below too: with `seq <= last` alone SQLite scans every check through
-    // `audit_by_kind_ts` instead of the batch through `(gateway, seq)`.
+    // Bounded below too, so that the count reads the batch through `(chain, seq)`.
     let gone = rollup::tally_prefix(&mut tx, gateway, signed("seq", anchor_seq)?, last).await?;
     rollup::apply(&mut tx, store.dialect, &gone, -1).await?;
-    let deleted = sqlx::query("DELETE FROM audit_events WHERE gateway = $1 AND seq <= $2")
-        .bind(gateway)
-        .bind(last)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?
-        .rows_affected();
+    let deleted = sqlx::query(&format!(
+        "DELETE FROM audit_events WHERE chain = {} AND seq <= $2",
+        chain_of("$1")
+    ))
+    .bind(gateway)
+    .bind(last)
+    .execute(&mut *tx)
+    .await
+    .map_err(db_error)?
+    .rows_affected();
     // Checkpoints at or before the anchor sign nothing left (they are in the archive, if any).
     sqlx::query("DELETE FROM audit_checkpoints WHERE gateway = $1 AND seq <= $2")
         .bind(gateway)

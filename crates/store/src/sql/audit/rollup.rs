@@ -90,11 +90,13 @@ pub(super) async fn tally_prefix(
          COALESCE(agent_name, '') AS agent_name, COALESCE(decision, '') AS decision, action, \
          COALESCE(shadow_policy, '') AS shadow_policy, \
          COALESCE(shadow_decision, '') AS shadow_decision, COUNT(*) AS n \
-         FROM audit_events WHERE gateway = $1 AND seq > $3 AND seq <= $2 AND kind = 'check' \
+         FROM audit_events WHERE chain = {chain} AND seq > $3 AND seq <= $2 \
+         AND kind = 'check' \
          AND ts >= 0 \
          GROUP BY ts / {MINUTE_US}, COALESCE(agent_id, ''), COALESCE(agent_name, ''), \
          COALESCE(decision, ''), action, COALESCE(shadow_policy, ''), \
-         COALESCE(shadow_decision, '')"
+         COALESCE(shadow_decision, '')",
+        chain = super::chain_of("$1")
     ))
     .bind(gateway)
     .bind(last_seq)

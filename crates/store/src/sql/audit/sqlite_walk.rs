@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::query::Arg;
 use super::verify::Page;
-use super::{COLUMNS, EventColumns, from_columns};
+use super::{COLUMNS, EVENTS, EventColumns, chain_of, from_columns};
 use crate::{AuditEvent, StoreError};
 
 /// Connections kept open between reads (one per concurrent page of a walk, at most).
@@ -104,8 +104,9 @@ impl SqliteReader {
         self.with_connection(|connection| {
             let mut statement = connection
                 .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM audit_events WHERE gateway = ?1 AND seq > ?2 \
-                     AND seq <= ?3 ORDER BY seq"
+                    "SELECT {COLUMNS} FROM {EVENTS} WHERE e.chain = {} AND e.seq > ?2 \
+                     AND e.seq <= ?3 ORDER BY e.seq",
+                    chain_of("?1")
                 ))
                 .map_err(|err| unavailable(&err))?;
             let mut rows = statement
@@ -164,6 +165,17 @@ impl EventColumns for rusqlite::Row<'_> {
             ValueRef::Integer(value) => Ok(Some(value)),
             other => Err(StoreError::Corrupt(format!(
                 "column `{name}` holds {:?} where an integer is expected",
+                other.data_type()
+            ))),
+        }
+    }
+
+    fn bytes(&self, index: usize, name: &'static str) -> Result<Option<&[u8]>, StoreError> {
+        match self.get_ref(index).map_err(|err| unavailable(&err))? {
+            ValueRef::Null => Ok(None),
+            ValueRef::Blob(bytes) | ValueRef::Text(bytes) => Ok(Some(bytes)),
+            other => Err(StoreError::Corrupt(format!(
+                "column `{name}` holds {:?} where bytes are expected",
                 other.data_type()
             ))),
         }

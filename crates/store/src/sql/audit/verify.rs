@@ -4,7 +4,9 @@
 use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
-use super::{COLUMNS, EventColumns, checkpoint, from_row, sqlite_walk, verify_row};
+use super::{
+    COLUMNS, EVENTS, EventColumns, chain_of, checkpoint, from_row, sqlite_walk, verify_row,
+};
 use crate::chain::{GENESIS_HASH, event_hash};
 use futures::{StreamExt as _, TryStreamExt as _};
 
@@ -93,8 +95,9 @@ async fn read_page(
         }
         Source::Pool(pool) => {
             let sql = format!(
-                "SELECT {COLUMNS} FROM audit_events WHERE gateway = $1 AND seq > $2 AND seq <= $3 \
-                 ORDER BY seq"
+                "SELECT {COLUMNS} FROM {EVENTS} WHERE e.chain = {} AND e.seq > $2 \
+                 AND e.seq <= $3 ORDER BY e.seq",
+                chain_of("$1")
             );
             let rows = sqlx::query(&sql)
                 .bind(&gateway)
@@ -147,10 +150,11 @@ pub(crate) async fn verify(
         .iter()
         .map(chain_from_row)
         .collect::<Result<Vec<_>, _>>()?;
-    // Events whose chain has no record at all: their chain row was deleted.
+    // Events whose chain has no record at all: their chain row was deleted (and with it the
+    // gateway's instance id, so the chain is named by its number).
     let orphans = sqlx::query(
-        "SELECT gateway, MIN(seq) AS first_seq FROM audit_events \
-         WHERE gateway NOT IN (SELECT gateway FROM audit_chains) GROUP BY gateway",
+        "SELECT chain, MIN(seq) AS first_seq FROM audit_events \
+         WHERE chain NOT IN (SELECT chain FROM audit_chains) GROUP BY chain",
     )
     .fetch_all(&store.pool)
     .await
@@ -178,7 +182,7 @@ pub(crate) async fn verify(
     let events_checked = reports.iter().map(|report| report.events).sum();
     reports.reserve(orphans.len());
     for row in &orphans {
-        let gateway: String = column(row, "gateway")?;
+        let gateway = format!("chain #{}", column::<i64>(row, "chain")?);
         let seq = unsigned(row, "first_seq")?;
         reports.push(ChainReport {
             anchor_seq: 0,
@@ -236,7 +240,10 @@ async fn start<'k>(
     else {
         return Ok(from_anchor());
     };
-    let sql = format!("SELECT {COLUMNS} FROM audit_events WHERE gateway = $1 AND seq = $2");
+    let sql = format!(
+        "SELECT {COLUMNS} FROM {EVENTS} WHERE e.chain = {} AND e.seq = $2",
+        chain_of("$1")
+    );
     let row = sqlx::query(&sql)
         .bind(&chain.gateway)
         .bind(signed("seq", trusted.seq)?)
@@ -374,8 +381,8 @@ async fn walk(
 async fn beyond_head(store: &SqlStore, gateway: &str) -> Result<Option<(u64, u64)>, StoreError> {
     let row = sqlx::query(
         "SELECT MIN(e.seq) AS first_seq, MIN(c.head_seq) AS head_seq \
-         FROM audit_events e JOIN audit_chains c ON c.gateway = e.gateway \
-         WHERE e.gateway = $1 AND e.seq > c.head_seq",
+         FROM audit_events e JOIN audit_chains c ON c.chain = e.chain \
+         WHERE c.gateway = $1 AND e.seq > c.head_seq",
     )
     .bind(gateway)
     .fetch_one(&store.pool)

@@ -87,6 +87,21 @@ impl TestDb {
         conn.close().await.unwrap();
         done.rows_affected()
     }
+
+    /// A SQL literal of the bytes `hex_digits` spell, as a stored hash is written (for
+    /// tampering with one).
+    pub fn hash_literal(&self, hex_digits: &str) -> String {
+        match self.location {
+            StoreLocation::Sqlite { .. } => format!("unhex('{hex_digits}')"),
+            StoreLocation::Postgres { .. } => format!("decode('{hex_digits}', 'hex')"),
+        }
+    }
+
+    /// A condition selecting the rows of `gateway`'s chain in `audit_events` (which stores the
+    /// chain's number).
+    pub fn chain_of(gateway: &str) -> String {
+        format!("chain = (SELECT chain FROM audit_chains WHERE gateway = '{gateway}')")
+    }
 }
 
 impl Drop for TestDb {
