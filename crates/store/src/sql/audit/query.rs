@@ -137,10 +137,10 @@ pub(crate) async fn query(store: &SqlStore, filter: &AuditFilter) -> Result<Audi
         let p = conditions.bind(Arg::Text(trace_id.clone()));
         conditions.and(&format!("trace_id = {p}"));
     }
-    // On SQLite, `kind` and `ts` are kept out of index selection (`+column`): the page is read in
-    // `pos` order from the cursor (a seek on the primary key), with the time window bounding
-    // `pos` below; through the (kind, ts) index every page sorted the whole window again, so
-    // walking a long window cost its length squared.
+    // On SQLite, `kind`, `ts` and the chain are kept out of index selection (`+column`): the
+    // page is read in `pos` order from the cursor (a seek on the primary key), with the time
+    // window bounding `pos` below; through an index on them every page sorted the whole window
+    // (or chain) again, so walking a long one cost its length squared.
     let unindexed = |column: &str| match store.dialect {
         Dialect::Sqlite => format!("+{column}"),
         Dialect::Postgres => column.to_owned(),
@@ -151,7 +151,7 @@ pub(crate) async fn query(store: &SqlStore, filter: &AuditFilter) -> Result<Audi
     }
     if let Some(gateway) = &filter.gateway {
         let p = conditions.bind(Arg::Text(gateway.clone()));
-        conditions.and(&format!("e.chain = {}", chain_of(&p)));
+        conditions.and(&format!("{} = {}", unindexed("e.chain"), chain_of(&p)));
     }
     if let Some(from) = filter.from {
         let p = conditions.bind(Arg::Int(micros(from)));
