@@ -28,14 +28,20 @@ pub fn event_hash(event: &AuditEvent) -> String {
 /// The lowercase hex SHA-256 of the canonical JSON of `fields`; `None` when a stored context is
 /// not a canonical JSON object (then only decoding the row says what it is).
 pub(crate) fn chained_hash(fields: &ChainedFields<'_>) -> Option<[u8; 64]> {
+    let mut hex = [0_u8; 64];
+    // 32 bytes always fit 64 hex digits.
+    hex::encode_to_slice(chained_digest(fields)?, &mut hex).ok()?;
+    Some(hex)
+}
+
+/// The SHA-256 of the canonical JSON of `fields`, as bytes: what a stored row's hash is compared
+/// with (rows keep the 32 bytes, events the hex).
+pub(crate) fn chained_digest(fields: &ChainedFields<'_>) -> Option<[u8; 32]> {
     let mut text = String::with_capacity(768);
     if !write_chained_fields(fields, &mut text) {
         return None;
     }
-    let mut hex = [0_u8; 64];
-    // 32 bytes always fit 64 hex digits.
-    hex::encode_to_slice(Sha256::digest(text.as_bytes()), &mut hex).ok()?;
-    Some(hex)
+    Some(Sha256::digest(text.as_bytes()).into())
 }
 
 /// The fields the hash covers, borrowed: from a decoded event, or straight from a stored row

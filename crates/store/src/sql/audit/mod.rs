@@ -28,7 +28,7 @@ use sqlx::any::AnyRow;
 use super::{db_error, from_micros};
 use meshguard_policy::{Code, Effect};
 
-use crate::chain::{ChainedFields, ContextFields, chained_hash, event_hash};
+use crate::chain::{ChainedFields, ContextFields, chained_digest, event_hash};
 use crate::{
     AuditAgent, AuditEvent, AuditKind, EventCode, NewAuditEvent, ShadowVerdict, StoreError,
 };
@@ -44,6 +44,11 @@ const COLUMNS: &str = "e.id, c.gateway, e.seq, e.ts, e.kind, e.agent_id, e.agent
 /// is stored once, in `audit_chains`); the left join keeps a row whose chain record is gone
 /// (its gateway then reads as NULL, and decoding says so).
 const EVENTS: &str = "audit_events e LEFT JOIN audit_chains c ON c.chain = e.chain";
+
+/// Where [`COLUMNS`] of one chain are read from, with `c.gateway = …` in the condition: the
+/// chain's record is looked up once, then its rows through `(chain, seq)` (with [`EVENTS`],
+/// once per row).
+const CHAIN_EVENTS: &str = "audit_chains c JOIN audit_events e ON e.chain = c.chain";
 
 /// The chain number of the gateway bound at placeholder `param`, for conditions on
 /// `audit_events` (which stores the number, not the gateway).
@@ -310,13 +315,13 @@ pub(super) fn verify_row(
     link: impl FnOnce(u64, &str, &str, bool),
 ) -> Result<(), StoreError> {
     let (mut prev_hex, mut stored_hex) = ([0_u8; 64], [0_u8; 64]);
-    let prev_hash = row.bytes(col::PREV_HASH, "prev_hash")?;
-    let stored = row.bytes(col::HASH, "hash")?;
     if let (Some(prev_hash), Some(stored)) = (
-        prev_hash.and_then(|bytes| hash_hex_into(bytes, &mut prev_hex)),
-        stored.and_then(|bytes| hash_hex_into(bytes, &mut stored_hex)),
-    ) && let Some(fields) = chained_fields_of(row, prev_hash)
-        && chained_hash(&fields).is_some_and(|hash| hash == stored.as_bytes())
+        row.bytes(col::PREV_HASH, "prev_hash")?,
+        row.bytes(col::HASH, "hash")?,
+    ) && let Some(prev_hash) = hash_hex_into(prev_hash, &mut prev_hex)
+        && let Some(fields) = chained_fields_of(row, prev_hash)
+        && chained_digest(&fields).is_some_and(|digest| digest == stored)
+        && let Some(stored) = hash_hex_into(stored, &mut stored_hex)
     {
         link(fields.seq, fields.prev_hash, stored, true);
         return Ok(());

@@ -4,9 +4,7 @@
 use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
-use super::{
-    COLUMNS, EVENTS, EventColumns, chain_of, checkpoint, from_row, sqlite_walk, verify_row,
-};
+use super::{CHAIN_EVENTS, COLUMNS, EventColumns, checkpoint, from_row, sqlite_walk, verify_row};
 use crate::chain::{GENESIS_HASH, event_hash};
 use futures::{StreamExt as _, TryStreamExt as _};
 
@@ -95,9 +93,8 @@ async fn read_page(
         }
         Source::Pool(pool) => {
             let sql = format!(
-                "SELECT {COLUMNS} FROM {EVENTS} WHERE e.chain = {} AND e.seq > $2 \
-                 AND e.seq <= $3 ORDER BY e.seq",
-                chain_of("$1")
+                "SELECT {COLUMNS} FROM {CHAIN_EVENTS} WHERE c.gateway = $1 AND e.seq > $2 \
+                 AND e.seq <= $3 ORDER BY e.seq"
             );
             let rows = sqlx::query(&sql)
                 .bind(&gateway)
@@ -240,10 +237,8 @@ async fn start<'k>(
     else {
         return Ok(from_anchor());
     };
-    let sql = format!(
-        "SELECT {COLUMNS} FROM {EVENTS} WHERE e.chain = {} AND e.seq = $2",
-        chain_of("$1")
-    );
+    let sql =
+        format!("SELECT {COLUMNS} FROM {CHAIN_EVENTS} WHERE c.gateway = $1 AND e.seq = $2");
     let row = sqlx::query(&sql)
         .bind(&chain.gateway)
         .bind(signed("seq", trusted.seq)?)
