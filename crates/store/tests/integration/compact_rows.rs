@@ -225,5 +225,31 @@ async fn a_trail_in_the_earlier_layout_migrates_to_compact_rows(db: TestDb) {
         .await
         .unwrap();
     assert!(pos > gone_pos, "pos {pos} went back to {gone_pos}");
+
+    // A chain record deleted behind MeshGuard's back takes the gateway's name with it: its
+    // events are reported under the chain's number.
+    let chain: i64 = sqlx::query_scalar("SELECT chain FROM audit_chains WHERE gateway = 'gw-b'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     conn.close().await.unwrap();
+    db.raw("DELETE FROM audit_chains WHERE gateway = 'gw-b'")
+        .await;
+    let report = store
+        .verify_audit(&meshguard_store::VerifyOptions::full(Default::default()))
+        .await
+        .unwrap();
+    let named = format!("chain #{chain}");
+    let orphan = report
+        .chains
+        .iter()
+        .find(|c| c.gateway == named)
+        .unwrap_or_else(|| panic!("no report for {named}: {report:?}"));
+    let broken = orphan.broken.as_ref().unwrap();
+    assert_eq!(broken.seq, 1);
+    assert!(
+        broken.reason.contains("head record is missing"),
+        "{broken:?}"
+    );
+    assert!(!report.chains.iter().any(|c| c.gateway == "gw-b"));
 }
