@@ -382,15 +382,20 @@ async fn walk(
 /// MeshGuard's back. One statement, so the head and the events are read in one snapshot and an
 /// append committing meanwhile (events and head move together) is never mistaken for one.
 async fn beyond_head(store: &SqlStore, gateway: &str) -> Result<Option<(u64, u64)>, StoreError> {
+    // A subquery per chain record, so that both databases seek `(chain, seq)` past the head
+    // (as a join, PostgreSQL scanned every event).
     let row = sqlx::query(
-        "SELECT MIN(e.seq) AS first_seq, MIN(c.head_seq) AS head_seq \
-         FROM audit_events e JOIN audit_chains c ON c.chain = e.chain \
-         WHERE c.gateway = $1 AND e.seq > c.head_seq",
+        "SELECT c.head_seq, (SELECT MIN(e.seq) FROM audit_events e \
+             WHERE e.chain = c.chain AND e.seq > c.head_seq) AS first_seq \
+         FROM audit_chains c WHERE c.gateway = $1",
     )
     .bind(gateway)
-    .fetch_one(&store.pool)
+    .fetch_optional(&store.pool)
     .await
     .map_err(db_error)?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
     let first = unsigned_opt(&row, "first_seq")?;
     let head = unsigned_opt(&row, "head_seq")?;
     Ok(first.zip(head))
