@@ -2,6 +2,8 @@
 -- copied once into a table where
 -- - the chain is a number (`audit_chains.chain`) instead of the gateway's instance id, in the row
 --   and in the (chain, seq) index;
+-- - the agent is a number (`audit_agents.agent`) instead of its id, in the row and in the
+--   (agent, pos) index;
 -- - `prev_hash` and `hash` are 32 bytes instead of 64 hex digits (the hashes themselves do not
 --   change: they are over the event's JSON, where they stay hex);
 -- - the (kind, ts) index is gone: stats read rollups, retention counts through (chain, seq), and
@@ -26,6 +28,14 @@ SELECT DISTINCT gateway, 0, '000000000000000000000000000000000000000000000000000
        0, '0000000000000000000000000000000000000000000000000000000000000000'
 FROM audit_events WHERE gateway NOT IN (SELECT gateway FROM audit_chains) ORDER BY gateway;
 
+-- Every agent id the trail names, numbered. Rows are never deleted: events outlive their agent.
+CREATE TABLE audit_agents (
+    agent    INTEGER PRIMARY KEY,
+    agent_id TEXT NOT NULL UNIQUE
+);
+INSERT INTO audit_agents (agent_id)
+SELECT DISTINCT agent_id FROM audit_events WHERE agent_id IS NOT NULL ORDER BY agent_id;
+
 CREATE TABLE audit_events_compact (
     pos             INTEGER PRIMARY KEY AUTOINCREMENT,
     id              TEXT NOT NULL,
@@ -33,7 +43,7 @@ CREATE TABLE audit_events_compact (
     seq             INTEGER NOT NULL,
     ts              INTEGER NOT NULL,
     kind            TEXT NOT NULL,
-    agent_id        TEXT,
+    agent           INTEGER,                -- audit_agents.agent
     agent_name      TEXT,
     action          TEXT NOT NULL,
     resource        TEXT,
@@ -55,11 +65,11 @@ CREATE TABLE audit_events_compact (
     shadow_policy   TEXT,
     shadow_rule     TEXT
 );
-INSERT INTO audit_events_compact (pos, id, chain, seq, ts, kind, agent_id, agent_name, action,
+INSERT INTO audit_events_compact (pos, id, chain, seq, ts, kind, agent, agent_name, action,
     resource, decision, code, reason, policy, rule, trace_id, approval_id, status, result,
     context, latency_us, prev_hash, hash, shadow_decision, shadow_code, shadow_policy,
     shadow_rule)
-SELECT e.pos, e.id, c.chain, e.seq, e.ts, e.kind, e.agent_id, e.agent_name, e.action,
+SELECT e.pos, e.id, c.chain, e.seq, e.ts, e.kind, a.agent, e.agent_name, e.action,
        e.resource, e.decision, e.code, e.reason, e.policy, e.rule, e.trace_id, e.approval_id,
        e.status, e.result, e.context, e.latency_us,
        CASE WHEN length(e.prev_hash) = 64 AND lower(e.prev_hash) = e.prev_hash
@@ -69,6 +79,7 @@ SELECT e.pos, e.id, c.chain, e.seq, e.ts, e.kind, e.agent_id, e.agent_name, e.ac
             THEN unhex(e.hash) ELSE CAST(e.hash AS BLOB) END,
        e.shadow_decision, e.shadow_code, e.shadow_policy, e.shadow_rule
 FROM audit_events e JOIN audit_chains_numbered c ON c.gateway = e.gateway
+LEFT JOIN audit_agents a ON a.agent_id = e.agent_id
 ORDER BY e.pos;
 
 -- `pos` never goes back: the new table continues the old one's sequence.
@@ -84,5 +95,5 @@ ALTER TABLE audit_chains_numbered RENAME TO audit_chains;
 CREATE UNIQUE INDEX audit_event_ids ON audit_events (id);
 CREATE UNIQUE INDEX audit_chain_seqs ON audit_events (chain, seq);
 CREATE INDEX audit_by_ts ON audit_events (ts);
-CREATE INDEX audit_by_agent ON audit_events (agent_id, pos);
+CREATE INDEX audit_by_agent ON audit_events (agent, pos);
 CREATE INDEX audit_by_trace ON audit_events (trace_id);

@@ -1176,7 +1176,7 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
     assert!(verify_full(store).await.ok);
 
     // A row written past the chain's head, behind MeshGuard's back, is a break.
-    let columns = "chain, ts, kind, agent_id, agent_name, action, resource, decision, code, \
+    let columns = "chain, ts, kind, agent, agent_name, action, resource, decision, code, \
                    reason, policy, rule, trace_id, approval_id, status, result, context, \
                    latency_us, prev_hash, hash";
     db.raw(&format!(

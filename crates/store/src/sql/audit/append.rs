@@ -21,7 +21,7 @@ use crate::{
 const MAX_ROWS_PER_INSERT: usize = 64;
 
 /// Columns of `audit_events` written per event, in [`INSERT_COLUMNS`] order.
-const INSERT_COLUMNS: &str = "id, chain, seq, ts, kind, agent_id, agent_name, action, resource, \
+const INSERT_COLUMNS: &str = "id, chain, seq, ts, kind, agent, agent_name, action, resource, \
                               decision, code, reason, policy, rule, trace_id, approval_id, \
                               status, result, context, latency_us, prev_hash, hash, \
                               shadow_decision, shadow_code, shadow_policy, shadow_rule";
@@ -123,10 +123,11 @@ async fn append_chained_in(
         head.seq = event.seq;
         head.hash.clone_from(&event.hash);
     }
+    let agents = agent_numbers(&mut tx, events.iter().map(|e| &e.event)).await?;
     let mut rest = events;
     while !rest.is_empty() {
         let (rows, tail) = rest.split_at(insert_size(rest.len()));
-        insert(&mut tx, dialect, &heads, rows).await?;
+        insert(&mut tx, dialect, &heads, &agents, rows).await?;
         rest = tail;
     }
     update_heads(&mut tx, &heads).await?;
@@ -211,10 +212,11 @@ pub(crate) async fn append_in(
         head.hash.clone_from(&event.hash);
         committed.push(event);
     }
+    let agents = agent_numbers(tx, batch.iter()).await?;
     let mut rest = committed.as_slice();
     while !rest.is_empty() {
         let (rows, tail) = rest.split_at(insert_size(rest.len()));
-        insert(tx, dialect, &heads, rows).await?;
+        insert(tx, dialect, &heads, &agents, rows).await?;
         rest = tail;
     }
     update_heads(tx, &heads).await?;
@@ -313,11 +315,53 @@ fn insert_size(remaining: usize) -> usize {
     1 << fitting.ilog2()
 }
 
-/// Inserts `rows` with one multi-row `INSERT`; `heads` number their chains.
+/// The number of each agent id `events` name (`audit_agents`), numbering ids seen for the first
+/// time. One read per agent of the batch; an insert only for a new one, which on PostgreSQL
+/// never waits on a row lock another gateway holds (`DO NOTHING` locks nothing).
+async fn agent_numbers<'e>(
+    tx: &mut AnyConnection,
+    events: impl Iterator<Item = &'e NewAuditEvent>,
+) -> Result<BTreeMap<&'e str, i64>, StoreError> {
+    let ids: BTreeSet<&str> = events
+        .filter_map(|event| event.agent.as_ref().map(|agent| agent.id.as_str()))
+        .collect();
+    let mut numbers = BTreeMap::new();
+    for id in ids {
+        let number = match agent_number(tx, id).await? {
+            Some(number) => number,
+            None => {
+                sqlx::query(
+                    "INSERT INTO audit_agents (agent_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+                agent_number(tx, id).await?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("agent `{id}` could not be numbered"))
+                })?
+            }
+        };
+        numbers.insert(id, number);
+    }
+    Ok(numbers)
+}
+
+async fn agent_number(tx: &mut AnyConnection, id: &str) -> Result<Option<i64>, StoreError> {
+    sqlx::query_scalar("SELECT agent FROM audit_agents WHERE agent_id = $1")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)
+}
+
+/// Inserts `rows` with one multi-row `INSERT`; `heads` number their chains, `agents` their
+/// agents.
 async fn insert(
     tx: &mut AnyConnection,
     dialect: Dialect,
     heads: &BTreeMap<&str, Head>,
+    agents: &BTreeMap<&str, i64>,
     rows: &[AuditEvent],
 ) -> Result<(), StoreError> {
     let placeholders: Vec<String> = (0..rows.len())
@@ -354,7 +398,20 @@ async fn insert(
             .bind(signed("seq", *seq)?)
             .bind(micros(event.ts))
             .bind(event.kind.as_str())
-            .bind(event.agent.as_ref().map(|agent| agent.id.as_str()))
+            .bind(
+                event
+                    .agent
+                    .as_ref()
+                    .map(|agent| {
+                        agents.get(agent.id.as_str()).copied().ok_or_else(|| {
+                            StoreError::Corrupt(format!(
+                                "no number loaded for agent `{}`",
+                                agent.id
+                            ))
+                        })
+                    })
+                    .transpose()?,
+            )
             .bind(event.agent.as_ref().map(|agent| agent.name.as_str()))
             .bind(&event.action)
             .bind(&event.resource)

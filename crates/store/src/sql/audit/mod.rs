@@ -33,22 +33,26 @@ use crate::{
     AuditAgent, AuditEvent, AuditKind, EventCode, NewAuditEvent, ShadowVerdict, StoreError,
 };
 
-/// An event's columns, read from [`EVENTS`]: the row (`e`) and its chain's gateway (`c`).
-const COLUMNS: &str = "e.id, c.gateway, e.seq, e.ts, e.kind, e.agent_id, e.agent_name, \
+/// An event's columns, read from [`EVENTS`]: the row (`e`), its chain's gateway (`c`) and its
+/// agent's id (`a`).
+const COLUMNS: &str = "e.id, c.gateway, e.seq, e.ts, e.kind, a.agent_id, e.agent_name, \
                        e.action, e.resource, e.decision, e.code, e.reason, e.policy, e.rule, \
                        e.trace_id, e.approval_id, e.status, e.result, e.context, e.latency_us, \
                        e.prev_hash, e.hash, e.shadow_decision, e.shadow_code, e.shadow_policy, \
                        e.shadow_rule";
 
-/// Where [`COLUMNS`] are read from. A row names its chain by number (the gateway's instance id
-/// is stored once, in `audit_chains`); the left join keeps a row whose chain record is gone
-/// (its gateway then reads as NULL, and decoding says so).
-const EVENTS: &str = "audit_events e LEFT JOIN audit_chains c ON c.chain = e.chain";
+/// Where [`COLUMNS`] are read from. A row names its chain and its agent by number (the
+/// gateway's instance id is stored once, in `audit_chains`, the agent's id in `audit_agents`);
+/// the left join keeps a row whose chain record is gone (its gateway then reads as NULL, and
+/// decoding says so).
+const EVENTS: &str = "audit_events e LEFT JOIN audit_chains c ON c.chain = e.chain \
+                      LEFT JOIN audit_agents a ON a.agent = e.agent";
 
 /// Where [`COLUMNS`] of one chain are read from, with `c.gateway = …` in the condition: the
 /// chain's record is looked up once, then its rows through `(chain, seq)` (with [`EVENTS`],
 /// once per row).
-const CHAIN_EVENTS: &str = "audit_chains c JOIN audit_events e ON e.chain = c.chain";
+const CHAIN_EVENTS: &str = "audit_chains c JOIN audit_events e ON e.chain = c.chain \
+                            LEFT JOIN audit_agents a ON a.agent = e.agent";
 
 /// The chain number of the gateway bound at placeholder `param`, for conditions on
 /// `audit_events` (which stores the number, not the gateway).

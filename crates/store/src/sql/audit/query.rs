@@ -52,16 +52,28 @@ impl Conditions {
             })
     }
 
-    /// `agent_id` equal to an id-shaped `agent`, else `agent_name` equal to it
-    /// ([`crate::AgentKey`]): a name can never select another agent's events by its id.
+    /// Events (`audit_events e`) of the agent with an id-shaped `agent`, else of the agent
+    /// named `agent` ([`crate::AgentKey`]): a name can never select another agent's events by
+    /// its id. The id is looked up once: rows store its number, indexed with `pos`.
     pub(super) fn agent(&mut self, agent: &str) {
         let condition = self.agent_condition(agent);
         self.and(&condition);
     }
 
-    /// The condition [`Conditions::agent`] adds, with its value bound, for a query that places
-    /// it itself.
+    /// The condition [`Conditions::agent`] adds, with its value bound, for a query on
+    /// `audit_events e` that places it itself.
     pub(super) fn agent_condition(&mut self, agent: &str) -> String {
+        let p = self.bind(Arg::Text(agent.to_owned()));
+        match crate::AgentKey::of(agent) {
+            crate::AgentKey::Id(_) => {
+                format!("e.agent = (SELECT agent FROM audit_agents WHERE agent_id = {p})")
+            }
+            crate::AgentKey::Name(_) => format!("e.agent_name = {p}"),
+        }
+    }
+
+    /// The same condition on a table that keeps the agent's id and name as text (the rollups).
+    pub(super) fn agent_text_condition(&mut self, agent: &str) -> String {
         let column = match crate::AgentKey::of(agent) {
             crate::AgentKey::Id(_) => "agent_id",
             crate::AgentKey::Name(_) => "agent_name",

@@ -86,16 +86,16 @@ pub(super) async fn tally_prefix(
     last_seq: i64,
 ) -> Result<Tally, StoreError> {
     let rows = sqlx::query(&format!(
-        "SELECT ts / {MINUTE_US} AS minute, COALESCE(agent_id, '') AS agent_id, \
-         COALESCE(agent_name, '') AS agent_name, COALESCE(decision, '') AS decision, action, \
-         COALESCE(shadow_policy, '') AS shadow_policy, \
-         COALESCE(shadow_decision, '') AS shadow_decision, COUNT(*) AS n \
-         FROM audit_events WHERE chain = {chain} AND seq > $3 AND seq <= $2 \
-         AND kind = 'check' \
-         AND ts >= 0 \
-         GROUP BY ts / {MINUTE_US}, COALESCE(agent_id, ''), COALESCE(agent_name, ''), \
-         COALESCE(decision, ''), action, COALESCE(shadow_policy, ''), \
-         COALESCE(shadow_decision, '')",
+        "SELECT e.ts / {MINUTE_US} AS minute, COALESCE(a.agent_id, '') AS agent_id, \
+         COALESCE(e.agent_name, '') AS agent_name, COALESCE(e.decision, '') AS decision, \
+         e.action, COALESCE(e.shadow_policy, '') AS shadow_policy, \
+         COALESCE(e.shadow_decision, '') AS shadow_decision, COUNT(*) AS n \
+         FROM audit_events e LEFT JOIN audit_agents a ON a.agent = e.agent \
+         WHERE e.chain = {chain} AND e.seq > $3 AND e.seq <= $2 AND e.kind = 'check' \
+         AND e.ts >= 0 \
+         GROUP BY e.ts / {MINUTE_US}, COALESCE(a.agent_id, ''), COALESCE(e.agent_name, ''), \
+         COALESCE(e.decision, ''), e.action, COALESCE(e.shadow_policy, ''), \
+         COALESCE(e.shadow_decision, '')",
         chain = super::chain_of("$1")
     ))
     .bind(gateway)

@@ -24,7 +24,7 @@ const COUNTS: &str = "CAST(COALESCE(SUM(n), 0) AS BIGINT) AS total, \
     AS approval";
 
 /// Rows of events with `lower <= ts < upper`, each counting `sign` (1, or -1 for events taken
-/// back out of a rolled-up minute): one range of the `(kind, ts)` index.
+/// back out of a rolled-up minute): one range of the `ts` index.
 fn events(binds: &mut Conditions, query: &StatsQuery, lower: i64, upper: i64, sign: i8) -> String {
     let (l, u) = (binds.bind(Arg::Int(lower)), binds.bind(Arg::Int(upper)));
     let agent = match &query.agent {
@@ -32,9 +32,10 @@ fn events(binds: &mut Conditions, query: &StatsQuery, lower: i64, upper: i64, si
         None => String::new(),
     };
     format!(
-        "SELECT ts, agent_id, agent_name, decision, action, shadow_policy, \
-         shadow_decision, {sign} AS n FROM audit_events \
-         WHERE kind = 'check' AND ts >= {l} AND ts < {u}{agent}"
+        "SELECT e.ts, a.agent_id, e.agent_name, e.decision, e.action, e.shadow_policy, \
+         e.shadow_decision, {sign} AS n \
+         FROM audit_events e LEFT JOIN audit_agents a ON a.agent = e.agent \
+         WHERE e.kind = 'check' AND e.ts >= {l} AND e.ts < {u}{agent}"
     )
 }
 
@@ -42,7 +43,7 @@ fn events(binds: &mut Conditions, query: &StatsQuery, lower: i64, upper: i64, si
 fn rolled(binds: &mut Conditions, query: &StatsQuery, first: i64, end: i64) -> String {
     let (a, b) = (binds.bind(Arg::Int(first)), binds.bind(Arg::Int(end)));
     let agent = match &query.agent {
-        Some(agent) => format!(" AND {}", binds.agent_condition(agent)),
+        Some(agent) => format!(" AND {}", binds.agent_text_condition(agent)),
         None => String::new(),
     };
     format!(
@@ -94,7 +95,7 @@ fn source(query: &StatsQuery) -> (String, Conditions) {
     let now = micros(OffsetDateTime::now_utc());
     let mut binds = Conditions::default();
     let mut parts = vec![rolled(&mut binds, query, first, end)];
-    // The edges: [from, first minute) and [end minute, to), each one range of the (kind, ts)
+    // The edges: [from, first minute) and [end minute, to), each one range of the ts
     // index (an OR of the two would make SQLite scan the whole period).
     let head_end = first.saturating_mul(MINUTE_US).min(to);
     if from < head_end {
