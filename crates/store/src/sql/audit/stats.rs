@@ -28,7 +28,7 @@ const COUNTS: &str = "CAST(COALESCE(SUM(n), 0) AS BIGINT) AS total, \
 fn events(binds: &mut Conditions, query: &StatsQuery, lower: i64, upper: i64, sign: i8) -> String {
     let (l, u) = (binds.bind(Arg::Int(lower)), binds.bind(Arg::Int(upper)));
     let agent = match &query.agent {
-        Some(agent) => format!(" AND {}", binds.agent_condition(agent)),
+        Some(agent) => format!(" AND {}", binds.agent_condition(agent, false)),
         None => String::new(),
     };
     format!(
