@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{CHAIN_EVENTS, COLUMNS, from_row};
+use super::{CHAIN_EVENTS, COLUMNS, from_row, of_chain};
 use crate::sql::{SqlStore, column, db_error, signed, unsigned};
 use crate::{AuditEvent, StoreError};
 
@@ -27,8 +27,9 @@ pub(crate) async fn chain_after(
     limit: u32,
 ) -> Result<Vec<AuditEvent>, StoreError> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM {CHAIN_EVENTS} WHERE c.gateway = $1 AND e.seq > $2 \
-         ORDER BY e.seq LIMIT $3"
+        "SELECT {COLUMNS} FROM {CHAIN_EVENTS} WHERE {} AND e.seq > $2 \
+         ORDER BY e.seq LIMIT $3",
+        of_chain("$1")
     );
     let rows = sqlx::query(&sql)
         .bind(gateway)

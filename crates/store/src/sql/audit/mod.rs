@@ -48,11 +48,18 @@ const COLUMNS: &str = "e.id, c.gateway, e.seq, e.ts, e.kind, a.agent_id, e.agent
 const EVENTS: &str = "audit_events e LEFT JOIN audit_chains c ON c.chain = e.chain \
                       LEFT JOIN audit_agents a ON a.agent = e.agent";
 
-/// Where [`COLUMNS`] of one chain are read from, with `c.gateway = …` in the condition: the
+/// Where [`COLUMNS`] of one chain are read from, with [`of_chain`] in the condition: the
 /// chain's record is looked up once, then its rows through `(chain, seq)` (with [`EVENTS`],
 /// once per row).
 const CHAIN_EVENTS: &str = "audit_chains c JOIN audit_events e ON e.chain = c.chain \
                             LEFT JOIN audit_agents a ON a.agent = e.agent";
+
+/// The condition selecting [`CHAIN_EVENTS`] of the gateway bound at `param`. It names the
+/// chain number twice: as the record's (so SQLite reads that record first, and once) and as a
+/// value of its own (so PostgreSQL reads `(chain, seq)` in order instead of sorting each page).
+fn of_chain(param: &str) -> String {
+    format!("c.gateway = {param} AND e.chain = {}", chain_of(param))
+}
 
 /// The chain number of the gateway bound at placeholder `param`, for conditions on
 /// `audit_events` (which stores the number, not the gateway).

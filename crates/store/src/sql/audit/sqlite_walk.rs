@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::query::Arg;
 use super::verify::Page;
-use super::{CHAIN_EVENTS, COLUMNS, EventColumns, from_columns};
+use super::{CHAIN_EVENTS, COLUMNS, EventColumns, from_columns, of_chain};
 use crate::{AuditEvent, StoreError};
 
 /// Connections kept open between reads (one per concurrent page of a walk, at most).
@@ -104,8 +104,9 @@ impl SqliteReader {
         self.with_connection(|connection| {
             let mut statement = connection
                 .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM {CHAIN_EVENTS} WHERE c.gateway = ?1 AND e.seq > ?2 \
-                     AND e.seq <= ?3 ORDER BY e.seq"
+                    "SELECT {COLUMNS} FROM {CHAIN_EVENTS} WHERE {} AND e.seq > ?2 \
+                     AND e.seq <= ?3 ORDER BY e.seq",
+                    of_chain("?1")
                 ))
                 .map_err(|err| unavailable(&err))?;
             let mut rows = statement

@@ -4,7 +4,9 @@
 use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
-use super::{CHAIN_EVENTS, COLUMNS, EventColumns, checkpoint, from_row, sqlite_walk, verify_row};
+use super::{
+    CHAIN_EVENTS, COLUMNS, EventColumns, checkpoint, from_row, of_chain, sqlite_walk, verify_row,
+};
 use crate::chain::{GENESIS_HASH, event_hash};
 use futures::{StreamExt as _, TryStreamExt as _};
 
@@ -93,8 +95,9 @@ async fn read_page(
         }
         Source::Pool(pool) => {
             let sql = format!(
-                "SELECT {COLUMNS} FROM {CHAIN_EVENTS} WHERE c.gateway = $1 AND e.seq > $2 \
-                 AND e.seq <= $3 ORDER BY e.seq"
+                "SELECT {COLUMNS} FROM {CHAIN_EVENTS} WHERE {} AND e.seq > $2 \
+                 AND e.seq <= $3 ORDER BY e.seq",
+                of_chain("$1")
             );
             let rows = sqlx::query(&sql)
                 .bind(&gateway)
@@ -246,7 +249,10 @@ async fn start<'k>(
     else {
         return Ok(from_anchor());
     };
-    let sql = format!("SELECT {COLUMNS} FROM {CHAIN_EVENTS} WHERE c.gateway = $1 AND e.seq = $2");
+    let sql = format!(
+        "SELECT {COLUMNS} FROM {CHAIN_EVENTS} WHERE {} AND e.seq = $2",
+        of_chain("$1")
+    );
     let row = sqlx::query(&sql)
         .bind(&chain.gateway)
         .bind(signed("seq", trusted.seq)?)
