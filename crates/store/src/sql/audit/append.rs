@@ -20,14 +20,11 @@ use crate::{
 /// `benches/audit_append.rs`).
 const MAX_ROWS_PER_INSERT: usize = 64;
 
-/// Columns of `audit_events` written per event, in [`INSERT_COLUMNS`] order.
+/// Columns of `audit_events` written per event, in the order `insert` binds them.
 const INSERT_COLUMNS: &str = "id, chain, seq, ts, kind, agent, agent_name, action, resource, \
                               decision, code, reason, policy, rule, trace_id, approval_id, \
                               status, result, context, latency_us, prev_hash, hash, \
                               shadow_decision, shadow_code, shadow_policy, shadow_rule";
-
-/// How many [`INSERT_COLUMNS`] there are.
-const INSERT_WIDTH: usize = 26;
 
 /// The last committed event of a chain, and the chain's number (what its rows store).
 struct Head {
@@ -364,10 +361,11 @@ async fn insert(
     agents: &BTreeMap<&str, i64>,
     rows: &[AuditEvent],
 ) -> Result<(), StoreError> {
+    let width = INSERT_COLUMNS.split(',').count();
     let placeholders: Vec<String> = (0..rows.len())
         .map(|row| {
-            let first = row * INSERT_WIDTH + 1;
-            let columns: Vec<String> = (first..first + INSERT_WIDTH)
+            let first = row * width + 1;
+            let columns: Vec<String> = (first..first + width)
                 .map(|n| dialect.placeholder(n))
                 .collect();
             format!("({})", columns.join(", "))
