@@ -1,7 +1,8 @@
-//! Migration 8 copies every audit event into the compact row (the chain as a number, hashes as
-//! bytes). A trail written in the earlier layout comes back unchanged: the same events, the
-//! same hashes, verifying; tampering done before the migration is still found after it; `pos`
-//! and each chain's `seq` go on where they were.
+//! Migrations 8 and 9 copy every audit event into the compact row (the chain and the agent as
+//! numbers, hashes as bytes, then ids and trace ids as bytes). A trail written in the earlier
+//! layout comes back unchanged: the same events (ids and trace ids of every form), the same
+//! hashes, verifying; tampering done before the migration is still found after it; `pos` and
+//! each chain's `seq` go on where they were.
 
 use meshguard_store::{AuditEvent, AuditFilter, AuditOrder, StoreLocation, chain_event};
 use sqlx::Connection as _;
@@ -97,7 +98,21 @@ async fn a_trail_in_the_earlier_layout_migrates_to_compact_rows(db: TestDb) {
         let (gateway, seq, prev) = &mut heads[chain];
         let decision = if i % 4 == 0 { "deny" } else { "allow" };
         let mut new = check_event(gateway, start + Duration::seconds(i), "read:file", decision);
-        new.trace_id = Some(format!("trace-{i}"));
+        // Every form an id or a trace id is stored in (see `stored_id`), and spellings that
+        // must stay text.
+        new.trace_id = Some(match i % 5 {
+            0 => format!("trace-{i}"),
+            1 => format!("{i:032x}"),
+            2 => format!("{:08x}-0000-4000-8000-{i:012x}", i + 0xabc),
+            3 => format!("trace-{i:010}"),
+            _ => format!("{i:032X}"),
+        });
+        match i {
+            3 => new.id = format!("{:08X}-0000-7000-8000-{i:012X}", i + 0xabc),
+            4 => new.id = format!("evt-{i:012}"),
+            5 => new.id = format!("{i:032x}"),
+            _ => {}
+        }
         let event = chain_event(&new, *seq + 1, prev).unwrap();
         let stored_hash = if *gateway == "gw-a" && event.seq == 7 {
             "not a hash".to_owned()
@@ -165,8 +180,19 @@ async fn a_trail_in_the_earlier_layout_migrates_to_compact_rows(db: TestDb) {
             assert_eq!(read.hash, original.hash);
         }
     }
-    let one = store.audit_event(&originals[3].event.id).await.unwrap();
-    assert_eq!(one.hash, originals[3].hash);
+    for original in &originals[..6] {
+        let one = store.audit_event(&original.event.id).await.unwrap();
+        assert_eq!(one.hash, original.hash);
+        let traced = store
+            .query_audit(&AuditFilter {
+                trace_id: original.event.trace_id.clone(),
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        let ids: Vec<_> = traced.entries.iter().map(|e| &e.event.id).collect();
+        assert_eq!(ids, [&original.event.id]);
+    }
     let b_only = store
         .query_audit(&AuditFilter {
             limit: 1000,
@@ -219,8 +245,14 @@ async fn a_trail_in_the_earlier_layout_migrates_to_compact_rows(db: TestDb) {
     let newest = store.query_audit(&AuditFilter::default()).await.unwrap();
     assert_eq!(newest.entries[0].event.id, more[0].event.id);
     let mut conn = sqlx::AnyConnection::connect(&db.raw_url).await.unwrap();
-    let pos: i64 = sqlx::query_scalar("SELECT pos FROM audit_events WHERE id = $1")
-        .bind(&more[0].event.id)
+    // Every canonical UUID id is stored as its 16 bytes; the three other spellings are not.
+    let compact: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE length(id) = 16")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(compact, i64::try_from(originals.len()).unwrap() + 1 - 3);
+    let pos: i64 = sqlx::query_scalar("SELECT MAX(pos) FROM audit_events")
         .fetch_one(&mut conn)
         .await
         .unwrap();

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use meshguard_policy::Effect;
 use sqlx::AnyConnection;
 
-use super::rollup;
+use super::{rollup, stored_id};
 use crate::chain::{GENESIS_HASH, canonical_json, event_hash, timestamp};
 use crate::sql::{
     Dialect, SqlStore, column, db_error, is_unique_violation, micros, signed, unsigned,
@@ -391,7 +391,7 @@ async fn insert(
             })?
             .chain;
         query = query
-            .bind(&event.id)
+            .bind(stored_id::to_stored(&event.id))
             .bind(chain)
             .bind(signed("seq", *seq)?)
             .bind(micros(event.ts))
@@ -418,7 +418,7 @@ async fn insert(
             .bind(&event.reason)
             .bind(&event.policy)
             .bind(&event.rule)
-            .bind(&event.trace_id)
+            .bind(event.trace_id.as_deref().map(stored_id::to_stored))
             .bind(&event.approval_id)
             .bind(&event.status)
             .bind(&event.result)

@@ -9,6 +9,7 @@ mod rollup;
 mod sqlite_walk;
 pub(super) use sqlite_walk::SqliteReader;
 mod stats;
+mod stored_id;
 mod verify;
 
 pub use append::chain_event;
@@ -147,6 +148,38 @@ fn required<'r>(
         .ok_or_else(|| StoreError::Corrupt(format!("column `{name}` is NULL")))
 }
 
+/// An id column (see [`stored_id`]) that may be NULL, read back as the text written; `buffer`
+/// holds the text when it is stored as bytes.
+fn stored_text<'r>(
+    row: &'r impl EventColumns,
+    index: usize,
+    name: &'static str,
+    buffer: &'r mut stored_id::TextBuffer,
+) -> Result<Option<&'r str>, StoreError> {
+    row.bytes(index, name)?
+        .map(|stored| {
+            stored_id::read(stored, buffer).map_err(|err| {
+                StoreError::Corrupt(format!("column `{name}` is not valid UTF-8: {err}"))
+            })
+        })
+        .transpose()
+}
+
+/// Buffers for the two ids of a row read back from their bytes.
+struct IdBuffers {
+    id: stored_id::TextBuffer,
+    trace_id: stored_id::TextBuffer,
+}
+
+impl Default for IdBuffers {
+    fn default() -> Self {
+        Self {
+            id: [0; 36],
+            trace_id: [0; 36],
+        }
+    }
+}
+
 /// A non-negative integer column that may be NULL.
 fn optional_unsigned(
     row: &impl EventColumns,
@@ -223,7 +256,13 @@ fn shadow_of(id: &str, row: &impl EventColumns) -> Result<Option<ShadowVerdict>,
 
 /// An audit event from a row of [`COLUMNS`].
 pub(crate) fn from_columns(row: &impl EventColumns) -> Result<AuditEvent, StoreError> {
-    let id = required(row, col::ID, "id")?;
+    let IdBuffers {
+        id: mut id_buffer,
+        trace_id: mut trace_buffer,
+    } = IdBuffers::default();
+    let id = stored_text(row, col::ID, "id", &mut id_buffer)?
+        .ok_or_else(|| StoreError::Corrupt("column `id` is NULL".to_owned()))?;
+    let trace_id = stored_text(row, col::TRACE_ID, "trace_id", &mut trace_buffer)?;
     let kind = required(row, col::KIND, "kind")?;
     let kind = AuditKind::parse(kind)
         .ok_or_else(|| StoreError::Corrupt(format!("audit event `{id}` has kind `{kind}`")))?;
@@ -254,7 +293,7 @@ pub(crate) fn from_columns(row: &impl EventColumns) -> Result<AuditEvent, StoreE
             reason: optional(row, col::REASON, "reason")?,
             policy: optional(row, col::POLICY, "policy")?,
             rule: optional(row, col::RULE, "rule")?,
-            trace_id: optional(row, col::TRACE_ID, "trace_id")?,
+            trace_id: trace_id.map(str::to_owned),
             approval_id: optional(row, col::APPROVAL_ID, "approval_id")?,
             status: optional(row, col::STATUS, "status")?,
             result: optional(row, col::RESULT, "result")?,
@@ -278,12 +317,14 @@ pub(crate) fn from_columns(row: &impl EventColumns) -> Result<AuditEvent, StoreE
 fn chained_fields_of<'a>(
     row: &'a impl EventColumns,
     prev_hash: &'a str,
+    ids: &'a mut IdBuffers,
 ) -> Option<ChainedFields<'a>> {
     let text = |index, name| row.text(index, name).ok();
+    let IdBuffers { id, trace_id } = ids;
     // Read even without an agent id: decoding reads it too, and refuses a value that is not text.
     let agent_name = text(col::AGENT_NAME, "agent_name")?;
     let fields = ChainedFields {
-        id: required(row, col::ID, "id").ok()?,
+        id: stored_text(row, col::ID, "id", id).ok()??,
         seq: optional_unsigned(row, col::SEQ, "seq").ok()??,
         ts: from_micros(row.integer(col::TS, "ts").ok()??).ok()?,
         kind: required(row, col::KIND, "kind").ok()?,
@@ -295,7 +336,7 @@ fn chained_fields_of<'a>(
         reason: text(col::REASON, "reason")?,
         policy: text(col::POLICY, "policy")?,
         rule: text(col::RULE, "rule")?,
-        trace_id: text(col::TRACE_ID, "trace_id")?,
+        trace_id: stored_text(row, col::TRACE_ID, "trace_id", trace_id).ok()?,
         approval_id: text(col::APPROVAL_ID, "approval_id")?,
         status: text(col::STATUS, "status")?,
         result: text(col::RESULT, "result")?,
@@ -326,11 +367,12 @@ pub(super) fn verify_row(
     link: impl FnOnce(u64, &str, &str, bool),
 ) -> Result<(), StoreError> {
     let (mut prev_hex, mut stored_hex) = ([0_u8; 64], [0_u8; 64]);
+    let mut ids = IdBuffers::default();
     if let (Some(prev_hash), Some(stored)) = (
         row.bytes(col::PREV_HASH, "prev_hash")?,
         row.bytes(col::HASH, "hash")?,
     ) && let Some(prev_hash) = hash_hex_into(prev_hash, &mut prev_hex)
-        && let Some(fields) = chained_fields_of(row, prev_hash)
+        && let Some(fields) = chained_fields_of(row, prev_hash, &mut ids)
         && chained_digest(&fields).is_some_and(|digest| digest == stored)
         && let Some(stored) = hash_hex_into(stored, &mut stored_hex)
     {

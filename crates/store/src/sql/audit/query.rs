@@ -3,7 +3,7 @@
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 
-use super::{COLUMNS, EVENTS, chain_of, from_row};
+use super::{COLUMNS, EVENTS, chain_of, from_row, stored_id};
 use crate::sql::page::invalid_cursor;
 use crate::sql::{Dialect, SqlStore, column, db_error, micros, one_row};
 use crate::{AuditEvent, AuditFilter, AuditOrder, AuditPage, PageRequest, StoreError};
@@ -12,6 +12,7 @@ use crate::{AuditEvent, AuditFilter, AuditOrder, AuditPage, PageRequest, StoreEr
 pub(super) enum Arg {
     Text(String),
     Int(i64),
+    Bytes(Vec<u8>),
 }
 
 /// A `WHERE` clause under construction, numbering its placeholders.
@@ -49,6 +50,7 @@ impl Conditions {
             .fold(sqlx::query(sql), |query, arg| match arg {
                 Arg::Text(text) => query.bind(text),
                 Arg::Int(number) => query.bind(number),
+                Arg::Bytes(bytes) => query.bind(bytes),
             })
     }
 
@@ -117,7 +119,7 @@ fn glob(dialect: Dialect, conditions: &mut Conditions, column: &str, pattern: &s
 /// One committed event by id.
 pub(crate) async fn event(store: &SqlStore, id: &str) -> Result<AuditEvent, StoreError> {
     let row = sqlx::query(&format!("SELECT {COLUMNS} FROM {EVENTS} WHERE e.id = $1"))
-        .bind(id)
+        .bind(stored_id::to_stored(id))
         .fetch_optional(&store.pool)
         .await
         .map_err(db_error)?;
@@ -149,7 +151,7 @@ pub(crate) async fn query(store: &SqlStore, filter: &AuditFilter) -> Result<Audi
         }
     }
     if let Some(trace_id) = &filter.trace_id {
-        let p = conditions.bind(Arg::Text(trace_id.clone()));
+        let p = conditions.bind(Arg::Bytes(stored_id::to_stored(trace_id)));
         conditions.and(&format!("trace_id = {p}"));
     }
     // On SQLite, `kind`, `ts` and the chain are kept out of index selection (`+column`): the

@@ -81,6 +81,7 @@ impl SqliteReader {
                 match arg {
                     Arg::Text(text) => statement.raw_bind_parameter(index, text),
                     Arg::Int(number) => statement.raw_bind_parameter(index, number),
+                    Arg::Bytes(bytes) => statement.raw_bind_parameter(index, bytes),
                 }
                 .map_err(|err| unavailable(&err))?;
             }

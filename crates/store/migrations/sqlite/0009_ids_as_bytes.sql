@@ -1,0 +1,74 @@
+-- Event ids and trace ids as bytes (docs/architecture/audit-log.md, "Ids as bytes"): a UUID in
+-- its canonical text (lowercase, hyphenated) is stored as its 16 bytes, 32 lowercase hex digits
+-- (a W3C trace id) as 0xFE and their 16 bytes, any other text of 16 bytes as 0xFF and the text,
+-- and any other text as its bytes. Reads write the text back as it was: the hashes over it do not
+-- change. The id's unique index and the trace index shrink with the row. Every event is copied
+-- once, in `pos` order, as in migration 8.
+
+CREATE TABLE audit_events_ids (
+    pos             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              BLOB NOT NULL,                   -- docs/architecture/audit-log.md, "Ids as bytes"
+    chain           INTEGER NOT NULL,                -- audit_chains.chain
+    seq             INTEGER NOT NULL,
+    ts              INTEGER NOT NULL,
+    kind            TEXT NOT NULL,
+    agent           INTEGER,                -- audit_agents.agent
+    agent_name      TEXT,
+    action          TEXT NOT NULL,
+    resource        TEXT,
+    decision        TEXT,
+    code            TEXT,
+    reason          TEXT,
+    policy          TEXT,
+    rule            TEXT,
+    trace_id        BLOB,
+    approval_id     TEXT,
+    status          TEXT,
+    result          TEXT,
+    context         TEXT NOT NULL,                   -- canonical JSON object
+    latency_us      INTEGER,
+    prev_hash       BLOB NOT NULL,                   -- 32 bytes of SHA-256
+    hash            BLOB NOT NULL,
+    shadow_decision TEXT,
+    shadow_code     TEXT,
+    shadow_policy   TEXT,
+    shadow_rule     TEXT
+);
+INSERT INTO audit_events_ids (pos, id, chain, seq, ts, kind, agent, agent_name, action,
+    resource, decision, code, reason, policy, rule, trace_id, approval_id, status, result,
+    context, latency_us, prev_hash, hash, shadow_decision, shadow_code, shadow_policy,
+    shadow_rule)
+SELECT pos,
+       CASE WHEN id GLOB '????????-????-????-????-????????????' AND lower(id) = id
+                 AND length(unhex(replace(id, '-', ''))) = 16
+                 THEN unhex(replace(id, '-', ''))
+            WHEN length(id) = 32 AND lower(id) = id AND length(unhex(id)) = 16
+                 THEN CAST(X'FE' || unhex(id) AS BLOB)
+            WHEN length(CAST(id AS BLOB)) = 16 THEN CAST(X'FF' || id AS BLOB)
+            ELSE CAST(id AS BLOB) END,
+       chain, seq, ts, kind, agent, agent_name, action, resource, decision, code, reason, policy,
+       rule,
+       CASE WHEN trace_id GLOB '????????-????-????-????-????????????' AND lower(trace_id) = trace_id
+                 AND length(unhex(replace(trace_id, '-', ''))) = 16
+                 THEN unhex(replace(trace_id, '-', ''))
+            WHEN length(trace_id) = 32 AND lower(trace_id) = trace_id AND length(unhex(trace_id)) = 16
+                 THEN CAST(X'FE' || unhex(trace_id) AS BLOB)
+            WHEN length(CAST(trace_id AS BLOB)) = 16 THEN CAST(X'FF' || trace_id AS BLOB)
+            ELSE CAST(trace_id AS BLOB) END,
+       approval_id, status, result, context, latency_us, prev_hash, hash, shadow_decision,
+       shadow_code, shadow_policy, shadow_rule
+FROM audit_events ORDER BY pos;
+
+-- `pos` never goes back: the new table continues the old one's sequence.
+DELETE FROM sqlite_sequence WHERE name = 'audit_events_ids';
+INSERT INTO sqlite_sequence (name, seq)
+SELECT 'audit_events_ids', seq FROM sqlite_sequence WHERE name = 'audit_events';
+
+DROP TABLE audit_events;
+ALTER TABLE audit_events_ids RENAME TO audit_events;
+
+CREATE UNIQUE INDEX audit_event_ids ON audit_events (id);
+CREATE UNIQUE INDEX audit_chain_seqs ON audit_events (chain, seq);
+CREATE INDEX audit_by_ts ON audit_events (ts);
+CREATE INDEX audit_by_agent ON audit_events (agent, pos);
+CREATE INDEX audit_by_trace ON audit_events (trace_id);
