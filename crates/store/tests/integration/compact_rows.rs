@@ -1,5 +1,5 @@
 //! Migrations 8 and 9 copy every audit event into the compact row (the chain and the agent as
-//! numbers, hashes as bytes, then ids and trace ids as bytes). A trail written in the earlier
+//! numbers, hashes as bytes, then ids and trace ids as bytes and reasons as templates). A trail written in the earlier
 //! layout comes back unchanged: the same events (ids and trace ids of every form), the same
 //! hashes, verifying; tampering done before the migration is still found after it; `pos` and
 //! each chain's `seq` go on where they were.
@@ -107,6 +107,20 @@ async fn a_trail_in_the_earlier_layout_migrates_to_compact_rows(db: TestDb) {
             3 => format!("trace-{i:010}"),
             _ => format!("{i:032X}"),
         });
+        // Reasons of every form: with the action once or twice, without it, none, and one
+        // holding the template's marker (stored as it is).
+        new.action = format!("read:file-{}", i % 3);
+        new.reason = match i % 6 {
+            0 => Some(format!(
+                "Action '{}' allowed by rule 'r' of policy 'p'",
+                new.action
+            )),
+            1 => Some(format!("{0} then {0}", new.action)),
+            2 => Some("no action named".to_owned()),
+            3 => None,
+            4 => Some(format!("odd \u{1} reason for {}", new.action)),
+            _ => new.reason.take(),
+        };
         match i {
             3 => new.id = format!("{:08X}-0000-7000-8000-{i:012X}", i + 0xabc),
             4 => new.id = format!("evt-{i:012}"),
@@ -252,6 +266,44 @@ async fn a_trail_in_the_earlier_layout_migrates_to_compact_rows(db: TestDb) {
             .await
             .unwrap();
     assert_eq!(compact, i64::try_from(originals.len()).unwrap() + 1 - 3);
+    // Reasons are templates, shared by every action: one row per sentence (the two with the
+    // action in them, the one without, and `check_event`'s "allow by test"),
+    // none for the reason holding the marker.
+    let mut templates: Vec<String> = sqlx::query_scalar("SELECT template FROM audit_reasons")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    templates.sort();
+    assert_eq!(
+        templates,
+        [
+            "\u{1} then \u{1}",
+            "Action '\u{1}' allowed by rule 'r' of policy 'p'",
+            "allow by test",
+            "no action named",
+        ],
+        "{templates:?}"
+    );
+    let inline: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE reason IS NOT NULL")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let with_marker = originals
+        .iter()
+        .filter(|e| {
+            e.event
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains('\u{1}'))
+        })
+        .count();
+    assert_eq!(
+        inline,
+        i64::try_from(with_marker).unwrap(),
+        "reasons kept in the row"
+    );
+    assert!(with_marker > 0);
     let pos: i64 = sqlx::query_scalar("SELECT MAX(pos) FROM audit_events")
         .fetch_one(&mut conn)
         .await

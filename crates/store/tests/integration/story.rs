@@ -1194,6 +1194,17 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
     );
     db.raw("DELETE FROM audit_events WHERE id = 'forged'").await;
     assert!(verify_full(store).await.ok);
+
+    // Rows store a reason as the number of its template: a template edited behind MeshGuard's
+    // back alters every event that reads it, and verification finds the first.
+    db.raw("UPDATE audit_reasons SET template = template || '.'")
+        .await;
+    let report = verify_full(store).await;
+    let broken = report.first_break().unwrap();
+    assert!(broken.reason.contains("hash"), "{broken:?}");
+    db.raw("UPDATE audit_reasons SET template = substr(template, 1, length(template) - 1)")
+        .await;
+    assert!(verify_full(store).await.ok);
 }
 
 /// A full verification of every chain, with no checkpoint keys.

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use meshguard_policy::Effect;
 use sqlx::AnyConnection;
 
-use super::{rollup, stored_id};
+use super::{reasons, rollup, stored_id};
 use crate::chain::{GENESIS_HASH, canonical_json, event_hash, timestamp};
 use crate::sql::{
     Dialect, SqlStore, column, db_error, is_unique_violation, micros, signed, unsigned,
@@ -24,7 +24,8 @@ const MAX_ROWS_PER_INSERT: usize = 64;
 const INSERT_COLUMNS: &str = "id, chain, seq, ts, kind, agent, agent_name, action, resource, \
                               decision, code, reason, policy, rule, trace_id, approval_id, \
                               status, result, context, latency_us, prev_hash, hash, \
-                              shadow_decision, shadow_code, shadow_policy, shadow_rule";
+                              shadow_decision, shadow_code, shadow_policy, shadow_rule, \
+                              reason_ref";
 
 /// The last committed event of a chain, and the chain's number (what its rows store).
 struct Head {
@@ -120,13 +121,7 @@ async fn append_chained_in(
         head.seq = event.seq;
         head.hash.clone_from(&event.hash);
     }
-    let agents = agent_numbers(&mut tx, events.iter().map(|e| &e.event)).await?;
-    let mut rest = events;
-    while !rest.is_empty() {
-        let (rows, tail) = rest.split_at(insert_size(rest.len()));
-        insert(&mut tx, dialect, &heads, &agents, rows).await?;
-        rest = tail;
-    }
+    insert_all(&mut tx, dialect, &heads, events).await?;
     update_heads(&mut tx, &heads).await?;
     let counts = rollup::tally(events.iter().map(|e| &e.event));
     rollup::apply(&mut tx, dialect, &counts, 1).await?;
@@ -209,13 +204,7 @@ pub(crate) async fn append_in(
         head.hash.clone_from(&event.hash);
         committed.push(event);
     }
-    let agents = agent_numbers(tx, batch.iter()).await?;
-    let mut rest = committed.as_slice();
-    while !rest.is_empty() {
-        let (rows, tail) = rest.split_at(insert_size(rest.len()));
-        insert(tx, dialect, &heads, &agents, rows).await?;
-        rest = tail;
-    }
+    insert_all(tx, dialect, &heads, &committed).await?;
     update_heads(tx, &heads).await?;
     let counts = rollup::tally(committed.iter().map(|e| &e.event));
     rollup::apply(tx, dialect, &counts, 1).await?;
@@ -312,55 +301,139 @@ fn insert_size(remaining: usize) -> usize {
     1 << fitting.ilog2()
 }
 
-/// The number of each agent id `events` name (`audit_agents`), numbering ids seen for the first
-/// time. One read per agent of the batch; an insert only for a new one, which on PostgreSQL
-/// never waits on a row lock another gateway holds (`DO NOTHING` locks nothing).
-async fn agent_numbers<'e>(
+/// Inserts `events` (chained, in order) in multi-row `INSERT`s of at most
+/// [`MAX_ROWS_PER_INSERT`], numbering their agents and their reasons' templates first.
+async fn insert_all(
     tx: &mut AnyConnection,
-    events: impl Iterator<Item = &'e NewAuditEvent>,
-) -> Result<BTreeMap<&'e str, i64>, StoreError> {
-    let ids: BTreeSet<&str> = events
-        .filter_map(|event| event.agent.as_ref().map(|agent| agent.id.as_str()))
+    dialect: Dialect,
+    heads: &BTreeMap<&str, Head>,
+    events: &[AuditEvent],
+) -> Result<(), StoreError> {
+    let agent_ids = events
+        .iter()
+        .filter_map(|e| e.event.agent.as_ref().map(|agent| agent.id.as_str()));
+    let agents = numbers(tx, Numbering::Agents, agent_ids).await?;
+    let templates: Vec<Option<String>> = events
+        .iter()
+        .map(|e| {
+            let event = &e.event;
+            reasons::template(event.reason.as_deref()?, &event.action)
+        })
         .collect();
+    let reasons = numbers(
+        tx,
+        Numbering::Reasons,
+        templates.iter().flatten().map(String::as_str),
+    )
+    .await?;
+    let numbers = RowNumbers {
+        heads,
+        agents: &agents,
+        reasons: &reasons,
+    };
+    let (mut rest, mut rest_templates) = (events, templates.as_slice());
+    while !rest.is_empty() {
+        let size = insert_size(rest.len());
+        let ((rows, tail), (row_templates, templates_tail)) =
+            (rest.split_at(size), rest_templates.split_at(size));
+        insert(tx, dialect, &numbers, rows, row_templates).await?;
+        (rest, rest_templates) = (tail, templates_tail);
+    }
+    Ok(())
+}
+
+/// A table that numbers a text audit rows name by number.
+#[derive(Clone, Copy)]
+enum Numbering {
+    /// `audit_agents`: agent ids.
+    Agents,
+    /// `audit_reasons`: reason templates (`reasons`).
+    Reasons,
+}
+
+impl Numbering {
+    fn select(self) -> &'static str {
+        match self {
+            Self::Agents => "SELECT agent FROM audit_agents WHERE agent_id = $1",
+            Self::Reasons => "SELECT reason FROM audit_reasons WHERE template = $1",
+        }
+    }
+
+    fn insert(self) -> &'static str {
+        match self {
+            Self::Agents => {
+                "INSERT INTO audit_agents (agent_id) VALUES ($1) ON CONFLICT DO NOTHING"
+            }
+            Self::Reasons => {
+                "INSERT INTO audit_reasons (template) VALUES ($1) ON CONFLICT DO NOTHING"
+            }
+        }
+    }
+}
+
+/// The number of each text `keys` name, numbering those seen for the first time. One read per
+/// distinct text of the batch; an insert only for a new one, which on PostgreSQL never waits
+/// on a row lock another gateway holds (`DO NOTHING` locks nothing). Rows are never deleted:
+/// events outlive their agent, and a template costs a few bytes once.
+async fn numbers<'k>(
+    tx: &mut AnyConnection,
+    numbering: Numbering,
+    keys: impl Iterator<Item = &'k str>,
+) -> Result<BTreeMap<&'k str, i64>, StoreError> {
+    let keys: BTreeSet<&str> = keys.collect();
     let mut numbers = BTreeMap::new();
-    for id in ids {
-        let number = match agent_number(tx, id).await? {
+    for key in keys {
+        let number = match number(tx, numbering, key).await? {
             Some(number) => number,
             None => {
-                sqlx::query(
-                    "INSERT INTO audit_agents (agent_id) VALUES ($1) ON CONFLICT DO NOTHING",
-                )
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
-                agent_number(tx, id).await?.ok_or_else(|| {
-                    StoreError::Corrupt(format!("agent `{id}` could not be numbered"))
-                })?
+                sqlx::query(numbering.insert())
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                number(tx, numbering, key)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt(format!("`{key}` could not be numbered")))?
             }
         };
-        numbers.insert(id, number);
+        numbers.insert(key, number);
     }
     Ok(numbers)
 }
 
-async fn agent_number(tx: &mut AnyConnection, id: &str) -> Result<Option<i64>, StoreError> {
-    sqlx::query_scalar("SELECT agent FROM audit_agents WHERE agent_id = $1")
-        .bind(id)
+async fn number(
+    tx: &mut AnyConnection,
+    numbering: Numbering,
+    key: &str,
+) -> Result<Option<i64>, StoreError> {
+    sqlx::query_scalar(numbering.select())
+        .bind(key)
         .fetch_optional(&mut *tx)
         .await
         .map_err(db_error)
 }
 
-/// Inserts `rows` with one multi-row `INSERT`; `heads` number their chains, `agents` their
-/// agents.
+/// The numbers a batch's rows store instead of texts: chains, agents, reason templates.
+struct RowNumbers<'a> {
+    heads: &'a BTreeMap<&'a str, Head>,
+    agents: &'a BTreeMap<&'a str, i64>,
+    reasons: &'a BTreeMap<&'a str, i64>,
+}
+
+/// Inserts `rows` with one multi-row `INSERT`; `numbers` number their chains, agents and the
+/// `templates` of their reasons (one per row, `None` for a reason stored as it is).
 async fn insert(
     tx: &mut AnyConnection,
     dialect: Dialect,
-    heads: &BTreeMap<&str, Head>,
-    agents: &BTreeMap<&str, i64>,
+    numbers: &RowNumbers<'_>,
     rows: &[AuditEvent],
+    templates: &[Option<String>],
 ) -> Result<(), StoreError> {
+    let RowNumbers {
+        heads,
+        agents,
+        reasons,
+    } = numbers;
     let width = INSERT_COLUMNS.split(',').count();
     let placeholders: Vec<String> = (0..rows.len())
         .map(|row| {
@@ -376,13 +449,24 @@ async fn insert(
         placeholders.join(", ")
     );
     let mut query = sqlx::query(&sql);
-    for AuditEvent {
-        event,
-        seq,
-        prev_hash,
-        hash,
-    } in rows
+    for (
+        AuditEvent {
+            event,
+            seq,
+            prev_hash,
+            hash,
+        },
+        template,
+    ) in rows.iter().zip(templates)
     {
+        let reason_ref = template
+            .as_deref()
+            .map(|template| {
+                reasons.get(template).copied().ok_or_else(|| {
+                    StoreError::Corrupt(format!("no number loaded for reason `{template}`"))
+                })
+            })
+            .transpose()?;
         let context = canonical_json(&serde_json::Value::Object(event.context.clone()));
         let chain = heads
             .get(event.gateway.as_str())
@@ -415,7 +499,7 @@ async fn insert(
             .bind(&event.resource)
             .bind(event.decision.map(Effect::as_str))
             .bind(event.code.map(EventCode::as_str))
-            .bind(&event.reason)
+            .bind(event.reason.as_deref().filter(|_| reason_ref.is_none()))
             .bind(&event.policy)
             .bind(&event.rule)
             .bind(event.trace_id.as_deref().map(stored_id::to_stored))
@@ -434,7 +518,8 @@ async fn insert(
             .bind(event.shadow.as_ref().map(|s| s.decision.as_str()))
             .bind(event.shadow.as_ref().map(|s| s.code.as_str()))
             .bind(event.shadow.as_ref().and_then(|s| s.policy.clone()))
-            .bind(event.shadow.as_ref().and_then(|s| s.rule.clone()));
+            .bind(event.shadow.as_ref().and_then(|s| s.rule.clone()))
+            .bind(reason_ref);
     }
     query.execute(&mut *tx).await.map_err(|err| {
         if is_unique_violation(&err) {

@@ -4,6 +4,7 @@ mod append;
 mod checkpoint;
 mod follow;
 mod query;
+mod reasons;
 mod retention;
 mod rollup;
 mod sqlite_walk;
@@ -34,26 +35,28 @@ use crate::{
     AuditAgent, AuditEvent, AuditKind, EventCode, NewAuditEvent, ShadowVerdict, StoreError,
 };
 
-/// An event's columns, read from [`EVENTS`]: the row (`e`), its chain's gateway (`c`) and its
-/// agent's id (`a`).
+/// An event's columns, read from [`EVENTS`]: the row (`e`), its chain's gateway (`c`), its
+/// agent's id (`a`) and its reason's template (`r`, see [`reasons`]).
 const COLUMNS: &str = "e.id, c.gateway, e.seq, e.ts, e.kind, a.agent_id, e.agent_name, \
                        e.action, e.resource, e.decision, e.code, e.reason, e.policy, e.rule, \
                        e.trace_id, e.approval_id, e.status, e.result, e.context, e.latency_us, \
                        e.prev_hash, e.hash, e.shadow_decision, e.shadow_code, e.shadow_policy, \
-                       e.shadow_rule";
+                       e.shadow_rule, r.template";
 
 /// Where [`COLUMNS`] are read from. A row names its chain and its agent by number (the
 /// gateway's instance id is stored once, in `audit_chains`, the agent's id in `audit_agents`);
 /// the left join keeps a row whose chain record is gone (its gateway then reads as NULL, and
 /// decoding says so).
 const EVENTS: &str = "audit_events e LEFT JOIN audit_chains c ON c.chain = e.chain \
-                      LEFT JOIN audit_agents a ON a.agent = e.agent";
+                      LEFT JOIN audit_agents a ON a.agent = e.agent \
+                      LEFT JOIN audit_reasons r ON r.reason = e.reason_ref";
 
 /// Where [`COLUMNS`] of one chain are read from, with [`of_chain`] in the condition: the
 /// chain's record is looked up once, then its rows through `(chain, seq)` (with [`EVENTS`],
 /// once per row).
 const CHAIN_EVENTS: &str = "audit_chains c JOIN audit_events e ON e.chain = c.chain \
-                            LEFT JOIN audit_agents a ON a.agent = e.agent";
+                            LEFT JOIN audit_agents a ON a.agent = e.agent \
+                            LEFT JOIN audit_reasons r ON r.reason = e.reason_ref";
 
 /// The condition selecting [`CHAIN_EVENTS`] of the gateway bound at `param`. It names the
 /// chain number twice: as the record's (so SQLite reads that record first, and once) and as a
@@ -127,6 +130,7 @@ mod col {
     pub const SHADOW_CODE: usize = 23;
     pub const SHADOW_POLICY: usize = 24;
     pub const SHADOW_RULE: usize = 25;
+    pub const REASON_TEMPLATE: usize = 26;
 }
 
 /// A text column that may be NULL, owned.
@@ -165,10 +169,28 @@ fn stored_text<'r>(
         .transpose()
 }
 
-/// Buffers for the two ids of a row read back from their bytes.
+/// The row's reason: its own text when it has one (what a hand edit writes wins, so that
+/// verification sees it), else its template's, written into `buffer` with the row's action.
+fn reason_of<'r>(
+    row: &'r impl EventColumns,
+    action: &str,
+    buffer: &'r mut String,
+) -> Result<Option<&'r str>, StoreError> {
+    if let Some(reason) = row.text(col::REASON, "reason")? {
+        return Ok(Some(reason));
+    }
+    Ok(row
+        .text(col::REASON_TEMPLATE, "template")?
+        .map(|template| reasons::expand(template, action, buffer)))
+}
+
+/// Buffers for the texts of a row that are not stored as they read: the two ids (as bytes) and
+/// the reason (as a template).
 struct IdBuffers {
     id: stored_id::TextBuffer,
     trace_id: stored_id::TextBuffer,
+    /// The reason, when it is written from its template.
+    reason: String,
 }
 
 impl Default for IdBuffers {
@@ -176,6 +198,7 @@ impl Default for IdBuffers {
         Self {
             id: [0; 36],
             trace_id: [0; 36],
+            reason: String::new(),
         }
     }
 }
@@ -259,10 +282,12 @@ pub(crate) fn from_columns(row: &impl EventColumns) -> Result<AuditEvent, StoreE
     let IdBuffers {
         id: mut id_buffer,
         trace_id: mut trace_buffer,
+        reason: mut reason_buffer,
     } = IdBuffers::default();
     let id = stored_text(row, col::ID, "id", &mut id_buffer)?
         .ok_or_else(|| StoreError::Corrupt("column `id` is NULL".to_owned()))?;
     let trace_id = stored_text(row, col::TRACE_ID, "trace_id", &mut trace_buffer)?;
+    let action = required(row, col::ACTION, "action")?;
     let kind = required(row, col::KIND, "kind")?;
     let kind = AuditKind::parse(kind)
         .ok_or_else(|| StoreError::Corrupt(format!("audit event `{id}` has kind `{kind}`")))?;
@@ -286,11 +311,11 @@ pub(crate) fn from_columns(row: &impl EventColumns) -> Result<AuditEvent, StoreE
                 id,
                 name: agent_name.unwrap_or_default(),
             }),
-            action: required(row, col::ACTION, "action")?.to_owned(),
+            action: action.to_owned(),
             resource: optional(row, col::RESOURCE, "resource")?,
             decision: typed(id, row, col::DECISION, "decision", Effect::parse)?,
             code: typed(id, row, col::CODE, "code", EventCode::parse)?,
-            reason: optional(row, col::REASON, "reason")?,
+            reason: reason_of(row, action, &mut reason_buffer)?.map(str::to_owned),
             policy: optional(row, col::POLICY, "policy")?,
             rule: optional(row, col::RULE, "rule")?,
             trace_id: trace_id.map(str::to_owned),
@@ -320,7 +345,12 @@ fn chained_fields_of<'a>(
     ids: &'a mut IdBuffers,
 ) -> Option<ChainedFields<'a>> {
     let text = |index, name| row.text(index, name).ok();
-    let IdBuffers { id, trace_id } = ids;
+    let IdBuffers {
+        id,
+        trace_id,
+        reason,
+    } = ids;
+    let action = required(row, col::ACTION, "action").ok()?;
     // Read even without an agent id: decoding reads it too, and refuses a value that is not text.
     let agent_name = text(col::AGENT_NAME, "agent_name")?;
     let fields = ChainedFields {
@@ -329,11 +359,11 @@ fn chained_fields_of<'a>(
         ts: from_micros(row.integer(col::TS, "ts").ok()??).ok()?,
         kind: required(row, col::KIND, "kind").ok()?,
         agent: text(col::AGENT_ID, "agent_id")?.map(|id| (id, agent_name.unwrap_or_default())),
-        action: required(row, col::ACTION, "action").ok()?,
+        action,
         resource: text(col::RESOURCE, "resource")?,
         decision: text(col::DECISION, "decision")?,
         code: text(col::CODE, "code")?,
-        reason: text(col::REASON, "reason")?,
+        reason: reason_of(row, action, reason).ok()?,
         policy: text(col::POLICY, "policy")?,
         rule: text(col::RULE, "rule")?,
         trace_id: stored_text(row, col::TRACE_ID, "trace_id", trace_id).ok()?,

@@ -1,11 +1,24 @@
--- Event ids and trace ids as bytes (docs/architecture/audit-log.md, "Ids as bytes"): a UUID in
--- its canonical text (lowercase, hyphenated) is stored as its 16 bytes, 32 lowercase hex digits
--- (a W3C trace id) as 0xFE and their 16 bytes, any other text of 16 bytes as 0xFF and the text,
--- and any other text as its bytes. Reads write the text back as it was: the hashes over it do not
--- change. The id's unique index and the trace index shrink with the row. Every event is copied
--- once, in `pos` order, as in migration 8.
+-- Event ids, trace ids and reasons, compact (docs/architecture/audit-log.md, "Ids as bytes" and
+-- "Reasons as templates"). Reads write every text back as it was: the hashes over them do not
+-- change. Every event is copied once, in `pos` order, as in migration 8.
+-- - Ids and trace ids as bytes: a UUID in its canonical text (lowercase, hyphenated) is stored
+--   as its 16 bytes, 32 lowercase hex digits (a W3C trace id) as 0xFE and their 16 bytes, any
+--   other text of 16 bytes as 0xFF and the text, and any other text as its bytes. The id's
+--   unique index and the trace index shrink with the row.
+-- - A reason is stored as the number of its template (`audit_reasons`): the reason with every
+--   occurrence of the row's action replaced by the character U+0001. A reason that contains
+--   U+0001 stays in the row as it is.
 
-CREATE TABLE audit_events_ids (
+-- Every template the trail's reasons make, numbered. Rows are never deleted.
+CREATE TABLE audit_reasons (
+    reason   INTEGER PRIMARY KEY,
+    template TEXT NOT NULL UNIQUE
+);
+INSERT INTO audit_reasons (template)
+SELECT DISTINCT CASE WHEN action = '' THEN reason ELSE replace(reason, action, char(1)) END
+FROM audit_events WHERE instr(reason, char(1)) = 0;
+
+CREATE TABLE audit_events_next (
     pos             INTEGER PRIMARY KEY AUTOINCREMENT,
     id              BLOB NOT NULL,                   -- docs/architecture/audit-log.md, "Ids as bytes"
     chain           INTEGER NOT NULL,                -- audit_chains.chain
@@ -32,13 +45,14 @@ CREATE TABLE audit_events_ids (
     shadow_decision TEXT,
     shadow_code     TEXT,
     shadow_policy   TEXT,
-    shadow_rule     TEXT
+    shadow_rule     TEXT,
+    reason_ref      INTEGER                          -- audit_reasons.reason, when reason is NULL
 );
-INSERT INTO audit_events_ids (pos, id, chain, seq, ts, kind, agent, agent_name, action,
+INSERT INTO audit_events_next (pos, id, chain, seq, ts, kind, agent, agent_name, action,
     resource, decision, code, reason, policy, rule, trace_id, approval_id, status, result,
     context, latency_us, prev_hash, hash, shadow_decision, shadow_code, shadow_policy,
-    shadow_rule)
-SELECT pos,
+    shadow_rule, reason_ref)
+SELECT e.pos,
        CASE WHEN id GLOB '????????-????-????-????-????????????' AND lower(id) = id
                  AND length(unhex(replace(id, '-', ''))) = 16
                  THEN unhex(replace(id, '-', ''))
@@ -46,8 +60,8 @@ SELECT pos,
                  THEN CAST(X'FE' || unhex(id) AS BLOB)
             WHEN length(CAST(id AS BLOB)) = 16 THEN CAST(X'FF' || id AS BLOB)
             ELSE CAST(id AS BLOB) END,
-       chain, seq, ts, kind, agent, agent_name, action, resource, decision, code, reason, policy,
-       rule,
+       chain, seq, ts, kind, agent, agent_name, action, resource, decision, code,
+       CASE WHEN r.reason IS NULL THEN e.reason END, policy, rule,
        CASE WHEN trace_id GLOB '????????-????-????-????-????????????' AND lower(trace_id) = trace_id
                  AND length(unhex(replace(trace_id, '-', ''))) = 16
                  THEN unhex(replace(trace_id, '-', ''))
@@ -56,16 +70,20 @@ SELECT pos,
             WHEN length(CAST(trace_id AS BLOB)) = 16 THEN CAST(X'FF' || trace_id AS BLOB)
             ELSE CAST(trace_id AS BLOB) END,
        approval_id, status, result, context, latency_us, prev_hash, hash, shadow_decision,
-       shadow_code, shadow_policy, shadow_rule
-FROM audit_events ORDER BY pos;
+       shadow_code, shadow_policy, shadow_rule, r.reason
+FROM audit_events e
+LEFT JOIN audit_reasons r ON instr(e.reason, char(1)) = 0
+    AND r.template = CASE WHEN e.action = '' THEN e.reason
+                          ELSE replace(e.reason, e.action, char(1)) END
+ORDER BY e.pos;
 
 -- `pos` never goes back: the new table continues the old one's sequence.
-DELETE FROM sqlite_sequence WHERE name = 'audit_events_ids';
+DELETE FROM sqlite_sequence WHERE name = 'audit_events_next';
 INSERT INTO sqlite_sequence (name, seq)
-SELECT 'audit_events_ids', seq FROM sqlite_sequence WHERE name = 'audit_events';
+SELECT 'audit_events_next', seq FROM sqlite_sequence WHERE name = 'audit_events';
 
 DROP TABLE audit_events;
-ALTER TABLE audit_events_ids RENAME TO audit_events;
+ALTER TABLE audit_events_next RENAME TO audit_events;
 
 CREATE UNIQUE INDEX audit_event_ids ON audit_events (id);
 CREATE UNIQUE INDEX audit_chain_seqs ON audit_events (chain, seq);
