@@ -186,14 +186,14 @@ fn reason_of<'r>(
 
 /// Buffers for the texts of a row that are not stored as they read: the two ids (as bytes) and
 /// the reason (as a template).
-struct IdBuffers {
+struct TextBuffers {
     id: stored_id::TextBuffer,
     trace_id: stored_id::TextBuffer,
     /// The reason, when it is written from its template.
     reason: String,
 }
 
-impl Default for IdBuffers {
+impl Default for TextBuffers {
     fn default() -> Self {
         Self {
             id: [0; 36],
@@ -279,11 +279,11 @@ fn shadow_of(id: &str, row: &impl EventColumns) -> Result<Option<ShadowVerdict>,
 
 /// An audit event from a row of [`COLUMNS`].
 pub(crate) fn from_columns(row: &impl EventColumns) -> Result<AuditEvent, StoreError> {
-    let IdBuffers {
+    let TextBuffers {
         id: mut id_buffer,
         trace_id: mut trace_buffer,
         reason: mut reason_buffer,
-    } = IdBuffers::default();
+    } = TextBuffers::default();
     let id = stored_text(row, col::ID, "id", &mut id_buffer)?
         .ok_or_else(|| StoreError::Corrupt("column `id` is NULL".to_owned()))?;
     let trace_id = stored_text(row, col::TRACE_ID, "trace_id", &mut trace_buffer)?;
@@ -342,14 +342,14 @@ pub(crate) fn from_columns(row: &impl EventColumns) -> Result<AuditEvent, StoreE
 fn chained_fields_of<'a>(
     row: &'a impl EventColumns,
     prev_hash: &'a str,
-    ids: &'a mut IdBuffers,
+    buffers: &'a mut TextBuffers,
 ) -> Option<ChainedFields<'a>> {
     let text = |index, name| row.text(index, name).ok();
-    let IdBuffers {
+    let TextBuffers {
         id,
         trace_id,
         reason,
-    } = ids;
+    } = buffers;
     let action = required(row, col::ACTION, "action").ok()?;
     // Read even without an agent id: decoding reads it too, and refuses a value that is not text.
     let agent_name = text(col::AGENT_NAME, "agent_name")?;
@@ -397,12 +397,12 @@ pub(super) fn verify_row(
     link: impl FnOnce(u64, &str, &str, bool),
 ) -> Result<(), StoreError> {
     let (mut prev_hex, mut stored_hex) = ([0_u8; 64], [0_u8; 64]);
-    let mut ids = IdBuffers::default();
+    let mut buffers = TextBuffers::default();
     if let (Some(prev_hash), Some(stored)) = (
         row.bytes(col::PREV_HASH, "prev_hash")?,
         row.bytes(col::HASH, "hash")?,
     ) && let Some(prev_hash) = hash_hex_into(prev_hash, &mut prev_hex)
-        && let Some(fields) = chained_fields_of(row, prev_hash, &mut ids)
+        && let Some(fields) = chained_fields_of(row, prev_hash, &mut buffers)
         && chained_digest(&fields).is_some_and(|digest| digest == stored)
         && let Some(stored) = hash_hex_into(stored, &mut stored_hex)
     {
