@@ -1,5 +1,5 @@
--- Event ids, trace ids and reasons, compact (docs/architecture/audit-log.md, "Ids as bytes" and
--- "Reasons as templates"). Reads write every text back as it was: the hashes over them do not
+-- Event ids, trace ids, reasons and prev_hash, compact (docs/architecture/audit-log.md, "Ids as
+-- bytes", "Reasons as templates" and "prev_hash from the event before"). Reads write every text back as it was: the hashes over them do not
 -- change.
 -- - A reason is stored as the number of its template (`audit_reasons`): the reason with every
 --   occurrence of the row's action replaced by the character U+0001. A reason that contains
@@ -8,7 +8,7 @@
 --   as its 16 bytes, 32 lowercase hex digits (a W3C trace id) as 0xFE and their 16 bytes, any
 --   other text of 16 bytes as 0xFF and the text, and any other text as its bytes. Changing the
 --   columns' type rewrites the table and its indexes last, which also drops the row versions
---   the reasons' update left behind.
+--   the updates left behind.
 
 -- Every template the trail's reasons make, numbered. Rows are never deleted.
 CREATE TABLE audit_reasons (
@@ -25,6 +25,18 @@ FROM audit_reasons r
 WHERE strpos(e.reason, chr(1)) = 0
   AND r.template = CASE WHEN e.action = '' THEN e.reason
                         ELSE replace(e.reason, e.action, chr(1)) END;
+
+-- prev_hash is NULL where it is the hash of the event before (or the chain's anchor for the
+-- first event after it): reads take it from there. Any other (a hand edit) is kept.
+ALTER TABLE audit_events ALTER COLUMN prev_hash DROP NOT NULL;
+UPDATE audit_events e SET prev_hash = NULL
+FROM audit_chains c
+WHERE c.chain = e.chain
+  AND (e.prev_hash = (SELECT b.hash FROM audit_events b
+                      WHERE b.chain = e.chain AND b.seq = e.seq - 1)
+       OR (e.seq = c.anchor_seq + 1
+           AND e.prev_hash = CASE WHEN c.anchor_hash ~ '^[0-9a-f]{64}$'
+                                  THEN decode(c.anchor_hash, 'hex') END));
 
 CREATE FUNCTION pg_temp.stored_id(t TEXT) RETURNS BYTEA LANGUAGE SQL IMMUTABLE AS $$
     SELECT CASE

@@ -1,5 +1,5 @@
--- Event ids, trace ids and reasons, compact (docs/architecture/audit-log.md, "Ids as bytes" and
--- "Reasons as templates"). Reads write every text back as it was: the hashes over them do not
+-- Event ids, trace ids, reasons and prev_hash, compact (docs/architecture/audit-log.md, "Ids as
+-- bytes", "Reasons as templates" and "prev_hash from the event before"). Reads write every text back as it was: the hashes over them do not
 -- change. Every event is copied once, in `pos` order, as in migration 8.
 -- - Ids and trace ids as bytes: a UUID in its canonical text (lowercase, hyphenated) is stored
 --   as its 16 bytes, 32 lowercase hex digits (a W3C trace id) as 0xFE and their 16 bytes, any
@@ -8,6 +8,9 @@
 -- - A reason is stored as the number of its template (`audit_reasons`): the reason with every
 --   occurrence of the row's action replaced by the character U+0001. A reason that contains
 --   U+0001 stays in the row as it is.
+-- - `prev_hash` is NULL where it is the hash of the event before (or the chain's anchor for
+--   the first event after it): reads take it from there. A row whose `prev_hash` is anything
+--   else (only a hand edit writes one) keeps it, so verification still reports it.
 
 -- Every template the trail's reasons make, numbered. Rows are never deleted.
 CREATE TABLE audit_reasons (
@@ -40,7 +43,7 @@ CREATE TABLE audit_events_next (
     result          TEXT,
     context         TEXT NOT NULL,                   -- canonical JSON object
     latency_us      INTEGER,
-    prev_hash       BLOB NOT NULL,                   -- 32 bytes of SHA-256
+    prev_hash       BLOB,                            -- NULL: the hash of the event before
     hash            BLOB NOT NULL,
     shadow_decision TEXT,
     shadow_code     TEXT,
@@ -60,7 +63,7 @@ SELECT e.pos,
                  THEN CAST(X'FE' || unhex(id) AS BLOB)
             WHEN length(CAST(id AS BLOB)) = 16 THEN CAST(X'FF' || id AS BLOB)
             ELSE CAST(id AS BLOB) END,
-       chain, seq, ts, kind, agent, agent_name, action, resource, decision, code,
+       e.chain, e.seq, ts, kind, agent, agent_name, action, resource, decision, code,
        CASE WHEN r.reason IS NULL THEN e.reason END, policy, rule,
        CASE WHEN trace_id GLOB '????????-????-????-????-????????????' AND lower(trace_id) = trace_id
                  AND length(unhex(replace(trace_id, '-', ''))) = 16
@@ -69,9 +72,14 @@ SELECT e.pos,
                  THEN CAST(X'FE' || unhex(trace_id) AS BLOB)
             WHEN length(CAST(trace_id AS BLOB)) = 16 THEN CAST(X'FF' || trace_id AS BLOB)
             ELSE CAST(trace_id AS BLOB) END,
-       approval_id, status, result, context, latency_us, prev_hash, hash, shadow_decision,
-       shadow_code, shadow_policy, shadow_rule, r.reason
+       approval_id, status, result, context, latency_us,
+       CASE WHEN e.prev_hash = (SELECT b.hash FROM audit_events b
+                                WHERE b.chain = e.chain AND b.seq = e.seq - 1)
+                 OR (e.seq = c.anchor_seq + 1 AND e.prev_hash = unhex(c.anchor_hash))
+            THEN NULL ELSE e.prev_hash END,
+       hash, shadow_decision, shadow_code, shadow_policy, shadow_rule, r.reason
 FROM audit_events e
+LEFT JOIN audit_chains c ON c.chain = e.chain
 LEFT JOIN audit_reasons r ON instr(e.reason, char(1)) = 0
     AND r.template = CASE WHEN e.action = '' THEN e.reason
                           ELSE replace(e.reason, e.action, char(1)) END

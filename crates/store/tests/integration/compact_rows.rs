@@ -266,6 +266,14 @@ async fn a_trail_in_the_earlier_layout_migrates_to_compact_rows(db: TestDb) {
             .await
             .unwrap();
     assert_eq!(compact, i64::try_from(originals.len()).unwrap() + 1 - 3);
+    // No row stores the hash of the event before it, but the one after the hand-edited hash:
+    // its `prev_hash` is not that hash, and verification must go on seeing it.
+    let linked: Vec<i64> =
+        sqlx::query_scalar("SELECT seq FROM audit_events WHERE prev_hash IS NOT NULL")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(linked, [8]);
     // Reasons are templates, shared by every action: one row per sentence (the two with the
     // action in them, the one without, and `check_event`'s "allow by test"),
     // none for the reason holding the marker.

@@ -20,10 +20,12 @@ use crate::{
 /// `benches/audit_append.rs`).
 const MAX_ROWS_PER_INSERT: usize = 64;
 
-/// Columns of `audit_events` written per event, in the order `insert` binds them.
+/// Columns of `audit_events` written per event, in the order `insert` binds them. `prev_hash`
+/// is not written: an event's is always the hash of the event before it in its chain (or the
+/// chain's anchor), which reads take from there.
 const INSERT_COLUMNS: &str = "id, chain, seq, ts, kind, agent, agent_name, action, resource, \
                               decision, code, reason, policy, rule, trace_id, approval_id, \
-                              status, result, context, latency_us, prev_hash, hash, \
+                              status, result, context, latency_us, hash, \
                               shadow_decision, shadow_code, shadow_policy, shadow_rule, \
                               reason_ref";
 
@@ -451,10 +453,7 @@ async fn insert(
     let mut query = sqlx::query(&sql);
     for (
         AuditEvent {
-            event,
-            seq,
-            prev_hash,
-            hash,
+            event, seq, hash, ..
         },
         template,
     ) in rows.iter().zip(templates)
@@ -513,7 +512,6 @@ async fn insert(
                     .map(|us| signed("latency_us", us))
                     .transpose()?,
             )
-            .bind(hash_bytes("prev_hash", prev_hash)?)
             .bind(hash_bytes("hash", hash)?)
             .bind(event.shadow.as_ref().map(|s| s.decision.as_str()))
             .bind(event.shadow.as_ref().map(|s| s.code.as_str()))

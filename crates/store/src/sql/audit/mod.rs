@@ -35,13 +35,29 @@ use crate::{
     AuditAgent, AuditEvent, AuditKind, EventCode, NewAuditEvent, ShadowVerdict, StoreError,
 };
 
-/// An event's columns, read from [`EVENTS`]: the row (`e`), its chain's gateway (`c`), its
-/// agent's id (`a`) and its reason's template (`r`, see [`reasons`]).
-const COLUMNS: &str = "e.id, c.gateway, e.seq, e.ts, e.kind, a.agent_id, e.agent_name, \
-                       e.action, e.resource, e.decision, e.code, e.reason, e.policy, e.rule, \
-                       e.trace_id, e.approval_id, e.status, e.result, e.context, e.latency_us, \
-                       e.prev_hash, e.hash, e.shadow_decision, e.shadow_code, e.shadow_policy, \
-                       e.shadow_rule, r.template";
+/// An event's columns with `prev_hash` written as `$prev` (see [`COLUMNS`]).
+macro_rules! event_columns {
+    ($prev:literal) => {
+        concat!(
+            "e.id, c.gateway, e.seq, e.ts, e.kind, a.agent_id, e.agent_name, e.action, \
+             e.resource, e.decision, e.code, e.reason, e.policy, e.rule, e.trace_id, \
+             e.approval_id, e.status, e.result, e.context, e.latency_us, ",
+            $prev,
+            ", e.hash, e.shadow_decision, e.shadow_code, e.shadow_policy, e.shadow_rule, \
+             r.template, c.anchor_seq, c.anchor_hash"
+        )
+    };
+}
+
+/// An event's columns, read from [`EVENTS`]: the row (`e`), its chain's record (`c`), its
+/// agent's id (`a`), its reason's template (`r`, see [`reasons`]) and the hash of the event
+/// before it (`p`). A row stores no `prev_hash` when it is that hash (MeshGuard writes none):
+/// it is read from the row before, or from the chain's anchor for the first row after it.
+const COLUMNS: &str = event_columns!("COALESCE(e.prev_hash, p.hash)");
+
+/// [`COLUMNS`] for walks that read a chain in order ([`WALK_EVENTS`]): the row's own
+/// `prev_hash` only, the walk knows the hash before.
+const WALK_COLUMNS: &str = event_columns!("e.prev_hash");
 
 /// Where [`COLUMNS`] are read from. A row names its chain and its agent by number (the
 /// gateway's instance id is stored once, in `audit_chains`, the agent's id in `audit_agents`);
@@ -49,14 +65,23 @@ const COLUMNS: &str = "e.id, c.gateway, e.seq, e.ts, e.kind, a.agent_id, e.agent
 /// decoding says so).
 const EVENTS: &str = "audit_events e LEFT JOIN audit_chains c ON c.chain = e.chain \
                       LEFT JOIN audit_agents a ON a.agent = e.agent \
-                      LEFT JOIN audit_reasons r ON r.reason = e.reason_ref";
+                      LEFT JOIN audit_reasons r ON r.reason = e.reason_ref \
+                      LEFT JOIN audit_events p ON e.prev_hash IS NULL AND p.chain = e.chain \
+                      AND p.seq = e.seq - 1";
 
 /// Where [`COLUMNS`] of one chain are read from, with [`of_chain`] in the condition: the
 /// chain's record is looked up once, then its rows through `(chain, seq)` (with [`EVENTS`],
 /// once per row).
 const CHAIN_EVENTS: &str = "audit_chains c JOIN audit_events e ON e.chain = c.chain \
                             LEFT JOIN audit_agents a ON a.agent = e.agent \
-                            LEFT JOIN audit_reasons r ON r.reason = e.reason_ref";
+                            LEFT JOIN audit_reasons r ON r.reason = e.reason_ref \
+                            LEFT JOIN audit_events p ON e.prev_hash IS NULL \
+                            AND p.chain = e.chain AND p.seq = e.seq - 1";
+
+/// Where [`WALK_COLUMNS`] of one chain are read from, with [`of_chain`] in the condition.
+const WALK_EVENTS: &str = "audit_chains c JOIN audit_events e ON e.chain = c.chain \
+                           LEFT JOIN audit_agents a ON a.agent = e.agent \
+                           LEFT JOIN audit_reasons r ON r.reason = e.reason_ref";
 
 /// The condition selecting [`CHAIN_EVENTS`] of the gateway bound at `param`. It names the
 /// chain number twice: as the record's (so SQLite reads that record first, and once) and as a
@@ -131,6 +156,10 @@ mod col {
     pub const SHADOW_POLICY: usize = 24;
     pub const SHADOW_RULE: usize = 25;
     pub const REASON_TEMPLATE: usize = 26;
+    pub const ANCHOR_SEQ: usize = 27;
+    pub const ANCHOR_HASH: usize = 28;
+    /// `pos`, where a listing selects it after [`super::COLUMNS`].
+    pub const POS: usize = 29;
 }
 
 /// A text column that may be NULL, owned.
@@ -279,6 +308,12 @@ fn shadow_of(id: &str, row: &impl EventColumns) -> Result<Option<ShadowVerdict>,
 
 /// An audit event from a row of [`COLUMNS`].
 pub(crate) fn from_columns(row: &impl EventColumns) -> Result<AuditEvent, StoreError> {
+    event_of(row, None)
+}
+
+/// An audit event from a row of [`COLUMNS`] or [`WALK_COLUMNS`]; `derived` is the stored hash
+/// of the event before it, when the caller knows it.
+fn event_of(row: &impl EventColumns, derived: Option<&[u8]>) -> Result<AuditEvent, StoreError> {
     let TextBuffers {
         id: mut id_buffer,
         trace_id: mut trace_buffer,
@@ -329,9 +364,28 @@ pub(crate) fn from_columns(row: &impl EventColumns) -> Result<AuditEvent, StoreE
             id: id.to_owned(),
         },
         seq,
-        prev_hash: hash_hex(row, col::PREV_HASH, "prev_hash")?,
+        prev_hash: prev_hash_of(row, seq, derived)?,
         hash: hash_hex(row, col::HASH, "hash")?,
     })
+}
+
+/// The `prev_hash` of the row at `seq`, as hex: its own when it stores one, else the hash of
+/// the event before it (`derived`, which a walk knows, or the joined column of [`COLUMNS`]),
+/// else the chain's anchor for the first event after it; empty when the event before it is
+/// gone (verification reports the gap).
+fn prev_hash_of(
+    row: &impl EventColumns,
+    seq: u64,
+    derived: Option<&[u8]>,
+) -> Result<String, StoreError> {
+    if let Some(stored) = row.bytes(col::PREV_HASH, "prev_hash")?.or(derived) {
+        return Ok(hex::encode(stored));
+    }
+    let anchor_seq = optional_unsigned(row, col::ANCHOR_SEQ, "anchor_seq")?;
+    if anchor_seq.is_some_and(|anchor| anchor.checked_add(1) == Some(seq)) {
+        return Ok(required(row, col::ANCHOR_HASH, "anchor_hash")?.to_owned());
+    }
+    Ok(String::new())
 }
 
 /// The hashed fields of a row of [`COLUMNS`], borrowed from the row: what verification hashes
@@ -389,17 +443,19 @@ fn chained_fields_of<'a>(
 }
 
 /// Hashes one row again for verification and hands its place in the chain (`seq`,
-/// `prev_hash`, stored `hash`) and whether its stored hash is its content's to `link`. Hashed
+/// `prev_hash`, stored `hash`) and whether its stored hash is its content's to `link`.
+/// `derived` is the stored hash of the row before it, the `prev_hash` of a row that stores none. Hashed
 /// from the borrowed columns when they are as MeshGuard wrote them, else from the decoded event
 /// (the definition); a row that does not decode is an error.
 pub(super) fn verify_row(
     row: &impl EventColumns,
+    derived: Option<&[u8]>,
     link: impl FnOnce(u64, &str, &str, bool),
 ) -> Result<(), StoreError> {
     let (mut prev_hex, mut stored_hex) = ([0_u8; 64], [0_u8; 64]);
     let mut buffers = TextBuffers::default();
     if let (Some(prev_hash), Some(stored)) = (
-        row.bytes(col::PREV_HASH, "prev_hash")?,
+        row.bytes(col::PREV_HASH, "prev_hash")?.or(derived),
         row.bytes(col::HASH, "hash")?,
     ) && let Some(prev_hash) = hash_hex_into(prev_hash, &mut prev_hex)
         && let Some(fields) = chained_fields_of(row, prev_hash, &mut buffers)
@@ -409,7 +465,7 @@ pub(super) fn verify_row(
         link(fields.seq, fields.prev_hash, stored, true);
         return Ok(());
     }
-    let event = from_columns(row)?;
+    let event = event_of(row, derived)?;
     let matches = event_hash(&event) == event.hash;
     link(event.seq, &event.prev_hash, &event.hash, matches);
     Ok(())

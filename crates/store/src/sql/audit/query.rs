@@ -133,26 +133,26 @@ pub(crate) async fn query(store: &SqlStore, filter: &AuditFilter) -> Result<Audi
     let mut conditions = Conditions::default();
     if let Some(decision) = &filter.decision {
         let p = conditions.bind(Arg::Text(decision.clone()));
-        conditions.and(&format!("decision = {p}"));
+        conditions.and(&format!("e.decision = {p}"));
     }
     if let Some(code) = &filter.code {
         let p = conditions.bind(Arg::Text(code.clone()));
-        conditions.and(&format!("code = {p}"));
+        conditions.and(&format!("e.code = {p}"));
     }
     if let Some(agent) = &filter.agent {
         conditions.agent(agent);
     }
     if let Some(action) = &filter.action {
         if action.contains(['*', '?']) {
-            glob(store.dialect, &mut conditions, "action", action);
+            glob(store.dialect, &mut conditions, "e.action", action);
         } else {
             let p = conditions.bind(Arg::Text(action.clone()));
-            conditions.and(&format!("action = {p}"));
+            conditions.and(&format!("e.action = {p}"));
         }
     }
     if let Some(trace_id) = &filter.trace_id {
         let p = conditions.bind(Arg::Bytes(stored_id::to_stored(trace_id)));
-        conditions.and(&format!("trace_id = {p}"));
+        conditions.and(&format!("e.trace_id = {p}"));
     }
     // On SQLite, `kind`, `ts` and the chain are kept out of index selection (`+column`): the
     // page is read in `pos` order from the cursor (a seek on the primary key), with the time
@@ -164,7 +164,7 @@ pub(crate) async fn query(store: &SqlStore, filter: &AuditFilter) -> Result<Audi
     };
     if let Some(kind) = filter.kind {
         let p = conditions.bind(Arg::Text(kind.as_str().to_owned()));
-        conditions.and(&format!("{} = {p}", unindexed("kind")));
+        conditions.and(&format!("{} = {p}", unindexed("e.kind")));
     }
     if let Some(gateway) = &filter.gateway {
         let p = conditions.bind(Arg::Text(gateway.clone()));
@@ -172,26 +172,26 @@ pub(crate) async fn query(store: &SqlStore, filter: &AuditFilter) -> Result<Audi
     }
     if let Some(from) = filter.from {
         let p = conditions.bind(Arg::Int(micros(from)));
-        conditions.and(&format!("{} >= {p}", unindexed("ts")));
+        conditions.and(&format!("{} >= {p}", unindexed("e.ts")));
         // No event of the window comes before the first one at or after `from` (the ts index
         // finds it); on later pages the cursor bounds `pos` tighter.
         if store.dialect == Dialect::Sqlite && filter.cursor.is_none() {
             let q = conditions.bind(Arg::Int(micros(from)));
             conditions.and(&format!(
-                "pos >= COALESCE((SELECT MIN(pos) FROM audit_events WHERE ts >= {q}), 0)"
+                "e.pos >= COALESCE((SELECT MIN(pos) FROM audit_events WHERE ts >= {q}), 0)"
             ));
         }
     }
     if let Some(to) = filter.to {
         let p = conditions.bind(Arg::Int(micros(to)));
-        conditions.and(&format!("{} < {p}", unindexed("ts")));
+        conditions.and(&format!("{} < {p}", unindexed("e.ts")));
     }
     if let Some(cursor) = &filter.cursor {
         let position = decode_cursor(cursor, filter.order)?;
         let p = conditions.bind(Arg::Int(position));
         match filter.order {
-            AuditOrder::NewestFirst => conditions.and(&format!("pos < {p}")),
-            AuditOrder::OldestFirst => conditions.and(&format!("pos > {p}")),
+            AuditOrder::NewestFirst => conditions.and(&format!("e.pos < {p}")),
+            AuditOrder::OldestFirst => conditions.and(&format!("e.pos > {p}")),
         }
     }
     let direction = match filter.order {

@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::query::Arg;
 use super::verify::Page;
-use super::{CHAIN_EVENTS, COLUMNS, EventColumns, from_columns, of_chain};
+use super::{EventColumns, WALK_COLUMNS, WALK_EVENTS, col, from_columns, of_chain};
 use crate::{AuditEvent, StoreError};
 
 /// Connections kept open between reads (one per concurrent page of a walk, at most).
@@ -59,7 +59,7 @@ impl SqliteReader {
         result
     }
 
-    /// The events `sql` selects (its columns: [`COLUMNS`], then `pos`), with their positions;
+    /// The events `sql` selects (its columns: [`super::COLUMNS`], then `pos`), with their positions;
     /// `$n` placeholders take `args[n - 1]`.
     pub(super) fn events(
         &self,
@@ -87,10 +87,9 @@ impl SqliteReader {
             }
             let mut rows = statement.raw_query();
             let mut events = Vec::new();
-            let pos = COLUMNS.split(',').count();
             while let Some(row) = rows.next().map_err(|err| unavailable(&err))? {
                 let position = row
-                    .integer(pos, "pos")?
+                    .integer(col::POS, "pos")?
                     .ok_or_else(|| StoreError::Corrupt("an audit event has no pos".to_owned()))?;
                 events.push((from_columns(row)?, position));
             }
@@ -101,11 +100,17 @@ impl SqliteReader {
     /// The events of `gateway`'s chain with `after < seq <= through`, in order, each hashed
     /// again; a row that does not decode ends the page there. Blocking: run it on a blocking
     /// thread.
-    pub(super) fn page(&self, gateway: &str, after: i64, through: i64) -> Result<Page, StoreError> {
+    pub(super) fn page(
+        &self,
+        gateway: &str,
+        after: i64,
+        through: i64,
+        mut page: Page,
+    ) -> Result<Page, StoreError> {
         self.with_connection(|connection| {
             let mut statement = connection
                 .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM {CHAIN_EVENTS} WHERE {} AND e.seq > ?2 \
+                    "SELECT {WALK_COLUMNS} FROM {WALK_EVENTS} WHERE {} AND e.seq >= ?2 \
                      AND e.seq <= ?3 ORDER BY e.seq",
                     of_chain("?1")
                 ))
@@ -113,7 +118,6 @@ impl SqliteReader {
             let mut rows = statement
                 .query((gateway, after, through))
                 .map_err(|err| unavailable(&err))?;
-            let mut page = Page::default();
             while let Some(row) = rows.next().map_err(|err| unavailable(&err))? {
                 if !page.push(row) {
                     break;

@@ -5,7 +5,8 @@ use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
 use super::{
-    CHAIN_EVENTS, COLUMNS, EventColumns, checkpoint, from_row, of_chain, sqlite_walk, verify_row,
+    CHAIN_EVENTS, COLUMNS, EventColumns, WALK_COLUMNS, WALK_EVENTS, checkpoint, col, from_row,
+    of_chain, sqlite_walk, verify_row,
 };
 use crate::chain::{GENESIS_HASH, event_hash};
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -31,21 +32,52 @@ pub(super) struct Page {
     /// its stored hash is the one recomputed from it.
     links: Vec<(u64, usize, usize, bool)>,
     hashes: String,
+    /// The seq the page reads after: its row, when read, only gives the next its `prev_hash`.
+    after: u64,
+    /// The stored hash of the row before the next: the `prev_hash` of a row that stores none.
+    before: Option<Vec<u8>>,
     /// Why the row after the last event could not be decoded (the walk breaks there).
     pub(super) unreadable: Option<String>,
 }
 
 impl Page {
+    /// A page of the events after seq `after`, whose hash is `before` when the walk knows it
+    /// (else the page reads that event too).
+    pub(super) fn after(after: u64, before: Option<Vec<u8>>) -> Self {
+        Self {
+            after,
+            before,
+            ..Self::default()
+        }
+    }
+
     /// Adds the next row, hashed again; `false` (and the page ends) when the row did not
     /// decode.
     pub(super) fn push(&mut self, row: &impl EventColumns) -> bool {
-        let Self { links, hashes, .. } = self;
-        let added = verify_row(row, |seq, prev_hash, hash, matches| {
+        let seq = row.integer(col::SEQ, "seq").ok().flatten();
+        let stored = row
+            .bytes(col::HASH, "hash")
+            .ok()
+            .flatten()
+            .map(<[u8]>::to_vec);
+        if seq.and_then(|seq| u64::try_from(seq).ok()) == Some(self.after) && self.links.is_empty()
+        {
+            self.before = stored;
+            return true;
+        }
+        let Self {
+            links,
+            hashes,
+            before,
+            ..
+        } = self;
+        let added = verify_row(row, before.as_deref(), |seq, prev_hash, hash, matches| {
             hashes.push_str(prev_hash);
             let prev_end = hashes.len();
             hashes.push_str(hash);
             links.push((seq, prev_end, hashes.len(), matches));
         });
+        self.before = stored;
         match added {
             Ok(()) => true,
             Err(err) => {
@@ -85,17 +117,19 @@ async fn read_page(
     gateway: String,
     after: u64,
     through: u64,
+    before: Option<Vec<u8>>,
 ) -> Result<Page, StoreError> {
+    let page = Page::after(after, before);
     let (after, through) = (signed("seq", after)?, signed("seq", through)?);
     match source {
         Source::Sqlite(reader) => {
-            tokio::task::spawn_blocking(move || reader.page(&gateway, after, through))
+            tokio::task::spawn_blocking(move || reader.page(&gateway, after, through, page))
                 .await
                 .map_err(|err| StoreError::Unavailable(format!("reading a page failed: {err}")))?
         }
         Source::Pool(pool) => {
             let sql = format!(
-                "SELECT {COLUMNS} FROM {CHAIN_EVENTS} WHERE {} AND e.seq > $2 \
+                "SELECT {WALK_COLUMNS} FROM {WALK_EVENTS} WHERE {} AND e.seq >= $2 \
                  AND e.seq <= $3 ORDER BY e.seq",
                 of_chain("$1")
             );
@@ -106,7 +140,7 @@ async fn read_page(
                 .fetch_all(&pool)
                 .await
                 .map_err(db_error)?;
-            let mut page = Page::default();
+            let mut page = page;
             for row in &rows {
                 if !page.push(row) {
                     break;
@@ -328,9 +362,19 @@ async fn walk(
         None => Source::Pool(store.pool.clone()),
     };
     let gateway = chain.gateway.clone();
+    // The first page's `prev_hash` for a row that stores none is where the walk starts; the
+    // other pages read the event before them.
+    let start = hex::decode(walk.last().1).ok();
     let mut pages = futures::stream::iter(ranges)
         .map(|(after, through)| {
-            tokio::spawn(read_page(source.clone(), gateway.clone(), after, through))
+            let before = start.clone().filter(|_| after == from_seq);
+            tokio::spawn(read_page(
+                source.clone(),
+                gateway.clone(),
+                after,
+                through,
+                before,
+            ))
         })
         .buffered(PAGES_AHEAD);
     while let Some(page) = pages.next().await {
