@@ -35,7 +35,7 @@ pub(super) struct Page {
     /// The seq the page reads after: its row, when read, only gives the next its `prev_hash`.
     after: u64,
     /// The stored hash of the row before the next: the `prev_hash` of a row that stores none.
-    before: Option<Vec<u8>>,
+    before: Option<[u8; 32]>,
     /// Why the row after the last event could not be decoded (the walk breaks there).
     pub(super) unreadable: Option<String>,
 }
@@ -43,7 +43,7 @@ pub(super) struct Page {
 impl Page {
     /// A page of the events after seq `after`, whose hash is `before` when the walk knows it
     /// (else the page reads that event too).
-    pub(super) fn after(after: u64, before: Option<Vec<u8>>) -> Self {
+    pub(super) fn after(after: u64, before: Option<[u8; 32]>) -> Self {
         Self {
             after,
             before,
@@ -55,11 +55,13 @@ impl Page {
     /// decode.
     pub(super) fn push(&mut self, row: &impl EventColumns) -> bool {
         let seq = row.integer(col::SEQ, "seq").ok().flatten();
+        // A stored hash that is not 32 bytes breaks the chain at its own row, before the next
+        // one needs it.
         let stored = row
             .bytes(col::HASH, "hash")
             .ok()
             .flatten()
-            .map(<[u8]>::to_vec);
+            .and_then(|hash| <[u8; 32]>::try_from(hash).ok());
         if seq.and_then(|seq| u64::try_from(seq).ok()) == Some(self.after) && self.links.is_empty()
         {
             self.before = stored;
@@ -71,12 +73,16 @@ impl Page {
             before,
             ..
         } = self;
-        let added = verify_row(row, before.as_deref(), |seq, prev_hash, hash, matches| {
-            hashes.push_str(prev_hash);
-            let prev_end = hashes.len();
-            hashes.push_str(hash);
-            links.push((seq, prev_end, hashes.len(), matches));
-        });
+        let added = verify_row(
+            row,
+            before.as_ref().map(|hash| &hash[..]),
+            |seq, prev_hash, hash, matches| {
+                hashes.push_str(prev_hash);
+                let prev_end = hashes.len();
+                hashes.push_str(hash);
+                links.push((seq, prev_end, hashes.len(), matches));
+            },
+        );
         self.before = stored;
         match added {
             Ok(()) => true,
@@ -117,7 +123,7 @@ async fn read_page(
     gateway: String,
     after: u64,
     through: u64,
-    before: Option<Vec<u8>>,
+    before: Option<[u8; 32]>,
 ) -> Result<Page, StoreError> {
     let page = Page::after(after, before);
     let (after, through) = (signed("seq", after)?, signed("seq", through)?);
@@ -364,10 +370,13 @@ async fn walk(
     let gateway = chain.gateway.clone();
     // The first page's `prev_hash` for a row that stores none is where the walk starts; the
     // other pages read the event before them.
-    let start = hex::decode(walk.last().1).ok();
+    let mut start = [0_u8; 32];
+    let start = hex::decode_to_slice(walk.last().1, &mut start)
+        .ok()
+        .map(|()| start);
     let mut pages = futures::stream::iter(ranges)
         .map(|(after, through)| {
-            let before = start.clone().filter(|_| after == from_seq);
+            let before = start.filter(|_| after == from_seq);
             tokio::spawn(read_page(
                 source.clone(),
                 gateway.clone(),
