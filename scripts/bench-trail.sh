@@ -92,7 +92,10 @@ PY
 events="$(cli audit stats --period 1 --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["total"])')"
 now_us="$(python3 -c 'import time; print(int(time.time() * 1e6))')"
 from_us=$((now_us - 3600 * 1000000))
-old_sql="SELECT COUNT(*), SUM(CASE WHEN decision = 'allow' THEN 1 ELSE 0 END), SUM(CASE WHEN decision = 'deny' THEN 1 ELSE 0 END) FROM audit_events WHERE kind = 'check' AND ts >= $from_us AND ts < $now_us; SELECT action, COUNT(*) AS n FROM audit_events WHERE kind = 'check' AND ts >= $from_us AND ts < $now_us AND decision = 'deny' GROUP BY action ORDER BY n DESC LIMIT 10;"
+# Rows name their outcome (kind, decision, …) by number: the count joins it, as reads do.
+events_sql="audit_events e LEFT JOIN audit_outcomes o ON o.outcome = e.outcome WHERE COALESCE(e.kind, o.kind) = 'check' AND e.ts >= $from_us AND e.ts < $now_us"
+decision="COALESCE(e.decision, o.decision)"
+old_sql="SELECT COUNT(*), SUM(CASE WHEN $decision = 'allow' THEN 1 ELSE 0 END), SUM(CASE WHEN $decision = 'deny' THEN 1 ELSE 0 END) FROM $events_sql; SELECT e.action, COUNT(*) AS n FROM $events_sql AND $decision = 'deny' GROUP BY e.action ORDER BY n DESC LIMIT 10;"
 stats_new="$(best_of_3 "$bin" --url "$url" --admin-token "$admin_token" audit stats --period 1 --json)"
 stats_old="$(best_of_3 "${sql[@]}" "$old_sql")"
 verify="$(best_of_3 "$bin" --url "$url" --admin-token "$admin_token" audit verify --full)"

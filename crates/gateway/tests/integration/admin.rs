@@ -537,7 +537,8 @@ async fn refuse_admin_events(gw: &TestGateway, refuse: bool) {
     };
     let sql = if refuse {
         "CREATE TRIGGER refuse_admin_events BEFORE INSERT ON audit_events \
-         WHEN NEW.kind IN ('admin', 'approval') \
+         WHEN (SELECT kind FROM audit_outcomes WHERE outcome = NEW.outcome) \
+         IN ('admin', 'approval') \
          BEGIN SELECT RAISE(ABORT, 'disk refused the write'); END"
     } else {
         "DROP TRIGGER refuse_admin_events"

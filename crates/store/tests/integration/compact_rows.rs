@@ -1,10 +1,13 @@
-//! Migrations 8 and 9 copy every audit event into the compact row (the chain and the agent as
-//! numbers, hashes as bytes, then ids and trace ids as bytes and reasons as templates). A trail written in the earlier
-//! layout comes back unchanged: the same events (ids and trace ids of every form), the same
+//! Migrations 8, 9 and 10 copy every audit event into the compact row (the chain and the agent
+//! as numbers, hashes as bytes, then ids and trace ids as bytes and reasons as templates, then
+//! outcomes as numbers). A trail written in the earlier layout comes back unchanged: the same events (ids and trace ids of every form), the same
 //! hashes, verifying; tampering done before the migration is still found after it; `pos` and
 //! each chain's `seq` go on where they were.
 
-use meshguard_store::{AuditEvent, AuditFilter, AuditOrder, StoreLocation, chain_event};
+use meshguard_policy::{Code, Effect};
+use meshguard_store::{
+    AuditEvent, AuditFilter, AuditOrder, ShadowVerdict, StoreLocation, chain_event,
+};
 use sqlx::Connection as _;
 use time::Duration;
 use time::macros::datetime;
@@ -40,9 +43,9 @@ async fn insert_old_row(conn: &mut sqlx::AnyConnection, event: &AuditEvent, hash
     sqlx::query(
         "INSERT INTO audit_events (id, gateway, seq, ts, kind, agent_id, agent_name, action, \
          resource, decision, code, reason, policy, trace_id, context, latency_us, prev_hash, \
-         hash) \
+         hash, rule, shadow_decision, shadow_code, shadow_policy, shadow_rule) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18)",
+         $18, $19, $20, $21, $22, $23)",
     )
     .bind(&e.id)
     .bind(&e.gateway)
@@ -62,6 +65,11 @@ async fn insert_old_row(conn: &mut sqlx::AnyConnection, event: &AuditEvent, hash
     .bind(e.latency_us.map(|us| i64::try_from(us).unwrap()))
     .bind(&event.prev_hash)
     .bind(hash)
+    .bind(&e.rule)
+    .bind(e.shadow.as_ref().map(|s| s.decision.as_str()))
+    .bind(e.shadow.as_ref().map(|s| s.code.as_str()))
+    .bind(e.shadow.as_ref().and_then(|s| s.policy.clone()))
+    .bind(e.shadow.as_ref().and_then(|s| s.rule.clone()))
     .execute(&mut *conn)
     .await
     .unwrap();
@@ -120,6 +128,32 @@ async fn a_trail_in_the_earlier_layout_migrates_to_compact_rows(db: TestDb) {
             3 => None,
             4 => Some(format!("odd \u{1} reason for {}", new.action)),
             _ => new.reason.take(),
+        };
+        // Outcomes of every form: rules named, none and empty, policies with characters
+        // beyond ASCII, and shadow verdicts with and without their policy and rule.
+        new.rule = match i % 4 {
+            0 => Some("rule-1".to_owned()),
+            1 => None,
+            2 => Some(String::new()),
+            _ => Some("1:rule-1-".to_owned()),
+        };
+        if i % 7 == 0 {
+            new.policy = Some("pölicy".to_owned());
+        }
+        new.shadow = match i % 5 {
+            0 => Some(ShadowVerdict {
+                decision: Effect::Allow,
+                code: Code::Allowed,
+                policy: Some("next".to_owned()),
+                rule: None,
+            }),
+            1 => Some(ShadowVerdict {
+                decision: Effect::Deny,
+                code: Code::DefaultDeny,
+                policy: None,
+                rule: None,
+            }),
+            _ => None,
         };
         match i {
             3 => new.id = format!("{:08X}-0000-7000-8000-{i:012X}", i + 0xabc),
@@ -312,6 +346,30 @@ async fn a_trail_in_the_earlier_layout_migrates_to_compact_rows(db: TestDb) {
         "reasons kept in the row"
     );
     assert!(with_marker > 0);
+    // Outcomes are numbers: no row keeps its kind, and one outcome stands for each
+    // combination of the trail (the appended event's is one of them).
+    let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE kind IS NOT NULL")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(kept, 0);
+    let combinations: std::collections::BTreeSet<String> = originals
+        .iter()
+        .chain(&more)
+        .map(|e| {
+            let e = &e.event;
+            format!(
+                "{:?}",
+                (e.kind, e.decision, e.code, &e.policy, &e.rule, &e.shadow)
+            )
+        })
+        .collect();
+    let outcomes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_outcomes")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(outcomes, i64::try_from(combinations.len()).unwrap());
+    assert!(combinations.len() > 10, "{combinations:?}");
     let pos: i64 = sqlx::query_scalar("SELECT MAX(pos) FROM audit_events")
         .fetch_one(&mut conn)
         .await

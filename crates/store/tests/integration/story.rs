@@ -1096,12 +1096,18 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
         report.chains[1].broken.is_none(),
         "the other chain is intact"
     );
+    // The same decision written into the row reads as the outcome's: nothing is altered.
     db.raw(&format!(
         "UPDATE audit_events SET decision = 'deny' WHERE {} AND seq = 10",
         TestDb::chain_of("gw-a")
     ))
     .await;
     assert!(verify_full(store).await.ok, "restored");
+    db.raw(&format!(
+        "UPDATE audit_events SET decision = NULL WHERE {} AND seq = 10",
+        TestDb::chain_of("gw-a")
+    ))
+    .await;
 
     // Recomputing the altered event's hash moves the break to the next link.
     let original: String = hash_of(db, "gw-a", 20).await;
@@ -1154,9 +1160,10 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
     assert!(broken.reason.contains("altered"), "{}", broken.reason);
     db.raw(&set_context(context.replace('\'', "''"))).await;
 
-    // A spelling MeshGuard never writes makes the event unreadable: the walk stops there.
+    // A spelling MeshGuard never writes makes the event unreadable: the walk stops there. (The
+    // row stores its kind as the number of its outcome; a kind written into the row wins.)
     db.raw(&format!(
-        "UPDATE audit_events SET kind = UPPER(kind) WHERE {} AND seq = 30",
+        "UPDATE audit_events SET kind = 'CHECK' WHERE {} AND seq = 30",
         TestDb::chain_of("gw-a")
     ))
     .await;
@@ -1169,7 +1176,7 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
         broken.reason
     );
     db.raw(&format!(
-        "UPDATE audit_events SET kind = LOWER(kind) WHERE {} AND seq = 30",
+        "UPDATE audit_events SET kind = NULL WHERE {} AND seq = 30",
         TestDb::chain_of("gw-a")
     ))
     .await;
@@ -1178,7 +1185,7 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
     // A row written past the chain's head, behind MeshGuard's back, is a break.
     let columns = "chain, ts, kind, agent, agent_name, action, resource, decision, code, \
                    reason, policy, rule, trace_id, approval_id, status, result, context, \
-                   latency_us, prev_hash, hash";
+                   latency_us, prev_hash, hash, reason_ref, outcome";
     db.raw(&format!(
         "INSERT INTO audit_events (id, seq, {columns}) SELECT 'forged', seq + 1, {columns} \
          FROM audit_events WHERE chain = (SELECT chain FROM audit_chains WHERE gateway = 'gw-a') \
@@ -1204,6 +1211,45 @@ async fn tampering(store: &Arc<dyn Store>, db: &TestDb) {
     assert!(broken.reason.contains("hash"), "{broken:?}");
     db.raw("UPDATE audit_reasons SET template = substr(template, 1, length(template) - 1)")
         .await;
+    assert!(verify_full(store).await.ok);
+
+    // Rows store their kind, decision, code, policy, rule and shadow verdict as the number of
+    // an outcome: turning the denials' outcomes into allows alters every event that reads them.
+    let denied: Vec<i64> = {
+        use sqlx::Connection;
+        let mut conn = sqlx::AnyConnection::connect(&db.raw_url).await.unwrap();
+        sqlx::query_scalar(
+            "SELECT CAST(outcome AS BIGINT) FROM audit_outcomes WHERE decision = 'deny'",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+    };
+    assert!(!denied.is_empty());
+    let denied = denied
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    db.raw(&format!(
+        "UPDATE audit_outcomes SET decision = 'allow' WHERE outcome IN ({denied})"
+    ))
+    .await;
+    let report = verify_full(store).await;
+    let broken = report.first_break().unwrap();
+    assert!(broken.reason.contains("altered"), "{broken:?}");
+    let denials = store
+        .query_audit(&AuditFilter {
+            decision: Some("deny".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(denials.entries.is_empty(), "{:?}", denials.entries.first());
+    db.raw(&format!(
+        "UPDATE audit_outcomes SET decision = 'deny' WHERE outcome IN ({denied})"
+    ))
+    .await;
     assert!(verify_full(store).await.ok);
 }
 

@@ -2,17 +2,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use meshguard_policy::Effect;
 use sqlx::AnyConnection;
 
+use super::outcomes::Outcome;
 use super::{reasons, rollup, stored_id};
 use crate::chain::{GENESIS_HASH, canonical_json, event_hash, timestamp};
 use crate::sql::{
     Dialect, SqlStore, column, db_error, is_unique_violation, micros, signed, unsigned,
 };
 use crate::{
-    AuditEvent, EventCode, MAX_ACTION_BYTES, MAX_REASON_BYTES, MAX_RESULT_BYTES, NewAuditEvent,
-    StoreError,
+    AuditEvent, MAX_ACTION_BYTES, MAX_REASON_BYTES, MAX_RESULT_BYTES, NewAuditEvent, StoreError,
 };
 
 /// Most events per `INSERT` statement. One statement per event costs a round trip per event (on
@@ -22,12 +21,11 @@ const MAX_ROWS_PER_INSERT: usize = 64;
 
 /// Columns of `audit_events` written per event, in the order `insert` binds them. `prev_hash`
 /// is not written: an event's is always the hash of the event before it in its chain (or the
-/// chain's anchor), which reads take from there.
-const INSERT_COLUMNS: &str = "id, chain, seq, ts, kind, agent, agent_name, action, resource, \
-                              decision, code, reason, policy, rule, trace_id, approval_id, \
-                              status, result, context, latency_us, hash, \
-                              shadow_decision, shadow_code, shadow_policy, shadow_rule, \
-                              reason_ref";
+/// chain's anchor), which reads take from there. Nor are the nine columns of the event's
+/// outcome (`outcomes`): the row stores its number.
+const INSERT_COLUMNS: &str = "id, chain, seq, ts, agent, agent_name, action, resource, reason, \
+                              trace_id, approval_id, status, result, context, latency_us, hash, \
+                              reason_ref, outcome";
 
 /// The last committed event of a chain, and the chain's number (what its rows store).
 struct Head {
@@ -304,7 +302,8 @@ fn insert_size(remaining: usize) -> usize {
 }
 
 /// Inserts `events` (chained, in order) in multi-row `INSERT`s of at most
-/// [`MAX_ROWS_PER_INSERT`], numbering their agents and their reasons' templates first.
+/// [`MAX_ROWS_PER_INSERT`], numbering their agents, their reasons' templates and their outcomes
+/// first.
 async fn insert_all(
     tx: &mut AnyConnection,
     dialect: Dialect,
@@ -314,7 +313,7 @@ async fn insert_all(
     let agent_ids = events
         .iter()
         .filter_map(|e| e.event.agent.as_ref().map(|agent| agent.id.as_str()));
-    let agents = numbers(tx, Numbering::Agents, agent_ids).await?;
+    let agents = numbers(tx, Numbering::Agents, agent_ids.map(|id| (id, &[][..]))).await?;
     let templates: Vec<Option<String>> = events
         .iter()
         .map(|e| {
@@ -325,21 +324,42 @@ async fn insert_all(
     let reasons = numbers(
         tx,
         Numbering::Reasons,
-        templates.iter().flatten().map(String::as_str),
+        templates
+            .iter()
+            .flatten()
+            .map(|template| (template.as_str(), &[][..])),
+    )
+    .await?;
+    let outcomes: Vec<(String, Outcome)> = events
+        .iter()
+        .map(|e| {
+            let outcome = Outcome::of(&e.event);
+            (outcome.key(), outcome)
+        })
+        .collect();
+    let outcome_numbers = numbers(
+        tx,
+        Numbering::Outcomes,
+        outcomes
+            .iter()
+            .map(|(key, outcome)| (key.as_str(), &outcome.fields[..])),
     )
     .await?;
     let numbers = RowNumbers {
         heads,
         agents: &agents,
         reasons: &reasons,
+        outcomes: &outcome_numbers,
     };
-    let (mut rest, mut rest_templates) = (events, templates.as_slice());
+    let (mut rest, mut rest_templates, mut rest_outcomes) =
+        (events, templates.as_slice(), outcomes.as_slice());
     while !rest.is_empty() {
         let size = insert_size(rest.len());
-        let ((rows, tail), (row_templates, templates_tail)) =
-            (rest.split_at(size), rest_templates.split_at(size));
-        insert(tx, dialect, &numbers, rows, row_templates).await?;
-        (rest, rest_templates) = (tail, templates_tail);
+        let (rows, tail) = rest.split_at(size);
+        let (row_templates, templates_tail) = rest_templates.split_at(size);
+        let (row_outcomes, outcomes_tail) = rest_outcomes.split_at(size);
+        insert(tx, dialect, &numbers, rows, row_templates, row_outcomes).await?;
+        (rest, rest_templates, rest_outcomes) = (tail, templates_tail, outcomes_tail);
     }
     Ok(())
 }
@@ -351,6 +371,8 @@ enum Numbering {
     Agents,
     /// `audit_reasons`: reason templates (`reasons`).
     Reasons,
+    /// `audit_outcomes`: outcomes (`outcomes`), by key, with their nine columns.
+    Outcomes,
 }
 
 impl Numbering {
@@ -358,6 +380,7 @@ impl Numbering {
         match self {
             Self::Agents => "SELECT agent FROM audit_agents WHERE agent_id = $1",
             Self::Reasons => "SELECT reason FROM audit_reasons WHERE template = $1",
+            Self::Outcomes => "SELECT outcome FROM audit_outcomes WHERE key = $1",
         }
     }
 
@@ -369,27 +392,37 @@ impl Numbering {
             Self::Reasons => {
                 "INSERT INTO audit_reasons (template) VALUES ($1) ON CONFLICT DO NOTHING"
             }
+            Self::Outcomes => {
+                "INSERT INTO audit_outcomes (key, kind, decision, code, policy, rule, \
+                 shadow_decision, shadow_code, shadow_policy, shadow_rule) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING"
+            }
         }
     }
 }
 
-/// The number of each text `keys` name, numbering those seen for the first time. One read per
-/// distinct text of the batch; an insert only for a new one, which on PostgreSQL never waits
-/// on a row lock another gateway holds (`DO NOTHING` locks nothing). Rows are never deleted:
-/// events outlive their agent, and a template costs a few bytes once.
+/// The number of each text `keys` name, numbering those seen for the first time (with the
+/// columns that come with the key, bound after it). One read per distinct text of the batch;
+/// an insert only for a new one, which on PostgreSQL never waits on a row lock another gateway
+/// holds (`DO NOTHING` locks nothing). Rows are never deleted: events outlive their agent, and
+/// a template or an outcome costs a few bytes once.
 async fn numbers<'k>(
     tx: &mut AnyConnection,
     numbering: Numbering,
-    keys: impl Iterator<Item = &'k str>,
+    keys: impl Iterator<Item = (&'k str, &'k [Option<&'k str>])>,
 ) -> Result<BTreeMap<&'k str, i64>, StoreError> {
-    let keys: BTreeSet<&str> = keys.collect();
+    let keys: BTreeMap<&str, &[Option<&str>]> = keys.collect();
     let mut numbers = BTreeMap::new();
-    for key in keys {
+    for (key, columns) in keys {
         let number = match number(tx, numbering, key).await? {
             Some(number) => number,
             None => {
-                sqlx::query(numbering.insert())
-                    .bind(key)
+                columns
+                    .iter()
+                    .fold(
+                        sqlx::query(numbering.insert()).bind(key),
+                        |query, column| query.bind(*column),
+                    )
                     .execute(&mut *tx)
                     .await
                     .map_err(db_error)?;
@@ -415,26 +448,31 @@ async fn number(
         .map_err(db_error)
 }
 
-/// The numbers a batch's rows store instead of texts: chains, agents, reason templates.
+/// The numbers a batch's rows store instead of texts: chains, agents, reason templates,
+/// outcomes.
 struct RowNumbers<'a> {
     heads: &'a BTreeMap<&'a str, Head>,
     agents: &'a BTreeMap<&'a str, i64>,
     reasons: &'a BTreeMap<&'a str, i64>,
+    outcomes: &'a BTreeMap<&'a str, i64>,
 }
 
-/// Inserts `rows` with one multi-row `INSERT`; `numbers` number their chains, agents and the
-/// `templates` of their reasons (one per row, `None` for a reason stored as it is).
+/// Inserts `rows` with one multi-row `INSERT`; `numbers` number their chains, agents, the
+/// `templates` of their reasons (one per row, `None` for a reason stored as it is) and their
+/// `outcomes` (one per row, by key).
 async fn insert(
     tx: &mut AnyConnection,
     dialect: Dialect,
     numbers: &RowNumbers<'_>,
     rows: &[AuditEvent],
     templates: &[Option<String>],
+    outcomes: &[(String, Outcome<'_>)],
 ) -> Result<(), StoreError> {
     let RowNumbers {
         heads,
         agents,
         reasons,
+        outcomes: outcome_numbers,
     } = numbers;
     let width = INSERT_COLUMNS.split(',').count();
     let placeholders: Vec<String> = (0..rows.len())
@@ -452,12 +490,21 @@ async fn insert(
     );
     let mut query = sqlx::query(&sql);
     for (
-        AuditEvent {
-            event, seq, hash, ..
-        },
-        template,
-    ) in rows.iter().zip(templates)
+        (
+            AuditEvent {
+                event, seq, hash, ..
+            },
+            template,
+        ),
+        (outcome_key, _),
+    ) in rows.iter().zip(templates).zip(outcomes)
     {
+        let outcome = outcome_numbers
+            .get(outcome_key.as_str())
+            .copied()
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("no number loaded for outcome `{outcome_key}`"))
+            })?;
         let reason_ref = template
             .as_deref()
             .map(|template| {
@@ -478,7 +525,6 @@ async fn insert(
             .bind(chain)
             .bind(signed("seq", *seq)?)
             .bind(micros(event.ts))
-            .bind(event.kind.as_str())
             .bind(
                 event
                     .agent
@@ -496,11 +542,7 @@ async fn insert(
             .bind(event.agent.as_ref().map(|agent| agent.name.as_str()))
             .bind(&event.action)
             .bind(&event.resource)
-            .bind(event.decision.map(Effect::as_str))
-            .bind(event.code.map(EventCode::as_str))
             .bind(event.reason.as_deref().filter(|_| reason_ref.is_none()))
-            .bind(&event.policy)
-            .bind(&event.rule)
             .bind(event.trace_id.as_deref().map(stored_id::to_stored))
             .bind(&event.approval_id)
             .bind(&event.status)
@@ -513,11 +555,8 @@ async fn insert(
                     .transpose()?,
             )
             .bind(hash_bytes("hash", hash)?)
-            .bind(event.shadow.as_ref().map(|s| s.decision.as_str()))
-            .bind(event.shadow.as_ref().map(|s| s.code.as_str()))
-            .bind(event.shadow.as_ref().and_then(|s| s.policy.clone()))
-            .bind(event.shadow.as_ref().and_then(|s| s.rule.clone()))
-            .bind(reason_ref);
+            .bind(reason_ref)
+            .bind(outcome);
     }
     query.execute(&mut *tx).await.map_err(|err| {
         if is_unique_violation(&err) {

@@ -1,8 +1,24 @@
 //! The audit trail: append (hash chain), query, stats, verify, retention.
 
+/// Joins a row of `audit_events e` to its outcome (`o`, see [`outcomes`]).
+macro_rules! outcome_join {
+    () => {
+        "LEFT JOIN audit_outcomes o ON o.outcome = e.outcome"
+    };
+}
+
+/// An outcome column of a row of `audit_events e` joined with [`outcome_join`]: the row's own value when it stores one (what a hand edit writes wins, so
+/// that verification sees it), else its outcome's.
+macro_rules! outcome_column {
+    ($name:literal) => {
+        concat!("COALESCE(e.", $name, ", o.", $name, ")")
+    };
+}
+
 mod append;
 mod checkpoint;
 mod follow;
+mod outcomes;
 mod query;
 mod reasons;
 mod retention;
@@ -39,19 +55,34 @@ use crate::{
 macro_rules! event_columns {
     ($prev:literal) => {
         concat!(
-            "e.id, c.gateway, e.seq, e.ts, e.kind, a.agent_id, e.agent_name, e.action, \
-             e.resource, e.decision, e.code, e.reason, e.policy, e.rule, e.trace_id, \
-             e.approval_id, e.status, e.result, e.context, e.latency_us, ",
+            "e.id, c.gateway, e.seq, e.ts, ",
+            outcome_column!("kind"),
+            ", a.agent_id, e.agent_name, e.action, e.resource, ",
+            outcome_column!("decision"),
+            ", ",
+            outcome_column!("code"),
+            ", e.reason, ",
+            outcome_column!("policy"),
+            ", ",
+            outcome_column!("rule"),
+            ", e.trace_id, e.approval_id, e.status, e.result, e.context, e.latency_us, ",
             $prev,
-            ", e.hash, e.shadow_decision, e.shadow_code, e.shadow_policy, e.shadow_rule, \
-             r.template, c.anchor_seq, c.anchor_hash"
+            ", e.hash, ",
+            outcome_column!("shadow_decision"),
+            ", ",
+            outcome_column!("shadow_code"),
+            ", ",
+            outcome_column!("shadow_policy"),
+            ", ",
+            outcome_column!("shadow_rule"),
+            ", r.template, c.anchor_seq, c.anchor_hash"
         )
     };
 }
 
 /// An event's columns, read from [`EVENTS`]: the row (`e`), its chain's record (`c`), its
-/// agent's id (`a`), its reason's template (`r`, see [`reasons`]) and the hash of the event
-/// before it (`p`). A row stores no `prev_hash` when it is that hash (MeshGuard writes none):
+/// agent's id (`a`), its reason's template (`r`, see [`reasons`]), its outcome (`o`, see
+/// [`outcomes`]) and the hash of the event before it (`p`). A row stores no `prev_hash` when it is that hash (MeshGuard writes none):
 /// it is read from the row before, or from the chain's anchor for the first row after it.
 const COLUMNS: &str = event_columns!("COALESCE(e.prev_hash, p.hash)");
 
@@ -63,25 +94,34 @@ const WALK_COLUMNS: &str = event_columns!("e.prev_hash");
 /// gateway's instance id is stored once, in `audit_chains`, the agent's id in `audit_agents`);
 /// the left join keeps a row whose chain record is gone (its gateway then reads as NULL, and
 /// decoding says so).
-const EVENTS: &str = "audit_events e LEFT JOIN audit_chains c ON c.chain = e.chain \
-                      LEFT JOIN audit_agents a ON a.agent = e.agent \
-                      LEFT JOIN audit_reasons r ON r.reason = e.reason_ref \
-                      LEFT JOIN audit_events p ON e.prev_hash IS NULL AND p.chain = e.chain \
-                      AND p.seq = e.seq - 1";
+const EVENTS: &str = concat!(
+    "audit_events e LEFT JOIN audit_chains c ON c.chain = e.chain \
+     LEFT JOIN audit_agents a ON a.agent = e.agent \
+     LEFT JOIN audit_reasons r ON r.reason = e.reason_ref ",
+    outcome_join!(),
+    " LEFT JOIN audit_events p ON e.prev_hash IS NULL AND p.chain = e.chain \
+     AND p.seq = e.seq - 1"
+);
 
 /// Where [`COLUMNS`] of one chain are read from, with [`of_chain`] in the condition: the
 /// chain's record is looked up once, then its rows through `(chain, seq)` (with [`EVENTS`],
 /// once per row).
-const CHAIN_EVENTS: &str = "audit_chains c JOIN audit_events e ON e.chain = c.chain \
-                            LEFT JOIN audit_agents a ON a.agent = e.agent \
-                            LEFT JOIN audit_reasons r ON r.reason = e.reason_ref \
-                            LEFT JOIN audit_events p ON e.prev_hash IS NULL \
-                            AND p.chain = e.chain AND p.seq = e.seq - 1";
+const CHAIN_EVENTS: &str = concat!(
+    "audit_chains c JOIN audit_events e ON e.chain = c.chain \
+     LEFT JOIN audit_agents a ON a.agent = e.agent \
+     LEFT JOIN audit_reasons r ON r.reason = e.reason_ref ",
+    outcome_join!(),
+    " LEFT JOIN audit_events p ON e.prev_hash IS NULL \
+     AND p.chain = e.chain AND p.seq = e.seq - 1"
+);
 
 /// Where [`WALK_COLUMNS`] of one chain are read from, with [`of_chain`] in the condition.
-const WALK_EVENTS: &str = "audit_chains c JOIN audit_events e ON e.chain = c.chain \
-                           LEFT JOIN audit_agents a ON a.agent = e.agent \
-                           LEFT JOIN audit_reasons r ON r.reason = e.reason_ref";
+const WALK_EVENTS: &str = concat!(
+    "audit_chains c JOIN audit_events e ON e.chain = c.chain \
+     LEFT JOIN audit_agents a ON a.agent = e.agent \
+     LEFT JOIN audit_reasons r ON r.reason = e.reason_ref ",
+    outcome_join!()
+);
 
 /// The condition selecting [`CHAIN_EVENTS`] of the gateway bound at `param`. It names the
 /// chain number twice: as the record's (so SQLite reads that record first, and once) and as a

@@ -133,11 +133,11 @@ pub(crate) async fn query(store: &SqlStore, filter: &AuditFilter) -> Result<Audi
     let mut conditions = Conditions::default();
     if let Some(decision) = &filter.decision {
         let p = conditions.bind(Arg::Text(decision.clone()));
-        conditions.and(&format!("e.decision = {p}"));
+        conditions.and(&format!("{} = {p}", outcome_column!("decision")));
     }
     if let Some(code) = &filter.code {
         let p = conditions.bind(Arg::Text(code.clone()));
-        conditions.and(&format!("e.code = {p}"));
+        conditions.and(&format!("{} = {p}", outcome_column!("code")));
     }
     if let Some(agent) = &filter.agent {
         conditions.agent(agent);
@@ -154,17 +154,18 @@ pub(crate) async fn query(store: &SqlStore, filter: &AuditFilter) -> Result<Audi
         let p = conditions.bind(Arg::Bytes(stored_id::to_stored(trace_id)));
         conditions.and(&format!("e.trace_id = {p}"));
     }
-    // On SQLite, `kind`, `ts` and the chain are kept out of index selection (`+column`): the
-    // page is read in `pos` order from the cursor (a seek on the primary key), with the time
-    // window bounding `pos` below; through an index on them every page sorted the whole window
-    // (or chain) again, so walking a long one cost its length squared.
+    // On SQLite, `ts` and the chain are kept out of index selection (`+column`; `kind` is read
+    // from the outcome, which no index has): the page is read in `pos` order from the cursor
+    // (a seek on the primary key), with the time window bounding `pos` below; through an index
+    // on them every page sorted the whole window (or chain) again, so walking a long one cost
+    // its length squared.
     let unindexed = |column: &str| match store.dialect {
         Dialect::Sqlite => format!("+{column}"),
         Dialect::Postgres => column.to_owned(),
     };
     if let Some(kind) = filter.kind {
         let p = conditions.bind(Arg::Text(kind.as_str().to_owned()));
-        conditions.and(&format!("{} = {p}", unindexed("e.kind")));
+        conditions.and(&format!("{} = {p}", outcome_column!("kind")));
     }
     if let Some(gateway) = &filter.gateway {
         let p = conditions.bind(Arg::Text(gateway.clone()));

@@ -86,17 +86,25 @@ pub(super) async fn tally_prefix(
     last_seq: i64,
 ) -> Result<Tally, StoreError> {
     let rows = sqlx::query(&format!(
-        "SELECT e.ts / {MINUTE_US} AS minute, COALESCE(a.agent_id, '') AS agent_id, \
-         COALESCE(e.agent_name, '') AS agent_name, COALESCE(e.decision, '') AS decision, \
-         e.action, COALESCE(e.shadow_policy, '') AS shadow_policy, \
-         COALESCE(e.shadow_decision, '') AS shadow_decision, COUNT(*) AS n \
-         FROM audit_events e LEFT JOIN audit_agents a ON a.agent = e.agent \
-         WHERE e.chain = {chain} AND e.seq > $3 AND e.seq <= $2 AND e.kind = 'check' \
-         AND e.ts >= 0 \
-         GROUP BY e.ts / {MINUTE_US}, COALESCE(a.agent_id, ''), COALESCE(e.agent_name, ''), \
-         COALESCE(e.decision, ''), e.action, COALESCE(e.shadow_policy, ''), \
-         COALESCE(e.shadow_decision, '')",
-        chain = super::chain_of("$1")
+        concat!(
+            "SELECT e.ts / {MINUTE_US} AS minute, COALESCE(a.agent_id, '') AS agent_id, \
+             COALESCE(e.agent_name, '') AS agent_name, COALESCE({decision}, '') AS decision, \
+             e.action, COALESCE({shadow_policy}, '') AS shadow_policy, \
+             COALESCE({shadow_decision}, '') AS shadow_decision, COUNT(*) AS n \
+             FROM audit_events e LEFT JOIN audit_agents a ON a.agent = e.agent ",
+            outcome_join!(),
+            " WHERE e.chain = {chain} AND e.seq > $3 AND e.seq <= $2 AND {kind} = 'check' \
+             AND e.ts >= 0 \
+             GROUP BY e.ts / {MINUTE_US}, COALESCE(a.agent_id, ''), COALESCE(e.agent_name, ''), \
+             COALESCE({decision}, ''), e.action, COALESCE({shadow_policy}, ''), \
+             COALESCE({shadow_decision}, '')"
+        ),
+        MINUTE_US = MINUTE_US,
+        chain = super::chain_of("$1"),
+        kind = outcome_column!("kind"),
+        decision = outcome_column!("decision"),
+        shadow_policy = outcome_column!("shadow_policy"),
+        shadow_decision = outcome_column!("shadow_decision"),
     ))
     .bind(gateway)
     .bind(last_seq)

@@ -32,10 +32,24 @@ fn events(binds: &mut Conditions, query: &StatsQuery, lower: i64, upper: i64, si
         None => String::new(),
     };
     format!(
-        "SELECT e.ts, a.agent_id, e.agent_name, e.decision, e.action, e.shadow_policy, \
-         e.shadow_decision, {sign} AS n \
-         FROM audit_events e LEFT JOIN audit_agents a ON a.agent = e.agent \
-         WHERE e.kind = 'check' AND e.ts >= {l} AND e.ts < {u}{agent}"
+        concat!(
+            "SELECT e.ts, a.agent_id, e.agent_name, ",
+            outcome_column!("decision"),
+            " AS decision, e.action, ",
+            outcome_column!("shadow_policy"),
+            " AS shadow_policy, ",
+            outcome_column!("shadow_decision"),
+            " AS shadow_decision, {sign} AS n \
+             FROM audit_events e LEFT JOIN audit_agents a ON a.agent = e.agent ",
+            outcome_join!(),
+            " WHERE ",
+            outcome_column!("kind"),
+            " = 'check' AND e.ts >= {l} AND e.ts < {u}{agent}"
+        ),
+        sign = sign,
+        l = l,
+        u = u,
+        agent = agent
     )
 }
 
