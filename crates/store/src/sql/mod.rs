@@ -38,6 +38,24 @@ use crate::{
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
+/// The small tables that name what audit rows store by number: chains, agents, reason templates
+/// and outcomes.
+const AUDIT_NUMBERINGS: &str = "audit_chains, audit_agents, audit_reasons, audit_outcomes";
+
+/// Gives PostgreSQL statistics of [`AUDIT_NUMBERINGS`]. Autovacuum analyzes a table once 50
+/// rows plus a tenth of it have changed, so tables of a few rows never are; without statistics
+/// the planner looks each one up once per event read instead of reading it once per page, and
+/// listings, exports and verification ran 1.3–1.4× slower (docs/benchmarks.md, "Outcomes as
+/// numbers"). Best effort: a gateway that cannot analyze (not the tables' owner) still starts.
+async fn analyze_small_tables(pool: &sqlx::AnyPool) {
+    if let Err(err) = sqlx::raw_sql(&format!("ANALYZE {AUDIT_NUMBERINGS}"))
+        .execute(pool)
+        .await
+    {
+        tracing::warn!(error = %err, "could not analyze the audit trail's small tables");
+    }
+}
+
 /// Set on every SQLite connection: enforce foreign keys (purge cascades), wait up to 5 s for
 /// another writer instead of failing, flush each commit to disk (an audit event is not
 /// acknowledged before it is durable), and keep temporary files — the statement journal of
@@ -176,6 +194,9 @@ impl SqlStore {
             Dialect::Postgres => &POSTGRES_MIGRATIONS,
         };
         migrator.run(&pool).await.map_err(migration_error)?;
+        if dialect == Dialect::Postgres {
+            analyze_small_tables(&pool).await;
+        }
         let (changes, _) = tokio::sync::broadcast::channel(changes::CAPACITY);
         let listener = match location {
             StoreLocation::Sqlite { .. } => None,
