@@ -292,6 +292,14 @@ async fn a_trail_in_the_earlier_layout_migrates_to_compact_rows(db: TestDb) {
     assert_eq!(more[0].prev_hash, heads[1].2);
     let newest = store.query_audit(&AuditFilter::default()).await.unwrap();
     assert_eq!(newest.entries[0].event.id, more[0].event.id);
+    // An event whose outcome the migration numbered (texts beyond ASCII, a shadow verdict)
+    // finds that outcome: the migration's keys are the gateway's.
+    let mut again = originals[0].event.clone();
+    again.id = uuid::Uuid::now_v7().to_string();
+    again.ts = start + Duration::hours(2);
+    assert_eq!(again.policy.as_deref(), Some("pölicy"));
+    assert!(again.shadow.is_some());
+    let more = [more, store.append_audit(&[again]).await.unwrap()].concat();
     let mut conn = sqlx::AnyConnection::connect(&db.raw_url).await.unwrap();
     // Every canonical UUID id is stored as its 16 bytes; the three other spellings are not.
     let compact: i64 =
@@ -299,7 +307,10 @@ async fn a_trail_in_the_earlier_layout_migrates_to_compact_rows(db: TestDb) {
             .fetch_one(&mut conn)
             .await
             .unwrap();
-    assert_eq!(compact, i64::try_from(originals.len()).unwrap() + 1 - 3);
+    assert_eq!(
+        compact,
+        i64::try_from(originals.len() + more.len()).unwrap() - 3
+    );
     // No row stores the hash of the event before it, but the one after the hand-edited hash:
     // its `prev_hash` is not that hash, and verification must go on seeing it.
     let linked: Vec<i64> =
