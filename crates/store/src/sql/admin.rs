@@ -87,9 +87,14 @@ pub(super) async fn apply(
                 format!("no audit event describes {outcome:?}"),
             ))
         })?;
-        let mut chained = audit::append_in(&mut tx, store.dialect, std::slice::from_ref(&event))
-            .await
-            .map_err(not_audited)?;
+        let mut chained = audit::append_in(
+            &mut tx,
+            store.dialect,
+            &store.audit_numbers,
+            std::slice::from_ref(&event),
+        )
+        .await
+        .map_err(not_audited)?;
         chained.pop()
     } else {
         None

@@ -127,6 +127,8 @@ pub(crate) struct SqlStore {
     /// One audit append at a time in this process: the group-commit writer is the only caller
     /// in practice, and queuing here is cheaper than SQLite busy-waiting on its write lock.
     append_lock: tokio::sync::Mutex<()>,
+    /// Numbers of agents, reason templates and outcomes appends have already read.
+    audit_numbers: audit::KnownNumbers,
     changes: tokio::sync::broadcast::Sender<StoreChange>,
     /// Forwards PostgreSQL notifications into `changes`; stopped when the store is dropped.
     listener: Option<tokio::task::JoinHandle<()>>,
@@ -221,6 +223,7 @@ impl SqlStore {
             dialect,
             sqlite_reader,
             append_lock: tokio::sync::Mutex::new(()),
+            audit_numbers: audit::KnownNumbers::default(),
             changes,
             listener,
         })

@@ -17,6 +17,7 @@ mod checkpoints;
 mod common;
 mod compact_rows;
 mod follow;
+mod numbering;
 mod open;
 mod paging;
 mod pending_approvals;

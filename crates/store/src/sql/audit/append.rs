@@ -1,6 +1,7 @@
 //! Appending a batch: one transaction, gap-free `seq` and linked hashes per gateway chain.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, PoisonError};
 
 use sqlx::AnyConnection;
 
@@ -43,7 +44,7 @@ pub(crate) async fn append(
     }
     let _one_append_at_a_time = store.append_lock.lock().await;
     let mut tx = store.begin_write().await?;
-    let committed = append_in(&mut tx, store.dialect, batch).await?;
+    let committed = append_in(&mut tx, store.dialect, &store.audit_numbers, batch).await?;
     tx.commit().await.map_err(db_error)?;
     Ok(committed)
 }
@@ -75,7 +76,7 @@ pub(crate) async fn append_chained(
             .await
             .map_err(db_error)?;
     }
-    let outcome = append_chained_in(&mut conn, store.dialect, events).await;
+    let outcome = append_chained_in(&mut conn, store.dialect, &store.audit_numbers, events).await;
     if relaxed
         && let Err(err) = sqlx::query("PRAGMA synchronous = FULL")
             .execute(&mut *conn)
@@ -91,6 +92,7 @@ pub(crate) async fn append_chained(
 async fn append_chained_in(
     conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
     dialect: Dialect,
+    known: &KnownNumbers,
     events: &[AuditEvent],
 ) -> Result<(), StoreError> {
     let mut tx = sqlx::Connection::begin_with(&mut **conn, dialect.begin_write())
@@ -121,7 +123,7 @@ async fn append_chained_in(
         head.seq = event.seq;
         head.hash.clone_from(&event.hash);
     }
-    insert_all(&mut tx, dialect, &heads, events).await?;
+    insert_all(&mut tx, dialect, known, &heads, events).await?;
     update_heads(&mut tx, &heads).await?;
     let counts = rollup::tally(events.iter().map(|e| &e.event));
     rollup::apply(&mut tx, dialect, &counts, 1).await?;
@@ -178,6 +180,7 @@ async fn update_heads(
 pub(crate) async fn append_in(
     tx: &mut AnyConnection,
     dialect: Dialect,
+    known: &KnownNumbers,
     batch: &[NewAuditEvent],
 ) -> Result<Vec<AuditEvent>, StoreError> {
     for event in batch {
@@ -204,7 +207,7 @@ pub(crate) async fn append_in(
         head.hash.clone_from(&event.hash);
         committed.push(event);
     }
-    insert_all(tx, dialect, &heads, &committed).await?;
+    insert_all(tx, dialect, known, &heads, &committed).await?;
     update_heads(tx, &heads).await?;
     let counts = rollup::tally(committed.iter().map(|e| &e.event));
     rollup::apply(tx, dialect, &counts, 1).await?;
@@ -307,13 +310,20 @@ fn insert_size(remaining: usize) -> usize {
 async fn insert_all(
     tx: &mut AnyConnection,
     dialect: Dialect,
+    known: &KnownNumbers,
     heads: &BTreeMap<&str, Head>,
     events: &[AuditEvent],
 ) -> Result<(), StoreError> {
     let agent_ids = events
         .iter()
         .filter_map(|e| e.event.agent.as_ref().map(|agent| agent.id.as_str()));
-    let agents = numbers(tx, Numbering::Agents, agent_ids.map(|id| (id, &[][..]))).await?;
+    let agents = numbers(
+        tx,
+        known,
+        Numbering::Agents,
+        agent_ids.map(|id| (id, &[][..])),
+    )
+    .await?;
     let templates: Vec<Option<String>> = events
         .iter()
         .map(|e| {
@@ -323,6 +333,7 @@ async fn insert_all(
         .collect();
     let reasons = numbers(
         tx,
+        known,
         Numbering::Reasons,
         templates
             .iter()
@@ -339,6 +350,7 @@ async fn insert_all(
         .collect();
     let outcome_numbers = numbers(
         tx,
+        known,
         Numbering::Outcomes,
         outcomes
             .iter()
@@ -365,7 +377,7 @@ async fn insert_all(
 }
 
 /// A table that numbers a text audit rows name by number.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Numbering {
     /// `audit_agents`: agent ids.
     Agents,
@@ -401,21 +413,57 @@ impl Numbering {
     }
 }
 
+/// Numbers this process has read from the numbering tables, so that a batch reads none it has
+/// read before (a batch of checks by one agent under one rule would otherwise read three).
+/// Only numbers that were already committed are kept: a number this transaction inserts
+/// disappears if it rolls back, and is kept when a later batch reads it. Numbers never change
+/// and their rows are never deleted, so an entry never goes stale.
+#[derive(Debug, Default)]
+pub(crate) struct KnownNumbers(Mutex<HashMap<Numbering, HashMap<String, i64>>>);
+
+/// Most numbers kept per table: reasons that carry a number of their own (an approval's id) make many
+/// templates; past this many the whole map is dropped and filled again as batches read them.
+const MAX_KNOWN_NUMBERS: usize = 4096;
+
+impl KnownNumbers {
+    fn get(&self, numbering: Numbering, key: &str) -> Option<i64> {
+        let known = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        known.get(&numbering)?.get(key).copied()
+    }
+
+    fn remember(&self, numbering: Numbering, key: &str, number: i64) {
+        let mut known = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let table = known.entry(numbering).or_default();
+        if table.len() >= MAX_KNOWN_NUMBERS {
+            table.clear();
+        }
+        table.insert(key.to_owned(), number);
+    }
+}
+
 /// The number of each text `keys` name, numbering those seen for the first time (with the
-/// columns that come with the key, bound after it). One read per distinct text of the batch;
-/// an insert only for a new one, which on PostgreSQL never waits on a row lock another gateway
-/// holds (`DO NOTHING` locks nothing). Rows are never deleted: events outlive their agent, and
-/// a template or an outcome costs a few bytes once.
+/// columns that come with the key, bound after it). One read per distinct text of the batch
+/// that `known` does not hold; an insert only for a new one, which on PostgreSQL never waits
+/// on a row lock another gateway holds (`DO NOTHING` locks nothing). Rows are never deleted:
+/// events outlive their agent, and a template or an outcome costs a few bytes once.
 async fn numbers<'k>(
     tx: &mut AnyConnection,
+    known: &KnownNumbers,
     numbering: Numbering,
     keys: impl Iterator<Item = (&'k str, &'k [Option<&'k str>])>,
 ) -> Result<BTreeMap<&'k str, i64>, StoreError> {
     let keys: BTreeMap<&str, &[Option<&str>]> = keys.collect();
     let mut numbers = BTreeMap::new();
     for (key, columns) in keys {
+        if let Some(number) = known.get(numbering, key) {
+            numbers.insert(key, number);
+            continue;
+        }
         let number = match number(tx, numbering, key).await? {
-            Some(number) => number,
+            Some(number) => {
+                known.remember(numbering, key, number);
+                number
+            }
             None => {
                 columns
                     .iter()

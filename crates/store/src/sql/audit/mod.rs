@@ -30,7 +30,7 @@ mod stored_id;
 mod verify;
 
 pub use append::chain_event;
-pub(super) use append::{append, append_chained, append_in, head};
+pub(super) use append::{KnownNumbers, append, append_chained, append_in, head};
 pub(super) use checkpoint::{
     add as add_checkpoint, latest as latest_checkpoint, range as checkpoints,
 };
