@@ -429,17 +429,16 @@ pub async fn export(
             let mut piece = Vec::new();
             let mut failed = None;
             for line in lines {
-                match line.map_err(|e| {
-                    tracing::error!(error = %e, "audit export aborted");
-                    std::io::Error::other(e.to_string())
-                }) {
-                    Ok(line) => {
-                        if let Err(e) = serde_json::to_writer(&mut piece, &line) {
-                            failed = Some(std::io::Error::other(e));
-                            break;
-                        }
-                        piece.push(b'\n');
-                    }
+                let written = line
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "audit export aborted");
+                        std::io::Error::other(e.to_string())
+                    })
+                    .and_then(|line| {
+                        serde_json::to_writer(&mut piece, &line).map_err(std::io::Error::other)
+                    });
+                match written {
+                    Ok(()) => piece.push(b'\n'),
                     Err(e) => {
                         failed = Some(e);
                         break;

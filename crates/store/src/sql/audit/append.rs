@@ -421,8 +421,9 @@ impl Numbering {
 #[derive(Debug, Default)]
 pub(crate) struct KnownNumbers(Mutex<HashMap<Numbering, HashMap<String, i64>>>);
 
-/// Most numbers kept per table: reasons that carry a number of their own (an approval's id) make many
-/// templates; past this many the whole map is dropped and filled again as batches read them.
+/// Most numbers kept per table: reasons that carry a number of their own (an approval's id)
+/// make many templates; past this many the table's map is dropped and filled again as batches
+/// read them.
 const MAX_KNOWN_NUMBERS: usize = 4096;
 
 impl KnownNumbers {

@@ -7,8 +7,9 @@ macro_rules! outcome_join {
     };
 }
 
-/// An outcome column of a row of `audit_events e` joined with [`outcome_join`]: the row's own value when it stores one (what a hand edit writes wins, so
-/// that verification sees it), else its outcome's.
+/// An outcome column of a row of `audit_events e` joined with [`outcome_join`]: the row's own
+/// value when it stores one (what a hand edit writes wins, so that verification sees it), else
+/// its outcome's.
 macro_rules! outcome_column {
     ($name:literal) => {
         concat!("COALESCE(e.", $name, ", o.", $name, ")")
@@ -82,8 +83,9 @@ macro_rules! event_columns {
 
 /// An event's columns, read from [`EVENTS`]: the row (`e`), its chain's record (`c`), its
 /// agent's id (`a`), its reason's template (`r`, see [`reasons`]), its outcome (`o`, see
-/// [`outcomes`]) and the hash of the event before it (`p`). A row stores no `prev_hash` when it is that hash (MeshGuard writes none):
-/// it is read from the row before, or from the chain's anchor for the first row after it.
+/// [`outcomes`]) and the hash of the event before it (`p`). A row stores no `prev_hash` when it
+/// is that hash (MeshGuard writes none): it is read from the row before, or from the chain's
+/// anchor for the first row after it.
 const COLUMNS: &str = event_columns!("COALESCE(e.prev_hash, p.hash)");
 
 /// [`COLUMNS`] for walks that read a chain in order ([`WALK_EVENTS`]): the row's own

@@ -3,6 +3,8 @@
 //! stores the number of its combination (`audit_outcomes`), not the nine texts, and reads take
 //! them from there (docs/architecture/audit-log.md, "Outcomes as numbers").
 
+use std::fmt::Write as _;
+
 use crate::NewAuditEvent;
 
 /// The nine fields of an event that its outcome number stands for, in the order of
@@ -38,10 +40,9 @@ impl<'a> Outcome<'a> {
         let mut key = String::new();
         for field in self.fields {
             match field {
+                // Writing into a `String` cannot fail.
                 Some(text) => {
-                    key.push_str(&text.chars().count().to_string());
-                    key.push(':');
-                    key.push_str(text);
+                    let _ = write!(key, "{}:{text}", text.chars().count());
                 }
                 None => key.push('-'),
             }
