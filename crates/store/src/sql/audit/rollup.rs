@@ -1,8 +1,8 @@
-//! Per-minute counts of checks (`audit_rollups`), kept in the same transaction as the events they
-//! count: an append adds its checks, retention subtracts the ones it deletes. `audit stats` reads
-//! whole minutes from here and only the partial minutes at the edges of its period from the
-//! events, so its cost follows the number of distinct (minute, agent, decision, action) groups,
-//! not the number of events.
+//! Per-minute and per-hour counts of checks (`audit_rollups`, `audit_rollups_hourly`), kept in
+//! the same transaction as the events they count: an append adds its checks, retention subtracts
+//! the ones it deletes. `audit stats` reads whole hours, then whole minutes at the edges of its
+//! period, and only the partial minutes from the events, so its cost follows the number of
+//! distinct (hour or minute, agent, decision, action) groups, not the number of events.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +14,40 @@ use meshguard_policy::Effect;
 
 /// Microseconds in a minute: a rollup's `minute` is `ts / MINUTE_US`.
 pub(super) const MINUTE_US: i64 = 60_000_000;
+/// Microseconds in an hour: an hourly rollup's `hour` is `ts / HOUR_US`.
+pub(super) const HOUR_US: i64 = 3_600_000_000;
+
+/// A level of rollups: the table, its time column and the microseconds one of its rows covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tier {
+    /// `audit_rollups`, one row per minute and group.
+    Minute,
+    /// `audit_rollups_hourly`, one row per hour and group: the minutes' sums.
+    Hour,
+}
+
+impl Tier {
+    pub(super) const fn table(self) -> &'static str {
+        match self {
+            Self::Minute => "audit_rollups",
+            Self::Hour => "audit_rollups_hourly",
+        }
+    }
+
+    pub(super) const fn column(self) -> &'static str {
+        match self {
+            Self::Minute => "minute",
+            Self::Hour => "hour",
+        }
+    }
+
+    pub(super) const fn micros(self) -> i64 {
+        match self {
+            Self::Minute => MINUTE_US,
+            Self::Hour => HOUR_US,
+        }
+    }
+}
 
 /// Rows per upsert statement.
 const MAX_ROWS: usize = 64;
@@ -22,6 +56,7 @@ const COLUMNS: usize = 8;
 /// What a rollup row counts: absent values are ''.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct Key {
+    /// The minute, or in an hourly tally the hour.
     minute: i64,
     agent_id: String,
     agent_name: String,
@@ -128,13 +163,36 @@ pub(super) async fn tally_prefix(
     Ok(counts)
 }
 
-/// Adds `counts` (times `sign`: 1 for appended events, -1 for deleted ones) to the rollups.
+/// Adds `counts` (times `sign`: 1 for appended events, -1 for deleted ones) to the rollups of
+/// both tiers.
 pub(super) async fn apply(
     tx: &mut AnyConnection,
     dialect: Dialect,
     counts: &Tally,
     sign: i64,
 ) -> Result<(), StoreError> {
+    apply_tier(tx, dialect, Tier::Minute, counts, sign).await?;
+    let minutes_per_hour = HOUR_US / MINUTE_US;
+    let mut hours = Tally::new();
+    for (key, n) in counts {
+        let hour = Key {
+            minute: key.minute.div_euclid(minutes_per_hour),
+            ..key.clone()
+        };
+        *hours.entry(hour).or_default() += n;
+    }
+    apply_tier(tx, dialect, Tier::Hour, &hours, sign).await
+}
+
+/// Adds `counts`, keyed by the tier's unit (minute or hour), to that tier's table.
+async fn apply_tier(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    tier: Tier,
+    counts: &Tally,
+    sign: i64,
+) -> Result<(), StoreError> {
+    let (table, unit) = (tier.table(), tier.column());
     let rows: Vec<(&Key, i64)> = counts.iter().map(|(key, n)| (key, n * sign)).collect();
     for chunk in rows.chunks(MAX_ROWS) {
         let values: Vec<String> = (0..chunk.len())
@@ -147,10 +205,10 @@ pub(super) async fn apply(
             })
             .collect();
         let sql = format!(
-            "INSERT INTO audit_rollups (minute, agent_id, agent_name, decision, action, \
+            "INSERT INTO {table} ({unit}, agent_id, agent_name, decision, action, \
              shadow_policy, shadow_decision, n) VALUES {} \
-             ON CONFLICT (minute, agent_id, agent_name, decision, action, shadow_policy, \
-             shadow_decision) DO UPDATE SET n = audit_rollups.n + excluded.n",
+             ON CONFLICT ({unit}, agent_id, agent_name, decision, action, shadow_policy, \
+             shadow_decision) DO UPDATE SET n = {table}.n + excluded.n",
             values.join(", ")
         );
         let mut query = sqlx::query(&sql);
@@ -167,11 +225,20 @@ pub(super) async fn apply(
         }
         query.execute(&mut *tx).await.map_err(db_error)?;
     }
-    if sign < 0 && !counts.is_empty() {
-        sqlx::query("DELETE FROM audit_rollups WHERE n <= 0")
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+    // Keys are ordered by time first: the rows emptied lie between the first and the last.
+    if let (true, Some((first, _)), Some((last, _))) =
+        (sign < 0, counts.first_key_value(), counts.last_key_value())
+    {
+        sqlx::query(&format!(
+            "DELETE FROM {table} WHERE {unit} >= {} AND {unit} <= {} AND n <= 0",
+            dialect.placeholder(1),
+            dialect.placeholder(2)
+        ))
+        .bind(first.minute)
+        .bind(last.minute)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
     }
     Ok(())
 }

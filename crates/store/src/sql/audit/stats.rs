@@ -5,23 +5,14 @@ use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
 use super::query::{Arg, Conditions};
-use super::rollup::MINUTE_US;
-use crate::sql::{SqlStore, column, db_error, from_micros, micros, unsigned};
+use super::rollup::{HOUR_US, MINUTE_US, Tier};
+use crate::sql::{SqlStore, column, db_error, from_micros, micros};
 use meshguard_policy::Effect;
 
 use crate::{ActionCount, AuditStats, HourlyBucket, ShadowChange, StatsQuery, StoreError};
 
-const HOUR_US: i64 = 3_600_000_000;
-const TOP_DENIED: i64 = 10;
+const TOP_DENIED: usize = 10;
 const MAX_HOURLY_BUCKETS: i64 = 366 * 24;
-
-/// The decision columns summed by every stats query over [`source`]'s rows (each counts `n`
-/// checks). Cast because PostgreSQL sums a BIGINT into a NUMERIC.
-const COUNTS: &str = "CAST(COALESCE(SUM(n), 0) AS BIGINT) AS total, \
-    CAST(COALESCE(SUM(CASE WHEN decision = 'allow' THEN n ELSE 0 END), 0) AS BIGINT) AS allowed, \
-    CAST(COALESCE(SUM(CASE WHEN decision = 'deny' THEN n ELSE 0 END), 0) AS BIGINT) AS denied, \
-    CAST(COALESCE(SUM(CASE WHEN decision = 'require_approval' THEN n ELSE 0 END), 0) AS BIGINT) \
-    AS approval";
 
 /// Rows of events with `lower <= ts < upper`, each counting `sign` (1, or -1 for events taken
 /// back out of a rolled-up minute): one range of the `ts` index.
@@ -53,20 +44,42 @@ fn events(binds: &mut Conditions, query: &StatsQuery, lower: i64, upper: i64, si
     )
 }
 
-/// Rows of the rollups of the minutes `first <= minute < end`.
-fn rolled(binds: &mut Conditions, query: &StatsQuery, first: i64, end: i64) -> String {
+/// Rows of the rollups of `tier` for the units (minutes or hours) `first <= unit < end`.
+fn rolled(binds: &mut Conditions, query: &StatsQuery, tier: Tier, first: i64, end: i64) -> String {
     let (a, b) = (binds.bind(Arg::Int(first)), binds.bind(Arg::Int(end)));
     let agent = match &query.agent {
         Some(agent) => format!(" AND {}", binds.agent_text_condition(agent)),
         None => String::new(),
     };
+    let (table, unit, micros) = (tier.table(), tier.column(), tier.micros());
     format!(
-        "SELECT minute * {MINUTE_US} AS ts, NULLIF(agent_id, '') AS agent_id, \
+        "SELECT {unit} * {micros} AS ts, NULLIF(agent_id, '') AS agent_id, \
          NULLIF(agent_name, '') AS agent_name, NULLIF(decision, '') AS decision, action, \
          NULLIF(shadow_policy, '') AS shadow_policy, \
          NULLIF(shadow_decision, '') AS shadow_decision, n \
-         FROM audit_rollups WHERE minute >= {a} AND minute < {b}{agent}"
+         FROM {table} WHERE {unit} >= {a} AND {unit} < {b}{agent}"
     )
+}
+
+/// Rows of the rollups of the whole minutes `first <= minute < end`: the whole hours among them
+/// from the hourly tier, the minutes before and after those from the minute tier.
+fn rolled_minutes(binds: &mut Conditions, query: &StatsQuery, first: i64, end: i64) -> String {
+    let per_hour = HOUR_US / MINUTE_US;
+    let (first_hour, end_hour) = (
+        first.div_euclid(per_hour) + i64::from(first.rem_euclid(per_hour) != 0),
+        end.div_euclid(per_hour),
+    );
+    if first_hour >= end_hour {
+        return rolled(binds, query, Tier::Minute, first, end);
+    }
+    let mut parts = vec![rolled(binds, query, Tier::Hour, first_hour, end_hour)];
+    if first < first_hour * per_hour {
+        parts.push(rolled(binds, query, Tier::Minute, first, first_hour * per_hour));
+    }
+    if end_hour * per_hour < end {
+        parts.push(rolled(binds, query, Tier::Minute, end_hour * per_hour, end));
+    }
+    parts.join(" UNION ALL ")
 }
 
 /// The checks of the part `[lower, upper)` of one minute (`lower < upper`, both inside it):
@@ -89,14 +102,14 @@ fn partial_minute(
     if minute < 0 || inside <= outside {
         return events(binds, query, lower, upper, 1);
     }
-    let whole = rolled(binds, query, minute, minute + 1);
+    let whole = rolled(binds, query, Tier::Minute, minute, minute + 1);
     let before = events(binds, query, start, lower, -1);
     let after = events(binds, query, upper, end, -1);
     format!("{whole} UNION ALL {before} UNION ALL {after}")
 }
 
-/// The checks of the period as rows that each count `n` of them: the whole minutes from the
-/// rollups, the partial minutes at the edges from the events or from their rollup less the
+/// The checks of the period as rows that each count `n` of them: the whole hours and minutes
+/// from the rollups, the partial minutes at the edges from the events or from their rollup less the
 /// events outside the period (whichever reads fewer), and any event before 1970 from the events
 /// themselves. Returns the `FROM` item and its bound values.
 fn source(query: &StatsQuery) -> (String, Conditions) {
@@ -108,7 +121,7 @@ fn source(query: &StatsQuery) -> (String, Conditions) {
     let end = to.div_euclid(MINUTE_US).max(first);
     let now = micros(OffsetDateTime::now_utc());
     let mut binds = Conditions::default();
-    let mut parts = vec![rolled(&mut binds, query, first, end)];
+    let mut parts = vec![rolled_minutes(&mut binds, query, first, end)];
     // The edges: [from, first minute) and [end minute, to), each one range of the ts
     // index (an OR of the two would make SQLite scan the whole period).
     let head_end = first.saturating_mul(MINUTE_US).min(to);
@@ -150,70 +163,97 @@ pub(crate) async fn stats(store: &SqlStore, query: &StatsQuery) -> Result<AuditS
         ));
     }
 
+    // One pass over the period's rows, grouped by what any part of the answer tells apart;
+    // the totals, the top denied actions, the shadow changes and the hours are summed here.
     let (counted, binds) = source(query);
-    let sql = format!("SELECT {COUNTS} FROM {counted}");
-    let row = binds
-        .query(&sql)
-        .fetch_one(&store.pool)
-        .await
-        .map_err(db_error)?;
-    let total = unsigned(&row, "total")?;
-    let allowed = unsigned(&row, "allowed")?;
-    let denied = unsigned(&row, "denied")?;
-    let require_approval = unsigned(&row, "approval")?;
-
-    let (counted, binds) = source(query);
+    let hour = if query.hourly {
+        format!("ts / {HOUR_US}")
+    } else {
+        "0".to_owned()
+    };
+    let grouped = "decision, action, shadow_policy, shadow_decision";
     let sql = format!(
-        "SELECT action, CAST(SUM(n) AS BIGINT) AS checks FROM {counted} WHERE decision = 'deny' \
-         GROUP BY action HAVING SUM(n) > 0 ORDER BY checks DESC, action LIMIT {TOP_DENIED}"
+        "SELECT {hour} AS hour, {grouped}, CAST(SUM(n) AS BIGINT) AS checks FROM {counted} \
+         GROUP BY {}{grouped}",
+        if query.hourly {
+            format!("{hour}, ")
+        } else {
+            String::new()
+        }
     );
     let rows = binds
         .query(&sql)
         .fetch_all(&store.pool)
         .await
         .map_err(db_error)?;
-    let top_denied = rows
-        .iter()
-        .map(|row| {
-            Ok(ActionCount {
-                action: column(row, "action")?,
-                count: unsigned(row, "checks")?,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-
-    let (counted, binds) = source(query);
-    let sql = format!(
-        "SELECT shadow_policy, decision, shadow_decision, CAST(SUM(n) AS BIGINT) AS checks \
-         FROM {counted} WHERE shadow_decision IS NOT NULL \
-         GROUP BY shadow_policy, decision, shadow_decision HAVING SUM(n) > 0 \
-         ORDER BY checks DESC, shadow_policy"
-    );
-    let rows = binds
-        .query(&sql)
-        .fetch_all(&store.pool)
-        .await
-        .map_err(db_error)?;
-    let shadow = rows
-        .iter()
-        .map(|row| {
-            let effect = |name: &str| -> Result<Effect, StoreError> {
-                let text: Option<String> = column(row, name)?;
-                text.as_deref().and_then(Effect::parse).ok_or_else(|| {
+    let mut total = Counts::default();
+    let mut hours: BTreeMap<i64, Counts> = BTreeMap::new();
+    let mut denied_actions: BTreeMap<String, i64> = BTreeMap::new();
+    let mut shadows: BTreeMap<(Option<String>, Effect, Effect), i64> = BTreeMap::new();
+    for row in &rows {
+        let checks: i64 = column(row, "checks")?;
+        let decision: Option<String> = column(row, "decision")?;
+        let decision = decision.as_deref().and_then(Effect::parse);
+        total.add(decision, checks);
+        if query.hourly {
+            hours
+                .entry(column(row, "hour")?)
+                .or_default()
+                .add(decision, checks);
+        }
+        if decision == Some(Effect::Deny) {
+            *denied_actions.entry(column(row, "action")?).or_default() += checks;
+        }
+        let shadow: Option<String> = column(row, "shadow_decision")?;
+        if let Some(shadow) = shadow {
+            let effect = |name: &str, text: Option<&str>| {
+                text.and_then(Effect::parse).ok_or_else(|| {
                     StoreError::Corrupt(format!("audit event column `{name}` holds {text:?}"))
                 })
             };
+            let from = effect("decision", decision.map(Effect::as_str))?;
+            let to = effect("shadow_decision", Some(&shadow))?;
+            *shadows
+                .entry((column(row, "shadow_policy")?, from, to))
+                .or_default() += checks;
+        }
+    }
+    let total = total.checked()?;
+    let mut top_denied = denied_actions
+        .into_iter()
+        .filter(|&(_, checks)| checks > 0)
+        .map(|(action, checks)| Ok(ActionCount { action, count: count(checks)? }))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    // Most denied first; ties in the actions' (byte) order, which the map kept.
+    top_denied.sort_by(|a, b| b.count.cmp(&a.count));
+    top_denied.truncate(TOP_DENIED);
+    let mut shadow = shadows
+        .into_iter()
+        .filter(|&(_, checks)| checks > 0)
+        .map(|((policy, from, to), checks)| {
             Ok(ShadowChange {
-                policy: column(row, "shadow_policy")?,
-                from: effect("decision")?,
-                to: effect("shadow_decision")?,
-                count: unsigned(row, "checks")?,
+                policy,
+                from,
+                to,
+                count: count(checks)?,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
+    shadow.sort_by(|a, b| b.count.cmp(&a.count));
 
     let hourly = if query.hourly {
-        hourly(store, query, first_hour, last_hour).await?
+        (first_hour..=last_hour)
+            .map(|hour| {
+                let counted = hours.remove(&hour).unwrap_or_default().checked()?;
+                Ok(HourlyBucket {
+                    hour: hour_start(hour)?,
+                    total: counted.total,
+                    allowed: counted.allowed,
+                    denied: counted.denied,
+                    require_approval: counted.require_approval,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?
     } else {
         Vec::new()
     };
@@ -221,61 +261,54 @@ pub(crate) async fn stats(store: &SqlStore, query: &StatsQuery) -> Result<AuditS
     Ok(AuditStats {
         from: query.from,
         to: query.to,
-        total,
-        allowed,
-        denied,
-        require_approval,
-        allowed_pct: percent(allowed, total),
-        denied_pct: percent(denied, total),
-        require_approval_pct: percent(require_approval, total),
+        total: total.total,
+        allowed: total.allowed,
+        denied: total.denied,
+        require_approval: total.require_approval,
+        allowed_pct: percent(total.allowed, total.total),
+        denied_pct: percent(total.denied, total.total),
+        require_approval_pct: percent(total.require_approval, total.total),
         top_denied,
         hourly,
         shadow,
     })
 }
 
-async fn hourly(
-    store: &SqlStore,
-    query: &StatsQuery,
-    first_hour: i64,
-    last_hour: i64,
-) -> Result<Vec<HourlyBucket>, StoreError> {
-    // Integer division of microseconds is the hour number in both dialects (no date functions,
-    // whose names and time zones differ).
-    let (counted, binds) = source(query);
-    let sql =
-        format!("SELECT ts / {HOUR_US} AS hour, {COUNTS} FROM {counted} GROUP BY ts / {HOUR_US}");
-    let rows = binds
-        .query(&sql)
-        .fetch_all(&store.pool)
-        .await
-        .map_err(db_error)?;
-    let mut counted = BTreeMap::new();
-    for row in &rows {
-        let hour: i64 = column(row, "hour")?;
-        counted.insert(
-            hour,
-            (
-                unsigned(row, "total")?,
-                unsigned(row, "allowed")?,
-                unsigned(row, "denied")?,
-                unsigned(row, "approval")?,
-            ),
-        );
+/// Checks counted by decision, as summed (a partial minute's rollup less its events outside the
+/// period may make a group's part negative; the whole never is).
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts<T = i64> {
+    total: T,
+    allowed: T,
+    denied: T,
+    require_approval: T,
+}
+
+impl Counts {
+    fn add(&mut self, decision: Option<Effect>, checks: i64) {
+        self.total += checks;
+        match decision {
+            Some(Effect::Allow) => self.allowed += checks,
+            Some(Effect::Deny) => self.denied += checks,
+            Some(Effect::RequireApproval) => self.require_approval += checks,
+            None => {}
+        }
     }
-    (first_hour..=last_hour)
-        .map(|hour| {
-            let (total, allowed, denied, require_approval) =
-                counted.get(&hour).copied().unwrap_or_default();
-            Ok(HourlyBucket {
-                hour: hour_start(hour)?,
-                total,
-                allowed,
-                denied,
-                require_approval,
-            })
+
+    fn checked(self) -> Result<Counts<u64>, StoreError> {
+        Ok(Counts {
+            total: count(self.total)?,
+            allowed: count(self.allowed)?,
+            denied: count(self.denied)?,
+            require_approval: count(self.require_approval)?,
         })
-        .collect()
+    }
+}
+
+/// A sum of checks, which the rollups and events never make negative.
+fn count(checks: i64) -> Result<u64, StoreError> {
+    u64::try_from(checks)
+        .map_err(|_| StoreError::Corrupt(format!("the audit rollups count {checks} checks")))
 }
 
 fn hour_start(hour: i64) -> Result<OffsetDateTime, StoreError> {
