@@ -373,7 +373,8 @@ async fn migration_builds_hourly_rollups_from_the_minutes(db: TestDb) {
     }
     drop(store);
     db.raw("DROP TABLE audit_rollups_hourly").await;
-    db.raw("DELETE FROM _sqlx_migrations WHERE version = 11").await;
+    db.raw("DELETE FROM _sqlx_migrations WHERE version = 11")
+        .await;
 
     let store = db.open().await;
     let checks = stored_checks(&*store).await;

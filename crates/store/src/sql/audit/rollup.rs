@@ -171,7 +171,9 @@ pub(super) async fn apply(
     counts: &Tally,
     sign: i64,
 ) -> Result<(), StoreError> {
-    apply_tier(tx, dialect, Tier::Minute, counts, sign).await?;
+    if counts.is_empty() {
+        return Ok(());
+    }
     let minutes_per_hour = HOUR_US / MINUTE_US;
     let mut hours = Tally::new();
     for (key, n) in counts {
@@ -181,64 +183,106 @@ pub(super) async fn apply(
         };
         *hours.entry(hour).or_default() += n;
     }
-    apply_tier(tx, dialect, Tier::Hour, &hours, sign).await
+    let signed = |tally: &'_ Tally| -> Vec<(Key, i64)> {
+        tally
+            .iter()
+            .map(|(key, n)| (key.clone(), n * sign))
+            .collect()
+    };
+    let (minute_rows, hour_rows) = (signed(counts), signed(&hours));
+    if dialect == Dialect::Postgres && minute_rows.len().max(hour_rows.len()) <= MAX_ROWS {
+        // Both tiers in one round trip (an append's usual case): PostgreSQL runs a
+        // data-modifying WITH whether or not the statement reads it.
+        let sql = format!(
+            "WITH minutes AS ({}) {}",
+            upsert(dialect, Tier::Minute, minute_rows.len(), 1),
+            upsert(
+                dialect,
+                Tier::Hour,
+                hour_rows.len(),
+                minute_rows.len() * COLUMNS + 1
+            )
+        );
+        let query = bind_rows(bind_rows(sqlx::query(&sql), &minute_rows), &hour_rows);
+        query.execute(&mut *tx).await.map_err(db_error)?;
+    } else {
+        for (tier, rows) in [(Tier::Minute, &minute_rows), (Tier::Hour, &hour_rows)] {
+            for chunk in rows.chunks(MAX_ROWS) {
+                let sql = upsert(dialect, tier, chunk.len(), 1);
+                let query = bind_rows(sqlx::query(&sql), chunk);
+                query.execute(&mut *tx).await.map_err(db_error)?;
+            }
+        }
+    }
+    if sign < 0 {
+        delete_emptied(tx, dialect, Tier::Minute, counts).await?;
+        delete_emptied(tx, dialect, Tier::Hour, &hours).await?;
+    }
+    Ok(())
 }
 
-/// Adds `counts`, keyed by the tier's unit (minute or hour), to that tier's table.
-async fn apply_tier(
+/// The statement adding `rows` rows to `tier`'s table, its placeholders numbered from `first`.
+fn upsert(dialect: Dialect, tier: Tier, rows: usize, first: usize) -> String {
+    let (table, unit) = (tier.table(), tier.column());
+    let values: Vec<String> = (0..rows)
+        .map(|row| {
+            let start = first + row * COLUMNS;
+            let columns: Vec<String> = (start..start + COLUMNS)
+                .map(|n| dialect.placeholder(n))
+                .collect();
+            format!("({})", columns.join(", "))
+        })
+        .collect();
+    format!(
+        "INSERT INTO {table} ({unit}, agent_id, agent_name, decision, action, shadow_policy, \
+         shadow_decision, n) VALUES {} \
+         ON CONFLICT ({unit}, agent_id, agent_name, decision, action, shadow_policy, \
+         shadow_decision) DO UPDATE SET n = {table}.n + excluded.n",
+        values.join(", ")
+    )
+}
+
+/// Binds the values of [`upsert`]'s rows, in its column order.
+fn bind_rows<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    rows: &'q [(Key, i64)],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for (key, n) in rows {
+        query = query
+            .bind(key.minute)
+            .bind(&key.agent_id)
+            .bind(&key.agent_name)
+            .bind(&key.decision)
+            .bind(&key.action)
+            .bind(&key.shadow_policy)
+            .bind(&key.shadow_decision)
+            .bind(*n);
+    }
+    query
+}
+
+/// Deletes the rows of `tier` that subtracting `counts` emptied. Keys are ordered by time
+/// first: those rows lie between the first key's unit and the last's.
+async fn delete_emptied(
     tx: &mut AnyConnection,
     dialect: Dialect,
     tier: Tier,
     counts: &Tally,
-    sign: i64,
 ) -> Result<(), StoreError> {
+    let (Some((first, _)), Some((last, _))) = (counts.first_key_value(), counts.last_key_value())
+    else {
+        return Ok(());
+    };
     let (table, unit) = (tier.table(), tier.column());
-    let rows: Vec<(&Key, i64)> = counts.iter().map(|(key, n)| (key, n * sign)).collect();
-    for chunk in rows.chunks(MAX_ROWS) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|row| {
-                let first = row * COLUMNS + 1;
-                let columns: Vec<String> = (first..first + COLUMNS)
-                    .map(|n| dialect.placeholder(n))
-                    .collect();
-                format!("({})", columns.join(", "))
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO {table} ({unit}, agent_id, agent_name, decision, action, \
-             shadow_policy, shadow_decision, n) VALUES {} \
-             ON CONFLICT ({unit}, agent_id, agent_name, decision, action, shadow_policy, \
-             shadow_decision) DO UPDATE SET n = {table}.n + excluded.n",
-            values.join(", ")
-        );
-        let mut query = sqlx::query(&sql);
-        for (key, n) in chunk {
-            query = query
-                .bind(key.minute)
-                .bind(&key.agent_id)
-                .bind(&key.agent_name)
-                .bind(&key.decision)
-                .bind(&key.action)
-                .bind(&key.shadow_policy)
-                .bind(&key.shadow_decision)
-                .bind(*n);
-        }
-        query.execute(&mut *tx).await.map_err(db_error)?;
-    }
-    // Keys are ordered by time first: the rows emptied lie between the first and the last.
-    if let (true, Some((first, _)), Some((last, _))) =
-        (sign < 0, counts.first_key_value(), counts.last_key_value())
-    {
-        sqlx::query(&format!(
-            "DELETE FROM {table} WHERE {unit} >= {} AND {unit} <= {} AND n <= 0",
-            dialect.placeholder(1),
-            dialect.placeholder(2)
-        ))
-        .bind(first.minute)
-        .bind(last.minute)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-    }
+    sqlx::query(&format!(
+        "DELETE FROM {table} WHERE {unit} >= {} AND {unit} <= {} AND n <= 0",
+        dialect.placeholder(1),
+        dialect.placeholder(2)
+    ))
+    .bind(first.minute)
+    .bind(last.minute)
+    .execute(&mut *tx)
+    .await
+    .map_err(db_error)?;
     Ok(())
 }

@@ -74,7 +74,13 @@ fn rolled_minutes(binds: &mut Conditions, query: &StatsQuery, first: i64, end: i
     }
     let mut parts = vec![rolled(binds, query, Tier::Hour, first_hour, end_hour)];
     if first < first_hour * per_hour {
-        parts.push(rolled(binds, query, Tier::Minute, first, first_hour * per_hour));
+        parts.push(rolled(
+            binds,
+            query,
+            Tier::Minute,
+            first,
+            first_hour * per_hour,
+        ));
     }
     if end_hour * per_hour < end {
         parts.push(rolled(binds, query, Tier::Minute, end_hour * per_hour, end));
@@ -222,10 +228,15 @@ pub(crate) async fn stats(store: &SqlStore, query: &StatsQuery) -> Result<AuditS
     let mut top_denied = denied_actions
         .into_iter()
         .filter(|&(_, checks)| checks > 0)
-        .map(|(action, checks)| Ok(ActionCount { action, count: count(checks)? }))
+        .map(|(action, checks)| {
+            Ok(ActionCount {
+                action,
+                count: count(checks)?,
+            })
+        })
         .collect::<Result<Vec<_>, StoreError>>()?;
     // Most denied first; ties in the actions' (byte) order, which the map kept.
-    top_denied.sort_by(|a, b| b.count.cmp(&a.count));
+    top_denied.sort_by_key(|count| std::cmp::Reverse(count.count));
     top_denied.truncate(TOP_DENIED);
     let mut shadow = shadows
         .into_iter()
@@ -239,7 +250,7 @@ pub(crate) async fn stats(store: &SqlStore, query: &StatsQuery) -> Result<AuditS
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    shadow.sort_by(|a, b| b.count.cmp(&a.count));
+    shadow.sort_by_key(|change| std::cmp::Reverse(change.count));
 
     let hourly = if query.hourly {
         (first_hour..=last_hour)
