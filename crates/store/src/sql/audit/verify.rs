@@ -18,8 +18,9 @@ use crate::{ChainBreak, ChainReport, StoreError, VerifyOptions, VerifyReport};
 /// Events (seqs) read per round trip while walking a chain.
 const PAGE: u64 = 2000;
 const PAGE_USIZE: usize = 2000;
-/// Pages read and hashed ahead of the walk, each on a connection and a task of its own.
-const PAGES_AHEAD: usize = 3;
+/// Pages read and hashed ahead of the walk, each on a connection and a task of its own: two
+/// per core of the reference machine, so that a page finished out of turn leaves no core idle.
+const PAGES_AHEAD: usize = 4;
 /// Chains walked at once (several gateways sharing a PostgreSQL database each have one).
 const CHAINS_AT_ONCE: usize = 2;
 
