@@ -1,6 +1,8 @@
 //! `audit verify`: walk every chain from its anchor (`--full`) or from its newest checkpoint an
 //! earlier verification walked through, recomputing every hash and checking every signature.
 
+use std::sync::Arc;
+
 use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
@@ -113,8 +115,12 @@ impl Page {
 enum Source {
     /// Through the pool (PostgreSQL).
     Pool(sqlx::AnyPool),
-    /// Straight from the SQLite file, on a blocking thread per page.
-    Sqlite(std::sync::Arc<sqlite_walk::SqliteReader>),
+    /// Straight from the SQLite file, on a blocking thread per page, with the small tables the
+    /// rows name read once for the chain.
+    Sqlite(
+        std::sync::Arc<sqlite_walk::SqliteReader>,
+        std::sync::Arc<sqlite_walk::Dictionaries>,
+    ),
 }
 
 /// The events of `gateway`'s chain with `after < seq <= through`, in order, each hashed again;
@@ -129,8 +135,8 @@ async fn read_page(
     let page = Page::after(after, before);
     let (after, through) = (signed("seq", after)?, signed("seq", through)?);
     match source {
-        Source::Sqlite(reader) => {
-            tokio::task::spawn_blocking(move || reader.page(&gateway, after, through, page))
+        Source::Sqlite(reader, dictionaries) => {
+            tokio::task::spawn_blocking(move || reader.page(&dictionaries, after, through, page))
                 .await
                 .map_err(|err| StoreError::Unavailable(format!("reading a page failed: {err}")))?
         }
@@ -365,7 +371,15 @@ async fn walk(
         .map(|after| (after, after.saturating_add(PAGE).min(chain.head_seq)))
         .collect();
     let source = match &store.sqlite_reader {
-        Some(reader) => Source::Sqlite(reader.clone()),
+        Some(reader) => {
+            let (blocking, gateway) = (reader.clone(), chain.gateway.clone());
+            let dictionaries = tokio::task::spawn_blocking(move || blocking.dictionaries(&gateway))
+                .await
+                .map_err(|err| {
+                    StoreError::Unavailable(format!("reading the audit tables failed: {err}"))
+                })??;
+            Source::Sqlite(reader.clone(), Arc::new(dictionaries))
+        }
         None => Source::Pool(store.pool.clone()),
     };
     let gateway = chain.gateway.clone();
