@@ -404,11 +404,11 @@ impl Numbering {
             Self::Reasons => {
                 "INSERT INTO audit_reasons (template) VALUES ($1) ON CONFLICT DO NOTHING"
             }
-            Self::Outcomes => {
-                "INSERT INTO audit_outcomes (key, kind, decision, code, policy, rule, \
-                 shadow_decision, shadow_code, shadow_policy, shadow_rule) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING"
-            }
+            Self::Outcomes => concat!(
+                "INSERT INTO audit_outcomes (key, ",
+                outcome_fields!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING"
+            ),
         }
     }
 }

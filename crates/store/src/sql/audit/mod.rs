@@ -7,6 +7,15 @@ macro_rules! outcome_join {
     };
 }
 
+/// The nine columns of `audit_outcomes` an outcome number stands for, in the order of
+/// [`outcomes::Outcome`]'s fields (and of the migration that fills them).
+macro_rules! outcome_fields {
+    () => {
+        "kind, decision, code, policy, rule, shadow_decision, shadow_code, shadow_policy, \
+         shadow_rule"
+    };
+}
+
 /// An outcome column of a row of `audit_events e` joined with [`outcome_join`]: the row's own
 /// value when it stores one (what a hand edit writes wins, so that verification sees it), else
 /// its outcome's.

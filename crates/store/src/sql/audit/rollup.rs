@@ -183,11 +183,8 @@ pub(super) async fn apply(
         };
         *hours.entry(hour).or_default() += n;
     }
-    let signed = |tally: &'_ Tally| -> Vec<(Key, i64)> {
-        tally
-            .iter()
-            .map(|(key, n)| (key.clone(), n * sign))
-            .collect()
+    let signed = |tally| -> Vec<(&Key, i64)> {
+        Tally::iter(tally).map(|(key, n)| (key, n * sign)).collect()
     };
     let (minute_rows, hour_rows) = (signed(counts), signed(&hours));
     if dialect == Dialect::Postgres && minute_rows.len().max(hour_rows.len()) <= MAX_ROWS {
@@ -245,7 +242,7 @@ fn upsert(dialect: Dialect, tier: Tier, rows: usize, first: usize) -> String {
 /// Binds the values of [`upsert`]'s rows, in its column order.
 fn bind_rows<'q>(
     mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    rows: &'q [(Key, i64)],
+    rows: &'q [(&'q Key, i64)],
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     for (key, n) in rows {
         query = query

@@ -140,8 +140,11 @@ impl SqliteReader {
                 agents: read("SELECT agent, agent_id FROM audit_agents", 1)?,
                 reasons: read("SELECT reason, template FROM audit_reasons", 1)?,
                 outcomes: read(
-                    "SELECT outcome, kind, decision, code, policy, rule, shadow_decision, \
-                     shadow_code, shadow_policy, shadow_rule FROM audit_outcomes",
+                    concat!(
+                        "SELECT outcome, ",
+                        outcome_fields!(),
+                        " FROM audit_outcomes"
+                    ),
                     OUTCOME_COLUMNS.len(),
                 )?,
             })
@@ -221,7 +224,7 @@ const ROW_INDEX: [Option<usize>; col::ANCHOR_HASH + 1] = [
 const AGENT_NUMBER: usize = 24;
 const REASON_NUMBER: usize = 25;
 const OUTCOME_NUMBER: usize = 26;
-/// The columns an outcome holds, in `COLUMNS` order of the dictionary's values.
+/// The `COLUMNS` index of each value of an outcome's entry (`outcome_fields!` order).
 const OUTCOME_COLUMNS: [usize; 9] = [
     col::KIND,
     col::DECISION,
@@ -234,7 +237,9 @@ const OUTCOME_COLUMNS: [usize; 9] = [
     col::SHADOW_RULE,
 ];
 
-/// A value read once and kept: what a join would have given every row.
+/// A value read once and kept: what a join would have given every row. Not rusqlite's own
+/// `Value`, whose conversion from a row's value panics on text that is not UTF-8; a hand edit
+/// may store such text, and reading it must report it, not crash.
 #[derive(Debug, Clone)]
 enum Owned {
     Null,

@@ -118,8 +118,8 @@ enum Source {
     /// Straight from the SQLite file, on a blocking thread per page, with the small tables the
     /// rows name read once for the chain.
     Sqlite(
-        std::sync::Arc<sqlite_walk::SqliteReader>,
-        std::sync::Arc<sqlite_walk::Dictionaries>,
+        Arc<sqlite_walk::SqliteReader>,
+        Arc<sqlite_walk::Dictionaries>,
     ),
 }
 
